@@ -1,0 +1,62 @@
+"""Dispatch `python -m pipeline <stage> [args]` to `pipeline.<stage>.main(argv)`.
+
+Only the named module is imported, so cheap stages never pay for torch or faiss.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+STAGES = (
+    "fetch_demo",
+    "prepare",
+    "fit_codec",
+    "fit_diffusion",
+    "reconstruct",
+    "pretrain",
+    "embed",
+    "sample",
+    "train",
+    "evaluate",
+    "report",
+)
+COMMANDS = ("score",)
+
+USAGE = """usage: python -m pipeline <stage> [options]
+
+stages (in dvc.yaml order):
+  fetch_demo     build data/raw/demo/ (Debian speech packages + offline TTS attacks)
+  prepare        corpus adapters -> data/clips.parquet, data/rejects.parquet
+  fit_codec      train a small EnCodec where no pretrained checkpoint is given
+  fit_diffusion  train a mel UNet (diffusers) where no pretrained model is given
+  reconstruct    copy-synthesis of bona fide clips through one paradigm's generators
+  pretrain       train one teacher detector on its pool
+  embed          penultimate embeddings of a teacher's pool
+  sample         neural-collapse class-mean sampling (+ baselines) -> manifests
+  train          train the detector on the chosen manifest
+  evaluate       EER per eval set, score files, DET plots
+  report         reports/index.html (static, offline)
+
+commands:
+  score          score audio files, folders or a clip table with a trained detector
+
+Run `python -m pipeline <stage> --help` for a stage's options.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in STAGES + COMMANDS:
+        print(f"unknown stage {name!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"pipeline.{name}")
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

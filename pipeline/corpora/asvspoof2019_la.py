@@ -1,0 +1,63 @@
+"""ASVspoof 2019 logical access (LA): bona fide VCTK speech and 19 TTS/VC attacks (A01-A19).
+
+Licence: ODC-By 1.0. URL: https://datashare.ed.ac.uk/handle/10283/3336
+Layout: <root>/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.{train.trn,dev.trl,eval.trl}.txt
+and <root>/ASVspoof2019_LA_{train,dev,eval}/flac/<FILE>.flac. Protocol lines:
+`SPEAKER FILE - SYSTEM KEY` (SYSTEM `-` for bona fide). The official train and dev partitions
+(speaker-disjoint) become train and dev; eval becomes `eval:asvspoof2019_la`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.corpora.common import AdapterResult, finish, make_clip_id, normalise_label, reject
+
+CORPUS = "asvspoof2019_la"
+PROTOCOLS = {
+    "train": ("ASVspoof2019.LA.cm.train.trn.txt", "ASVspoof2019_LA_train", "train"),
+    "dev": ("ASVspoof2019.LA.cm.dev.trl.txt", "ASVspoof2019_LA_dev", "dev"),
+    "eval": ("ASVspoof2019.LA.cm.eval.trl.txt", "ASVspoof2019_LA_eval", f"eval:{CORPUS}"),
+}
+
+
+def parse_protocol_line(line: str) -> tuple[str, str, str, str]:
+    """(speaker, file, system, key) of one CM protocol line; ValueError when malformed."""
+    parts = line.split()
+    if len(parts) != 5:
+        raise ValueError(f"expected 5 fields `SPEAKER FILE - SYSTEM KEY`, got {len(parts)}")
+    speaker, file_id, _, system, key = parts
+    return speaker, file_id, system, key
+
+
+def load_asvspoof2019_la(root: Path, partitions: tuple[str, ...] = ("train", "dev", "eval")) -> AdapterResult:
+    """Read the CM protocols of the chosen partitions into source rows."""
+    root = Path(root)
+    rows, rejects = [], []
+    for part in partitions:
+        if part not in PROTOCOLS:
+            raise ValueError(f"{CORPUS}: unknown partition {part!r}; known: {sorted(PROTOCOLS)}")
+        proto_name, audio_dir, split = PROTOCOLS[part]
+        proto = root / "ASVspoof2019_LA_cm_protocols" / proto_name
+        if not proto.exists():
+            raise FileNotFoundError(f"{CORPUS}: protocol {proto} not found (is root the LA folder?)")
+        for line_no, line in enumerate(proto.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                speaker, file_id, system, key = parse_protocol_line(line)
+            except ValueError as exc:
+                rejects.append(reject(CORPUS, f"malformed protocol line {proto.name}:{line_no}: {exc}"))
+                continue
+            label = normalise_label(key)
+            clip_id = make_clip_id(CORPUS, file_id)
+            path = root / audio_dir / "flac" / f"{file_id}.flac"
+            if label is None:
+                rejects.append(reject(CORPUS, f"unknown label {key!r} ({proto.name}:{line_no})", clip_id, path))
+                continue
+            rows.append({
+                "clip_id": clip_id, "source_path": str(path), "corpus": CORPUS, "speaker": speaker,
+                "label": label, "system": "-" if label == "bonafide" else system,
+                "paradigm": "bonafide" if label == "bonafide" else "corpus", "split": split,
+            })
+    return finish(rows, rejects, CORPUS)

@@ -1,0 +1,67 @@
+"""ASVspoof 2021 LA and DF evaluation sets (keys with codec, transmission and trim conditions).
+
+Licence: ODC-By 1.0. URL: https://www.asvspoof.org/index2021.html (audio on Zenodo; keys at
+https://www.asvspoof.org/asvspoof2021/LA-keys-full.tar.gz and DF-keys-full.tar.gz).
+Layout: <root>/keys/CM/trial_metadata.txt and <root>/flac/<FILE>.flac (the audio tarball's
+ASVspoof2021_<TRACK>_eval folder). Key lines:
+LA: `SPEAKER FILE CODEC TRANSMISSION ATTACK KEY TRIM PHASE`
+DF: `SPEAKER FILE CODEC SOURCE ATTACK KEY TRIM PHASE VOCODER ...` (extra columns ignored).
+The clip-table schema has no codec/trim columns: the adapter filters on them (params `codecs`,
+`trim`, `phases`), and every kept clip goes to the eval set `eval:asvspoof2021_<track>`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.corpora.common import AdapterResult, finish, make_clip_id, normalise_label, reject
+
+TRACKS = ("LA", "DF")
+
+
+def parse_key_line(line: str) -> dict[str, str]:
+    """The fields of one 2021 CM key line; ValueError when malformed."""
+    parts = line.split()
+    if len(parts) < 8:
+        raise ValueError(f"expected at least 8 fields, got {len(parts)}")
+    speaker, file_id, codec, channel, attack, key, trim, phase = parts[:8]
+    return {"speaker": speaker, "file": file_id, "codec": codec, "channel": channel, "attack": attack,
+            "key": key, "trim": trim, "phase": phase}
+
+
+def load_asvspoof2021(root: Path, track: str = "LA", codecs: tuple[str, ...] | None = None, trim: str = "any",
+                      phases: tuple[str, ...] = ("progress", "eval", "hidden_track")) -> AdapterResult:
+    """Read the 2021 LA or DF keys into source rows, filtered by codec, trim and phase."""
+    root = Path(root)
+    if track not in TRACKS:
+        raise ValueError(f"asvspoof2021: track must be one of {TRACKS}, not {track!r}")
+    corpus = f"asvspoof2021_{track.lower()}"
+    keys = root / "keys" / "CM" / "trial_metadata.txt"
+    if not keys.exists():
+        raise FileNotFoundError(f"{corpus}: key file {keys} not found")
+    if trim not in ("any", "trim", "notrim"):
+        raise ValueError(f"{corpus}: trim must be any, trim or notrim, not {trim!r}")
+    rows, rejects = [], []
+    for line_no, line in enumerate(keys.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = parse_key_line(line)
+        except ValueError as exc:
+            rejects.append(reject(corpus, f"malformed key line {line_no}: {exc}"))
+            continue
+        if (codecs and rec["codec"] not in codecs) or (trim != "any" and rec["trim"] != trim) \
+                or rec["phase"] not in phases:
+            continue
+        label = normalise_label(rec["key"])
+        clip_id = make_clip_id(corpus, rec["file"])
+        path = root / "flac" / f"{rec['file']}.flac"
+        if label is None:
+            rejects.append(reject(corpus, f"unknown label {rec['key']!r} (line {line_no})", clip_id, path))
+            continue
+        rows.append({
+            "clip_id": clip_id, "source_path": str(path), "corpus": corpus, "speaker": rec["speaker"],
+            "label": label, "system": "-" if label == "bonafide" else rec["attack"],
+            "paradigm": "bonafide" if label == "bonafide" else "corpus", "split": f"eval:{corpus}",
+        })
+    return finish(rows, rejects, corpus)

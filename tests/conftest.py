@@ -1,0 +1,70 @@
+"""Shared test builders: tiny waves and clip tables made in code, nothing downloaded."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from pipeline.audio import measure, to_pcm16
+
+
+def make_wave(seconds: float = 1.0, sample_rate: int = 16000, f0: float = 180.0, seed: int = 0,
+              noise: float = 0.01) -> np.ndarray:
+    """A speech-like test signal: a harmonic tone with a syllable-rate envelope plus a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    vib = f0 * (1 + 0.05 * np.sin(2 * np.pi * 5 * t))
+    phase = 2 * np.pi * np.cumsum(vib) / sample_rate
+    wave = sum(np.sin(k * phase) / k for k in range(1, 8))
+    env = 0.5 * (1 + np.sin(2 * np.pi * 3 * t - np.pi / 2))
+    wave = 0.3 * env * wave / 2 + noise * rng.standard_normal(len(t))
+    return wave.astype(np.float32)
+
+
+def write_wave(path: Path, wave: np.ndarray, sample_rate: int = 16000, subtype: str = "PCM_16") -> Path:
+    """Write a test wave (format from the suffix) and return its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), wave, sample_rate, subtype=subtype)
+    return path
+
+
+def tiny_clip_table(root: Path, n_speakers: int = 4, clips_per_speaker: int = 3, sample_rate: int = 16000,
+                    seconds: float = 1.0, with_spoof: bool = True) -> pd.DataFrame:
+    """A valid clip table whose FLAC files exist under root (bona fide tones; spoof = noisier tones)."""
+    rows = []
+    splits = ["train", "train", "dev", "test"]
+    for s in range(n_speakers):
+        for c in range(clips_per_speaker):
+            for label in ("bonafide", "spoof") if with_spoof else ("bonafide",):
+                seed = s * 100 + c * 2 + (label == "spoof")
+                wave = make_wave(seconds, sample_rate, f0=120 + 30 * s, seed=seed,
+                                 noise=0.01 if label == "bonafide" else 0.08)
+                clip_id = f"tiny_s{s}_c{c}" + ("" if label == "bonafide" else "__noise")
+                path = write_wave(root / f"{clip_id}.flac", wave, sample_rate)
+                pcm = to_pcm16(wave)
+                rows.append({
+                    "clip_id": clip_id, "path": str(path), "corpus": "tiny", "speaker": f"spk{s}",
+                    "label": label, "system": "-" if label == "bonafide" else "noise",
+                    "paradigm": "bonafide" if label == "bonafide" else "vocoder",
+                    "parent_id": None if label == "bonafide" else f"tiny_s{s}_c{c}",
+                    "split": splits[s % len(splits)], **measure(wave, sample_rate),
+                    "sha256": hashlib.sha256(pcm.tobytes()).hexdigest(),
+                })
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tests run on one thread: a busy neighbour core must not slow them 25x."""
+    try:
+        import torch
+    except ImportError:  # stages without torch
+        yield
+        return
+    torch.set_num_threads(1)
+    yield

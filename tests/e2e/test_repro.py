@@ -1,0 +1,45 @@
+"""End to end: `dvc repro` of the whole pipeline on the tiny params profile, in a temp copy of the repo."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.schema import read_clips
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_dvc_repro_on_the_tiny_profile(tmp_path):
+    work = tmp_path / "repo"
+    work.mkdir()
+    shutil.copytree(REPO / "pipeline", work / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    shutil.copy(REPO / "params.tiny.yaml", work / "params.yaml")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "PYTHONPATH": str(work)}
+    run = lambda *cmd: subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=1500)  # noqa: E731
+    assert run("dvc", "init", "--no-scm", "-q").returncode == 0
+    run("dvc", "config", "core.analytics", "false")
+    result = run("dvc", "repro")
+    assert result.returncode == 0, f"dvc repro failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+
+    clips = read_clips(work / "data/clips.parquet")
+    assert {"bonafide", "spoof"} <= set(clips["label"])
+    for paradigm in ("vocoder", "codec", "diffusion"):
+        recon = read_clips(work / f"data/recon/{paradigm}.parquet")
+        assert len(recon) and set(recon["parent_id"]) <= set(clips["clip_id"])
+    train = read_clips(work / "data/manifests/train.parquet", groups=("manifest",))
+    assert 0 < len(train)
+    metrics = json.loads((work / "reports/metrics.json").read_text())
+    assert 0.0 <= metrics["eer"]["pooled"] <= 1.0
+    html = (work / "reports/index.html").read_text()
+    assert "<img" in html and "http://" not in html and "https://" not in html
+    # A second repro with nothing changed runs nothing: every stage is cached.
+    again = run("dvc", "repro")
+    assert again.returncode == 0 and "Running stage" not in again.stdout

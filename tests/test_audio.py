@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipeline.audio import (
+    AudioError,
+    apply_shortcut_guards,
+    bandwidth_hz,
+    check_audio,
+    leading_silence_s,
+    measure,
+    read_audio,
+    resample,
+    rms_dbfs,
+    write_audio,
+)
+from tests.conftest import make_wave, write_wave
+
+
+def test_read_audio_makes_mono_and_resamples(tmp_path):
+    stereo = np.stack([make_wave(1.0, 8000), make_wave(1.0, 8000)], axis=1)
+    path = tmp_path / "s.wav"
+    sf.write(path, stereo, 8000)
+    wave, sr = read_audio(path, 16000)
+    assert sr == 16000 and wave.ndim == 1 and abs(len(wave) - 16000) <= 1
+
+
+def test_read_audio_of_a_text_file_raises_audio_error(tmp_path):
+    path = tmp_path / "x.wav"
+    path.write_text("not audio")
+    with pytest.raises(AudioError, match="unreadable"):
+        read_audio(path)
+
+
+@pytest.mark.parametrize("wave,reason", [
+    (np.zeros(0, np.float32), "empty"),
+    (np.zeros(16000, np.float32), "silent"),
+    (np.full(16000, np.nan, np.float32), "NaN"),
+    (np.ones(100, np.float32) * 0.1, "shorter"),
+])
+def test_check_audio_rejects_bad_audio(wave, reason):
+    with pytest.raises(AudioError, match=reason):
+        check_audio(wave, 16000)
+
+
+def test_write_audio_is_16bit_flac_with_sample_hash(tmp_path):
+    wave = make_wave(0.5)
+    sha = write_audio(tmp_path / "a.flac", wave, 16000)
+    info = sf.info(tmp_path / "a.flac")
+    assert info.subtype == "PCM_16" and info.format == "FLAC" and info.channels == 1
+    assert len(sha) == 64 and sha == write_audio(tmp_path / "b.flac", wave, 16000)
+
+
+def test_measure_finds_bandwidth_of_upsampled_narrowband_audio():
+    wide = make_wave(2.0, 16000, noise=0.05)
+    narrow = resample(resample(wide, 16000, 8000), 8000, 16000)
+    assert bandwidth_hz(narrow, 16000) < 4500
+    assert bandwidth_hz(wide, 16000) > 6000
+
+
+def test_leading_silence_and_rms_are_measured():
+    wave = np.concatenate([np.zeros(8000, np.float32), make_wave(1.0)])
+    assert leading_silence_s(wave, 16000) == pytest.approx(0.5, abs=0.05)
+    m = measure(wave, 16000)
+    assert m["duration_s"] == pytest.approx(1.5) and -40 < m["rms_dbfs"] < -5
+
+
+def test_shortcut_guards_match_length_rms_and_bandwidth():
+    parent = resample(make_wave(1.0, 8000), 8000, 16000)
+    fake = np.random.default_rng(0).standard_normal(17000).astype(np.float32) * 0.5
+    out = apply_shortcut_guards(fake, parent, 16000)
+    assert len(out) == len(parent)
+    assert rms_dbfs(out) == pytest.approx(rms_dbfs(parent), abs=0.5)
+    assert bandwidth_hz(out, 16000) < 4600
+
+
+def test_write_wave_helper_roundtrip(tmp_path):
+    p = write_wave(tmp_path / "w.wav", make_wave(0.2))
+    assert read_audio(p)[0].shape == (3200,)

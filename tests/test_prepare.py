@@ -1,0 +1,123 @@
+"""prepare on a tiny demo-layout corpus with one bad input of each kind."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import yaml
+
+from pipeline import prepare
+from pipeline.schema import read_clips, read_rejects
+from tests.conftest import make_wave, write_wave
+
+HEADER = "file,speaker,label,system,paradigm,language,text,source\n"
+
+
+def _corpus(root, n_speakers=5, per_speaker=3, bad=True):
+    lines = []
+    for s in range(n_speakers):
+        for c in range(per_speaker):
+            sr = 8000 if s % 2 else 22050
+            write_wave(root / f"audio/s{s}/{c}.wav", make_wave(1.0, sr, f0=100 + 20 * s, seed=c), sr)
+            lines.append(f"audio/s{s}/{c}.wav,spk{s},bonafide,-,bonafide,en,hi,test")
+    write_wave(root / "audio/tts/t0.wav", make_wave(1.0, 16000, seed=9))
+    lines.append("audio/tts/t0.wav,tts_voice,spoof,piper_joe,tts,en,hi,test")
+    if bad:
+        (root / "audio/bad").mkdir(parents=True)
+        (root / "audio/bad/text.wav").write_text("this is not audio")  # unreadable
+        good = (root / "audio/s0/0.wav").read_bytes()
+        (root / "audio/bad/corrupt.wav").write_bytes(good[:60])  # truncated header+data
+        sf.write(root / "audio/bad/empty.wav", np.zeros(0, np.float32), 16000)
+        sf.write(root / "audio/bad/silent.wav", np.zeros(16000, np.float32), 16000)
+        nan = make_wave(1.0)
+        nan[100:200] = np.nan
+        sf.write(root / "audio/bad/nan.wav", nan, 16000, subtype="FLOAT")
+        lines += [f"audio/bad/{n}.wav,spk0,bonafide,-,bonafide,en,hi,test"
+                  for n in ("text", "corrupt", "empty", "silent", "nan")]
+        lines.append("audio/bad/missing.wav,spk0,bonafide,-,bonafide,en,hi,test")
+        lines.append("audio/s0/0.wav,spk0,unknown,-,bonafide,en,hi,test")
+        lines.append("audio/s0/0.wav,spk0,bonafide,-,bonafide,en,hi,test")  # duplicate id
+    (root / "metadata.csv").write_text(HEADER + "\n".join(lines) + "\n")
+
+
+def _params(tmp_path, corpus_root, **over):
+    params = {"seed": 7, "audio": {"sample_rate": 16000},
+              "prepare": {"corpora": [{"name": "demo", "root": str(corpus_root)}], "dev_fraction": 0.2,
+                          "test_fraction": 0.2, "min_duration_s": 0.3, "max_duration_s": 10.0,
+                          "vad_trim": False, "max_reject_fraction": 0.5, **over}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def _run(tmp_path, params):
+    args = ["--params", str(params), "--clips", str(tmp_path / "out/clips.parquet"),
+            "--rejects", str(tmp_path / "out/rejects.parquet"), "--audio-dir", str(tmp_path / "out/clips"),
+            "--metrics", str(tmp_path / "out/prepare.json")]
+    return prepare.main(args)
+
+
+def test_prepare_writes_valid_clips_and_a_reject_row_per_bad_input(tmp_path):
+    _corpus(tmp_path / "raw")
+    assert _run(tmp_path, _params(tmp_path, tmp_path / "raw")) == 0
+    clips = read_clips(tmp_path / "out/clips.parquet")
+    rejects = read_rejects(tmp_path / "out/rejects.parquet")
+    assert len(clips) == 16 and set(clips["sample_rate"]) == {16000}
+    reasons = dict(zip(rejects["clip_id"].fillna("?"), rejects["reason"]))
+    assert "unreadable" in reasons["demo_audio_bad_text"]
+    assert any(w in reasons["demo_audio_bad_corrupt"] for w in ("unreadable", "empty", "shorter"))
+    assert "empty" in reasons["demo_audio_bad_empty"]
+    assert "silent" in reasons["demo_audio_bad_silent"]
+    assert "NaN" in reasons["demo_audio_bad_nan"]
+    assert reasons["demo_audio_bad_missing"] == "missing file"
+    assert any("unknown label" in r for r in rejects["reason"])
+    assert any(r == "duplicate clip_id" for r in rejects["reason"])
+    # bandwidth is measured, not assumed: the 8 kHz speakers report about 4 kHz
+    narrow = clips[clips["speaker"].isin(["spk1", "spk3"])]
+    assert (narrow["bandwidth_hz"] < 4500).all()
+    # every written file is 16-bit mono FLAC at 16 kHz
+    info = sf.info(clips["path"].iloc[0])
+    assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+
+
+def test_prepare_splits_are_speaker_disjoint_and_deterministic(tmp_path):
+    _corpus(tmp_path / "raw", n_speakers=8, bad=False)
+    params = _params(tmp_path, tmp_path / "raw")
+    assert _run(tmp_path, params) == 0
+    first = read_clips(tmp_path / "out/clips.parquet")
+    assert set(first["split"]) == {"train", "dev", "test", "eval:tts"}
+    per_speaker = first[first["split"] != "eval:tts"].groupby("speaker")["split"].nunique()
+    assert (per_speaker == 1).all()
+    assert _run(tmp_path, params) == 0
+    again = read_clips(tmp_path / "out/clips.parquet")
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_prepare_fails_with_a_summary_past_max_reject_fraction(tmp_path, capsys):
+    _corpus(tmp_path / "raw", n_speakers=1, per_speaker=2)
+    assert _run(tmp_path, _params(tmp_path, tmp_path / "raw", max_reject_fraction=0.1)) == 1
+    err = capsys.readouterr().err
+    assert "prepare failed" in err and "max_reject_fraction" in err and "missing file" in err
+    assert not (tmp_path / "out/clips.parquet").exists(), "no clip table when the stage fails"
+    assert len(read_rejects(tmp_path / "out/rejects.parquet")) >= 8
+
+
+def test_prepare_params_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="unknown keys"):
+        prepare.PrepareParams.from_params({"audio": {"sample_rate": 16000},
+                                           "prepare": {"corpora": [{"name": "demo"}], "bogus": 1}})
+    with pytest.raises(ValueError, match="unknown corpus"):
+        prepare.load_sources(({"name": "nope", "root": "x"},))
+
+
+def test_prepare_vad_trim_cuts_leading_silence(tmp_path):
+    root = tmp_path / "raw"
+    wave = np.concatenate([np.zeros(16000, np.float32), make_wave(1.0)])
+    lines = []
+    for s in range(3):
+        write_wave(root / f"a{s}.wav", wave)
+        lines.append(f"a{s}.wav,spk{s},bonafide,-,bonafide,en,hi,test")
+    (root / "metadata.csv").write_text(HEADER + "\n".join(lines) + "\n")
+    assert _run(tmp_path, _params(tmp_path, root, vad_trim=True)) == 0
+    clips = read_clips(tmp_path / "out/clips.parquet")
+    assert (clips["leading_silence_s"] < 0.1).all() and (clips["duration_s"] < 1.2).all()
