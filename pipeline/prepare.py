@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.audio import AudioError, check_audio, measure, read_audio, vad_trim, write_audio
+from pipeline.audio import AudioError, check_audio, lowpass, measure, read_audio, vad_trim, write_audio
 from pipeline.corpora import ADAPTERS
 from pipeline.io import write_json_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
@@ -47,6 +47,7 @@ class PrepareParams:
     min_duration_s: float = 0.3
     max_duration_s: float = 10.0
     vad_trim: bool = False
+    lowpass_hz: float | None = None
     max_reject_fraction: float = 0.2
     workers: int = 1
     seed: int = 0
@@ -102,27 +103,25 @@ def assign_splits(sources: pd.DataFrame, dev_fraction: float, test_fraction: flo
     for corpus in sorted(out.loc[todo, "corpus"].unique()):
         rows = todo & (out["corpus"] == corpus)
         counts = out[rows].groupby("speaker").size().sort_index()
-        speakers = list(counts.index[rng.permutation(len(counts))])
-        total, cum, assigned = counts.sum(), 0, {}
-        # Walk the shuffled speakers, filling test, then dev, then train by clip share.
-        for spk in speakers:
-            start = cum / total
-            assigned[spk] = ("test" if start < test_fraction else
-                             "dev" if start < test_fraction + dev_fraction else "train")
-            cum += counts[spk]
-        # With three or more speakers every split gets at least one.
-        if len(speakers) >= 3:
-            for split in ("train", "dev", "test"):
-                if split not in assigned.values():
-                    donor = max(("test", "dev", "train"), key=lambda s: list(assigned.values()).count(s))
-                    spk = next(s for s in reversed(speakers) if assigned[s] == donor)
-                    assigned[spk] = split
+        shuffled = counts.iloc[rng.permutation(len(counts))]
+        # Largest speakers first (ties in seeded order), each to the split furthest below its target
+        # clip count: a few big speakers (the demo's asterisk voices) cannot swamp one split.
+        order = shuffled.sort_values(ascending=False, kind="stable")
+        total = counts.sum()
+        targets = {"test": test_fraction * total, "dev": dev_fraction * total,
+                   "train": (1 - dev_fraction - test_fraction) * total}
+        filled = dict.fromkeys(targets, 0)
+        assigned = {}
+        for spk, n in order.items():
+            split = max(targets, key=lambda s: (targets[s] - filled[s], s == "train"))
+            assigned[spk] = split
+            filled[split] += n
         out.loc[rows, "split"] = out.loc[rows, "speaker"].map(assigned)
     return out
 
 
 def process_batch(rows: pd.DataFrame, audio_dir: str, sample_rate: int, min_duration_s: float,
-                  max_duration_s: float, trim: bool) -> tuple[list[dict], list[dict]]:
+                  max_duration_s: float, trim: bool, lowpass_hz: float | None = None) -> tuple[list[dict], list[dict]]:
     """Read, normalise, write and measure a batch of source rows; return (clip rows, rejects)."""
     clips, rejects = [], []
     for row in rows.itertuples(index=False):
@@ -132,6 +131,8 @@ def process_batch(rows: pd.DataFrame, audio_dir: str, sample_rate: int, min_dura
             if trim:
                 wave = vad_trim(wave, sample_rate)
             wave = wave[: int(max_duration_s * sample_rate)]
+            if lowpass_hz:
+                wave = lowpass(wave, sample_rate, lowpass_hz)
             peak = float(np.max(np.abs(wave)))
             if peak > 1.0:  # float files can exceed full scale: normalise rather than clip
                 wave = wave / peak * 0.99
@@ -189,7 +190,7 @@ def _batch_worker(audio_dir: str, p: PrepareParams) -> Callable:
     from functools import partial
 
     return partial(process_batch, audio_dir=audio_dir, sample_rate=p.sample_rate, min_duration_s=p.min_duration_s,
-                   max_duration_s=p.max_duration_s, trim=p.vad_trim)
+                   max_duration_s=p.max_duration_s, trim=p.vad_trim, lowpass_hz=p.lowpass_hz)
 
 
 def summarise_rejects(rejects: pd.DataFrame, limit: int = 10) -> str:

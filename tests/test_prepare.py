@@ -121,3 +121,10 @@ def test_prepare_vad_trim_cuts_leading_silence(tmp_path):
     assert _run(tmp_path, _params(tmp_path, root, vad_trim=True)) == 0
     clips = read_clips(tmp_path / "out/clips.parquet")
     assert (clips["leading_silence_s"] < 0.1).all() and (clips["duration_s"] < 1.2).all()
+
+
+def test_prepare_lowpass_band_limits_every_clip_alike(tmp_path):
+    _corpus(tmp_path / "raw", n_speakers=4, bad=False)
+    assert _run(tmp_path, _params(tmp_path, tmp_path / "raw", lowpass_hz=3000)) == 0
+    clips = read_clips(tmp_path / "out/clips.parquet")
+    assert (clips["bandwidth_hz"] <= 3100).all()

@@ -1,0 +1,41 @@
+"""Shared benchmark plumbing: print a table and merge results into reports/bench.json."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.io import write_json_atomic
+
+BENCH_JSON = Path("reports/bench.json")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def print_table(rows: list[dict[str, Any]], title: str) -> None:
+    """Print rows as an aligned text table."""
+    if not rows:
+        print(f"{title}: no rows")
+        return
+    cols = list(rows[0])
+    cells = [[f"{r.get(c, ''):.3g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    print(f"\n{title}")
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def merge_bench(key: str, rows: list[dict[str, Any]], path: Path = BENCH_JSON) -> None:
+    """Store `rows` under `key` in reports/bench.json, keeping the other benchmarks' keys."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[key] = {"rows": rows, "machine": platform.machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json_atomic(data, path)
