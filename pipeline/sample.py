@@ -1,0 +1,247 @@
+"""Stage `sample`: neural-collapse class-mean sampling (+ baselines) over every teacher's pool -> manifests.
+
+Reads: the clip tables (`--clips`: data/clips.parquet + data/recon/*.parquet) and, for every teacher in
+params `teachers`, data/embeddings/<T>/emb.npy (float16, N x D) + ids.parquet (clip_id, row order).
+Writes (`--out`, data/manifests/): one manifest per sampler, {nc,random,full,kcenter,farthest}.parquet
+(clip-table columns + teacher, distance, cluster, sampler), train.parquet = a copy of the one named by
+`sample.method`, dev.parquet = the dev split of the merged pools (sampler 'dev'); and `--diagnostics`
+(reports/sampling.json): per pool NC1, distances between class means, counts per label, paradigm,
+system and speaker before and after sampling.
+
+Each sampler runs on the TRAIN rows of each pool separately, at the same per-class ratio; the pools'
+picks are merged, and a clip picked by several pools keeps its row with the smallest distance
+(ties: the earlier teacher in params order). `distance` is the L2 distance to the clip's class mean in
+its teacher's (normalised) embedding space for every sampler, so the manifests compare directly;
+`cluster` is the fake class's k-means cluster (null for bona fide).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.io import atomic_path, write_json_atomic
+from pipeline.logs import progress, setup_logging, stage_timer
+from pipeline.params import load_params, section, stage_parser
+from pipeline.schema import CLIP_COLUMNS, SchemaError, read_clip_tables, write_clips
+
+log = logging.getLogger("pipeline.sample")
+
+METHODS = ("nc", "random", "full", "kcenter", "farthest")
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    """The `sample:` section of params.yaml."""
+
+    method: str = "nc"
+    ratio: float = 0.25
+    class_ratio: dict = field(default_factory=dict)
+    n_clusters: int = 8
+    normalize: bool = True
+    index: str = "flat"
+    ivf_nlist: int = 256
+    ivf_nprobe: int = 16
+    max_points_per_centroid: int = 256
+    kmeans_iters: int = 20
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SampleParams:
+        """Parse the section, refusing unknown keys and bad values with a clear error."""
+        from pipeline.sampling import check_ratio
+
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"params sample: unknown keys {unknown}; known: {sorted(known)}")
+        p = cls(**{k: (dict(v or {}) if k == "class_ratio" else v) for k, v in d.items()})
+        if p.method not in METHODS:
+            raise ValueError(f"params sample.method must be one of {METHODS}, got {p.method!r}")
+        if p.index not in ("flat", "ivf"):
+            raise ValueError(f"params sample.index must be 'flat' or 'ivf', got {p.index!r}")
+        check_ratio(p.ratio, "params sample.ratio")
+        for k, v in p.class_ratio.items():
+            check_ratio(v, f"params sample.class_ratio[{k!r}]")
+        if int(p.n_clusters) < 0:
+            raise ValueError(f"params sample.n_clusters must be >= 0, got {p.n_clusters}")
+        return p
+
+
+@dataclass
+class Pool:
+    """One teacher's embedded pool: clip ids in row order and the embedding matrix (may be a memory map)."""
+
+    teacher: str
+    ids: np.ndarray
+    embeddings: np.ndarray
+
+
+def load_pool(teacher: str, directory: Path) -> Pool:
+    """Read data/embeddings/<T>/{emb.npy, ids.parquet}, checking that they line up."""
+    emb_path, ids_path = directory / "emb.npy", directory / "ids.parquet"
+    for p in (emb_path, ids_path):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} does not exist: run `python -m pipeline embed {teacher}` first")
+    emb = np.load(emb_path, mmap_mode="r")
+    ids_df = pd.read_parquet(ids_path)
+    if "clip_id" not in ids_df.columns:
+        raise SchemaError(f"{ids_path}: no clip_id column (columns: {list(ids_df.columns)})")
+    ids = ids_df["clip_id"].astype(str).to_numpy()
+    if emb.ndim != 2 or len(ids) != emb.shape[0]:
+        raise ValueError(f"teacher {teacher}: {emb_path} has shape {emb.shape} but {ids_path} has {len(ids)} ids: "
+                         f"misaligned embeddings; re-run the embed stage")
+    return Pool(teacher=teacher, ids=ids, embeddings=emb)
+
+
+def _pool_rows(pool: Pool, clips: pd.DataFrame) -> pd.DataFrame:
+    """The clip-table rows of a pool, in embedding row order (clear error for unknown or duplicate ids)."""
+    dup = pd.Series(pool.ids).duplicated()
+    if dup.any():
+        raise ValueError(f"teacher {pool.teacher}: ids.parquet repeats clip_id {pool.ids[dup.to_numpy()][0]!r}")
+    indexed = clips.set_index("clip_id", drop=False)
+    missing = ~pd.Index(pool.ids).isin(indexed.index)
+    if missing.any():
+        raise ValueError(f"teacher {pool.teacher}: {int(missing.sum())} embedded ids are not in the clip tables "
+                         f"(first: {pool.ids[missing][0]!r}); embeddings and clip tables are out of date")
+    return indexed.loc[pool.ids].reset_index(drop=True)
+
+
+def _manifest_rows(rows: pd.DataFrame, teacher: str, sampler: str, distance: np.ndarray | None,
+                   cluster: np.ndarray | None) -> pd.DataFrame:
+    out = rows[list(CLIP_COLUMNS)].copy()
+    out["teacher"] = teacher
+    out["distance"] = np.nan if distance is None else distance
+    out["cluster"] = pd.array([None] * len(out) if cluster is None else [None if c < 0 else int(c) for c in cluster],
+                              dtype="Int32")
+    out["sampler"] = sampler
+    return out
+
+
+def merge_picks(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate the pools' picks; a clip picked by several pools keeps the row with the smallest distance
+    (ties and missing distances: the earlier pool)."""
+    if not frames:
+        raise ValueError("no pools to merge")
+    df = pd.concat(frames, ignore_index=True)
+    df["_order"] = np.arange(len(df))
+    best = df.sort_values(["distance", "_order"], kind="mergesort", na_position="last")
+    best = best.drop_duplicates("clip_id", keep="first")
+    return best.sort_values("_order", kind="mergesort").drop(columns="_order").reset_index(drop=True)
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no inf/NaN: a non-finite diagnostic becomes null."""
+    return float(x) if np.isfinite(x) else None
+
+
+def _select(method: str, emb: np.ndarray, labels: np.ndarray, p: SampleParams, seed: int, ranking) -> np.ndarray:
+    from pipeline.sampling import SAMPLERS, select_from_ranking
+
+    if method == "nc" and p.index == "flat":
+        return select_from_ranking(ranking, p.ratio, p.class_ratio)     # same as nc_select, without re-ranking
+    if method == "farthest":
+        return select_from_ranking(ranking, p.ratio, p.class_ratio, farthest=True)
+    kwargs = dict(seed=seed, class_ratio=p.class_ratio, normalize=p.normalize)
+    if method == "nc":
+        kwargs.update(n_clusters=p.n_clusters, index=p.index, ivf_nlist=p.ivf_nlist, ivf_nprobe=p.ivf_nprobe,
+                      max_points_per_centroid=p.max_points_per_centroid, kmeans_iters=p.kmeans_iters)
+    return SAMPLERS[method](emb, labels, p.ratio, **kwargs)
+
+
+def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Sample every pool with every method; return ({method or 'dev': manifest}, diagnostics)."""
+    from pipeline.sampling import counts, mean_distances, nc1, nc_rank
+
+    picks: dict[str, list[pd.DataFrame]] = {m: [] for m in METHODS}
+    dev_frames = []
+    diag: dict[str, Any] = {"seed": seed, "method": p.method, "ratio": p.ratio, "class_ratio": p.class_ratio,
+                            "n_clusters": p.n_clusters, "normalize": p.normalize, "index": p.index, "pools": {}}
+    for i, pool in enumerate(progress(pools, desc="sample pools", total=len(pools), unit="pool")):
+        # one seed per pool: with the params seed alone, random/kcenter would pick the same n-th bona fide
+        # clips in every pool (pools share their bona fide rows), and the merge would shrink to one pool's picks
+        pool_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+        rows = _pool_rows(pool, clips)
+        train_mask = (rows["split"] == "train").to_numpy()
+        train_rows = rows[train_mask].reset_index(drop=True)
+        dev_frames.append(_manifest_rows(rows[(rows["split"] == "dev").to_numpy()], pool.teacher, "dev", None, None))
+        if not len(train_rows):
+            raise ValueError(f"teacher {pool.teacher}: no train-split rows in its pool")
+        emb = pool.embeddings[np.flatnonzero(train_mask)]
+        labels = train_rows["label"].astype(str).to_numpy()
+        try:
+            ranking = nc_rank(emb, labels, n_clusters=p.n_clusters, seed=pool_seed, normalize=p.normalize,
+                              max_points_per_centroid=p.max_points_per_centroid, kmeans_iters=p.kmeans_iters)
+        except ValueError as exc:
+            raise ValueError(f"teacher {pool.teacher}: {exc}") from exc
+        pool_diag: dict[str, Any] = {
+            "n_rows": int(len(rows)), "n_train": int(len(train_rows)), "dim": int(emb.shape[1]),
+            "nc1": _finite(nc1(emb, labels, normalize=p.normalize)),
+            "class_mean_distance": mean_distances(ranking.means),
+            "before": counts(train_rows), "after": {},
+        }
+        for method in METHODS:
+            idx = _select(method, emb, labels, p, pool_seed, ranking)
+            picked = _manifest_rows(train_rows.iloc[idx], pool.teacher, method, ranking.distance[idx],
+                                    ranking.cluster[idx])
+            picks[method].append(picked)
+            pool_diag["after"][method] = counts(picked)
+            if method == "nc":
+                pool_diag["nc1_selected"] = _finite(nc1(emb[idx], labels[idx], normalize=p.normalize))
+        log.info("pool %s: %d train rows (%s) -> nc %d (%s)", pool.teacher, len(train_rows),
+                 pool_diag["before"]["label"], pool_diag["after"]["nc"]["n"], pool_diag["after"]["nc"]["label"])
+        diag["pools"][pool.teacher] = pool_diag
+    manifests = {m: merge_picks(picks[m]) for m in METHODS}
+    dev = pd.concat(dev_frames, ignore_index=True).drop_duplicates("clip_id", keep="first").reset_index(drop=True)
+    manifests["dev"] = dev
+    diag["merged"] = {m: counts(manifests[m]) for m in METHODS}
+    diag["dev"] = counts(dev)
+    diag["train"] = {"method": p.method, "n": int(len(manifests[p.method]))}
+    return manifests, diag
+
+
+def write_outputs(manifests: dict[str, pd.DataFrame], diag: dict, method: str, out_dir: Path,
+                  diagnostics: Path) -> None:
+    """Write every manifest, train.parquet (a copy of `method`'s), dev.parquet and the diagnostics JSON."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, df in manifests.items():
+        write_clips(df, out_dir / f"{name}.parquet", stage=f"sample {name}", groups=("manifest",))
+    with atomic_path(out_dir / "train.parquet") as tmp:
+        shutil.copyfile(out_dir / f"{method}.parquet", tmp)
+    write_json_atomic(diag, diagnostics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipeline sample --clips ... --embeddings DIR --out DIR --diagnostics FILE`."""
+    parser = stage_parser("sample", __doc__.splitlines()[0])
+    parser.add_argument("--clips", nargs="+", required=True, help="clip tables (clips.parquet, recon/*.parquet)")
+    parser.add_argument("--embeddings", required=True, type=Path, help="data/embeddings (one folder per teacher)")
+    parser.add_argument("--out", required=True, type=Path, help="manifest folder (data/manifests)")
+    parser.add_argument("--diagnostics", required=True, type=Path, help="NC diagnostics JSON (reports/sampling.json)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    params = load_params(args.params)
+    p = SampleParams.from_dict(section(params, "sample"))
+    teachers = list(section(params, "teachers"))
+    seed = int(params.get("seed", 0))
+    import faiss
+
+    faiss.omp_set_num_threads(int((params.get("runtime") or {}).get("threads") or 2))
+    with stage_timer(log, "sample") as stats:
+        clips = read_clip_tables(args.clips, stage="sample")
+        pools = [load_pool(t, args.embeddings / t) for t in teachers]
+        manifests, diag = run(pools, clips, p, seed)
+        write_outputs(manifests, diag, p.method, args.out, args.diagnostics)
+        stats.add("clips", sum(len(pl.ids) for pl in pools))
+        stats.add("pools", len(pools))
+        for m in METHODS:
+            stats.add(m, len(manifests[m]))
+        stats.add("dev", len(manifests["dev"]))
+    log.info("train.parquet = %s.parquet (%d clips)", p.method, len(manifests[p.method]))
+    return 0

@@ -1,0 +1,34 @@
+"""Training-set samplers over teacher embeddings: neural-collapse class-mean selection and baselines.
+
+`nc_select` is the method (pipeline/sampling/nc.py); `random_select`, `full_select`, `kcenter_select` and
+`farthest_select` are the baselines (baselines.py); `nc1` and friends are diagnostics (diagnostics.py).
+`SAMPLERS` maps each `sample.method` name to its function. Imports faiss only when a function runs.
+"""
+
+from pipeline.sampling.baselines import farthest_select, full_select, kcenter_select, random_select
+from pipeline.sampling.diagnostics import counts, mean_distances, nc1
+from pipeline.sampling.nc import (
+    NCRanking,
+    check_inputs,
+    check_ratio,
+    class_ratios,
+    n_keep_for,
+    nc_rank,
+    nc_select,
+    proportional_quotas,
+    select_from_ranking,
+)
+
+SAMPLERS = {
+    "nc": nc_select,
+    "random": random_select,
+    "full": full_select,
+    "kcenter": kcenter_select,
+    "farthest": farthest_select,
+}
+
+__all__ = [
+    "NCRanking", "SAMPLERS", "check_inputs", "check_ratio", "class_ratios", "counts", "farthest_select",
+    "full_select", "kcenter_select", "mean_distances", "n_keep_for", "nc1", "nc_rank", "nc_select",
+    "proportional_quotas", "random_select", "select_from_ranking",
+]

@@ -1,0 +1,384 @@
+"""Neural-collapse (NC) class-mean sampling with FAISS (Yousif et al. 2024, arXiv 2404.13008).
+
+Reads nothing and writes nothing: pure functions on an embedding matrix (N x D, float16 or float32)
+and a label vector. A teacher trained on a pool maps each class onto a tight cluster around its class
+mean in the penultimate layer ("neural collapse"); the clips nearest to their class mean are the
+most typical ones, and a small set of them trains a detector nearly as well as the whole pool.
+
+Per class c with rows X_c (L2-normalised by default):
+  1. mu_c = mean(X_c), accumulated in float64 over row blocks;
+  2. d_i = ||x_i - mu_c||, computed exactly by FAISS (`faiss.pairwise_distances`, the brute-force kernel
+     of `IndexFlatL2`, between each block of rows and [class means; k-means centroids]: index `flat`,
+     the default), or by an `IndexIVFFlat` over the class rows queried by the mean with k = n_keep
+     (index `ivf`, approximate; for ONE query it is never faster than the exact scan, it is there for
+     users who want to try it);
+  3. keep the n_keep = round(ratio_c * n_c) (at least 1) rows with the smallest d_i; ties go to the
+     lower row index, so the result is deterministic.
+For the fake class ("enhanced sampling"), the rows are first clustered with `faiss.Kmeans`
+(trained on a seeded subsample of at most `max_points_per_centroid` rows per centroid, then every row
+assigned to its nearest centroid), n_keep is split over the clusters in proportion to their sizes
+(largest remainder, at least one per non-empty cluster), and each cluster keeps its rows nearest to
+the class mean. No fake mode is lost even when it lies far from the class mean.
+
+Memory: the input is never converted to float32 as a whole; contiguous row blocks are converted one at
+a time (`chunk_rows`), so the working set beyond the input is O(N) scalars plus one block.
+Time: two sequential passes, O(N * D * (C + k)), plus a constant k-means training cost: linear in N.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_ROWS = 65536
+STRING_CLASSES = ("bonafide", "spoof")
+INT_CLASSES = (0, 1)  # spoof = 0, bonafide = 1 (the models' label index)
+
+
+@dataclass(frozen=True)
+class NCRanking:
+    """Per-row NC quantities of one pool: distance to the class mean and k-means cluster (-1: none)."""
+
+    distance: np.ndarray                     # float64 [N], L2 distance to the row's class mean
+    cluster: np.ndarray                      # int32 [N], k-means cluster of fake rows, -1 elsewhere
+    means: dict[Any, np.ndarray]             # class -> mean (float64 [D])
+    class_rows: dict[Any, np.ndarray]        # class -> row indices (ascending)
+    fake_class: Any = None
+    centroids: np.ndarray | None = field(default=None, repr=False)
+
+
+def _faiss():
+    import faiss  # imported lazily: the stage dispatcher must not pay for it
+
+    return faiss
+
+
+def check_ratio(ratio: float, what: str = "ratio") -> float:
+    """Return `ratio` as a float or raise ValueError unless 0 < ratio <= 1."""
+    try:
+        value = float(ratio)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be a number in (0, 1], got {ratio!r}") from exc
+    if not (0.0 < value <= 1.0):
+        raise ValueError(f"{what} must be in (0, 1], got {ratio!r}")
+    return value
+
+
+def default_classes(labels: np.ndarray) -> tuple:
+    """The classes every pool must have: ('bonafide', 'spoof') for string labels, (0, 1) for integers."""
+    if labels.dtype.kind in "iu":
+        return INT_CLASSES
+    return STRING_CLASSES
+
+
+def default_fake_class(classes: Sequence) -> Any:
+    """'spoof' for string classes, 0 (the spoof index) for integer classes."""
+    return "spoof" if "spoof" in classes else (0 if 0 in classes else None)
+
+
+def check_inputs(embeddings: np.ndarray, labels: Any, classes: Sequence | None = None,
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS, check_finite: bool = True) -> tuple[np.ndarray, tuple]:
+    """Validate an (embeddings, labels) pair; return (labels as an array, classes).
+
+    Raises ValueError for a matrix that is not 2-D, a length mismatch, NaN/inf rows (naming the first),
+    labels outside `classes` and a class without rows.
+    """
+    if not isinstance(embeddings, np.ndarray) or embeddings.ndim != 2:
+        got = getattr(embeddings, "shape", type(embeddings))
+        raise ValueError(f"embeddings must be a 2-D array (N x D), got {got}")
+    if embeddings.dtype.kind != "f":
+        raise ValueError(f"embeddings must be float16/float32/float64, got {embeddings.dtype}")
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != len(embeddings):
+        raise ValueError(f"labels ({labels.shape}) and embeddings ({embeddings.shape}) are misaligned: "
+                         f"one label per embedding row is needed")
+    if embeddings.shape[1] == 0:
+        raise ValueError("embeddings have zero columns")
+    for start in range(0, len(embeddings) if check_finite else 0, chunk_rows):
+        _check_finite(np.isfinite(embeddings[start:start + chunk_rows]).all(axis=1), start)
+    classes = tuple(classes) if classes is not None else default_classes(labels)
+    unknown = sorted({str(v) for v in np.unique(labels)} - {str(c) for c in classes})
+    if unknown:
+        raise ValueError(f"labels {unknown} are not among the classes {list(classes)}")
+    for c in classes:
+        if not np.any(labels == c):
+            raise ValueError(f"class {c!r} has no rows: NC sampling needs every class {list(classes)} in the pool")
+    return labels, classes
+
+
+def n_keep_for(n: int, ratio: float) -> int:
+    """Rows kept from a class of n rows at `ratio`: round half up, at least 1 (0 for an empty class)."""
+    if n <= 0:
+        return 0
+    return int(min(n, max(1, np.floor(ratio * n + 0.5))))
+
+
+def class_ratios(classes: Sequence, ratio: float, class_ratio: Mapping | None = None) -> dict:
+    """The ratio of every class: `class_ratio[c]` where given, else `ratio` (each checked in (0, 1])."""
+    ratio = check_ratio(ratio)
+    class_ratio = dict(class_ratio or {})
+    names = {str(c): c for c in classes}
+    unknown = sorted(str(k) for k in class_ratio if str(k) not in names)
+    if unknown:
+        raise ValueError(f"class_ratio names unknown classes {unknown}; known: {list(classes)}")
+    out = {c: ratio for c in classes}
+    for k, v in class_ratio.items():
+        out[names[str(k)]] = check_ratio(v, f"class_ratio[{k!r}]")
+    return out
+
+
+def _check_finite(finite_rows: np.ndarray, start: int) -> None:
+    if not finite_rows.all():
+        row = start + int(np.argmin(finite_rows))
+        raise ValueError(f"embeddings contain NaN or inf (first at row {row}); re-run the embed stage")
+
+
+def _to_f32(block: np.ndarray, normalize: bool, start: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+    """A block of rows as contiguous float32 (a copy, written into `out` when given), checked finite,
+    L2-normalised when asked (zero rows stay zero)."""
+    if out is None:
+        x = np.array(block, dtype=np.float32, order="C")   # always a copy: the caller's matrix is never modified
+    else:
+        x = out[:len(block)]
+        np.copyto(x, block, casting="same_kind")
+    sq = np.einsum("ij,ij->i", x, x)     # a NaN/inf element makes its row's squared norm non-finite
+    _check_finite(np.isfinite(sq), start)
+    if normalize:
+        inv = np.zeros_like(sq)
+        np.divide(1.0, np.sqrt(sq), out=inv, where=sq > 0)
+        x *= inv[:, None]                # a plain multiply: a masked divide over the block is several times slower
+    return x
+
+
+def _rows_f32(embeddings: np.ndarray, rows: np.ndarray, normalize: bool) -> np.ndarray:
+    """Selected rows of the matrix as float32 (see _to_f32)."""
+    return _to_f32(embeddings[rows], normalize)
+
+
+def _chunks(rows: np.ndarray, chunk_rows: int):
+    for start in range(0, len(rows), chunk_rows):
+        yield rows[start:start + chunk_rows]
+
+
+def iter_blocks(embeddings: np.ndarray, normalize: bool, chunk_rows: int = DEFAULT_CHUNK_ROWS):
+    """(start, float32 block) over contiguous row blocks: one sequential pass, float16 converted block by block.
+
+    The blocks share one buffer (no fresh 64 MB allocation per block): use each before asking for the next.
+    """
+    buf = np.empty((min(chunk_rows, len(embeddings)), embeddings.shape[1]), dtype=np.float32)
+    for start in range(0, len(embeddings), chunk_rows):
+        yield start, _to_f32(embeddings[start:start + chunk_rows], normalize, start, out=buf)
+
+
+def class_means(embeddings: np.ndarray, labels: np.ndarray, classes: Sequence, normalize: bool = True,
+                chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict[Any, np.ndarray]:
+    """Mean of every class (after L2 normalisation by default), float64, in one pass over the matrix."""
+    codes = np.full(len(labels), -1, dtype=np.int64)
+    for k, c in enumerate(classes):
+        codes[labels == c] = k
+    sums = np.zeros((len(classes), embeddings.shape[1]), dtype=np.float64)
+    for start, x in iter_blocks(embeddings, normalize, chunk_rows):
+        onehot = np.zeros((len(x), len(classes)), dtype=np.float32)
+        code = codes[start:start + len(x)]
+        ok = code >= 0
+        onehot[np.flatnonzero(ok), code[ok]] = 1.0
+        # per-class sums in one BLAS call; written x.T @ onehot because OpenBLAS is ~40x slower on the
+        # transposed form (onehot.T @ x, a 2-row left operand) on this machine
+        sums += (x.T @ onehot).T
+    n = np.array([(codes == k).sum() for k in range(len(classes))], dtype=np.float64)
+    return {c: sums[k] / max(n[k], 1.0) for k, c in enumerate(classes)}
+
+
+def class_mean(embeddings: np.ndarray, rows: np.ndarray, normalize: bool = True,
+               chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
+    """Mean of the given rows (after L2 normalisation by default), float64."""
+    total = np.zeros(embeddings.shape[1], dtype=np.float64)
+    for part in _chunks(rows, chunk_rows):
+        total += _rows_f32(embeddings, part, normalize).sum(axis=0, dtype=np.float64)
+    return total / max(len(rows), 1)
+
+
+def train_kmeans(embeddings: np.ndarray, rows: np.ndarray, n_clusters: int, seed: int, normalize: bool = True,
+                 max_points_per_centroid: int = 256, niter: int = 20) -> np.ndarray:
+    """faiss.Kmeans centroids (k x D float32) of the given rows, trained on a seeded subsample of at most
+    `max_points_per_centroid * k` rows, so that its cost does not grow with N."""
+    faiss = _faiss()
+    k = int(min(n_clusters, len(rows)))
+    rng = np.random.default_rng(seed)
+    limit = max_points_per_centroid * k
+    train_rows = rows if len(rows) <= limit else np.sort(rng.choice(rows, size=limit, replace=False))
+    x = _rows_f32(embeddings, train_rows, normalize)
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=int(seed) % (2**31), verbose=False,
+                      max_points_per_centroid=max_points_per_centroid, min_points_per_centroid=1)
+    km.train(x)
+    return np.asarray(km.centroids, dtype=np.float32).reshape(k, -1)
+
+
+def proportional_quotas(sizes: np.ndarray, n_keep: int) -> np.ndarray:
+    """Split n_keep over groups of the given sizes in proportion (largest remainder, ties to the lower id),
+    giving every non-empty group at least one row when n_keep allows it."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    total = int(sizes.sum())
+    if total == 0 or n_keep <= 0:
+        return np.zeros_like(sizes)
+    exact = n_keep * sizes / total
+    quota = np.floor(exact).astype(np.int64)
+    rest = n_keep - int(quota.sum())
+    order = np.lexsort((np.arange(len(sizes)), -(exact - quota)))
+    quota[order[:rest]] += 1
+    nonempty = sizes > 0
+    if n_keep < int(nonempty.sum()):
+        log.warning("only %d rows kept for %d non-empty clusters: some clusters go unrepresented",
+                    n_keep, int(nonempty.sum()))
+        return np.minimum(quota, sizes)
+    for j in np.flatnonzero(nonempty & (quota == 0)):
+        donor = int(np.argmax(quota))       # the largest quota always has more than one row here
+        quota[donor] -= 1
+        quota[j] += 1
+    return np.minimum(quota, sizes)
+
+
+def _nearest(rows: np.ndarray, distance: np.ndarray, n: int) -> np.ndarray:
+    """The n rows with the smallest distance (ties to the lower row index), in ascending distance."""
+    if n >= len(rows):
+        order = np.lexsort((rows, distance))
+        return rows[order]
+    part = np.argpartition(distance, n - 1)[:n]
+    # argpartition breaks ties arbitrarily: widen to every row tied with the n-th distance, then sort.
+    cut = distance[part].max()
+    cand = np.flatnonzero(distance <= cut)
+    order = np.lexsort((rows[cand], distance[cand]))[:n]
+    return rows[cand[order]]
+
+
+def _ivf_nearest(embeddings: np.ndarray, rows: np.ndarray, mean: np.ndarray, n: int, normalize: bool,
+                 nlist: int, nprobe: int, seed: int, chunk_rows: int) -> np.ndarray:
+    """Approximate n nearest rows to the mean with an IndexIVFFlat over the class rows (nprobe grows until
+    n results come back)."""
+    faiss = _faiss()
+    d = embeddings.shape[1]
+    nlist = int(max(1, min(nlist, len(rows) // 39 or 1)))
+    quantizer = faiss.IndexFlatL2(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist)
+    rng = np.random.default_rng(seed)
+    limit = 256 * nlist
+    train_rows = rows if len(rows) <= limit else np.sort(rng.choice(rows, size=limit, replace=False))
+    index.cp.seed = int(seed) % (2**31)
+    index.train(_rows_f32(embeddings, train_rows, normalize))
+    for part in _chunks(rows, chunk_rows):
+        index.add(_rows_f32(embeddings, part, normalize))
+    probe = max(1, min(nprobe, nlist))
+    query = np.asarray(mean, dtype=np.float32).reshape(1, -1)
+    while True:
+        index.nprobe = probe
+        _, idx = index.search(query, n)
+        found = idx[0][idx[0] >= 0]
+        if len(found) >= n or probe >= nlist:
+            return rows[found[:n]]
+        probe = min(nlist, probe * 2)
+
+
+def nc_rank(embeddings: np.ndarray, labels: Any, *, n_clusters: int, seed: int, normalize: bool = True,
+            classes: Sequence | None = None, fake_class: Any = "auto", max_points_per_centroid: int = 256,
+            kmeans_iters: int = 20, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> NCRanking:
+    """Per-row distance to the class mean and the fake class's k-means clusters (validates the inputs).
+
+    Two sequential passes over the matrix: class means, then one FAISS pairwise-distance call per block
+    against [class means; k-means centroids] gives every row its distance to its class mean and its cluster.
+    """
+    faiss = _faiss()
+    labels, classes = check_inputs(embeddings, labels, classes, chunk_rows, check_finite=False)
+    fake = default_fake_class(classes) if fake_class == "auto" else fake_class
+    class_rows = {c: np.flatnonzero(labels == c) for c in classes}
+    means = class_means(embeddings, labels, classes, normalize, chunk_rows)
+    centroids = None
+    if fake in class_rows and n_clusters and n_clusters > 1 and len(class_rows[fake]) > 1:
+        centroids = train_kmeans(embeddings, class_rows[fake], n_clusters, seed, normalize,
+                                 max_points_per_centroid, kmeans_iters)
+    refs = np.stack([means[c] for c in classes]).astype(np.float32)
+    if centroids is not None:
+        refs = np.concatenate([refs, centroids])
+    code = np.zeros(len(labels), dtype=np.int64)
+    for k, c in enumerate(classes):
+        code[class_rows[c]] = k
+    is_fake = labels == fake
+    n_cls = len(classes)
+    distance = np.empty(len(labels), dtype=np.float64)
+    cluster = np.full(len(labels), -1, dtype=np.int32)
+    for start, x in iter_blocks(embeddings, normalize, chunk_rows):
+        stop = start + len(x)
+        d2 = faiss.pairwise_distances(x, refs)                  # squared L2, [block, C + k]
+        distance[start:stop] = d2[np.arange(len(x)), code[start:stop]]
+        if centroids is not None:
+            f = is_fake[start:stop]
+            cluster[start:stop][f] = np.argmin(d2[f, n_cls:], axis=1)
+    distance = np.sqrt(np.maximum(distance, 0.0))
+    return NCRanking(distance=distance, cluster=cluster, means=means, class_rows=class_rows, fake_class=fake,
+                     centroids=centroids)
+
+
+def select_from_ranking(ranking: NCRanking, ratio: float, class_ratio: Mapping | None = None,
+                        farthest: bool = False) -> np.ndarray:
+    """Indices kept per class from a ranking: nearest to the mean (or farthest), per k-means cluster for the
+    fake class when it was clustered. Sorted ascending."""
+    ratios = class_ratios(tuple(ranking.class_rows), ratio, class_ratio)
+    sign = -1.0 if farthest else 1.0
+    picked = []
+    for c, rows in ranking.class_rows.items():
+        n_keep = n_keep_for(len(rows), ratios[c])
+        clusters = ranking.cluster[rows]
+        if c == ranking.fake_class and clusters.max(initial=-1) >= 0 and not farthest:
+            ids = np.arange(int(clusters.max()) + 1)
+            sizes = np.array([(clusters == j).sum() for j in ids])
+            for j, q in zip(ids, proportional_quotas(sizes, n_keep)):
+                if q:
+                    sub = rows[clusters == j]
+                    picked.append(_nearest(sub, ranking.distance[sub], int(q)))
+        else:
+            picked.append(_nearest(rows, sign * ranking.distance[rows], n_keep))
+    return np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
+
+
+def nc_select(embeddings: np.ndarray, labels: Any, ratio: float, *, n_clusters: int, seed: int,
+              class_ratio: Mapping | None = None, normalize: bool = True, index: str = "flat", ivf_nlist: int = 256,
+              ivf_nprobe: int = 16, classes: Sequence | None = None, fake_class: Any = "auto",
+              max_points_per_centroid: int = 256, kmeans_iters: int = 20,
+              chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
+    """Neural-collapse class-mean selection: row indices (ascending) of the rows nearest to their class mean.
+
+    Args:
+        embeddings: N x D penultimate embeddings (float16/32; not modified, may be a memory map).
+        labels: N labels ('bonafide'/'spoof', or 1/0).
+        ratio: share of every class kept, in (0, 1]; `class_ratio` overrides it per class.
+        n_clusters: k of the k-means over the fake class (0 or 1: plain nearest-to-mean).
+        seed: seeds the k-means subsample and initialisation (same seed, same indices).
+        index: 'flat' (exact, default) or 'ivf' (approximate IndexIVFFlat, `ivf_nlist` lists).
+    """
+    ratio = check_ratio(ratio)
+    for k, v in (class_ratio or {}).items():     # fail before the expensive passes
+        check_ratio(v, f"class_ratio[{k!r}]")
+    if index not in ("flat", "ivf"):
+        raise ValueError(f"index must be 'flat' or 'ivf', got {index!r}")
+    ranking = nc_rank(embeddings, labels, n_clusters=n_clusters, seed=seed, normalize=normalize, classes=classes,
+                      fake_class=fake_class, max_points_per_centroid=max_points_per_centroid,
+                      kmeans_iters=kmeans_iters, chunk_rows=chunk_rows)
+    if index == "flat":
+        return select_from_ranking(ranking, ratio, class_ratio)
+    ratios = class_ratios(tuple(ranking.class_rows), ratio, class_ratio)
+    picked = []
+    for c, rows in ranking.class_rows.items():
+        n_keep = n_keep_for(len(rows), ratios[c])
+        clusters = ranking.cluster[rows]
+        groups = [rows] if clusters.max(initial=-1) < 0 else [rows[clusters == j] for j in range(clusters.max() + 1)]
+        quotas = [n_keep] if len(groups) == 1 else proportional_quotas(np.array([len(g) for g in groups]), n_keep)
+        for g, q in zip(groups, quotas):
+            if q:
+                picked.append(_ivf_nearest(embeddings, g, ranking.means[c], int(q), normalize, ivf_nlist, ivf_nprobe,
+                                           seed, chunk_rows))
+    return np.sort(np.concatenate(picked))

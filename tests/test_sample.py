@@ -1,0 +1,191 @@
+"""Tests of the sample stage: manifests per method, train/dev, merge of pools, diagnostics, bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline import sample
+from pipeline.schema import MANIFEST_COLUMNS, read_clips, write_clips
+
+
+@pytest.fixture(autouse=True)
+def _one_faiss_thread():
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+
+
+def clip_rows(n_speakers: int = 10, per_speaker: int = 6) -> pd.DataFrame:
+    """A valid clip table (no audio needed here): bona fide + vocoder/codec reconstructions, speaker splits."""
+    rows = []
+    splits = ["train"] * 6 + ["dev"] * 2 + ["test"] * 2
+    for s in range(n_speakers):
+        for c in range(per_speaker):
+            parent = f"demo_s{s}_c{c}"
+            for system, paradigm in (("-", "bonafide"), ("hifigan", "vocoder"), ("world", "vocoder"),
+                                     ("encodec", "codec")):
+                rows.append({
+                    "clip_id": parent if system == "-" else f"{parent}__{system}", "path": f"data/x/{parent}.flac",
+                    "corpus": "demo", "speaker": f"spk{s}", "label": "bonafide" if system == "-" else "spoof",
+                    "system": system, "paradigm": paradigm, "parent_id": None if system == "-" else parent,
+                    "split": splits[s % len(splits)], "duration_s": 1.0, "sample_rate": 16000,
+                    "bandwidth_hz": 8000.0, "leading_silence_s": 0.0, "rms_dbfs": -20.0, "sha256": "0" * 64,
+                })
+    return pd.DataFrame(rows)
+
+
+def write_pool(root, teacher: str, clips: pd.DataFrame, paradigms, d: int = 12, seed: int = 0):
+    """emb.npy + ids.parquet for the pool of `teacher` (rows of the given paradigms), class-separated."""
+    pool = clips[clips["paradigm"].isin(paradigms)]
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(0, 1, (len(pool), d))
+    emb[:, 0] += np.where(pool["label"] == "bonafide", 4.0, -4.0)
+    emb[:, 1] += pool["system"].map({"-": 0, "hifigan": 3, "world": -3, "encodec": 6}).to_numpy()
+    out = root / teacher
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "emb.npy", emb.astype(np.float16))
+    pd.DataFrame({"clip_id": pool["clip_id"].to_numpy()}).to_parquet(out / "ids.parquet")
+    return pool
+
+
+def setup_stage(tmp_path, method: str = "nc", ratio: float = 0.5):
+    clips = clip_rows()
+    clips_path = tmp_path / "clips.parquet"
+    write_clips(clips, clips_path)
+    emb_dir = tmp_path / "embeddings"
+    write_pool(emb_dir, "t_vocoder", clips, ["bonafide", "vocoder"], seed=1)
+    write_pool(emb_dir, "t_codec", clips, ["bonafide", "codec"], seed=2)
+    params = {
+        "seed": 3, "runtime": {"threads": 1},
+        "teachers": {"t_vocoder": {"arch": "resnet", "pool": {"paradigms": ["bonafide", "vocoder"]}},
+                     "t_codec": {"arch": "convnext", "pool": {"paradigms": ["bonafide", "codec"]}}},
+        "sample": {"method": method, "ratio": ratio, "class_ratio": {}, "n_clusters": 2, "normalize": True,
+                   "index": "flat", "ivf_nlist": 4, "ivf_nprobe": 2, "max_points_per_centroid": 64,
+                   "kmeans_iters": 5},
+    }
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    argv = ["--params", str(params_path), "--clips", str(clips_path), "--embeddings", str(emb_dir),
+            "--out", str(tmp_path / "manifests"), "--diagnostics", str(tmp_path / "sampling.json")]
+    return clips, params, argv
+
+
+def test_stage_writes_every_manifest_train_dev_and_diagnostics(tmp_path):
+    clips, _, argv = setup_stage(tmp_path)
+    assert sample.main(argv) == 0
+    out = tmp_path / "manifests"
+    manifests = {m: read_clips(out / f"{m}.parquet", groups=("manifest",)) for m in (*sample.METHODS, "train", "dev")}
+    for m in sample.METHODS:
+        df = manifests[m]
+        assert set(MANIFEST_COLUMNS) <= set(df.columns)
+        assert (df["sampler"] == m).all() and (df["split"] == "train").all()
+        assert df["clip_id"].is_unique
+        assert df["teacher"].isin(["t_vocoder", "t_codec"]).all()
+        assert df["cluster"].isna().eq(df["label"] == "bonafide").all()
+    pd.testing.assert_frame_equal(manifests["train"], manifests["nc"])
+    train = clips[clips["split"] == "train"]
+    # full = every train clip of the union of the pools (bona fide shared by both pools appears once)
+    assert set(manifests["full"]["clip_id"]) == set(train["clip_id"])
+    # ratio 0.5 per pool and class: 36 bona fide train clips -> 18 per pool, merged (overlap possible) 18..36
+    nc = manifests["nc"]
+    assert (nc["system"] == "hifigan").sum() + (nc["system"] == "world").sum() == 36
+    assert (nc["system"] == "encodec").sum() == 18
+    assert 18 <= (nc["label"] == "bonafide").sum() <= 36
+    dev = manifests["dev"]
+    assert (dev["split"] == "dev").all() and (dev["sampler"] == "dev").all()
+    assert set(dev["clip_id"]) == set(clips.loc[clips["split"] == "dev", "clip_id"])
+    assert (dev.loc[dev["label"] == "bonafide", "teacher"] == "t_vocoder").all()   # the first pool containing it
+    diag = json.loads((tmp_path / "sampling.json").read_text())
+    assert set(diag["pools"]) == {"t_vocoder", "t_codec"}
+    pool = diag["pools"]["t_vocoder"]
+    assert pool["before"]["label"] == {"bonafide": 36, "spoof": 72}
+    assert pool["after"]["nc"]["label"] == {"bonafide": 18, "spoof": 36}
+    assert pool["after"]["nc"]["system"] == {"-": 18, "hifigan": 18, "world": 18}   # k-means keeps both systems
+    assert set(pool["before"]) == {"n", "label", "paradigm", "system", "speaker"}
+    assert pool["nc1"] > 0 and "bonafide|spoof" in pool["class_mean_distance"]
+    assert diag["merged"]["full"]["n"] == len(train)
+
+
+def test_a_clip_picked_by_several_pools_keeps_its_smallest_distance_row():
+    a = pd.DataFrame({"clip_id": ["x", "y"], "distance": [0.5, 0.1], "teacher": ["A", "A"]})
+    b = pd.DataFrame({"clip_id": ["x", "z"], "distance": [0.2, 0.3], "teacher": ["B", "B"]})
+    merged = sample.merge_picks([a, b])
+    assert merged["clip_id"].tolist() == ["y", "x", "z"]
+    assert merged.set_index("clip_id").loc["x", "teacher"] == "B"
+
+
+def test_same_seed_gives_the_same_manifests(tmp_path):
+    _, _, argv = setup_stage(tmp_path / "a")
+    _, _, argv2 = setup_stage(tmp_path / "b")
+    assert sample.main(argv) == 0 and sample.main(argv2) == 0
+    for m in (*sample.METHODS, "train", "dev"):
+        a = pd.read_parquet(tmp_path / "a" / "manifests" / f"{m}.parquet")
+        b = pd.read_parquet(tmp_path / "b" / "manifests" / f"{m}.parquet")
+        pd.testing.assert_frame_equal(a, b)
+    assert (tmp_path / "a" / "sampling.json").read_text() == (tmp_path / "b" / "sampling.json").read_text()
+
+
+def test_sample_method_picks_the_train_manifest(tmp_path):
+    _, _, argv = setup_stage(tmp_path, method="random")
+    assert sample.main(argv) == 0
+    train = pd.read_parquet(tmp_path / "manifests" / "train.parquet")
+    assert (train["sampler"] == "random").all()
+
+
+def test_ids_not_in_the_clip_tables_give_a_clear_error(tmp_path):
+    _, _, argv = setup_stage(tmp_path)
+    ids_path = tmp_path / "embeddings" / "t_codec" / "ids.parquet"
+    ids = pd.read_parquet(ids_path)
+    ids.loc[3, "clip_id"] = "ghost_clip"
+    ids.to_parquet(ids_path)
+    with pytest.raises(ValueError, match="t_codec: 1 embedded ids are not in the clip tables.*ghost_clip"):
+        sample.main(argv)
+
+
+def test_misaligned_embeddings_and_ids_give_a_clear_error(tmp_path):
+    _, _, argv = setup_stage(tmp_path)
+    ids_path = tmp_path / "embeddings" / "t_vocoder" / "ids.parquet"
+    pd.read_parquet(ids_path).iloc[:-1].to_parquet(ids_path)
+    with pytest.raises(ValueError, match="t_vocoder.*misaligned"):
+        sample.main(argv)
+
+
+def test_nan_embeddings_in_a_pool_give_a_clear_error(tmp_path):
+    clips, _, argv = setup_stage(tmp_path)
+    path = tmp_path / "embeddings" / "t_codec" / "emb.npy"
+    emb = np.load(path)
+    emb[0, 0] = np.nan
+    np.save(path, emb)
+    with pytest.raises(ValueError, match="t_codec.*NaN"):
+        sample.main(argv)
+
+
+def test_a_pool_without_fakes_in_train_gives_a_clear_error(tmp_path):
+    clips, _, argv = setup_stage(tmp_path)
+    write_pool(tmp_path / "embeddings", "t_codec", clips, ["bonafide"])
+    with pytest.raises(ValueError, match="t_codec: class 'spoof' has no rows"):
+        sample.main(argv)
+
+
+def test_missing_embeddings_name_the_embed_stage(tmp_path):
+    _, _, argv = setup_stage(tmp_path)
+    (tmp_path / "embeddings" / "t_codec" / "emb.npy").unlink()
+    with pytest.raises(FileNotFoundError, match="pipeline embed t_codec"):
+        sample.main(argv)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"ratio": 0}, r"sample.ratio must be in \(0, 1\]"),
+    ({"ratio": 1.2}, r"sample.ratio must be in \(0, 1\]"),
+    ({"method": "best"}, "sample.method must be one of"),
+    ({"class_ratio": {"spoof": 0}}, r"class_ratio\['spoof'\]"),
+    ({"typo_key": 1}, "unknown keys"),
+])
+def test_bad_sample_params_give_a_clear_error(bad, match):
+    with pytest.raises(ValueError, match=match):
+        sample.SampleParams.from_dict({"method": "nc", "ratio": 0.5, **bad})
