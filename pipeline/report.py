@@ -1,0 +1,159 @@
+"""Stage `report`: reports/index.html, a static page that opens with no network.
+
+Reads: the clip tables and rejects (data/), reports/{metrics.json, eer.csv, scores/*.txt, sampling.json,
+reconstruction/*.json}, data/teachers/*/metrics.json, data/embeddings/<T>/, data/manifests/ and, for the
+data-efficiency view, `dvc exp show --json` of the repository. Writes: reports/index.html (atomically).
+
+Sections: summary, data counts and rejects, reconstruction quality, teachers, sampling (NC diagnostics
+and PCA maps of each pool), detector EER per set and per attack system with DET curves, the shortcut
+audit, and EER against sampling ratio over all DVC experiments. Images are inline PNG data URIs, the
+CSS is inline, and the page has no script and no external address. A missing input makes its section
+say "not available" instead of failing the stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.io import write_text_atomic
+from pipeline.logs import setup_logging, stage_timer
+from pipeline.params import load_params, stage_parser
+from pipeline.reporting import html, inputs, sections
+from pipeline.reporting.audit import AuditParams
+from pipeline.reporting.experiments import ExperimentRuns, load_experiments
+from pipeline.reporting.sections import ReportParams
+
+log = logging.getLogger("pipeline.report")
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Where the report reads from (paths as given on the command line)."""
+
+    reports: Path
+    clips: tuple[Path, ...]
+    rejects: Path | None
+    embeddings: Path
+    manifests: Path
+    teachers: Path
+    repo: Path = Path(".")
+
+
+def parse_params(params: dict[str, Any]) -> ReportParams:
+    """The `report` section (all keys optional) as ReportParams; unknown keys are an error."""
+    sec = dict(params.get("report") or {})
+    known = {"pca_points", "pca_normalize", "audit", "experiments", "experiments_timeout_s"}
+    unknown = set(sec) - known
+    if unknown:
+        raise KeyError(f"params report: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    audit = dict(sec.pop("audit", None) or {})
+    audit_known = set(AuditParams.__dataclass_fields__) - {"seed"}
+    if set(audit) - audit_known:
+        raise KeyError(f"params report.audit: unknown keys {sorted(set(audit) - audit_known)}; "
+                       f"known: {sorted(audit_known)}")
+    seed = int(params.get("seed", 0))
+    return ReportParams(audit=AuditParams(seed=seed, **audit), **sec)
+
+
+def _guarded(title: str, anchor: str, build: Callable[[], html.Section]) -> html.Section:
+    """Build a section; an unexpected error becomes a red message in that section (and a logged error)."""
+    try:
+        return build()
+    except Exception as exc:  # noqa: BLE001 - one broken input must not hide the rest of the report
+        log.exception("report section %r failed", title)
+        return html.Section(anchor, title).add(html.p(f"this section failed: {type(exc).__name__}: {exc}", "warn"))
+
+
+def run(src: ReportInputs, p: ReportParams, seed: int = 0) -> tuple[str, dict[str, int]]:
+    """Build the HTML page from the inputs; returns (html, counts for the log line)."""
+    clips, missing_tables = inputs.load_clips(list(src.clips))
+    rejects = inputs.load_rejects(src.rejects)
+    errors: list[str] = []
+    metrics = _soft(lambda: inputs.read_json(src.reports / "metrics.json"), None, errors)
+    eer_csv = _soft(lambda: pd.read_csv(src.reports / "eer.csv") if (src.reports / "eer.csv").is_file() else None,
+                    None, errors)
+    scores = _soft(lambda: inputs.load_scores(src.reports / "scores"), {}, errors)
+    exps: ExperimentRuns | None = None
+    if p.experiments:
+        metrics_file = _relative(src.reports / "metrics.json", src.repo)
+        exps = load_experiments(src.repo, metrics_file, timeout_s=p.experiments_timeout_s)
+
+    audit_table: list[pd.DataFrame | None] = [None]
+
+    def audit() -> html.Section:
+        sec, audit_table[0] = sections.audit_section(clips, scores, p)
+        return sec
+
+    body = [
+        _guarded("Data", "data", lambda: sections.data_section(clips, missing_tables, rejects)),
+        _guarded("Reconstruction quality", "reconstruction",
+                 lambda: sections.reconstruction_section(inputs.load_reconstruction(src.reports / "reconstruction"))),
+        _guarded("Teachers", "teachers", lambda: sections.teachers_section(inputs.load_teachers(src.teachers))),
+        _guarded("Sampling", "sampling", lambda: sections.sampling_section(
+            inputs.read_json(src.reports / "sampling.json"), src.embeddings, inputs.load_manifest(src.manifests),
+            clips, p, seed)),
+        _guarded("Detector", "detector", lambda: sections.detector_section(metrics, eer_csv, scores, clips)),
+        _guarded("Shortcut audit", "audit", audit),
+        _guarded("Data efficiency (DVC experiments)", "experiments", lambda: sections.experiments_section(exps)),
+    ]
+    summary = _guarded("Summary", "summary", lambda: sections.summary_section(metrics, audit_table[0], exps))
+    for err in errors:
+        summary.add(html.p(f"unreadable input: {err}", "warn"))
+    page = html.page("hardset report", "hard training sets for audio deepfake detection: data, sampling, "
+                     "detector EER, shortcut audit, data efficiency", [summary, *body])
+    counts = {"clips": 0 if clips is None else len(clips), "score_sets": len(scores),
+              "experiments": 0 if exps is None or exps.runs is None else len(exps.runs),
+              "images": page.count("<img "), "kbytes": len(page) // 1024}
+    return page, counts
+
+
+def _soft(load: Callable[[], Any], default: Any, errors: list[str]) -> Any:
+    """Run a loader; a malformed file becomes an error line in the summary (and the log) and `default`."""
+    try:
+        return load()
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        log.error("report input unreadable: %s", exc)
+        errors.append(f"{type(exc).__name__}: {exc}")
+        return default
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("report", "reports/index.html: a static, offline report of the whole pipeline")
+    parser.add_argument("--reports", type=Path, default=Path("reports"), help="folder of the evaluate outputs")
+    parser.add_argument("--clips", type=Path, nargs="+", default=[Path("data/clips.parquet")],
+                        help="clip tables (clips.parquet, data/recon/*.parquet); missing ones are left out")
+    parser.add_argument("--rejects", type=Path, default=None, help="data/rejects.parquet")
+    parser.add_argument("--embeddings", type=Path, default=Path("data/embeddings"))
+    parser.add_argument("--manifests", type=Path, default=Path("data/manifests"))
+    parser.add_argument("--teachers", type=Path, default=Path("data/teachers"))
+    parser.add_argument("--repo", type=Path, default=Path("."), help="repository root for `dvc exp show`")
+    parser.add_argument("--out", type=Path, default=Path("reports/index.html"))
+    args = parser.parse_args(argv)
+    setup_logging()
+    params = load_params(args.params)
+    p = parse_params(params)
+    src = ReportInputs(reports=args.reports, clips=tuple(args.clips), rejects=args.rejects,
+                       embeddings=args.embeddings, manifests=args.manifests, teachers=args.teachers, repo=args.repo)
+    with stage_timer(log, "report") as stats:
+        page, counts = run(src, p, seed=int(params.get("seed", 0)))
+        write_text_atomic(page, args.out)
+        # mkstemp creates 0600 files; the page is meant to be opened and served by others too
+        os.chmod(args.out, 0o644)
+        for k, v in counts.items():
+            stats.add(k, v)
+    log.info("wrote %s", args.out)
+    return 0
