@@ -21,9 +21,9 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "clip") -> Iterable[T]:
-    """A tqdm progress bar on stderr (disabled when stderr is not a terminal and HARDSET_NO_PROGRESS is set)."""
-    return tqdm(items, desc=desc, total=total, unit=unit, file=sys.stderr, mininterval=2.0,
-                disable=None if sys.stderr.isatty() else False, dynamic_ncols=True, leave=False)
+    """A tqdm progress bar on stderr when it is a terminal (logs and CI get the closing log line instead)."""
+    return tqdm(items, desc=desc, total=total, unit=unit, file=sys.stderr, mininterval=1.0,
+                disable=None, dynamic_ncols=True, leave=False)
 
 
 class StageStats:

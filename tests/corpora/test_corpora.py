@@ -25,7 +25,8 @@ def test_load_demo_reads_metadata_and_marks_tts_as_eval(tmp_path):
 
 
 def _la(tmp_path, lines, part="train"):
-    proto = tmp_path / "ASVspoof2019_LA_cm_protocols" / f"ASVspoof2019.LA.cm.{'train.trn' if part == 'train' else 'eval.trl'}.txt"
+    name = "train.trn" if part == "train" else "eval.trl"
+    proto = tmp_path / "ASVspoof2019_LA_cm_protocols" / f"ASVspoof2019.LA.cm.{name}.txt"
     proto.parent.mkdir(parents=True, exist_ok=True)
     proto.write_text("\n".join(lines) + "\n")
     return proto

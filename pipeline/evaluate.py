@@ -1,0 +1,298 @@
+"""Stage `evaluate`: EER of the trained detector on every evaluation set, the ASVspoof way.
+
+Reads the detector (data/models/detector/model.pt) and the clip tables (data/clips.parquet +
+data/recon/*.parquet) with the audio they point to. Writes, under --out (reports/):
+- metrics.json: {"eer": {set: eer, ..., "pooled": eer}, "eer_by_system": {system: eer},
+  "n_clips": {set: n}, "paradigm_seen": {paradigm: bool}, "n_rejected": n}; EERs are fractions;
+- eer.csv: set,system,n_bonafide,n_spoof,eer,threshold (system "all" is the set's row);
+- scores/<set>.txt: `clip_id score` per line (higher = bona fide), one file per set;
+- plots/det.png, plots/score_hist.png, plots/det.csv (set,far,frr) for `dvc plots`.
+
+Eval sets (`evaluate.sets`, each clip scored once, EER by pipeline.metrics.compute_eer):
+- `test`: bona fide test clips + every spoof row with split test (the reconstructions);
+- `tts`: bona fide test + split `eval:tts` (the demo's unseen TTS attacks, piper and espeak-ng);
+- `leave_out`: one set `leave_out_<P>` per spoof paradigm P in the test split: bona fide test vs the
+  test spoofs of P; `paradigm_seen[P]` says whether P was in the detector's training manifest
+  (a true leave-one-paradigm-out run trains with `train.exclude_paradigms=[P]`);
+- `corpus`: every other `eval:<name>` split becomes a set `<name>` (its own bona fide rows when it has
+  any, else the bona fide test clips); a name such as `itw` selects one of them.
+`pooled` is the EER over the union of all the sets' clips. A set with no bona fide or no spoof
+clips is skipped with a warning. Per-system EERs are taken against the bona fide clips of the set the
+system appears in (leave_out sets repeat the test systems and are not counted twice).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.io import atomic_path, write_json_atomic, write_text_atomic
+from pipeline.logs import setup_logging, stage_timer
+from pipeline.metrics import compute_det_curve, compute_eer
+from pipeline.params import load_params, section, stage_parser
+from pipeline.schema import read_clip_tables
+
+log = logging.getLogger("pipeline.evaluate")
+
+SET_KINDS = ("test", "tts", "leave_out", "corpus")
+LEAVE_OUT_PREFIX = "leave_out_"
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """The `evaluate` section of params.yaml."""
+
+    batch_size: int = 64
+    eval_s: float = 4.0
+    sets: tuple[str, ...] = ("test", "tts", "leave_out", "corpus")
+    max_reject_fraction: float = 0.05
+
+    @classmethod
+    def from_params(cls, p: dict[str, Any]) -> EvaluateParams:
+        """Parse the section (unknown keys are an error)."""
+        unknown = sorted(set(p) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"evaluate: unknown params {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+        kw = dict(p)
+        if "sets" in kw:
+            kw["sets"] = tuple(kw["sets"] or ())
+        ep = cls(**kw)
+        if ep.batch_size <= 0 or ep.eval_s <= 0:
+            raise ValueError("evaluate.batch_size and evaluate.eval_s must be positive")
+        return ep
+
+
+def _eval_split_names(clips: pd.DataFrame) -> list[str]:
+    splits = clips["split"].astype(str)
+    return sorted({s[len("eval:"):] for s in splits if s.startswith("eval:")})
+
+
+def build_eval_sets(clips: pd.DataFrame, sets: tuple[str, ...]) -> dict[str, pd.DataFrame]:
+    """The evaluation sets {name: clip rows} that `sets` asks for (sets lacking a class are skipped)."""
+    bona = clips["label"] == "bonafide"
+    spoof = ~bona
+    split = clips["split"].astype(str)
+    bona_test = clips[bona & (split == "test")]
+    eval_names = _eval_split_names(clips)
+    out: dict[str, pd.DataFrame] = {}
+
+    def corpus_set(name: str) -> pd.DataFrame:
+        own_bona = clips[bona & (split == f"eval:{name}")]
+        return pd.concat([own_bona if len(own_bona) else bona_test, clips[spoof & (split == f"eval:{name}")]])
+
+    for kind in sets:
+        if kind == "test":
+            out["test"] = pd.concat([bona_test, clips[spoof & (split == "test")]])
+        elif kind == "tts":
+            out["tts"] = corpus_set("tts")
+        elif kind == "leave_out":
+            test_spoof = clips[spoof & (split == "test")]
+            for paradigm in sorted(test_spoof["paradigm"].unique()):
+                out[f"{LEAVE_OUT_PREFIX}{paradigm}"] = pd.concat(
+                    [bona_test, test_spoof[test_spoof["paradigm"] == paradigm]])
+        elif kind == "corpus":
+            for name in eval_names:
+                if name != "tts" and name not in SET_KINDS:
+                    out[name] = corpus_set(name)
+        elif kind in eval_names:
+            out[kind] = corpus_set(kind)
+        else:
+            log.warning("eval set %r: no split eval:%s in the clip tables (known kinds %s); skipped",
+                        kind, kind, list(SET_KINDS))
+    kept = {}
+    for name, rows in out.items():
+        counts = rows["label"].value_counts()
+        if counts.get("bonafide", 0) == 0 or counts.get("spoof", 0) == 0:
+            log.warning("eval set %r skipped: %d bona fide and %d spoof clips (needs both)", name,
+                        counts.get("bonafide", 0), counts.get("spoof", 0))
+            continue
+        kept[name] = rows.drop_duplicates("clip_id").reset_index(drop=True)
+    return kept
+
+
+def _eer_row(set_name: str, system: str, bona: np.ndarray, spoof: np.ndarray) -> dict[str, Any]:
+    eer, thr = compute_eer(bona, spoof)
+    return {"set": set_name, "system": system, "n_bonafide": int(bona.size), "n_spoof": int(spoof.size),
+            "eer": float(eer), "threshold": float(thr)}
+
+
+def run(sets: dict[str, pd.DataFrame], scores: pd.Series,
+        seen_paradigms: list[str] | None = None) -> tuple[dict[str, Any], pd.DataFrame, dict[str, pd.DataFrame]]:
+    """EERs of scored sets: (metrics dict, eer table, {set: DataFrame clip_id, score, label, system}).
+
+    `scores` maps clip_id -> score; clips without a score (rejected) are dropped from their sets.
+    """
+    rows, scored, eer, by_system, n_clips = [], {}, {}, {}, {}
+    for name, clips in sets.items():
+        df = clips[["clip_id", "label", "system", "paradigm"]].assign(score=clips["clip_id"].map(scores))
+        df = df[df["score"].notna()].reset_index(drop=True)
+        is_bona = (df["label"] == "bonafide").to_numpy()
+        if is_bona.all() or not is_bona.any():
+            log.warning("eval set %r skipped after rejects: one class has no scored clip", name)
+            continue
+        bona_scores = df.loc[is_bona, "score"].to_numpy(float)
+        row = _eer_row(name, "all", bona_scores, df.loc[~is_bona, "score"].to_numpy(float))
+        rows.append(row)
+        eer[name], n_clips[name], scored[name] = row["eer"], len(df), df
+        for system, group in df[~is_bona].groupby("system", sort=True):
+            srow = _eer_row(name, str(system), bona_scores, group["score"].to_numpy(float))
+            rows.append(srow)
+            if not name.startswith(LEAVE_OUT_PREFIX):
+                key = str(system) if system not in by_system else f"{name}:{system}"
+                by_system[key] = srow["eer"]
+    if not scored:
+        raise ValueError("no evaluation set has both bona fide and spoof scored clips: nothing to evaluate")
+    pooled = pd.concat(scored.values()).drop_duplicates("clip_id")
+    is_bona = (pooled["label"] == "bonafide").to_numpy()
+    prow = _eer_row("pooled", "all", pooled.loc[is_bona, "score"].to_numpy(float),
+                    pooled.loc[~is_bona, "score"].to_numpy(float))
+    rows.append(prow)
+    eer["pooled"], n_clips["pooled"] = prow["eer"], len(pooled)
+    metrics: dict[str, Any] = {"eer": eer, "eer_by_system": by_system, "n_clips": n_clips}
+    leave_out = [n[len(LEAVE_OUT_PREFIX):] for n in scored if n.startswith(LEAVE_OUT_PREFIX)]
+    if leave_out:
+        metrics["paradigm_seen"] = {p: (None if seen_paradigms is None else p in seen_paradigms) for p in leave_out}
+    table = pd.DataFrame(rows, columns=["set", "system", "n_bonafide", "n_spoof", "eer", "threshold"])
+    return metrics, table, scored
+
+
+def write_scores(scored: dict[str, pd.DataFrame], out_dir: Path) -> None:
+    """reports/scores/<set>.txt: `clip_id score` lines."""
+    for name, df in scored.items():
+        lines = [f"{cid} {score:.6f}" for cid, score in zip(df["clip_id"], df["score"])]
+        write_text_atomic("\n".join(lines) + "\n", out_dir / f"{name}.txt")
+
+
+def det_points(bona: np.ndarray, spoof: np.ndarray, max_points: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """(far, frr) of the DET curve, thinned to about `max_points` points (ends kept)."""
+    frr, far, _ = compute_det_curve(bona, spoof)
+    if len(frr) > max_points:
+        idx = np.unique(np.linspace(0, len(frr) - 1, max_points).round().astype(int))
+        frr, far = frr[idx], far[idx]
+    return far, frr
+
+
+def write_plots(scored: dict[str, pd.DataFrame], eer: dict[str, float], out_dir: Path) -> None:
+    """DET curves (normal-deviate axes), score histograms per set, and det.csv for `dvc plots`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import norm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_rows = []
+    fig, ax = plt.subplots(figsize=(6, 6))
+    clip = 1e-4
+    for name, df in scored.items():
+        bona = df.loc[df["label"] == "bonafide", "score"].to_numpy(float)
+        spoof = df.loc[df["label"] == "spoof", "score"].to_numpy(float)
+        far, frr = det_points(bona, spoof)
+        csv_rows += [{"set": name, "far": float(a), "frr": float(r)} for a, r in zip(far, frr)]
+        ax.plot(norm.ppf(np.clip(far, clip, 1 - clip)), norm.ppf(np.clip(frr, clip, 1 - clip)),
+                label=f"{name} (EER {100 * eer[name]:.1f}%)")
+    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95])
+    ax.set_xticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_yticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    lim = norm.ppf([clip, 1 - clip])
+    ax.plot(lim, lim, color="0.8", lw=0.8, ls="--")
+    ax.set_xlim(*lim)
+    ax.set_ylim(*lim)
+    ax.set_xlabel("false acceptance rate (spoof accepted, %)")
+    ax.set_ylabel("false rejection rate (bona fide rejected, %)")
+    ax.set_title("DET curves")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(alpha=0.3)
+    _save_fig(fig, out_dir / "det.png")
+
+    n = len(scored)
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, (name, df) in zip(axes.flat, scored.items()):
+        bins = np.histogram_bin_edges(df["score"].to_numpy(float), bins=40)
+        for label, color in (("bonafide", "tab:green"), ("spoof", "tab:red")):
+            ax.hist(df.loc[df["label"] == label, "score"], bins=bins, alpha=0.6, color=color, label=label,
+                    density=True)
+        ax.set_title(f"{name} (EER {100 * eer[name]:.1f}%)", fontsize=9)
+        ax.set_xlabel("score (higher = bona fide)", fontsize=8)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    _save_fig(fig, out_dir / "score_hist.png")
+    with atomic_path(out_dir / "det.csv") as tmp:
+        pd.DataFrame(csv_rows, columns=["set", "far", "frr"]).to_csv(tmp, index=False, float_format="%.6f")
+
+
+def _save_fig(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def score_sets(model, sets: dict[str, pd.DataFrame], p: EvaluateParams, sample_rate: int,
+               device) -> tuple[pd.Series, list[dict[str, Any]]]:
+    """Score every clip of the sets once; (clip_id -> score, rejects); too many rejects is an error."""
+    from pipeline.clipdata import score_clips
+
+    unique = pd.concat(sets.values()).drop_duplicates("clip_id").reset_index(drop=True)
+    result = score_clips(model, unique, p.batch_size, sample_rate, p.eval_s, device=device, stage="evaluate")
+    n_bad = len(result.rejects)
+    for r in result.rejects[:20]:
+        log.warning("clip %s not scored: %s", r["clip_id"], r["reason"])
+    if unique.shape[0] and n_bad / unique.shape[0] > p.max_reject_fraction:
+        raise RuntimeError(f"{n_bad} of {len(unique)} eval clips could not be read "
+                           f"(more than evaluate.max_reject_fraction={p.max_reject_fraction})")
+    return pd.Series(result.scores, index=result.clip_ids, dtype=float), result.rejects
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("evaluate", "EER per eval set, score files, DET plots")
+    parser.add_argument("--model", required=True, help="detector directory (model.pt)")
+    parser.add_argument("--clips", nargs="+", required=True, help="clip tables (clips.parquet, data/recon/*.parquet)")
+    parser.add_argument("--out", required=True, help="reports directory")
+    args = parser.parse_args(argv)
+    setup_logging()
+    params = load_params(args.params)
+    p = EvaluateParams.from_params(section(params, "evaluate"))
+    rt = params.get("runtime", {}) or {}
+    sample_rate = int(section(params, "audio")["sample_rate"])
+
+    from pipeline.models import load_checkpoint
+    from pipeline.torch_env import configure_torch, resolve_device
+
+    configure_torch(int(rt.get("threads", 1)), int(params.get("seed", 0)))
+    device = resolve_device(rt.get("device", "auto"))
+    model, config = load_checkpoint(args.model, device=device)
+    if int(config.get("sample_rate", sample_rate)) != sample_rate:
+        raise ValueError(f"detector was trained at {config['sample_rate']} Hz but audio.sample_rate is {sample_rate}")
+    present = [path for path in args.clips if Path(path).exists()]
+    if len(present) < len(args.clips):  # a missing table is an error only when none is there
+        log.warning("clip tables not found, evaluating without them: %s", sorted(set(args.clips) - set(present)))
+    clips = read_clip_tables(present or args.clips, stage="evaluate")
+    out = Path(args.out)
+    with stage_timer(log, "evaluate") as stats:
+        sets = build_eval_sets(clips, p.sets)
+        if not sets:
+            raise ValueError(f"no evaluation set could be built from {args.clips} with sets {list(p.sets)}")
+        scores, rejects = score_sets(model, sets, p, sample_rate, device)
+        metrics, table, scored = run(sets, scores, config.get("train_paradigms"))
+        metrics["n_rejected"] = len(rejects)
+        stats.add("clips", int(len(scores)))
+        stats.add("sets", len(scored))
+    write_scores(scored, out / "scores")
+    with atomic_path(out / "eer.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6f")
+    write_plots(scored, metrics["eer"], out / "plots")
+    write_json_atomic(metrics, out / "metrics.json")
+    for name, value in metrics["eer"].items():
+        log.info("EER %-24s %6.2f%%  (%d clips)", name, 100 * value, metrics["n_clips"][name])
+    return 0

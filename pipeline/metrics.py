@@ -1,0 +1,56 @@
+"""Detection metrics on score arrays: the DET curve and the equal error rate (EER).
+
+Pure numpy, no torch and no file I/O (the `evaluate` stage reads and writes the files).
+Convention throughout: a higher score means more bona fide; the bona fide class is the
+"target" class of the ASVspoof evaluation package, spoofs are the "non-target" class.
+
+The definition is the one of the ASVspoof 2019/2021 evaluation package (`compute_det_curve`,
+`compute_eer`): sweep a threshold t over the observed scores, with
+
+    FRR(t) = #{bona fide scores <= t} / N_bonafide   (bona fide rejected)
+    FAR(t) = #{spoof scores     >  t} / N_spoof      (spoof accepted)
+
+plus a first point just below the lowest score (FRR = 0, FAR = 1); EER = mean(FRR, FAR) at
+argmin |FRR - FAR| (the first such point), and the threshold returned is t at that point.
+
+On scores without ties between the classes this is exactly the package's curve. With ties, the
+package's sort puts a tied bona fide score before a tied spoof score and so creates operating
+points inside a tie group that no threshold can realise (two identical score lists give EER 1.0
+there). Here every distinct score is one threshold, so tied scores move together: identical
+distributions give 0.5, as they should.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["compute_det_curve", "compute_eer"]
+
+
+def _as_scores(scores: np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if arr.size == 0:
+        raise ValueError(f"{name}: no scores (need at least one per class for an EER)")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: scores contain NaN or infinite values")
+    return arr
+
+
+def compute_det_curve(bonafide_scores: np.ndarray, spoof_scores: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frr, far, thresholds) of the DET curve, one point per distinct score plus one below all scores."""
+    bona = np.sort(_as_scores(bonafide_scores, "bonafide_scores"))
+    spoof = np.sort(_as_scores(spoof_scores, "spoof_scores"))
+    distinct = np.unique(np.concatenate([bona, spoof]))
+    thresholds = np.concatenate([[distinct[0] - 0.001], distinct])
+    # side="right": counts of scores <= t, so tied scores fall on the same side of every threshold.
+    frr = np.searchsorted(bona, thresholds, side="right") / bona.size
+    far = 1.0 - np.searchsorted(spoof, thresholds, side="right") / spoof.size
+    return frr, far, thresholds
+
+
+def compute_eer(bonafide_scores: np.ndarray, spoof_scores: np.ndarray) -> tuple[float, float]:
+    """(eer, threshold): the equal error rate as a fraction in [0, 1], and the threshold where it is met."""
+    frr, far, thresholds = compute_det_curve(bonafide_scores, spoof_scores)
+    i = int(np.argmin(np.abs(frr - far)))
+    return float((frr[i] + far[i]) / 2.0), float(thresholds[i])

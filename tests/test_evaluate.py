@@ -1,0 +1,145 @@
+"""evaluate stage: eval-set construction, EER tables, and the files it writes from a tiny detector."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from pipeline import evaluate
+from pipeline.models import build_model, save_checkpoint
+from pipeline.schema import validate_clips, write_clips
+from tests.conftest import tiny_clip_table
+
+
+def _with_extra_sets(clips: pd.DataFrame) -> pd.DataFrame:
+    """The tiny table plus codec test spoofs, eval:tts spoofs and an eval:itw corpus set (sharing audio files)."""
+    test_spoof = clips[(clips["split"] == "test") & (clips["label"] == "spoof")]
+    codec = test_spoof.assign(clip_id=test_spoof["clip_id"] + "_codec", paradigm="codec", system="encodec_6kbps")
+    tts = test_spoof.assign(clip_id=test_spoof["clip_id"] + "_tts", paradigm="tts", system="piper_joe",
+                            split="eval:tts", parent_id=None)
+    dev = clips[clips["split"] == "dev"]
+    itw = dev.assign(clip_id=dev["clip_id"] + "_itw", split="eval:itw", corpus="itw",
+                     system=np.where(dev["label"] == "spoof", "itw", "-"), paradigm=np.where(
+                         dev["label"] == "spoof", "corpus", "bonafide"), parent_id=None)
+    return validate_clips(pd.concat([clips, codec, tts, itw], ignore_index=True))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> pd.DataFrame:
+    return _with_extra_sets(validate_clips(tiny_clip_table(tmp_path_factory.mktemp("clips"))))
+
+
+def test_build_eval_sets_makes_every_kind(clips):
+    sets = evaluate.build_eval_sets(clips, ("test", "tts", "leave_out", "corpus"))
+    assert set(sets) == {"test", "tts", "leave_out_vocoder", "leave_out_codec", "itw"}
+    test = sets["test"]
+    assert set(test["split"]) == {"test"} and set(test.loc[test["label"] == "spoof", "paradigm"]) == {"vocoder",
+                                                                                                      "codec"}
+    tts = sets["tts"]
+    assert set(tts.loc[tts["label"] == "spoof", "split"]) == {"eval:tts"}
+    assert set(tts.loc[tts["label"] == "bonafide", "split"]) == {"test"}
+    # itw has its own bona fide rows, so the test bona fide are not used there
+    assert set(sets["itw"]["split"]) == {"eval:itw"}
+    assert set(sets["leave_out_codec"].loc[lambda d: d["label"] == "spoof", "paradigm"]) == {"codec"}
+
+
+def test_a_set_without_spoofs_is_skipped_with_a_warning(clips, caplog):
+    no_tts = clips[clips["split"] != "eval:tts"]
+    sets = evaluate.build_eval_sets(no_tts, ("test", "tts", "nosuch"))
+    assert set(sets) == {"test"}
+    assert "tts" in caplog.text and "nosuch" in caplog.text
+
+
+def test_corpus_set_without_own_bonafide_borrows_the_test_bonafide(clips):
+    no_bona = clips[~((clips["split"] == "eval:itw") & (clips["label"] == "bonafide"))]
+    itw = evaluate.build_eval_sets(no_bona, ("itw",))["itw"]
+    assert set(itw.loc[itw["label"] == "bonafide", "split"]) == {"test"}
+
+
+def test_run_gives_eers_per_set_system_and_pooled(clips):
+    sets = evaluate.build_eval_sets(clips, ("test", "tts", "leave_out", "corpus"))
+    # Separable except for codec, whose spoofs score like bona fide.
+    scores = pd.Series(np.where(clips["label"] == "bonafide", 1.0, -1.0), index=clips["clip_id"].to_numpy())
+    scores[clips["paradigm"].eq("codec").to_numpy()] = 5.0
+    metrics, table, scored = evaluate.run(sets, scores, seen_paradigms=["vocoder"])
+    assert metrics["eer"]["leave_out_vocoder"] == 0.0 and metrics["eer"]["tts"] == 0.0
+    assert metrics["eer"]["leave_out_codec"] == 1.0
+    assert 0.0 < metrics["eer"]["pooled"] < 1.0
+    assert metrics["eer_by_system"]["noise"] == 0.0 and metrics["eer_by_system"]["encodec_6kbps"] == 1.0
+    assert metrics["paradigm_seen"] == {"vocoder": True, "codec": False}
+    assert metrics["n_clips"]["test"] == len(sets["test"])
+    assert list(table.columns) == ["set", "system", "n_bonafide", "n_spoof", "eer", "threshold"]
+    assert set(table.loc[table["system"] == "all", "set"]) == set(sets) | {"pooled"}
+
+
+def test_run_drops_unscored_clips_and_refuses_nothing_left(clips):
+    sets = evaluate.build_eval_sets(clips, ("test",))
+    only_bona = pd.Series({cid: 0.0 for cid in sets["test"].loc[sets["test"]["label"] == "bonafide", "clip_id"]})
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        evaluate.run(sets, only_bona)
+
+
+def _write_detector(path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model({"arch": "resnet", "width": 4, "embedding_dim": 8, "sample_rate": 16000}).eval()
+    save_checkpoint(model, {"sample_rate": 16000, "train_paradigms": ["vocoder"]}, path / "model.pt")
+
+
+def _params(tmp_path: Path, **evaluate_kw) -> Path:
+    params = {"seed": 1, "audio": {"sample_rate": 16000}, "runtime": {"device": "cpu", "threads": 1},
+              "evaluate": {"batch_size": 8, "eval_s": 0.5, "sets": ["test", "tts", "leave_out", "corpus"],
+                           **evaluate_kw}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_main_writes_metrics_scores_csv_and_plots(clips, tmp_path):
+    _write_detector(tmp_path / "detector")
+    write_clips(clips, tmp_path / "clips.parquet")
+    out = tmp_path / "reports"
+    rc = evaluate.main(["--params", str(_params(tmp_path)), "--model", str(tmp_path / "detector"),
+                        "--clips", str(tmp_path / "clips.parquet"), str(tmp_path / "missing_recon.parquet"),
+                        "--out", str(out)])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["eer"]) == {"test", "tts", "leave_out_vocoder", "leave_out_codec", "itw", "pooled"}
+    assert all(0.0 <= v <= 1.0 for v in metrics["eer"].values())
+    assert metrics["paradigm_seen"] == {"vocoder": True, "codec": False}
+    lines = (out / "scores" / "tts.txt").read_text().splitlines()
+    assert len(lines) == metrics["n_clips"]["tts"]
+    clip_id, score = lines[0].split(" ")
+    assert clip_id in set(clips["clip_id"]) and np.isfinite(float(score))
+    table = pd.read_csv(out / "eer.csv")
+    assert {"all", "noise", "piper_joe"} <= set(table["system"])
+    det = pd.read_csv(out / "plots" / "det.csv")
+    assert list(det.columns) == ["set", "far", "frr"] and det["far"].between(0, 1).all()
+    assert (out / "plots" / "det.png").stat().st_size > 1000
+    assert (out / "plots" / "score_hist.png").stat().st_size > 1000
+
+
+def test_unreadable_clips_are_rejects_until_too_many(clips, tmp_path):
+    _write_detector(tmp_path / "detector")
+    bad_file = tmp_path / "not_audio.flac"
+    bad_file.write_text("this is not audio")
+    broken = clips.copy()
+    broken.loc[broken["split"] == "eval:itw", "path"] = str(bad_file)
+    write_clips(broken, tmp_path / "clips.parquet")
+    argv = ["--model", str(tmp_path / "detector"), "--clips", str(tmp_path / "clips.parquet"),
+            "--out", str(tmp_path / "reports")]
+    assert evaluate.main(["--params", str(_params(tmp_path, max_reject_fraction=0.5)), *argv]) == 0
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    assert "itw" not in metrics["eer"] and metrics["n_rejected"] == 6
+    with pytest.raises(RuntimeError, match="could not be read"):
+        evaluate.main(["--params", str(_params(tmp_path, max_reject_fraction=0.01)), *argv])
+
+
+def test_unknown_param_is_an_error():
+    with pytest.raises(ValueError, match="unknown params"):
+        evaluate.EvaluateParams.from_params({"set": ["test"]})

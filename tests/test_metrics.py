@@ -1,0 +1,116 @@
+"""compute_det_curve / compute_eer against hand-made cases and an independent computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.metrics import compute_det_curve, compute_eer
+
+
+def _asvspoof_style_eer(bona: np.ndarray, spoof: np.ndarray) -> tuple[float, float]:
+    """Independent re-derivation of the evaluation package's sort-and-cumsum EER (valid without ties)."""
+    scores = np.concatenate([bona, spoof])
+    is_bona = np.concatenate([np.ones(bona.size), np.zeros(spoof.size)])
+    order = np.argsort(scores, kind="mergesort")
+    bona_below = np.cumsum(is_bona[order])
+    spoof_below = np.arange(1, scores.size + 1) - bona_below
+    frr = np.concatenate([[0.0], bona_below / bona.size])
+    far = np.concatenate([[1.0], (spoof.size - spoof_below) / spoof.size])
+    thr = np.concatenate([[scores[order[0]] - 0.001], scores[order]])
+    i = int(np.argmin(np.abs(frr - far)))
+    return (frr[i] + far[i]) / 2, thr[i]
+
+
+def _brute_force_eer(bona: np.ndarray, spoof: np.ndarray) -> float:
+    """Loop over every candidate threshold; EER = mean(FRR, FAR) where |FRR - FAR| is smallest."""
+    best = None
+    for t in [min(bona.min(), spoof.min()) - 1.0, *sorted(set(bona) | set(spoof))]:
+        frr = float(np.mean(bona <= t))
+        far = float(np.mean(spoof > t))
+        if best is None or abs(frr - far) < best[0]:
+            best = (abs(frr - far), (frr + far) / 2)
+    return best[1]
+
+
+def test_fully_separated_scores_give_zero_eer():
+    eer, thr = compute_eer(np.array([2.0, 3.0, 4.0]), np.array([-1.0, 0.0, 1.0]))
+    assert eer == 0.0
+    # Accept iff score > threshold: the threshold sits at the top spoof score.
+    assert thr == 1.0
+
+
+def test_inverted_scores_give_eer_one():
+    eer, _ = compute_eer(np.array([-1.0, 0.0]), np.array([2.0, 3.0]))
+    assert eer == 1.0
+
+
+def test_identical_distributions_give_about_half():
+    rng = np.random.default_rng(0)
+    eer, _ = compute_eer(rng.normal(size=20000), rng.normal(size=20000))
+    assert abs(eer - 0.5) < 0.02
+
+
+def test_all_tied_scores_give_half():
+    eer, _ = compute_eer(np.zeros(5), np.zeros(7))
+    assert eer == 0.5
+
+
+def test_ties_across_classes_move_together():
+    # bona {1, 2, 2}, spoof {0, 2}: at t=1 FRR=1/3, FAR=1/2; at t=2 FRR=1, FAR=0; at t=0 FRR=0, FAR=1/2.
+    eer, thr = compute_eer(np.array([1.0, 2.0, 2.0]), np.array([0.0, 2.0]))
+    assert thr == 1.0
+    assert eer == pytest.approx((1 / 3 + 1 / 2) / 2)
+
+
+def test_single_score_per_class():
+    assert compute_eer(np.array([1.0]), np.array([0.0]))[0] == 0.0
+    assert compute_eer(np.array([0.0]), np.array([1.0]))[0] == 1.0
+    assert compute_eer(np.array([0.5]), np.array([0.5]))[0] == 0.5
+
+
+def test_known_overlap_case():
+    # bona 0.401..0.901, spoof 0.1..0.6 (6 each): at t=0.5 FRR = 1/6 (0.401) and FAR = 1/6 (0.6).
+    bona = np.array([0.4, 0.5, 0.6, 0.7, 0.8, 0.9]) + 0.001
+    spoof = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    eer, thr = compute_eer(bona, spoof)
+    assert eer == pytest.approx(1 / 6)
+    assert thr == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_matches_independent_computations_on_random_scores(seed):
+    rng = np.random.default_rng(seed)
+    bona = rng.normal(1.0, 1.0, size=rng.integers(5, 300))
+    spoof = rng.normal(0.0, 1.3, size=rng.integers(5, 300))
+    eer, thr = compute_eer(bona, spoof)
+    ref_eer, ref_thr = _asvspoof_style_eer(bona, spoof)
+    assert eer == pytest.approx(ref_eer, abs=1e-12)
+    assert thr == pytest.approx(ref_thr)
+    assert eer == pytest.approx(_brute_force_eer(bona, spoof), abs=1e-12)
+
+
+def test_matches_brute_force_with_many_ties():
+    rng = np.random.default_rng(7)
+    bona = rng.integers(0, 6, size=50).astype(float)
+    spoof = rng.integers(-2, 4, size=40).astype(float)
+    assert compute_eer(bona, spoof)[0] == pytest.approx(_brute_force_eer(bona, spoof), abs=1e-12)
+
+
+def test_det_curve_is_monotone_and_bounded():
+    rng = np.random.default_rng(1)
+    frr, far, thr = compute_det_curve(rng.normal(size=50), rng.normal(size=60))
+    assert frr[0] == 0.0 and far[0] == 1.0 and frr[-1] == 1.0 and far[-1] == 0.0
+    assert np.all(np.diff(frr) >= 0) and np.all(np.diff(far) <= 0) and np.all(np.diff(thr) > 0)
+
+
+def test_empty_class_raises():
+    with pytest.raises(ValueError, match="no scores"):
+        compute_eer(np.array([]), np.array([1.0]))
+    with pytest.raises(ValueError, match="spoof_scores"):
+        compute_eer(np.array([1.0]), np.array([]))
+
+
+def test_non_finite_scores_raise():
+    with pytest.raises(ValueError, match="NaN"):
+        compute_eer(np.array([1.0, np.nan]), np.array([0.0]))

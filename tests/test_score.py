@@ -1,0 +1,100 @@
+"""score command: folders of test-made files, clip tables, and clear errors for non-audio inputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import score
+from pipeline.models import build_model, save_checkpoint
+from pipeline.schema import validate_clips, write_clips
+from tests.conftest import make_wave, tiny_clip_table, write_wave
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("detector")
+    model = build_model({"arch": "resnet", "width": 4, "embedding_dim": 8, "sample_rate": 16000}).eval()
+    save_checkpoint(model, {"sample_rate": 16000}, path / "model.pt")
+    return path
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    root = tmp_path / "audio"
+    write_wave(root / "a.wav", make_wave(0.5, seed=1))
+    write_wave(root / "sub" / "b.flac", make_wave(0.7, seed=2))
+    write_wave(root / "sub" / "c.WAV", make_wave(0.3, seed=3))
+    (root / "notes.txt").write_text("not audio, skipped by extension")
+    return root
+
+
+def _read(path: Path) -> dict[str, float]:
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in path.read_text().splitlines()}
+
+
+def _argv(detector: Path, out: Path, *inputs) -> list[str]:
+    return ["--model", str(detector), "--out", str(out), "--eval-s", "0.5", "--threads", "1", *map(str, inputs)]
+
+
+def test_scores_every_audio_file_of_a_folder(detector, folder, tmp_path):
+    out = tmp_path / "scores.txt"
+    assert score.main(_argv(detector, out, folder)) == 0
+    scores = _read(out)
+    assert set(scores) == {str(folder / "a.wav"), str(folder / "sub" / "b.flac"), str(folder / "sub" / "c.WAV")}
+    assert all(np.isfinite(v) for v in scores.values())
+
+
+def test_a_named_file_and_the_folder_give_the_same_score(detector, folder, tmp_path):
+    score.main(_argv(detector, tmp_path / "dir.txt", folder))
+    score.main(_argv(detector, tmp_path / "file.txt", folder / "a.wav"))
+    assert _read(tmp_path / "file.txt")[str(folder / "a.wav")] == pytest.approx(
+        _read(tmp_path / "dir.txt")[str(folder / "a.wav")], abs=1e-5)
+
+
+def test_a_named_non_audio_file_is_a_clear_error(detector, folder, tmp_path, capsys):
+    bad = tmp_path / "readme.txt"
+    bad.write_text("hello")
+    out = tmp_path / "scores.txt"
+    assert score.main(_argv(detector, out, folder / "a.wav", bad)) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "not an audio file" in err
+    assert not out.exists()
+
+
+def test_an_undecodable_file_in_a_folder_is_a_reject_line_and_the_rest_is_scored(detector, folder, tmp_path, capsys):
+    (folder / "broken.wav").write_bytes(b"RIFF this is not a wave file")
+    out = tmp_path / "scores.txt"
+    assert score.main(_argv(detector, out, folder)) == 0
+    err = capsys.readouterr().err
+    assert f"reject {folder / 'broken.wav'}:" in err
+    assert len(_read(out)) == 3
+
+
+def test_missing_path_and_bad_checkpoint_are_errors(detector, tmp_path, folder, capsys):
+    assert score.main(_argv(detector, tmp_path / "o.txt", tmp_path / "nope.wav")) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert score.main(_argv(tmp_path, tmp_path / "o.txt", folder)) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_scores_a_clip_table_by_clip_id(detector, tmp_path):
+    clips = validate_clips(tiny_clip_table(tmp_path / "clips", n_speakers=2, clips_per_speaker=1))
+    write_clips(clips, tmp_path / "clips.parquet")
+    out = tmp_path / "scores.txt"
+    assert score.main(_argv(detector, out, tmp_path / "clips.parquet")) == 0
+    assert set(_read(out)) == set(clips["clip_id"])
+
+
+def test_cli_dispatch_writes_to_stdout(detector, folder):
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "score", *_argv(detector, Path("-"), folder / "a.wav")],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    clip_id, value = proc.stdout.strip().rsplit(" ", 1)
+    assert clip_id == str(folder / "a.wav") and np.isfinite(float(value))
