@@ -1,0 +1,243 @@
+"""Clip audio for torch: pool selection, fixed-length crops, a training Dataset, balanced sampling, batch streams.
+
+Reads the audio files that clip-table rows point to (paths relative to the repo root) with
+pipeline.audio; writes nothing. Used by pretrain, embed, train, evaluate and score.
+
+- `select_pool(clips, pool)`: the rows of a teacher's pool (split train/dev/test, never eval:*).
+- `crop_or_tile(wave, n, rng)`: a random crop of n samples when `rng` is given (training), else the
+  first n samples, tiled when the clip is shorter (evaluation: deterministic).
+- `ClipDataset`: (wave [n], label index) pairs for a DataLoader; per-item randomness comes from
+  (seed, epoch, index), so it is reproducible with any number of workers.
+- `balanced_sampler` / `class_weights`: bona fide is the minority class.
+- `load_batch` / `iter_batches`: streaming inference, a batch of rows -> a batch of waves plus rejects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset, WeightedRandomSampler
+
+from pipeline.audio import AudioError, check_audio, read_audio
+from pipeline.schema import BASE_SPLITS
+
+log = logging.getLogger(__name__)
+
+LABEL_INDEX = {"spoof": 0, "bonafide": 1}  # the same as pipeline.models.LABEL_INDEX
+POOL_KEYS = ("corpora", "paradigms", "systems", "splits")
+
+
+def label_indices(labels: pd.Series | list[str]) -> np.ndarray:
+    """Label strings -> int64 indices (spoof = 0, bonafide = 1); a clear error for anything else."""
+    labels = pd.Series(labels, dtype=object)
+    bad = ~labels.isin(list(LABEL_INDEX))
+    if bad.any():
+        raise ValueError(f"unknown label {labels[bad].iloc[0]!r}; expected one of {list(LABEL_INDEX)}")
+    return labels.map(LABEL_INDEX).to_numpy(dtype=np.int64)
+
+
+def select_pool(clips: pd.DataFrame, pool: dict[str, Any] | None) -> pd.DataFrame:
+    """Rows of a teacher's pool: split in train/dev/test and matching the pool's filters.
+
+    `pool` keys (each optional, a list of values; missing = all): `corpora`, `paradigms`, `systems`,
+    and `splits` (a subset of train/dev/test). `systems` filters spoof rows only (bona fide rows have
+    system "-"), so that `{systems: [hifigan_universal]}` keeps the real clips beside their fakes.
+    The row order of `clips` is kept.
+    """
+    pool = dict(pool or {})
+    unknown = sorted(set(pool) - set(POOL_KEYS))
+    if unknown:
+        raise ValueError(f"unknown pool keys {unknown}; allowed: {list(POOL_KEYS)}")
+
+    def values(key: str) -> list[str] | None:
+        v = pool.get(key)
+        if v is None:
+            return None
+        if isinstance(v, str):
+            v = [v]
+        return [str(x) for x in v]
+
+    splits = values("splits") or list(BASE_SPLITS)
+    bad = [s for s in splits if s not in BASE_SPLITS]
+    if bad:
+        raise ValueError(f"pool splits {bad} not allowed: a pool uses only {list(BASE_SPLITS)} (never eval:*)")
+    keep = clips["split"].isin(splits)
+    corpora, paradigms, systems = values("corpora"), values("paradigms"), values("systems")
+    if corpora is not None:
+        keep &= clips["corpus"].isin(corpora)
+    if paradigms is not None:
+        keep &= clips["paradigm"].isin(paradigms)
+    if systems is not None:
+        keep &= (clips["label"] == "bonafide") | clips["system"].isin(systems)
+    return clips[keep.to_numpy()].reset_index(drop=True)
+
+
+def crop_or_tile(wave: np.ndarray, n_samples: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Exactly `n_samples`: a random crop when `rng` is given (else the start), tiled when the wave is shorter."""
+    wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+    if n_samples <= 0:
+        raise ValueError(f"n_samples must be positive, got {n_samples}")
+    if wave.size == 0:
+        raise AudioError("cannot crop an empty wave")
+    if wave.size < n_samples:
+        reps = -(-n_samples // wave.size)
+        wave = np.tile(wave, reps)
+        # A random start inside the tiled wave still varies the crop for short clips in training.
+        start = int(rng.integers(0, wave.size - n_samples + 1)) if rng is not None and reps > 1 else 0
+        return np.ascontiguousarray(wave[start:start + n_samples])
+    start = int(rng.integers(0, wave.size - n_samples + 1)) if rng is not None else 0
+    return np.ascontiguousarray(wave[start:start + n_samples])
+
+
+def load_wave(path: str, sample_rate: int) -> np.ndarray:
+    """Read and check one clip (AudioError when unusable)."""
+    wave, _ = read_audio(path, sample_rate)
+    check_audio(wave, sample_rate, min_duration_s=0.01)
+    return wave
+
+
+class ClipDataset(Dataset):
+    """(wave float32 [n_samples], label index) per clip-table row; random crops when `train`."""
+
+    def __init__(self, clips: pd.DataFrame, sample_rate: int, seconds: float, train: bool, seed: int = 0) -> None:
+        self.paths = clips["path"].astype(str).tolist()
+        self.ids = clips["clip_id"].astype(str).tolist()
+        self.labels = label_indices(clips["label"])
+        self.sample_rate = int(sample_rate)
+        self.n_samples = int(round(seconds * sample_rate))
+        self.train = bool(train)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the random crops for a new epoch (training only)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        try:
+            wave = load_wave(self.paths[i], self.sample_rate)
+        except AudioError as exc:
+            raise AudioError(f"clip {self.ids[i]!r} ({self.paths[i]}): {exc}") from exc
+        rng = np.random.default_rng([self.seed, self.epoch, i]) if self.train else None
+        return torch.from_numpy(crop_or_tile(wave, self.n_samples, rng)), int(self.labels[i])
+
+
+def class_weights(labels: np.ndarray | pd.Series, n_classes: int = 2) -> torch.Tensor:
+    """Inverse-frequency class weights (mean 1 over the present classes) for a weighted loss."""
+    idx = labels if isinstance(labels, np.ndarray) and labels.dtype.kind == "i" else label_indices(labels)
+    counts = np.bincount(idx, minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(int((counts > 0).sum()), 1), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def balanced_sampler(labels: np.ndarray | pd.Series, num_samples: int | None = None,
+                     seed: int = 0) -> WeightedRandomSampler:
+    """A sampler that draws each class equally often (with replacement); `num_samples` defaults to len(labels)."""
+    idx = labels if isinstance(labels, np.ndarray) and labels.dtype.kind == "i" else label_indices(labels)
+    if len(idx) == 0:
+        raise ValueError("balanced_sampler: no labels")
+    counts = np.bincount(idx)
+    weights = 1.0 / counts[idx]
+    gen = torch.Generator().manual_seed(int(seed))
+    return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double),
+                                 num_samples=int(num_samples or len(idx)), replacement=True, generator=gen)
+
+
+@dataclass
+class WaveBatch:
+    """One inference batch: the rows that loaded, their waves, and rejects for the rest."""
+
+    clip_ids: list[str]
+    waves: torch.Tensor               # [B, n_samples] float32
+    labels: np.ndarray                # [B] label indices
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_batch(rows: pd.DataFrame, sample_rate: int, n_samples: int, stage: str = "") -> WaveBatch:
+    """Read a batch of clip-table rows as first-N-seconds (tiled) waves; unusable clips become rejects."""
+    ids, waves, labels, rejects = [], [], [], []
+    for row in rows.itertuples(index=False):
+        try:
+            wave = crop_or_tile(load_wave(row.path, sample_rate), n_samples)
+        except AudioError as exc:
+            rejects.append({"clip_id": row.clip_id, "path": row.path, "corpus": row.corpus, "stage": stage,
+                            "reason": str(exc)})
+            continue
+        ids.append(str(row.clip_id))
+        waves.append(wave)
+        labels.append(LABEL_INDEX[row.label])
+    tensor = torch.from_numpy(np.stack(waves)) if waves else torch.zeros((0, n_samples), dtype=torch.float32)
+    return WaveBatch(ids, tensor, np.asarray(labels, dtype=np.int64), rejects)
+
+
+def iter_batches(clips: pd.DataFrame, batch_size: int, sample_rate: int, seconds: float,
+                 stage: str = "", start: int = 0, prefetch: bool = True) -> Iterator[tuple[int, WaveBatch]]:
+    """Stream (batch number, WaveBatch) over `clips` in row order, from batch `start`; memory is two batches.
+
+    With `prefetch`, a reader thread decodes the next batch while the caller runs the model on this
+    one (libsndfile releases the GIL), which hides most of the FLAC decoding time.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    n_samples = int(round(seconds * sample_rate))
+    n_batches = -(-len(clips) // batch_size)
+
+    def load(b: int) -> WaveBatch:
+        return load_batch(clips.iloc[b * batch_size:(b + 1) * batch_size], sample_rate, n_samples, stage=stage)
+
+    if not prefetch:
+        for b in range(start, n_batches):
+            yield b, load(b)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-reader") as pool:
+        pending = pool.submit(load, start) if start < n_batches else None
+        for b in range(start, n_batches):
+            batch = pending.result()
+            pending = pool.submit(load, b + 1) if b + 1 < n_batches else None
+            yield b, batch
+
+
+@dataclass
+class Scores:
+    """Bona fide scores of a set of clips (rows that loaded), with their labels and the rejects."""
+
+    clip_ids: list[str]
+    scores: np.ndarray                # float64 [N], higher = more bona fide
+    labels: np.ndarray                # int64 [N] label indices
+    loss: float                       # mean cross-entropy over the clips (nan when none)
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+
+
+def score_clips(model: torch.nn.Module, clips: pd.DataFrame, batch_size: int, sample_rate: int, seconds: float,
+                device: str | torch.device = "cpu", stage: str = "") -> Scores:
+    """Run a detector in eval mode over clips (first `seconds`, tiled); bona fide scores and the mean CE loss."""
+    from pipeline.models import bonafide_score  # here, so that reading audio never needs the models package
+
+    was_training = model.training
+    model.eval()
+    ids, scores, labels, rejects, loss_sum = [], [], [], [], 0.0
+    with torch.inference_mode():
+        for _, batch in iter_batches(clips, batch_size, sample_rate, seconds, stage=stage):
+            rejects += batch.rejects
+            if not batch.clip_ids:
+                continue
+            logits = model(batch.waves.to(device)).float()
+            y = torch.as_tensor(batch.labels, device=logits.device)
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+            ids += batch.clip_ids
+            scores.append(bonafide_score(logits).cpu().double().numpy())
+            labels.append(batch.labels)
+    model.train(was_training)
+    n = len(ids)
+    return Scores(ids, np.concatenate(scores) if scores else np.zeros(0), np.concatenate(labels) if labels else
+                  np.zeros(0, np.int64), loss_sum / n if n else float("nan"), rejects)

@@ -1,0 +1,274 @@
+"""Stage pretrain@T: train teacher detector T on its own pool (or adopt a given checkpoint).
+
+Reads the clip tables (data/clips.parquet + data/recon/*.parquet) and the audio they point to,
+params `teachers.<T>` (arch, frontend, pool, checkpoint, optional model keys such as width),
+`pretrain`, `audio`, `runtime` and `seed`.
+Writes data/teachers/<T>/: model.pt (the best dev-EER epoch), config.json (model config, pool,
+training params, counts), metrics.json ({"dev_eer": ..., "step_s": ..., ...}) and dvclive/
+(per-epoch train/loss, dev/loss, dev/eer; dvcyaml=False, so DVC sees only this stage's outs).
+
+The teacher is trained on the pool's train split with class-balanced sampling (or a class-weighted
+loss: bona fide is the minority), random crops of `crop_s` seconds; the dev split (first `eval_s`
+seconds, tiled when short) gives the dev EER used for the best checkpoint and early stopping.
+With `checkpoint: <path>` in the teacher's params nothing is trained: the checkpoint is checked
+against the teacher's architecture and front end, copied, and evaluated on the dev split.
+These teachers are the neural-collapse paper's "pretrained models trained on distinct data sets"
+(Yousif et al. 2024): one per pool, each embedding its own pool for the sample stage.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from pipeline.clipdata import ClipDataset, balanced_sampler, class_weights, label_indices, score_clips, select_pool
+from pipeline.io import write_json_atomic
+from pipeline.logs import progress, setup_logging, stage_timer
+from pipeline.metrics import compute_eer
+from pipeline.models import Detector, build_model, load_checkpoint, save_checkpoint
+from pipeline.params import load_params, section, stage_parser
+from pipeline.schema import read_clip_tables
+from pipeline.torch_env import configure_torch, resolve_device
+
+log = logging.getLogger("pretrain")
+
+BALANCE_MODES = ("sampler", "weight", "none")
+TEACHER_KEYS = ("pool", "checkpoint")  # teacher keys that are not model config
+
+
+@dataclass(frozen=True)
+class PretrainParams:
+    """The `pretrain` params section."""
+
+    epochs: int = 6
+    batch_size: int = 32
+    crop_s: float = 4.0
+    eval_s: float = 4.0
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    balance: str = "sampler"            # sampler | weight | none
+    patience: int = 3                   # epochs without a better dev EER before stopping (0 = never stop)
+    max_steps_per_epoch: int | None = None
+    eval_batch_size: int = 64
+    num_workers: int = 0
+    live: bool = True                   # dvclive log under <out>/dvclive
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PretrainParams:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown pretrain params {unknown}; known: {sorted(known)}")
+        p = cls(**d)
+        if p.balance not in BALANCE_MODES:
+            raise ValueError(f"pretrain.balance must be one of {BALANCE_MODES}, not {p.balance!r}")
+        if p.epochs < 1 or p.batch_size < 1 or p.crop_s <= 0 or p.eval_s <= 0:
+            raise ValueError("pretrain: epochs, batch_size, crop_s and eval_s must be positive")
+        return p
+
+
+def model_config(teacher: dict[str, Any], sample_rate: int) -> dict[str, Any]:
+    """The model config of a teacher's params: every key but pool/checkpoint, plus the sample rate."""
+    if "arch" not in teacher:
+        raise ValueError("a teacher needs an `arch` (one of pipeline.models.ARCHITECTURES)")
+    return {**{k: v for k, v in teacher.items() if k not in TEACHER_KEYS}, "sample_rate": int(sample_rate)}
+
+
+def split_pool(pool: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, dev) rows of a pool; a clear error when train lacks a class."""
+    train = pool[pool["split"] == "train"].reset_index(drop=True)
+    dev = pool[pool["split"] == "dev"].reset_index(drop=True)
+    missing = [c for c in ("bonafide", "spoof") if not (train["label"] == c).any()]
+    if missing:
+        raise ValueError(f"the pool's train split has no {missing} clips ({len(train)} rows): check the pool filters")
+    return train, dev
+
+
+def dev_eer(model: Detector, dev: pd.DataFrame, p: PretrainParams, sample_rate: int,
+            device: torch.device) -> dict[str, float | None]:
+    """Dev EER, threshold and loss (None when the dev split lacks a class)."""
+    if dev.empty:
+        return {"dev_eer": None, "dev_threshold": None, "dev_loss": None}
+    s = score_clips(model, dev, p.eval_batch_size, sample_rate, p.eval_s, device, stage="pretrain")
+    bona, spoof = s.scores[s.labels == 1], s.scores[s.labels == 0]
+    if not len(bona) or not len(spoof):
+        return {"dev_eer": None, "dev_threshold": None, "dev_loss": _finite(s.loss)}
+    eer, thr = compute_eer(bona, spoof)
+    return {"dev_eer": eer, "dev_threshold": thr, "dev_loss": _finite(s.loss)}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _loader(train: pd.DataFrame, p: PretrainParams, sample_rate: int, seed: int) -> tuple[ClipDataset, DataLoader]:
+    ds = ClipDataset(train, sample_rate, p.crop_s, train=True, seed=seed)
+    n = len(ds)
+    if p.max_steps_per_epoch:
+        n = min(n, p.max_steps_per_epoch * p.batch_size)
+    gen = torch.Generator().manual_seed(seed)
+    if p.balance == "sampler":
+        sampler = balanced_sampler(ds.labels, num_samples=n, seed=seed)
+    else:
+        sampler = RandomSampler(ds, replacement=False, num_samples=n, generator=gen)
+    # Full batches only (batch norm cannot train on a last batch of one), unless one batch is all there is.
+    loader = DataLoader(ds, batch_size=p.batch_size, sampler=sampler, num_workers=p.num_workers,
+                        drop_last=n > p.batch_size)
+    return ds, loader
+
+
+def train_teacher(model: Detector, train: pd.DataFrame, dev: pd.DataFrame, p: PretrainParams, sample_rate: int,
+                  seed: int, device: torch.device, live: Any = None) -> tuple[Detector, dict[str, Any]]:
+    """Train on `train`, keep the best dev-EER epoch; return (best model, metrics)."""
+    model = model.to(device)
+    ds, loader = _loader(train, p, sample_rate, seed)
+    weight = class_weights(ds.labels).to(device) if p.balance == "weight" else None
+    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    total = max(1, p.epochs * len(loader))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=total, pct_start=0.1)
+    best_key, best_state, best_epoch, bad_epochs = None, None, 0, 0
+    history: list[dict[str, Any]] = []
+    step_times: list[float] = []
+    for epoch in range(p.epochs):
+        ds.set_epoch(epoch)
+        model.train()
+        losses = []
+        for wave, y in progress(loader, desc=f"pretrain epoch {epoch + 1}/{p.epochs}", total=len(loader),
+                                unit="batch"):
+            t0 = time.perf_counter()
+            wave, y = wave.to(device), y.to(device)
+            loss = torch.nn.functional.cross_entropy(model(wave), y, weight=weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step_times.append(time.perf_counter() - t0)
+            losses.append(float(loss.detach()))
+        dev_m = dev_eer(model, dev, p, sample_rate, device)
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **dev_m}
+        history.append(row)
+        log.info("epoch %d: train loss %.4f, dev loss %s, dev EER %s", epoch + 1, row["train_loss"],
+                 _fmt(dev_m["dev_loss"]), _fmt(dev_m["dev_eer"]))
+        if live is not None:
+            live.log_metric("train/loss", row["train_loss"])
+            for k in ("dev_loss", "dev_eer"):
+                if dev_m[k] is not None:
+                    live.log_metric(k.replace("_", "/", 1), dev_m[k])
+            live.next_step()
+        # Best = lowest dev EER, then lowest dev loss; with no usable dev split, lowest train loss.
+        key = (dev_m["dev_eer"] if dev_m["dev_eer"] is not None else math.inf,
+               dev_m["dev_loss"] if dev_m["dev_loss"] is not None else row["train_loss"])
+        if best_key is None or key < best_key:
+            best_key, best_state, best_epoch, bad_epochs = key, copy.deepcopy(model.state_dict()), epoch + 1, 0
+        else:
+            bad_epochs += 1
+            if p.patience and bad_epochs >= p.patience:
+                log.info("early stop after epoch %d (best epoch %d)", epoch + 1, best_epoch)
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    best = history[best_epoch - 1]
+    # The first steps include allocator warm-up; report the median step.
+    metrics = {
+        "dev_eer": best["dev_eer"], "dev_threshold": best["dev_threshold"], "dev_loss": best["dev_loss"],
+        "best_epoch": best_epoch, "epochs_run": len(history), "steps": len(step_times),
+        "first_epoch_loss": history[0]["train_loss"], "final_epoch_loss": history[-1]["train_loss"],
+        "step_s": float(np.median(step_times)) if step_times else None, "batch_size": p.batch_size,
+        "crop_s": p.crop_s, "history": history,
+    }
+    return model, metrics
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def _counts(train: pd.DataFrame, dev: pd.DataFrame) -> dict[str, int]:
+    return {"n_train": len(train), "n_dev": len(dev),
+            "n_train_bonafide": int((label_indices(train["label"]) == 1).sum()),
+            "n_train_spoof": int((label_indices(train["label"]) == 0).sum())}
+
+
+def adopt_checkpoint(path: str | Path, teacher: dict[str, Any]) -> Detector:
+    """Load a given teacher checkpoint, checking its architecture and front end against the params."""
+    model, config = load_checkpoint(path, expected_arch=teacher["arch"])
+    want = teacher.get("frontend")
+    if want is not None and config.get("frontend") != want:
+        raise ValueError(f"checkpoint {path} uses front end {config.get('frontend')!r}, but the teacher's params "
+                         f"say {want!r}: fix `frontend` or `checkpoint`")
+    return model
+
+
+def run(name: str, clips: pd.DataFrame, teacher: dict[str, Any], p: PretrainParams, sample_rate: int, seed: int,
+        out_dir: str | Path, device: torch.device) -> dict[str, Any]:
+    """Train (or adopt) teacher `name` on its pool of `clips`; write model.pt, config.json, metrics.json."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pool = select_pool(clips, teacher.get("pool"))
+    train, dev = split_pool(pool)
+    log.info("teacher %s: pool %d clips (train %d, dev %d)", name, len(pool), len(train), len(dev))
+    t0 = time.perf_counter()
+    if teacher.get("checkpoint"):
+        model = adopt_checkpoint(teacher["checkpoint"], teacher).to(device)
+        metrics = {"source": "checkpoint", "checkpoint": str(teacher["checkpoint"]),
+                   **dev_eer(model, dev, p, sample_rate, device)}
+    else:
+        model = build_model(model_config(teacher, sample_rate))
+        live = _live(out_dir / "dvclive") if p.live else None
+        try:
+            if live is not None:
+                live.log_params({"teacher": name, **model.config, **asdict(p)})
+            model, metrics = train_teacher(model, train, dev, p, sample_rate, seed, device, live)
+        finally:
+            if live is not None:
+                live.end()
+        metrics = {"source": "trained", **metrics}
+    metrics.update(_counts(train, dev), seconds=round(time.perf_counter() - t0, 2))
+    save_checkpoint(model, {"teacher": name}, out_dir / "model.pt")
+    config = {"teacher": name, "model": model.config, "pool": teacher.get("pool") or {},
+              "checkpoint": teacher.get("checkpoint"), "pretrain": asdict(p), "seed": seed}
+    write_json_atomic(config, out_dir / "config.json")
+    write_json_atomic(metrics, out_dir / "metrics.json")
+    return metrics
+
+
+def _live(path: Path) -> Any:
+    from dvclive import Live  # imported here: only training needs it
+
+    return Live(dir=str(path), dvcyaml=False, save_dvc_exp=False, report=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("pretrain", "Train one teacher detector on its pool (or adopt its checkpoint).")
+    parser.add_argument("teacher", help="teacher name, a key of params `teachers:`")
+    parser.add_argument("--clips", nargs="+", required=True, help="clip tables (clips.parquet, recon/*.parquet)")
+    parser.add_argument("--out", required=True, help="output directory, e.g. data/teachers/<T>")
+    args = parser.parse_args(argv)
+    setup_logging()
+    params = load_params(args.params)
+    teachers = section(params, "teachers")
+    if args.teacher not in teachers:
+        raise KeyError(f"teacher {args.teacher!r} is not in params `teachers:` ({sorted(teachers)})")
+    runtime = params.get("runtime", {}) or {}
+    seed = int(params.get("seed", 0))
+    configure_torch(int(runtime.get("threads", 0) or 0), seed)
+    device = resolve_device(runtime.get("device", "auto"))
+    p = PretrainParams.from_dict(section(params, "pretrain"))
+    sample_rate = int(section(params, "audio")["sample_rate"])
+    clips = read_clip_tables(args.clips, stage="pretrain")
+    with stage_timer(log, f"pretrain {args.teacher}") as stats:
+        metrics = run(args.teacher, clips, dict(teachers[args.teacher]), p, sample_rate, seed, args.out, device)
+        stats.add("clips", int(metrics.get("steps", 0)) * p.batch_size)  # training examples seen
+        stats.add("epochs", int(metrics.get("epochs_run", 0)))
+    log.info("teacher %s: dev EER %s", args.teacher, _fmt(metrics["dev_eer"]))
+    return 0

@@ -1,0 +1,160 @@
+"""Tests for the embed stage: shapes, id alignment, determinism, resume, layers, resemblyzer, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from pipeline import embed
+from pipeline.embed import EmbedParams, build_vectorizer, check_layers, fingerprint
+from pipeline.models import CheckpointError, build_model, save_checkpoint
+from pipeline.schema import read_rejects, write_clips
+from tests.conftest import tiny_clip_table
+
+TEACHER = {"arch": "resnet", "frontend": "logmel", "width": 4, "embedding_dim": 8, "n_bins": 32,
+           "pool": {"paradigms": ["bonafide", "vocoder"]}, "checkpoint": None}
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    return tiny_clip_table(tmp_path_factory.mktemp("audio"), n_speakers=4, clips_per_speaker=3, seconds=0.5)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model({**TEACHER, "sample_rate": 16000}).eval()
+    path = save_checkpoint(model, None, tmp_path_factory.mktemp("teacher") / "model.pt")
+    return model, path
+
+
+def _run(clips, teacher, out, **kw):
+    model, path = teacher
+    p = EmbedParams(**{"batch_size": 4, "eval_s": 0.5, "shard_batches": 2, **kw})
+    vec, dim = build_vectorizer(model, p, CPU)
+    return embed.run(clips, vec, dim, p, 16000, out, fingerprint(clips["clip_id"].tolist(), path, p, 16000), CPU)
+
+
+def test_embeddings_have_the_shape_dtype_and_row_order_of_the_ids(tmp_path, clips, teacher):
+    s = _run(clips, teacher, tmp_path)
+    emb = np.load(tmp_path / "emb.npy")
+    ids = pd.read_parquet(tmp_path / "ids.parquet")
+    assert emb.dtype == np.float16 and emb.shape == (len(clips), 8) == (s["n"], s["dim"])
+    assert list(ids.columns) == ["clip_id"] and ids["clip_id"].tolist() == clips["clip_id"].tolist()
+    assert not (tmp_path / ".partial").exists()
+    # Row i is the teacher's penultimate vector of clip i.
+    model, _ = teacher
+    wave = torch.from_numpy(np.tile(embed.iter_batches(clips.iloc[[5]], 1, 16000, 0.5).__next__()[1].waves.numpy(),
+                                    (1, 1)))
+    with torch.no_grad():
+        ref = model.features(wave)["penultimate"].numpy()[0]
+    assert np.allclose(emb[5].astype(np.float32), ref, atol=2e-2 * max(1.0, np.abs(ref).max()))
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["clips_per_s"] > 0 and info["rejected"] == 0
+
+
+def test_embeddings_are_deterministic(tmp_path, clips, teacher):
+    _run(clips, teacher, tmp_path / "a")
+    _run(clips, teacher, tmp_path / "b", batch_size=4, shard_batches=1)
+    assert np.array_equal(np.load(tmp_path / "a/emb.npy"), np.load(tmp_path / "b/emb.npy"))
+
+
+def test_an_interrupted_run_resumes_and_skips_the_shards_done(tmp_path, clips, teacher, monkeypatch):
+    _run(clips, teacher, tmp_path / "ref")
+    calls = {"n": 0}
+    real = embed.embed_batch
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:  # in the second shard (2 batches per shard)
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(embed, "embed_batch", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        _run(clips, teacher, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out/.partial").glob("shard_*")) == ["shard_00000.npz"]
+    assert not (tmp_path / "out/emb.npy").exists()
+    calls["n"] = -100
+    s = _run(clips, teacher, tmp_path / "out")
+    assert s["computed_clips"] == len(clips) - 8  # the first shard (2 batches of 4) was skipped
+    assert np.array_equal(np.load(tmp_path / "ref/emb.npy"), np.load(tmp_path / "out/emb.npy"))
+    assert pd.read_parquet(tmp_path / "out/ids.parquet").equals(pd.read_parquet(tmp_path / "ref/ids.parquet"))
+
+
+def test_shards_of_other_params_are_discarded(tmp_path, clips, teacher):
+    part = tmp_path / ".partial"
+    part.mkdir()
+    (part / "state.json").write_text(json.dumps({"fingerprint": "old"}))
+    np.savez(part / "shard_00000.npz", emb=np.zeros((1, 3), np.float16), ids=np.array(["x"]),
+             rejects=np.asarray("[]"))
+    s = _run(clips, teacher, tmp_path)
+    assert s["computed_clips"] == len(clips) and s["n"] == len(clips)
+
+
+def test_multi_layer_aggregation(tmp_path, clips, teacher):
+    s = _run(clips, teacher, tmp_path / "c", layers=["layer2", "layer3", "penultimate"], aggregate="concat")
+    assert np.load(tmp_path / "c/emb.npy").shape == (len(clips), 8 + 16 + 8) and s["dim"] == 32
+    model, _ = teacher
+    assert check_layers(model, ["layer2", "penultimate"], "mean") == 8
+    with pytest.raises(ValueError, match="one size"):
+        check_layers(model, ["layer3", "penultimate"], "mean")
+    with pytest.raises(ValueError, match=r"layers \['layer9'\] not in the resnet teacher"):
+        check_layers(model, ["layer9"], "concat")
+
+
+def test_unreadable_clips_become_rejects_and_too_many_fail(tmp_path, clips, teacher):
+    bad = clips.copy()
+    bad.loc[2, "path"] = str(tmp_path / "gone.flac")
+    s = _run(bad, teacher, tmp_path / "one")
+    assert s["n"] == len(clips) - 1 and s["rejected"] == 1
+    assert bad.loc[2, "clip_id"] not in pd.read_parquet(tmp_path / "one/ids.parquet")["clip_id"].tolist()
+    assert read_rejects(tmp_path / "one/rejects.parquet")["clip_id"].tolist() == [bad.loc[2, "clip_id"]]
+    bad.loc[:10, "path"] = str(tmp_path / "gone.flac")
+    with pytest.raises(RuntimeError, match="unreadable"):
+        _run(bad, teacher, tmp_path / "many")
+
+
+def test_resemblyzer_embedder_from_a_local_weights_file(tmp_path, clips):
+    from resemblyzer import VoiceEncoder
+
+    torch.manual_seed(0)
+    enc = VoiceEncoder(device="cpu", verbose=False)
+    weights = tmp_path / "voice_encoder.pt"
+    torch.save({"model_state": enc.state_dict()}, weights)
+    p = EmbedParams(batch_size=4, eval_s=0.5, embedder="resemblyzer", resemblyzer_weights=str(weights))
+    vec, dim = build_vectorizer(None, p, CPU)
+    out = embed.run(clips.iloc[:4], vec, dim, p, 16000, tmp_path / "r", "fp", CPU)
+    emb = np.load(tmp_path / "r/emb.npy").astype(np.float32)
+    assert out["dim"] == 256 and emb.shape == (4, 256)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-2)
+
+
+def test_bad_params_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown embed params"):
+        EmbedParams.from_dict({"batch": 3})
+    with pytest.raises(ValueError, match="aggregate"):
+        EmbedParams.from_dict({"aggregate": "max"})
+    with pytest.raises(ValueError, match="embedder"):
+        EmbedParams.from_dict({"embedder": "wav2vec"})
+
+
+def test_main_embeds_the_pool_and_refuses_a_teacher_of_another_architecture(tmp_path, clips, teacher, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_clips(clips, tmp_path / "clips.parquet")
+    params = {"seed": 1, "audio": {"sample_rate": 16000}, "runtime": {"device": "cpu", "threads": 1},
+              "teachers": {"t1": TEACHER, "t2": {**TEACHER, "arch": "convnext"}},
+              "embed": {"batch_size": 4, "eval_s": 0.5}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    tdir = str(teacher[1].parent)
+    assert embed.main(["t1", "--clips", "clips.parquet", "--teacher-dir", tdir, "--out", "emb/t1"]) == 0
+    ids = pd.read_parquet(tmp_path / "emb/t1/ids.parquet")["clip_id"]
+    assert len(ids) == len(clips)  # the pool: all splits of bonafide + vocoder
+    with pytest.raises(CheckpointError, match="'resnet' model, but architecture 'convnext'"):
+        embed.main(["t2", "--clips", "clips.parquet", "--teacher-dir", tdir, "--out", "emb/t2"])
