@@ -6,7 +6,12 @@ Only the named module is imported, so cheap stages never pay for torch or faiss.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+# OpenMP spin-waiting makes torch 10x slower when another process holds the cores (measured on the
+# shared 2-core machines); it must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 STAGES = (
     "fetch_demo",

@@ -170,3 +170,15 @@ def apply_shortcut_guards(fake: np.ndarray, parent: np.ndarray, sample_rate: int
     if peak > 0.999:  # matching RMS must not clip: scale down rather than distort
         out = out * np.float32(0.999 / peak)
     return out.astype(np.float32)
+
+
+def read_pcm16(path: str | Path) -> tuple[np.ndarray, int]:
+    """Read a 16-bit file's samples as int16 (first channel) -> (pcm, sample_rate).
+
+    sha256(pcm.tobytes()) equals what write_audio returned for the file.
+    """
+    try:
+        pcm, sr = sf.read(str(path), dtype="int16", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioError(f"unreadable audio {path}: {exc}") from exc
+    return np.ascontiguousarray(pcm[:, 0]), int(sr)

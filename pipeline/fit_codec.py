@@ -1,0 +1,167 @@
+"""Stage fit_codec: train a small EnCodec on the bona fide train clips, or record a pretrained one.
+
+Reads data/clips.parquet (label bonafide, split train) and the clip audio; writes --out
+(data/generators/codec/): config.json always; model.pt (state_dict) and metrics.json when it trains.
+With `fit_codec.pretrained` set (a local encodec_24khz checkpoint path, or `hub` for
+EncodecModel.encodec_model_24khz(pretrained=True), which downloads) nothing is trained: config.json
+records the source and reconstruct loads from it.
+
+Model: the encodec package's SEANetEncoder/SEANetDecoder and ResidualVectorQuantizer at
+audio.sample_rate (hop 320 at 16 kHz, 0.5 kbps per codebook), one of `bandwidths` drawn per step
+(quantizer dropout, as EnCodec trains). Loss = multi-resolution STFT (spectral convergence +
+log-magnitude L1 at FFT sizes 256/512/1024) + `mel_weight` * log-mel L1 + `commit_weight` *
+the quantizer's commitment penalty; the codebooks follow the package's EMA/k-means updates.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.io import atomic_dir, write_json_atomic
+from pipeline.logs import progress, setup_logging, stage_timer
+from pipeline.melspec import LogMel, quality_mel
+from pipeline.params import load_params, section, stage_parser
+from pipeline.resynth.codec import SMALL_ENCODEC, make_encodec, save_codec
+from pipeline.resynth.common import random_segments, read_waves
+from pipeline.schema import read_clips
+from pipeline.torch_env import configure_torch, resolve_device
+
+log = logging.getLogger("pipeline.fit_codec")
+
+STFT_SIZES = (256, 512, 1024)
+
+
+@dataclass(frozen=True)
+class FitCodecParams:
+    """The fit_codec section of params.yaml."""
+
+    pretrained: str | None = None
+    steps: int = 300
+    batch_size: int = 8
+    segment_s: float = 1.0
+    lr: float = 2e-3
+    max_clips: int | None = None
+    mel_weight: float = 1.0
+    commit_weight: float = 1.0
+    model: dict = field(default_factory=dict)  # overrides of SMALL_ENCODEC (n_filters, dimension, bandwidths, ...)
+
+
+class CodecLoss(torch.nn.Module):
+    """Multi-resolution STFT + log-mel reconstruction loss (returns named terms)."""
+
+    def __init__(self, sample_rate: int, mel_weight: float) -> None:
+        super().__init__()
+        self.mel = LogMel(quality_mel(sample_rate))
+        self.mel_weight = mel_weight
+        for n in STFT_SIZES:
+            self.register_buffer(f"win{n}", torch.hann_window(n), persistent=False)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        sc, mag = pred.new_zeros(()), pred.new_zeros(())
+        for n in STFT_SIZES:
+            win = getattr(self, f"win{n}")
+            p = torch.stft(pred, n, n // 4, window=win, return_complex=True).abs() + 1e-7
+            t = torch.stft(target, n, n // 4, window=win, return_complex=True).abs() + 1e-7
+            sc = sc + torch.linalg.norm(t - p) / torch.linalg.norm(t)
+            mag = mag + torch.mean(torch.abs(torch.log(t) - torch.log(p)))
+        mel = torch.mean(torch.abs(self.mel(pred) - self.mel(target)))
+        k = len(STFT_SIZES)
+        return {"stft/sc": sc / k, "stft/mag": mag / k, "mel/l1": mel,
+                "total": sc / k + mag / k + self.mel_weight * mel}
+
+
+def codec_forward(model: torch.nn.Module, x: torch.Tensor, bandwidth: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training-mode round trip of [B, T] audio (loudness-normalised) -> (normalised output, commitment penalty)."""
+    x = x.unsqueeze(1)
+    scale = x.pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-5 if model.normalize else torch.ones_like(x[:, :, :1])
+    emb = model.encoder(x / scale)
+    q = model.quantizer(emb, model.frame_rate, bandwidth)
+    y = model.decoder(q.quantized)[:, 0, : x.shape[-1]]
+    return y, q.penalty
+
+
+def train_codec(waves: list[np.ndarray], sample_rate: int, p: FitCodecParams, rng: np.random.Generator,
+                device: torch.device) -> tuple[torch.nn.Module, dict, dict]:
+    """Train the small EnCodec for p.steps steps -> (model in eval mode, model config, final loss terms)."""
+    config = {**SMALL_ENCODEC, **p.model, "sample_rate": sample_rate}
+    model = make_encodec(config).to(device).train()
+    loss_fn = CodecLoss(sample_rate, p.mel_weight).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=p.lr, betas=(0.5, 0.9))
+    seg = int(p.segment_s * sample_rate)
+    bandwidths = [float(b) for b in config["bandwidths"]]
+    history: dict[str, float] = {}
+    for _ in progress(range(p.steps), desc="fit_codec", unit="step"):
+        x = torch.from_numpy(random_segments(waves, p.batch_size, seg, rng)).to(device)
+        bw = bandwidths[int(rng.integers(len(bandwidths)))]
+        y, penalty = codec_forward(model, x, bw)
+        scale = x.pow(2).mean(dim=1, keepdim=True).sqrt() + 1e-5 if model.normalize else 1.0
+        terms = loss_fn(y, x / scale)
+        loss = terms["total"] + p.commit_weight * penalty
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        terms["vq/commit"] = penalty
+        # Exponential moving average of each term for the log (the last batch alone is noisy).
+        for k, v in terms.items():
+            history[k] = 0.9 * history.get(k, float(v.detach())) + 0.1 * float(v.detach())
+    return model.eval(), config, history
+
+
+def run(clips, out: Path, p: FitCodecParams, sample_rate: int, seed: int, device: torch.device) -> dict:
+    """Train (or record the pretrained source) and write out/; returns the metrics written."""
+    with atomic_dir(out) as tmp:
+        if p.pretrained:
+            source = {"source": "hub"} if str(p.pretrained) == "hub" else _pretrained_source(p.pretrained)
+            write_json_atomic(source, tmp / "config.json")
+            log.info("fit_codec: using %s, nothing trained", source)
+            return {"trained": False, **source}
+        train = clips[(clips["label"] == "bonafide") & (clips["split"] == "train")]
+        if train.empty:
+            raise ValueError("fit_codec: no bona fide train clips to train on")
+        rng = np.random.default_rng(seed)
+        waves, _ = read_waves(train, sample_rate, p.max_clips, rng)
+        if not waves:
+            raise ValueError("fit_codec: none of the bona fide train clips could be read")
+        t0 = time.perf_counter()
+        model, config, losses = train_codec(waves, sample_rate, p, rng, device)
+        metrics = {"trained": True, "steps": p.steps, "clips": len(waves), "seconds": time.perf_counter() - t0,
+                   **{f"loss/{k}": v for k, v in losses.items()}}
+        save_codec(model.cpu(), config, tmp, extra={"trained_on": "bonafide train clips", "steps": p.steps})
+        write_json_atomic(metrics, tmp / "metrics.json")
+        return metrics
+
+
+def _pretrained_source(path: str) -> dict:
+    resolved = Path(path)
+    if not resolved.exists():
+        raise FileNotFoundError(f"fit_codec.pretrained: {path} does not exist (a checkpoint file or directory, "
+                                "or 'hub')")
+    return {"source": "pretrained", "path": str(resolved)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: python -m pipeline fit_codec --clips ... --out ..."""
+    parser = stage_parser("fit_codec", "train a small EnCodec on bona fide train clips (or record a pretrained one)")
+    parser.add_argument("--clips", required=True, help="clip table (data/clips.parquet)")
+    parser.add_argument("--out", required=True, help="output directory (data/generators/codec)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    params = load_params(args.params)
+    p = FitCodecParams(**section(params, "fit_codec"))
+    runtime = params.get("runtime", {})
+    seed = int(params.get("seed", 0))
+    configure_torch(int(runtime.get("threads", 0)), seed)
+    device = resolve_device(runtime.get("device", "auto"))
+    clips = read_clips(args.clips, stage="fit_codec")
+    with stage_timer(log, "fit_codec", unit_key="steps") as stats:
+        metrics = run(clips, Path(args.out), p, int(params["audio"]["sample_rate"]), seed, device)
+        stats.add("steps", p.steps if metrics.get("trained") else 0)
+    log.info("fit_codec: %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    return 0

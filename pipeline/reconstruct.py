@@ -1,0 +1,426 @@
+"""Stage reconstruct@<paradigm>: copy-synthesis of bona fide clips into hard fakes.
+
+Reads data/clips.parquet (label bonafide, split in reconstruct.splits), the clip audio and the
+generator (--generator: fit_codec / fit_diffusion output, or the vocoder module for `vocoder`).
+Writes --audio-dir/<system>/<parent>.flac (16-bit, audio.sample_rate), --out (clip table: label spoof,
+paradigm, system, parent_id, the parent's split; written last) and --quality (per-system quality:
+n, log-mel distance [dB] and SNR [dB] to the parent, rtf = compute s / audio s, and the rejects).
+
+Which parent goes through which system is decided per parent from (seed, parent_id) alone:
+`parent_fraction` of the parents (1.0 = all) each get `systems_per_parent` of the paradigm's
+systems (null = all). Every fake passes the shortcut guards (parent's length, bandwidth, RMS).
+Resumable: a system directory carries a fingerprint of its settings; a FLAC that exists there with
+the parent's length is reused, so a re-run after an interruption redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.audio import (
+    AudioError,
+    apply_shortcut_guards,
+    check_audio,
+    measure,
+    read_audio,
+    read_pcm16,
+    to_pcm16,
+    write_audio,
+)
+from pipeline.io import write_json_atomic
+from pipeline.logs import progress, setup_logging, stage_timer
+from pipeline.params import load_params, section, stage_parser
+from pipeline.schema import read_clips, write_clips
+
+log = logging.getLogger("pipeline.reconstruct")
+
+PLAN_KEYS = ("systems_per_parent", "parent_fraction")  # change who is reconstructed, not how
+PASSTHROUGH_DB = 0.5  # mean log-mel distance below this: the "fake" is (nearly) its parent
+NOISE_RATIO = 0.8  # distance above this share of white noise's distance: the fake is mostly noise
+
+
+@dataclass(frozen=True)
+class ReconstructParams:
+    """The reconstruct section of params.yaml, resolved for one paradigm."""
+
+    paradigm: str
+    splits: tuple[str, ...] = ("train", "dev", "test")
+    batch_size: int = 8
+    max_reject_fraction: float = 0.2
+    settings: dict = field(default_factory=dict)  # the paradigm's own sub-section
+
+    @property
+    def systems_per_parent(self) -> int | None:
+        """How many of the systems each chosen parent goes through (None = all)."""
+        value = self.settings.get("systems_per_parent")
+        return None if value is None else int(value)
+
+    @property
+    def parent_fraction(self) -> float:
+        """The share of parents reconstructed at all."""
+        return float(self.settings.get("parent_fraction", 1.0))
+
+
+@dataclass
+class BatchResult:
+    """What one batch produced: clip-table rows, rejects, per-clip quality, compute seconds."""
+
+    rows: list[dict] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)
+    quality: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    audio_s: float = 0.0
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def _unit(seed: int, key: str) -> float:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") / 2.0 ** 64
+
+
+def plan_jobs(parents: pd.DataFrame, systems: list[str], seed: int, systems_per_parent: int | None = None,
+              parent_fraction: float = 1.0) -> pd.DataFrame:
+    """(parent row, system) jobs, decided per parent from (seed, parent_id): stable when the corpus grows."""
+    if not systems:
+        raise ValueError("reconstruct: no systems configured")
+    if not 0.0 < parent_fraction <= 1.0:
+        raise ValueError(f"reconstruct: parent_fraction must be in (0, 1], got {parent_fraction}")
+    k = len(systems) if systems_per_parent is None else int(systems_per_parent)
+    if not 1 <= k <= len(systems):
+        raise ValueError(f"reconstruct: systems_per_parent must be in 1..{len(systems)}, got {systems_per_parent}")
+    jobs = []
+    for row in parents.to_dict("records"):
+        pid = row["clip_id"]
+        if _unit(seed, f"keep:{pid}") >= parent_fraction:
+            continue
+        ranked = sorted(systems, key=lambda s: _unit(seed, f"{pid}:{s}"))
+        jobs += [{**row, "system": s} for s in ranked[:k]]
+    cols = list(parents.columns) + ([] if "system" in parents.columns else ["system"])
+    return pd.DataFrame(jobs, columns=cols) if jobs else pd.DataFrame(columns=cols)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def safe_name(clip_id: str) -> str:
+    """A file name for a clip id (path separators and odd characters replaced)."""
+    return re.sub(r"[^A-Za-z0-9._=+-]", "_", clip_id)
+
+
+def fake_path(audio_dir: Path, system: str, parent_id: str) -> Path:
+    """Where a reconstruction's FLAC lives."""
+    return audio_dir / safe_name(system) / f"{safe_name(parent_id)}.flac"
+
+
+def tree_hash(path: str | Path | None) -> str:
+    """sha256 over the files under `path` (names and bytes); '' when no path is given."""
+    if not path:
+        return ""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def code_hash() -> str:
+    """sha256 of the code that shapes a reconstruction (backends, mel, audio guards): a fix invalidates old files."""
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for f in sorted((root / "resynth").glob("*.py")) + [root / "melspec.py", root / "audio.py"]:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def prepare_system_dir(system_dir: Path, fingerprint: dict) -> None:
+    """Make the directory; wipe it when its fingerprint differs (settings changed: nothing is reusable)."""
+    marker = system_dir / ".fingerprint.json"
+    if system_dir.exists():
+        if not marker.exists():
+            if any(system_dir.iterdir()):
+                raise RuntimeError(f"{system_dir} has files that reconstruct did not write (no .fingerprint.json): "
+                                   "refusing to overwrite them; choose another --audio-dir or empty it")
+            old = None
+        else:
+            old = json.loads(marker.read_text())
+        if old != fingerprint:
+            log.info("%s: settings changed since the last run, discarding its %d files", system_dir,
+                     sum(1 for _ in system_dir.glob("*.flac")))
+            shutil.rmtree(system_dir)
+    system_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(fingerprint, marker)
+
+
+def prune(audio_dir: Path, keep: set[Path]) -> int:
+    """Delete FLACs that the current plan does not name, in system directories this stage made.
+
+    Only directories with a `.fingerprint.json` (written by prepare_system_dir) are touched, so
+    pointing --audio-dir at a directory with other content never deletes that content.
+    """
+    removed = 0
+    if not audio_dir.exists():
+        return 0
+    keep_dirs = {p.parent for p in keep}
+    for sub in sorted(audio_dir.iterdir()):
+        if not (sub.is_dir() and (sub / ".fingerprint.json").exists()):
+            continue
+        for f in sub.glob("*.flac"):
+            if f not in keep:
+                f.unlink()
+                removed += 1
+        if sub not in keep_dirs and not any(sub.glob("*.flac")):
+            shutil.rmtree(sub)
+    return removed
+
+
+# ----------------------------------------------------------------------------- per batch
+
+
+def _fake_row(job: dict, paradigm: str, path: Path, pcm: np.ndarray, sample_rate: int) -> dict:
+    wave = pcm.astype(np.float32) / 32768.0  # what read_audio returns for this file
+    return {
+        "clip_id": f"{job['clip_id']}__{job['system']}", "path": str(path), "corpus": job["corpus"],
+        "speaker": job["speaker"], "label": "spoof", "system": job["system"], "paradigm": paradigm,
+        "parent_id": job["clip_id"], "split": job["split"], **measure(wave, sample_rate),
+        "sha256": hashlib.sha256(pcm.tobytes()).hexdigest(),
+    }
+
+
+def _quality(job: dict, parent: np.ndarray, fake: np.ndarray, sample_rate: int) -> dict:
+    from pipeline.resynth.common import logmel_distance, noise_reference_distance, snr_db
+
+    return {"system": job["system"], "logmel_distance": logmel_distance(parent, fake, sample_rate),
+            "snr_db": snr_db(parent, fake),
+            "noise_distance": noise_reference_distance(parent, sample_rate, seed=len(parent))}
+
+
+def _reject(job: dict, reason: str) -> dict:
+    return {"clip_id": f"{job['clip_id']}__{job['system']}", "parent_id": job["clip_id"], "path": job["path"],
+            "corpus": job["corpus"], "system": job["system"], "reason": reason}
+
+
+def reuse_batch(jobs: pd.DataFrame, paradigm: str, audio_dir: Path, sample_rate: int) -> BatchResult:
+    """Rows for jobs whose FLAC already exists (read back: sha256 and measures of the file itself)."""
+    out = BatchResult()
+    for job in jobs.to_dict("records"):
+        path = fake_path(audio_dir, job["system"], job["clip_id"])
+        try:
+            pcm, _ = read_pcm16(path)
+            parent, _ = read_audio(job["path"], sample_rate)
+        except AudioError as exc:
+            out.rejects.append(_reject(job, str(exc)))
+            continue
+        out.rows.append(_fake_row(job, paradigm, path, pcm, sample_rate))
+        out.quality.append(_quality(job, parent, pcm.astype(np.float32) / 32768.0, sample_rate))
+    return out
+
+
+def reconstruct_batch(jobs: pd.DataFrame, resynth: Any, paradigm: str, audio_dir: Path,
+                      sample_rate: int) -> BatchResult:
+    """Read the parents, resynthesise, apply the shortcut guards, write FLACs -> rows, rejects, quality."""
+    out = BatchResult()
+    ready, waves = [], []
+    for job in jobs.to_dict("records"):
+        try:
+            wave, _ = read_audio(job["path"], sample_rate)
+            check_audio(wave, sample_rate)
+        except AudioError as exc:
+            out.rejects.append(_reject(job, f"parent: {exc}"))
+            continue
+        ready.append(job)
+        waves.append(wave)
+    if not ready:
+        return out
+    t0 = time.perf_counter()
+    try:
+        fakes: list[np.ndarray | Exception] = list(resynth(waves, [j["clip_id"] for j in ready]))
+    except Exception as exc:  # noqa: BLE001 - isolate the clip that breaks the batch
+        log.warning("%s: batch failed (%s); retrying clip by clip", resynth.system, exc)
+        fakes = []
+        for job, wave in zip(ready, waves):
+            try:
+                fakes.append(resynth([wave], [job["clip_id"]])[0])
+            except Exception as one:  # noqa: BLE001
+                fakes.append(one)
+    out.seconds = time.perf_counter() - t0
+    out.audio_s = sum(len(w) for w in waves) / sample_rate
+    for job, parent, fake in zip(ready, waves, fakes):
+        if isinstance(fake, Exception):
+            out.rejects.append(_reject(job, f"{type(fake).__name__}: {fake}"))
+            continue
+        try:
+            if not np.isfinite(fake).all():
+                raise AudioError("reconstruction has NaN or infinite samples")
+            guarded = apply_shortcut_guards(fake, parent, sample_rate, float(job["bandwidth_hz"]))
+            check_audio(guarded, sample_rate)
+        except AudioError as exc:
+            out.rejects.append(_reject(job, f"output: {exc}"))
+            continue
+        path = fake_path(audio_dir, job["system"], job["clip_id"])
+        pcm = to_pcm16(guarded)
+        write_audio(path, guarded, sample_rate)
+        out.rows.append(_fake_row(job, paradigm, path, pcm, sample_rate))
+        out.quality.append(_quality(job, parent, pcm.astype(np.float32) / 32768.0, sample_rate))
+    return out
+
+
+def is_done(path: Path, n_samples: int, sample_rate: int) -> bool:
+    """A reusable output: a readable FLAC at the stage rate with the parent's length."""
+    if not path.exists():
+        return False
+    try:
+        pcm, sr = read_pcm16(path)
+    except AudioError:
+        return False
+    return sr == sample_rate and len(pcm) == n_samples
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def summarise(paradigm: str, results: dict[str, BatchResult], jobs: int, parents: int) -> dict:
+    """The quality table: per system n, mean log-mel distance (dB), mean SNR (dB), rtf, a sanity status."""
+    systems = {}
+    for system, res in results.items():
+        q = res.quality
+        if not q:
+            systems[system] = {"n": 0, "logmel_distance": None, "snr_db": None, "rtf": None, "status": "empty"}
+            continue
+        dist = float(np.mean([x["logmel_distance"] for x in q]))
+        noise = float(np.mean([x["noise_distance"] for x in q]))
+        status = "ok"
+        if dist < PASSTHROUGH_DB:
+            status = "suspect_passthrough"
+        elif dist > NOISE_RATIO * noise:
+            status = "suspect_noise"
+        rtf = res.seconds / res.audio_s if res.audio_s > 0 else None
+        systems[system] = {
+            "n": len(q), "logmel_distance": dist, "snr_db": float(np.mean([x["snr_db"] for x in q])),
+            "noise_logmel_distance": noise, "rtf": rtf, "speed_x": (1.0 / rtf) if rtf else None,
+            "processed_audio_s": res.audio_s, "status": status,
+        }
+    rejects = [r for res in results.values() for r in res.rejects]
+    return {"paradigm": paradigm, "systems": systems, "n_parents": parents, "n_jobs": jobs,
+            "n_rejected": len(rejects), "rejects": rejects,
+            "units": {"logmel_distance": "dB, mean |log-mel difference|", "snr_db": "dB",
+                      "rtf": "compute seconds per audio second (new outputs only; null when all reused)"}}
+
+
+def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_dir: Path, sample_rate: int,
+        seed: int, device: Any) -> tuple[pd.DataFrame, dict]:
+    """Reconstruct every planned (parent, system) -> (clip table of fakes, quality summary)."""
+    from pipeline import resynth as backends
+
+    parents = clips[(clips["label"] == "bonafide") & clips["split"].isin(list(p.splits))]
+    parents = parents.sort_values("clip_id").reset_index(drop=True)
+    cfg = {**p.settings, "sample_rate": sample_rate, "seed": seed, "generator": generator}
+    systems = backends.list_systems(p.paradigm, cfg)
+    jobs = plan_jobs(parents, systems, seed, p.systems_per_parent, p.parent_fraction)
+    log.info("reconstruct %s: %d parents, %d jobs over %s", p.paradigm, len(parents), len(jobs), systems)
+    fingerprint_base = {"paradigm": p.paradigm, "sample_rate": sample_rate, "seed": seed,
+                        "settings": {k: v for k, v in p.settings.items() if k not in PLAN_KEYS},
+                        "generator": tree_hash(generator), "code": code_hash()}
+    results: dict[str, BatchResult] = {}
+    for system in systems:
+        todo = jobs[jobs["system"] == system].sort_values(["duration_s", "clip_id"])
+        prepare_system_dir(audio_dir / safe_name(system), {**fingerprint_base, "system": system})
+        done = np.array([is_done(fake_path(audio_dir, system, j["clip_id"]),
+                                 int(round(j["duration_s"] * sample_rate)), sample_rate)
+                         for j in todo.to_dict("records")], dtype=bool)
+        res = reuse_batch(todo[done], p.paradigm, audio_dir, sample_rate) if done.any() else BatchResult()
+        new = todo[~done]
+        if len(new):
+            resynth = backends.build(p.paradigm, system, cfg, device)
+            batches = [new.iloc[i: i + p.batch_size] for i in range(0, len(new), p.batch_size)]
+            for batch in progress(batches, desc=f"{p.paradigm}/{system}", unit="batch"):
+                b = reconstruct_batch(batch, resynth, p.paradigm, audio_dir, sample_rate)
+                res.rows += b.rows
+                res.rejects += b.rejects
+                res.quality += b.quality
+                res.seconds += b.seconds
+                res.audio_s += b.audio_s
+            del resynth
+        log.info("%s: %d reused, %d new, %d rejected", system, int(done.sum()), len(new), len(res.rejects))
+        results[system] = res
+    rows = [r for res in results.values() for r in res.rows]
+    table = pd.DataFrame(rows)
+    keep = {Path(r["path"]) for r in rows}
+    removed = prune(audio_dir, keep)
+    if removed:
+        log.info("pruned %d stale files from %s", removed, audio_dir)
+    summary = summarise(p.paradigm, results, len(jobs), len(parents))
+    if len(jobs) and summary["n_rejected"] / len(jobs) > p.max_reject_fraction:
+        raise RuntimeError(f"reconstruct {p.paradigm}: {summary['n_rejected']} of {len(jobs)} jobs rejected "
+                           f"(> {p.max_reject_fraction:.0%}); first: {summary['rejects'][0]}")
+    return table, summary
+
+
+def quality_table(summary: dict) -> str:
+    """The quality summary as a fixed-width text table (for the log)."""
+    lines = [f"{'system':<20} {'n':>5} {'logmel_dB':>9} {'snr_dB':>7} {'noise_dB':>8} {'speed_x':>8} status"]
+    for name, s in summary["systems"].items():
+        def f(v: Any, w: int, d: int = 2) -> str:
+            return f"{v:>{w}.{d}f}" if isinstance(v, float) and math.isfinite(v) else f"{'-':>{w}}"
+        lines.append(f"{name:<20} {s['n']:>5} {f(s.get('logmel_distance'), 9)} {f(s.get('snr_db'), 7)} "
+                     f"{f(s.get('noise_logmel_distance'), 8)} {f(s.get('speed_x'), 8, 1)} {s['status']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: python -m pipeline reconstruct <paradigm> (paths as in dvc.yaml)."""
+    parser = stage_parser("reconstruct", "copy-synthesis of bona fide clips through one paradigm's generators")
+    parser.add_argument("paradigm", help="vocoder | codec | diffusion")
+    parser.add_argument("--clips", required=True, help="clip table (data/clips.parquet)")
+    parser.add_argument("--generator", default=None, help="generator path (fit_* output; the module for vocoder)")
+    parser.add_argument("--out", required=True, help="clip table of the fakes (data/recon/<paradigm>.parquet)")
+    parser.add_argument("--audio-dir", required=True, help="audio directory (data/recon/<paradigm>)")
+    parser.add_argument("--quality", required=True, help="quality JSON (reports/reconstruction/<paradigm>.json)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    params = load_params(args.params)
+    rec = section(params, "reconstruct")
+    from pipeline.resynth import PARADIGMS
+
+    if args.paradigm not in PARADIGMS:
+        parser.error(f"unknown paradigm {args.paradigm!r}; known: {list(PARADIGMS)}")
+    p = ReconstructParams(paradigm=args.paradigm, splits=tuple(rec.get("splits", ("train", "dev", "test"))),
+                          batch_size=int(rec.get("batch_size", 8)),
+                          max_reject_fraction=float(rec.get("max_reject_fraction", 0.2)),
+                          settings=dict(rec.get(args.paradigm) or {}))
+    from pipeline.torch_env import configure_torch, resolve_device
+
+    runtime = params.get("runtime", {})
+    seed = int(params.get("seed", 0))
+    configure_torch(int(runtime.get("threads", 0)), seed)
+    device = resolve_device(runtime.get("device", "auto"))
+    clips = read_clips(args.clips, stage=f"reconstruct {args.paradigm}")
+    generator = args.generator  # for vocoder: the module itself, hashed into the fingerprint
+    with stage_timer(log, f"reconstruct {args.paradigm}") as stats:
+        table, summary = run(clips, p, generator, Path(args.audio_dir), int(params["audio"]["sample_rate"]), seed,
+                             device)
+        stats.add("clips", len(table))
+        stats.add("rejected", summary["n_rejected"])
+    log.info("quality of %s reconstructions:\n%s", args.paradigm, quality_table(summary))
+    write_json_atomic(summary, args.quality)
+    if table.empty:
+        from pipeline.schema import empty_clips
+
+        table = empty_clips()
+    write_clips(table, args.out, stage=f"reconstruct {args.paradigm}")
+    return 0
