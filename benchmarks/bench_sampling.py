@@ -14,9 +14,7 @@ time about linear in N.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -25,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import merge_bench  # noqa: E402  (after the path set-up, for `python benchmarks/...`)
 
 
 def synthetic(n: int, d: int, seed: int = 0, dtype: str = "float16"):
@@ -58,18 +58,6 @@ def child(n: int, d: int, threads: int, ratio: float, n_clusters: int, dtype: st
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"n": n, "dim": d, "seconds": seconds, "rss_before_bytes": rss_before, "peak_rss_bytes": peak,
             "selected": int(len(idx))}
-
-
-def merge_into_bench(key: str, value: dict, path: Path) -> None:
-    """Read-modify-write reports/bench.json under a lock, atomically."""
-    from pipeline.io import write_json_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / ".bench.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        data = json.loads(path.read_text()) if path.exists() else {}
-        data[key] = value
-        write_json_atomic(data, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,12 +96,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['f32_matrix_bytes'] / 1e9:>14.3f} {r['peak_over_f32_matrix']:>9.2f} "
               f"{r['extra_over_f32_matrix']:>18.2f}")
     key = "sampling" if args.dtype == "float16" else f"sampling_{args.dtype}"
-    merge_into_bench(key, {
-        "function": "pipeline.sampling.nc_select", "dim": args.dim, "ratio": args.ratio,
-        "n_clusters": args.n_clusters, "threads": args.threads, "input_dtype": args.dtype,
-        "memory_reference": "float32 N x D matrix (peak_over_f32_matrix = peak RSS of the whole process / it)",
-        "machine": platform.processor() or platform.machine(), "rows": rows,
-    }, args.out)
+    merge_bench(key, rows, args.out, function="pipeline.sampling.nc_select", dim=args.dim, ratio=args.ratio,
+                n_clusters=args.n_clusters, threads=args.threads, input_dtype=args.dtype,
+                memory_reference="float32 N x D matrix (peak_over_f32_matrix = peak RSS of the whole process / it)")
     return 0
 
 

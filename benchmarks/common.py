@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import platform
 import resource
@@ -34,8 +35,15 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
-def merge_bench(key: str, rows: list[dict[str, Any]], path: Path = BENCH_JSON) -> None:
-    """Store `rows` under `key` in reports/bench.json, keeping the other benchmarks' keys."""
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data[key] = {"rows": rows, "machine": platform.machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    write_json_atomic(data, path)
+def merge_bench(key: str, rows: list[dict[str, Any]], path: Path = BENCH_JSON, **meta: Any) -> None:
+    """Store `rows` (and `meta`) under `key` in reports/bench.json, keeping the other benchmarks' keys.
+
+    A lock file serialises concurrent benchmarks' read-modify-write.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / ".bench.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(path.read_text()) if path.exists() else {}
+        data[key] = {**meta, "rows": rows, "machine": platform.machine(),
+                     "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        write_json_atomic(data, path)

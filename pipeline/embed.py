@@ -38,9 +38,9 @@ from pipeline.clipdata import iter_batches, select_pool
 from pipeline.io import atomic_path, write_json_atomic, write_npy_atomic, write_parquet_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.models import Detector, load_checkpoint
-from pipeline.params import load_params, section, stage_parser
+from pipeline.params import load_params, section, stage_parser, teacher_params
 from pipeline.schema import make_rejects, read_clip_tables, write_rejects
-from pipeline.torch_env import configure_torch, resolve_device
+from pipeline.torch_env import setup_torch
 
 log = logging.getLogger("embed")
 
@@ -237,14 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
-    teachers = section(params, "teachers")
-    if args.teacher not in teachers:
-        raise KeyError(f"teacher {args.teacher!r} is not in params `teachers:` ({sorted(teachers)})")
-    teacher = dict(teachers[args.teacher])
-    runtime = params.get("runtime", {}) or {}
-    seed = int(params.get("seed", 0))
-    configure_torch(int(runtime.get("threads", 0) or 0), seed)
-    device = resolve_device(runtime.get("device", "auto"))
+    teacher = teacher_params(params, args.teacher)
+    device = setup_torch(params)
     p = EmbedParams.from_dict(section(params, "embed"))
     sample_rate = int(section(params, "audio")["sample_rate"])
     checkpoint = Path(args.teacher_dir) / "model.pt"

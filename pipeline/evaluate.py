@@ -263,14 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     params = load_params(args.params)
     p = EvaluateParams.from_params(section(params, "evaluate"))
-    rt = params.get("runtime", {}) or {}
     sample_rate = int(section(params, "audio")["sample_rate"])
 
     from pipeline.models import load_checkpoint
-    from pipeline.torch_env import configure_torch, resolve_device
+    from pipeline.torch_env import setup_torch
 
-    configure_torch(int(rt.get("threads", 1)), int(params.get("seed", 0)))
-    device = resolve_device(rt.get("device", "auto"))
+    device = setup_torch(params)
     model, config = load_checkpoint(args.model, device=device)
     if int(config.get("sample_rate", sample_rate)) != sample_rate:
         raise ValueError(f"detector was trained at {config['sample_rate']} Hz but audio.sample_rate is {sample_rate}")

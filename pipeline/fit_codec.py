@@ -30,7 +30,7 @@ from pipeline.params import load_params, section, stage_parser
 from pipeline.resynth.codec import SMALL_ENCODEC, make_encodec, save_codec
 from pipeline.resynth.common import random_segments, read_waves
 from pipeline.schema import read_clips
-from pipeline.torch_env import configure_torch, resolve_device
+from pipeline.torch_env import setup_torch
 
 log = logging.getLogger("pipeline.fit_codec")
 
@@ -155,10 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     params = load_params(args.params)
     p = FitCodecParams(**section(params, "fit_codec"))
-    runtime = params.get("runtime", {})
     seed = int(params.get("seed", 0))
-    configure_torch(int(runtime.get("threads", 0)), seed)
-    device = resolve_device(runtime.get("device", "auto"))
+    device = setup_torch(params)
     clips = read_clips(args.clips, stage="fit_codec")
     with stage_timer(log, "fit_codec", unit_key="steps") as stats:
         metrics = run(clips, Path(args.out), p, int(params["audio"]["sample_rate"]), seed, device)

@@ -28,7 +28,7 @@ from pipeline.params import load_params, section, stage_parser
 from pipeline.resynth.common import read_waves, resample_all
 from pipeline.resynth.diffusion import UNET_DEFAULTS, make_scheduler, make_unet, save_diffusion
 from pipeline.schema import read_clips
-from pipeline.torch_env import configure_torch, resolve_device
+from pipeline.torch_env import setup_torch
 
 log = logging.getLogger("pipeline.fit_diffusion")
 
@@ -135,10 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     params = load_params(args.params)
     p = FitDiffusionParams(**section(params, "fit_diffusion"))
-    runtime = params.get("runtime", {})
     seed = int(params.get("seed", 0))
-    configure_torch(int(runtime.get("threads", 0)), seed)
-    device = resolve_device(runtime.get("device", "auto"))
+    device = setup_torch(params)
     clips = read_clips(args.clips, stage="fit_diffusion")
     with stage_timer(log, "fit_diffusion", unit_key="steps") as stats:
         metrics = run(clips, Path(args.out), p, int(params["audio"]["sample_rate"]), seed, device)

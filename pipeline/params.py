@@ -38,3 +38,11 @@ def stage_parser(stage: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m pipeline {stage}", description=description)
     parser.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
     return parser
+
+
+def teacher_params(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """One teacher of params `teachers:` (arch, frontend, pool, checkpoint, ...), or a clear error."""
+    teachers = section(params, "teachers")
+    if name not in teachers:
+        raise KeyError(f"teacher {name!r} is not in params `teachers:` ({sorted(teachers)})")
+    return dict(teachers[name])

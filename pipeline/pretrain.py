@@ -36,9 +36,9 @@ from pipeline.io import write_json_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.metrics import compute_eer
 from pipeline.models import Detector, build_model, load_checkpoint, save_checkpoint
-from pipeline.params import load_params, section, stage_parser
+from pipeline.params import load_params, section, stage_parser, teacher_params
 from pipeline.schema import read_clip_tables
-from pipeline.torch_env import configure_torch, resolve_device
+from pipeline.torch_env import setup_torch
 
 log = logging.getLogger("pretrain")
 
@@ -256,18 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
-    teachers = section(params, "teachers")
-    if args.teacher not in teachers:
-        raise KeyError(f"teacher {args.teacher!r} is not in params `teachers:` ({sorted(teachers)})")
-    runtime = params.get("runtime", {}) or {}
+    teacher = teacher_params(params, args.teacher)
     seed = int(params.get("seed", 0))
-    configure_torch(int(runtime.get("threads", 0) or 0), seed)
-    device = resolve_device(runtime.get("device", "auto"))
+    device = setup_torch(params)
     p = PretrainParams.from_dict(section(params, "pretrain"))
     sample_rate = int(section(params, "audio")["sample_rate"])
     clips = read_clip_tables(args.clips, stage="pretrain")
     with stage_timer(log, f"pretrain {args.teacher}") as stats:
-        metrics = run(args.teacher, clips, dict(teachers[args.teacher]), p, sample_rate, seed, args.out, device)
+        metrics = run(args.teacher, clips, teacher, p, sample_rate, seed, args.out, device)
         stats.add("clips", int(metrics.get("steps", 0)) * p.batch_size)  # training examples seen
         stats.add("epochs", int(metrics.get("epochs_run", 0)))
     log.info("teacher %s: dev EER %s", args.teacher, _fmt(metrics["dev_eer"]))

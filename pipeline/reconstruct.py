@@ -403,12 +403,10 @@ def main(argv: list[str] | None = None) -> int:
                           batch_size=int(rec.get("batch_size", 8)),
                           max_reject_fraction=float(rec.get("max_reject_fraction", 0.2)),
                           settings=dict(rec.get(args.paradigm) or {}))
-    from pipeline.torch_env import configure_torch, resolve_device
+    from pipeline.torch_env import setup_torch
 
-    runtime = params.get("runtime", {})
     seed = int(params.get("seed", 0))
-    configure_torch(int(runtime.get("threads", 0)), seed)
-    device = resolve_device(runtime.get("device", "auto"))
+    device = setup_torch(params)
     clips = read_clips(args.clips, stage=f"reconstruct {args.paradigm}")
     generator = args.generator  # for vocoder: the module itself, hashed into the fingerprint
     with stage_timer(log, f"reconstruct {args.paradigm}") as stats:

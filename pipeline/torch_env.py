@@ -24,3 +24,10 @@ def configure_torch(threads: int, seed: int) -> None:
         except RuntimeError:  # already set in this process
             pass
     torch.manual_seed(seed)
+
+
+def setup_torch(params: dict) -> torch.device:
+    """Apply params `runtime` (threads, device) and `seed` once, in a stage's main; return the device."""
+    runtime = params.get("runtime") or {}
+    configure_torch(int(runtime.get("threads", 0) or 0), int(params.get("seed", 0)))
+    return resolve_device(runtime.get("device", "auto"))

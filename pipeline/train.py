@@ -43,7 +43,7 @@ from pipeline.metrics import compute_eer
 from pipeline.models import bonafide_score, build_model, save_checkpoint
 from pipeline.params import load_params, section, stage_parser
 from pipeline.schema import MANIFEST_COLUMNS, read_clips
-from pipeline.torch_env import configure_torch, resolve_device
+from pipeline.torch_env import setup_torch
 
 log = logging.getLogger("pipeline.train")
 
@@ -368,11 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     params = load_params(args.params)
     p = TrainParams.from_params(section(params, "train"))
-    rt = params.get("runtime", {}) or {}
     seed = int(params.get("seed", 0))
     sample_rate = int(section(params, "audio")["sample_rate"])
-    configure_torch(int(rt.get("threads", 1)), seed)
-    device = resolve_device(rt.get("device", "auto"))
+    device = setup_torch(params)
 
     manifest = read_clips(args.manifest, stage="train", groups=_groups_of(args.manifest))
     train_rows = select_training_rows(manifest, p.exclude_paradigms)
