@@ -42,14 +42,26 @@ class Detector(nn.Module):
         self.dropout = nn.Dropout(float(c["dropout"]))
         self.classifier = nn.Linear(int(c["embedding_dim"]), 2)
 
-    # Architectures implement these two.
+    # Architectures implement build_trunk (calling set_stages); trunk is stem -> stages unless overridden.
     def build_trunk(self, config: dict[str, Any]) -> None:
-        """Create the layers and set `self.layer_names` and `self.trunk_dim`."""
+        """Create `self.stem` and the stages, then call `set_stages`."""
         raise NotImplementedError
+
+    def set_stages(self, stages: list[nn.Module], dims: list[int]) -> None:
+        """Register the trunk's stages and their channel counts (named layer1, layer2, ...)."""
+        self.stages = nn.ModuleList(stages)
+        self.layer_names = [f"layer{k + 1}" for k in range(len(stages))]
+        self._stage_dims = list(dims)
+        self.trunk_dim = dims[-1]
 
     def trunk(self, spec: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps [B, C, F, T] of each stage named in `layer_names`, in order."""
-        raise NotImplementedError
+        x = self.stem(spec)
+        out = []
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out
 
     @property
     def embedding_dim(self) -> int:

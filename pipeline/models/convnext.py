@@ -66,11 +66,8 @@ class ConvNeXt(Detector):
             dims.append(c_out)
             c_in = c_out
         self.downs = nn.ModuleList(downs)
-        self.stages = nn.ModuleList(stages)
+        self.set_stages(stages, dims)
         self.final_norm = ChannelNorm(dims[-1])
-        self.layer_names = [f"layer{i + 1}" for i in range(len(stages))]
-        self._stage_dims = dims
-        self.trunk_dim = dims[-1]
 
     def trunk(self, spec: torch.Tensor) -> list[torch.Tensor]:
         # Small maps (a short clip) must survive the 2x2 downsamplings: pad to at least 2 x 2 first.

@@ -45,15 +45,4 @@ class LCNN(Detector):
                                         nn.BatchNorm2d(c_out), nn.MaxPool2d(2, ceil_mode=True)))
             dims.append(c_out)
             c_in = c_out
-        self.stages = nn.ModuleList(stages)
-        self.layer_names = [f"layer{k + 1}" for k in range(n)]
-        self._stage_dims = dims
-        self.trunk_dim = dims[-1]
-
-    def trunk(self, spec: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(spec)
-        out = []
-        for stage in self.stages:
-            x = stage(x)
-            out.append(x)
-        return out
+        self.set_stages(stages, dims)

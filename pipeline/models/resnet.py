@@ -55,15 +55,4 @@ class ResNet(Detector):
             stages.append(nn.Sequential(*layers))
             c_in = c_out
             dims.append(c_out)
-        self.stages = nn.ModuleList(stages)
-        self.layer_names = [f"layer{k + 1}" for k in range(len(stages))]
-        self._stage_dims = dims
-        self.trunk_dim = dims[-1]
-
-    def trunk(self, spec: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(spec)
-        out = []
-        for stage in self.stages:
-            x = stage(x)
-            out.append(x)
-        return out
+        self.set_stages(stages, dims)
