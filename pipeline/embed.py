@@ -38,7 +38,7 @@ from pipeline.clipdata import iter_batches, select_pool
 from pipeline.io import atomic_path, write_json_atomic, write_npy_atomic, write_parquet_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.models import Detector, load_checkpoint
-from pipeline.params import load_params, section, stage_parser, teacher_params
+from pipeline.params import check_known_keys, load_params, section, stage_parser, teacher_params
 from pipeline.schema import make_rejects, read_clip_tables, write_rejects
 from pipeline.torch_env import setup_torch
 
@@ -64,10 +64,7 @@ class EmbedParams:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EmbedParams:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown embed params {unknown}; known: {sorted(known)}")
+        check_known_keys("embed", d, (f.name for f in fields(cls)))
         p = cls(**{**d, "layers": list(d.get("layers", ["penultimate"]))})
         if p.aggregate not in AGGREGATES:
             raise ValueError(f"embed.aggregate must be one of {AGGREGATES}, not {p.aggregate!r}")

@@ -34,7 +34,7 @@ import pandas as pd
 from pipeline.io import atomic_path, write_json_atomic, write_text_atomic
 from pipeline.logs import setup_logging, stage_timer
 from pipeline.metrics import compute_det_curve, compute_eer
-from pipeline.params import load_params, section, stage_parser
+from pipeline.params import check_known_keys, load_params, section, stage_parser
 from pipeline.schema import read_clip_tables
 
 log = logging.getLogger("pipeline.evaluate")
@@ -55,9 +55,7 @@ class EvaluateParams:
     @classmethod
     def from_params(cls, p: dict[str, Any]) -> EvaluateParams:
         """Parse the section (unknown keys are an error)."""
-        unknown = sorted(set(p) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"evaluate: unknown params {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+        check_known_keys("evaluate", p, cls.__dataclass_fields__)
         kw = dict(p)
         if "sets" in kw:
             kw["sets"] = tuple(kw["sets"] or ())

@@ -57,7 +57,7 @@ from scipy import signal
 from pipeline.audio import read_audio, write_audio
 from pipeline.io import atomic_path, write_json_atomic, write_text_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
-from pipeline.params import load_params, section, stage_parser
+from pipeline.params import check_known_keys, load_params, section, stage_parser
 
 log = logging.getLogger("pipeline.fetch_demo")
 
@@ -113,10 +113,7 @@ class FetchDemoParams:
     def from_params(cls, params: dict[str, Any]) -> FetchDemoParams:
         """Parse the section; unknown keys are a clear error (a typo must not be silently ignored)."""
         sec = dict(section(params, STAGE))
-        known = {f for f in cls.__dataclass_fields__ if f != "seed"}
-        unknown = sorted(set(sec) - known)
-        if unknown:
-            raise ValueError(f"params {STAGE}: unknown keys {unknown}; known: {sorted(known)}")
+        check_known_keys(STAGE, sec, (f for f in cls.__dataclass_fields__ if f != "seed"))
         for key in ("languages", "klettres_voices", "espeak_voices"):
             if key in sec:
                 sec[key] = tuple(sec[key] or ())

@@ -24,13 +24,10 @@ import numpy as np
 import torch
 
 from pipeline.io import atomic_dir, write_json_atomic
-from pipeline.logs import progress, setup_logging, stage_timer
+from pipeline.logs import progress
 from pipeline.melspec import LogMel, quality_mel
-from pipeline.params import load_params, section, stage_parser
 from pipeline.resynth.codec import SMALL_ENCODEC, make_encodec, save_codec
-from pipeline.resynth.common import random_segments, read_waves
-from pipeline.schema import read_clips
-from pipeline.torch_env import setup_torch
+from pipeline.resynth.common import fit_stage_main, random_segments, read_waves
 
 log = logging.getLogger("pipeline.fit_codec")
 
@@ -148,18 +145,6 @@ def _pretrained_source(path: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: python -m pipeline fit_codec --clips ... --out ..."""
-    parser = stage_parser("fit_codec", "train a small EnCodec on bona fide train clips (or record a pretrained one)")
-    parser.add_argument("--clips", required=True, help="clip table (data/clips.parquet)")
-    parser.add_argument("--out", required=True, help="output directory (data/generators/codec)")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    p = FitCodecParams(**section(params, "fit_codec"))
-    seed = int(params.get("seed", 0))
-    device = setup_torch(params)
-    clips = read_clips(args.clips, stage="fit_codec")
-    with stage_timer(log, "fit_codec", unit_key="steps") as stats:
-        metrics = run(clips, Path(args.out), p, int(params["audio"]["sample_rate"]), seed, device)
-        stats.add("steps", p.steps if metrics.get("trained") else 0)
-    log.info("fit_codec: %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
-    return 0
+    return fit_stage_main(
+        argv, "fit_codec", "train a small EnCodec on bona fide train clips (or record a pretrained one)",
+        FitCodecParams, run, "data/generators/codec")

@@ -22,13 +22,10 @@ import numpy as np
 import torch
 
 from pipeline.io import atomic_dir, write_json_atomic
-from pipeline.logs import progress, setup_logging, stage_timer
+from pipeline.logs import progress
 from pipeline.melspec import HIFIGAN_MEL, LogMel
-from pipeline.params import load_params, section, stage_parser
-from pipeline.resynth.common import read_waves, resample_all
+from pipeline.resynth.common import fit_stage_main, read_waves, resample_all
 from pipeline.resynth.diffusion import UNET_DEFAULTS, make_scheduler, make_unet, save_diffusion
-from pipeline.schema import read_clips
-from pipeline.torch_env import setup_torch
 
 log = logging.getLogger("pipeline.fit_diffusion")
 
@@ -128,18 +125,6 @@ def run(clips, out: Path, p: FitDiffusionParams, sample_rate: int, seed: int, de
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: python -m pipeline fit_diffusion --clips ... --out ..."""
-    parser = stage_parser("fit_diffusion", "train a mel diffusion UNet on bona fide train clips")
-    parser.add_argument("--clips", required=True, help="clip table (data/clips.parquet)")
-    parser.add_argument("--out", required=True, help="output directory (data/generators/diffusion)")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    p = FitDiffusionParams(**section(params, "fit_diffusion"))
-    seed = int(params.get("seed", 0))
-    device = setup_torch(params)
-    clips = read_clips(args.clips, stage="fit_diffusion")
-    with stage_timer(log, "fit_diffusion", unit_key="steps") as stats:
-        metrics = run(clips, Path(args.out), p, int(params["audio"]["sample_rate"]), seed, device)
-        stats.add("steps", p.steps if metrics.get("trained") else 0)
-    log.info("fit_diffusion: %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
-    return 0
+    return fit_stage_main(
+        argv, "fit_diffusion", "train a mel diffusion UNet on bona fide train clips",
+        FitDiffusionParams, run, "data/generators/diffusion")

@@ -7,6 +7,7 @@ and turns it into a frozen dataclass or plain keyword arguments.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,10 @@ def teacher_params(params: dict[str, Any], name: str) -> dict[str, Any]:
     if name not in teachers:
         raise KeyError(f"teacher {name!r} is not in params `teachers:` ({sorted(teachers)})")
     return dict(teachers[name])
+
+
+def check_known_keys(name: str, given: Iterable[str], known: Iterable[str]) -> None:
+    """Raise ValueError naming the unknown keys of a params section: a typo must not be silently ignored."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ValueError(f"params {name}: unknown keys {unknown}; known: {sorted(known)}")

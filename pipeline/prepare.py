@@ -23,7 +23,7 @@ from pipeline.audio import AudioError, check_audio, lowpass, measure, read_audio
 from pipeline.corpora import ADAPTERS
 from pipeline.io import write_json_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
-from pipeline.params import load_params, section, stage_parser
+from pipeline.params import check_known_keys, load_params, section, stage_parser
 from pipeline.schema import (
     CLIP_COLUMNS,
     check_split_speakers,
@@ -58,10 +58,7 @@ class PrepareParams:
         corpora = tuple(p.pop("corpora", None) or ())
         if not corpora:
             raise ValueError("params prepare.corpora is empty: name at least one corpus (e.g. {name: demo, root: ...})")
-        known = set(cls.__dataclass_fields__)
-        unknown = set(p) - known
-        if unknown:
-            raise ValueError(f"params prepare has unknown keys {sorted(unknown)}")
+        check_known_keys("prepare", p, cls.__dataclass_fields__)
         return cls(corpora=corpora, sample_rate=int(section(params, "audio")["sample_rate"]),
                    seed=int(params.get("seed", 0)), **p)
 

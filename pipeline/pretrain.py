@@ -36,7 +36,7 @@ from pipeline.io import write_json_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.metrics import compute_eer
 from pipeline.models import Detector, build_model, load_checkpoint, save_checkpoint
-from pipeline.params import load_params, section, stage_parser, teacher_params
+from pipeline.params import check_known_keys, load_params, section, stage_parser, teacher_params
 from pipeline.schema import read_clip_tables
 from pipeline.torch_env import setup_torch
 
@@ -65,10 +65,7 @@ class PretrainParams:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PretrainParams:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown pretrain params {unknown}; known: {sorted(known)}")
+        check_known_keys("pretrain", d, (f.name for f in fields(cls)))
         p = cls(**d)
         if p.balance not in BALANCE_MODES:
             raise ValueError(f"pretrain.balance must be one of {BALANCE_MODES}, not {p.balance!r}")

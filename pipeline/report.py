@@ -24,7 +24,7 @@ import pandas as pd
 
 from pipeline.io import write_text_atomic
 from pipeline.logs import setup_logging, stage_timer
-from pipeline.params import load_params, stage_parser
+from pipeline.params import check_known_keys, load_params, stage_parser
 from pipeline.reporting import html, inputs, sections
 from pipeline.reporting.audit import AuditParams
 from pipeline.reporting.experiments import ExperimentRuns, load_experiments
@@ -49,15 +49,9 @@ class ReportInputs:
 def parse_params(params: dict[str, Any]) -> ReportParams:
     """The `report` section (all keys optional) as ReportParams; unknown keys are an error."""
     sec = dict(params.get("report") or {})
-    known = {"pca_points", "pca_normalize", "audit", "experiments", "experiments_timeout_s"}
-    unknown = set(sec) - known
-    if unknown:
-        raise KeyError(f"params report: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    check_known_keys("report", sec, ("pca_points", "pca_normalize", "audit", "experiments", "experiments_timeout_s"))
     audit = dict(sec.pop("audit", None) or {})
-    audit_known = set(AuditParams.__dataclass_fields__) - {"seed"}
-    if set(audit) - audit_known:
-        raise KeyError(f"params report.audit: unknown keys {sorted(set(audit) - audit_known)}; "
-                       f"known: {sorted(audit_known)}")
+    check_known_keys("report.audit", audit, set(AuditParams.__dataclass_fields__) - {"seed"})
     seed = int(params.get("seed", 0))
     return ReportParams(audit=AuditParams(seed=seed, **audit), **sec)
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from pipeline.io import atomic_path, write_json_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
-from pipeline.params import load_params, section, stage_parser
+from pipeline.params import check_known_keys, load_params, section, stage_parser
 from pipeline.schema import CLIP_COLUMNS, SchemaError, read_clip_tables, write_clips
 
 log = logging.getLogger("pipeline.sample")
@@ -56,10 +56,7 @@ class SampleParams:
         """Parse the section, refusing unknown keys and bad values with a clear error."""
         from pipeline.sampling import check_ratio
 
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"params sample: unknown keys {unknown}; known: {sorted(known)}")
+        check_known_keys("sample", d, cls.__dataclass_fields__)
         p = cls(**{k: (dict(v or {}) if k == "class_ratio" else v) for k, v in d.items()})
         if p.method not in METHODS:
             raise ValueError(f"params sample.method must be one of {METHODS}, got {p.method!r}")

@@ -41,7 +41,7 @@ from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.losses import CrossEntropyLoss, build_loss
 from pipeline.metrics import compute_eer
 from pipeline.models import bonafide_score, build_model, save_checkpoint
-from pipeline.params import load_params, section, stage_parser
+from pipeline.params import check_known_keys, load_params, section, stage_parser
 from pipeline.schema import MANIFEST_COLUMNS, read_clips
 from pipeline.torch_env import setup_torch
 
@@ -76,10 +76,7 @@ class TrainParams:
     @classmethod
     def from_params(cls, p: dict[str, Any]) -> TrainParams:
         """Parse and check the `train` section (unknown keys are an error: a typo must not go silently)."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(p) - known)
-        if unknown:
-            raise ValueError(f"train: unknown params {unknown}; known: {sorted(known)}")
+        check_known_keys("train", p, cls.__dataclass_fields__)
         kw = dict(p)
         kw["exclude_paradigms"] = tuple(kw.get("exclude_paradigms") or ())
         for key in ("model", "supcon", "racl"):

@@ -137,7 +137,7 @@ def test_resemblyzer_embedder_from_a_local_weights_file(tmp_path, clips):
 
 
 def test_bad_params_are_clear_errors():
-    with pytest.raises(ValueError, match="unknown embed params"):
+    with pytest.raises(ValueError, match="params embed: unknown keys"):
         EmbedParams.from_dict({"batch": 3})
     with pytest.raises(ValueError, match="aggregate"):
         EmbedParams.from_dict({"aggregate": "max"})

@@ -141,5 +141,5 @@ def test_unreadable_clips_are_rejects_until_too_many(clips, tmp_path):
 
 
 def test_unknown_param_is_an_error():
-    with pytest.raises(ValueError, match="unknown params"):
+    with pytest.raises(ValueError, match="unknown keys"):
         evaluate.EvaluateParams.from_params({"set": ["test"]})

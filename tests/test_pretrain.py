@@ -95,7 +95,7 @@ def test_a_pool_without_spoofs_in_train_is_a_clear_error(tmp_path, clips):
 
 
 def test_bad_params_are_clear_errors():
-    with pytest.raises(ValueError, match="unknown pretrain params"):
+    with pytest.raises(ValueError, match="params pretrain: unknown keys"):
         PretrainParams.from_dict({"epoch": 3})
     with pytest.raises(ValueError, match="balance"):
         PretrainParams.from_dict({"balance": "oversample"})

@@ -79,7 +79,7 @@ def test_dev_subset_is_stratified_and_fixed(clips):
 
 
 def test_bad_params_give_clear_errors():
-    with pytest.raises(ValueError, match="unknown params"):
+    with pytest.raises(ValueError, match="unknown keys"):
         train.TrainParams.from_params({"epoch": 3})
     with pytest.raises(ValueError, match="objective"):
         train.TrainParams.from_params({"objective": "hinge"})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -164,3 +164,30 @@ def random_segments(waves: Sequence[np.ndarray], n: int, length: int, rng: np.ra
         else:
             out[k, : len(w)] = w
     return out
+
+
+def fit_stage_main(argv: list[str] | None, stage: str, description: str, params_cls: type,
+                   run: Callable[..., dict], out_help: str) -> int:
+    """The shared CLI of the fit_* stages: parse, read params and clips, run, log the closing line."""
+    from pathlib import Path
+
+    from pipeline.logs import setup_logging, stage_timer
+    from pipeline.params import load_params, section, stage_parser
+    from pipeline.schema import read_clips
+    from pipeline.torch_env import setup_torch
+
+    parser = stage_parser(stage, description)
+    parser.add_argument("--clips", required=True, help="clip table (data/clips.parquet)")
+    parser.add_argument("--out", required=True, help=f"output directory ({out_help})")
+    args = parser.parse_args(argv)
+    setup_logging()
+    params = load_params(args.params)
+    p = params_cls(**section(params, stage))
+    device = setup_torch(params)
+    clips = read_clips(args.clips, stage=stage)
+    stage_log = logging.getLogger(f"pipeline.{stage}")
+    with stage_timer(stage_log, stage, unit_key="steps") as stats:
+        metrics = run(clips, Path(args.out), p, int(params["audio"]["sample_rate"]), int(params.get("seed", 0)), device)
+        stats.add("steps", p.steps if metrics.get("trained") else 0)
+    stage_log.info("%s: %s", stage, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    return 0

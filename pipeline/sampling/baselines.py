@@ -15,7 +15,7 @@ that the manifests differ only in WHICH rows they keep.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,18 +32,25 @@ from pipeline.sampling.nc import (
 )
 
 
-def random_select(embeddings: np.ndarray, labels: Any, ratio: float, *, seed: int,
-                  class_ratio: Mapping | None = None, classes: Sequence | None = None, **_: Any) -> np.ndarray:
-    """Stratified random selection: a seeded uniform draw of n_keep rows per class."""
+def _per_class(embeddings: np.ndarray, labels: Any, ratio: float, class_ratio: Mapping | None,
+               classes: Sequence | None, pick: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
+    """Validate, then keep pick(rows of class c, n_keep_c) for every class; ascending row indices."""
     check_ratio(ratio)
     labels, classes = check_inputs(embeddings, labels, classes)
     ratios = class_ratios(classes, ratio, class_ratio)
-    rng = np.random.default_rng(seed)
     picked = []
     for c in classes:
         rows = np.flatnonzero(labels == c)
-        picked.append(rng.choice(rows, size=n_keep_for(len(rows), ratios[c]), replace=False))
+        picked.append(pick(rows, n_keep_for(len(rows), ratios[c])))
     return np.sort(np.concatenate(picked))
+
+
+def random_select(embeddings: np.ndarray, labels: Any, ratio: float, *, seed: int,
+                  class_ratio: Mapping | None = None, classes: Sequence | None = None, **_: Any) -> np.ndarray:
+    """Stratified random selection: a seeded uniform draw of n_keep rows per class."""
+    rng = np.random.default_rng(seed)
+    return _per_class(embeddings, labels, ratio, class_ratio, classes,
+                      lambda rows, n_keep: rng.choice(rows, size=n_keep, replace=False))
 
 
 def full_select(embeddings: np.ndarray, labels: Any, ratio: float = 1.0, *, classes: Sequence | None = None,
@@ -77,16 +84,9 @@ def kcenter_select(embeddings: np.ndarray, labels: Any, ratio: float, *, seed: i
                    class_ratio: Mapping | None = None, normalize: bool = True, classes: Sequence | None = None,
                    **_: Any) -> np.ndarray:
     """k-center greedy coreset per class (O(n_c * n_keep * D); see the module docstring)."""
-    check_ratio(ratio)
-    labels, classes = check_inputs(embeddings, labels, classes)
-    ratios = class_ratios(classes, ratio, class_ratio)
     rng = np.random.default_rng(seed)
-    picked = []
-    for c in classes:
-        rows = np.flatnonzero(labels == c)
-        x = _rows_f32(embeddings, rows, normalize)
-        picked.append(rows[kcenter_greedy(x, n_keep_for(len(rows), ratios[c]), rng)])
-    return np.sort(np.concatenate(picked))
+    return _per_class(embeddings, labels, ratio, class_ratio, classes,
+                      lambda rows, n_keep: rows[kcenter_greedy(_rows_f32(embeddings, rows, normalize), n_keep, rng)])
 
 
 def farthest_select(embeddings: np.ndarray, labels: Any, ratio: float, *, seed: int = 0,
