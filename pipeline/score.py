@@ -1,14 +1,26 @@
-"""Command `score`: bona fide scores of audio files, folders or a clip table with a trained detector.
+r"""Command `score`: bona fide scores of audio files, folders or a clip table with a trained detector.
 
     python -m pipeline score --model data/models/detector INPUT... --out scores.txt
 
-Reads the detector checkpoint and the inputs; writes `clip_id score` lines (higher = bona fide) to
---out (atomically; `-` = stdout). Each INPUT is
+Reads the detector checkpoint and the inputs; writes one score per clip (higher = bona fide) to
+--out (atomically; `-` = stdout), in one of two formats (--format):
+- `tsv` (default): a header line `clip_id<TAB>score`, then one tab-separated line per clip. A
+  backslash, tab, newline or carriage return inside a clip id is written as `\\`, `\t`, `\n`, `\r`,
+  so any path stays one parseable field (`read_scores` undoes it);
+- `asvspoof`: `clip_id score` lines separated by one space, no header (the ASVspoof score-file
+  layout); a clip id with whitespace is refused before anything is scored.
+(Only this command's output; evaluate's reports/scores/*.txt keep their own `clip_id score` layout.)
+Each INPUT is
 - an audio file: clip_id = the path as given;
 - a folder: every file under it (recursively) with an audio extension (AUDIO_EXTENSIONS), sorted;
   clip_id = the file's path; files with other extensions are skipped (counted in the log);
 - a clip-table Parquet (`.parquet`, the schema of pipeline/schema.py): clip_id and path from the table.
 Each clip is scored on its first `--eval-s` seconds (tiled when shorter), as `evaluate` does.
+
+Bad arguments (exit code 2, nothing scored or written): --eval-s, --batch-size or --threads not
+positive; --out that is a folder, one of the inputs, a file inside an input folder that would be
+scored, the model checkpoint, or an audio file (existing or by extension): a score file never
+replaces audio.
 
 Bad inputs: a path that does not exist, or a file named on the command line that is not audio
 soundfile can read, is an error before anything is scored (exit code 2, the message names the
@@ -21,7 +33,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -76,13 +91,96 @@ def collect_inputs(inputs: list[str]) -> pd.DataFrame:
 
 
 def run(model, rows: pd.DataFrame, *, batch_size: int, sample_rate: int, seconds: float,
-        device="cpu") -> tuple[list[str], list[dict]]:
-    """Score the rows; return (`clip_id score` lines in row order, rejects)."""
+        device="cpu", fmt: str = "tsv") -> tuple[list[str], list[dict]]:
+    """Score the rows; return (score-file lines in row order, header first for tsv; rejects)."""
     from pipeline.clipdata import score_clips
 
     result = score_clips(model, rows, batch_size, sample_rate, seconds, device=device, stage="score")
-    lines = [f"{cid} {score:.6f}" for cid, score in zip(result.clip_ids, result.scores)]
-    return lines, result.rejects
+    return format_scores(result.clip_ids, result.scores, fmt), result.rejects
+
+
+FORMATS = ("tsv", "asvspoof")
+TSV_HEADER = "clip_id\tscore"
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+
+
+def escape_field(text: str) -> str:
+    """A TSV field: backslash, tab, newline and carriage return as two-character escapes."""
+    return "".join(_ESCAPES.get(ch, ch) for ch in text)
+
+
+def unescape_field(text: str) -> str:
+    """Undo escape_field (a lone or unknown escape is a ValueError)."""
+    return re.sub(r"\\(.?)", lambda m: _unescape(m.group(1), text), text)
+
+
+def _unescape(ch: str, text: str) -> str:
+    if ch not in _UNESCAPES:
+        raise ValueError(f"bad escape \\{ch} in score-file field {text!r}")
+    return _UNESCAPES[ch]
+
+
+def format_scores(clip_ids: list[str], scores, fmt: str = "tsv") -> list[str]:
+    """Score-file lines: tsv (header + escaped, tab-separated) or asvspoof (`clip_id score`)."""
+    if fmt == "asvspoof":
+        return [f"{cid} {s:.6f}" for cid, s in zip(clip_ids, scores)]
+    return [TSV_HEADER] + [f"{escape_field(cid)}\t{s:.6f}" for cid, s in zip(clip_ids, scores)]
+
+
+def read_scores(path: str | Path) -> dict[str, float]:
+    """{clip_id: score} of a tsv score file written by this command (escapes undone)."""
+    lines = Path(path).read_text(encoding="utf-8", errors="surrogateescape").split("\n")
+    if not lines or lines[0] != TSV_HEADER:
+        raise ValueError(f"{path}: not a score file of this command (first line {TSV_HEADER!r} expected)")
+    out = {}
+    for line_no, line in enumerate(lines[1:], start=2):
+        if not line:
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise ValueError(f"{path}: line {line_no} has {len(fields)} tab-separated fields, expected 2")
+        out[unescape_field(fields[0])] = float(fields[1])
+    return out
+
+
+def _positive(kind: type) -> Callable[[str], float]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def check_out(out: str, inputs: list[str], rows: pd.DataFrame, model: str) -> None:
+    """Raise InputError when writing --out could destroy data: a folder, an input, audio, the model."""
+    if out == "-":
+        return
+    path = Path(out)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise InputError(f"--out {out}: {path.parent} is not a folder")
+    if path.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name (e.g. {path / 'scores.tsv'})")
+    target = path.resolve()
+    model_file = Path(model) / "model.pt" if Path(model).is_dir() else Path(model)
+    protected = {Path(p).resolve(): p for p in [*inputs, *rows["path"].astype(str)]}
+    protected.setdefault(model_file.resolve(), str(model_file))
+    if target in protected:
+        raise InputError(f"--out {out} is an input ({protected[target]}): refusing to overwrite it with scores")
+    if path.suffix.lower() in AUDIO_EXTENSIONS + (".parquet", ".pt"):
+        raise InputError(f"--out {out} has an audio/data extension ({path.suffix}): refusing to write scores "
+                         f"there; use e.g. scores.tsv")
+    if path.is_file():
+        try:
+            sf.info(str(path))
+        except (sf.LibsndfileError, RuntimeError, TypeError):
+            return
+        raise InputError(f"--out {out} is an existing audio file: refusing to overwrite it with scores")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,15 +188,23 @@ def main(argv: list[str] | None = None) -> int:
                                      description="score audio files, folders or a clip table with a trained detector")
     parser.add_argument("--model", required=True, help="detector directory (model.pt) or checkpoint file")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio file, folder or clip-table .parquet")
-    parser.add_argument("--out", required=True, help="output file of `clip_id score` lines ('-' = stdout)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--eval-s", type=float, default=4.0, help="seconds scored per clip (default 4.0)")
+    parser.add_argument("--out", required=True, help="score file to write ('-' = stdout); never an input or audio")
+    parser.add_argument("--format", choices=FORMATS, default="tsv",
+                        help="tsv: header + tab-separated escaped fields (default); asvspoof: `clip_id score` lines")
+    parser.add_argument("--batch-size", type=_positive(int), default=16)
+    parser.add_argument("--eval-s", type=_positive(float), default=4.0, help="seconds scored per clip (default 4.0)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=_positive(int), default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
     setup_logging()
     try:
         rows = collect_inputs(args.inputs)
+        check_out(args.out, args.inputs, rows, args.model)
+        if args.format == "asvspoof":
+            spaced = rows["clip_id"][rows["clip_id"].str.contains(r"\s", regex=True)]
+            if len(spaced):
+                raise InputError(f"clip id {spaced.iloc[0]!r} has whitespace, which --format asvspoof cannot "
+                                 "write; use --format tsv")
     except (InputError, FileNotFoundError, ValueError) as exc:
         print(f"score: error: {exc}", file=sys.stderr)
         return 2
@@ -117,18 +223,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"score: error: {exc}", file=sys.stderr)
         return 2
     lines, rejects = run(model, rows, batch_size=args.batch_size, sample_rate=int(config["sample_rate"]),
-                         seconds=args.eval_s, device=device)
+                         seconds=args.eval_s, device=device, fmt=args.format)
     for r in rejects:
         print(f"reject {r['clip_id']}: {r['reason']}", file=sys.stderr)
-    if not lines:
+    if len(lines) <= (args.format == "tsv"):
         print(f"score: error: none of the {len(rows)} inputs could be scored", file=sys.stderr)
         return 1
     text = "\n".join(lines) + "\n"
     if args.out == "-":
         sys.stdout.write(text)
     else:
-        from pipeline.io import write_text_atomic
+        from pipeline.io import atomic_path
 
-        write_text_atomic(text, args.out)
-    log.info("scored %d clips (%d rejected) -> %s", len(lines), len(rejects), args.out)
+        with atomic_path(args.out) as tmp:  # utf-8 whatever the locale; file names may hold any character
+            tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
+    log.info("scored %d clips (%d rejected) -> %s", len(lines) - (args.format == "tsv"), len(rejects), args.out)
     return 0

@@ -36,7 +36,7 @@ def folder(tmp_path) -> Path:
 
 
 def _read(path: Path) -> dict[str, float]:
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in path.read_text().splitlines()}
+    return score.read_scores(path)
 
 
 def _argv(detector: Path, out: Path, *inputs) -> list[str]:
@@ -96,5 +96,74 @@ def test_cli_dispatch_writes_to_stdout(detector, folder):
     proc = subprocess.run([sys.executable, "-m", "pipeline", "score", *_argv(detector, Path("-"), folder / "a.wav")],
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr
-    clip_id, value = proc.stdout.strip().rsplit(" ", 1)
+    header, line = proc.stdout.strip().split("\n")
+    clip_id, value = line.split("\t")
+    assert header == "clip_id\tscore"
     assert clip_id == str(folder / "a.wav") and np.isfinite(float(value))
+
+
+def test_out_naming_an_input_is_refused_and_the_input_is_untouched(detector, folder, tmp_path, capsys):
+    a, b = folder / "a.wav", folder / "sub" / "b.flac"
+    before = a.read_bytes(), b.read_bytes()
+    assert score.main(_argv(detector, a, b)) == 2            # the careless `--out a.wav b.wav`
+    assert score.main(_argv(detector, b, a, b)) == 2         # --out is one of the inputs
+    assert score.main(_argv(detector, b, folder)) == 2       # --out is audio inside an input folder
+    assert score.main(_argv(detector, detector / "model.pt", a)) == 2   # --out is the checkpoint
+    err = capsys.readouterr().err
+    assert err.count("refusing to overwrite") >= 3 and str(a) in err
+    assert (a.read_bytes(), b.read_bytes()) == before
+    assert score.main(_argv(detector, tmp_path / "new.wav", a)) == 2       # audio by extension
+    assert "audio/data extension" in capsys.readouterr().err and not (tmp_path / "new.wav").exists()
+    assert score.main(_argv(detector, tmp_path, a)) == 2                   # a folder
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_out_refuses_an_existing_audio_file_whatever_its_name(detector, folder, tmp_path, capsys):
+    disguised = tmp_path / "results.txt"
+    disguised.write_bytes((folder / "a.wav").read_bytes())
+    assert score.main(_argv(detector, disguised, folder / "sub")) == 2
+    assert "existing audio file" in capsys.readouterr().err
+    assert disguised.read_bytes() == (folder / "a.wav").read_bytes()
+    old = tmp_path / "old_scores.tsv"   # an old score file is replaced, as expected
+    old.write_text("stale\n")
+    assert score.main(_argv(detector, old, folder / "a.wav")) == 0 and len(_read(old)) == 1
+
+
+@pytest.mark.parametrize("flag, value", [("--eval-s", "0"), ("--eval-s", "-1"), ("--eval-s", "nan"),
+                                         ("--batch-size", "0"), ("--batch-size", "1.5"), ("--threads", "0")])
+def test_non_positive_sizes_are_a_usage_error(detector, folder, tmp_path, capsys, flag, value):
+    out = tmp_path / "s.tsv"
+    with pytest.raises(SystemExit) as exc:
+        score.main([*_argv(detector, out, folder / "a.wav"), flag, value])
+    assert exc.value.code == 2 and flag in capsys.readouterr().err and not out.exists()
+
+
+def test_paths_with_spaces_tabs_newlines_and_backslashes_round_trip(detector, tmp_path):
+    names = ["a b.wav", "tab\there.wav", "new\nline.wav", "back\\slash.wav", "日本語.wav"]
+    root = tmp_path / "odd"
+    for k, name in enumerate(names):
+        write_wave(root / name, make_wave(0.4, seed=k))
+    out = tmp_path / "s.tsv"
+    assert score.main(_argv(detector, out, root)) == 0
+    scores = _read(out)
+    assert set(scores) == {str(root / n) for n in names}
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1 + len(names) and all(line.count("\t") == 1 for line in lines)
+
+
+def test_asvspoof_format_writes_space_separated_lines_and_refuses_spaced_ids(detector, folder, tmp_path, capsys):
+    out = tmp_path / "s.txt"
+    assert score.main([*_argv(detector, out, folder), "--format", "asvspoof"]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 3 and all(len(line.split(" ")) == 2 for line in lines)
+    write_wave(tmp_path / "x y.wav", make_wave(0.4))
+    assert score.main([*_argv(detector, tmp_path / "t.txt", tmp_path / "x y.wav"), "--format", "asvspoof"]) == 2
+    assert "whitespace" in capsys.readouterr().err and not (tmp_path / "t.txt").exists()
+
+
+def test_escape_round_trip_and_bad_escape():
+    for text in ["plain", "a\tb\nc\\d\re", "\\t literal", "end\\"]:
+        assert score.unescape_field(score.escape_field(text)) == text
+        assert "\t" not in score.escape_field(text) and "\n" not in score.escape_field(text)
+    with pytest.raises(ValueError, match="bad escape"):
+        score.unescape_field("a\\x")
