@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.corpora.common import AdapterResult, finish, make_clip_id, normalise_label, reject
+from pipeline.corpora.common import AdapterResult, CorpusError, finish, make_clip_id, normalise_label, reject
 
 CORPUS = "asvspoof2019_la"
 PROTOCOLS = {
@@ -27,21 +27,29 @@ def parse_protocol_line(line: str) -> tuple[str, str, str, str]:
     if len(parts) != 5:
         raise ValueError(f"expected 5 fields `SPEAKER FILE - SYSTEM KEY`, got {len(parts)}")
     speaker, file_id, _, system, key = parts
+    if "/" in file_id or "\\" in file_id or file_id in (".", ".."):
+        raise ValueError(f"file id {file_id!r} is not a plain file name")
     return speaker, file_id, system, key
 
 
 def load_asvspoof2019_la(root: Path, partitions: tuple[str, ...] = ("train", "dev", "eval")) -> AdapterResult:
     """Read the CM protocols of the chosen partitions into source rows."""
     root = Path(root)
+    if isinstance(partitions, str):
+        partitions = (partitions,)
+    unknown = [p for p in partitions if p not in PROTOCOLS]
+    if unknown:
+        raise CorpusError(f"{CORPUS}: unknown partitions {unknown}; known: {list(PROTOCOLS)} (the official "
+                          "eval partition is `eval`; prepare makes its own test split)")
     rows, rejects = [], []
     for part in partitions:
-        if part not in PROTOCOLS:
-            raise ValueError(f"{CORPUS}: unknown partition {part!r}; known: {sorted(PROTOCOLS)}")
         proto_name, audio_dir, split = PROTOCOLS[part]
         proto = root / "ASVspoof2019_LA_cm_protocols" / proto_name
-        if not proto.exists():
-            raise FileNotFoundError(f"{CORPUS}: protocol {proto} not found (is root the LA folder?)")
-        for line_no, line in enumerate(proto.read_text().splitlines(), start=1):
+        if not proto.is_file():
+            raise CorpusError(f"{CORPUS}: protocol {proto} not found: root must be the LA folder holding "
+                              f"ASVspoof2019_LA_cm_protocols/ and ASVspoof2019_LA_{{train,dev,eval}}/flac/")
+        text = proto.read_text(encoding="utf-8-sig", errors="replace")
+        for line_no, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -60,4 +68,4 @@ def load_asvspoof2019_la(root: Path, partitions: tuple[str, ...] = ("train", "de
                 "label": label, "system": "-" if label == "bonafide" else system,
                 "paradigm": "bonafide" if label == "bonafide" else "corpus", "split": split,
             })
-    return finish(rows, rejects, CORPUS)
+    return finish(rows, rejects, CORPUS, root)

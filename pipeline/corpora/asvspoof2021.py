@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.corpora.common import AdapterResult, finish, make_clip_id, normalise_label, reject
+from pipeline.corpora.common import AdapterResult, CorpusError, finish, make_clip_id, normalise_label, reject
 
 TRACKS = ("LA", "DF")
 
@@ -25,6 +25,8 @@ def parse_key_line(line: str) -> dict[str, str]:
     if len(parts) < 8:
         raise ValueError(f"expected at least 8 fields, got {len(parts)}")
     speaker, file_id, codec, channel, attack, key, trim, phase = parts[:8]
+    if "/" in file_id or "\\" in file_id or file_id in (".", ".."):
+        raise ValueError(f"file id {file_id!r} is not a plain file name")
     return {"speaker": speaker, "file": file_id, "codec": codec, "channel": channel, "attack": attack,
             "key": key, "trim": trim, "phase": phase}
 
@@ -33,16 +35,21 @@ def load_asvspoof2021(root: Path, track: str = "LA", codecs: tuple[str, ...] | N
                       phases: tuple[str, ...] = ("progress", "eval", "hidden_track")) -> AdapterResult:
     """Read the 2021 LA or DF keys into source rows, filtered by codec, trim and phase."""
     root = Path(root)
-    if track not in TRACKS:
-        raise ValueError(f"asvspoof2021: track must be one of {TRACKS}, not {track!r}")
+    if str(track).upper() not in TRACKS:  # `la` is taken for `LA`: the case carries no meaning here
+        raise CorpusError(f"asvspoof2021: track must be one of {TRACKS}, not {track!r}")
+    track = str(track).upper()
     corpus = f"asvspoof2021_{track.lower()}"
     keys = root / "keys" / "CM" / "trial_metadata.txt"
-    if not keys.exists():
-        raise FileNotFoundError(f"{corpus}: key file {keys} not found")
+    if not keys.is_file():
+        raise CorpusError(f"{corpus}: key file {keys} not found: root must hold keys/CM/trial_metadata.txt "
+                          f"(from {track}-keys-full.tar.gz) and flac/ (the ASVspoof2021_{track}_eval audio)")
     if trim not in ("any", "trim", "notrim"):
-        raise ValueError(f"{corpus}: trim must be any, trim or notrim, not {trim!r}")
+        raise CorpusError(f"{corpus}: trim must be any, trim or notrim, not {trim!r}")
+    if isinstance(codecs, str) or isinstance(phases, str):
+        raise CorpusError(f"{corpus}: codecs and phases are lists (e.g. codecs: [none, alaw]), not strings")
     rows, rejects = [], []
-    for line_no, line in enumerate(keys.read_text().splitlines(), start=1):
+    text = keys.read_text(encoding="utf-8-sig", errors="replace")
+    for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -64,4 +71,4 @@ def load_asvspoof2021(root: Path, track: str = "LA", codecs: tuple[str, ...] | N
             "label": label, "system": "-" if label == "bonafide" else rec["attack"],
             "paradigm": "bonafide" if label == "bonafide" else "corpus", "split": f"eval:{corpus}",
         })
-    return finish(rows, rejects, corpus)
+    return finish(rows, rejects, corpus, root)

@@ -1,9 +1,21 @@
-"""Shared pieces of the corpus adapters: the adapter result, id making, label words, fix + validate."""
+"""Shared pieces of the corpus adapters: the adapter result, id making, label words, fix + validate.
+
+Clip ids: `<corpus>_<file id>` with path separators as `_`; Unicode word characters, `.` and `-`
+are kept. When cleaning had to replace anything else (spaces, punctuation), or when two different
+files of a corpus clean to the same id (`x.wav` + `x.flac`, `a b.wav` + `a_b.wav`), a short hash of
+the file's path relative to the corpus root is appended, so no good file is lost to a collision.
+A file listed twice is a true duplicate (reject reason `duplicate row`); files that resolve outside
+the corpus root (`../x.wav`, a protocol id with `../`, a symlink out of the root) are rejected.
+"""
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import logging
+import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,9 +43,66 @@ class AdapterResult:
         return len(self.rejects)
 
 
+CORPUS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be read at all: wrong root, missing/empty metadata, a bad option or name."""
+
+
+def check_corpus_name(name: str) -> str:
+    """Return `name` when it is a safe corpus name (a folder under --audio-dir and a clip-id prefix)."""
+    if not isinstance(name, str) or not CORPUS_NAME.fullmatch(name):
+        raise CorpusError(f"corpus name {name!r} is not allowed: use 1-64 ASCII letters, digits, '_' or '-', "
+                          "starting with a letter or digit (it names the folder data/clips/<corpus>/)")
+    return name
+
+
+def path_hash(text: str) -> str:
+    """Eight hex digits of sha256(text): the suffix that keeps cleaned or colliding ids apart."""
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
 def make_clip_id(corpus: str, file_id: str) -> str:
-    """A stable clip id: corpus + the corpus' own file id, reduced to [A-Za-z0-9_.-]."""
-    return f"{corpus}_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", file_id).strip("_")
+    """A stable clip id: corpus + the corpus' own file id (see the module docstring).
+
+    Ids made only of word characters, `.`, `-` and `/` come out as before (`/` -> `_`); anything
+    else replaced gets a hash of `file_id` appended, so `日本語` and `中文` or `a b` and `a_b` differ.
+    """
+    file_id = unicodedata.normalize("NFC", file_id)
+    cleaned = re.sub(r"[^\w.-]+", "_", file_id).strip("_")
+    if cleaned != re.sub(r"/+", "_", file_id) or not cleaned:
+        cleaned = f"{cleaned}_{path_hash(file_id)}".lstrip("_")
+    return f"{corpus}_{cleaned}"
+
+
+def file_id_of(file_name: str) -> str:
+    """A file name without its audio suffix (the file id of a CSV row); `..` and the like stay as given."""
+    path = Path(file_name)
+    return str(path.with_suffix("")) if path.suffix else file_name
+
+
+def resolve_inside(root: Path, path: str | Path) -> Path | None:
+    """The real path of `path` when it lies inside the real `root` (symlinks followed), else None."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    return Path(real) if real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep) else None
+
+
+def read_csv_rows(table: Path, required: tuple[str, ...], corpus: str):
+    """Yield (line number, row) of a CSV (UTF-8 with or without BOM); CorpusError for a bad header."""
+    with table.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None:
+            raise CorpusError(f"{corpus}: {table} is empty; expected a header line with columns {','.join(required)}")
+        have = [(f or "").strip() for f in reader.fieldnames]
+        missing = [c for c in required if c not in have]
+        if missing:
+            raise CorpusError(f"{corpus}: {table} lacks columns {missing}; expected {','.join(required)} "
+                              f"(header has {have})")
+        reader.fieldnames = have
+        for line_no, rec in enumerate(reader, start=2):
+            yield line_no, {k: (v or "") for k, v in rec.items() if k is not None}
 
 
 def normalise_label(word: str) -> str | None:
@@ -47,16 +116,55 @@ def reject(corpus: str, reason: str, clip_id: str | None = None, path: str | Pat
             "stage": "prepare", "reason": reason}
 
 
-def finish(rows: list[dict], rejects: list[dict], corpus: str) -> AdapterResult:
-    """Drop missing files and duplicate ids (as rejects), validate, and return the adapter result."""
+def finish(rows: list[dict], rejects: list[dict], corpus: str, root: Path | None = None) -> AdapterResult:
+    """Reject files outside `root`, missing files and duplicate rows; keep colliding ids apart; validate.
+
+    Adapters pass their corpus `root`: without it the outside-the-root check is skipped and
+    collision hashes use the path as given.
+    """
+    check_corpus_name(corpus)
     df = pd.DataFrame(rows, columns=list(SOURCE_COLUMNS))
-    exists = df["source_path"].map(lambda p: Path(p).is_file()) if len(df) else pd.Series(dtype=bool)
-    for _, row in df[~exists].iterrows():
-        log.warning("%s: missing file %s", corpus, row["source_path"])
-        rejects.append(reject(corpus, "missing file", row["clip_id"], row["source_path"]))
-    df, dropped = fix_clips(df[exists].reset_index(drop=True)) if len(df) else (df, df.assign(reason=[]))
+    keep, real = [], []
+    for row in df.itertuples(index=False):
+        inside = resolve_inside(root, row.source_path) if root is not None else Path(os.path.realpath(row.source_path))
+        ok = inside is not None and inside.is_file()
+        if inside is None:
+            rejects.append(reject(corpus, f"outside the corpus root {root}: {row.source_path} resolves to "
+                                          f"{os.path.realpath(row.source_path)}", row.clip_id, row.source_path))
+        elif not ok:
+            log.warning("%s: missing file %s", corpus, row.source_path)
+            rejects.append(reject(corpus, "missing file", row.clip_id, row.source_path))
+        keep.append(ok)
+        real.append(str(inside))
+    df = df.assign(_real=real)[pd.Series(keep, index=df.index, dtype=bool)].reset_index(drop=True)
+    df = _drop_duplicate_rows(df, rejects, corpus)
+    df = _separate_collisions(df, corpus, root)
+    df, dropped = fix_clips(df.drop(columns="_real")) if len(df) else (df.drop(columns="_real"), df.assign(reason=[]))
     for _, row in dropped.iterrows():
         rejects.append(reject(corpus, row["reason"], row["clip_id"], row["source_path"]))
     if rejects:
         log.warning("%s: %d source rows skipped", corpus, len(rejects))
     return AdapterResult(validate_sources(df, corpus), rejects)
+
+
+def _drop_duplicate_rows(df: pd.DataFrame, rejects: list[dict], corpus: str) -> pd.DataFrame:
+    """A file listed again (the same real file) is a true duplicate: keep the first row."""
+    dup = df.duplicated("_real", keep="first")
+    for row in df[dup].itertuples(index=False):
+        rejects.append(reject(corpus, "duplicate row: the same file is listed again", row.clip_id, row.source_path))
+    return df[~dup].reset_index(drop=True)
+
+
+def _separate_collisions(df: pd.DataFrame, corpus: str, root: Path | None) -> pd.DataFrame:
+    """Different files that cleaned to one id each get a hash of their path relative to the root."""
+    clash = df["clip_id"].duplicated(keep=False)
+    if not clash.any():
+        return df
+    df = df.copy()
+    for i in df.index[clash]:
+        path = df.at[i, "source_path"]
+        rel = os.path.relpath(path, root) if root is not None else path
+        new = f"{df.at[i, 'clip_id']}_{path_hash(Path(rel).as_posix())}"
+        log.info("%s: clip id %s is shared by several files; %s becomes %s", corpus, df.at[i, "clip_id"], rel, new)
+        df.at[i, "clip_id"] = new
+    return df
