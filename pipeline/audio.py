@@ -25,12 +25,51 @@ class AudioError(ValueError):
     """Audio that cannot be used: unreadable, empty, silent or not finite."""
 
 
+def wav_declared_frames(path: str | Path) -> int | None:
+    """Frames a RIFF/WAVE header declares (data chunk size / block align); None when not a sized WAV.
+
+    libsndfile silently shortens a truncated WAV to the bytes present, so the header is read here.
+    Streaming writers leave the size 0 or 0xFFFFFFFF: those are unknown (None), as is RF64.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = None
+        while True:
+            chunk = fh.read(8)
+            if len(chunk) < 8:
+                return None
+            cid, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if cid == b"fmt ":
+                fmt = fh.read(size + (size & 1))
+                block_align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else None
+            elif cid == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            else:
+                fh.seek(size + (size & 1), 1)
+
+
 def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
-    """Read an audio file as mono float32 in [-1, 1], resampled to `sample_rate` when given."""
+    """Read an audio file as mono float32 in [-1, 1], resampled to `sample_rate` when given.
+
+    A file that holds fewer frames than its header declares (a cut-off copy or download) is an
+    AudioError naming both counts, never a silently shorter clip.
+    """
     try:
-        wave, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as fh:
+            # FLAC's STREAMINFO count is exact; compressed formats' counts (MP3) can be estimates
+            declared = fh.frames if fh.format == "FLAC" else None
+            wave = fh.read(dtype="float32", always_2d=True)
+            sr = fh.samplerate
+        if fh.format == "WAV":
+            declared = wav_declared_frames(path)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise AudioError(f"unreadable audio {path}: {exc}") from exc
+    if declared is not None and len(wave) < declared:
+        raise AudioError(f"truncated audio {path}: the header declares {declared} frames, the file holds {len(wave)}")
     wave = wave.mean(axis=1)
     if sample_rate is not None and sr != sample_rate:
         wave, sr = resample(wave, sr, sample_rate), sample_rate

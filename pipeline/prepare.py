@@ -9,6 +9,7 @@ Corpora without an official split get a speaker-disjoint train/dev/test split, d
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +22,7 @@ import pandas as pd
 
 from pipeline.audio import AudioError, check_audio, lowpass, measure, read_audio, vad_trim, write_audio
 from pipeline.corpora import ADAPTERS
+from pipeline.corpora.common import CorpusError, check_corpus_name
 from pipeline.io import write_json_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.params import check_known_keys, load_params, section, stage_parser
@@ -68,25 +70,42 @@ class TooManyRejects(RuntimeError):
 
 
 def load_sources(corpora: tuple[dict, ...]) -> tuple[pd.DataFrame, list[dict]]:
-    """Run each configured adapter; return all source rows and the adapters' rejects."""
-    frames, rejects = [], []
-    for entry in corpora:
+    """Run each configured adapter; return all source rows and the adapters' rejects.
+
+    CorpusError when two entries make the same corpus (they would share data/clips/<corpus>/).
+    A clip id made by two corpora is a `clip_id collision` reject when the files differ and a
+    `duplicate row` reject when it is the same file listed twice.
+    """
+    frames, rejects, made_by = [], [], {}
+    for k, entry in enumerate(corpora):
         entry = dict(entry)
         name = entry.pop("name", None)
         if name not in ADAPTERS:
-            raise ValueError(f"unknown corpus {name!r} in prepare.corpora; known: {sorted(ADAPTERS)}")
+            raise CorpusError(f"unknown corpus {name!r} in prepare.corpora; known: {sorted(ADAPTERS)}")
         root = entry.pop("root", None)
         if root is None:
-            raise ValueError(f"prepare.corpora entry {name!r} needs a root")
+            raise CorpusError(f"prepare.corpora entry {name!r} needs a root")
         result = ADAPTERS[name](Path(root), **entry)
+        for corpus in sorted(set(result.sources["corpus"])):
+            check_corpus_name(corpus)
+            if corpus in made_by:
+                raise CorpusError(f"prepare.corpora entries {made_by[corpus]} and {k} both make corpus {corpus!r}; "
+                                  "give each its own name (e.g. `corpus: my_corpus` for a folder)")
+            made_by[corpus] = k
         log.info("corpus %s: %d source rows, %d skipped", name, len(result.sources), result.n_skipped)
         frames.append(result.sources)
         rejects += result.rejects
     sources = pd.concat(frames, ignore_index=True)
+    first = sources.drop_duplicates("clip_id").set_index("clip_id")
     dup = sources["clip_id"].duplicated(keep="first")
     for _, row in sources[dup].iterrows():
+        other = first.loc[row["clip_id"]]
+        same = os.path.realpath(other["source_path"]) == os.path.realpath(row["source_path"])
+        reason = (f"duplicate row: the same file is already listed by corpus {other['corpus']}" if same else
+                  f"clip_id collision across corpora: corpus {other['corpus']} made the same id from "
+                  f"{other['source_path']}")
         rejects.append({"clip_id": row["clip_id"], "path": row["source_path"], "corpus": row["corpus"],
-                        "stage": "prepare", "reason": "duplicate clip_id across corpora"})
+                        "stage": "prepare", "reason": reason})
     return sources[~dup].reset_index(drop=True), rejects
 
 
@@ -205,7 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     p = PrepareParams.from_params(load_params(args.params))
-    clips, rejects, metrics = run(p, Path(args.audio_dir))
+    try:
+        clips, rejects, metrics = run(p, Path(args.audio_dir))
+    except CorpusError as exc:  # a wrong root, an empty or malformed metadata file, a bad adapter option
+        print(f"prepare: error: {exc}", file=sys.stderr)
+        return 2
     # Rejects are written even when the stage fails, so the reasons can be read.
     write_rejects(rejects, args.rejects)
     if metrics["reject_fraction"] > p.max_reject_fraction or clips.empty:

@@ -77,3 +77,23 @@ def test_shortcut_guards_match_length_rms_and_bandwidth():
 def test_write_wave_helper_roundtrip(tmp_path):
     p = write_wave(tmp_path / "w.wav", make_wave(0.2))
     assert read_audio(p)[0].shape == (3200,)
+
+
+def test_a_truncated_wav_is_an_audio_error_naming_both_frame_counts(tmp_path):
+    full = write_wave(tmp_path / "full.wav", make_wave(1.0))
+    data = full.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: 44 + (len(data) - 44) // 3])   # a third of the samples, header unchanged
+    assert len(read_audio(full)[0]) == 16000
+    with pytest.raises(AudioError, match=r"truncated audio .*declares 16000 frames, the file holds 5333"):
+        read_audio(cut)
+
+
+def test_streamed_and_odd_wav_headers_are_not_flagged(tmp_path):
+    path = write_wave(tmp_path / "s.wav", make_wave(0.5))
+    data = bytearray(path.read_bytes())
+    data[40:44] = (0xFFFFFFFF).to_bytes(4, "little")   # a streaming writer's unknown data size
+    path.write_bytes(bytes(data))
+    assert len(read_audio(path)[0]) == 8000
+    extensible = write_wave(tmp_path / "f.wav", make_wave(0.5), subtype="FLOAT")
+    assert len(read_audio(extensible)[0]) == 8000

@@ -1,5 +1,8 @@
 """prepare on a tiny demo-layout corpus with one bad input of each kind."""
 
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -65,13 +68,13 @@ def test_prepare_writes_valid_clips_and_a_reject_row_per_bad_input(tmp_path):
     assert len(clips) == 16 and set(clips["sample_rate"]) == {16000}
     reasons = dict(zip(rejects["clip_id"].fillna("?"), rejects["reason"]))
     assert "unreadable" in reasons["demo_audio_bad_text"]
-    assert any(w in reasons["demo_audio_bad_corrupt"] for w in ("unreadable", "empty", "shorter"))
+    assert any(w in reasons["demo_audio_bad_corrupt"] for w in ("unreadable", "empty", "shorter", "truncated"))
     assert "empty" in reasons["demo_audio_bad_empty"]
     assert "silent" in reasons["demo_audio_bad_silent"]
     assert "NaN" in reasons["demo_audio_bad_nan"]
     assert reasons["demo_audio_bad_missing"] == "missing file"
     assert any("unknown label" in r for r in rejects["reason"])
-    assert any(r == "duplicate clip_id" for r in rejects["reason"])
+    assert any(r == "duplicate row: the same file is listed again" for r in rejects["reason"])
     # bandwidth is measured, not assumed: the 8 kHz speakers report about 4 kHz
     narrow = clips[clips["speaker"].isin(["spk1", "spk3"])]
     assert (narrow["bandwidth_hz"] < 4500).all()
@@ -128,3 +131,100 @@ def test_prepare_lowpass_band_limits_every_clip_alike(tmp_path):
     assert _run(tmp_path, _params(tmp_path, tmp_path / "raw", lowpass_hz=3000)) == 0
     clips = read_clips(tmp_path / "out/clips.parquet")
     assert (clips["bandwidth_hz"] <= 3100).all()
+
+
+def _run_cli(tmp_path, params, capsys):
+    """prepare.main as the CLI runs it: (exit code, stderr); an exception would fail the test."""
+    capsys.readouterr()
+    rc = _run(tmp_path, params)
+    return subprocess.CompletedProcess([], rc, "", capsys.readouterr().err)
+
+
+def test_prepare_rejects_a_truncated_wav_instead_of_keeping_a_short_clip(tmp_path):
+    _corpus(tmp_path / "raw", n_speakers=4, bad=False)
+    wav = tmp_path / "raw/audio/s0/1.wav"
+    data = wav.read_bytes()
+    wav.write_bytes(data[: 44 + (len(data) - 44) // 3])
+    assert _run(tmp_path, _params(tmp_path, tmp_path / "raw")) == 0
+    rejects = read_rejects(tmp_path / "out/rejects.parquet")
+    assert rejects["clip_id"].tolist() == ["demo_audio_s0_1"] and "truncated audio" in rejects["reason"].iloc[0]
+    assert "demo_audio_s0_1" not in set(read_clips(tmp_path / "out/clips.parquet")["clip_id"])
+
+
+def _folder(root, rows, name="labels.csv"):
+    for k, row in enumerate(rows):
+        if not row.startswith(".."):
+            write_wave(root / row.split(",")[0], make_wave(1.0, seed=k))
+    (root / name).write_text("file,speaker,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize("corpus_entry, message", [
+    ({"name": "folder", "corpus": "../../x"}, "corpus name '../../x' is not allowed"),
+    ({"name": "folder", "csv_name": "nope.csv"}, "nope.csv not found"),
+    ({"name": "itw"}, "meta.csv not found"),
+    ({"name": "asvspoof2019_la"}, "root must be the LA folder"),
+    ({"name": "asvspoof2019_la", "partitions": ["test"]}, "unknown partitions ['test']"),
+    ({"name": "asvspoof2021", "track": "xx"}, "track must be one of"),
+])
+def test_prepare_corpus_errors_exit_2_with_one_clear_line_and_write_nothing(tmp_path, corpus_entry, message,
+                                                                             capsys):
+    _folder(tmp_path / "raw", ["a.wav,s1,bonafide"])
+    params = _params(tmp_path, tmp_path / "raw")
+    cfg = yaml.safe_load(params.read_text())
+    cfg["prepare"]["corpora"] = [{"root": str(tmp_path / "raw"), **corpus_entry}]
+    params.write_text(yaml.safe_dump(cfg))
+    proc = _run_cli(tmp_path, params, capsys)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "x").exists()
+
+
+def test_prepare_empty_meta_csv_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw/meta.csv").write_text("")
+    params = _params(tmp_path, tmp_path / "raw")
+    cfg = yaml.safe_load(params.read_text())
+    cfg["prepare"]["corpora"] = [{"name": "itw", "root": str(tmp_path / "raw")}]
+    params.write_text(yaml.safe_dump(cfg))
+    proc = _run_cli(tmp_path, params, capsys)
+    assert proc.returncode == 2 and "is empty; expected a header line" in proc.stderr
+
+
+def test_prepare_keeps_files_whose_names_clean_alike_and_rejects_outside_rows(tmp_path):
+    root = tmp_path / "raw"
+    names = ["日本語.wav", "中文.wav", "x.wav", "x.flac", "a b.wav", "a_b.wav"]
+    _folder(root, [f"{n},s{k},bonafide" for k, n in enumerate(names)] + ["../outside.wav,s1,spoof"])
+    write_wave(tmp_path / "outside.wav", make_wave(1.0))
+    params = _params(tmp_path, root)
+    cfg = yaml.safe_load(params.read_text())
+    cfg["prepare"]["corpora"] = [{"name": "folder", "root": str(root), "corpus": "mine"}]
+    params.write_text(yaml.safe_dump(cfg))
+    assert _run(tmp_path, params) == 0
+    clips = read_clips(tmp_path / "out/clips.parquet")
+    assert len(clips) == 6 and {"mine_日本語", "mine_中文", "mine_a_b"} <= set(clips["clip_id"])
+    assert all(Path(p).parent == tmp_path / "out/clips/mine" for p in clips["path"])
+    rejects = read_rejects(tmp_path / "out/rejects.parquet")
+    assert len(rejects) == 1 and "outside the corpus root" in rejects["reason"].iloc[0]
+
+
+def test_prepare_tells_a_cross_corpus_collision_from_a_duplicate(tmp_path):
+    # corpus `a` file `b_c` and corpus `a_b` file `c` both clean to `a_b_c`
+    _folder(tmp_path / "one", ["b_c.wav,s1,bonafide", "d.wav,s2,bonafide"])
+    _folder(tmp_path / "two", ["c.wav,s3,bonafide", "e.wav,s4,bonafide"])
+    sources, rejects = prepare.load_sources((
+        {"name": "folder", "root": str(tmp_path / "one"), "corpus": "a"},
+        {"name": "folder", "root": str(tmp_path / "two"), "corpus": "a_b"},
+    ))
+    assert len(sources) == 3
+    assert len(rejects) == 1 and rejects[0]["reason"].startswith("clip_id collision across corpora")
+    with pytest.raises(ValueError, match="both make corpus 'a'"):
+        prepare.load_sources(({"name": "folder", "root": str(tmp_path / "one"), "corpus": "a"},
+                              {"name": "folder", "root": str(tmp_path / "two"), "corpus": "a"}))
+
+
+def test_prepare_reads_a_utf8_bom_metadata_csv(tmp_path):
+    _corpus(tmp_path / "raw", n_speakers=3, bad=False)
+    meta = tmp_path / "raw/metadata.csv"
+    meta.write_text(meta.read_text(), encoding="utf-8-sig")
+    assert _run(tmp_path, _params(tmp_path, tmp_path / "raw")) == 0
+    assert len(read_clips(tmp_path / "out/clips.parquet")) == 10
