@@ -120,3 +120,13 @@ def test_weights_that_do_not_fit_the_config_are_a_clear_error(tmp_path):
 def test_bonafide_score_is_bonafide_minus_spoof_logit():
     logits = torch.tensor([[2.0, -1.0], [0.0, 3.0]])
     assert torch.equal(bonafide_score(logits), torch.tensor([-3.0, 3.0]))
+
+
+@pytest.mark.parametrize("drop", ["state_dict", "config", "arch"])
+def test_a_checkpoint_missing_a_key_is_a_checkpoint_error_not_a_key_error(tmp_path, drop):
+    path = save_checkpoint(build_model({"arch": "resnet", **TINY}), None, tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload[drop]
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=rf"damaged hardset checkpoint: \['{drop}'\] missing"):
+        load_checkpoint(path)

@@ -167,3 +167,13 @@ def test_escape_round_trip_and_bad_escape():
         assert "\t" not in score.escape_field(text) and "\n" not in score.escape_field(text)
     with pytest.raises(ValueError, match="bad escape"):
         score.unescape_field("a\\x")
+
+
+def test_a_checkpoint_without_state_dict_is_exit_2(detector, folder, tmp_path, capsys):
+    payload = torch.load(detector / "model.pt", weights_only=True)
+    del payload["state_dict"]
+    (tmp_path / "m").mkdir()
+    torch.save(payload, tmp_path / "m" / "model.pt")
+    out = tmp_path / "s.tsv"
+    assert score.main(_argv(tmp_path / "m", out, folder / "a.wav")) == 2
+    assert "damaged hardset checkpoint" in capsys.readouterr().err and not out.exists()

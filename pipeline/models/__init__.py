@@ -74,11 +74,16 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         raise CheckpointError(f"{path} is not a readable torch checkpoint: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a hardset detector checkpoint (format {CHECKPOINT_FORMAT!r} expected)")
+    missing = [k for k, kind in (("arch", str), ("config", dict), ("state_dict", dict))
+               if not isinstance(payload.get(k), kind)]
+    if missing:
+        raise CheckpointError(f"{path} is a damaged hardset checkpoint: {missing} missing or of the wrong type "
+                              "(expected keys format, arch, config, state_dict; re-run the stage that wrote it)")
     arch = payload["arch"]
     if expected_arch is not None and arch != expected_arch:
         raise CheckpointError(f"{path} holds a {arch!r} model, but architecture {expected_arch!r} was expected "
                               f"(fix the teacher's `arch` or its `checkpoint` path)")
-    config = {**payload.get("extra", {}), **payload["config"]}
+    config = {**(payload.get("extra") or {}), **payload["config"]}
     try:
         model = build_model(payload["config"])
         model.load_state_dict(payload["state_dict"], strict=True)
