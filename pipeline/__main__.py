@@ -15,6 +15,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 STAGES = (
     "fetch_demo",
+    "corpus_index",
     "prepare",
     "fit_codec",
     "fit_diffusion",
@@ -32,6 +33,7 @@ USAGE = """usage: python -m pipeline <stage> [options]
 
 stages (in dvc.yaml order):
   fetch_demo     build data/raw/demo/ (Debian speech packages + offline TTS attacks)
+  corpus_index   content index of the prepare.corpora roots (makes external corpora DVC dependencies)
   prepare        corpus adapters -> data/clips.parquet, data/rejects.parquet
   fit_codec      train a small EnCodec where no pretrained checkpoint is given
   fit_diffusion  train a mel UNet (diffusers) where no pretrained model is given
