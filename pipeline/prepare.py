@@ -96,6 +96,12 @@ def load_sources(corpora: tuple[dict, ...]) -> tuple[pd.DataFrame, list[dict]]:
         frames.append(result.sources)
         rejects += result.rejects
     sources = pd.concat(frames, ignore_index=True)
+    # a clip id names a file under data/clips/<corpus>/: an adapter must not make one with a path in it
+    unsafe = sources["clip_id"].str.contains(r"[/\\\x00]") | sources["clip_id"].isin(["", ".", ".."])
+    for _, row in sources[unsafe].iterrows():
+        rejects.append({"clip_id": row["clip_id"], "path": row["source_path"], "corpus": row["corpus"],
+                        "stage": "prepare", "reason": "clip_id with a path separator (adapter bug)"})
+    sources = sources[~unsafe].reset_index(drop=True)
     first = sources.drop_duplicates("clip_id").set_index("clip_id")
     dup = sources["clip_id"].duplicated(keep="first")
     for _, row in sources[dup].iterrows():

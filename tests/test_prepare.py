@@ -228,3 +228,16 @@ def test_prepare_reads_a_utf8_bom_metadata_csv(tmp_path):
     meta.write_text(meta.read_text(), encoding="utf-8-sig")
     assert _run(tmp_path, _params(tmp_path, tmp_path / "raw")) == 0
     assert len(read_clips(tmp_path / "out/clips.parquet")) == 10
+
+
+def test_prepare_rejects_a_clip_id_with_a_path_from_a_careless_adapter(tmp_path, monkeypatch):
+    from pipeline.corpora import AdapterResult
+
+    write_wave(tmp_path / "a.wav", make_wave(1.0))
+    rows = [{"clip_id": cid, "source_path": str(tmp_path / "a.wav"), "corpus": "x", "speaker": "s",
+             "label": "bonafide", "system": "-", "paradigm": "bonafide", "split": None}
+            for cid in ("x_ok", "x_../../evil", "..")]
+    monkeypatch.setitem(prepare.ADAPTERS, "careless", lambda root: AdapterResult(pd.DataFrame(rows)))
+    sources, rejects = prepare.load_sources(({"name": "careless", "root": str(tmp_path)},))
+    assert sources["clip_id"].tolist() == ["x_ok"]
+    assert [r["clip_id"] for r in rejects] == ["x_../../evil", ".."]
