@@ -1,6 +1,6 @@
 r"""Command `score`: bona fide scores of audio files, folders or a clip table with a trained detector.
 
-    python -m pipeline score --model data/models/detector INPUT... --out scores.txt
+    python -m pipeline score --model data/models/detector INPUT... --out scores.tsv
 
 Reads the detector checkpoint and the inputs; writes one score per clip (higher = bona fide) to
 --out (atomically; `-` = stdout), in one of two formats (--format):
@@ -171,7 +171,8 @@ def check_out(out: str, inputs: list[str], rows: pd.DataFrame, model: str) -> No
     protected = {Path(p).resolve(): p for p in [*inputs, *rows["path"].astype(str)]}
     protected.setdefault(model_file.resolve(), str(model_file))
     if target in protected:
-        raise InputError(f"--out {out} is an input ({protected[target]}): refusing to overwrite it with scores")
+        raise InputError(f"--out {out} is an input or the model ({protected[target]}): refusing to overwrite it "
+                         "with scores")
     if path.suffix.lower() in AUDIO_EXTENSIONS + (".parquet", ".pt"):
         raise InputError(f"--out {out} has an audio/data extension ({path.suffix}): refusing to write scores "
                          f"there; use e.g. scores.tsv")
