@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["compute_det_curve", "compute_eer"]
+__all__ = ["bootstrap_eer_ci", "compute_det_curve", "compute_eer", "mean_ci"]
 
 
 def _as_scores(scores: np.ndarray, name: str) -> np.ndarray:
@@ -54,3 +54,41 @@ def compute_eer(bonafide_scores: np.ndarray, spoof_scores: np.ndarray) -> tuple[
     frr, far, thresholds = compute_det_curve(bonafide_scores, spoof_scores)
     i = int(np.argmin(np.abs(frr - far)))
     return float((frr[i] + far[i]) / 2.0), float(thresholds[i])
+
+
+def bootstrap_eer_ci(bonafide_scores: np.ndarray, spoof_scores: np.ndarray, n_boot: int = 1000,
+                     seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the EER over clips (each class resampled apart, so counts stay fixed).
+
+    Says how much the EER of ONE trained model moves with the choice of test clips; the spread over
+    training seeds is a separate source of noise (`mean_ci` over the per-seed EERs).
+    """
+    bona = _as_scores(bonafide_scores, "bonafide_scores")
+    spoof = _as_scores(spoof_scores, "spoof_scores")
+    if n_boot <= 0 or not 0.0 < level < 1.0:
+        raise ValueError(f"bootstrap_eer_ci: need n_boot > 0 and 0 < level < 1, got {n_boot}, {level}")
+    rng = np.random.default_rng(seed)
+    eers = np.empty(n_boot)
+    for b in range(n_boot):
+        eers[b] = compute_eer(rng.choice(bona, bona.size), rng.choice(spoof, spoof.size))[0]
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.quantile(eers, [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
+def mean_ci(values: np.ndarray | list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): Student-t interval of the mean over independent runs (e.g. training seeds).
+
+    One run gives (value, nan, nan): a single seed has no spread to report.
+    """
+    from scipy import stats
+
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        raise ValueError("mean_ci: no finite values")
+    mean = float(x.mean())
+    if x.size == 1:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2.0, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+    return mean, mean - half, mean + half

@@ -114,3 +114,41 @@ def test_empty_class_raises():
 def test_non_finite_scores_raise():
     with pytest.raises(ValueError, match="NaN"):
         compute_eer(np.array([1.0, np.nan]), np.array([0.0]))
+
+
+def test_bootstrap_ci_contains_eer_and_narrows_with_more_clips() -> None:
+    from pipeline.metrics import bootstrap_eer_ci
+
+    rng = np.random.default_rng(0)
+    small_b, small_s = rng.normal(1.0, 1.0, 40), rng.normal(0.0, 1.0, 40)
+    big_b, big_s = rng.normal(1.0, 1.0, 2000), rng.normal(0.0, 1.0, 2000)
+    eer_small = compute_eer(small_b, small_s)[0]
+    lo_s, hi_s = bootstrap_eer_ci(small_b, small_s, n_boot=300, seed=1)
+    lo_b, hi_b = bootstrap_eer_ci(big_b, big_s, n_boot=300, seed=1)
+    assert lo_s <= eer_small <= hi_s
+    assert (hi_b - lo_b) < (hi_s - lo_s) / 3  # width shrinks ~ 1/sqrt(N)
+    # the true EER of two unit normals 1 apart is Phi(-0.5) = 0.3085
+    assert lo_b < 0.3085 < hi_b
+    assert bootstrap_eer_ci(small_b, small_s, n_boot=300, seed=1) == (lo_s, hi_s)  # deterministic by seed
+
+
+def test_bootstrap_ci_rejects_bad_arguments() -> None:
+    from pipeline.metrics import bootstrap_eer_ci
+
+    with pytest.raises(ValueError, match="n_boot"):
+        bootstrap_eer_ci([1.0], [0.0], n_boot=0)
+    with pytest.raises(ValueError, match="no scores"):
+        bootstrap_eer_ci([], [0.0])
+
+
+def test_mean_ci_over_seeds() -> None:
+    from pipeline.metrics import mean_ci
+
+    mean, lo, hi = mean_ci([0.10, 0.12, 0.08, 0.11, 0.09])
+    assert mean == pytest.approx(0.10)
+    # t(0.975, 4) = 2.776; sd = 0.01581; half width = 2.776 * 0.01581 / sqrt(5) = 0.01963
+    assert hi - mean == pytest.approx(0.01963, abs=1e-4) and mean - lo == pytest.approx(hi - mean)
+    one = mean_ci([0.2])
+    assert one[0] == 0.2 and np.isnan(one[1]) and np.isnan(one[2])
+    with pytest.raises(ValueError):
+        mean_ci([float("nan")])

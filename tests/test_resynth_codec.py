@@ -115,3 +115,13 @@ def test_bad_codec_names_and_rates_raise():
         build("codec", "opus_2kbps", {"sample_rate": SR})
     with pytest.raises(ValueError, match="MP3"):
         build("codec", "mp3_500kbps", {"sample_rate": SR})
+
+
+def test_codec2_output_does_not_depend_on_the_clips_decoded_before():
+    # codec2's decoder keeps a process-global random state: without isolation the second call differs
+    wave = make_wave(1.0, SR, seed=3)
+    other = make_wave(1.5, SR, seed=4)
+    codec = build("codec", "codec2_1300", {"sample_rate": SR})
+    alone = codec([wave])[0]
+    after_others = codec([other, other, wave])[2]
+    np.testing.assert_array_equal(alone, after_others)

@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,14 @@ class Encodec(Resynthesizer):
 
 
 class Codec2(Resynthesizer):
-    """Codec2 at 8 kHz (a fresh codec state per clip: no state leaks between clips)."""
+    """Codec2 at 8 kHz, each clip decoded in a freshly forked process.
+
+    Why the fork: the codec2 library's decoder draws its synthesis phases from a process-global random
+    generator (`codec2_rand`, whose seed is a static variable no API resets), so in one process a
+    clip's decoded audio would depend on every clip decoded before it: on batch order, on resume and
+    on which other systems ran. A fork starts from the library's initial state (this process never
+    decodes), so a clip's output depends only on the clip.
+    """
 
     def __init__(self, system: str, sample_rate: int, mode: int) -> None:
         if mode not in CODEC2_MODES:
@@ -140,17 +148,44 @@ class Codec2(Resynthesizer):
         self.align = True
 
     def process(self, waves: list[np.ndarray], keys: list[str]) -> list[np.ndarray]:
-        import pycodec2
-
-        outs = []
-        for w in resample_all(waves, self.sample_rate, 8000):
-            codec = pycodec2.Codec2(self.mode)
-            n = codec.samples_per_frame()
-            pcm = np.clip(np.round(w * 32767.0), -32768, 32767).astype(np.int16)
-            pcm = np.pad(pcm, (0, -len(pcm) % n))
-            frames = [codec.decode(codec.encode(pcm[i: i + n])) for i in range(0, len(pcm), n)]
-            outs.append(np.concatenate(frames).astype(np.float32) / 32768.0)
+        outs = [_in_fresh_process(_codec2_roundtrip, w, self.mode) for w in resample_all(waves, self.sample_rate, 8000)]
         return resample_all(outs, 8000, self.sample_rate)
+
+
+def _codec2_roundtrip(wave_8k: np.ndarray, mode: int) -> np.ndarray:
+    import pycodec2
+
+    codec = pycodec2.Codec2(mode)
+    n = codec.samples_per_frame()
+    pcm = np.clip(np.round(wave_8k * 32767.0), -32768, 32767).astype(np.int16)
+    pcm = np.pad(pcm, (0, -len(pcm) % n))
+    frames = [codec.decode(codec.encode(pcm[i: i + n])) for i in range(0, len(pcm), n)]
+    return np.concatenate(frames).astype(np.float32) / 32768.0
+
+
+def _in_fresh_process(fn: Any, *args: Any) -> np.ndarray:
+    """fn(*args) -> ndarray, computed in a forked child (so C libraries start from this process's state)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: compute, send the array as .npy bytes, exit without running parent cleanup
+        code = 0
+        try:
+            os.close(read_fd)
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(fn(*args)), allow_pickle=False)
+            data = buf.getvalue()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent as text
+            data, code = f"{type(exc).__name__}: {exc}".encode(), 1
+        with os.fdopen(write_fd, "wb") as out:
+            out.write(data)
+        os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as inp:
+        data = inp.read()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"codec subprocess failed: {data.decode(errors='replace') or status}")
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def _nearest_rate(sr: int, rates: tuple[int, ...]) -> int:
