@@ -78,7 +78,7 @@ def collect_inputs(inputs: list[str]) -> pd.DataFrame:
 def run(model, rows: pd.DataFrame, *, batch_size: int, sample_rate: int, seconds: float,
         device="cpu") -> tuple[list[str], list[dict]]:
     """Score the rows; return (`clip_id score` lines in row order, rejects)."""
-    from pipeline.clipdata import score_clips
+    from pipeline.scoring import score_clips
 
     result = score_clips(model, rows, batch_size, sample_rate, seconds, device=device, stage="score")
     lines = [f"{cid} {score:.6f}" for cid, score in zip(result.clip_ids, result.scores)]
