@@ -10,8 +10,10 @@ training params, counts), metrics.json ({"dev_eer": ..., "step_s": ..., ...}) an
 The teacher is trained on the pool's train split with class-balanced sampling (or a class-weighted
 loss: bona fide is the minority), random crops of `crop_s` seconds; the dev split (first `eval_s`
 seconds, tiled when short) gives the dev EER used for the best checkpoint and early stopping.
-With `checkpoint: <path>` in the teacher's params nothing is trained: the checkpoint is checked
-against the teacher's architecture and front end, copied, and evaluated on the dev split.
+The loop (best epoch, early stopping, dvclive) is pipeline/training.py's; this module supplies the
+step and the dev evaluation (pipeline/scoring.py). With `checkpoint: <path>` in the teacher's params
+nothing is trained: the checkpoint is checked against the teacher's architecture and front end,
+copied, and evaluated on the dev split.
 These teachers are the neural-collapse paper's "pretrained models trained on distinct data sets"
 (Yousif et al. 2024): one per pool, each embedding its own pool for the sample stage.
 """

@@ -13,6 +13,8 @@ Objectives (`train.objective`, formulas in pipeline/losses.py):
   epoch's training embeddings. Stage 2 freezes the encoder (eval mode, so batch-norm statistics are
   frozen too) and trains the linear classifier with CE for `supcon.head_epochs`.
 
+The epoch loop, best state, early stopping, dvclive and checkpoints are pipeline/training.py's; this
+module supplies the per-batch step and the dev evaluation of each phase (dev scoring: pipeline/scoring.py).
 Batches are class-balanced (drawn with replacement), `steps_per_epoch` of them per epoch, so a run's
 cost is bounded by epochs x steps_per_epoch x batch_size crops whatever the manifest size.
 `exclude_paradigms` drops those spoof paradigms from the manifest: `dvc exp run -S
@@ -39,6 +41,7 @@ from pipeline.logs import setup_logging, stage_timer
 from pipeline.losses import CrossEntropyLoss, build_loss
 from pipeline.metrics import compute_eer
 from pipeline.models import build_model
+from pipeline.ncm import ClassMeans, init_head_from_means, ncm_scores
 from pipeline.params import check_known_keys, load_params, section, stage_parser
 from pipeline.schema import MANIFEST_COLUMNS, read_clips
 from pipeline.scoring import load_waves, score_waves
@@ -139,20 +142,18 @@ def _batches(ds: ClipDataset, p: TrainParams, seed: int, epoch: int) -> DataLoad
 
 
 class ObjectiveStep:
-    """train's per-batch step: batch -> loss for `objective`; for supcon it also sums the class means.
+    """train's per-batch step: batch -> loss for `objective`; supcon also keeps the epoch's class means.
 
-    `means()` gives the epoch's per-class means of the penultimate embeddings (supcon only, else None):
-    {"normed": [2, D] mean of L2-normalised embeddings, "raw": [2, D] mean of raw ones}, row 0 = spoof,
-    row 1 = bona fide. `reset()` starts a new epoch.
+    `class_means` (pipeline.ncm.ClassMeans) collects the penultimate embeddings of the epoch's batches;
+    `reset()` starts a new epoch.
     """
 
     def __init__(self, model: torch.nn.Module, loss: torch.nn.Module, objective: str, device: torch.device) -> None:
         self.model, self.loss, self.objective, self.device = model, loss, objective, device
-        self.reset()
+        self.class_means = ClassMeans()
 
     def reset(self) -> None:
-        self.sums: dict[str, np.ndarray] | None = None
-        self.counts = np.zeros(2)
+        self.class_means = ClassMeans()
 
     def __call__(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         wave, y = batch[0].to(self.device), batch[1].to(self.device)
@@ -160,51 +161,11 @@ class ObjectiveStep:
         if self.objective == "supcon":
             pen = feats["penultimate"]
             loss = self.loss(pen, y)
-            self._add_means(pen.detach().float().cpu().numpy(), y.cpu().numpy())
+            self.class_means.add(pen.detach().float().cpu().numpy(), y.cpu().numpy())
             return loss
         if self.objective == "racl":
             return self.loss({**feats, "logits": logits}, y)
         return self.loss(logits, y)
-
-    def _add_means(self, raw: np.ndarray, yb: np.ndarray) -> None:
-        z = raw / (np.linalg.norm(raw, axis=1, keepdims=True) + 1e-12)
-        if self.sums is None:
-            self.sums = {"normed": np.zeros((2, z.shape[1])), "raw": np.zeros((2, z.shape[1]))}
-        for c in (0, 1):
-            self.sums["normed"][c] += z[yb == c].sum(0)
-            self.sums["raw"][c] += raw[yb == c].sum(0)
-            self.counts[c] += (yb == c).sum()
-
-    def means(self) -> dict[str, np.ndarray] | None:
-        if self.sums is None:
-            return None
-        return {k: v / np.maximum(self.counts, 1)[:, None] for k, v in self.sums.items()}
-
-
-def ncm_scores(embs: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """Nearest-class-mean score of normalised embeddings: cos(z, mean_bonafide) - cos(z, mean_spoof)."""
-    unit = means / (np.linalg.norm(means, axis=1, keepdims=True) + 1e-12)
-    return embs @ unit[1] - embs @ unit[0]
-
-
-def init_head_from_means(classifier: torch.nn.Linear, raw_means: np.ndarray, normed_means: np.ndarray) -> None:
-    """Warm-start the linear head at the class-mean direction, so stage 2 starts from the NCM solution.
-
-    score(p) = logit_b - logit_s = a * d . (p - c), with d the difference of the unit class means,
-    c the midpoint of the raw class means and a set so that the class means score +-2.
-    """
-    unit = normed_means / (np.linalg.norm(normed_means, axis=1, keepdims=True) + 1e-12)
-    d = unit[1] - unit[0]
-    c = (raw_means[1] + raw_means[0]) / 2
-    gap = float(d @ (raw_means[1] - raw_means[0]))
-    a = 4.0 / gap if gap > 1e-8 else 1.0
-    w = torch.as_tensor(a * d / 2, dtype=classifier.weight.dtype)
-    b = float(a * (d @ c) / 2)
-    with torch.no_grad():
-        classifier.weight.zero_()
-        classifier.weight[1] = w.to(classifier.weight.device)
-        classifier.weight[0] = -w.to(classifier.weight.device)
-        classifier.bias.copy_(torch.tensor([b, -b], dtype=classifier.bias.dtype))
 
 
 def run(train_rows: pd.DataFrame, dev_rows: pd.DataFrame, p: TrainParams, *, sample_rate: int, seed: int,
@@ -233,7 +194,7 @@ def run(train_rows: pd.DataFrame, dev_rows: pd.DataFrame, p: TrainParams, *, sam
     def evaluate(epoch: int, losses: list[float]) -> EpochResult:
         scores, embs = score_waves(model, dev_waves, 2 * p.batch_size, device, embeddings=two_stage)
         if two_stage:  # the head is untrained: score by the nearest class mean of the training embeddings
-            means_at[epoch] = step.means()
+            means_at[epoch] = step.class_means.means()
             scores = ncm_scores(embs, means_at[epoch]["normed"])
         eer = dev_eer(scores, dev_labels)
         return _epoch_result(state, loss, {"train/loss": _mean(losses), "dev/eer": eer}, epoch)
