@@ -1,7 +1,8 @@
 """Clip audio for torch: pool selection, fixed-length crops, a training Dataset, balanced sampling, batch streams.
 
 Reads the audio files that clip-table rows point to (paths relative to the repo root) with
-pipeline.audio; writes nothing. Used by pretrain, embed, train, evaluate and score.
+pipeline.audio; writes nothing; runs no model (inference is pipeline.scoring). Used by pretrain,
+embed, train and, through pipeline.scoring, evaluate and score.
 
 - `select_pool(clips, pool)`: the rows of a teacher's pool (split train/dev/test, never eval:*).
 - `crop_or_tile(wave, n, rng)`: a random crop of n samples when `rng` is given (training), else the
@@ -9,7 +10,7 @@ pipeline.audio; writes nothing. Used by pretrain, embed, train, evaluate and sco
 - `ClipDataset`: (wave [n], label index) pairs for a DataLoader; per-item randomness comes from
   (seed, epoch, index), so it is reproducible with any number of workers.
 - `balanced_sampler` / `class_weights`: bona fide is the minority class.
-- `load_batch` / `iter_batches`: streaming inference, a batch of rows -> a batch of waves plus rejects.
+- `load_batch` / `iter_batches`: streaming reads, a batch of rows -> a batch of waves plus rejects.
 """
 
 from __future__ import annotations
@@ -205,39 +206,3 @@ def iter_batches(clips: pd.DataFrame, batch_size: int, sample_rate: int, seconds
             batch = pending.result()
             pending = pool.submit(load, b + 1) if b + 1 < n_batches else None
             yield b, batch
-
-
-@dataclass
-class Scores:
-    """Bona fide scores of a set of clips (rows that loaded), with their labels and the rejects."""
-
-    clip_ids: list[str]
-    scores: np.ndarray                # float64 [N], higher = more bona fide
-    labels: np.ndarray                # int64 [N] label indices
-    loss: float                       # mean cross-entropy over the clips (nan when none)
-    rejects: list[dict[str, Any]] = field(default_factory=list)
-
-
-def score_clips(model: torch.nn.Module, clips: pd.DataFrame, batch_size: int, sample_rate: int, seconds: float,
-                device: str | torch.device = "cpu", stage: str = "") -> Scores:
-    """Run a detector in eval mode over clips (first `seconds`, tiled); bona fide scores and the mean CE loss."""
-    from pipeline.models import bonafide_score  # here, so that reading audio never needs the models package
-
-    was_training = model.training
-    model.eval()
-    ids, scores, labels, rejects, loss_sum = [], [], [], [], 0.0
-    with torch.inference_mode():
-        for _, batch in iter_batches(clips, batch_size, sample_rate, seconds, stage=stage):
-            rejects += batch.rejects
-            if not batch.clip_ids:
-                continue
-            logits = model(batch.waves.to(device)).float()
-            y = torch.as_tensor(batch.labels, device=logits.device)
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-            ids += batch.clip_ids
-            scores.append(bonafide_score(logits).cpu().double().numpy())
-            labels.append(batch.labels)
-    model.train(was_training)
-    n = len(ids)
-    return Scores(ids, np.concatenate(scores) if scores else np.zeros(0), np.concatenate(labels) if labels else
-                  np.zeros(0, np.int64), loss_sum / n if n else float("nan"), rejects)

@@ -40,6 +40,7 @@ from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.models import Detector, load_checkpoint
 from pipeline.params import check_known_keys, load_params, section, stage_parser, teacher_params
 from pipeline.schema import make_rejects, read_clip_tables, write_rejects
+from pipeline.scoring import embed_batch
 from pipeline.torch_env import setup_torch
 
 log = logging.getLogger("embed")
@@ -88,15 +89,6 @@ def check_layers(model: Detector, layers: list[str], aggregate: str) -> int:
                              "use aggregate 'concat'")
         return sizes[0]
     return sum(sizes)
-
-
-def embed_batch(model: Detector, waves: torch.Tensor, layers: list[str], aggregate: str) -> np.ndarray:
-    """Vectors [B, D] float32 of a wave batch: pooled `layers` concatenated or averaged."""
-    with torch.inference_mode():
-        feats = model.features(waves)
-        parts = [feats[name].float() for name in layers]
-        out = torch.cat(parts, dim=1) if aggregate == "concat" else torch.stack(parts).mean(dim=0)
-    return out.cpu().numpy()
 
 
 class ResemblyzerEmbedder:

@@ -239,7 +239,7 @@ def _save_fig(fig, path: Path) -> None:
 def score_sets(model, sets: dict[str, pd.DataFrame], p: EvaluateParams, sample_rate: int,
                device) -> tuple[pd.Series, list[dict[str, Any]]]:
     """Score every clip of the sets once; (clip_id -> score, rejects); too many rejects is an error."""
-    from pipeline.clipdata import score_clips
+    from pipeline.scoring import score_clips
 
     unique = pd.concat(sets.values()).drop_duplicates("clip_id").reset_index(drop=True)
     result = score_clips(model, unique, p.batch_size, sample_rate, p.eval_s, device=device, stage="evaluate")

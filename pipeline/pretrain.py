@@ -10,15 +10,16 @@ training params, counts), metrics.json ({"dev_eer": ..., "step_s": ..., ...}) an
 The teacher is trained on the pool's train split with class-balanced sampling (or a class-weighted
 loss: bona fide is the minority), random crops of `crop_s` seconds; the dev split (first `eval_s`
 seconds, tiled when short) gives the dev EER used for the best checkpoint and early stopping.
-With `checkpoint: <path>` in the teacher's params nothing is trained: the checkpoint is checked
-against the teacher's architecture and front end, copied, and evaluated on the dev split.
+The loop (best epoch, early stopping, dvclive) is pipeline/training.py's; this module supplies the
+step and the dev evaluation (pipeline/scoring.py). With `checkpoint: <path>` in the teacher's params
+nothing is trained: the checkpoint is checked against the teacher's architecture and front end,
+copied, and evaluated on the dev split.
 These teachers are the neural-collapse paper's "pretrained models trained on distinct data sets"
 (Yousif et al. 2024): one per pool, each embedding its own pool for the sample stage.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -31,14 +32,16 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from pipeline.clipdata import ClipDataset, balanced_sampler, class_weights, label_indices, score_clips, select_pool
+from pipeline.clipdata import ClipDataset, balanced_sampler, class_weights, label_indices, select_pool
 from pipeline.io import write_json_atomic
-from pipeline.logs import progress, setup_logging, stage_timer
+from pipeline.logs import setup_logging, stage_timer
 from pipeline.metrics import compute_eer
 from pipeline.models import Detector, build_model, load_checkpoint, save_checkpoint
 from pipeline.params import check_known_keys, load_params, section, stage_parser, teacher_params
 from pipeline.schema import read_clip_tables
+from pipeline.scoring import score_clips
 from pipeline.torch_env import setup_torch
+from pipeline.training import EpochResult, Phase, RunState, fit, live_log
 
 log = logging.getLogger("pretrain")
 
@@ -133,54 +136,35 @@ def train_teacher(model: Detector, train: pd.DataFrame, dev: pd.DataFrame, p: Pr
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     total = max(1, p.epochs * len(loader))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=total, pct_start=0.1)
-    best_key, best_state, best_epoch, bad_epochs = None, None, 0, 0
-    history: list[dict[str, Any]] = []
-    step_times: list[float] = []
-    for epoch in range(p.epochs):
+    state = RunState(model=model, optimizer=opt, scheduler=sched)
+
+    def batches(epoch: int) -> DataLoader:
         ds.set_epoch(epoch)
-        model.train()
-        losses = []
-        for wave, y in progress(loader, desc=f"pretrain epoch {epoch + 1}/{p.epochs}", total=len(loader),
-                                unit="batch"):
-            t0 = time.perf_counter()
-            wave, y = wave.to(device), y.to(device)
-            loss = torch.nn.functional.cross_entropy(model(wave), y, weight=weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step_times.append(time.perf_counter() - t0)
-            losses.append(float(loss.detach()))
+        return loader
+
+    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        wave, y = batch[0].to(device), batch[1].to(device)
+        return torch.nn.functional.cross_entropy(model(wave), y, weight=weight)
+
+    def evaluate(epoch: int, losses: list[float]) -> EpochResult:
         dev_m = dev_eer(model, dev, p, sample_rate, device)
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **dev_m}
-        history.append(row)
-        log.info("epoch %d: train loss %.4f, dev loss %s, dev EER %s", epoch + 1, row["train_loss"],
-                 _fmt(dev_m["dev_loss"]), _fmt(dev_m["dev_eer"]))
-        if live is not None:
-            live.log_metric("train/loss", row["train_loss"])
-            for k in ("dev_loss", "dev_eer"):
-                if dev_m[k] is not None:
-                    live.log_metric(k.replace("_", "/", 1), dev_m[k])
-            live.next_step()
+        train_loss = float(np.mean(losses))
         # Best = lowest dev EER, then lowest dev loss; with no usable dev split, lowest train loss.
         key = (dev_m["dev_eer"] if dev_m["dev_eer"] is not None else math.inf,
-               dev_m["dev_loss"] if dev_m["dev_loss"] is not None else row["train_loss"])
-        if best_key is None or key < best_key:
-            best_key, best_state, best_epoch, bad_epochs = key, copy.deepcopy(model.state_dict()), epoch + 1, 0
-        else:
-            bad_epochs += 1
-            if p.patience and bad_epochs >= p.patience:
-                log.info("early stop after epoch %d (best epoch %d)", epoch + 1, best_epoch)
-                break
-    model.load_state_dict(best_state)
+               dev_m["dev_loss"] if dev_m["dev_loss"] is not None else train_loss)
+        return EpochResult(key, {"train/loss": train_loss, "dev/loss": dev_m["dev_loss"], "dev/eer": dev_m["dev_eer"]},
+                           {"epoch": epoch + 1, "train_loss": train_loss, **dev_m})
+
+    fit(state, Phase("pretrain", p.epochs, batches, step, evaluate, patience=p.patience), live)
     model.eval()
-    best = history[best_epoch - 1]
+    history = state.history
+    best = history[state.best_epoch]
     # The first steps include allocator warm-up; report the median step.
     metrics = {
         "dev_eer": best["dev_eer"], "dev_threshold": best["dev_threshold"], "dev_loss": best["dev_loss"],
-        "best_epoch": best_epoch, "epochs_run": len(history), "steps": len(step_times),
+        "best_epoch": state.best_epoch + 1, "epochs_run": len(history), "steps": state.step,
         "first_epoch_loss": history[0]["train_loss"], "final_epoch_loss": history[-1]["train_loss"],
-        "step_s": float(np.median(step_times)) if step_times else None, "batch_size": p.batch_size,
+        "step_s": float(np.median(state.step_times)) if state.step_times else None, "batch_size": p.batch_size,
         "crop_s": p.crop_s, "history": history,
     }
     return model, metrics
@@ -221,14 +205,8 @@ def run(name: str, clips: pd.DataFrame, teacher: dict[str, Any], p: PretrainPara
                    **dev_eer(model, dev, p, sample_rate, device)}
     else:
         model = build_model(model_config(teacher, sample_rate))
-        live = _live(out_dir / "dvclive") if p.live else None
-        try:
-            if live is not None:
-                live.log_params({"teacher": name, **model.config, **asdict(p)})
+        with live_log(out_dir / "dvclive", {"teacher": name, **model.config, **asdict(p)}, enabled=p.live) as live:
             model, metrics = train_teacher(model, train, dev, p, sample_rate, seed, device, live)
-        finally:
-            if live is not None:
-                live.end()
         metrics = {"source": "trained", **metrics}
     metrics.update(_counts(train, dev), seconds=round(time.perf_counter() - t0, 2))
     save_checkpoint(model, {"teacher": name}, out_dir / "model.pt")
@@ -237,12 +215,6 @@ def run(name: str, clips: pd.DataFrame, teacher: dict[str, Any], p: PretrainPara
     write_json_atomic(config, out_dir / "config.json")
     write_json_atomic(metrics, out_dir / "metrics.json")
     return metrics
-
-
-def _live(path: Path) -> Any:
-    from dvclive import Live  # imported here: only training needs it
-
-    return Live(dir=str(path), dvcyaml=False, save_dvc_exp=False, report=None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,7 +93,7 @@ def collect_inputs(inputs: list[str]) -> pd.DataFrame:
 def run(model, rows: pd.DataFrame, *, batch_size: int, sample_rate: int, seconds: float,
         device="cpu", fmt: str = "tsv") -> tuple[list[str], list[dict]]:
     """Score the rows; return (score-file lines in row order, header first for tsv; rejects)."""
-    from pipeline.clipdata import score_clips
+    from pipeline.scoring import score_clips
 
     result = score_clips(model, rows, batch_size, sample_rate, seconds, device=device, stage="score")
     return format_scores(result.clip_ids, result.scores, fmt), result.rejects

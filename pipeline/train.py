@@ -13,6 +13,8 @@ Objectives (`train.objective`, formulas in pipeline/losses.py):
   epoch's training embeddings. Stage 2 freezes the encoder (eval mode, so batch-norm statistics are
   frozen too) and trains the linear classifier with CE for `supcon.head_epochs`.
 
+The epoch loop, best state, early stopping, dvclive and checkpoints are pipeline/training.py's; this
+module supplies the per-batch step and the dev evaluation of each phase (dev scoring: pipeline/scoring.py).
 Batches are class-balanced (drawn with replacement), `steps_per_epoch` of them per epoch, so a run's
 cost is bounded by epochs x steps_per_epoch x batch_size crops whatever the manifest size.
 `exclude_paradigms` drops those spoof paradigms from the manifest: `dvc exp run -S
@@ -21,7 +23,6 @@ cost is bounded by epochs x steps_per_epoch x batch_size crops whatever the mani
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,18 +33,20 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from pipeline.clipdata import ClipDataset, balanced_sampler, iter_batches
+from pipeline.clipdata import ClipDataset, balanced_sampler
 from pipeline.io import write_json_atomic
-from pipeline.logs import progress, setup_logging, stage_timer
+from pipeline.logs import setup_logging, stage_timer
 from pipeline.losses import CrossEntropyLoss, build_loss
 from pipeline.metrics import compute_eer
-from pipeline.models import bonafide_score, build_model, save_checkpoint
+from pipeline.models import build_model
+from pipeline.ncm import ClassMeans, init_head_from_means, ncm_scores
 from pipeline.params import check_known_keys, load_params, section, stage_parser
 from pipeline.schema import MANIFEST_COLUMNS, read_clips
+from pipeline.scoring import load_waves, score_waves
 from pipeline.torch_env import setup_torch
+from pipeline.training import EpochResult, Phase, RunState, checkpointer, fit, live_log
 
 log = logging.getLogger("pipeline.train")
 
@@ -99,20 +102,6 @@ class TrainParams:
                 "frontend": self.frontend, "sample_rate": int(sample_rate)}
 
 
-@dataclass
-class TrainState:
-    """What the loop passes around: model, optimiser, loss and the running best."""
-
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    loss: torch.nn.Module
-    best_eer: float = float("inf")
-    best_epoch: int = -1
-    best_state: dict[str, torch.Tensor] | None = None
-    steps: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
 def select_training_rows(manifest: pd.DataFrame, exclude_paradigms: tuple[str, ...]) -> pd.DataFrame:
     """Manifest rows used for training: split train, minus spoofs of the excluded paradigms."""
     rows = manifest[manifest["split"] == "train"]
@@ -141,29 +130,6 @@ def select_dev_rows(dev: pd.DataFrame, max_clips: int, seed: int) -> pd.DataFram
     return pd.concat(parts).reset_index(drop=True)
 
 
-def load_dev(dev: pd.DataFrame, sample_rate: int, seconds: float) -> tuple[torch.Tensor, np.ndarray]:
-    """Dev waves (first `seconds`, tiled) and labels, loaded once; unreadable clips are skipped with a warning."""
-    waves, labels = [], []
-    for _, batch in iter_batches(dev, 64, sample_rate, seconds, stage="train"):
-        for r in batch.rejects:
-            log.warning("dev clip %s skipped: %s", r["clip_id"], r["reason"])
-        waves.append(batch.waves)
-        labels.append(batch.labels)
-    return torch.cat(waves), np.concatenate(labels)
-
-
-@torch.no_grad()
-def _embed_and_score(model: torch.nn.Module, waves: torch.Tensor, device: torch.device,
-                     batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    model.eval()
-    scores, embs = [], []
-    for i in range(0, len(waves), batch_size):
-        logits, feats = model.forward_with_features(waves[i:i + batch_size].to(device))
-        scores.append(bonafide_score(logits).float().cpu())
-        embs.append(F.normalize(feats["penultimate"].float(), dim=1).cpu())
-    return torch.cat(scores).numpy(), torch.cat(embs).numpy()
-
-
 def dev_eer(scores: np.ndarray, labels: np.ndarray) -> float:
     """EER of dev scores (labels: 1 = bona fide)."""
     return compute_eer(scores[labels == 1], scores[labels == 0])[0]
@@ -175,99 +141,31 @@ def _batches(ds: ClipDataset, p: TrainParams, seed: int, epoch: int) -> DataLoad
     return DataLoader(ds, batch_size=p.batch_size, sampler=sampler, num_workers=0, drop_last=True)
 
 
-def _train_epoch(state: TrainState, loader: DataLoader, objective: str, device: torch.device,
-                 desc: str) -> tuple[float, dict[str, np.ndarray] | None]:
-    """One epoch; returns the mean loss and (supcon) the per-class means of the penultimate embeddings.
+class ObjectiveStep:
+    """train's per-batch step: batch -> loss for `objective`; supcon also keeps the epoch's class means.
 
-    The means are {"normed": [2, D] mean of L2-normalised embeddings, "raw": [2, D] mean of raw ones},
-    row 0 = spoof, row 1 = bona fide.
+    `class_means` (pipeline.ncm.ClassMeans) collects the penultimate embeddings of the epoch's batches;
+    `reset()` starts a new epoch.
     """
-    model, opt, loss_fn = state.model, state.optimizer, state.loss
-    model.train()
-    loss_fn.train()
-    total, n, sums, counts = 0.0, 0, None, np.zeros(2)
-    for wave, y in progress(loader, desc=desc, unit="batch"):
-        wave, y = wave.to(device), y.to(device)
-        logits, feats = model.forward_with_features(wave)
-        if objective == "supcon":
+
+    def __init__(self, model: torch.nn.Module, loss: torch.nn.Module, objective: str, device: torch.device) -> None:
+        self.model, self.loss, self.objective, self.device = model, loss, objective, device
+        self.class_means = ClassMeans()
+
+    def reset(self) -> None:
+        self.class_means = ClassMeans()
+
+    def __call__(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        wave, y = batch[0].to(self.device), batch[1].to(self.device)
+        logits, feats = self.model.forward_with_features(wave)
+        if self.objective == "supcon":
             pen = feats["penultimate"]
-            loss = loss_fn(pen, y)
-            raw = pen.detach().float().cpu().numpy()
-            z = raw / (np.linalg.norm(raw, axis=1, keepdims=True) + 1e-12)
-            yb = y.cpu().numpy()
-            if sums is None:
-                sums = {"normed": np.zeros((2, z.shape[1])), "raw": np.zeros((2, z.shape[1]))}
-            for c in (0, 1):
-                sums["normed"][c] += z[yb == c].sum(0)
-                sums["raw"][c] += raw[yb == c].sum(0)
-                counts[c] += (yb == c).sum()
-        elif objective == "racl":
-            loss = loss_fn({**feats, "logits": logits}, y)
-        else:
-            loss = loss_fn(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total += float(loss.detach())
-        n += 1
-        state.steps += 1
-    means = None if sums is None else {k: v / np.maximum(counts, 1)[:, None] for k, v in sums.items()}
-    return total / max(n, 1), means
-
-
-def ncm_scores(embs: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """Nearest-class-mean score of normalised embeddings: cos(z, mean_bonafide) - cos(z, mean_spoof)."""
-    unit = means / (np.linalg.norm(means, axis=1, keepdims=True) + 1e-12)
-    return embs @ unit[1] - embs @ unit[0]
-
-
-def init_head_from_means(classifier: torch.nn.Linear, raw_means: np.ndarray, normed_means: np.ndarray) -> None:
-    """Warm-start the linear head at the class-mean direction, so stage 2 starts from the NCM solution.
-
-    score(p) = logit_b - logit_s = a * d . (p - c), with d the difference of the unit class means,
-    c the midpoint of the raw class means and a set so that the class means score +-2.
-    """
-    unit = normed_means / (np.linalg.norm(normed_means, axis=1, keepdims=True) + 1e-12)
-    d = unit[1] - unit[0]
-    c = (raw_means[1] + raw_means[0]) / 2
-    gap = float(d @ (raw_means[1] - raw_means[0]))
-    a = 4.0 / gap if gap > 1e-8 else 1.0
-    w = torch.as_tensor(a * d / 2, dtype=classifier.weight.dtype)
-    b = float(a * (d @ c) / 2)
-    with torch.no_grad():
-        classifier.weight.zero_()
-        classifier.weight[1] = w.to(classifier.weight.device)
-        classifier.weight[0] = -w.to(classifier.weight.device)
-        classifier.bias.copy_(torch.tensor([b, -b], dtype=classifier.bias.dtype))
-
-
-def _head_epoch(state: TrainState, loader: DataLoader, device: torch.device, desc: str) -> float:
-    """One epoch of the linear head on the frozen encoder (encoder in eval mode, no encoder gradients)."""
-    model, opt, loss_fn = state.model, state.optimizer, state.loss
-    model.eval()
-    total, n = 0.0, 0
-    for wave, y in progress(loader, desc=desc, unit="batch"):
-        with torch.no_grad():
-            pen = model.forward_with_features(wave.to(device))[1]["penultimate"]
-        loss = loss_fn(model.classifier(pen), y.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total += float(loss.detach())
-        n += 1
-        state.steps += 1
-    return total / max(n, 1)
-
-
-def _track_best(state: TrainState, eer: float, epoch: int, save: Any) -> bool:
-    """Keep the best state (and write it through `save`) when dev EER improves; True when it did."""
-    if eer < state.best_eer:
-        state.best_eer, state.best_epoch = eer, epoch
-        state.best_state = copy.deepcopy(state.model.state_dict())
-        if save is not None:
-            save(state.model)
-        return True
-    return False
+            loss = self.loss(pen, y)
+            self.class_means.add(pen.detach().float().cpu().numpy(), y.cpu().numpy())
+            return loss
+        if self.objective == "racl":
+            return self.loss({**feats, "logits": logits}, y)
+        return self.loss(logits, y)
 
 
 def run(train_rows: pd.DataFrame, dev_rows: pd.DataFrame, p: TrainParams, *, sample_rate: int, seed: int,
@@ -275,49 +173,52 @@ def run(train_rows: pd.DataFrame, dev_rows: pd.DataFrame, p: TrainParams, *, sam
     """Train a detector; return (the best model, summary). `save(model)` writes a checkpoint at each improvement."""
     t0 = time.perf_counter()
     model = build_model(p.model_config(sample_rate)).to(device)
-    dev_waves, dev_labels = load_dev(dev_rows, sample_rate, p.eval_s)
+    _, dev_waves, dev_labels, rejects = load_waves(dev_rows, sample_rate, p.eval_s, stage="train")
+    for r in rejects:
+        log.warning("dev clip %s skipped: %s", r["clip_id"], r["reason"])
     if (dev_labels == 1).sum() == 0 or (dev_labels == 0).sum() == 0:
         raise ValueError("dev set needs bona fide and spoof clips for an EER")
     ds = ClipDataset(train_rows, sample_rate, p.crop_s, train=True, seed=seed)
     two_stage = p.objective == "supcon"
     loss = build_loss(p.objective, {"supcon": p.supcon, "racl": p.racl}).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-    state = TrainState(model=model, optimizer=opt, loss=loss)
-    epoch, stale, best_means = 0, 0, None
-    for epoch in range(p.epochs):
-        train_loss, means = _train_epoch(state, _batches(ds, p, seed, epoch), p.objective, device, f"train {epoch}")
-        scores, embs = _embed_and_score(model, dev_waves, device, 2 * p.batch_size)
+    state = RunState(model=model, optimizer=opt)
+    step = ObjectiveStep(model, loss, p.objective, device)
+    means_at: dict[int, dict[str, np.ndarray]] = {}
+
+    def batches(epoch: int) -> DataLoader:
+        step.reset()
+        loss.train()
+        return _batches(ds, p, seed, epoch)
+
+    def evaluate(epoch: int, losses: list[float]) -> EpochResult:
+        scores, embs = score_waves(model, dev_waves, 2 * p.batch_size, device, embeddings=two_stage)
         if two_stage:  # the head is untrained: score by the nearest class mean of the training embeddings
-            scores = ncm_scores(embs, means["normed"])
+            means_at[epoch] = step.class_means.means()
+            scores = ncm_scores(embs, means_at[epoch]["normed"])
         eer = dev_eer(scores, dev_labels)
-        improved = _track_best(state, eer, epoch, None if two_stage else save)
-        if two_stage and improved:
-            best_means = means
-        stale = 0 if improved else stale + 1
-        _log_epoch(state, live, {"train/loss": train_loss, "dev/eer": eer}, epoch)
-        if stale >= p.patience:
-            log.info("early stop after epoch %d: dev EER has not improved for %d epochs", epoch, p.patience)
-            break
-    epochs_run = epoch + 1
-    encoder_eer = state.best_eer
+        return _epoch_result(state, loss, {"train/loss": _mean(losses), "dev/eer": eer}, epoch)
+
+    fit(state, Phase("train", p.epochs, batches, step, evaluate, patience=p.patience,
+                     checkpoint=None if two_stage else save), live)
+    encoder_eer = state.best_key
     if two_stage:
-        epochs_run += _train_head(state, ds, dev_waves, dev_labels, p, seed, device, save, live, best_means,
-                                  first_epoch=epochs_run)
-    model.load_state_dict(state.best_state)
-    summary = {"dev_eer": float(state.best_eer), "best_epoch": int(state.best_epoch), "epochs": int(epochs_run),
-               "steps": int(state.steps), "seconds": round(time.perf_counter() - t0, 2),
+        fit(state, _head_phase(state, ds, dev_waves, dev_labels, p, seed, device, save, means_at[state.best_epoch]),
+            live)
+        for param in model.parameters():
+            param.requires_grad_(True)
+    summary = {"dev_eer": float(state.best_key), "best_epoch": int(state.best_epoch), "epochs": int(state.epoch),
+               "steps": int(state.step), "seconds": round(time.perf_counter() - t0, 2),
                "n_train": int(len(train_rows)), "n_dev": int(len(dev_labels)), "objective": p.objective}
     if two_stage:
         summary["dev_eer_encoder_ncm"] = float(encoder_eer)
     return model.eval(), summary
 
 
-def _train_head(state: TrainState, ds: ClipDataset, dev_waves: torch.Tensor, dev_labels: np.ndarray,
-                p: TrainParams, seed: int, device: torch.device, save, live, means: dict[str, np.ndarray],
-                first_epoch: int) -> int:
-    """SupCon stage 2: restore the best encoder, freeze it, train the linear head with CE; return epochs run."""
+def _head_phase(state: RunState, ds: ClipDataset, dev_waves: torch.Tensor, dev_labels: np.ndarray, p: TrainParams,
+                seed: int, device: torch.device, save, means: dict[str, np.ndarray]) -> Phase:
+    """SupCon stage 2 on the best encoder (already loaded): freeze it, warm-start the head, train it with CE."""
     model = state.model
-    model.load_state_dict(state.best_state)
     init_head_from_means(model.classifier, means["raw"], means["normed"])
     for param in model.parameters():
         param.requires_grad_(False)
@@ -325,35 +226,34 @@ def _train_head(state: TrainState, ds: ClipDataset, dev_waves: torch.Tensor, dev
         param.requires_grad_(True)
     head_lr = float(p.supcon.get("head_lr", 10 * p.lr))
     state.optimizer = torch.optim.AdamW(model.classifier.parameters(), lr=head_lr, weight_decay=p.weight_decay)
-    state.loss = CrossEntropyLoss()
-    state.best_eer, state.best_epoch, stale = float("inf"), -1, 0
-    head_epochs = int(p.supcon.get("head_epochs", 3))
-    for k in range(head_epochs):
-        epoch = first_epoch + k
-        train_loss = _head_epoch(state, _batches(ds, p, seed, epoch), device, f"head {k}")
-        scores, _ = _embed_and_score(model, dev_waves, device, 2 * p.batch_size)
-        eer = dev_eer(scores, dev_labels)
-        stale = 0 if _track_best(state, eer, epoch, save) else stale + 1
-        _log_epoch(state, live, {"head/loss": train_loss, "dev/eer": eer}, epoch)
-        if stale >= p.patience:
-            break
-    for param in model.parameters():
-        param.requires_grad_(True)
-    return k + 1
+    loss = CrossEntropyLoss()
+
+    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            pen = model.forward_with_features(batch[0].to(device))[1]["penultimate"]
+        return loss(model.classifier(pen), batch[1].to(device))
+
+    def evaluate(epoch: int, losses: list[float]) -> EpochResult:
+        scores, _ = score_waves(model, dev_waves, 2 * p.batch_size, device)
+        return _epoch_result(state, loss, {"head/loss": _mean(losses), "dev/eer": dev_eer(scores, dev_labels)}, epoch)
+
+    return Phase("head", int(p.supcon.get("head_epochs", 3)), lambda epoch: _batches(ds, p, seed, epoch), step,
+                 evaluate, patience=p.patience, train_mode=False, checkpoint=save)
 
 
-def _log_epoch(state: TrainState, live, metrics: dict[str, float], epoch: int) -> None:
-    extra = getattr(state.loss, "terms", {}) or {}
-    row = {**metrics, **{k: float(v) for k, v in extra.items()}, "epoch": epoch, "steps": state.steps}
-    state.history.append(row)
-    log.info("epoch %d: %s", epoch, " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                              for k, v in row.items()))
-    if live is not None:
-        for k, v in metrics.items():
-            live.log_metric(k, float(v))
-        for k, v in extra.items():
-            live.log_metric(k, float(v))
-        live.next_step()
+def _epoch_result(state: RunState, loss: torch.nn.Module, metrics: dict[str, float], epoch: int) -> EpochResult:
+    """Dev EER as the key; the metrics plus the loss's last named terms are logged."""
+    extra = {k: float(v) for k, v in (getattr(loss, "terms", {}) or {}).items()}
+    return EpochResult(metrics["dev/eer"], {**{k: float(v) for k, v in metrics.items()}, **extra},
+                       {**metrics, **extra, "epoch": epoch, "steps": state.step})
+
+
+def _mean(losses: list[float]) -> float:
+    """Mean of the step losses, summed in step order."""
+    total = 0.0
+    for x in losses:
+        total += x
+    return total / max(len(losses), 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,19 +282,13 @@ def main(argv: list[str] | None = None) -> int:
                 "train_paradigms": sorted(train_rows.loc[train_rows["label"] == "spoof", "paradigm"].unique()),
                 "train_systems": sorted(train_rows.loc[train_rows["label"] == "spoof", "system"].unique())}
 
-    def save(model: torch.nn.Module) -> None:
-        save_checkpoint(model, resolved, out / "model.pt")
-
-    live = _open_live(out / "dvclive")
-    if live is not None:
-        live.log_params({"objective": p.objective, "arch": p.arch, "width": p.width, "n_train": len(train_rows)})
-    with stage_timer(log, "train", unit_key="steps") as stats:
+    save = checkpointer(out / "model.pt", resolved)
+    live_params = {"objective": p.objective, "arch": p.arch, "width": p.width, "n_train": len(train_rows)}
+    with live_log(out / "dvclive", live_params) as live, stage_timer(log, "train", unit_key="steps") as stats:
         model, summary = run(train_rows, dev_rows, p, sample_rate=sample_rate, seed=seed, device=device,
                              save=save, live=live)
         stats.add("steps", summary["steps"])
         stats.add("epochs", summary["epochs"])
-    if live is not None:
-        live.end()
     save(model)  # the best state again: also covers a run whose first epoch was already the best
     write_json_atomic({**resolved, "model": dict(model.config)}, out / "config.json")
     write_json_atomic(summary, out / "metrics.json")
@@ -407,13 +301,3 @@ def _groups_of(path: str | Path) -> tuple[str, ...]:
     """("manifest",) when the Parquet file has the manifest columns, else ()."""
     names = set(pq.read_schema(path).names) if Path(path).exists() else set()
     return ("manifest",) if set(MANIFEST_COLUMNS) <= names else ()
-
-
-def _open_live(path: Path):
-    """A dvclive logger that writes only under `path` (no dvc.yaml edits, no experiment commits)."""
-    try:
-        from dvclive import Live
-    except ImportError:  # dvclive is a dependency, but training must not need it
-        log.warning("dvclive not installed: no training curves")
-        return None
-    return Live(dir=str(path), dvcyaml=False, save_dvc_exp=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -25,18 +26,42 @@ def clips(tmp_path_factory) -> pd.DataFrame:
     return validate_clips(tiny_clip_table(tmp_path_factory.mktemp("clips"), n_speakers=4, clips_per_speaker=4))
 
 
+class LiveRecorder:
+    """Stands in for dvclive.Live: one dict of logged metrics per step (epoch)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = [{}]
+
+    def log_metric(self, name: str, value: float) -> None:
+        self.rows[-1][name] = value
+
+    def next_step(self) -> None:
+        self.rows.append({})
+
+
 @pytest.mark.parametrize("objective", ["ce", "bce", "supcon", "racl"])
 def test_every_objective_reaches_a_low_dev_eer(clips, objective):
     torch.manual_seed(0)
     p = train.TrainParams.from_params({**TINY, "objective": objective})
+    live = LiveRecorder()
     model, summary = train.run(clips[clips["split"] == "train"], clips[clips["split"] == "dev"], p,
-                               sample_rate=16000, seed=0, device=torch.device("cpu"))
+                               sample_rate=16000, seed=0, device=torch.device("cpu"), live=live)
     assert summary["dev_eer"] <= 0.25, summary
     assert summary["steps"] >= p.steps_per_epoch
     assert not model.training
-    if objective == "supcon":  # two stages: encoder epochs, then head epochs
-        assert summary["epochs"] > p.epochs or summary["best_epoch"] >= 0
-        assert "dev_eer_encoder_ncm" in summary
+    rows = live.rows[:-1]
+    assert len(rows) == summary["epochs"] and summary["steps"] == summary["epochs"] * p.steps_per_epoch
+    encoder = [r["dev/eer"] for r in rows if "train/loss" in r]
+    assert 1 <= len(encoder) <= p.epochs
+    if objective == "supcon":  # two stages: encoder epochs, then head epochs; the best is the head's
+        head = [r["dev/eer"] for r in rows if "head/loss" in r]
+        assert len(encoder) + len(head) == len(rows) and 1 <= len(head) <= TINY["supcon"]["head_epochs"]
+        assert summary["best_epoch"] == len(encoder) + int(np.argmin(head))
+        assert summary["dev_eer"] == min(head)
+        assert summary["dev_eer_encoder_ncm"] == min(encoder)
+    else:
+        assert len(encoder) == len(rows)
+        assert summary["best_epoch"] == int(np.argmin(encoder)) and summary["dev_eer"] == min(encoder)
 
 
 def _manifest(clips: pd.DataFrame) -> pd.DataFrame:
@@ -64,11 +89,20 @@ def test_main_writes_checkpoint_config_metrics_and_dvclive(clips, tmp_path):
 
 
 def test_exclude_paradigms_drops_spoofs_and_refuses_an_empty_class(clips):
-    train_rows = clips[clips["split"] == "train"]
+    vocoder = clips[clips["split"] == "train"]
+    codec = vocoder[vocoder["label"] == "spoof"].assign(clip_id=lambda d: d["clip_id"] + "_codec", paradigm="codec",
+                                                        system="encodec_6kbps")
+    train_rows = pd.concat([vocoder, codec], ignore_index=True)
     kept = train.select_training_rows(train_rows, ())
     assert len(kept) == len(train_rows)
+    left = train.select_training_rows(train_rows, ("vocoder",))
+    spoofs = left[left["label"] == "spoof"]
+    assert set(spoofs["paradigm"]) == {"codec"} and sorted(spoofs["clip_id"]) == sorted(codec["clip_id"])
+    assert (left["label"] == "bonafide").sum() == (train_rows["label"] == "bonafide").sum()
     with pytest.raises(ValueError, match="no spoof rows"):
-        train.select_training_rows(train_rows, ("vocoder",))
+        train.select_training_rows(train_rows, ("vocoder", "codec"))
+    with pytest.raises(ValueError, match="no spoof rows"):
+        train.select_training_rows(vocoder, ("vocoder",))
 
 
 def test_dev_subset_is_stratified_and_fixed(clips):
