@@ -29,10 +29,8 @@ CLASSES = {"real": "bonafide", "fake": "spoof"}
 
 def version_dir(root: Path, version: str) -> Path:
     """The folder holding <partition>/<class>/ of a FoR version, in either layout."""
-    if root.name == version and (root / "training").is_dir():
-        return root
-    for candidate in (root / version, root / VERSIONS[version] / version):
-        if candidate.is_dir():
+    for candidate in (root, root / version, root / VERSIONS[version] / version):
+        if candidate.name == version and any((candidate / part).is_dir() for part in PARTITIONS):
             return candidate
     raise FileNotFoundError(f"{CORPUS}: version {version} not found in {root} "
                             f"(looked for {version}/ and {VERSIONS[version]}/{version}/)")
