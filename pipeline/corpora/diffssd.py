@@ -1,18 +1,20 @@
 """DiffSSD (Bhagtani et al., 2024): speech from diffusion-based TTS / voice cloning, with LJSpeech
 and LibriSpeech as its bona fide side.
 
-Licence: DiffSSD CC BY-NC-SA 4.0 (non-commercial, see its LICENSE.txt); LJSpeech public domain;
+Licence: DiffSSD CC BY-NC-ND 4.0 (non-commercial, no derivatives); LJSpeech public domain;
 LibriSpeech CC BY 4.0. URL: https://huggingface.co/datasets/purdueviperlab/diffssd
 Layout: <root>/train_val_test_splits.csv (columns filename, method_name, category, source, set,
 target; target 0 = real, 1 = synthetic; set train/val/test) and <root>/generated_speech/<method>/...
-`filename` is relative to <root> for the generated speech; real rows name `ljspeech/<id>.wav` and
-`librispeech/<subset>/<spk>/<chapter>/<file>`, found under `ljspeech_root` (LJSpeech-1.1, wavs/) and
-`librispeech_root` (the LibriSpeech folder); real rows of a root not given are left out (logged).
-The method is the system. test becomes `eval:diffssd`; train and val are not speaker-disjoint (LJSpeech
-is one speaker in all three) so by default they get prepare's speaker split (`official_split: true`
-keeps them as train/dev, and prepare then refuses the crossing speakers).
-Speakers: `LJ`, the LibriSpeech speaker, and for generated speech `LJ` when its `source` names
-LJSpeech, the LibriSpeech speaker in its file name when there is one, else its method.
+`filename` is relative to <root>. Real rows name `real_speech/librispeech/<subset>/<spk>/<chapter>/
+<file>.flac` or `real_speech/ljspeech/...` (method_name librispeech/ljspeech, category and source
+`real`; the audio is not shipped). A real file is taken from <root>/<filename> when it is there,
+else from `librispeech_root` (the LibriSpeech folder) / `ljspeech_root` (LJSpeech-1.1; wavs/) plus
+the rest of the path; real rows with neither are left out (logged). The method is the system.
+test becomes `eval:diffssd`; train and val are not speaker-disjoint (LJSpeech is one speaker in all
+three) so by default they get prepare's speaker split (`official_split: true` keeps them as
+train/dev, and prepare then refuses the crossing speakers).
+Speakers: `LJ`, the LibriSpeech speaker (file `<spk>-<chapter>-<utt>`); generated speech takes the
+LibriSpeech speaker in its file name when there is one, `LJ` when its path names ljspeech, else its method.
 """
 
 from __future__ import annotations
@@ -29,17 +31,29 @@ CORPUS = "diffssd"
 SPLITS = "train_val_test_splits.csv"
 REQUIRED = ("filename", "method_name", "set", "target")
 TARGETS = {"0": "bonafide", "1": "spoof", "real": "bonafide", "fake": "spoof", "synthetic": "spoof"}
+REAL = re.compile(r"(?:real_speech/)?(ljspeech|librispeech)/(.+)", re.IGNORECASE)
 LIBRI_ID = re.compile(r"(\d+)-\d+-\d+")
 log = logging.getLogger(__name__)
 
 
-def speaker_of(rel: str, source: str, method: str) -> str:
+def speaker_of(rel: str, method: str) -> str:
     """The speaker of a DiffSSD row (see the module docstring)."""
-    first = rel.split("/", 1)[0].lower()
-    if first == "ljspeech" or "ljspeech" in source.lower():
-        return "LJ"
     found = LIBRI_ID.search(Path(rel).stem)
-    return found.group(1) if found else (method or "unknown")
+    if found:
+        return found.group(1)
+    return "LJ" if "ljspeech" in rel.lower() else (method or "unknown")
+
+
+def real_path(root: Path, rel: str, corpus: str, rest: str, bona_root: Path | None) -> Path | None:
+    """Where a real row's audio is: under root as listed, else under its corpus root; None if neither."""
+    if (root / rel).is_file():
+        return root / rel
+    if bona_root is None:
+        return None
+    base = Path(bona_root)
+    if corpus == "ljspeech" and (base / "wavs").is_dir() and not rest.startswith("wavs/"):
+        base = base / "wavs"
+    return base / rest
 
 
 def load_diffssd(root: Path, ljspeech_root: Path | None = None, librispeech_root: Path | None = None,
@@ -59,29 +73,23 @@ def load_diffssd(root: Path, ljspeech_root: Path | None = None, librispeech_root
         for line_no, rec in enumerate(reader, start=2):
             rel = (rec["filename"] or "").strip().removeprefix("./")
             label = TARGETS.get((rec["target"] or "").strip().lower()) or normalise_label(rec["target"] or "")
-            where = f"{SPLITS} line {line_no}"
             clip_id = make_clip_id(CORPUS, str(Path(rel).with_suffix(""))) if rel else None
-            first, _, rest = rel.partition("/")
             if not rel or label is None or rec["set"] not in sets:
                 why = ("empty filename" if not rel else f"unknown target {rec['target']!r}" if label is None
                        else f"unknown set {rec['set']!r}")
-                rejects.append(reject(CORPUS, f"{why} ({where})", clip_id, root / rel))
+                rejects.append(reject(CORPUS, f"{why} ({SPLITS} line {line_no})", clip_id, root / rel))
                 continue
-            if first.lower() in bona_roots:
-                bona_root = bona_roots[first.lower()]
-                if bona_root is None:
-                    left_out[first.lower()] += 1
+            real = REAL.fullmatch(rel) if label == "bonafide" else None
+            path = root / rel
+            if real:
+                corpus = real.group(1).lower()
+                path = real_path(root, rel, corpus, real.group(2), bona_roots[corpus])
+                if path is None:
+                    left_out[corpus] += 1
                     continue
-                base = Path(bona_root)
-                if first.lower() == "ljspeech" and (base / "wavs").is_dir():
-                    base = base / "wavs"
-                path = base / rest
-            else:
-                path = root / rel
             method = (rec["method_name"] or "").strip()
-            rows.append(source_row(CORPUS, clip_id, path, speaker_of(rel, rec.get("source") or "", method), label,
-                                   method, sets[rec["set"]]))
+            rows.append(source_row(CORPUS, clip_id, path, speaker_of(rel, method), label, method, sets[rec["set"]]))
     for name, n in left_out.items():
         if n:
-            log.warning("%s: %d real rows under %s/ left out: %s_root not given", CORPUS, n, name, name)
+            log.warning("%s: %d real %s rows left out: not under the root and no %s_root given", CORPUS, n, name, name)
     return finish(rows, rejects, CORPUS)

@@ -1,7 +1,7 @@
 """MLAAD (Multi-Language Audio Anti-Spoofing Dataset): TTS fakes in many languages, with M-AILABS
 as the bona fide side.
 
-Licence: MLAAD CC BY-NC-ND 4.0 (non-commercial); M-AILABS: its own licence (free use, attribution).
+Licence: MLAAD CC BY-NC 4.0 (non-commercial academic research only); M-AILABS: its own licence.
 URL: https://deepfake-total.com/mlaad and https://github.com/imdatceleste/m-ailabs-dataset
 Layout: <root>/fake/<lang>/<model_folder>/*.wav with one `meta.csv` per model folder, `|`-separated
 with a header `path|original_file|language|is_original_language|duration|training_data|model_name|

@@ -5,12 +5,12 @@ import pytest
 from pipeline.corpora import load_diffssd
 from tests.conftest import make_wave, write_wave
 
-ROWS = [("generated_speech/gradtts/gradtts_0001.wav", "gradtts", "open_source", "ljspeech", "train", "1"),
-        ("generated_speech/unitspeech/84-121123-0000_unitspeech.wav", "unitspeech", "open_source", "librispeech",
-         "val", "1"),
-        ("generated_speech/playht/playht_0003.wav", "playht", "commercial", "playht", "test", "1"),
-        ("ljspeech/LJ001-0001.wav", "real", "real", "ljspeech", "train", "0"),
-        ("librispeech/dev-clean/84/121123/84-121123-0001.flac", "real", "real", "librispeech", "test", "0")]
+# Real rows as the published manifest writes them (real_speech/<corpus>/..., category and source `real`).
+ROWS = [("generated_speech/gradtts/ljspeech/gradtts_0001.wav", "gradtts", "tts", "open_source", "train", "1"),
+        ("generated_speech/unitspeech/84-121123-0000_unitspeech.wav", "unitspeech", "vc", "open_source", "val", "1"),
+        ("generated_speech/playht/playht_0003.wav", "playht", "tts", "commercial", "test", "1"),
+        ("real_speech/ljspeech/LJ001-0001.wav", "ljspeech", "real", "real", "train", "0"),
+        ("real_speech/librispeech/dev-clean/84/121123/84-121123-0001.flac", "librispeech", "real", "real", "test", "0")]
 
 
 def _corpus(tmp_path, extra=()):
@@ -18,9 +18,9 @@ def _corpus(tmp_path, extra=()):
     lines = ["filename,method_name,category,source,set,target"]
     for i, row in enumerate(list(ROWS) + list(extra)):
         lines.append(",".join(row))
-        first, _, rest = row[0].partition("/")
-        target = {"ljspeech": lj / "wavs", "librispeech": libri}.get(first)
-        write_wave(target / rest if target else root / row[0], make_wave(0.3, seed=i))
+        parts = row[0].split("/", 2)
+        target = {"ljspeech": lj / "wavs", "librispeech": libri}.get(parts[1])
+        write_wave(target / parts[2] if target else root / row[0], make_wave(0.3, seed=i))
     root.mkdir(parents=True, exist_ok=True)
     (root / "train_val_test_splits.csv").write_text("\n".join(lines) + "\n")
     return root, lj, libri
@@ -31,12 +31,13 @@ def test_diffssd_reads_manifest_with_real_roots_and_keeps_test_as_eval(tmp_path)
     res = load_diffssd(root, ljspeech_root=lj, librispeech_root=libri)
     assert res.rejects == []
     src = res.sources.set_index("clip_id")
-    assert src.loc["diffssd_ljspeech_LJ001-0001", "source_path"] == str(lj / "wavs/LJ001-0001.wav")
-    real = src.loc["diffssd_librispeech_dev-clean_84_121123_84-121123-0001"]
+    assert src.loc["diffssd_real_speech_ljspeech_LJ001-0001", "source_path"] == str(lj / "wavs/LJ001-0001.wav")
+    real = src.loc["diffssd_real_speech_librispeech_dev-clean_84_121123_84-121123-0001"]
     assert (real["label"], real["speaker"], real["split"]) == ("bonafide", "84", "eval:diffssd")
     fake = src.loc["diffssd_generated_speech_unitspeech_84-121123-0000_unitspeech"]
     assert (fake["label"], fake["system"], fake["speaker"]) == ("spoof", "unitspeech", "84")
-    assert src.loc["diffssd_generated_speech_gradtts_gradtts_0001", "speaker"] == "LJ"
+    assert src.loc["diffssd_generated_speech_gradtts_ljspeech_gradtts_0001", "speaker"] == "LJ"
+    assert src.loc["diffssd_generated_speech_playht_playht_0003", "speaker"] == "playht"
     assert src.loc["diffssd_generated_speech_playht_playht_0003", "split"] == "eval:diffssd"
     assert src["split"].fillna("-").value_counts().to_dict() == {"-": 3, "eval:diffssd": 2}
     official = load_diffssd(root, ljspeech_root=lj, librispeech_root=libri, official_split=True).sources
@@ -46,9 +47,12 @@ def test_diffssd_reads_manifest_with_real_roots_and_keeps_test_as_eval(tmp_path)
 def test_diffssd_leaves_out_real_rows_without_root_and_rejects_bad_rows(tmp_path):
     extra = [("generated_speech/x/a.wav", "x", "c", "s", "holdout", "1"),
              ("generated_speech/x/b.wav", "x", "c", "s", "test", "2")]
-    root, _, _ = _corpus(tmp_path, extra)
+    root, lj, _ = _corpus(tmp_path, extra)
     res = load_diffssd(root)
     assert set(res.sources["label"]) == {"spoof"} and len(res.sources) == 3
+    (root / "real_speech/ljspeech").mkdir(parents=True)
+    (lj / "wavs/LJ001-0001.wav").rename(root / "real_speech/ljspeech/LJ001-0001.wav")  # as the manifest says
+    assert len(load_diffssd(root).sources) == 4
     reasons = sorted(r["reason"] for r in res.rejects)
     assert reasons == ["unknown set 'holdout' (train_val_test_splits.csv line 7)",
                        "unknown target '2' (train_val_test_splits.csv line 8)"]
