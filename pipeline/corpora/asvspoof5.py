@@ -1,6 +1,6 @@
 """ASVspoof 5 (2024), track 1: bona fide MLS (LibriVox) speech and TTS/VC attacks A01-A32, with codecs.
 
-Licence: CC BY-NC-SA 4.0 (non-commercial). URL: https://zenodo.org/records/14498691
+Licence: the release's LICENSE.txt (not verified here). URL: https://zenodo.org/records/14498691
 Layout: <root>/flac_T/, flac_D/, flac_E_eval/ (16 kHz FLAC) and the protocols, in <root>/ or
 <root>/ASVspoof5_protocols/: ASVspoof5.train.tsv, ASVspoof5.dev.track_1.tsv, ASVspoof5.eval.track_1.tsv.
 Despite the name these are single-space separated with NO header line, 10 columns:

@@ -1,7 +1,6 @@
 """Fake-or-Real (FoR, Reimao & Tzerpos, 2019): real speech and speech from TTS systems, in four versions.
 
-Licence: none stated by the authors (York University release, for research use); the Kaggle mirror
-says GPL-2 (not verified). URL: https://bil.eecs.yorku.ca/datasets/
+Licence: not verified here (see the authors' release terms). URL: https://bil.eecs.yorku.ca/datasets/
 Layout: <root>/<version>/{training,validation,testing}/{real,fake}/ with version for-original,
 for-norm, for-2seconds or for-rerecorded (the Kaggle mirror nests them: for-norm/for-norm/,
 for-2sec/for-2seconds/, for-original/for-original/, for-rerec/for-rerecorded/; both are found, and a

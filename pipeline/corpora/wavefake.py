@@ -1,8 +1,9 @@
 """WaveFake (Frank & Schönherr, NeurIPS 2021 datasets track): LJSpeech and JSUT re-synthesised by
 vocoders, with the LJSpeech-1.1 / JSUT corpora as its bona fide side.
 
-Licence: WaveFake CC BY-SA 4.0; LJSpeech public domain; JSUT free for research / non-commercial
-use only. URL: https://zenodo.org/record/5642694 and https://github.com/RUB-SysSec/WaveFake
+Licence: WaveFake as its Zenodo record states (CC BY-SA 4.0, not verified here); LJSpeech public
+domain; JSUT audio for research / personal use only (non-commercial; not verified here).
+URL: https://zenodo.org/record/5642694 and https://github.com/RUB-SysSec/WaveFake
 Layout: <root>[/generated_audio]/<corpus>_<vocoder>/ (ljspeech_melgan, ljspeech_melgan_large,
 ljspeech_full_band_melgan, ljspeech_multi_band_melgan, ljspeech_parallel_wavegan, ljspeech_hifiGAN,
 ljspeech_waveglow, jsut_multi_band_melgan, jsut_parallel_wavegan) with files named after the real
