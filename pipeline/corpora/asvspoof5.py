@@ -38,6 +38,8 @@ def parse_protocol_line(line: str) -> dict[str, str]:
     if len(parts) != len(FIELDS):
         raise ValueError(f"expected {len(FIELDS)} space-separated fields, got {len(parts)}")
     rec = dict(zip(FIELDS, parts))
+    if "/" in rec["file"] or "\\" in rec["file"] or rec["file"].startswith("."):
+        raise ValueError(f"file name {rec['file']!r} is not a bare ASVspoof 5 file id")
     if rec["key"].upper() == "KEY":
         raise ValueError("a header line (ASVspoof 5 protocols have none)")
     return rec

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from pipeline.corpora.common import AdapterResult, finish, make_clip_id, normalise_label, reject
-from pipeline.corpora.sources import first_existing, require_dir, source_row
+from pipeline.corpora.sources import first_existing, join_inside, require_dir, source_row
 
 CORPUS = "codecfake_xie"
 CONDITIONS = ("C1", "C2", "C3", "C4", "C5", "C6", "C7", "A1", "A2", "A3")
@@ -66,6 +66,7 @@ def load_codecfake_xie(root: Path, partitions: list[str] | None = None, official
                 continue
             try:
                 name, word, index = parse_label_line(line)
+                join_inside(audio, name)
             except ValueError as exc:
                 rejects.append(reject(CORPUS, f"malformed label line {proto.name}:{line_no}: {exc}"))
                 continue

@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 
 from pipeline.corpora.common import AdapterResult, finish, make_clip_id, normalise_label, reject
-from pipeline.corpora.sources import first_existing, require_dir, source_row
+from pipeline.corpora.sources import first_existing, join_inside, require_dir, source_row
 
 CORPUS = "diffssd"
 SPLITS = "train_val_test_splits.csv"
@@ -53,7 +53,7 @@ def real_path(root: Path, rel: str, corpus: str, rest: str, bona_root: Path | No
     base = Path(bona_root)
     if corpus == "ljspeech" and (base / "wavs").is_dir() and not rest.startswith("wavs/"):
         base = base / "wavs"
-    return base / rest
+    return join_inside(base, rest)
 
 
 def load_diffssd(root: Path, ljspeech_root: Path | None = None, librispeech_root: Path | None = None,
@@ -80,13 +80,17 @@ def load_diffssd(root: Path, ljspeech_root: Path | None = None, librispeech_root
                 rejects.append(reject(CORPUS, f"{why} ({SPLITS} line {line_no})", clip_id, root / rel))
                 continue
             real = REAL.fullmatch(rel) if label == "bonafide" else None
-            path = root / rel
-            if real:
-                corpus = real.group(1).lower()
-                path = real_path(root, rel, corpus, real.group(2), bona_roots[corpus])
-                if path is None:
-                    left_out[corpus] += 1
-                    continue
+            try:
+                path = join_inside(root, rel)
+                if real:
+                    corpus = real.group(1).lower()
+                    path = real_path(root, rel, corpus, real.group(2), bona_roots[corpus])
+            except ValueError as exc:
+                rejects.append(reject(CORPUS, f"{exc} ({SPLITS} line {line_no})", clip_id))
+                continue
+            if path is None:
+                left_out[corpus] += 1
+                continue
             method = (rec["method_name"] or "").strip()
             rows.append(source_row(CORPUS, clip_id, path, speaker_of(rel, method), label, method, sets[rec["set"]]))
     for name, n in left_out.items():

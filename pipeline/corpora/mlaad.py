@@ -23,7 +23,7 @@ import logging
 from pathlib import Path
 
 from pipeline.corpora.common import AdapterResult, finish, make_clip_id, reject
-from pipeline.corpora.sources import as_set, audio_files, first_existing, require_dir, source_row
+from pipeline.corpora.sources import as_set, audio_files, first_existing, join_inside, require_dir, source_row
 
 CORPUS = "mlaad"
 REQUIRED = ("path", "original_file", "model_name")
@@ -73,7 +73,11 @@ def read_meta(meta: Path, root: Path, corpus_rows: list, rejects: list, listed: 
             if not rel or not model:
                 rejects.append(reject(CORPUS, f"empty path or model_name ({meta}:{line_no})"))
                 continue
-            path = root / rel if "/" in rel else meta.parent / rel
+            try:
+                path = join_inside(root, rel) if "/" in rel else join_inside(meta.parent, rel)
+            except ValueError as exc:
+                rejects.append(reject(CORPUS, f"{exc} ({meta}:{line_no})"))
+                continue
             rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else rel
             if (listed is not None and rel not in listed) or (models is not None and model not in models):
                 continue
@@ -111,7 +115,12 @@ def load_mlaad(root: Path, mailabs_root: Path | None = None, bonafide: str = "pa
         else:
             rels = sorted(set(parents))
         for rel in rels:
-            rows.append(source_row(CORPUS, mailabs_clip_id(rel), mroot / rel, mailabs_speaker(rel), "bonafide"))
+            try:
+                path = join_inside(mroot, rel)
+            except ValueError as exc:
+                rejects.append(reject(CORPUS, f"original_file: {exc}", mailabs_clip_id(rel)))
+                continue
+            rows.append(source_row(CORPUS, mailabs_clip_id(rel), path, mailabs_speaker(rel), "bonafide"))
     else:
         log.info("%s: no mailabs_root given: fakes only (their parent_id names M-AILABS clips not loaded)", CORPUS)
     return finish(rows, rejects, CORPUS)

@@ -8,6 +8,7 @@ that prepare's speaker-disjoint split keeps a fake with its parent.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pipeline.corpora.common import AUDIO_EXTENSIONS
@@ -38,6 +39,14 @@ def first_existing(candidates: list[Path], corpus: str, what: str) -> Path:
             return path
     tried = ", ".join(str(p) for p in candidates)
     raise FileNotFoundError(f"{corpus}: {what} not found (looked for {tried})")
+
+
+def join_inside(base: Path, rel: str) -> Path:
+    """base / rel for a path a corpus file names; ValueError when it is absolute or climbs out (`..`)."""
+    path = Path(os.path.normpath(Path(base) / rel))
+    if Path(rel).is_absolute() or not path.is_relative_to(os.path.normpath(base)):
+        raise ValueError(f"path {rel!r} leaves {base}")
+    return path
 
 
 def audio_files(folder: Path, recursive: bool = False) -> list[Path]:

@@ -70,14 +70,16 @@ def test_asvspoof5_bad_lines_and_missing_files_become_rejects(tmp_path):
     extra = ["SPEAKER_ID FLAC_FILE_NAME SPEAKER_GENDER CODEC CODEC_Q CODEC_SEED ATTACK_TAG ATTACK_LABEL KEY TMP",
              "T_1 T_0000000009 F - - - AC1 A01 spoof",           # 9 fields
              "T_2 T_0000000010 F - - - AC1 A01 maybe -",
-             "T_3 T_missing F - - - AC1 A01 spoof -"]
+             "T_3 T_missing F - - - AC1 A01 spoof -",
+             "T_4 ../../etc/T_0000000011 F - - - AC1 A01 spoof -"]
     res = load_asvspoof5(_corpus(tmp_path, extra_train=extra), partitions=("train",))
     assert res.sources["clip_id"].tolist() == ["asvspoof5_T_0000000000", "asvspoof5_T_0000000001"]
     reasons = [r["reason"] for r in res.rejects]
     assert any("ASVspoof5.train.tsv:3" in r and "header" in r for r in reasons)
     assert any("ASVspoof5.train.tsv:4" in r and "10 space-separated fields" in r for r in reasons)
     assert any("unknown label 'maybe'" in r for r in reasons) and "missing file" in reasons
-    assert len(res.rejects) == 4
+    assert any("not a bare ASVspoof 5 file id" in r for r in reasons)
+    assert len(res.rejects) == 5
 
 
 def test_asvspoof5_wrong_root_or_missing_protocol_is_a_clear_error(tmp_path):

@@ -40,11 +40,12 @@ def test_codecfake_xie_reads_label_files_with_parents_speakers_and_splits(tmp_pa
 def test_codecfake_xie_bad_lines_and_missing_label_files(tmp_path):
     root = _xie(tmp_path)
     with (root / "label/dev.txt").open("a") as fh:
-        fh.write("p226_009.wav\np226_010.wav spoofed 1\np226_011.wav fake 1\n")
+        fh.write("p226_009.wav\np226_010.wav spoofed 1\np226_011.wav fake 1\n../../p226_012.wav real 0\n")
     res = load_codecfake_xie(root, partitions=["dev"])
     reasons = [r["reason"] for r in res.rejects]
     assert any("malformed label line dev.txt:3" in r for r in reasons)
     assert any("unknown label 'spoofed'" in r for r in reasons) and "missing file" in reasons
+    assert any("dev.txt:6" in r and "leaves" in r for r in reasons)
     assert len(res.sources) == 2
     with pytest.raises(FileNotFoundError, match="label file for C7"):
         load_codecfake_xie(root, partitions=["C7"])

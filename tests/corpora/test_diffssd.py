@@ -47,14 +47,18 @@ def test_diffssd_reads_manifest_with_real_roots_and_keeps_test_as_eval(tmp_path)
 def test_diffssd_leaves_out_real_rows_without_root_and_rejects_bad_rows(tmp_path):
     extra = [("generated_speech/x/a.wav", "x", "c", "s", "holdout", "1"),
              ("generated_speech/x/b.wav", "x", "c", "s", "test", "2")]
+    escaping = ["../outside.wav,x,c,s,test,1"]
     root, lj, _ = _corpus(tmp_path, extra)
+    manifest = root / "train_val_test_splits.csv"
+    manifest.write_text(manifest.read_text() + "\n".join(escaping) + "\n")
     res = load_diffssd(root)
     assert set(res.sources["label"]) == {"spoof"} and len(res.sources) == 3
     (root / "real_speech/ljspeech").mkdir(parents=True)
     (lj / "wavs/LJ001-0001.wav").rename(root / "real_speech/ljspeech/LJ001-0001.wav")  # as the manifest says
     assert len(load_diffssd(root).sources) == 4
     reasons = sorted(r["reason"] for r in res.rejects)
-    assert reasons == ["unknown set 'holdout' (train_val_test_splits.csv line 7)",
+    assert reasons == ["path '../outside.wav' leaves " + str(root) + " (train_val_test_splits.csv line 9)",
+                       "unknown set 'holdout' (train_val_test_splits.csv line 7)",
                        "unknown target '2' (train_val_test_splits.csv line 8)"]
     with pytest.raises(FileNotFoundError, match="split manifest"):
         load_diffssd(tmp_path / "LibriSpeech")

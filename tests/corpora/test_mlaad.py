@@ -75,11 +75,14 @@ def test_mlaad_protocol_keeps_listed_fakes_and_makes_eval_set(tmp_path):
 def test_mlaad_bad_rows_and_wrong_layouts(tmp_path):
     root, mroot = _corpus(tmp_path, per_speaker=1)
     meta = root / "fake/en/tts_models_en_ljspeech_vits/meta.csv"
-    meta.write_text(meta.read_text() + "|en_US/x.wav|en|False|1|m||vits|t|x\n./fake/en/gone.wav||en|F|1|d|m|a|t|x\n")
+    meta.write_text(meta.read_text() + "|en_US/x.wav|en|False|1|m||vits|t|x\n./fake/en/gone.wav||en|F|1|d|m|a|t|x\n"
+                    "../../outside.wav||en|F|1|d|m|a|t|x\n./fake/en/m/y.wav|../../../etc/z.wav|en|F|1|d|m|a|t|x\n")
+    write_wave(root / "fake/en/m/y.wav", make_wave(0.3))
     res = load_mlaad(root, mailabs_root=mroot)
     reasons = [r["reason"] for r in res.rejects]
     assert any("empty path or model_name" in r for r in reasons) and "missing file" in reasons
-    assert len(res.rejects) == 2
+    assert sum("leaves" in r for r in reasons) == 2  # a fake path and an original_file outside their roots
+    assert len(res.rejects) == 4
     with pytest.raises(FileNotFoundError, match="fake folder"):
         load_mlaad(tmp_path / "M-AILABS")
     with pytest.raises(FileNotFoundError, match="mailabs_root"):
