@@ -9,7 +9,8 @@ e.g. `D_4461 D_0000000169 F - - - AC1 A14 spoof -`. Every line is a trial: none 
 (a known loader bug drops the first one). Train and dev (speaker-disjoint) stay train and dev; eval
 becomes `eval:asvspoof5`. Filters: `attacks` (A**) and `attack_tags` (AC*) drop the spoof rows not
 listed (bona fide rows stay); `codecs` keeps rows whose CODEC is listed: C01-C11, `-` for uncoded,
-or a codec name (opus_wb, ...) looked up in ASVspoof5.codec.config.csv (columns ID, CODEC).
+or a codec name (opus_wb, ...) looked up in ASVspoof5.codec.config.csv (columns ID, CODEC,
+CODEC_Q, Bitrate(kbps); one row per quality; ids written C1-C11 there, C01-C11 in the protocols).
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ def parse_protocol_line(line: str) -> dict[str, str]:
     return rec
 
 
+def codec_id(value: str) -> str | None:
+    """The protocol spelling (C01-C11) of a codec id written C5 or C05; None when it is not one."""
+    match = re.fullmatch(r"[Cc](\d{1,2})", value.strip())
+    return f"C{int(match.group(1)):02d}" if match else None
+
+
 def read_codec_config(path: Path) -> dict[str, str]:
     """codec name -> codec id (C01...) from ASVspoof5.codec.config.csv (columns ID and CODEC)."""
     with path.open(newline="", encoding="utf-8-sig") as fh:
@@ -54,8 +61,8 @@ def read_codec_config(path: Path) -> dict[str, str]:
             raise ValueError(f"{path}: expected columns ID and CODEC, got {reader.fieldnames}")
         names = {}
         for rec in reader:
-            cid, name = (rec[cols["id"]] or "").strip(), (rec[cols["codec"]] or "").strip()
-            if re.fullmatch(r"C\d\d", cid) and name:
+            cid, name = codec_id(rec[cols["id"]] or ""), (rec[cols["codec"]] or "").strip()
+            if cid and name:
                 names.setdefault(name.lower(), cid)
         return names
 
@@ -68,8 +75,8 @@ def codec_ids(codecs: set[str] | None, proto_dirs: list[Path]) -> set[str] | Non
     for c in codecs:
         if c.lower() in UNCODED:
             keep.add("-")
-        elif re.fullmatch(r"C\d\d", c):
-            keep.add(c)
+        elif codec_id(c):
+            keep.add(codec_id(c))
         else:
             if names is None:
                 config = first_existing([d / CODEC_CONFIG for d in proto_dirs], CORPUS,

@@ -10,7 +10,8 @@ PROTOCOLS = {
                                        "T_1138 T_0000000001 M - - - - bonafide bonafide -"]),
     "ASVspoof5.dev.track_1.tsv": ("flac_D", ["D_4461 D_0000000169 F - - - AC1 A14 spoof -",
                                              "D_0461 D_0000000190 M - - - - bonafide bonafide -"]),
-    "ASVspoof5.eval.track_1.tsv": ("flac_E_eval", ["E_0001 E_0000000001 F C05 3 42 AC2 A20 spoof -",
+    # eval: a coded trial names its uncoded original in CODEC_SEED, as the released protocol does
+    "ASVspoof5.eval.track_1.tsv": ("flac_E_eval", ["E_1607 E_0000000001 M C05 2 E_0009486171 AC1 A26 spoof -",
                                                    "E_0002 E_0000000002 M - 0 - - bonafide bonafide -",
                                                    "E_0003 E_0000000003 M C01 1 7 - bonafide bonafide -"]),
 }
@@ -54,12 +55,12 @@ def test_asvspoof5_filters_attack_tag_and_codec(tmp_path):
     assert sorted(res.sources["system"]) == ["-", "-", "-", "-", "A14"]  # bona fide rows stay
     res = load_asvspoof5(root, attack_tags="AC3")
     assert res.sources[res.sources["label"] == "spoof"]["system"].tolist() == ["A05"]
-    res = load_asvspoof5(root, partitions=("eval",), codecs=["C05", "-"])
+    res = load_asvspoof5(root, partitions=("eval",), codecs=["C5", "-"])
     assert res.sources["clip_id"].tolist() == ["asvspoof5_E_0000000001", "asvspoof5_E_0000000002"]
     with pytest.raises(FileNotFoundError, match="codec.config.csv"):
         load_asvspoof5(root, partitions=("eval",), codecs=["mp3_wb"])
-    (root / "ASVspoof5_protocols/ASVspoof5.codec.config.csv").write_text(
-        "\ufeffID,CODEC,BANDWIDTH\nC01,opus_wb,16k\nC05,mp3_wb,16k\n")
+    (root / "ASVspoof5_protocols/ASVspoof5.codec.config.csv").write_bytes(  # the released format: CRLF, C1 ids
+        b"ID,CODEC,CODEC_Q,Bitrate(kbps)\r\nC1,opus_wb,1,6\r\nC1,opus_wb,2,12\r\nC5,mp3_wb,1,45\r\n")
     res = load_asvspoof5(root, partitions=("eval",), codecs=["mp3_wb", "opus_wb"])
     assert res.sources["clip_id"].tolist() == ["asvspoof5_E_0000000001", "asvspoof5_E_0000000003"]
     with pytest.raises(ValueError, match="unknown codec 'flac_hd'"):
