@@ -166,7 +166,8 @@ def process_batch(rows: pd.DataFrame, audio_dir: str, sample_rate: int, min_dura
             continue
         clips.append({
             "clip_id": row.clip_id, "path": str(out), "corpus": row.corpus, "speaker": row.speaker,
-            "label": row.label, "system": row.system, "paradigm": row.paradigm, "parent_id": None,
+            "label": row.label, "system": row.system, "paradigm": row.paradigm,
+            "parent_id": _parent_id(row),
             "split": row.split, **measure(wave, sample_rate), "sha256": sha,
         })
     return clips, rejects
@@ -206,6 +207,12 @@ def run(p: PrepareParams, audio_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, 
         "hours": round(float(clips["duration_s"].sum()) / 3600, 4),
     }
     return clips, rejects_df, metrics
+
+
+def _parent_id(row: Any) -> str | None:
+    """The parent clip id an adapter gave (a corpus fake's real source), or None."""
+    parent = getattr(row, "parent_id", None)
+    return parent if isinstance(parent, str) and parent else None
 
 
 def _batch_worker(audio_dir: str, p: PrepareParams) -> Callable:

@@ -229,13 +229,14 @@ def read_clip_tables(paths: Iterable[str | Path], stage: str = "") -> pd.DataFra
 
 
 # What a corpus adapter returns: one row per source file, before audio is read and measured.
-SOURCE_COLUMNS = ("clip_id", "source_path", "corpus", "speaker", "label", "system", "paradigm", "split")
+SOURCE_COLUMNS = ("clip_id", "source_path", "corpus", "speaker", "label", "system", "paradigm", "split", "parent_id")
 
 
 def validate_sources(df: pd.DataFrame, corpus: str) -> pd.DataFrame:
     """Raise SchemaError unless an adapter's table has the source columns and valid values.
 
-    `split` may be null: prepare then assigns a speaker-disjoint split.
+    `split` may be null: prepare then assigns a speaker-disjoint split. `parent_id` (null for most
+    rows) names the real clip a corpus fake was made from, where the corpus says so.
     """
     missing = [c for c in SOURCE_COLUMNS if c not in df.columns]
     if missing:
