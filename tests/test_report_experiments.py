@@ -58,7 +58,7 @@ def test_a_fresh_clone_with_ten_commits_of_the_same_numbers_is_one_row():
     runs = parse_exp_show(doc).runs
     assert len(runs) == 1 and runs["kind"].tolist() == ["workspace"]
     note = runs["note"].iloc[0]
-    assert "committed in jjjjjjj" in note and "unchanged in 9 later commit(s)" in note
+    assert "committed in jjjjjjj" in note and "the same numbers in 9 later commit(s)" in note
 
 
 def test_commits_with_their_own_numbers_stay_distinct_and_the_workspace_names_its_twin():
@@ -66,7 +66,8 @@ def test_commits_with_their_own_numbers_stay_distinct_and_the_workspace_names_it
            _commit("d", A)]
     runs = parse_exp_show(doc).runs.set_index("kind")
     assert sorted(runs.index) == ["baseline", "workspace"]
-    assert runs.loc["baseline", "rev"] == "ddddddd" and "unchanged in 2 later commit(s)" in runs.loc["baseline", "note"]
+    assert runs.loc["baseline", "rev"] == "ddddddd"
+    assert "the same numbers in 2 later commit(s)" in runs.loc["baseline", "note"]
     assert runs.loc["workspace", "note"] == "the numbers committed in aaaaaaa"
     assert runs.loc["baseline", "eer.test"] == A["test"] and runs.loc["workspace", "ratio"] == 0.1
 
@@ -103,8 +104,10 @@ def test_producing_stage_finds_the_stage_that_writes_the_metrics_file():
 def test_classify_status_tells_current_stale_and_unverified_apart(status, state):
     got = classify_status(status, METRICS)
     assert got.state == state
-    if status:
-        assert "evaluate" in got.detail or "fetch_demo" in got.detail
+    if state == "stale":                      # what made it stale comes first, not the absent inputs
+        assert got.detail.startswith(("evaluate", "fetch_demo")) and "data/clips: deleted" not in got.detail
+    if state == "unverified":
+        assert got.detail.startswith("3 input(s) not present, e.g. evaluate changed deps data/clips: deleted")
 
 
 def _runs() -> ExperimentRuns:
@@ -171,5 +174,5 @@ def test_report_of_a_stale_clone_says_so_and_lists_one_row(tmp_path, monkeypatch
         assert "reports/metrics.json is older than its inputs" in part and 'class="warn"' in part
     rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)
     assert len(rows) == 1 and "<td>workspace</td>" in rows[0] and "STALE" in rows[0]
-    assert "unchanged in 9 later commit(s)" in rows[0]
+    assert "the same numbers in 9 later commit(s)" in rows[0]
     assert pd.isna(pd.to_numeric(re.findall(r"<td>([^<]*)</td>", rows[0])[5], errors="coerce"))

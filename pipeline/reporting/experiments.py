@@ -119,7 +119,7 @@ def _fold_baselines(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         first = dict(same[-1])
         if len(same) > 1:
             names = [r["name"] for r in same[:-1]]
-            first["note"] = (f"committed in {first['rev']}; unchanged in {len(names)} later commit(s) "
+            first["note"] = (f"committed in {first['rev']}; the same numbers in {len(names)} later commit(s) "
                              f"({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})")
         else:
             first["note"] = f"committed in {first['rev']}"
@@ -207,10 +207,14 @@ def classify_status(status: Any, metrics_file: str) -> Freshness:
     if not status:
         return Freshness("current")
     leaves = _leaves(status)
-    detail = "; ".join(f"{where}: {what}" for where, what in leaves[:6]) + (" ..." if len(leaves) > 6 else "")
-    own_changed = any(str(Path(metrics_file)) in where for where, what in leaves)
-    if all(what in ABSENT for _, what in leaves) and not own_changed:
-        return Freshness("unverified", detail)
+    own = str(Path(metrics_file))
+    changed = [f"{where}: {what}" for where, what in leaves if what not in ABSENT or own in where]
+    absent = [f"{where}: {what}" for where, what in leaves if what in ABSENT and own not in where]
+    if not changed:
+        return Freshness("unverified", f"{len(absent)} input(s) not present, e.g. {'; '.join(absent[:2])}")
+    detail = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+    if absent:
+        detail += f"; {len(absent)} input(s) not present"
     return Freshness("stale", detail)
 
 
