@@ -308,3 +308,23 @@ def test_a_malformed_metrics_or_score_file_is_reported_not_fatal(tmp_path):
     doc = paths["out"].read_text()
     assert doc.count('<p class="warn">unreadable input:') == 2
     assert "tts.txt: non-numeric score in line 1" in doc
+
+
+def test_embedding_map_class_means_are_the_samplers_class_means(tmp_path, monkeypatch):
+    from pipeline.reporting import inputs, sampling_section
+    from pipeline.reporting.sections import ReportParams
+    from pipeline.sampling.nc import class_mean
+    from pipeline.schema import read_clip_tables
+    paths = make_fake_run(tmp_path)
+    clips = read_clip_tables([paths["clips"], paths["recon"]])
+    emb, ids = inputs.load_embeddings(paths["embeddings"] / "resnet_vocoder")
+    calls = []
+    monkeypatch.setattr(sampling_section, "class_mean", lambda e, rows, norm: calls.append(rows) or class_mean(
+        e, rows, norm))
+    drawn = {}
+    monkeypatch.setattr(plots, "embedding_map", lambda xy, lab, sel, means, *a: drawn.update(means) or "data:image/")
+    sampling_section.embedding_map_for("resnet_vocoder", emb, ids, clips, set(), ReportParams(), seed=0)
+    train = (ids.map(clips.set_index("clip_id")["split"]) == "train").to_numpy()
+    labels = ids.map(clips.set_index("clip_id")["label"]).to_numpy()
+    assert [sorted(r) for r in calls] == [list(np.flatnonzero(train & (labels == c))) for c in ("bonafide", "spoof")]
+    assert set(drawn) == {"bonafide", "spoof"}
