@@ -1,7 +1,7 @@
 """The Sampling section of reports/index.html: NC diagnostics (reports/sampling.json) and PCA maps per pool.
 
-Takes already-loaded inputs (embeddings through `pipeline.reporting.inputs`); class means come from
-`pipeline.sampling` (the sampler's own maths), so the stars on the map are the means the sampler used.
+Takes already-loaded inputs (embeddings through `pipeline.reporting.inputs`); the class means on the map
+are computed by `pipeline.sampling`'s own function (`class_mean`), not by a copy of its maths.
 """
 
 from __future__ import annotations
