@@ -42,5 +42,5 @@ def det_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], eers: Mappin
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if curves:
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="lower left")   # DET curves run from top left to bottom right
     return fig
