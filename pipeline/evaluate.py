@@ -4,9 +4,11 @@ Reads the detector (data/models/detector/model.pt) and the clip tables (data/cli
 data/recon/*.parquet) with the audio they point to. Writes, under --out (reports/):
 - metrics.json: {"eer": {set: eer, ..., "pooled": eer}, "eer_by_system": {system: eer},
   "n_clips": {set: n}, "paradigm_seen": {paradigm: bool}, "n_rejected": n}; EERs are fractions;
-- eer.csv: set,system,n_bonafide,n_spoof,eer,threshold (system "all" is the set's row);
+- eer.csv: set,system,paradigm,n_bonafide,n_spoof,eer,threshold: one row per set (system and paradigm
+  "all") and one per (set, spoof system): every EER the report shows, which reads it and recomputes none;
 - scores/<set>.txt: `clip_id score` per line (higher = bona fide), one file per set;
-- plots/det.png, plots/score_hist.png, plots/det.csv (set,far,frr) for `dvc plots`.
+- plots/det.csv (set,far,frr: the DET points the report draws, and `dvc plots` shows), plots/det.png
+  (drawn by pipeline.detplot, the report's plotter too), plots/score_hist.png.
 
 Eval sets (`evaluate.sets`, each clip scored once, EER by pipeline.metrics.compute_eer):
 - `test`: bona fide test clips + every spoof row with split test (the reconstructions);
@@ -113,10 +115,13 @@ def build_eval_sets(clips: pd.DataFrame, sets: tuple[str, ...]) -> dict[str, pd.
     return kept
 
 
-def _eer_row(set_name: str, system: str, bona: np.ndarray, spoof: np.ndarray) -> dict[str, Any]:
+EER_COLUMNS = ["set", "system", "paradigm", "n_bonafide", "n_spoof", "eer", "threshold"]
+
+
+def _eer_row(set_name: str, system: str, paradigm: str, bona: np.ndarray, spoof: np.ndarray) -> dict[str, Any]:
     eer, thr = compute_eer(bona, spoof)
-    return {"set": set_name, "system": system, "n_bonafide": int(bona.size), "n_spoof": int(spoof.size),
-            "eer": float(eer), "threshold": float(thr)}
+    return {"set": set_name, "system": system, "paradigm": paradigm, "n_bonafide": int(bona.size),
+            "n_spoof": int(spoof.size), "eer": float(eer), "threshold": float(thr)}
 
 
 def run(sets: dict[str, pd.DataFrame], scores: pd.Series,
@@ -134,11 +139,12 @@ def run(sets: dict[str, pd.DataFrame], scores: pd.Series,
             log.warning("eval set %r skipped after rejects: one class has no scored clip", name)
             continue
         bona_scores = df.loc[is_bona, "score"].to_numpy(float)
-        row = _eer_row(name, "all", bona_scores, df.loc[~is_bona, "score"].to_numpy(float))
+        row = _eer_row(name, "all", "all", bona_scores, df.loc[~is_bona, "score"].to_numpy(float))
         rows.append(row)
         eer[name], n_clips[name], scored[name] = row["eer"], len(df), df
         for system, group in df[~is_bona].groupby("system", sort=True):
-            srow = _eer_row(name, str(system), bona_scores, group["score"].to_numpy(float))
+            paradigm = ",".join(sorted(group["paradigm"].astype(str).unique()))
+            srow = _eer_row(name, str(system), paradigm, bona_scores, group["score"].to_numpy(float))
             rows.append(srow)
             if not name.startswith(LEAVE_OUT_PREFIX):
                 key = str(system) if system not in by_system else f"{name}:{system}"
@@ -147,7 +153,7 @@ def run(sets: dict[str, pd.DataFrame], scores: pd.Series,
         raise ValueError("no evaluation set has both bona fide and spoof scored clips: nothing to evaluate")
     pooled = pd.concat(scored.values()).drop_duplicates("clip_id")
     is_bona = (pooled["label"] == "bonafide").to_numpy()
-    prow = _eer_row("pooled", "all", pooled.loc[is_bona, "score"].to_numpy(float),
+    prow = _eer_row("pooled", "all", "all", pooled.loc[is_bona, "score"].to_numpy(float),
                     pooled.loc[~is_bona, "score"].to_numpy(float))
     rows.append(prow)
     eer["pooled"], n_clips["pooled"] = prow["eer"], len(pooled)
@@ -155,7 +161,7 @@ def run(sets: dict[str, pd.DataFrame], scores: pd.Series,
     leave_out = [n[len(LEAVE_OUT_PREFIX):] for n in scored if n.startswith(LEAVE_OUT_PREFIX)]
     if leave_out:
         metrics["paradigm_seen"] = {p: (None if seen_paradigms is None else p in seen_paradigms) for p in leave_out}
-    table = pd.DataFrame(rows, columns=["set", "system", "n_bonafide", "n_spoof", "eer", "threshold"])
+    table = pd.DataFrame(rows, columns=EER_COLUMNS)
     return metrics, table, scored
 
 
@@ -175,43 +181,35 @@ def det_points(bona: np.ndarray, spoof: np.ndarray, max_points: int = 200) -> tu
     return far, frr
 
 
-def write_plots(scored: dict[str, pd.DataFrame], eer: dict[str, float], out_dir: Path) -> None:
-    """DET curves (normal-deviate axes), score histograms per set, and det.csv for `dvc plots`."""
-    import matplotlib
+def det_table(scored: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The DET points of every set (set, far, frr): reports/plots/det.csv, which the report draws."""
+    frames = []
+    for name, df in scored.items():
+        far, frr = det_points(df.loc[df["label"] == "bonafide", "score"].to_numpy(float),
+                              df.loc[df["label"] == "spoof", "score"].to_numpy(float))
+        frames.append(pd.DataFrame({"set": name, "far": far, "frr": frr}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["set", "far", "frr"])
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from scipy.stats import norm
+
+def write_plots(scored: dict[str, pd.DataFrame], eer: dict[str, float], out_dir: Path) -> None:
+    """det.csv (for the report and `dvc plots`), det.png (pipeline.detplot) and score histograms per set."""
+    from matplotlib.figure import Figure
+
+    from pipeline.detplot import det_figure
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_rows = []
-    fig, ax = plt.subplots(figsize=(6, 6))
-    clip = 1e-4
-    for name, df in scored.items():
-        bona = df.loc[df["label"] == "bonafide", "score"].to_numpy(float)
-        spoof = df.loc[df["label"] == "spoof", "score"].to_numpy(float)
-        far, frr = det_points(bona, spoof)
-        csv_rows += [{"set": name, "far": float(a), "frr": float(r)} for a, r in zip(far, frr)]
-        ax.plot(norm.ppf(np.clip(far, clip, 1 - clip)), norm.ppf(np.clip(frr, clip, 1 - clip)),
-                label=f"{name} (EER {100 * eer[name]:.1f}%)")
-    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95])
-    ax.set_xticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
-    ax.set_yticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
-    lim = norm.ppf([clip, 1 - clip])
-    ax.plot(lim, lim, color="0.8", lw=0.8, ls="--")
-    ax.set_xlim(*lim)
-    ax.set_ylim(*lim)
-    ax.set_xlabel("false acceptance rate (spoof accepted, %)")
-    ax.set_ylabel("false rejection rate (bona fide rejected, %)")
-    ax.set_title("DET curves")
-    ax.legend(fontsize=7, loc="upper right")
-    ax.grid(alpha=0.3)
-    _save_fig(fig, out_dir / "det.png")
+    with atomic_path(out_dir / "det.csv") as tmp:
+        det_table(scored).to_csv(tmp, index=False, float_format="%.6f")
+    # drawn from the rounded points of det.csv, so det.png and the report's figure show the same curves
+    det = pd.read_csv(out_dir / "det.csv", dtype={"set": str})
+    curves = {str(name): (g["far"].to_numpy(), g["frr"].to_numpy()) for name, g in det.groupby("set", sort=False)}
+    _save_fig(det_figure(curves, eer), out_dir / "det.png")
 
     n = len(scored)
     cols = min(3, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    fig = Figure(figsize=(4 * cols, 3 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (name, df) in zip(axes.flat, scored.items()):
         bins = np.histogram_bin_edges(df["score"].to_numpy(float), bins=40)
         for label, color in (("bonafide", "tab:green"), ("spoof", "tab:red")):
@@ -224,16 +222,23 @@ def write_plots(scored: dict[str, pd.DataFrame], eer: dict[str, float], out_dir:
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     _save_fig(fig, out_dir / "score_hist.png")
-    with atomic_path(out_dir / "det.csv") as tmp:
-        pd.DataFrame(csv_rows, columns=["set", "far", "frr"]).to_csv(tmp, index=False, float_format="%.6f")
 
 
 def _save_fig(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    FigureCanvasAgg(fig)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+        fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None})
+
+
+def write_outputs(metrics: dict[str, Any], table: pd.DataFrame, scored: dict[str, pd.DataFrame], out: Path) -> None:
+    """Every file of the stage under `out`: scores/, eer.csv, plots/ and, last, metrics.json."""
+    write_scores(scored, out / "scores")
+    with atomic_path(out / "eer.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6f")
+    write_plots(scored, metrics["eer"], out / "plots")
+    write_json_atomic(metrics, out / "metrics.json")
 
 
 def score_sets(model, sets: dict[str, pd.DataFrame], p: EvaluateParams, sample_rate: int,
@@ -284,11 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics["n_rejected"] = len(rejects)
         stats.add("clips", int(len(scores)))
         stats.add("sets", len(scored))
-    write_scores(scored, out / "scores")
-    with atomic_path(out / "eer.csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6f")
-    write_plots(scored, metrics["eer"], out / "plots")
-    write_json_atomic(metrics, out / "metrics.json")
+    write_outputs(metrics, table, scored, out)
     for name, value in metrics["eer"].items():
         log.info("EER %-24s %6.2f%%  (%d clips)", name, 100 * value, metrics["n_clips"][name])
     return 0

@@ -1,12 +1,14 @@
 """Stage `report`: reports/index.html, a static page that opens with no network.
 
-Reads: the clip tables and rejects (data/), reports/{metrics.json, eer.csv, scores/*.txt, sampling.json,
-reconstruction/*.json}, data/teachers/*/metrics.json, data/embeddings/<T>/, data/manifests/ and, for the
-data-efficiency view, `dvc exp show --json` of the repository. Writes: reports/index.html (atomically).
+Reads: the clip tables and rejects (data/), reports/{metrics.json, eer.csv, plots/det.csv, scores/*.txt,
+sampling.json, reconstruction/*.json}, data/teachers/*/metrics.json, data/embeddings/<T>/, data/manifests/
+and, for the data-efficiency view, `dvc exp show --json` and `dvc status` of the repository. Writes:
+reports/index.html (atomically).
 
 Sections: summary, data counts and rejects, reconstruction quality, teachers, sampling (NC diagnostics
-and PCA maps of each pool), detector EER per set and per attack system with DET curves, the shortcut
-audit, and EER against sampling ratio over all DVC experiments. Images are inline PNG data URIs, the
+and PCA maps of each pool), detector EER per set and per attack system with DET curves (read from the
+evaluate stage's files, never recomputed), the shortcut audit, and EER against sampling ratio over the
+workspace run, the DVC experiments and the distinct commits. Images are inline PNG data URIs, the
 CSS is inline, and the page has no script and no external address. A missing input makes its section
 say "not available" instead of failing the stage.
 """
@@ -25,9 +27,9 @@ import pandas as pd
 from pipeline.io import write_text_atomic
 from pipeline.logs import setup_logging, stage_timer
 from pipeline.params import check_known_keys, load_params, stage_parser
-from pipeline.reporting import html, inputs, sections
+from pipeline.reporting import detector_section, html, inputs, sampling_section, sections
 from pipeline.reporting.audit import AuditParams
-from pipeline.reporting.experiments import ExperimentRuns, load_experiments
+from pipeline.reporting.experiments import ExperimentRuns, eer_metrics, load_experiments
 from pipeline.reporting.sections import ReportParams
 
 log = logging.getLogger("pipeline.report")
@@ -71,13 +73,24 @@ def run(src: ReportInputs, p: ReportParams, seed: int = 0) -> tuple[str, dict[st
     rejects = inputs.load_rejects(src.rejects)
     errors: list[str] = []
     metrics = _soft(lambda: inputs.read_json(src.reports / "metrics.json"), None, errors)
-    eer_csv = _soft(lambda: pd.read_csv(src.reports / "eer.csv") if (src.reports / "eer.csv").is_file() else None,
-                    None, errors)
+    eer = _soft(lambda: inputs.load_eer_table(src.reports / "eer.csv"), None, errors)
+    det = _soft(lambda: inputs.load_det(src.reports / "plots" / "det.csv"), None, errors)
     scores = _soft(lambda: inputs.load_scores(src.reports / "scores"), {}, errors)
     exps: ExperimentRuns | None = None
+    stale = None
     if p.experiments:
         metrics_file = _relative(src.reports / "metrics.json", src.repo)
         exps = load_experiments(src.repo, metrics_file, timeout_s=p.experiments_timeout_s)
+        if exps.freshness is not None and exps.freshness.state in ("stale", "unverified"):
+            stale = (f"`dvc status` says {metrics_file} is older than its inputs ({exps.freshness.detail})"
+                     if exps.freshness.state == "stale" else
+                     f"the inputs of {metrics_file} are absent here ({exps.freshness.detail}): these are the "
+                     "committed numbers, not re-run")
+    own_eers = eer_metrics(metrics) if isinstance(metrics, dict) else None
+    if eer is not None:
+        set_names = list(dict.fromkeys(eer["set"]))
+    else:
+        set_names = list((metrics or {}).get("eer") or {}) if isinstance(metrics, dict) else []
 
     audit_table: list[pd.DataFrame | None] = [None]
 
@@ -90,14 +103,16 @@ def run(src: ReportInputs, p: ReportParams, seed: int = 0) -> tuple[str, dict[st
         _guarded("Reconstruction quality", "reconstruction",
                  lambda: sections.reconstruction_section(inputs.load_reconstruction(src.reports / "reconstruction"))),
         _guarded("Teachers", "teachers", lambda: sections.teachers_section(inputs.load_teachers(src.teachers))),
-        _guarded("Sampling", "sampling", lambda: sections.sampling_section(
+        _guarded("Sampling", "sampling", lambda: sampling_section.sampling_section(
             inputs.read_json(src.reports / "sampling.json"), src.embeddings, inputs.load_manifest(src.manifests),
             clips, p, seed)),
-        _guarded("Detector", "detector", lambda: sections.detector_section(metrics, eer_csv, scores, clips)),
+        _guarded("Detector", "detector", lambda: detector_section.detector_section(eer, det, metrics, stale)),
         _guarded("Shortcut audit", "audit", audit),
-        _guarded("Data efficiency (DVC experiments)", "experiments", lambda: sections.experiments_section(exps)),
+        _guarded("Data efficiency (DVC experiments)", "experiments",
+                 lambda: sections.experiments_section(exps, own_eers)),
     ]
-    summary = _guarded("Summary", "summary", lambda: sections.summary_section(metrics, audit_table[0], exps))
+    summary = _guarded("Summary", "summary",
+                       lambda: sections.summary_section(set_names, audit_table[0], exps, stale))
     for err in errors:
         summary.add(html.p(f"unreadable input: {err}", "warn"))
     page = html.page("hardset report", "hard training sets for audio deepfake detection: data, sampling, "

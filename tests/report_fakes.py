@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline import evaluate
 from pipeline.schema import make_rejects, write_clips, write_rejects
 
 TEACHERS = ("resnet_vocoder", "convnext_codec")
@@ -99,23 +100,12 @@ def make_fake_run(root: Path, n_speakers: int = 8, clips_per_speaker: int = 6, s
         "merged": {"nc": counts(manifest), "random": counts(manifest)}, "dev": counts(pool[pool["split"] == "dev"]),
         "train": {"method": "nc", "n": len(manifest)}}))
 
-    scores_dir = reports / "scores"
-    scores_dir.mkdir()
-    eers = {}
-    for name, ids in (("test", allc.loc[allc["split"] == "test", "clip_id"]),
-                      ("tts", pd.concat([allc.loc[allc["split"] == "test"].query("label == 'bonafide'")["clip_id"],
-                                         allc.loc[allc["split"] == "eval:tts", "clip_id"]]))):
-        sub = allc.set_index("clip_id").loc[ids]
-        score = np.where(sub["label"] == "bonafide", 1.0, -1.0) + rng.standard_normal(len(sub))
-        (scores_dir / f"{name}.txt").write_text("".join(f"{c} {v:.6f}\n" for c, v in zip(sub.index, score)))
-        eers[name] = 0.1 + 0.05 * len(eers)
-    eers["pooled"] = 0.12
-    # the evaluate stage's layout (pipeline/evaluate.py)
-    (reports / "metrics.json").write_text(json.dumps({
-        "eer": eers, "eer_by_system": {"hifigan_universal": 0.1, "world": 0.2, "piper_joe": 0.05},
-        "n_clips": {"test": 24, "tts": 32, "pooled": 44}, "n_rejected": 0}))
-    pd.DataFrame([{"set": k, "system": "all", "n_bonafide": 12, "n_spoof": 12, "eer": v, "threshold": 0.0}
-                  for k, v in eers.items()]).to_csv(reports / "eer.csv", index=False)
+    # the evaluate stage's own code writes its files (scores/, eer.csv, plots/, metrics.json) from fake scores
+    sets = evaluate.build_eval_sets(allc, ("test", "tts", "leave_out"))
+    scores = pd.Series(np.where(allc["label"] == "bonafide", 1.0, -1.0) + rng.standard_normal(len(allc)),
+                       index=allc["clip_id"].to_numpy())
+    metrics, table, scored = evaluate.run(sets, scores, seen_paradigms=["vocoder"])
+    evaluate.write_outputs(metrics, table, scored, reports)
     (root / "params.yaml").write_text("seed: 7\nreport:\n  pca_points: 500\n  audit: {folds: 3}\n"
                                       "  experiments: true\n")
     return {

@@ -74,8 +74,14 @@ def test_run_gives_eers_per_set_system_and_pooled(clips):
     assert metrics["eer_by_system"]["noise"] == 0.0 and metrics["eer_by_system"]["encodec_6kbps"] == 1.0
     assert metrics["paradigm_seen"] == {"vocoder": True, "codec": False}
     assert metrics["n_clips"]["test"] == len(sets["test"])
-    assert list(table.columns) == ["set", "system", "n_bonafide", "n_spoof", "eer", "threshold"]
+    assert list(table.columns) == ["set", "system", "paradigm", "n_bonafide", "n_spoof", "eer", "threshold"]
     assert set(table.loc[table["system"] == "all", "set"]) == set(sets) | {"pooled"}
+    assert (table.loc[table["system"] == "all", "paradigm"] == "all").all()
+    codec = table[(table["set"] == "test") & (table["system"] == "encodec_6kbps")]
+    assert list(codec["paradigm"]) == ["codec"] and float(codec["eer"].iloc[0]) == 1.0
+    # metrics.json and eer.csv are the same numbers: the per-set EERs and the non-leave_out per-system ones
+    for name, value in metrics["eer"].items():
+        assert table.loc[(table["set"] == name) & (table["system"] == "all"), "eer"].item() == value
 
 
 def test_run_drops_unscored_clips_and_refuses_nothing_left(clips):

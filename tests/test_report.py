@@ -47,7 +47,7 @@ def test_report_builds_from_a_tiny_run_with_every_section(built):
     assert "silent audio (peak below -60 dBFS)" in doc  # rejects table
     assert "logmel_distance" in doc and "dev EER (%)" in doc
     assert "NC1 nc picks" in doc and "Merged manifests" in doc and "<details>" in doc  # sampling.json
-    assert "test 10.00%" in doc and "eer_by_system" in doc  # summary line and metrics.json table
+    assert '<a href="#eer-test">test</a>' in doc and '<h3 id="eer-tts">' in doc  # summary links, one table per set
     assert "No shortcut found" in doc
 
 
@@ -195,9 +195,10 @@ def test_parse_exp_show_lists_finished_experiments_and_counts_the_rest():
     ]
     exps = parse_exp_show(doc)
     runs = exps.runs.set_index("name")
-    assert list(runs.index) == ["main", "e1", "e2"]
+    assert list(runs.index) == ["workspace", "e1", "e2", "main"]
+    assert list(runs["kind"]) == ["workspace", "experiment", "experiment", "baseline"]
     assert runs.loc["e1", "method"] == "random" and runs.loc["e1", "ratio"] == 0.05
-    assert runs.loc["e2", "eer.tts"] == 0.45 and runs.loc["main", "kind"] == "baseline"
+    assert runs.loc["e2", "eer.tts"] == 0.45 and runs.loc["workspace", "eer.test"] == 0.9
     assert exps.skipped == {"queued": 1, "failed": 1}
 
 
@@ -299,17 +300,6 @@ def test_sweep_script_queues_runs_and_redraws_the_report(tmp_path):
     assert '"ratio": 0.1' in (root / "sweep_seen.txt").read_text()
 
 
-def test_per_system_eer_lists_a_system_repeated_by_a_leave_out_set_once(tmp_path):
-    from pipeline.reporting.sections import per_system_eer
-    from pipeline.schema import read_clip_tables
-    make_fake_run(tmp_path)
-    clips = read_clip_tables([tmp_path / "data" / "clips.parquet", tmp_path / "data" / "recon" / "vocoder.parquet"])
-    test = pd.read_csv(tmp_path / "reports" / "scores" / "test.txt", sep=" ", names=["clip_id", "score"])
-    table = per_system_eer({"test": test, "leave_out_vocoder": test.copy()}, clips)
-    assert sorted(table["system"]) == ["hifigan_universal", "world"] and set(table["set"]) == {"test"}
-    assert table["eer"].between(0, 1).all()
-
-
 def test_a_malformed_metrics_or_score_file_is_reported_not_fatal(tmp_path):
     paths = make_fake_run(tmp_path)
     (paths["reports"] / "metrics.json").write_text("{not json")
@@ -318,3 +308,23 @@ def test_a_malformed_metrics_or_score_file_is_reported_not_fatal(tmp_path):
     doc = paths["out"].read_text()
     assert doc.count('<p class="warn">unreadable input:') == 2
     assert "tts.txt: non-numeric score in line 1" in doc
+
+
+def test_embedding_map_class_means_are_the_samplers_class_means(tmp_path, monkeypatch):
+    from pipeline.reporting import inputs, sampling_section
+    from pipeline.reporting.sections import ReportParams
+    from pipeline.sampling.nc import class_mean
+    from pipeline.schema import read_clip_tables
+    paths = make_fake_run(tmp_path)
+    clips = read_clip_tables([paths["clips"], paths["recon"]])
+    emb, ids = inputs.load_embeddings(paths["embeddings"] / "resnet_vocoder")
+    calls = []
+    monkeypatch.setattr(sampling_section, "class_mean", lambda e, rows, norm: calls.append(rows) or class_mean(
+        e, rows, norm))
+    drawn = {}
+    monkeypatch.setattr(plots, "embedding_map", lambda xy, lab, sel, means, *a: drawn.update(means) or "data:image/")
+    sampling_section.embedding_map_for("resnet_vocoder", emb, ids, clips, set(), ReportParams(), seed=0)
+    train = (ids.map(clips.set_index("clip_id")["split"]) == "train").to_numpy()
+    labels = ids.map(clips.set_index("clip_id")["label"]).to_numpy()
+    assert [sorted(r) for r in calls] == [list(np.flatnonzero(train & (labels == c))) for c in ("bonafide", "spoof")]
+    assert set(drawn) == {"bonafide", "spoof"}

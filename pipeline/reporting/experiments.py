@@ -1,10 +1,12 @@
-"""The data-efficiency view: EERs of every DVC experiment of the repository against its sampling params.
+"""The data-efficiency view: EERs of the workspace, of every DVC experiment and of every distinct commit.
 
-Runs `dvc exp show --json --all-commits` in the repository root (a subprocess; dvc 3.x JSON: a list of
-baseline commits, each with `data.params[<file>].data`, `data.metrics[<file>].data` and `experiments`
-= [{name, executor: {state} | null, revs: [...]}]), and flattens it into one row per finished
-experiment or baseline commit: name, rev, sample.method, sample.ratio and every `eer.*` metric of
-the detector's metrics file. Queued, running and failed experiments are counted, not listed.
+Runs `dvc exp show --json --all-commits` in the repository root (a subprocess; dvc 3.x JSON: the
+workspace, then baseline commits newest first, each with `data.params[<file>].data`,
+`data.metrics[<file>].data` and `experiments` = [{name, executor: {state} | null, revs: [...]}]), and
+flattens it into rows of kind `workspace`, `experiment` or `baseline`: name, rev, sample.method,
+sample.ratio, a note and every `eer.*` metric of the detector's metrics file. Commits that carry the
+same committed numbers are one row; queued, running and failed experiments are counted, not listed.
+`dvc status <stage> --with-deps` says whether the workspace's numbers are current, stale or unverified.
 """
 
 from __future__ import annotations
@@ -32,6 +34,20 @@ class ExperimentRuns:
     runs: pd.DataFrame | None
     reason: str = ""
     skipped: dict[str, int] | None = None
+    freshness: Freshness | None = None
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """Whether the workspace's metrics file is the output of its current inputs (`dvc status` of its stage).
+
+    state: `current` (nothing changed), `stale` (a dep, param or the file changed since it was written),
+    `unverified` (inputs absent, e.g. a fresh clone without `dvc pull`: the numbers are the committed ones),
+    `unknown` (dvc could not tell); detail: what dvc reported.
+    """
+
+    state: str
+    detail: str = ""
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -82,20 +98,56 @@ def _row(entry: dict[str, Any], kind: str, metrics_file: str | None) -> dict[str
     if not eers:
         return None
     rev = str(entry.get("rev") or data.get("rev") or "")
-    return {"name": entry.get("name") or rev[:7], "rev": rev[:7], "kind": kind,
-            "method": params.get("sample.method"), "ratio": params.get("sample.ratio"), **eers}
+    short = "" if rev == "workspace" else rev[:7]
+    return {"name": entry.get("name") or rev[:7], "rev": short, "kind": kind, "method": params.get("sample.method"),
+            "ratio": params.get("sample.ratio"), "note": "", **eers}
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    """What makes two rows the same run: sampling params and every EER."""
+    return (str(row["method"]), str(row["ratio"]), tuple(sorted((k, v) for k, v in row.items() if k.startswith("eer"))))
+
+
+def _fold_baselines(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per distinct committed result: commits that only carry the numbers of another commit (the
+    metrics file was not re-run between them) fold into the oldest one, which introduced the numbers."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:                                   # `dvc exp show` lists commits newest first
+        groups.setdefault(_key(row), []).append(row)
+    out = []
+    for same in groups.values():
+        first = dict(same[-1])
+        if len(same) > 1:
+            names = [r["name"] for r in same[:-1]]
+            first["note"] = (f"committed in {first['rev']}; the same numbers in {len(names)} later commit(s) "
+                             f"({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})")
+        else:
+            first["note"] = f"committed in {first['rev']}"
+        out.append(first)
+    return out
 
 
 def parse_exp_show(doc: list[dict[str, Any]], metrics_file: str | None = "reports/metrics.json") -> ExperimentRuns:
-    """One row per finished experiment/baseline commit of `dvc exp show --json` output (workspace left out)."""
-    rows: list[dict[str, Any]] = []
+    """Rows of `dvc exp show --json` output: the workspace, each finished experiment, each distinct baseline.
+
+    Kinds: `workspace` (the working tree's metrics file, whatever ran last), `experiment` (a finished `dvc exp
+    run`), `baseline` (a git commit's committed metrics; commits that repeat the same numbers are folded into
+    one row). A workspace or experiment whose numbers equal another row's says so in `note`, and the
+    duplicate baseline row is dropped, so that no result is listed twice.
+    """
+    workspace: dict[str, Any] | None = None
+    experiments: list[dict[str, Any]] = []
+    baselines: list[dict[str, Any]] = []
     skipped: dict[str, int] = {}
     for baseline in doc:
-        if not isinstance(baseline, dict) or baseline.get("rev") == "workspace":
+        if not isinstance(baseline, dict):
+            continue
+        if baseline.get("rev") == "workspace":
+            workspace = _row({**baseline, "name": "workspace"}, "workspace", metrics_file)
             continue
         row = _row(baseline, "baseline", metrics_file)
         if row:
-            rows.append(row)
+            baselines.append(row)
         for exp in baseline.get("experiments") or []:
             state = ((exp.get("executor") or {}).get("state") or "").lower()
             if state in UNFINISHED:
@@ -107,12 +159,99 @@ def parse_exp_show(doc: list[dict[str, Any]], metrics_file: str | None = "report
                     continue
                 row = _row({**rev, "name": exp.get("name") or rev.get("name")}, "experiment", metrics_file)
                 if row:
-                    rows.append(row)
+                    row["note"] = f"experiment on {str(baseline.get('rev') or '?')[:7]}"
+                    experiments.append(row)
+    baselines = _fold_baselines(baselines)
+    if workspace is not None:
+        same = [r for r in experiments + baselines if _key(r) == _key(workspace)]
+        if same:
+            twin = same[0]
+            workspace["note"] = (f"the numbers of experiment {twin['name']}" if twin["kind"] == "experiment"
+                                 else f"the numbers {twin['note']}")
+            experiments = [r for r in experiments if r is not twin]
+            baselines = [r for r in baselines if r is not twin]
+    rows = ([workspace] if workspace else []) + experiments + baselines
     if not rows:
         return ExperimentRuns(None, "no finished experiment or commit has EER metrics", skipped)
     runs = pd.DataFrame(rows)
     runs["ratio"] = pd.to_numeric(runs["ratio"], errors="coerce")
     return ExperimentRuns(runs, "", skipped)
+
+
+def producing_stage(dvc_yaml: Any, path: str) -> str | None:
+    """The dvc.yaml stage that lists `path` among its metrics or outs (None when none does)."""
+    target = str(Path(path))
+    for name, stage in ((dvc_yaml or {}).get("stages") or {}).items():
+        for group in ("metrics", "outs", "plots"):
+            for out in (stage or {}).get(group) or []:
+                out_path = next(iter(out)) if isinstance(out, dict) else out
+                if str(Path(str(out_path))) == target:
+                    return str(name)
+    return None
+
+
+ABSENT = ("deleted", "not in cache")
+
+
+def _leaves(obj: Any, path: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(where, what) of every change in a `dvc status --json` document."""
+    if isinstance(obj, dict):
+        return [leaf for k, v in obj.items() for leaf in _leaves(v, (*path, str(k)))]
+    if isinstance(obj, list):
+        return [leaf for v in obj for leaf in _leaves(v, path)]
+    return [(" ".join(path), str(obj))]
+
+
+def classify_status(status: Any, metrics_file: str) -> Freshness:
+    """Freshness from the JSON of `dvc status <stage> --with-deps` ({stage: [changes]}; {} when up to date)."""
+    if not status:
+        return Freshness("current")
+    leaves = _leaves(status)
+    own = str(Path(metrics_file))
+    changed = [f"{where}: {what}" for where, what in leaves if what not in ABSENT or own in where]
+    absent = [f"{where}: {what}" for where, what in leaves if what in ABSENT and own not in where]
+    if not changed:
+        return Freshness("unverified", f"{len(absent)} input(s) not present, e.g. {'; '.join(absent[:2])}")
+    detail = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+    if absent:
+        detail += f"; {len(absent)} input(s) not present"
+    return Freshness("stale", detail)
+
+
+def workspace_freshness(repo: Path, metrics_file: str, dvc: str, timeout_s: float) -> Freshness:
+    """Run `dvc status <stage> --with-deps --json` for the stage that writes `metrics_file`."""
+    import yaml
+
+    try:
+        stage = producing_stage(yaml.safe_load((repo / "dvc.yaml").read_text()), metrics_file)
+    except (OSError, yaml.YAMLError) as exc:
+        return Freshness("unknown", f"dvc.yaml unreadable: {exc}")
+    if stage is None:
+        return Freshness("unknown", f"no stage of dvc.yaml writes {metrics_file}")
+    try:
+        res = subprocess.run([dvc, "status", stage, "--with-deps", "--json"], cwd=repo, capture_output=True,
+                             text=True, timeout=timeout_s, check=False)
+        if res.returncode != 0:
+            msg = (res.stderr or res.stdout).strip().splitlines()
+            return Freshness("unknown", f"`dvc status` exited {res.returncode}: {msg[-1] if msg else ''}")
+        return classify_status(json.loads(res.stdout or "{}"), metrics_file)
+    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
+        return Freshness("unknown", f"`dvc status` failed: {exc}")
+
+
+def mark_workspace(exps: ExperimentRuns, freshness: Freshness) -> ExperimentRuns:
+    """Put the workspace's freshness into its row's note: a stale number is never shown as the current one."""
+    exps.freshness = freshness
+    if exps.runs is None or not (exps.runs["kind"] == "workspace").any():
+        return exps
+    says = {"current": "up to date with its inputs (dvc status)",
+            "stale": f"STALE: older than its inputs ({freshness.detail})",
+            "unverified": f"not re-run here, inputs absent ({freshness.detail}): committed numbers",
+            "unknown": f"freshness unknown ({freshness.detail})"}[freshness.state]
+    i = exps.runs.index[exps.runs["kind"] == "workspace"][0]
+    note = exps.runs.at[i, "note"]
+    exps.runs.at[i, "note"] = f"{says}; {note}" if note else says
+    return exps
 
 
 def dvc_executable() -> str | None:
@@ -143,4 +282,7 @@ def load_experiments(repo: Path, metrics_file: str | None = "reports/metrics.jso
         doc = json.loads(res.stdout or "[]")
     except json.JSONDecodeError as exc:
         return ExperimentRuns(None, f"`dvc exp show --json` printed no JSON: {exc}")
-    return parse_exp_show(doc, metrics_file)
+    exps = parse_exp_show(doc, metrics_file)
+    if metrics_file is None:
+        return exps
+    return mark_workspace(exps, workspace_freshness(repo, metrics_file, dvc, timeout_s))

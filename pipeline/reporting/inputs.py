@@ -1,6 +1,6 @@
 """Defensive readers of the report's inputs: every function returns None (or empty) when its file is absent.
 
-Reads: clip tables, rejects, reports/metrics.json, reports/eer.csv, reports/scores/*.txt,
+Reads: clip tables, rejects, reports/metrics.json, reports/eer.csv, reports/plots/det.csv, reports/scores/*.txt,
 reports/reconstruction/*.json, reports/sampling.json, data/teachers/*/metrics.json,
 data/embeddings/<T>/{emb.npy, ids.parquet}, data/manifests/*.parquet. Writes nothing.
 """
@@ -41,6 +41,37 @@ def load_rejects(path: Path | None) -> pd.DataFrame | None:
     if path is None or not path.is_file():
         return None
     return read_rejects(path)
+
+
+EER_COLUMNS = ("set", "system", "n_bonafide", "n_spoof", "eer", "threshold")
+
+
+def load_eer_table(path: Path) -> pd.DataFrame | None:
+    """reports/eer.csv as written by evaluate (one row per set and per (set, system)); None when absent."""
+    if not path.is_file():
+        return None
+    df = pd.read_csv(path, dtype={"set": str, "system": str, "paradigm": str}, keep_default_na=False)
+    missing = [c for c in EER_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: columns {missing} missing (has {list(df.columns)}); re-run evaluate")
+    if "paradigm" not in df.columns:           # eer.csv of an older evaluate
+        df.insert(2, "paradigm", "")
+    for col in ("n_bonafide", "n_spoof", "eer", "threshold"):
+        try:
+            df[col] = pd.to_numeric(df[col], errors="raise")
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: column {col} is not numeric ({exc})") from exc
+    return df
+
+
+def load_det(path: Path) -> pd.DataFrame | None:
+    """reports/plots/det.csv (set, far, frr) as written by evaluate; None when absent."""
+    if not path.is_file():
+        return None
+    df = pd.read_csv(path, dtype={"set": str})
+    if list(df.columns[:3]) != ["set", "far", "frr"]:
+        raise ValueError(f"{path}: expected columns set, far, frr; found {list(df.columns)}")
+    return df
 
 
 def load_scores(scores_dir: Path) -> dict[str, pd.DataFrame]:

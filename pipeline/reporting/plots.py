@@ -1,5 +1,7 @@
 """Matplotlib figures of the report, returned as PNG data URIs (no pyplot, so no global figure state).
 
+The DET curves are drawn by pipeline.detplot, which the evaluate stage uses too.
+
 Reads nothing from disk: every function takes arrays or tables and returns a `data:image/png;base64,...` string.
 """
 
@@ -12,9 +14,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from scipy.stats import norm
-
-from pipeline.metrics import compute_det_curve, compute_eer
 
 LABEL_COLOURS = {"bonafide": "#1f77b4", "spoof": "#d62728"}
 METHOD_STYLES = {"nc": "-", "random": "--", "full": ":", "kcenter": "-.", "farthest": (0, (3, 1, 1, 1))}
@@ -69,35 +68,6 @@ def embedding_map(xy: np.ndarray, labels: np.ndarray, selected: np.ndarray, clas
     ax.set_title(title)
     ax.legend(fontsize=7, loc="best", markerscale=1.0)
     ax.grid(alpha=0.2)
-    return to_data_uri(fig)
-
-
-_DET_TICKS = np.array([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8])
-
-
-def det_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str = "DET curves") -> str:
-    """DET curves on normal-deviate axes, one per eval set: {name: (bonafide_scores, spoof_scores)}."""
-    fig = Figure(figsize=(5.6, 5.2))
-    ax = fig.add_subplot()
-    lo = norm.ppf(0.0005)
-    for name, (bona, spoof) in curves.items():
-        frr, far, _ = compute_det_curve(bona, spoof)
-        eer, _ = compute_eer(bona, spoof)
-        eps = 1e-4
-        ax.plot(norm.ppf(np.clip(far, eps, 1 - eps)), norm.ppf(np.clip(frr, eps, 1 - eps)),
-                label=f"{name} (EER {100 * eer:.1f}%)")
-    ticks = norm.ppf(_DET_TICKS)
-    labels = [f"{100 * t:g}" for t in _DET_TICKS]
-    ax.set_xticks(ticks, labels)
-    ax.set_yticks(ticks, labels)
-    ax.set_xlim(lo, norm.ppf(0.9))
-    ax.set_ylim(lo, norm.ppf(0.9))
-    ax.plot([lo, norm.ppf(0.9)], [lo, norm.ppf(0.9)], color="0.7", lw=0.8, ls=":")
-    ax.set_xlabel("false acceptance rate: spoof accepted (%)")
-    ax.set_ylabel("false rejection rate: bona fide rejected (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
     return to_data_uri(fig)
 
 
