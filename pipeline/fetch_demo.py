@@ -27,8 +27,8 @@ Writes (the layout the demo corpus adapter reads):
   <out>/licenses/<package>.copyright  the packages' copyright files (CC-BY-SA asks for the licence)
   <out>/.completed                    JSON marker written last, with the hash of the params
 
-Everything is built in a temp dir beside <out> and renamed into place, then the marker is written;
-a re-run with the same params and the marker present is a no-op. The work itself is in pipeline/demo/
+Everything is built in a temp dir beside <out> (pipeline.io.atomic_dir), the marker written last, and
+the dir renamed into place; a re-run with the same params and the marker present is a no-op. The work itself is in pipeline/demo/
 (apt, Debian source selection, TTS engines, synthetic voices); this module maps params onto it.
 """
 
@@ -36,11 +36,8 @@ a re-run with the same params and the marker present is a no-op. The work itself
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import json
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -62,9 +59,10 @@ from pipeline.demo.debian import (
 )
 from pipeline.demo.synthetic import make_synthetic
 from pipeline.demo.tts import Espeak, Piper, make_tts, package_version, system_id, voice_language
-from pipeline.io import write_json_atomic, write_text_atomic
+from pipeline.io import atomic_dir, write_json_atomic, write_text_atomic
 from pipeline.logs import setup_logging, stage_timer
 from pipeline.params import check_known_keys, load_params, section, stage_parser
+from pipeline.resume import digest, read_marker
 
 log = logging.getLogger("pipeline.fetch_demo")
 
@@ -110,8 +108,7 @@ class FetchDemoParams:
 
     def digest(self) -> str:
         """Hash of these params (and the output format version), stored in the marker."""
-        blob = json.dumps({"format": FORMAT_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return digest({"format": FORMAT_VERSION, **asdict(self)})
 
 
 
@@ -125,12 +122,7 @@ def run(out: Path, p: FetchDemoParams, threads: int = 1, force: bool = False) ->
         return done
     if marker.exists():
         log.info("%s: params changed since %s was built (or --force), rebuilding", STAGE, out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.build-*"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the corpus dir is an ordinary shared dir
-    try:
+    with atomic_dir(out) as tmp:  # a failed build leaves the old corpus (or nothing) in place
         build = Build(root=tmp)
         rng = np.random.default_rng(p.seed)
         if p.synthetic:
@@ -142,23 +134,17 @@ def run(out: Path, p: FetchDemoParams, threads: int = 1, force: bool = False) ->
             raise FetchError("fetch_demo produced no clips: check the fetch_demo params")
         _write_metadata(build)
         _write_sources(build, p)
-        _swap_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    counts = _counts(build.rows)
-    # the marker goes last: a run killed before this line leaves no marker, so the next run rebuilds
-    write_json_atomic({"params_hash": p.digest(), "format": FORMAT_VERSION, "params": asdict(p),
-                       "counts": counts}, marker)
+        counts = _counts(build.rows)
+        # the marker is written last, and the directory appears whole or not at all: no half corpus has one
+        write_json_atomic({"params_hash": p.digest(), "format": FORMAT_VERSION, "params": asdict(p),
+                           "counts": counts}, tmp / MARKER)
     return counts
 
 
 def completed_counts(out: Path, p: FetchDemoParams) -> dict[str, int] | None:
     """The counts stored in `out`'s marker when it was built with these params, else None."""
-    try:
-        done = json.loads((Path(out) / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    return dict(done.get("counts", {})) if done.get("params_hash") == p.digest() else None
+    done = read_marker(Path(out) / MARKER)
+    return dict(done.get("counts", {})) if done is not None and done.get("params_hash") == p.digest() else None
 
 
 def _build_real(build: Build, p: FetchDemoParams, rng: np.random.Generator, threads: int) -> None:
@@ -216,17 +202,6 @@ def _write_sources(build: Build, p: FetchDemoParams) -> None:
             "# Copyright files of the packages are in licenses/. Bona fide clips keep their original audio.\n")
     blocks = [info.render() for _, info in sorted(build.sources.items())]
     write_text_atomic(head + "\n" + "\n".join(blocks), build.root / "SOURCES")
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Replace `out` by the finished build dir (the old one is moved aside first, then removed)."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.build-old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _counts(rows: list[dict[str, str]]) -> dict[str, int]:
