@@ -27,9 +27,10 @@ Writes (the layout the demo corpus adapter reads):
   <out>/licenses/<package>.copyright  the packages' copyright files (CC-BY-SA asks for the licence)
   <out>/.completed                    JSON marker written last, with the hash of the params
 
-Everything is built in a temp dir beside <out> (pipeline.io.atomic_dir), the marker written last, and
-the dir renamed into place; a re-run with the same params and the marker present is a no-op. The work itself is in pipeline/demo/
-(apt, Debian source selection, TTS engines, synthetic voices); this module maps params onto it.
+Everything is built in a temp dir beside <out> (pipeline.io.atomic_dir), the marker written last,
+and the dir renamed into place; a re-run with the same params and the marker present is a no-op.
+The work itself is in pipeline/demo/ (apt, Debian source selection, TTS engines, synthetic voices);
+this module maps params onto it.
 """
 
 

@@ -9,8 +9,10 @@ n, log-mel distance [dB] and SNR [dB] to the parent, rtf = compute s / audio s, 
 Which parent goes through which system is decided per parent from (seed, parent_id) alone:
 `parent_fraction` of the parents (1.0 = all) each get `systems_per_parent` of the paradigm's
 systems (null = all). Every fake passes the shortcut guards (parent's length, bandwidth, RMS).
-Resumable: a system directory carries a fingerprint of its settings; a FLAC that exists there with
-the parent's length is reused, so a re-run after an interruption redoes only what is missing.
+Resumable (pipeline.resume): a system directory carries a fingerprint of what shapes its files
+(that system's own settings, the generator, the code, rate, seed) and a record per FLAC of the
+parent it was made from (sha256 and bandwidth); a FLAC is reused only when both match and it has
+the parent's length. A changed parent redoes its fakes, a changed system setting that system.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ log = logging.getLogger("pipeline.reconstruct")
 
 MARKER = ".fingerprint.json"  # a system directory's ResumeDir marker
 PLAN_KEYS = ("systems_per_parent", "parent_fraction")  # change who is reconstructed, not how
+LIST_KEYS = ("systems", "strengths")  # which systems run, not what one system makes
 PASSTHROUGH_DB = 0.5  # mean log-mel distance below this: the "fake" is (nearly) its parent
 NOISE_RATIO = 0.8  # distance above this share of white noise's distance: the fake is mostly noise
 
@@ -121,6 +124,24 @@ def safe_name(clip_id: str) -> str:
 def fake_path(audio_dir: Path, system: str, parent_id: str) -> Path:
     """Where a reconstruction's FLAC lives."""
     return audio_dir / safe_name(system) / f"{safe_name(parent_id)}.flac"
+
+
+def system_settings(system: str, settings: dict, systems: list[str]) -> dict:
+    """The settings that shape `system`'s files: the paradigm's shared keys plus its own.
+
+    A key whose first word names a system (`griffinlim_iters`, `hifigan_jit`, `world_frame_period_ms`)
+    belongs to that system alone, so changing it redoes only that system; the plan keys and the
+    system lists (`systems`, `strengths`) decide which files exist, not what is in them.
+    """
+    prefixes = {s.split("_")[0] for s in systems}
+    own = system.split("_")[0]
+    return {k: v for k, v in sorted(settings.items())
+            if k not in PLAN_KEYS + LIST_KEYS and (k.split("_")[0] not in prefixes or k.split("_")[0] == own)}
+
+
+def parent_key(job: dict) -> str:
+    """What a fake is made from, besides the settings: its parent's audio (sha256) and measured bandwidth."""
+    return f"{job['sha256']}:{float(job['bandwidth_hz'])!r}"
 
 
 def code_hash() -> str:
@@ -301,14 +322,18 @@ def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_
     jobs = plan_jobs(parents, systems, seed, p.systems_per_parent, p.parent_fraction)
     log.info("reconstruct %s: %d parents, %d jobs over %s", p.paradigm, len(parents), len(jobs), systems)
     fingerprint_base = {"paradigm": p.paradigm, "sample_rate": sample_rate, "seed": seed,
-                        "settings": {k: v for k, v in p.settings.items() if k not in PLAN_KEYS},
                         "generator": tree_hash(generator), "code": code_hash()}
+    known = systems + backends.list_systems(p.paradigm, {})
     results: dict[str, BatchResult] = {}
+    dirs: dict[str, ResumeDir] = {}
     for system in systems:
         todo = jobs[jobs["system"] == system].sort_values(["duration_s", "clip_id"])
-        prepare_system_dir(audio_dir / safe_name(system), {**fingerprint_base, "system": system})
-        done = np.array([is_done(fake_path(audio_dir, system, j["clip_id"]),
-                                 int(round(j["duration_s"] * sample_rate)), sample_rate)
+        rdir = dirs[system] = prepare_system_dir(audio_dir / safe_name(system), {
+            **fingerprint_base, "system": system, "settings": system_settings(system, p.settings, known)})
+        keys = {j["clip_id"]: parent_key(j) for j in todo.to_dict("records")}
+        done = np.array([rdir.valid(fake_path(audio_dir, system, j["clip_id"]).name, keys[j["clip_id"]])
+                         and is_done(fake_path(audio_dir, system, j["clip_id"]),
+                                     int(round(j["duration_s"] * sample_rate)), sample_rate)
                          for j in todo.to_dict("records")], dtype=bool)
         res = reuse_batch(todo[done], p.paradigm, audio_dir, sample_rate) if done.any() else BatchResult()
         new = todo[~done]
@@ -316,7 +341,10 @@ def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_
             resynth = backends.build(p.paradigm, system, cfg, device)
             batches = [new.iloc[i: i + p.batch_size] for i in range(0, len(new), p.batch_size)]
             for batch in progress(batches, desc=f"{p.paradigm}/{system}", unit="batch"):
+                names = {cid: fake_path(audio_dir, system, cid).name for cid in batch["clip_id"]}
+                rdir.forget(names.values())  # about to be rewritten: a kill mid-write must not leave a stale record
                 b = reconstruct_batch(batch, resynth, p.paradigm, audio_dir, sample_rate)
+                rdir.record({names[r["parent_id"]]: keys[r["parent_id"]] for r in b.rows})
                 res.rows += b.rows
                 res.rejects += b.rejects
                 res.quality += b.quality
@@ -331,6 +359,8 @@ def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_
     removed = prune(audio_dir, keep)
     if removed:
         log.info("pruned %d stale files from %s", removed, audio_dir)
+    for rdir in dirs.values():
+        rdir.compact()
     summary = summarise(p.paradigm, results, len(jobs), len(parents))
     if len(jobs) and summary["n_rejected"] / len(jobs) > p.max_reject_fraction:
         raise RuntimeError(f"reconstruct {p.paradigm}: {summary['n_rejected']} of {len(jobs)} jobs rejected "

@@ -6,10 +6,11 @@ reconstruct (a directory per system of FLACs), embed (`.partial/` shards) and fe
 fingerprint of everything that shaped it (settings, code, model weights, the input's content) is
 the one recorded beside it; anything else is discarded and redone.
 
-A `ResumeDir` holds a JSON marker `{"fingerprint": ..., "entries": {name: key}}`: the fingerprint
-covers the whole directory (a change wipes it); `entries` record, per file, the key of the input
-it was made from (e.g. the parent clip's sha256), so that one changed input redoes one file.
-Writes only the marker (atomically) and deletes only inside directories that carry a marker.
+A `ResumeDir` holds a JSON marker `{"fingerprint": ...}` that covers the whole directory (a
+change wipes it) and a journal of entries `[name, key]`: per file, the key of the input it was
+made from (e.g. the parent clip's sha256), so that one changed input redoes one file. The journal
+is appended to while a run goes on (cheap for 100k files) and compacted, sorted, at the end.
+Writes only the marker and the journal, and deletes only inside directories that carry a marker.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.io import write_json_atomic
+from pipeline.io import write_json_atomic, write_text_atomic
 
 log = logging.getLogger("pipeline.resume")
 
@@ -66,6 +67,8 @@ def read_marker(path: str | Path) -> dict | None:
 class ResumeDir:
     """A directory whose files are valid for one fingerprint, with a per-file input key (see the module doc)."""
 
+    ENTRIES = ".entries.jsonl"  # append-only while a run goes on (one line per file), compacted by `compact`
+
     def __init__(self, path: str | Path, fingerprint: Any, marker: str = ".fingerprint.json",
                  foreign_ok: bool = False) -> None:
         """Open `path`: keep its files when the marker's fingerprint is `fingerprint`, else wipe it.
@@ -75,25 +78,43 @@ class ResumeDir:
         """
         self.path = Path(path)
         self.marker = self.path / marker
+        self.journal = self.path / self.ENTRIES
         self.fingerprint = fingerprint
         self.entries: dict[str, str] = {}
         if self.path.exists():
             old = read_marker(self.marker)
-            files = [f for f in self.path.iterdir() if f != self.marker]
+            files = [f for f in self.path.iterdir() if f not in (self.marker, self.journal)]
             if files and not self.marker.exists() and not foreign_ok:
                 raise RuntimeError(f"{self.path} has files that this stage did not write (no {marker}): "
                                    "refusing to overwrite them; choose another output directory or empty it")
             if old is not None and old.get("fingerprint") == fingerprint:
-                self.entries = {str(k): str(v) for k, v in (old.get("entries") or {}).items()}
+                self.entries = self._read_journal()
             elif files or self.marker.exists():
                 log.info("%s: made for other settings, inputs or code: discarding its %d files", self.path, len(files))
                 shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self._write()
+        write_json_atomic({"fingerprint": fingerprint}, self.marker)
 
-    def _write(self) -> None:
-        write_json_atomic({"fingerprint": self.fingerprint, "entries": dict(sorted(self.entries.items()))},
-                          self.marker)
+    def _read_journal(self) -> dict[str, str]:
+        entries: dict[str, str] = {}
+        try:
+            lines = self.journal.read_text().splitlines()
+        except OSError:
+            return entries
+        for line in lines:
+            try:  # a run killed mid-line leaves a broken last line: that file is simply not recorded
+                name, key = json.loads(line)
+            except (ValueError, TypeError):
+                continue
+            if key is None:
+                entries.pop(str(name), None)
+            else:
+                entries[str(name)] = str(key)
+        return entries
+
+    def _append(self, pairs: list[tuple[str, str | None]]) -> None:
+        with open(self.journal, "a") as fh:
+            fh.write("".join(json.dumps([name, key]) + "\n" for name, key in pairs))
 
     def valid(self, name: str, key: str) -> bool:
         """True when `name` was recorded as made from input `key` (the caller still checks the file itself)."""
@@ -101,14 +122,24 @@ class ResumeDir:
 
     def record(self, items: Mapping[str, str]) -> None:
         """Record files as made from their input keys (call after the files are written)."""
-        if items:
-            self.entries.update({str(k): str(v) for k, v in items.items()})
-            self._write()
+        pairs = [(str(k), str(v)) for k, v in items.items()]
+        if pairs:
+            self.entries.update(pairs)
+            self._append(pairs)
 
     def forget(self, names: Iterable[str]) -> None:
-        """Drop the records of files that were removed or found damaged."""
-        names = [n for n in names if n in self.entries]
-        for name in names:
+        """Drop the records of files about to be rewritten, removed or found damaged."""
+        pairs = [(n, None) for n in names if n in self.entries]
+        for name, _ in pairs:
             del self.entries[name]
-        if names:
-            self._write()
+        if pairs:
+            self._append(pairs)
+
+    def compact(self) -> None:
+        """Rewrite the records (sorted, only files that exist) atomically: the same bytes as a clean run's."""
+        self.entries = {n: k for n, k in self.entries.items() if (self.path / n).exists()}
+        lines = "".join(json.dumps([n, k]) + "\n" for n, k in sorted(self.entries.items()))
+        if lines:
+            write_text_atomic(lines, self.journal)
+        elif self.journal.exists():
+            self.journal.unlink()

@@ -28,7 +28,22 @@ def test_resume_dir_wipes_files_made_for_another_fingerprint(tmp_path):
     d.record({"a.flac": "k"})
     other = ResumeDir(tmp_path / "sys", {"iters": 8})
     assert list(other.path.iterdir()) == [other.marker] and other.entries == {}
-    assert json.loads(other.marker.read_text()) == {"fingerprint": {"iters": 8}, "entries": {}}
+    assert json.loads(other.marker.read_text()) == {"fingerprint": {"iters": 8}}
+
+
+def test_a_torn_journal_line_loses_only_that_record_and_compact_is_canonical(tmp_path):
+    d = ResumeDir(tmp_path / "sys", "fp")
+    for name in ("b.flac", "a.flac", "gone.flac"):
+        (d.path / name).write_bytes(b"x")
+    d.record({"b.flac": "kb"})
+    d.record({"a.flac": "ka", "gone.flac": "kg"})
+    with open(d.journal, "a") as fh:
+        fh.write('["c.flac", "k')  # killed mid-write
+    again = ResumeDir(tmp_path / "sys", "fp")
+    assert again.entries == {"a.flac": "ka", "b.flac": "kb", "gone.flac": "kg"}
+    (again.path / "gone.flac").unlink()
+    again.compact()
+    assert again.journal.read_text() == '["a.flac", "ka"]\n["b.flac", "kb"]\n'
 
 
 def test_resume_dir_refuses_a_directory_it_did_not_make_unless_told(tmp_path):
