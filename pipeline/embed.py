@@ -13,10 +13,10 @@ is measured), or the time-frequency-pooled outputs of several `layers` concatena
 Streaming and resuming: batches of rows -> vectors, grouped into shards of `shard_batches`
 batches written atomically to <out>/.partial/; memory is one shard. Each result in a shard is
 keyed by clip_id + the sha256 of its audio, so a re-run with the same teacher and params embeds
-only the clips that are new or changed (another teacher or params discards the shards); the final
-files are assembled in pool order from the shards and written atomically, then .partial/ is
-removed. The out is `persist: true` in dvc.yaml so that DVC does not delete the shards of an
-interrupted run.
+only the clips that are new or changed (another teacher or params discards the shards; a damaged
+shard is logged, dropped and redone); the final files are assembled in pool order from the shards
+and written atomically, then .partial/ is removed. The out is `persist: true` in dvc.yaml so that
+DVC does not delete the shards of an interrupted run.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import json
 import logging
 import shutil
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -162,11 +163,20 @@ def _read_shard(path: Path, dim: int) -> dict[str, np.ndarray | dict]:
 
 
 def load_shards(partial: Path, dim: int) -> tuple[dict[str, np.ndarray | dict], int]:
-    """Every result in the shards of `partial` (key -> vector or reject), and the next free shard number."""
+    """Every result in the shards of `partial` (key -> vector or reject), and the next free shard number.
+
+    A shard that cannot be read (a truncated .npz after a crash or a full disk: BadZipFile, EOF, a
+    missing array) is logged, deleted and its clips embedded again.
+    """
     done: dict[str, np.ndarray | dict] = {}
     shards = sorted(partial.glob("shard_*.npz"))
     for shard in shards:
-        done.update(_read_shard(shard, dim))
+        try:
+            done.update(_read_shard(shard, dim))
+        except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError, TypeError) as exc:
+            log.warning("embed: dropping damaged shard %s (%s: %s); its clips are embedded again", shard.name,
+                        type(exc).__name__, exc)
+            shard.unlink()
     numbers = [int(s.stem.split("_")[1]) for s in shards if s.stem.split("_")[1].isdigit()]
     return done, max(numbers, default=-1) + 1
 

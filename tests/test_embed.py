@@ -202,3 +202,16 @@ def test_a_clip_changed_after_an_interruption_is_embedded_again(tmp_path, clips,
 def _emb_of(clips, teacher, out) -> np.ndarray:
     _run(clips, teacher, out)
     return np.load(out / "emb.npy")
+
+
+def test_a_damaged_shard_is_dropped_logged_and_redone(tmp_path, clips, teacher, monkeypatch, caplog):
+    _run(clips, teacher, tmp_path / "ref")
+    _interrupt_in_second_shard(clips, teacher, tmp_path / "out", monkeypatch)
+    shard = tmp_path / "out/.partial/shard_00000.npz"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # truncated: np.load gives BadZipFile
+    with caplog.at_level("WARNING"):
+        s = _run(clips, teacher, tmp_path / "out")
+    assert any("damaged shard shard_00000.npz" in r.getMessage() and "BadZipFile" in r.getMessage()
+               for r in caplog.records)
+    assert s["computed_clips"] == len(clips)
+    assert np.array_equal(np.load(tmp_path / "ref/emb.npy"), np.load(tmp_path / "out/emb.npy"))
