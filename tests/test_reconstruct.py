@@ -74,12 +74,11 @@ def test_rerun_reuses_finished_files_and_redoes_only_missing_ones(tmp_path, monk
     debris.write_bytes(b"half")
     second, quality = _run()
     assert not debris.exists()
-    # Batched float maths may differ in the last bit when the redone clip shares its batch with others.
-    cols = ["clip_id", "path", "parent_id", "split", "system", "duration_s"]
-    pd.testing.assert_frame_equal(first.sort_values("clip_id")[cols].reset_index(drop=True),
-                                  second.sort_values("clip_id")[cols].reset_index(drop=True))
+    # The redone clip now runs in another batch: its output must not change (sha256 and all measures).
+    pd.testing.assert_frame_equal(first.sort_values("clip_id").reset_index(drop=True),
+                                  second.sort_values("clip_id").reset_index(drop=True))
     redone, _ = read_audio(files[0])
-    assert np.max(np.abs(redone - original)) < 1e-3
+    np.testing.assert_array_equal(redone, original)
     assert all(f.stat().st_mtime_ns == stamps[f] for f in files[1:])
     assert sum(s["n"] for s in quality["systems"].values()) == len(second)
 
@@ -194,7 +193,7 @@ def _flacs() -> dict[str, bytes]:
 def test_a_changed_parent_redoes_only_its_fakes_and_matches_a_clean_run(tmp_path, monkeypatch):
     (tmp_path / "resumed").mkdir()
     (tmp_path / "clean").mkdir()
-    clips = _setup(tmp_path / "resumed", monkeypatch, vocoder={"systems": ["world"]})
+    clips = _setup(tmp_path / "resumed", monkeypatch)  # world and griffinlim, batches of 3
     Path("gen.py").write_text("# v1\n")
     _run()
     stamps = {f: f.stat().st_mtime_ns for f in Path("recon/vocoder").glob("*/*.flac")}
@@ -202,17 +201,17 @@ def test_a_changed_parent_redoes_only_its_fakes_and_matches_a_clean_run(tmp_path
     _replace_parent(clips, changed, seed=99)
     table, _ = _run()
     redone = {f for f in stamps if f.stat().st_mtime_ns != stamps[f]}
-    assert {f.stem for f in redone} == {changed}
+    assert {f.stem for f in redone} == {changed} and len(redone) == 2
     resumed_files, resumed_table = _flacs(), table.sort_values("clip_id").reset_index(drop=True)
-    journal = Path("recon/vocoder/world/.entries.jsonl").read_text()
+    journals = [p.read_text() for p in sorted(Path("recon/vocoder").glob("*/.entries.jsonl"))]
     # a clean run on the changed inputs gives the same files, table and records
-    _setup(tmp_path / "clean", monkeypatch, vocoder={"systems": ["world"]})
+    _setup(tmp_path / "clean", monkeypatch)
     Path("gen.py").write_text("# v1\n")
     _replace_parent(clips, changed, seed=99)
     clean, _ = _run()
     assert _flacs() == resumed_files
     pd.testing.assert_frame_equal(clean.sort_values("clip_id").reset_index(drop=True), resumed_table)
-    assert Path("recon/vocoder/world/.entries.jsonl").read_text() == journal
+    assert [p.read_text() for p in sorted(Path("recon/vocoder").glob("*/.entries.jsonl"))] == journals
 
 
 def test_changing_one_systems_setting_redoes_only_that_system(tmp_path, monkeypatch):
