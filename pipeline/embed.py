@@ -226,12 +226,13 @@ def _assemble(partial: Path, results: list[tuple[str, np.ndarray | dict]], dim: 
     write_npy_atomic(emb.astype(np.float16), out_dir / "emb.npy")
     write_parquet_atomic(pa.table({"clip_id": pa.array(ids, pa.string())}), out_dir / "ids.parquet")
     summary = {**info, "n": len(ids), "dim": dim, "rejected": len(rejects), "layers": p.layers,
-               "aggregate": p.aggregate, "embedder": p.embedder, "eval_s": p.eval_s, "batch_size": p.batch_size,
-               "computed_clips": computed, "seconds": round(seconds, 3),
-               "clips_per_s": round(computed / seconds, 2) if computed and seconds > 0 else None}
-    write_json_atomic(summary, out_dir / "info.json")
+               "aggregate": p.aggregate, "embedder": p.embedder, "eval_s": p.eval_s, "batch_size": p.batch_size}
+    write_json_atomic(summary, out_dir / "info.json")  # a DVC output: nothing that differs between runs
     shutil.rmtree(partial)
-    return summary
+    rate = round(computed / seconds, 2) if computed and seconds > 0 else None
+    log.info("embed: %d clips embedded in %.1f s (%s clips/s), %d reused from shards", computed, seconds, rate,
+             len(results) - computed)
+    return {**summary, "computed_clips": computed, "seconds": round(seconds, 3), "clips_per_s": rate}
 
 
 def build_vectorizer(model: Detector | None, p: EmbedParams,

@@ -59,6 +59,28 @@ def write_text_atomic(text: str, path: str | Path) -> None:
         tmp.write_text(text)
 
 
+def write_bytes_atomic(data: bytes, path: str | Path) -> None:
+    """Write bytes atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_torch_atomic(obj: Any, path: str | Path) -> None:
+    """torch.save `obj` into memory, then write the bytes atomically.
+
+    torch.save names the archive's inner folder after the file it writes to, so saving straight to a
+    random temp name put that name inside model.pt and made its bytes differ on every run; from a
+    buffer the folder is always `archive`, so the same weights give the same bytes.
+    """
+    import io
+
+    import torch  # only the torch stages pay for importing it
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes_atomic(buf.getvalue(), path)
+
+
 def write_npy_atomic(array: np.ndarray, path: str | Path) -> None:
     """Write a .npy file atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
