@@ -11,19 +11,21 @@ is measured), or the time-frequency-pooled outputs of several `layers` concatena
 (`aggregate`), optionally with resemblyzer's speaker embedding (`embedder`).
 
 Streaming and resuming: batches of rows -> vectors, grouped into shards of `shard_batches`
-batches written atomically to <out>/.partial/; memory is one shard. A re-run with the same pool,
-teacher and params skips the shards already there (another fingerprint discards them); the final
-files are assembled from the shards and written atomically, then .partial/ is removed. The out is
-`persist: true` in dvc.yaml so that DVC does not delete the shards of an interrupted run.
+batches written atomically to <out>/.partial/; memory is one shard. Each result in a shard is
+keyed by clip_id + the sha256 of its audio, so a re-run with the same teacher and params embeds
+only the clips that are new or changed (another teacher or params discards the shards; a damaged
+shard is logged, dropped and redone); the final files are assembled in pool order from the shards
+and written atomically, then .partial/ is removed. The out is `persist: true` in dvc.yaml so that
+DVC does not delete the shards of an interrupted run.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -39,6 +41,7 @@ from pipeline.io import atomic_path, write_json_atomic, write_npy_atomic, write_
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.models import Detector, load_checkpoint
 from pipeline.params import check_known_keys, load_params, section, stage_parser, teacher_params
+from pipeline.resume import ResumeDir, digest, tree_hash
 from pipeline.schema import make_rejects, read_clip_tables, write_rejects
 from pipeline.scoring import embed_batch
 from pipeline.torch_env import setup_torch
@@ -113,36 +116,61 @@ class ResemblyzerEmbedder:
         return np.stack(out).astype(np.float32)
 
 
-def fingerprint(ids: list[str], checkpoint: Path, p: EmbedParams, sample_rate: int) -> str:
-    """Hash of what the shards depend on: the clip ids in order, the teacher weights and the params."""
-    h = hashlib.sha256()
-    h.update("\n".join(ids).encode())
-    if Path(checkpoint).exists():  # absent for the resemblyzer-only embedder
-        h.update(Path(checkpoint).read_bytes())
-    h.update(json.dumps({**asdict(p), "sample_rate": sample_rate}, sort_keys=True).encode())
-    return h.hexdigest()
+def fingerprint(checkpoint: Path, p: EmbedParams, sample_rate: int) -> str:
+    """Hash of what every vector depends on besides its clip: the teacher weights and the params.
+
+    The clips themselves are keyed one by one (clip_id + sha256, see `clip_keys`), so a grown or
+    changed pool reuses the vectors of the clips that did not change.
+    """
+    teacher = tree_hash(checkpoint) if Path(checkpoint).exists() else ""  # absent for resemblyzer alone
+    settings = {k: v for k, v in asdict(p).items() if k not in ("shard_batches", "max_reject_fraction")}
+    return digest({"teacher": teacher, "params": settings, "sample_rate": sample_rate})
 
 
-def _prepare_partial(partial: Path, fp: str) -> None:
-    state = partial / "state.json"
-    if partial.exists():
-        old = json.loads(state.read_text()).get("fingerprint") if state.exists() else None
-        if old == fp:
-            return
-        log.info("discarding %s: made for other clips, teacher or params", partial)
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    write_json_atomic({"fingerprint": fp}, state)
+def clip_keys(pool: pd.DataFrame) -> list[str]:
+    """One key per row: the clip id and the sha256 of its audio (a changed file is embedded again)."""
+    return [f"{cid}\t{sha}" for cid, sha in zip(pool["clip_id"].astype(str), pool["sha256"].astype(str))]
 
 
-def _write_shard(path: Path, emb: np.ndarray, ids: list[str], rejects: list[dict]) -> None:
+def _write_shard(path: Path, emb: np.ndarray, ids: list[str], keys: list[str], rejects: list[dict]) -> None:
+    """A shard: the vectors and ids of the rows that loaded, the keys of all its rows, its rejects."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, emb=emb, ids=np.asarray(ids, dtype=str), rejects=np.asarray(json.dumps(rejects)))
+        np.savez(fh, emb=emb, ids=np.asarray(ids, dtype=str), keys=np.asarray(keys, dtype=str),
+                 rejects=np.asarray(json.dumps(rejects)))
 
 
-def _read_shard(path: Path) -> tuple[np.ndarray, list[str], list[dict]]:
+def _read_shard(path: Path, dim: int) -> dict[str, np.ndarray | dict]:
+    """key -> vector (a clip that loaded) or reject row; raises on a damaged or foreign shard."""
     with np.load(path, allow_pickle=False) as z:
-        return z["emb"], [str(x) for x in z["ids"]], json.loads(str(z["rejects"]))
+        emb, ids, keys = z["emb"], [str(x) for x in z["ids"]], [str(x) for x in z["keys"]]
+        rejects = json.loads(str(z["rejects"]))
+    if emb.shape != (len(ids), dim):
+        raise ValueError(f"emb {emb.shape} does not fit {len(ids)} ids of dim {dim}")
+    by_id = {k.split("\t", 1)[0]: k for k in keys}
+    out: dict[str, np.ndarray | dict] = {by_id[i]: emb[n] for n, i in enumerate(ids)}
+    out.update({by_id[str(r["clip_id"])]: r for r in rejects})
+    if len(out) != len(keys):
+        raise ValueError(f"{len(keys)} rows but {len(out)} results")
+    return out
+
+
+def load_shards(partial: Path, dim: int) -> tuple[dict[str, np.ndarray | dict], int]:
+    """Every result in the shards of `partial` (key -> vector or reject), and the next free shard number.
+
+    A shard that cannot be read (a truncated .npz after a crash or a full disk: BadZipFile, EOF, a
+    missing array) is logged, deleted and its clips embedded again.
+    """
+    done: dict[str, np.ndarray | dict] = {}
+    shards = sorted(partial.glob("shard_*.npz"))
+    for shard in shards:
+        try:
+            done.update(_read_shard(shard, dim))
+        except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError, TypeError) as exc:
+            log.warning("embed: dropping damaged shard %s (%s: %s); its clips are embedded again", shard.name,
+                        type(exc).__name__, exc)
+            shard.unlink()
+    numbers = [int(s.stem.split("_")[1]) for s in shards if s.stem.split("_")[1].isdigit()]
+    return done, max(numbers, default=-1) + 1
 
 
 def run(pool: pd.DataFrame, vectorize: Callable[[torch.Tensor], np.ndarray], dim: int, p: EmbedParams,
@@ -151,39 +179,38 @@ def run(pool: pd.DataFrame, vectorize: Callable[[torch.Tensor], np.ndarray], dim
     """Embed every row of `pool` in shards (resuming from <out>/.partial), then assemble the final files."""
     out_dir = Path(out_dir)
     partial = out_dir / PARTIAL
-    _prepare_partial(partial, fp)
-    n_batches = -(-len(pool) // p.batch_size)
-    n_shards = -(-n_batches // p.shard_batches)
+    ResumeDir(partial, fp, "state.json", foreign_ok=True)  # another teacher or params: shards discarded
+    keys = clip_keys(pool)
+    done, first = load_shards(partial, dim)
+    todo = pool[[k not in done for k in keys]]
+    todo_keys = [k for k in keys if k not in done]
     rows_per_shard = p.batch_size * p.shard_batches
-    t0, computed = time.perf_counter(), 0
+    n_shards = -(-len(todo) // rows_per_shard)
+    t0 = time.perf_counter()
     for k in progress(range(n_shards), desc="embed shards", total=n_shards, unit="shard"):
-        shard = partial / f"shard_{k:05d}.npz"
-        if shard.exists():
-            continue
-        rows = pool.iloc[k * rows_per_shard:(k + 1) * rows_per_shard]
+        rows = todo.iloc[k * rows_per_shard:(k + 1) * rows_per_shard]
         embs, ids, rejects = [], [], []
         for _, batch in iter_batches(rows, p.batch_size, sample_rate, p.eval_s, stage="embed"):
             rejects += batch.rejects
             if batch.clip_ids:
                 embs.append(vectorize(batch.waves.to(device)).astype(np.float16))
                 ids += batch.clip_ids
-        _write_shard(shard, np.concatenate(embs) if embs else np.zeros((0, dim), np.float16), ids, rejects)
-        computed += len(rows)
+        shard = partial / f"shard_{first + k:05d}.npz"
+        _write_shard(shard, np.concatenate(embs) if embs else np.zeros((0, dim), np.float16), ids,
+                     todo_keys[k * rows_per_shard:(k + 1) * rows_per_shard], rejects)
+        done.update(_read_shard(shard, dim))
     seconds = time.perf_counter() - t0
-    return _assemble(partial, n_shards, dim, len(pool), p, out_dir, seconds, computed, info or {})
+    results = [(k.split("\t", 1)[0], done[k]) for k in keys]
+    return _assemble(partial, results, dim, p, out_dir, seconds, len(todo), info or {})
 
 
-def _assemble(partial: Path, n_shards: int, dim: int, n_pool: int, p: EmbedParams, out_dir: Path, seconds: float,
-              computed: int, info: dict[str, Any]) -> dict[str, Any]:
-    embs, ids, rejects = [], [], []
-    for k in range(n_shards):
-        e, i, r = _read_shard(partial / f"shard_{k:05d}.npz")
-        embs.append(e)
-        ids += i
-        rejects += r
-    emb = np.concatenate(embs) if embs else np.zeros((0, dim), np.float16)
-    if emb.shape != (len(ids), dim):
-        raise RuntimeError(f"shards in {partial} do not fit: emb {emb.shape}, {len(ids)} ids, dim {dim}")
+def _assemble(partial: Path, results: list[tuple[str, np.ndarray | dict]], dim: int, p: EmbedParams,
+              out_dir: Path, seconds: float, computed: int, info: dict[str, Any]) -> dict[str, Any]:
+    """The final files from the per-clip (id, vector or reject) results in pool order, then .partial/ removed."""
+    ids = [cid for cid, r in results if not isinstance(r, dict)]
+    rejects = [r for _, r in results if isinstance(r, dict)]
+    emb = np.stack([r for _, r in results if not isinstance(r, dict)]) if ids else np.zeros((0, dim), np.float16)
+    n_pool = len(results)
     write_rejects(make_rejects(rejects), out_dir / "rejects.parquet")
     if n_pool and len(rejects) / n_pool > p.max_reject_fraction:
         raise RuntimeError(f"embed: {len(rejects)} of {n_pool} clips unreadable (> {p.max_reject_fraction:.0%}); "
@@ -191,12 +218,13 @@ def _assemble(partial: Path, n_shards: int, dim: int, n_pool: int, p: EmbedParam
     write_npy_atomic(emb.astype(np.float16), out_dir / "emb.npy")
     write_parquet_atomic(pa.table({"clip_id": pa.array(ids, pa.string())}), out_dir / "ids.parquet")
     summary = {**info, "n": len(ids), "dim": dim, "rejected": len(rejects), "layers": p.layers,
-               "aggregate": p.aggregate, "embedder": p.embedder, "eval_s": p.eval_s, "batch_size": p.batch_size,
-               "computed_clips": computed, "seconds": round(seconds, 3),
-               "clips_per_s": round(computed / seconds, 2) if computed and seconds > 0 else None}
-    write_json_atomic(summary, out_dir / "info.json")
+               "aggregate": p.aggregate, "embedder": p.embedder, "eval_s": p.eval_s, "batch_size": p.batch_size}
+    write_json_atomic(summary, out_dir / "info.json")  # a DVC output: nothing that differs between runs
     shutil.rmtree(partial)
-    return summary
+    rate = round(computed / seconds, 2) if computed and seconds > 0 else None
+    log.info("embed: %d clips embedded in %.1f s (%s clips/s), %d reused from shards", computed, seconds, rate,
+             len(results) - computed)
+    return {**summary, "computed_clips": computed, "seconds": round(seconds, 3), "clips_per_s": rate}
 
 
 def build_vectorizer(model: Detector | None, p: EmbedParams,
@@ -236,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         model, _ = load_checkpoint(checkpoint, device=device, expected_arch=teacher.get("arch"))
     pool = select_pool(read_clip_tables(args.clips, stage="embed"), teacher.get("pool"))
     vectorize, dim = build_vectorizer(model, p, device)
-    fp = fingerprint(pool["clip_id"].tolist(), checkpoint, p, sample_rate)
+    fp = fingerprint(checkpoint, p, sample_rate)
     with stage_timer(log, f"embed {args.teacher}") as stats:
         summary = run(pool, vectorize, dim, p, sample_rate, args.out, fp, device, info={"teacher": args.teacher})
         stats.add("clips", summary["computed_clips"])

@@ -59,6 +59,28 @@ def write_text_atomic(text: str, path: str | Path) -> None:
         tmp.write_text(text)
 
 
+def write_bytes_atomic(data: bytes, path: str | Path) -> None:
+    """Write bytes atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_torch_atomic(obj: Any, path: str | Path) -> None:
+    """torch.save `obj` into memory, then write the bytes atomically.
+
+    torch.save names the archive's inner folder after the file it writes to, so saving straight to a
+    random temp name put that name inside model.pt and made its bytes differ on every run; from a
+    buffer the folder is always `archive`, so the same weights give the same bytes.
+    """
+    import io
+
+    import torch  # only the torch stages pay for importing it
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes_atomic(buf.getvalue(), path)
+
+
 def write_npy_atomic(array: np.ndarray, path: str | Path) -> None:
     """Write a .npy file atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -77,16 +99,23 @@ def _jsonable(obj: Any) -> Any:
 
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a fresh temp directory beside `path`; swap it in for `path` only if the block succeeds."""
+    """Yield a fresh temp directory beside `path`; swap it in for `path` only if the block succeeds.
+
+    The old `path` is moved aside, the new one renamed into place, then the old one removed; a
+    failed block leaves `path` as it was. Temp dirs left by a killed run are removed on entry.
+    """
     import shutil
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    for stale in [*path.parent.glob(f".{path.name}.build-*"), *path.parent.glob(f".{path.name}.old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.build-", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it private; the output is an ordinary shared dir
     try:
         yield tmp
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.replace(path, old / path.name)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)

@@ -9,14 +9,15 @@ n, log-mel distance [dB] and SNR [dB] to the parent, rtf = compute s / audio s, 
 Which parent goes through which system is decided per parent from (seed, parent_id) alone:
 `parent_fraction` of the parents (1.0 = all) each get `systems_per_parent` of the paradigm's
 systems (null = all). Every fake passes the shortcut guards (parent's length, bandwidth, RMS).
-Resumable: a system directory carries a fingerprint of its settings; a FLAC that exists there with
-the parent's length is reused, so a re-run after an interruption redoes only what is missing.
+Resumable (pipeline.resume): a system directory carries a fingerprint of what shapes its files
+(that system's own settings, the generator, the code, rate, seed) and a record per FLAC of the
+parent it was made from (sha256 and bandwidth); a FLAC is reused only when both match and it has
+the parent's length. A changed parent redoes its fakes, a changed system setting that system.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import re
@@ -42,11 +43,15 @@ from pipeline.audio import (
 from pipeline.io import write_json_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.params import load_params, section, stage_parser
+from pipeline.resume import ResumeDir, files_hash, tree_hash
+from pipeline.resynth.common import unit_draw
 from pipeline.schema import read_clips, write_clips
 
 log = logging.getLogger("pipeline.reconstruct")
 
+MARKER = ".fingerprint.json"  # a system directory's ResumeDir marker
 PLAN_KEYS = ("systems_per_parent", "parent_fraction")  # change who is reconstructed, not how
+LIST_KEYS = ("systems", "strengths")  # which systems run, not what one system makes
 PASSTHROUGH_DB = 0.5  # mean log-mel distance below this: the "fake" is (nearly) its parent
 NOISE_RATIO = 0.8  # distance above this share of white noise's distance: the fake is mostly noise
 
@@ -87,10 +92,6 @@ class BatchResult:
 # ----------------------------------------------------------------------------- planning
 
 
-def _unit(seed: int, key: str) -> float:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") / 2.0 ** 64
-
-
 def plan_jobs(parents: pd.DataFrame, systems: list[str], seed: int, systems_per_parent: int | None = None,
               parent_fraction: float = 1.0) -> pd.DataFrame:
     """(parent row, system) jobs, decided per parent from (seed, parent_id): stable when the corpus grows."""
@@ -104,9 +105,9 @@ def plan_jobs(parents: pd.DataFrame, systems: list[str], seed: int, systems_per_
     jobs = []
     for row in parents.to_dict("records"):
         pid = row["clip_id"]
-        if _unit(seed, f"keep:{pid}") >= parent_fraction:
+        if unit_draw(seed, f"keep:{pid}") >= parent_fraction:
             continue
-        ranked = sorted(systems, key=lambda s: _unit(seed, f"{pid}:{s}"))
+        ranked = sorted(systems, key=lambda s: unit_draw(seed, f"{pid}:{s}"))
         jobs += [{**row, "system": s} for s in ranked[:k]]
     cols = list(parents.columns) + ([] if "system" in parents.columns else ["system"])
     return pd.DataFrame(jobs, columns=cols) if jobs else pd.DataFrame(columns=cols)
@@ -125,52 +126,39 @@ def fake_path(audio_dir: Path, system: str, parent_id: str) -> Path:
     return audio_dir / safe_name(system) / f"{safe_name(parent_id)}.flac"
 
 
-def tree_hash(path: str | Path | None) -> str:
-    """sha256 over the files under `path` (names and bytes); '' when no path is given."""
-    if not path:
-        return ""
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
+def system_settings(system: str, settings: dict, systems: list[str]) -> dict:
+    """The settings that shape `system`'s files: the paradigm's shared keys plus its own.
+
+    A key whose first word names a system (`griffinlim_iters`, `hifigan_jit`, `world_frame_period_ms`)
+    belongs to that system alone, so changing it redoes only that system; the plan keys and the
+    system lists (`systems`, `strengths`) decide which files exist, not what is in them.
+    """
+    prefixes = {s.split("_")[0] for s in systems}
+    own = system.split("_")[0]
+    return {k: v for k, v in sorted(settings.items())
+            if k not in PLAN_KEYS + LIST_KEYS and (k.split("_")[0] not in prefixes or k.split("_")[0] == own)}
+
+
+def parent_key(job: dict) -> str:
+    """What a fake is made from, besides the settings: its parent's audio (sha256) and measured bandwidth."""
+    return f"{job['sha256']}:{float(job['bandwidth_hz'])!r}"
 
 
 def code_hash() -> str:
     """sha256 of the code that shapes a reconstruction (backends, mel, audio guards): a fix invalidates old files."""
     root = Path(__file__).parent
-    h = hashlib.sha256()
-    for f in sorted((root / "resynth").glob("*.py")) + [root / "melspec.py", root / "audio.py"]:
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
+    return files_hash(sorted((root / "resynth").glob("*.py")) + [root / "melspec.py", root / "audio.py"])
 
 
-def prepare_system_dir(system_dir: Path, fingerprint: dict) -> None:
-    """Make the directory; wipe it when its fingerprint differs (settings changed: nothing is reusable)."""
-    marker = system_dir / ".fingerprint.json"
-    if system_dir.exists():
-        if not marker.exists():
-            if any(system_dir.iterdir()):
-                raise RuntimeError(f"{system_dir} has files that reconstruct did not write (no .fingerprint.json): "
-                                   "refusing to overwrite them; choose another --audio-dir or empty it")
-            old = None
-        else:
-            old = json.loads(marker.read_text())
-        if old != fingerprint:
-            log.info("%s: settings changed since the last run, discarding its %d files", system_dir,
-                     sum(1 for _ in system_dir.glob("*.flac")))
-            shutil.rmtree(system_dir)
-    system_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(fingerprint, marker)
+def prepare_system_dir(system_dir: Path, fingerprint: dict) -> ResumeDir:
+    """Open a system's directory for resuming: its files are kept only when made with `fingerprint`."""
+    return ResumeDir(system_dir, fingerprint, MARKER)
 
 
 def prune(audio_dir: Path, keep: set[Path]) -> int:
     """Delete FLACs that the current plan does not name, in system directories this stage made.
 
-    Only directories with a `.fingerprint.json` (written by prepare_system_dir) are touched, so
+    Only directories with a marker (written by prepare_system_dir) are touched, so
     pointing --audio-dir at a directory with other content never deletes that content.
     """
     removed = 0
@@ -178,7 +166,7 @@ def prune(audio_dir: Path, keep: set[Path]) -> int:
         return 0
     keep_dirs = {p.parent for p in keep}
     for sub in sorted(audio_dir.iterdir()):
-        if not (sub.is_dir() and (sub / ".fingerprint.json").exists()):
+        if not (sub.is_dir() and (sub / MARKER).exists()):
             continue
         for f in sub.glob("*.flac"):
             if f not in keep:
@@ -334,14 +322,18 @@ def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_
     jobs = plan_jobs(parents, systems, seed, p.systems_per_parent, p.parent_fraction)
     log.info("reconstruct %s: %d parents, %d jobs over %s", p.paradigm, len(parents), len(jobs), systems)
     fingerprint_base = {"paradigm": p.paradigm, "sample_rate": sample_rate, "seed": seed,
-                        "settings": {k: v for k, v in p.settings.items() if k not in PLAN_KEYS},
                         "generator": tree_hash(generator), "code": code_hash()}
+    known = systems + backends.list_systems(p.paradigm, {})
     results: dict[str, BatchResult] = {}
+    dirs: dict[str, ResumeDir] = {}
     for system in systems:
         todo = jobs[jobs["system"] == system].sort_values(["duration_s", "clip_id"])
-        prepare_system_dir(audio_dir / safe_name(system), {**fingerprint_base, "system": system})
-        done = np.array([is_done(fake_path(audio_dir, system, j["clip_id"]),
-                                 int(round(j["duration_s"] * sample_rate)), sample_rate)
+        rdir = dirs[system] = prepare_system_dir(audio_dir / safe_name(system), {
+            **fingerprint_base, "system": system, "settings": system_settings(system, p.settings, known)})
+        keys = {j["clip_id"]: parent_key(j) for j in todo.to_dict("records")}
+        done = np.array([rdir.valid(fake_path(audio_dir, system, j["clip_id"]).name, keys[j["clip_id"]])
+                         and is_done(fake_path(audio_dir, system, j["clip_id"]),
+                                     int(round(j["duration_s"] * sample_rate)), sample_rate)
                          for j in todo.to_dict("records")], dtype=bool)
         res = reuse_batch(todo[done], p.paradigm, audio_dir, sample_rate) if done.any() else BatchResult()
         new = todo[~done]
@@ -349,7 +341,10 @@ def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_
             resynth = backends.build(p.paradigm, system, cfg, device)
             batches = [new.iloc[i: i + p.batch_size] for i in range(0, len(new), p.batch_size)]
             for batch in progress(batches, desc=f"{p.paradigm}/{system}", unit="batch"):
+                names = {cid: fake_path(audio_dir, system, cid).name for cid in batch["clip_id"]}
+                rdir.forget(names.values())  # about to be rewritten: a kill mid-write must not leave a stale record
                 b = reconstruct_batch(batch, resynth, p.paradigm, audio_dir, sample_rate)
+                rdir.record({names[r["parent_id"]]: keys[r["parent_id"]] for r in b.rows})
                 res.rows += b.rows
                 res.rejects += b.rejects
                 res.quality += b.quality
@@ -364,6 +359,8 @@ def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_
     removed = prune(audio_dir, keep)
     if removed:
         log.info("pruned %d stale files from %s", removed, audio_dir)
+    for rdir in dirs.values():
+        rdir.compact()
     summary = summarise(p.paradigm, results, len(jobs), len(parents))
     if len(jobs) and summary["n_rejected"] / len(jobs) > p.max_reject_fraction:
         raise RuntimeError(f"reconstruct {p.paradigm}: {summary['n_rejected']} of {len(jobs)} jobs rejected "

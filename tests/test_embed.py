@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,10 +13,11 @@ import torch
 import yaml
 
 from pipeline import embed
+from pipeline.audio import to_pcm16
 from pipeline.embed import EmbedParams, build_vectorizer, check_layers, fingerprint
 from pipeline.models import CheckpointError, build_model, save_checkpoint
 from pipeline.schema import read_rejects, write_clips
-from tests.conftest import tiny_clip_table
+from tests.conftest import make_wave, tiny_clip_table, write_wave
 
 TEACHER = {"arch": "resnet", "frontend": "logmel", "width": 4, "embedding_dim": 8, "n_bins": 32,
            "pool": {"paradigms": ["bonafide", "vocoder"]}, "checkpoint": None}
@@ -38,7 +41,7 @@ def _run(clips, teacher, out, **kw):
     model, path = teacher
     p = EmbedParams(**{"batch_size": 4, "eval_s": 0.5, "shard_batches": 2, **kw})
     vec, dim = build_vectorizer(model, p, CPU)
-    return embed.run(clips, vec, dim, p, 16000, out, fingerprint(clips["clip_id"].tolist(), path, p, 16000), CPU)
+    return embed.run(clips, vec, dim, p, 16000, out, fingerprint(path, p, 16000), CPU)
 
 
 def test_embeddings_have_the_shape_dtype_and_row_order_of_the_ids(tmp_path, clips, teacher):
@@ -56,7 +59,8 @@ def test_embeddings_have_the_shape_dtype_and_row_order_of_the_ids(tmp_path, clip
         ref = model.features(wave)["penultimate"].numpy()[0]
     assert np.allclose(emb[5].astype(np.float32), ref, atol=2e-2 * max(1.0, np.abs(ref).max()))
     info = json.loads((tmp_path / "info.json").read_text())
-    assert info["clips_per_s"] > 0 and info["rejected"] == 0
+    assert s["clips_per_s"] > 0 and info["rejected"] == 0
+    assert not {"seconds", "clips_per_s", "computed_clips"} & set(info)  # timing is logged, not in the DVC output
 
 
 def test_embeddings_are_deterministic(tmp_path, clips, teacher):
@@ -158,3 +162,57 @@ def test_main_embeds_the_pool_and_refuses_a_teacher_of_another_architecture(tmp_
     assert len(ids) == len(clips)  # the pool: all splits of bonafide + vocoder
     with pytest.raises(CheckpointError, match="'resnet' model, but architecture 'convnext'"):
         embed.main(["t2", "--clips", "clips.parquet", "--teacher-dir", tdir, "--out", "emb/t2"])
+
+
+def _interrupt_in_second_shard(clips, teacher, out, monkeypatch) -> None:
+    calls = {"n": 0}
+    real = embed.embed_batch
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:  # in the second shard (2 batches per shard)
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(embed, "embed_batch", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        _run(clips, teacher, out)
+    monkeypatch.setattr(embed, "embed_batch", real)
+    assert sorted(p.name for p in (out / ".partial").glob("shard_*")) == ["shard_00000.npz"]
+
+
+def test_a_clip_changed_after_an_interruption_is_embedded_again(tmp_path, clips, teacher, monkeypatch):
+    import shutil
+
+    local = clips.copy()
+    for i, row in local.iterrows():  # a private copy of the audio: this test rewrites one file
+        local.at[i, "path"] = str(shutil.copy(row["path"], tmp_path / f"{row['clip_id']}.flac"))
+    before = _emb_of(local, teacher, tmp_path / "old")
+    _interrupt_in_second_shard(local, teacher, tmp_path / "out", monkeypatch)
+    changed = local.copy()
+    wave = make_wave(0.5, 16000, f0=300.0, seed=42)
+    write_wave(Path(changed.at[1, "path"]), wave, 16000)  # row 1 is in the finished first shard
+    changed.at[1, "sha256"] = hashlib.sha256(to_pcm16(wave).tobytes()).hexdigest()
+    s = _run(changed, teacher, tmp_path / "out")
+    assert s["computed_clips"] == len(local) - 8 + 1  # the rest of shard 1 is reused, the changed clip is not
+    _run(changed, teacher, tmp_path / "clean")
+    assert np.array_equal(np.load(tmp_path / "out/emb.npy"), np.load(tmp_path / "clean/emb.npy"))
+    assert not np.array_equal(np.load(tmp_path / "out/emb.npy")[1], before[1])
+
+
+def _emb_of(clips, teacher, out) -> np.ndarray:
+    _run(clips, teacher, out)
+    return np.load(out / "emb.npy")
+
+
+def test_a_damaged_shard_is_dropped_logged_and_redone(tmp_path, clips, teacher, monkeypatch, caplog):
+    _run(clips, teacher, tmp_path / "ref")
+    _interrupt_in_second_shard(clips, teacher, tmp_path / "out", monkeypatch)
+    shard = tmp_path / "out/.partial/shard_00000.npz"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # truncated: np.load gives BadZipFile
+    with caplog.at_level("WARNING"):
+        s = _run(clips, teacher, tmp_path / "out")
+    assert any("damaged shard shard_00000.npz" in r.getMessage() and "BadZipFile" in r.getMessage()
+               for r in caplog.records)
+    assert s["computed_clips"] == len(clips)
+    assert np.array_equal(np.load(tmp_path / "ref/emb.npy"), np.load(tmp_path / "out/emb.npy"))

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from pipeline import fit_codec
+from pipeline.resume import tree_hash
 from pipeline.resynth import build
 from pipeline.resynth.codec import load_codec
 from pipeline.schema import write_clips
@@ -73,4 +74,8 @@ def test_main_reads_params_and_writes_the_directory(tmp_path, monkeypatch):
                             "model": TINY}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert fit_codec.main(["--clips", "clips.parquet", "--out", "gen"]) == 0
+    # same seed and params: the very same output directory (no timing, no temp names inside), so DVC sees no change
+    assert fit_codec.main(["--clips", "clips.parquet", "--out", "again"]) == 0
+    assert tree_hash(tmp_path / "gen") == tree_hash(tmp_path / "again")
+    assert "seconds" not in json.loads((tmp_path / "gen" / "metrics.json").read_text())
     assert (tmp_path / "gen" / "model.pt").exists()

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from pipeline import fit_diffusion
+from pipeline.resume import tree_hash
 from pipeline.resynth.diffusion import load_diffusion, make_unet
 from pipeline.schema import write_clips
 from tests.conftest import tiny_clip_table
@@ -58,4 +59,8 @@ def test_main_reads_params_and_writes_the_directory(tmp_path, monkeypatch):
                                 "unet": TINY}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert fit_diffusion.main(["--clips", "clips.parquet", "--out", "gen"]) == 0
+    # same seed and params: the very same output directory (no timing, no temp names inside), so DVC sees no change
+    assert fit_diffusion.main(["--clips", "clips.parquet", "--out", "again"]) == 0
+    assert tree_hash(tmp_path / "gen") == tree_hash(tmp_path / "again")
+    assert "seconds" not in json.loads((tmp_path / "gen" / "metrics.json").read_text())
     assert (tmp_path / "gen" / "unet" / "config.json").exists()

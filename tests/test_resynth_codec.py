@@ -70,6 +70,7 @@ def test_fitted_encodec_directory_round_trips_at_each_bandwidth(tmp_path):
     for system in ("encodec_1.5kbps", "encodec_6kbps"):
         r = build("codec", system, {"sample_rate": SR, "generator": str(tmp_path)})
         out = r([wave, wave[:5000]])
+        np.testing.assert_array_equal(r([wave[:5000]])[0], out[1])  # alone = in a batch with a longer clip
         assert len(out[1]) == 5000 and np.isfinite(out[0]).all() and out[0].shape == wave.shape
         with torch.inference_mode():
             codes, _ = r.model.encode(torch.from_numpy(wave).reshape(1, 1, -1))[0]

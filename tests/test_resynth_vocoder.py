@@ -107,3 +107,12 @@ def test_frozen_torchscript_generator_matches_eager():
     mel = torch.randn(2, 80, 40)
     with torch.inference_mode():
         torch.testing.assert_close(frozen(mel), generator.eval()(mel), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("system", ["griffinlim", "hifigan_universal", "world"])
+def test_a_clip_gives_the_same_output_alone_as_in_a_batch(system):
+    r = build("vocoder", system, {"sample_rate": SR})
+    waves = [make_wave(0.7, SR, seed=1), make_wave(1.3, SR, seed=2, f0=140), make_wave(0.45, SR, seed=3, f0=220)]
+    batched = r(waves, ["a", "b", "c"])
+    for wave, key, out in zip(waves, "abc", batched):
+        np.testing.assert_array_equal(r([wave], [key])[0], out)

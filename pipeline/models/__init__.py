@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from pipeline.io import atomic_path
+from pipeline.io import write_torch_atomic
 from pipeline.models.base import Detector
 from pipeline.models.convnext import ConvNeXt
 from pipeline.models.lcnn import LCNN
@@ -51,8 +51,7 @@ def save_checkpoint(model: Detector, config: dict[str, Any] | None, path: str | 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"format": CHECKPOINT_FORMAT, "arch": model.arch, "config": dict(model.config),
                "extra": {k: v for k, v in (config or {}).items() if k not in model.config}, "state_dict": state}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    write_torch_atomic(payload, path)
     return path
 
 

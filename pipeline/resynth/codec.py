@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from pipeline.io import atomic_path, write_json_atomic
+from pipeline.io import write_json_atomic, write_torch_atomic
 from pipeline.resynth.common import Resynthesizer, pad_batch, resample_all
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,7 @@ def make_encodec(config: dict) -> torch.nn.Module:
 def save_codec(model: torch.nn.Module, config: dict, out_dir: str | Path, extra: dict | None = None) -> None:
     """Write model.pt (state_dict) and config.json (source: fitted) atomically into out_dir."""
     out_dir = Path(out_dir)
-    with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save(model.state_dict(), tmp)
+    write_torch_atomic(model.state_dict(), out_dir / "model.pt")
     write_json_atomic({"source": "fitted", "model": {**SMALL_ENCODEC, **config}, **(extra or {})},
                       out_dir / "config.json")
 

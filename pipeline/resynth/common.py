@@ -2,8 +2,8 @@
 
 Only `read_waves` reads files (the fit stages' training audio). A Resynthesizer maps a batch
 of mono float32 waves at one sample rate to a batch of reconstructions at the same rate;
-`keys` (the parent clip ids) seed any per-clip randomness, so that a clip's output does not
-depend on the batch it landed in.
+`keys` (the parent clip ids) seed any per-clip randomness, and each clip goes through the backend
+alone, so that a clip's output does not depend on the batch it landed in (bit for bit).
 """
 
 from __future__ import annotations
@@ -32,14 +32,17 @@ class Resynthesizer:
     align: bool = False  # cross-correlate and remove a constant delay (codecs with encoder delay)
 
     def __call__(self, waves: Sequence[np.ndarray], keys: Sequence[str] | None = None) -> list[np.ndarray]:
-        """Resynthesise a batch; each output is trimmed/padded to its input's length."""
+        """Resynthesise a batch clip by clip (an output never depends on its batch), each to its input's length."""
         keys = [str(i) for i in range(len(waves))] if keys is None else list(keys)
         if len(keys) != len(waves):
             raise ValueError(f"{len(waves)} waves but {len(keys)} keys")
         for w in waves:
             if w.ndim != 1 or w.size == 0:
                 raise ValueError(f"{self.system}: expected non-empty mono waves, got shape {w.shape}")
-        outs = self.process([np.ascontiguousarray(w, dtype=np.float32) for w in waves], keys)
+        # One clip per backend call: zero-padding to the longest clip, per-item normalisation over the
+        # padded length (EnCodec), reflect padding at the batch's end and batch-size-dependent kernels
+        # would otherwise make a clip's output depend on the clips that share its batch.
+        outs = [self.process([np.ascontiguousarray(w, dtype=np.float32)], [k])[0] for w, k in zip(waves, keys)]
         result = []
         for w, y in zip(waves, outs):
             y = np.asarray(y, dtype=np.float32).reshape(-1)
@@ -75,9 +78,19 @@ def align_to(fake: np.ndarray, ref: np.ndarray, max_lag: int) -> np.ndarray:
     return fake
 
 
+def key_hash(seed: int, key: str) -> int:
+    """A 64-bit hash of the params seed and a key (a clip id, `parent:system`): stable across runs and batches."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little")
+
+
 def clip_seed(seed: int, key: str) -> int:
-    """A 63-bit seed from the params seed and a clip key (stable across runs and batch layouts)."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
+    """A 63-bit seed (for torch/numpy generators) from the params seed and a clip key."""
+    return key_hash(seed, key) & ((1 << 63) - 1)
+
+
+def unit_draw(seed: int, key: str) -> float:
+    """A uniform draw in [0, 1) from the params seed and a key (reconstruct's per-parent plan)."""
+    return key_hash(seed, key) / 2.0 ** 64
 
 
 def torch_generator(seed: int, key: str, device: torch.device | str = "cpu") -> torch.Generator:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from pipeline.io import atomic_path, write_json_atomic
+from pipeline.io import write_json_atomic, write_torch_atomic
 from pipeline.melspec import HIFIGAN_MEL, LogMel, MelConfig, mel_basis
 from pipeline.resynth.common import Resynthesizer, pad_batch, resample_all
 
@@ -79,8 +79,7 @@ def make_hifigan(overrides: dict | None = None) -> tuple[torch.nn.Module, dict]:
 
 def save_hifigan(generator: torch.nn.Module, config: dict, checkpoint: str | Path, config_path: str | Path) -> None:
     """Save a generator in the wheel's format ({"generator": state_dict}) plus its config.json, atomically."""
-    with atomic_path(checkpoint) as tmp:
-        torch.save({"generator": generator.state_dict()}, tmp)
+    write_torch_atomic({"generator": generator.state_dict()}, checkpoint)
     write_json_atomic(config, config_path)
 
 
