@@ -26,11 +26,10 @@ import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
 from pipeline.audio import AudioError, check_audio, read_audio
-from pipeline.schema import BASE_SPLITS
+from pipeline.schema import BASE_SPLITS, LABEL_INDEX
 
 log = logging.getLogger(__name__)
 
-LABEL_INDEX = {"spoof": 0, "bonafide": 1}  # the same as pipeline.models.LABEL_INDEX
 POOL_KEYS = ("corpora", "paradigms", "systems", "splits")
 
 

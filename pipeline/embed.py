@@ -42,7 +42,7 @@ from pipeline.params import check_known_keys, load_params, section, stage_parser
 from pipeline.schema import make_rejects, read_clip_tables, write_rejects
 from pipeline.torch_env import setup_torch
 
-log = logging.getLogger("embed")
+log = logging.getLogger("pipeline.embed")
 
 AGGREGATES = ("concat", "mean")
 EMBEDDERS = ("teacher", "resemblyzer", "teacher+resemblyzer")

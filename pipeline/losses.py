@@ -47,8 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BONAFIDE = 1
-SPOOF = 0
+from pipeline.schema import BONAFIDE, SPOOF
+
 SIMILARITIES = ("cosine", "angular")
 
 

@@ -40,7 +40,7 @@ from pipeline.params import check_known_keys, load_params, section, stage_parser
 from pipeline.schema import read_clip_tables
 from pipeline.torch_env import setup_torch
 
-log = logging.getLogger("pretrain")
+log = logging.getLogger("pipeline.pretrain")
 
 BALANCE_MODES = ("sampler", "weight", "none")
 TEACHER_KEYS = ("pool", "checkpoint")  # teacher keys that are not model config

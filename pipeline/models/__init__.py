@@ -21,11 +21,11 @@ from pipeline.models.base import Detector
 from pipeline.models.convnext import ConvNeXt
 from pipeline.models.lcnn import LCNN
 from pipeline.models.resnet import ResNet
+from pipeline.schema import LABEL_INDEX
 
 ARCHITECTURES: dict[str, type[Detector]] = {"resnet": ResNet, "convnext": ConvNeXt, "lcnn": LCNN}
 CHECKPOINT_FORMAT = "hardset.detector/1"
 CHECKPOINT_NAME = "model.pt"
-LABEL_INDEX = {"spoof": 0, "bonafide": 1}
 
 __all__ = ["ARCHITECTURES", "CheckpointError", "Detector", "LABEL_INDEX", "bonafide_score", "build_model",
            "load_checkpoint", "save_checkpoint"]
