@@ -207,6 +207,12 @@ class RACLLoss(nn.Module):
         return loss
 
 
+# The keys of the train.supcon / train.racl blocks (head_epochs, head_lr: the train stage's SupCon head phase).
+LOSS_KEYS: dict[str, tuple[str, ...]] = {
+    "supcon": ("similarity", "temperature", "queue_size", "warmup_steps", "head_epochs", "head_lr"),
+    "racl": ("layers", "weight", "temperature", "reg_weight", "similarity"),
+}
+
 LOSSES: dict[str, type[nn.Module]] = {
     "ce": CrossEntropyLoss,
     "bce": BinaryCrossEntropyLoss,
