@@ -159,16 +159,18 @@ class Section:
 
 @dataclasses.dataclass(frozen=True)
 class Runtime(Section):
-    """params `runtime`: torch device (`auto` = CUDA when present) and CPU threads (0 = library default)."""
+    """params `runtime`: torch device (`auto` = CUDA when present), CPU threads (0 = library default), engine."""
 
     NAME: ClassVar[str] = "runtime"
     device: str = "auto"
     threads: int = 2
+    engine: str = "local"  # DESIGN.md's `local | ray`; only local runs in this version
 
     def check(self) -> None:
         if not isinstance(self.device, str) or not DEVICE.match(self.device):
             raise ConfigError(f"params runtime.device: expected auto, cpu, cuda or cuda:<n>, got {self.device!r}")
         number("runtime.threads", self.threads, low=0, integer=True)
+        one_of("runtime.engine", self.engine, ("local",))
 
 
 @dataclasses.dataclass(frozen=True)

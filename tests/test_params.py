@@ -177,6 +177,7 @@ CASES = [
     ("runtime.device", "tpu", r"runtime.device: expected auto, cpu, cuda or cuda:<n>, got 'tpu'"),
     ("runtime.threads", -1, r"runtime.threads: must be >= 0"),
     ("runtime.thread", 2, r"params runtime: unknown keys \['thread'\]"),
+    ("runtime.engine", "ray", r"runtime.engine: unknown value 'ray'; known: \['local'\]"),
     ("seed", "abc", r"params seed: expected an integer, got 'abc'"),
 ]
 
@@ -205,7 +206,7 @@ def test_a_missing_section_or_file_or_bad_yaml_is_a_config_error(tmp_path):
 
 def test_common_params_parse_seed_audio_and_runtime_once():
     common = common_params(BASE)
-    assert (common.seed, common.sample_rate, common.runtime) == (1234, 16000, Runtime(device="auto", threads=2))
+    assert (common.seed, common.sample_rate, common.runtime) == (1234, 16000, Runtime("auto", 2, "local"))
     assert common_params({}).runtime == Runtime()  # the demo's threads (2) when runtime is absent
     assert setup_torch(common_params({"seed": 3, "runtime": {"device": "cpu", "threads": 1}})).type == "cpu"
     assert torch.get_num_threads() == 1
@@ -249,3 +250,12 @@ def test_runtime_device_cuda_without_a_gpu_fails_the_stage_at_start(tmp_path, ca
     assert cli.main([*argv, "--params", _params_file(tmp_path, "runtime.device", "cuda")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: device 'cuda' asked for")
     assert not (tmp_path / "o").exists()
+
+
+def test_the_real_command_line_gives_one_line_and_exit_code_2(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pipeline", "prepare", "--params",
+                          _params_file(tmp_path, "audio.sample_rate", 0)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2 and out.stderr == "error: params audio.sample_rate: must be > 0, got 0\n"
