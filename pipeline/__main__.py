@@ -61,8 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     if name not in STAGES + COMMANDS:
         print(f"unknown stage {name!r}\n\n{USAGE}", file=sys.stderr)
         return 2
+    from pipeline.params import ConfigError
+
     module = importlib.import_module(f"pipeline.{name}")
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except ConfigError as exc:  # a params typo or impossible value: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

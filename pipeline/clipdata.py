@@ -27,11 +27,11 @@ import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
 from pipeline.audio import AudioError, check_audio, read_audio
-from pipeline.schema import BASE_SPLITS
+from pipeline.params import ConfigError, all_of, as_list, check_known_keys, mapping
+from pipeline.schema import BASE_SPLITS, LABEL_INDEX, PARADIGMS
 
 log = logging.getLogger(__name__)
 
-LABEL_INDEX = {"spoof": 0, "bonafide": 1}  # the same as pipeline.models.LABEL_INDEX
 POOL_KEYS = ("corpora", "paradigms", "systems", "splits")
 
 
@@ -44,6 +44,22 @@ def label_indices(labels: pd.Series | list[str]) -> np.ndarray:
     return labels.map(LABEL_INDEX).to_numpy(dtype=np.int64)
 
 
+def check_pool(pool: dict[str, Any] | None, where: str = "pool") -> dict[str, Any]:
+    """A teacher's pool filters, checked: known keys, lists (or one name), known paradigms and splits."""
+    pool = mapping(where, pool)
+    check_known_keys(where, pool, POOL_KEYS)
+    for key, value in pool.items():
+        if value is None:
+            continue
+        names = [value] if isinstance(value, str) else as_list(f"{where}.{key}", value)
+        if key == "paradigms":
+            all_of(f"{where}.paradigms", names, PARADIGMS)
+        if key == "splits" and [s for s in names if s not in BASE_SPLITS]:
+            raise ConfigError(f"params {where}.splits: {names} not allowed: a pool uses only {list(BASE_SPLITS)} "
+                              "(never eval:*)")
+    return pool
+
+
 def select_pool(clips: pd.DataFrame, pool: dict[str, Any] | None) -> pd.DataFrame:
     """Rows of a teacher's pool: split in train/dev/test and matching the pool's filters.
 
@@ -52,10 +68,7 @@ def select_pool(clips: pd.DataFrame, pool: dict[str, Any] | None) -> pd.DataFram
     system "-"), so that `{systems: [hifigan_universal]}` keeps the real clips beside their fakes.
     The row order of `clips` is kept.
     """
-    pool = dict(pool or {})
-    unknown = sorted(set(pool) - set(POOL_KEYS))
-    if unknown:
-        raise ValueError(f"unknown pool keys {unknown}; allowed: {list(POOL_KEYS)}")
+    pool = check_pool(pool)
 
     def values(key: str) -> list[str] | None:
         v = pool.get(key)
@@ -66,9 +79,6 @@ def select_pool(clips: pd.DataFrame, pool: dict[str, Any] | None) -> pd.DataFram
         return [str(x) for x in v]
 
     splits = values("splits") or list(BASE_SPLITS)
-    bad = [s for s in splits if s not in BASE_SPLITS]
-    if bad:
-        raise ValueError(f"pool splits {bad} not allowed: a pool uses only {list(BASE_SPLITS)} (never eval:*)")
     keep = clips["split"].isin(splits)
     corpora, paradigms, systems = values("corpora"), values("paradigms"), values("systems")
     if corpora is not None:

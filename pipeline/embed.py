@@ -27,26 +27,38 @@ import shutil
 import time
 import zipfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
 
-from pipeline.clipdata import iter_batches, select_pool
+from pipeline.clipdata import check_pool, iter_batches, select_pool
 from pipeline.io import atomic_path, write_json_atomic, write_npy_atomic, write_parquet_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
-from pipeline.models import Detector, load_checkpoint
-from pipeline.params import check_known_keys, load_params, section, stage_parser, teacher_params
+from pipeline.models import Detector, check_config, load_checkpoint
+from pipeline.params import (
+    ConfigError,
+    Section,
+    as_list,
+    common_params,
+    load_params,
+    number,
+    one_of,
+    section,
+    stage_parser,
+    teacher_model_keys,
+    teacher_params,
+)
 from pipeline.resume import ResumeDir, digest, tree_hash
 from pipeline.schema import make_rejects, read_clip_tables, write_rejects
 from pipeline.scoring import embed_batch
 from pipeline.torch_env import setup_torch
 
-log = logging.getLogger("embed")
+log = logging.getLogger("pipeline.embed")
 
 AGGREGATES = ("concat", "mean")
 EMBEDDERS = ("teacher", "resemblyzer", "teacher+resemblyzer")
@@ -54,8 +66,10 @@ PARTIAL = ".partial"
 
 
 @dataclass(frozen=True)
-class EmbedParams:
+class EmbedParams(Section):
     """The `embed` params section."""
+
+    NAME: ClassVar[str] = "embed"
 
     batch_size: int = 64
     eval_s: float = 4.0
@@ -67,16 +81,18 @@ class EmbedParams:
     max_reject_fraction: float = 0.2
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EmbedParams:
-        check_known_keys("embed", d, (f.name for f in fields(cls)))
-        p = cls(**{**d, "layers": list(d.get("layers", ["penultimate"]))})
-        if p.aggregate not in AGGREGATES:
-            raise ValueError(f"embed.aggregate must be one of {AGGREGATES}, not {p.aggregate!r}")
-        if p.embedder not in EMBEDDERS:
-            raise ValueError(f"embed.embedder must be one of {EMBEDDERS}, not {p.embedder!r}")
-        if not p.layers or p.batch_size < 1 or p.shard_batches < 1 or p.eval_s <= 0:
-            raise ValueError("embed: layers must be non-empty; batch_size, shard_batches and eval_s positive")
-        return p
+    def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
+        return {**kw, "layers": as_list("embed.layers", kw.get("layers", ["penultimate"]))}
+
+    def check(self) -> None:
+        one_of("embed.aggregate", self.aggregate, AGGREGATES)
+        one_of("embed.embedder", self.embedder, EMBEDDERS)
+        if not self.layers:
+            raise ConfigError("params embed.layers: must name at least one layer (e.g. [penultimate])")
+        for key in ("batch_size", "shard_batches"):
+            number(f"embed.{key}", getattr(self, key), low=1, integer=True)
+        number("embed.eval_s", self.eval_s, low=0, low_open=True)
+        number("embed.max_reject_fraction", self.max_reject_fraction, low=0, high=1)
 
 
 def check_layers(model: Detector, layers: list[str], aggregate: str) -> int:
@@ -254,10 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
+    common = common_params(params)
     teacher = teacher_params(params, args.teacher)
-    device = setup_torch(params)
-    p = EmbedParams.from_dict(section(params, "embed"))
-    sample_rate = int(section(params, "audio")["sample_rate"])
+    check_pool(teacher.get("pool"), f"teachers.{args.teacher}.pool")
+    check_config({**teacher_model_keys(teacher), "sample_rate": common.sample_rate}, f"teachers.{args.teacher}")
+    device = setup_torch(common)
+    p = EmbedParams.from_params(section(params, "embed"))
+    sample_rate = common.sample_rate
     checkpoint = Path(args.teacher_dir) / "model.pt"
     model = None
     if p.embedder != "resemblyzer":

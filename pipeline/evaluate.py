@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,7 @@ import pandas as pd
 from pipeline.io import atomic_path, write_json_atomic, write_text_atomic
 from pipeline.logs import setup_logging, stage_timer
 from pipeline.metrics import compute_det_curve, compute_eer
-from pipeline.params import check_known_keys, load_params, section, stage_parser
+from pipeline.params import ConfigError, Section, as_list, common_params, load_params, number, section, stage_parser
 from pipeline.schema import read_clip_tables
 
 log = logging.getLogger("pipeline.evaluate")
@@ -46,8 +46,10 @@ LEAVE_OUT_PREFIX = "leave_out_"
 
 
 @dataclass(frozen=True)
-class EvaluateParams:
+class EvaluateParams(Section):
     """The `evaluate` section of params.yaml."""
+
+    NAME: ClassVar[str] = "evaluate"
 
     batch_size: int = 64
     eval_s: float = 4.0
@@ -55,16 +57,19 @@ class EvaluateParams:
     max_reject_fraction: float = 0.05
 
     @classmethod
-    def from_params(cls, p: dict[str, Any]) -> EvaluateParams:
-        """Parse the section (unknown keys are an error)."""
-        check_known_keys("evaluate", p, cls.__dataclass_fields__)
-        kw = dict(p)
+    def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
         if "sets" in kw:
-            kw["sets"] = tuple(kw["sets"] or ())
-        ep = cls(**kw)
-        if ep.batch_size <= 0 or ep.eval_s <= 0:
-            raise ValueError("evaluate.batch_size and evaluate.eval_s must be positive")
-        return ep
+            kw["sets"] = tuple(as_list("evaluate.sets", kw["sets"]))
+        return kw
+
+    def check(self) -> None:
+        number("evaluate.batch_size", self.batch_size, low=1, integer=True)
+        number("evaluate.eval_s", self.eval_s, low=0, low_open=True)
+        number("evaluate.max_reject_fraction", self.max_reject_fraction, low=0, high=1)
+        for name in self.sets:
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"params evaluate.sets: expected set names ({list(SET_KINDS)} or an eval split "
+                                  f"name), got {name!r}")
 
 
 def _eval_split_names(clips: pd.DataFrame) -> list[str]:
@@ -265,13 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
+    common = common_params(params)
     p = EvaluateParams.from_params(section(params, "evaluate"))
-    sample_rate = int(section(params, "audio")["sample_rate"])
+    sample_rate = common.sample_rate
 
     from pipeline.models import load_checkpoint
     from pipeline.torch_env import setup_torch
 
-    device = setup_torch(params)
+    device = setup_torch(common)
     model, config = load_checkpoint(args.model, device=device)
     if int(config.get("sample_rate", sample_rate)) != sample_rate:
         raise ValueError(f"detector was trained at {config['sample_rate']} Hz but audio.sample_rate is {sample_rate}")

@@ -43,7 +43,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -62,7 +62,16 @@ from pipeline.demo.synthetic import make_synthetic
 from pipeline.demo.tts import Espeak, Piper, make_tts, package_version, system_id, voice_language
 from pipeline.io import atomic_dir, write_json_atomic, write_text_atomic
 from pipeline.logs import setup_logging, stage_timer
-from pipeline.params import check_known_keys, load_params, section, stage_parser
+from pipeline.params import (
+    ConfigError,
+    Section,
+    as_list,
+    common_params,
+    load_params,
+    number,
+    section,
+    stage_parser,
+)
 from pipeline.resume import digest, read_marker
 
 log = logging.getLogger("pipeline.fetch_demo")
@@ -73,8 +82,11 @@ METADATA_COLUMNS = ("file", "speaker", "label", "system", "paradigm", "language"
 
 
 @dataclass(frozen=True)
-class FetchDemoParams:
+class FetchDemoParams(Section):
     """The `fetch_demo` section of params.yaml (plus the shared seed)."""
+
+    NAME: ClassVar[str] = STAGE
+    SHARED: ClassVar[tuple[str, ...]] = ("seed",)
 
     synthetic: bool = False
     languages: tuple[str, ...] = ("en", "es", "fr", "it", "ru")
@@ -94,18 +106,20 @@ class FetchDemoParams:
     seed: int = 0
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> FetchDemoParams:
-        """Parse the section; unknown keys are a clear error (a typo must not be silently ignored)."""
-        sec = dict(section(params, STAGE))
-        check_known_keys(STAGE, sec, (f for f in cls.__dataclass_fields__ if f != "seed"))
+    def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
         for key in ("languages", "klettres_voices", "espeak_voices"):
-            if key in sec:
-                sec[key] = tuple(sec[key] or ())
-        p = cls(**sec, seed=int(params.get("seed", 0)))
-        if not 0 < p.min_duration_s < p.max_duration_s:
-            raise ValueError(f"params {STAGE}: need 0 < min_duration_s < max_duration_s, got "
-                             f"{p.min_duration_s}, {p.max_duration_s}")
-        return p
+            if key in kw:
+                kw[key] = tuple(as_list(f"{STAGE}.{key}", kw[key]))
+        return kw
+
+    def check(self) -> None:
+        if not 0 < self.min_duration_s < self.max_duration_s:
+            raise ConfigError(f"params {STAGE}: need 0 < min_duration_s < max_duration_s, got "
+                              f"{self.min_duration_s}, {self.max_duration_s}")
+        for key in ("clips_per_language", "klettres_clips", "piper_clips", "espeak_clips", "synthetic_spoof_clips"):
+            number(f"{STAGE}.{key}", getattr(self, key), low=0, integer=True)
+        for key in ("codec2_segments_per_file", "synthetic_speakers", "synthetic_clips_per_speaker"):
+            number(f"{STAGE}.{key}", getattr(self, key), low=1, integer=True)
 
     def digest(self) -> str:
         """Hash of these params (and the output format version), stored in the marker."""
@@ -221,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
-    p = FetchDemoParams.from_params(params)
-    threads = int((params.get("runtime") or {}).get("threads", 1))
+    common = common_params(params)
+    p = FetchDemoParams.from_params(section(params, STAGE), seed=common.seed)
+    threads = common.runtime.threads
     if not args.force and completed_counts(Path(args.out), p) is not None:
         log.info("%s: %s is already complete for these params, nothing to do", STAGE, args.out)
         return 0

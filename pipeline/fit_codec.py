@@ -19,6 +19,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -26,8 +27,9 @@ import torch
 from pipeline.io import atomic_dir, write_json_atomic
 from pipeline.logs import progress
 from pipeline.melspec import LogMel, quality_mel
+from pipeline.params import Section, check_known_keys, mapping, number
 from pipeline.resynth.codec import SMALL_ENCODEC, make_encodec, save_codec
-from pipeline.resynth.common import fit_stage_main, random_segments, read_waves
+from pipeline.resynth.common import check_fit_values, fit_stage_main, random_segments, read_waves
 
 log = logging.getLogger("pipeline.fit_codec")
 
@@ -35,8 +37,10 @@ STFT_SIZES = (256, 512, 1024)
 
 
 @dataclass(frozen=True)
-class FitCodecParams:
+class FitCodecParams(Section):
     """The fit_codec section of params.yaml."""
+
+    NAME: ClassVar[str] = "fit_codec"
 
     pretrained: str | None = None
     steps: int = 300
@@ -47,6 +51,17 @@ class FitCodecParams:
     mel_weight: float = 1.0
     commit_weight: float = 1.0
     model: dict = field(default_factory=dict)  # overrides of SMALL_ENCODEC (n_filters, dimension, bandwidths, ...)
+
+    @classmethod
+    def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
+        return {**kw, "model": mapping("fit_codec.model", kw.get("model"))}
+
+    def check(self) -> None:
+        check_fit_values(self)
+        number("fit_codec.segment_s", self.segment_s, low=0, low_open=True)
+        for key in ("mel_weight", "commit_weight"):
+            number(f"fit_codec.{key}", getattr(self, key), low=0)
+        check_known_keys("fit_codec.model", self.model, [k for k in SMALL_ENCODEC if k != "sample_rate"])
 
 
 class CodecLoss(torch.nn.Module):

@@ -17,6 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,15 +25,18 @@ import torch
 from pipeline.io import atomic_dir, write_json_atomic
 from pipeline.logs import progress
 from pipeline.melspec import HIFIGAN_MEL, LogMel
-from pipeline.resynth.common import fit_stage_main, read_waves, resample_all
+from pipeline.params import Section, check_known_keys, mapping, number
+from pipeline.resynth.common import check_fit_values, fit_stage_main, read_waves, resample_all
 from pipeline.resynth.diffusion import UNET_DEFAULTS, make_scheduler, make_unet, save_diffusion
 
 log = logging.getLogger("pipeline.fit_diffusion")
 
 
 @dataclass(frozen=True)
-class FitDiffusionParams:
+class FitDiffusionParams(Section):
     """The fit_diffusion section of params.yaml."""
+
+    NAME: ClassVar[str] = "fit_diffusion"
 
     model: str | None = None
     steps: int = 300
@@ -41,6 +45,15 @@ class FitDiffusionParams:
     lr: float = 2e-4
     max_clips: int | None = None
     unet: dict = field(default_factory=dict)  # overrides of UNET_DEFAULTS (block_out_channels, layers_per_block)
+
+    @classmethod
+    def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
+        return {**kw, "unet": mapping("fit_diffusion.unet", kw.get("unet"))}
+
+    def check(self) -> None:
+        check_fit_values(self)
+        number("fit_diffusion.segment_frames", self.segment_frames, low=1, integer=True)
+        check_known_keys("fit_diffusion.unet", self.unet, UNET_DEFAULTS)
 
 
 def clip_mels(waves: list[np.ndarray], sample_rate: int) -> list[torch.Tensor]:

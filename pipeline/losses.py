@@ -47,8 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BONAFIDE = 1
-SPOOF = 0
+from pipeline.schema import BONAFIDE, SPOOF
+
 SIMILARITIES = ("cosine", "angular")
 
 
@@ -206,6 +206,12 @@ class RACLLoss(nn.Module):
                       "racl/compact": float(reg.detach())}
         return loss
 
+
+# The keys of the train.supcon / train.racl blocks (head_epochs, head_lr: the train stage's SupCon head phase).
+LOSS_KEYS: dict[str, tuple[str, ...]] = {
+    "supcon": ("similarity", "temperature", "queue_size", "warmup_steps", "head_epochs", "head_lr"),
+    "racl": ("layers", "weight", "temperature", "reg_weight", "similarity"),
+}
 
 LOSSES: dict[str, type[nn.Module]] = {
     "ce": CrossEntropyLoss,

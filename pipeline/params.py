@@ -1,37 +1,53 @@
 """Read params.yaml once, at a stage's edge; nothing below `main` opens it.
 
-Each stage reads only its own section (plus the shared `seed` and `audio` sections)
-and turns it into a frozen dataclass or plain keyword arguments.
+A stage opens with `params = load_params(path)`, `common = common_params(params)` (seed,
+audio.sample_rate and runtime, parsed once for every stage) and `XParams.from_params(section(params, "x"))`.
+Every section is a frozen dataclass deriving `Section`: one constructor, `from_params(section, **extra)`,
+that refuses unknown keys, then converts and checks values. A bad key or value is a `ConfigError`,
+which `python -m pipeline` prints as one `error: ...` line (exit code 2) before any work is done.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
 DEFAULT_PARAMS = "params.yaml"
+TEACHER_KEYS = ("pool", "checkpoint")  # the keys of a `teachers.<T>` entry that are not model config
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+S = TypeVar("S", bound="Section")
+
+
+class ConfigError(ValueError):
+    """A params key or value that cannot work: raised at a stage's start, printed as one line."""
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
-    """The whole params file as a dict (a clear error when it is missing or not a mapping)."""
+    """The whole params file as a dict (a clear error when it is missing, not YAML or not a mapping)."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run from the repository root or pass --params")
-    data = yaml.safe_load(path.read_text()) or {}
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: run from the repository root or pass --params")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a YAML mapping at the top level")
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level")
     return data
 
 
-def section(params: dict[str, Any], name: str) -> dict[str, Any]:
+def section(params: Mapping[str, Any], name: str) -> dict[str, Any]:
     """One section of params, or a clear error naming the missing section."""
     if name not in params or params[name] is None:
-        raise KeyError(f"params has no {name!r} section")
-    return params[name]
+        raise ConfigError(f"params has no {name!r} section")
+    return mapping(name, params[name])
 
 
 def stage_parser(stage: str, description: str) -> argparse.ArgumentParser:
@@ -41,16 +57,190 @@ def stage_parser(stage: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def teacher_params(params: dict[str, Any], name: str) -> dict[str, Any]:
-    """One teacher of params `teachers:` (arch, frontend, pool, checkpoint, ...), or a clear error."""
-    teachers = section(params, "teachers")
-    if name not in teachers:
-        raise KeyError(f"teacher {name!r} is not in params `teachers:` ({sorted(teachers)})")
-    return dict(teachers[name])
+# ----------------------------------------------------------------------------- value checks
 
 
 def check_known_keys(name: str, given: Iterable[str], known: Iterable[str]) -> None:
-    """Raise ValueError naming the unknown keys of a params section: a typo must not be silently ignored."""
-    unknown = sorted(set(given) - set(known))
+    """Raise ConfigError naming the unknown keys of a params block: a typo must not be silently ignored."""
+    known = list(known)
+    unknown = sorted(set(given) - set(known), key=str)
     if unknown:
-        raise ValueError(f"params {name}: unknown keys {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"params {name}: unknown keys {unknown}; known: {sorted(known)}")
+
+
+def mapping(name: str, value: Any) -> dict[str, Any]:
+    """A params block as a dict (None = empty); anything else is a ConfigError."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"params {name}: expected a mapping of keys, got {type(value).__name__} {value!r}")
+    return dict(value)
+
+
+def as_list(name: str, value: Any) -> list:
+    """A params list (None = empty); a bare string or number is a ConfigError, not a list of characters."""
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"params {name}: expected a list, got {type(value).__name__} {value!r} "
+                          f"(write [{value}])")
+    return list(value)
+
+
+def number(name: str, value: Any, low: float | None = None, high: float | None = None, integer: bool = False,
+           low_open: bool = False, allow_none: bool = False) -> Any:
+    """Check a numeric param against [low, high] (low excluded when `low_open`); return it unchanged."""
+    if value is None and allow_none:
+        return value
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise ConfigError(f"params {name}: expected {'an integer' if integer else 'a number'}, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ConfigError(f"params {name}: must be {'>' if low_open else '>='} {low:g}, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"params {name}: must be <= {high:g}, got {value!r}")
+    return value
+
+
+def one_of(name: str, value: Any, known: Iterable[Any]) -> Any:
+    """Check a param is one of `known`; return it."""
+    known = list(known)
+    if value not in known:
+        raise ConfigError(f"params {name}: unknown value {value!r}; known: {known}")
+    return value
+
+
+def all_of(name: str, values: Iterable[Any], known: Iterable[Any]) -> list:
+    """Check each value of a list param is one of `known`; return the list."""
+    values, known = as_list(name, values), list(known)
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        raise ConfigError(f"params {name}: unknown names {unknown}; known: {known}")
+    return values
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+class Section:
+    """Base of every params dataclass: one constructor, `from_params(section, **extra)`.
+
+    `NAME` is the block's path in params.yaml (used in messages). `extra` fills fields that do not come
+    from the section (seed, sample_rate, a stage argument); they are not accepted as section keys.
+    Subclasses override `convert` (e.g. lists -> tuples) and `check` (value checks raising ConfigError).
+    """
+
+    NAME: ClassVar[str] = ""
+    SHARED: ClassVar[tuple[str, ...]] = ()  # fields filled from the shared params (seed, ...), never section keys
+
+    @classmethod
+    def from_params(cls: type[S], sec: Mapping[str, Any] | None, **extra: Any) -> S:
+        """Parse a section: unknown keys, then values, are a ConfigError naming the key."""
+        kw = mapping(cls.NAME, sec)
+        check_known_keys(cls.NAME, kw, cls.known_keys(extra))
+        obj = cls(**cls.convert({**kw, **extra}))
+        obj.check()
+        return obj
+
+    @classmethod
+    def known_keys(cls, extra: Mapping[str, Any]) -> list[str]:
+        """The keys the section may have (default: the fields not in SHARED nor given in `extra`)."""
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        return [f.name for f in fields if f.init and f.name not in extra and f.name not in cls.SHARED]
+
+    @classmethod
+    def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
+        """Turn YAML values (and `extra`) into constructor arguments (default: unchanged)."""
+        return kw
+
+    def check(self) -> None:
+        """Raise ConfigError for a value that cannot work (default: nothing to check)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime(Section):
+    """params `runtime`: torch device (`auto` = CUDA when present), CPU threads (0 = library default), engine."""
+
+    NAME: ClassVar[str] = "runtime"
+    device: str = "auto"
+    threads: int = 2
+    engine: str = "local"  # DESIGN.md's `local | ray`; only local runs in this version
+
+    def check(self) -> None:
+        if not isinstance(self.device, str) or not DEVICE.match(self.device):
+            raise ConfigError(f"params runtime.device: expected auto, cpu, cuda or cuda:<n>, got {self.device!r}")
+        number("runtime.threads", self.threads, low=0, integer=True)
+        one_of("runtime.engine", self.engine, ("local",))
+
+
+@dataclasses.dataclass(frozen=True)
+class Audio(Section):
+    """params `audio`: the sample rate of every clip on disk."""
+
+    NAME: ClassVar[str] = "audio"
+    sample_rate: int | None = None
+
+    def check(self) -> None:
+        number("audio.sample_rate", self.sample_rate, low=0, integer=True, low_open=True, allow_none=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Common:
+    """What every stage shares: `seed`, `audio.sample_rate` and `runtime`, parsed once."""
+
+    seed: int = 0
+    audio: Audio = Audio()
+    runtime: Runtime = Runtime()
+
+    @property
+    def sample_rate(self) -> int:
+        """audio.sample_rate (a ConfigError when the stage needs it and params lacks it)."""
+        if self.audio.sample_rate is None:
+            raise ConfigError("params audio.sample_rate is missing")
+        return int(self.audio.sample_rate)
+
+
+def common_params(params: Mapping[str, Any]) -> Common:
+    """Parse the shared top-level params (seed, audio, runtime) of the whole params dict."""
+    seed = number("seed", params.get("seed", 0), integer=True)
+    return Common(seed=int(seed), audio=Audio.from_params(params.get("audio")),
+                  runtime=Runtime.from_params(params.get("runtime")))
+
+
+def teacher_params(params: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """One teacher of params `teachers:` (arch, frontend, pool, checkpoint, ...), or a ConfigError.
+
+    Checked here: the name, `arch`, `checkpoint` and that `pool` is a mapping; the model keys are checked
+    by pipeline.models.check_config and the pool filters by pipeline.clipdata.check_pool.
+    """
+    teachers = section(params, "teachers")
+    if name not in teachers:
+        raise ConfigError(f"teacher {name!r} is not in params `teachers:`; known: {sorted(teachers)}")
+    where = f"teachers.{name}"
+    teacher = mapping(where, teachers[name])
+    if "arch" not in teacher:
+        raise ConfigError(f"params {where}: needs an `arch` (one of pipeline.models.ARCHITECTURES)")
+    mapping(f"{where}.pool", teacher.get("pool"))
+    checkpoint = teacher.get("checkpoint")
+    if checkpoint is not None and not isinstance(checkpoint, str):
+        raise ConfigError(f"params {where}.checkpoint: expected a path or null, got {checkpoint!r}")
+    return teacher
+
+
+def teacher_model_keys(teacher: Mapping[str, Any]) -> dict[str, Any]:
+    """The model config part of a teacher (every key but TEACHER_KEYS)."""
+    return {k: v for k, v in teacher.items() if k not in TEACHER_KEYS}
+
+
+def merge_params(base: Mapping[str, Any], overrides: Mapping[str, Any], path: str = "") -> dict[str, Any]:
+    """`overrides` merged onto `base`: mappings merge key by key, other values replace; a key `base` lacks
+    is a ConfigError (a profile such as params.tiny.yaml must not invent keys)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if key not in base:
+            raise ConfigError(f"params override {path}{key}: not a key of the base params; known: {sorted(base)}")
+        if isinstance(value, Mapping) and isinstance(base[key], Mapping) and base[key]:
+            out[key] = merge_params(base[key], value, f"{path}{key}.")
+        else:
+            out[key] = value
+    return out

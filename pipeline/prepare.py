@@ -8,6 +8,7 @@ Corpora without an official split get a speaker-disjoint train/dev/test split, d
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,19 @@ from pipeline.corpora import ADAPTERS
 from pipeline.corpora.common import CorpusError, check_corpus_name
 from pipeline.io import write_json_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
-from pipeline.params import check_known_keys, load_params, section, stage_parser
+from pipeline.params import (
+    ConfigError,
+    Section,
+    as_list,
+    check_known_keys,
+    common_params,
+    load_params,
+    mapping,
+    number,
+    one_of,
+    section,
+    stage_parser,
+)
 from pipeline.schema import (
     CLIP_COLUMNS,
     check_split_speakers,
@@ -39,8 +52,11 @@ BATCH = 32
 
 
 @dataclass(frozen=True)
-class PrepareParams:
+class PrepareParams(Section):
     """The `prepare` section of params (plus audio.sample_rate and seed)."""
+
+    NAME: ClassVar[str] = "prepare"
+    SHARED: ClassVar[tuple[str, ...]] = ("sample_rate", "seed")
 
     corpora: tuple[dict, ...]
     sample_rate: int = 16000
@@ -55,14 +71,30 @@ class PrepareParams:
     seed: int = 0
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> PrepareParams:
-        p = dict(section(params, "prepare"))
-        corpora = tuple(p.pop("corpora", None) or ())
+    def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
+        corpora = as_list("prepare.corpora", kw.get("corpora"))
         if not corpora:
-            raise ValueError("params prepare.corpora is empty: name at least one corpus (e.g. {name: demo, root: ...})")
-        check_known_keys("prepare", p, cls.__dataclass_fields__)
-        return cls(corpora=corpora, sample_rate=int(section(params, "audio")["sample_rate"]),
-                   seed=int(params.get("seed", 0)), **p)
+            raise ConfigError("params prepare.corpora is empty: name at least one corpus "
+                              "(e.g. {name: demo, root: ...})")
+        return {**kw, "corpora": tuple(mapping(f"prepare.corpora[{i}]", c) for i, c in enumerate(corpora))}
+
+    def check(self) -> None:
+        for i, entry in enumerate(self.corpora):
+            where = f"prepare.corpora[{i}]"
+            name = one_of(f"{where}.name", entry.get("name"), ADAPTERS)
+            if not isinstance(entry.get("root"), str):
+                raise ConfigError(f"params {where} ({name}): needs a root path, got {entry.get('root')!r}")
+            options = [k for k in inspect.signature(ADAPTERS[name]).parameters if k != "root"]
+            check_known_keys(f"{where} ({name})", entry, ["name", "root", *options])
+        for key in ("dev_fraction", "test_fraction"):
+            number(f"prepare.{key}", getattr(self, key), low=0, high=1)
+        if self.dev_fraction + self.test_fraction >= 1:
+            raise ConfigError("params prepare: dev_fraction + test_fraction must be < 1 (train needs clips)")
+        number("prepare.min_duration_s", self.min_duration_s, low=0)
+        number("prepare.max_duration_s", self.max_duration_s, low=self.min_duration_s, low_open=True)
+        number("prepare.lowpass_hz", self.lowpass_hz, low=0, high=self.sample_rate / 2, low_open=True, allow_none=True)
+        number("prepare.max_reject_fraction", self.max_reject_fraction, low=0, high=1)
+        number("prepare.workers", self.workers, low=1, integer=True)
 
 
 class TooManyRejects(RuntimeError):
@@ -236,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", default="metrics/prepare.json")
     args = parser.parse_args(argv)
     setup_logging()
-    p = PrepareParams.from_params(load_params(args.params))
+    params = load_params(args.params)
+    common = common_params(params)
+    p = PrepareParams.from_params(section(params, "prepare"), sample_rate=common.sample_rate, seed=common.seed)
     try:
         clips, rejects, metrics = run(p, Path(args.audio_dir))
     except CorpusError as exc:  # a wrong root, an empty or malformed metadata file, a bad adapter option

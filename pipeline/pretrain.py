@@ -23,35 +23,53 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from pipeline.clipdata import ClipDataset, balanced_sampler, class_weights, label_indices, select_pool
+from pipeline.clipdata import (
+    ClipDataset,
+    balanced_sampler,
+    check_pool,
+    class_weights,
+    label_indices,
+    select_pool,
+)
 from pipeline.io import write_json_atomic
 from pipeline.logs import setup_logging, stage_timer
 from pipeline.metrics import compute_eer
-from pipeline.models import Detector, build_model, load_checkpoint, save_checkpoint
-from pipeline.params import check_known_keys, load_params, section, stage_parser, teacher_params
+from pipeline.models import Detector, build_model, check_config, load_checkpoint, save_checkpoint
+from pipeline.params import (
+    Section,
+    common_params,
+    load_params,
+    number,
+    one_of,
+    section,
+    stage_parser,
+    teacher_model_keys,
+    teacher_params,
+)
 from pipeline.schema import read_clip_tables
 from pipeline.scoring import score_clips
 from pipeline.torch_env import setup_torch
 from pipeline.training import EpochResult, Phase, RunState, fit, live_log
 
-log = logging.getLogger("pretrain")
+log = logging.getLogger("pipeline.pretrain")
 
 BALANCE_MODES = ("sampler", "weight", "none")
-TEACHER_KEYS = ("pool", "checkpoint")  # teacher keys that are not model config
 
 
 @dataclass(frozen=True)
-class PretrainParams:
+class PretrainParams(Section):
     """The `pretrain` params section."""
+
+    NAME: ClassVar[str] = "pretrain"
 
     epochs: int = 6
     batch_size: int = 32
@@ -66,22 +84,23 @@ class PretrainParams:
     num_workers: int = 0
     live: bool = True                   # dvclive log under <out>/dvclive
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PretrainParams:
-        check_known_keys("pretrain", d, (f.name for f in fields(cls)))
-        p = cls(**d)
-        if p.balance not in BALANCE_MODES:
-            raise ValueError(f"pretrain.balance must be one of {BALANCE_MODES}, not {p.balance!r}")
-        if p.epochs < 1 or p.batch_size < 1 or p.crop_s <= 0 or p.eval_s <= 0:
-            raise ValueError("pretrain: epochs, batch_size, crop_s and eval_s must be positive")
-        return p
+    def check(self) -> None:
+        one_of("pretrain.balance", self.balance, BALANCE_MODES)
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            number(f"pretrain.{key}", getattr(self, key), low=1, integer=True)
+        for key in ("crop_s", "eval_s", "lr"):
+            number(f"pretrain.{key}", getattr(self, key), low=0, low_open=True)
+        number("pretrain.weight_decay", self.weight_decay, low=0)
+        number("pretrain.patience", self.patience, low=0, integer=True)
+        number("pretrain.num_workers", self.num_workers, low=0, integer=True)
+        number("pretrain.max_steps_per_epoch", self.max_steps_per_epoch, low=1, integer=True, allow_none=True)
 
 
 def model_config(teacher: dict[str, Any], sample_rate: int) -> dict[str, Any]:
     """The model config of a teacher's params: every key but pool/checkpoint, plus the sample rate."""
     if "arch" not in teacher:
         raise ValueError("a teacher needs an `arch` (one of pipeline.models.ARCHITECTURES)")
-    return {**{k: v for k, v in teacher.items() if k not in TEACHER_KEYS}, "sample_rate": int(sample_rate)}
+    return {**teacher_model_keys(teacher), "sample_rate": int(sample_rate)}
 
 
 def split_pool(pool: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -225,11 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
+    common = common_params(params)
     teacher = teacher_params(params, args.teacher)
-    seed = int(params.get("seed", 0))
-    device = setup_torch(params)
-    p = PretrainParams.from_dict(section(params, "pretrain"))
-    sample_rate = int(section(params, "audio")["sample_rate"])
+    check_pool(teacher.get("pool"), f"teachers.{args.teacher}.pool")
+    seed, sample_rate = common.seed, common.sample_rate
+    check_config(model_config(teacher, sample_rate), f"teachers.{args.teacher}")
+    p = PretrainParams.from_params(section(params, "pretrain"))
+    device = setup_torch(common)
     clips = read_clip_tables(args.clips, stage="pretrain")
     with stage_timer(log, f"pretrain {args.teacher}") as stats:
         metrics = run(args.teacher, clips, teacher, p, sample_rate, seed, args.out, device)

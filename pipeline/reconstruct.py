@@ -25,7 +25,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -42,10 +42,10 @@ from pipeline.audio import (
 )
 from pipeline.io import write_json_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
-from pipeline.params import load_params, section, stage_parser
+from pipeline.params import ConfigError, Section, as_list, common_params, load_params, number, section, stage_parser
 from pipeline.resume import ResumeDir, files_hash, tree_hash
 from pipeline.resynth.common import unit_draw
-from pipeline.schema import read_clips, write_clips
+from pipeline.schema import read_clips, split_ok, write_clips
 
 log = logging.getLogger("pipeline.reconstruct")
 
@@ -57,14 +57,38 @@ NOISE_RATIO = 0.8  # distance above this share of white noise's distance: the fa
 
 
 @dataclass(frozen=True)
-class ReconstructParams:
-    """The reconstruct section of params.yaml, resolved for one paradigm."""
+class ReconstructParams(Section):
+    """The reconstruct section of params.yaml, resolved for one paradigm (every paradigm's block is checked)."""
 
+    NAME: ClassVar[str] = "reconstruct"
     paradigm: str
     splits: tuple[str, ...] = ("train", "dev", "test")
     batch_size: int = 8
     max_reject_fraction: float = 0.2
     settings: dict = field(default_factory=dict)  # the paradigm's own sub-section
+
+    @classmethod
+    def known_keys(cls, extra: dict[str, Any]) -> list[str]:
+        from pipeline.resynth import PARADIGMS
+
+        return ["splits", "batch_size", "max_reject_fraction", *PARADIGMS]
+
+    @classmethod
+    def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
+        from pipeline.resynth import PARADIGMS, check_settings
+
+        blocks = {name: check_settings(name, kw.pop(name, None), plan_keys=PLAN_KEYS) for name in PARADIGMS}
+        if kw["paradigm"] not in blocks:
+            raise ConfigError(f"unknown paradigm {kw['paradigm']!r}; known: {list(PARADIGMS)}")
+        if "splits" in kw:
+            kw["splits"] = tuple(as_list("reconstruct.splits", kw["splits"]))
+        return {**kw, "settings": blocks[kw["paradigm"]]}
+
+    def check(self) -> None:
+        if not self.splits or not all(isinstance(s, str) and split_ok(s) for s in self.splits):
+            raise ConfigError(f"params reconstruct.splits: expected train/dev/test/eval:<set>, got {list(self.splits)}")
+        number("reconstruct.batch_size", self.batch_size, low=1, integer=True)
+        number("reconstruct.max_reject_fraction", self.max_reject_fraction, low=0, high=1)
 
     @property
     def systems_per_parent(self) -> int | None:
@@ -391,24 +415,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
-    rec = section(params, "reconstruct")
+    common = common_params(params)
     from pipeline.resynth import PARADIGMS
 
     if args.paradigm not in PARADIGMS:
         parser.error(f"unknown paradigm {args.paradigm!r}; known: {list(PARADIGMS)}")
-    p = ReconstructParams(paradigm=args.paradigm, splits=tuple(rec.get("splits", ("train", "dev", "test"))),
-                          batch_size=int(rec.get("batch_size", 8)),
-                          max_reject_fraction=float(rec.get("max_reject_fraction", 0.2)),
-                          settings=dict(rec.get(args.paradigm) or {}))
+    p = ReconstructParams.from_params(section(params, "reconstruct"), paradigm=args.paradigm)
     from pipeline.torch_env import setup_torch
 
-    seed = int(params.get("seed", 0))
-    device = setup_torch(params)
+    seed = common.seed
+    device = setup_torch(common)
     clips = read_clips(args.clips, stage=f"reconstruct {args.paradigm}")
     generator = args.generator  # for vocoder: the module itself, hashed into the fingerprint
     with stage_timer(log, f"reconstruct {args.paradigm}") as stats:
-        table, summary = run(clips, p, generator, Path(args.audio_dir), int(params["audio"]["sample_rate"]), seed,
-                             device)
+        table, summary = run(clips, p, generator, Path(args.audio_dir), common.sample_rate, seed, device)
         stats.add("clips", len(table))
         stats.add("rejected", summary["n_rejected"])
     log.info("quality of %s reconstructions:\n%s", args.paradigm, quality_table(summary))

@@ -26,7 +26,7 @@ import pandas as pd
 
 from pipeline.io import write_text_atomic
 from pipeline.logs import setup_logging, stage_timer
-from pipeline.params import check_known_keys, load_params, stage_parser
+from pipeline.params import common_params, load_params, mapping, stage_parser
 from pipeline.reporting import detector_section, html, inputs, sampling_section, sections
 from pipeline.reporting.audit import AuditParams
 from pipeline.reporting.experiments import ExperimentRuns, eer_metrics, load_experiments
@@ -48,14 +48,11 @@ class ReportInputs:
     repo: Path = Path(".")
 
 
-def parse_params(params: dict[str, Any]) -> ReportParams:
-    """The `report` section (all keys optional) as ReportParams; unknown keys are an error."""
-    sec = dict(params.get("report") or {})
-    check_known_keys("report", sec, ("pca_points", "pca_normalize", "audit", "experiments", "experiments_timeout_s"))
-    audit = dict(sec.pop("audit", None) or {})
-    check_known_keys("report.audit", audit, set(AuditParams.__dataclass_fields__) - {"seed"})
-    seed = int(params.get("seed", 0))
-    return ReportParams(audit=AuditParams(seed=seed, **audit), **sec)
+def parse_params(sec: dict[str, Any] | None, seed: int) -> ReportParams:
+    """The `report` section (all keys optional) as ReportParams; unknown keys and bad values are a ConfigError."""
+    sec = mapping("report", sec)
+    audit = AuditParams.from_params(sec.pop("audit", None), seed=seed)
+    return ReportParams.from_params(sec, audit=audit)
 
 
 def _guarded(title: str, anchor: str, build: Callable[[], html.Section]) -> html.Section:
@@ -154,11 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
-    p = parse_params(params)
+    common = common_params(params)
+    p = parse_params(params.get("report"), common.seed)
     src = ReportInputs(reports=args.reports, clips=tuple(args.clips), rejects=args.rejects,
                        embeddings=args.embeddings, manifests=args.manifests, teachers=args.teachers, repo=args.repo)
     with stage_timer(log, "report") as stats:
-        page, counts = run(src, p, seed=int(params.get("seed", 0)))
+        page, counts = run(src, p, seed=common.seed)
         write_text_atomic(page, args.out)
         # mkstemp creates 0600 files; the page is meant to be opened and served by others too
         os.chmod(args.out, 0o644)

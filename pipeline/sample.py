@@ -21,15 +21,26 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from pipeline.io import atomic_path, write_json_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
-from pipeline.params import check_known_keys, load_params, section, stage_parser
-from pipeline.schema import CLIP_COLUMNS, SchemaError, read_clip_tables, write_clips
+from pipeline.params import (
+    ConfigError,
+    Section,
+    all_of,
+    common_params,
+    load_params,
+    mapping,
+    number,
+    one_of,
+    section,
+    stage_parser,
+)
+from pipeline.schema import CLIP_COLUMNS, LABELS, SchemaError, read_clip_tables, write_clips
 
 log = logging.getLogger("pipeline.sample")
 
@@ -37,8 +48,10 @@ METHODS = ("nc", "random", "full", "kcenter", "farthest")
 
 
 @dataclass(frozen=True)
-class SampleParams:
+class SampleParams(Section):
     """The `sample:` section of params.yaml."""
+
+    NAME: ClassVar[str] = "sample"
 
     method: str = "nc"
     ratio: float = 0.25
@@ -52,22 +65,25 @@ class SampleParams:
     kmeans_iters: int = 20
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SampleParams:
-        """Parse the section, refusing unknown keys and bad values with a clear error."""
+    def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
+        return {k: (mapping("sample.class_ratio", v) if k == "class_ratio" else v) for k, v in kw.items()}
+
+    def check(self) -> None:
+        """Refuse bad values with a clear error."""
         from pipeline.sampling import check_ratio
 
-        check_known_keys("sample", d, cls.__dataclass_fields__)
-        p = cls(**{k: (dict(v or {}) if k == "class_ratio" else v) for k, v in d.items()})
-        if p.method not in METHODS:
-            raise ValueError(f"params sample.method must be one of {METHODS}, got {p.method!r}")
-        if p.index not in ("flat", "ivf"):
-            raise ValueError(f"params sample.index must be 'flat' or 'ivf', got {p.index!r}")
-        check_ratio(p.ratio, "params sample.ratio")
-        for k, v in p.class_ratio.items():
-            check_ratio(v, f"params sample.class_ratio[{k!r}]")
-        if int(p.n_clusters) < 0:
-            raise ValueError(f"params sample.n_clusters must be >= 0, got {p.n_clusters}")
-        return p
+        one_of("sample.method", self.method, METHODS)
+        one_of("sample.index", self.index, ("flat", "ivf"))
+        try:
+            check_ratio(self.ratio, "params sample.ratio")
+            for k, v in self.class_ratio.items():
+                check_ratio(v, f"params sample.class_ratio[{k!r}]")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        all_of("sample.class_ratio", list(self.class_ratio), LABELS)
+        number("sample.n_clusters", self.n_clusters, low=0, integer=True)
+        for key in ("ivf_nlist", "ivf_nprobe", "max_points_per_centroid", "kmeans_iters"):
+            number(f"sample.{key}", getattr(self, key), low=1, integer=True)
 
 
 @dataclass
@@ -224,12 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     params = load_params(args.params)
-    p = SampleParams.from_dict(section(params, "sample"))
+    common = common_params(params)
+    p = SampleParams.from_params(section(params, "sample"))
     teachers = list(section(params, "teachers"))
-    seed = int(params.get("seed", 0))
+    seed = common.seed
     import faiss
 
-    faiss.omp_set_num_threads(int((params.get("runtime") or {}).get("threads") or 2))
+    faiss.omp_set_num_threads(common.runtime.threads or 2)  # 0 would let faiss take every core
     with stage_timer(log, "sample") as stats:
         clips = read_clip_tables(args.clips, stage="sample")
         pools = [load_pool(t, args.embeddings / t) for t in teachers]

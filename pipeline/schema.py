@@ -22,6 +22,9 @@ from pipeline.io import write_parquet_atomic
 log = logging.getLogger(__name__)
 
 LABELS = ("bonafide", "spoof")
+# The label index of every model, loss and class-mean: spoof = 0, bonafide = 1 (score = logit[1] - logit[0]).
+LABEL_INDEX = {"spoof": 0, "bonafide": 1}
+SPOOF, BONAFIDE = LABEL_INDEX["spoof"], LABEL_INDEX["bonafide"]
 PARADIGMS = ("bonafide", "diffusion", "codec", "vocoder", "tts", "corpus")
 BASE_SPLITS = ("train", "dev", "test")
 
@@ -87,7 +90,8 @@ def empty_clips(groups: Iterable[str] = ()) -> pd.DataFrame:
     return clip_schema(groups).empty_table().to_pandas()
 
 
-def _split_ok(split: str) -> bool:
+def split_ok(split: str) -> bool:
+    """A valid split name: train, dev, test or eval:<set>."""
     return split in BASE_SPLITS or (split.startswith("eval:") and len(split) > 5)
 
 
@@ -127,7 +131,7 @@ def validate_clips(df: pd.DataFrame, stage: str = "", groups: Iterable[str] = ()
     checks = (
         ("label", lambda v: v in LABELS, f"label not in {LABELS}"),
         ("paradigm", lambda v: v in PARADIGMS, f"paradigm not in {PARADIGMS}"),
-        ("split", _split_ok, "split not train/dev/test/eval:<set>"),
+        ("split", split_ok, "split not train/dev/test/eval:<set>"),
         ("duration_s", lambda v: math.isfinite(v) and v > 0, "duration_s not positive"),
         ("sample_rate", lambda v: v > 0, "sample_rate not positive"),
     )
@@ -253,7 +257,7 @@ def validate_sources(df: pd.DataFrame, corpus: str) -> pd.DataFrame:
             raise SchemaError(f"{corpus} adapter: row {i} (clip_id={df['clip_id'].iloc[i]!r}) {column} "
                               f"{df[column].iloc[i]!r} not in {allowed}")
     split = df["split"].dropna()
-    bad_split = ~split.map(_split_ok)
+    bad_split = ~split.map(split_ok)
     if bad_split.any():
         raise SchemaError(f"{corpus} adapter: split {split[bad_split].iloc[0]!r} not train/dev/test/eval:<set>")
     if df["clip_id"].duplicated().any():

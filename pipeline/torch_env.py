@@ -7,12 +7,22 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.params import Common, ConfigError
+
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` -> cuda when available, else cpu; otherwise the named device."""
+    """`auto` -> cuda when available, else cpu; otherwise the named device (a ConfigError when it is absent)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"device {name!r} is not a torch device: {exc}") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"device {name!r} asked for, but no such CUDA GPU is available (use auto or cpu)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r} asked for, but MPS is not available (use auto or cpu)")
+    return device
 
 
 def configure_torch(threads: int, seed: int) -> None:
@@ -26,8 +36,8 @@ def configure_torch(threads: int, seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def setup_torch(params: dict) -> torch.device:
+def setup_torch(common: Common) -> torch.device:
     """Apply params `runtime` (threads, device) and `seed` once, in a stage's main; return the device."""
-    runtime = params.get("runtime") or {}
-    configure_torch(int(runtime.get("threads", 0) or 0), int(params.get("seed", 0)))
-    return resolve_device(runtime.get("device", "auto"))
+    device = resolve_device(common.runtime.device)
+    configure_torch(common.runtime.threads, common.seed)
+    return device

@@ -27,7 +27,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -38,12 +38,25 @@ from torch.utils.data import DataLoader
 from pipeline.clipdata import ClipDataset, balanced_sampler
 from pipeline.io import write_json_atomic
 from pipeline.logs import setup_logging, stage_timer
-from pipeline.losses import CrossEntropyLoss, build_loss
+from pipeline.losses import LOSS_KEYS, CrossEntropyLoss, build_loss
 from pipeline.metrics import compute_eer
-from pipeline.models import build_model
+from pipeline.models import build_model, check_config
 from pipeline.ncm import ClassMeans, init_head_from_means, ncm_scores
-from pipeline.params import check_known_keys, load_params, section, stage_parser
-from pipeline.schema import MANIFEST_COLUMNS, read_clips
+from pipeline.params import (
+    ConfigError,
+    Section,
+    all_of,
+    as_list,
+    check_known_keys,
+    common_params,
+    load_params,
+    mapping,
+    number,
+    one_of,
+    section,
+    stage_parser,
+)
+from pipeline.schema import MANIFEST_COLUMNS, PARADIGMS, read_clips
 from pipeline.scoring import load_waves, score_waves
 from pipeline.torch_env import setup_torch
 from pipeline.training import EpochResult, Phase, RunState, checkpointer, fit, live_log
@@ -54,8 +67,10 @@ OBJECTIVES = ("ce", "bce", "supcon", "racl")
 
 
 @dataclass(frozen=True)
-class TrainParams:
+class TrainParams(Section):
     """The `train` section of params.yaml."""
+
+    NAME: ClassVar[str] = "train"
 
     arch: str = "resnet"
     width: int = 8
@@ -77,24 +92,32 @@ class TrainParams:
     racl: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_params(cls, p: dict[str, Any]) -> TrainParams:
-        """Parse and check the `train` section (unknown keys are an error: a typo must not go silently)."""
-        check_known_keys("train", p, cls.__dataclass_fields__)
-        kw = dict(p)
-        kw["exclude_paradigms"] = tuple(kw.get("exclude_paradigms") or ())
+    def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
+        kw["exclude_paradigms"] = tuple(as_list("train.exclude_paradigms", kw.get("exclude_paradigms")))
         for key in ("model", "supcon", "racl"):
-            kw[key] = dict(kw.get(key) or {})
-        tp = cls(**kw)
-        if tp.objective not in OBJECTIVES:
-            raise ValueError(f"train.objective {tp.objective!r} unknown; known: {list(OBJECTIVES)}")
-        for name in ("epochs", "steps_per_epoch", "batch_size", "patience"):
-            if int(getattr(tp, name)) <= 0:
-                raise ValueError(f"train.{name} must be positive, got {getattr(tp, name)}")
-        if tp.objective == "supcon" and int(tp.supcon.get("head_epochs", 3)) <= 0:
-            raise ValueError("train.supcon.head_epochs must be positive: stage 2 trains the classifier")
-        if tp.batch_size < 2:
-            raise ValueError("train.batch_size must be at least 2 (batch norm, contrastive pairs)")
-        return tp
+            kw[key] = mapping(f"train.{key}", kw.get(key))
+        return kw
+
+    def check(self) -> None:
+        """Values, the model keys and the loss blocks' keys (a typo must not go silently)."""
+        one_of("train.objective", self.objective, OBJECTIVES)
+        for name in ("epochs", "steps_per_epoch", "patience"):
+            number(f"train.{name}", getattr(self, name), low=1, integer=True)
+        if number("train.batch_size", self.batch_size, integer=True) < 2:
+            raise ConfigError("params train.batch_size: must be at least 2 (batch norm, contrastive pairs)")
+        for name in ("crop_s", "eval_s", "lr"):
+            number(f"train.{name}", getattr(self, name), low=0, low_open=True)
+        number("train.weight_decay", self.weight_decay, low=0)
+        number("train.dev_max_clips", self.dev_max_clips, low=1, integer=True)
+        all_of("train.exclude_paradigms", list(self.exclude_paradigms), [x for x in PARADIGMS if x != "bonafide"])
+        for key in ("supcon", "racl"):
+            check_known_keys(f"train.{key}", getattr(self, key), LOSS_KEYS[key])
+        if self.objective == "supcon" and int(self.supcon.get("head_epochs", 3)) <= 0:
+            raise ConfigError("params train.supcon.head_epochs: must be positive (stage 2 trains the classifier)")
+        repeated = sorted(set(self.model) & {"arch", "width", "embedding_dim", "frontend", "sample_rate"})
+        if repeated:
+            raise ConfigError(f"params train.model: {repeated} are set by train.<key> (or audio), not in train.model")
+        check_config(self.model_config(16000), "train.model")
 
     def model_config(self, sample_rate: int) -> dict[str, Any]:
         """The config dict for pipeline.models.build_model."""
@@ -264,10 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
+    common = common_params(params)
     p = TrainParams.from_params(section(params, "train"))
-    seed = int(params.get("seed", 0))
-    sample_rate = int(section(params, "audio")["sample_rate"])
-    device = setup_torch(params)
+    seed, sample_rate = common.seed, common.sample_rate
+    device = setup_torch(common)
 
     manifest = read_clips(args.manifest, stage="train", groups=_groups_of(args.manifest))
     train_rows = select_training_rows(manifest, p.exclude_paradigms)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv and run the test suite (unit tests + the end-to-end `dvc repro` on params.tiny.yaml).
+# Set up .venv and run the test suite (unit tests + the end-to-end `dvc repro` on params.yaml + params.tiny.yaml).
 # Installs Debian's chromium for the report's browser test when apt-get can (root), else that test skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -11,6 +11,7 @@ from pipeline.audio import AudioError
 from pipeline.clipdata import (
     ClipDataset,
     balanced_sampler,
+    check_pool,
     class_weights,
     crop_or_tile,
     iter_batches,
@@ -18,6 +19,7 @@ from pipeline.clipdata import (
     load_batch,
     select_pool,
 )
+from pipeline.params import ConfigError
 from tests.conftest import tiny_clip_table
 
 
@@ -47,10 +49,14 @@ def test_select_pool_systems_filter_keeps_bonafide():
 
 
 def test_select_pool_rejects_unknown_keys_and_eval_splits():
-    with pytest.raises(ValueError, match="unknown pool keys"):
+    with pytest.raises(ConfigError, match=r"pool: unknown keys \['paradigm'\]"):
         select_pool(_table(), {"paradigm": ["codec"]})
-    with pytest.raises(ValueError, match="never eval"):
+    with pytest.raises(ConfigError, match="never eval"):
         select_pool(_table(), {"splits": ["eval:tts"]})
+    with pytest.raises(ConfigError, match=r"teachers.T.pool.paradigms: unknown names \['codecs'\]"):
+        check_pool({"paradigms": ["bonafide", "codecs"]}, "teachers.T.pool")
+    with pytest.raises(ConfigError, match="teachers.T.pool.corpora: expected a list"):
+        check_pool({"corpora": 3}, "teachers.T.pool")
 
 
 def test_crop_or_tile_takes_the_start_and_tiles_short_waves():

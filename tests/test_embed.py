@@ -16,6 +16,7 @@ from pipeline import embed
 from pipeline.audio import to_pcm16
 from pipeline.embed import EmbedParams, build_vectorizer, check_layers, fingerprint
 from pipeline.models import CheckpointError, build_model, save_checkpoint
+from pipeline.params import ConfigError, teacher_model_keys
 from pipeline.schema import read_rejects, write_clips
 from tests.conftest import make_wave, tiny_clip_table, write_wave
 
@@ -32,7 +33,7 @@ def clips(tmp_path_factory):
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     torch.manual_seed(0)
-    model = build_model({**TEACHER, "sample_rate": 16000}).eval()
+    model = build_model({**teacher_model_keys(TEACHER), "sample_rate": 16000}).eval()
     path = save_checkpoint(model, None, tmp_path_factory.mktemp("teacher") / "model.pt")
     return model, path
 
@@ -142,11 +143,13 @@ def test_resemblyzer_embedder_from_a_local_weights_file(tmp_path, clips):
 
 def test_bad_params_are_clear_errors():
     with pytest.raises(ValueError, match="params embed: unknown keys"):
-        EmbedParams.from_dict({"batch": 3})
+        EmbedParams.from_params({"batch": 3})
     with pytest.raises(ValueError, match="aggregate"):
-        EmbedParams.from_dict({"aggregate": "max"})
+        EmbedParams.from_params({"aggregate": "max"})
     with pytest.raises(ValueError, match="embedder"):
-        EmbedParams.from_dict({"embedder": "wav2vec"})
+        EmbedParams.from_params({"embedder": "wav2vec"})
+    with pytest.raises(ConfigError, match="embed.layers: expected a list, got str 'penultimate'"):
+        EmbedParams.from_params({"layers": "penultimate"})
 
 
 def test_main_embeds_the_pool_and_refuses_a_teacher_of_another_architecture(tmp_path, clips, teacher, monkeypatch):

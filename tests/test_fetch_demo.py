@@ -20,6 +20,7 @@ import yaml
 from pipeline import fetch_demo as fd
 from pipeline.demo import apt, debian, synthetic, tts
 from pipeline.demo.common import Build, FetchError
+from pipeline.params import ConfigError, load_params, merge_params, section
 from tests.conftest import make_wave, write_wave
 
 TINY = {"synthetic": True, "synthetic_speakers": 3, "synthetic_clips_per_speaker": 2, "synthetic_spoof_clips": 4,
@@ -27,7 +28,7 @@ TINY = {"synthetic": True, "synthetic_speakers": 3, "synthetic_clips_per_speaker
 
 
 def tiny_params(**over) -> fd.FetchDemoParams:
-    return fd.FetchDemoParams.from_params({"seed": 7, "fetch_demo": {**TINY, **over}})
+    return fd.FetchDemoParams.from_params({**TINY, **over}, seed=7)
 
 
 def read_metadata(root: Path) -> list[dict[str, str]]:
@@ -142,19 +143,23 @@ def test_apt_update_failure_is_reported(tmp_path, monkeypatch):
 
 def test_params_reject_unknown_keys_and_bad_durations():
     with pytest.raises(ValueError, match="unknown keys"):
-        fd.FetchDemoParams.from_params({"fetch_demo": {"clips_per_lang": 3}})
+        fd.FetchDemoParams.from_params({"clips_per_lang": 3})
+    with pytest.raises(ValueError, match="unknown keys"):
+        fd.FetchDemoParams.from_params({"seed": 3})  # the shared seed is not a key of this section
     with pytest.raises(ValueError, match="min_duration_s"):
-        fd.FetchDemoParams.from_params({"fetch_demo": {"min_duration_s": 3.0, "max_duration_s": 2.0}})
-    with pytest.raises(KeyError, match="fetch_demo"):
-        fd.FetchDemoParams.from_params({"seed": 1})
+        fd.FetchDemoParams.from_params({"min_duration_s": 3.0, "max_duration_s": 2.0})
+    with pytest.raises(ConfigError, match="params has no 'fetch_demo' section"):
+        fd.FetchDemoParams.from_params(section({"seed": 1}, "fetch_demo"))
 
 
 def test_repo_params_files_parse():
     root = Path(__file__).resolve().parents[1]
-    for name in ("params.yaml", "params.tiny.yaml"):
-        p = fd.FetchDemoParams.from_params(yaml.safe_load((root / name).read_text()))
-        assert p.min_duration_s < p.max_duration_s
-    assert fd.FetchDemoParams.from_params(yaml.safe_load((root / "params.tiny.yaml").read_text())).synthetic
+    base = load_params(root / "params.yaml")
+    tiny = merge_params(base, load_params(root / "params.tiny.yaml"))
+    for params in (base, tiny):
+        p = fd.FetchDemoParams.from_params(params["fetch_demo"], seed=params["seed"])
+        assert p.min_duration_s < p.max_duration_s and p.seed == 1234
+    assert fd.FetchDemoParams.from_params(tiny["fetch_demo"]).synthetic
 
 
 def test_transcripts_drop_annotations_and_licence_follows_files_paragraph():

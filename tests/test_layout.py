@@ -46,3 +46,23 @@ def test_prepare_does_not_import_torch_or_faiss():
     code = "import sys, pipeline.prepare; print('torch' in sys.modules, 'faiss' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_stage_loggers_are_named_pipeline_dot_stage():
+    import re
+
+    for name in STAGES + COMMANDS:
+        found = re.findall(r"logging\.getLogger\(\"([\w.]+)\"\)", (PKG / f"{name}.py").read_text())
+        assert all(f == f"pipeline.{name}" or not f.startswith(("pipeline", name)) for f in found), (name, found)
+
+
+def test_the_label_index_is_defined_once_in_schema():
+    import re
+
+    from pipeline.schema import BONAFIDE, LABEL_INDEX, SPOOF
+
+    assert LABEL_INDEX == {"spoof": SPOOF, "bonafide": BONAFIDE} == {"spoof": 0, "bonafide": 1}
+    literal = re.compile(r"\{\s*\"spoof\"\s*:\s*0|\"bonafide\"\s*:\s*1\s*\}|^(SPOOF|BONAFIDE)\s*=\s*[01]\b", re.M)
+    offenders = [str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
+                 if p.name != "schema.py" and literal.search(p.read_text())]
+    assert not offenders, f"label index redefined outside pipeline/schema.py: {offenders}"

@@ -10,10 +10,12 @@ from pipeline.models import (
     CheckpointError,
     bonafide_score,
     build_model,
+    check_config,
     load_checkpoint,
     save_checkpoint,
 )
 from pipeline.models.frontend import Frontend
+from pipeline.params import ConfigError
 
 TINY = {"width": 4, "embedding_dim": 8, "n_bins": 32}
 
@@ -69,10 +71,17 @@ def test_unknown_architecture_is_a_clear_error():
         build_model({"arch": "transformer"})
 
 
-def test_config_is_resolved_with_defaults_and_ignores_other_keys():
-    model = build_model({"arch": "resnet", "width": 4, "pool": {"paradigms": ["codec"]}, "epochs": 3})
-    assert model.config["width"] == 4 and model.config["frontend"] == "logmel"
-    assert "pool" not in model.config and model.config["arch"] == "resnet"
+def test_config_is_resolved_with_defaults_and_refuses_unknown_keys():
+    model = build_model({"arch": "resnet", "width": 4})
+    assert model.config["width"] == 4 and model.config["frontend"] == "logmel" and model.config["arch"] == "resnet"
+    with pytest.raises(ConfigError, match=r"unknown keys \['widht'\]; known: \['arch', 'blocks'"):
+        build_model({"arch": "resnet", "widht": 4})
+    with pytest.raises(ConfigError, match=r"params teachers.T \(convnext\): unknown keys \['strides'\]"):
+        check_config({"arch": "convnext", "strides": [2, 2]}, "teachers.T")
+    with pytest.raises(ConfigError, match="teachers.T.arch: unknown architecture 'resnett'"):
+        check_config({"arch": "resnett"}, "teachers.T")
+    with pytest.raises(ConfigError, match="teachers.T.frontend: unknown value 'mfcc'"):
+        check_config({"arch": "lcnn", "frontend": "mfcc"}, "teachers.T")
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))

@@ -106,9 +106,10 @@ def test_prepare_fails_with_a_summary_past_max_reject_fraction(tmp_path, capsys)
 
 
 def test_prepare_params_errors_are_clear(tmp_path):
-    with pytest.raises(ValueError, match="unknown keys"):
-        prepare.PrepareParams.from_params({"audio": {"sample_rate": 16000},
-                                           "prepare": {"corpora": [{"name": "demo"}], "bogus": 1}})
+    with pytest.raises(ValueError, match=r"params prepare: unknown keys \['bogus'\]"):
+        prepare.PrepareParams.from_params({"corpora": [{"name": "demo", "root": "x"}], "bogus": 1}, sample_rate=16000)
+    with pytest.raises(ValueError, match="prepare.corpora is empty"):
+        prepare.PrepareParams.from_params({"corpora": []}, sample_rate=16000)
     with pytest.raises(ValueError, match="unknown corpus"):
         prepare.load_sources(({"name": "nope", "root": "x"},))
 

@@ -10,6 +10,7 @@ import yaml
 
 from pipeline import pretrain
 from pipeline.models import CheckpointError, build_model, load_checkpoint, save_checkpoint
+from pipeline.params import ConfigError
 from pipeline.pretrain import PretrainParams, model_config
 from pipeline.schema import write_clips
 from tests.conftest import tiny_clip_table
@@ -96,9 +97,9 @@ def test_a_pool_without_spoofs_in_train_is_a_clear_error(tmp_path, clips):
 
 def test_bad_params_are_clear_errors():
     with pytest.raises(ValueError, match="params pretrain: unknown keys"):
-        PretrainParams.from_dict({"epoch": 3})
+        PretrainParams.from_params({"epoch": 3})
     with pytest.raises(ValueError, match="balance"):
-        PretrainParams.from_dict({"balance": "oversample"})
+        PretrainParams.from_params({"balance": "oversample"})
     with pytest.raises(ValueError, match="needs an `arch`"):
         model_config({"frontend": "lfcc"}, 16000)
 
@@ -114,5 +115,5 @@ def test_main_runs_the_stage_from_params_with_a_dvclive_log(tmp_path, clips, mon
     assert json.loads((tmp_path / "teachers/t1/metrics.json").read_text())["epochs_run"] == 1
     assert (tmp_path / "teachers/t1/dvclive/metrics.json").exists()
     assert not (tmp_path / "dvc.yaml").exists()
-    with pytest.raises(KeyError, match="not in params"):
+    with pytest.raises(ConfigError, match=r"teacher 'nobody' is not in params `teachers:`; known: \['t1'\]"):
         pretrain.main(["nobody", "--clips", "clips.parquet", "--out", "x"])

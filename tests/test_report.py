@@ -100,10 +100,12 @@ def test_report_file_is_written_atomically_and_readable(built):
 
 def test_unknown_report_param_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown keys"):
-        report.parse_params({"report": {"pca_pionts": 3}})
+        report.parse_params({"pca_pionts": 3}, seed=0)
     with pytest.raises(ValueError, match="report.audit"):
-        report.parse_params({"report": {"audit": {"fold": 3}}})
-    p = report.parse_params({"seed": 5, "report": {"audit": {"folds": 3}, "pca_points": 10}})
+        report.parse_params({"audit": {"fold": 3}}, seed=0)
+    with pytest.raises(ValueError, match="report.audit.folds: must be >= 2"):
+        report.parse_params({"audit": {"folds": 1}}, seed=0)
+    p = report.parse_params({"audit": {"folds": 3}, "pca_points": 10}, seed=5)
     assert p.audit.folds == 3 and p.audit.seed == 5 and p.pca_points == 10
 
 

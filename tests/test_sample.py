@@ -182,10 +182,13 @@ def test_missing_embeddings_name_the_embed_stage(tmp_path):
 @pytest.mark.parametrize("bad, match", [
     ({"ratio": 0}, r"sample.ratio must be in \(0, 1\]"),
     ({"ratio": 1.2}, r"sample.ratio must be in \(0, 1\]"),
-    ({"method": "best"}, "sample.method must be one of"),
+    ({"method": "best"}, r"sample.method: unknown value 'best'; known: \['nc'"),
     ({"class_ratio": {"spoof": 0}}, r"class_ratio\['spoof'\]"),
+    ({"class_ratio": {"fake": 0.5}}, r"sample.class_ratio: unknown names \['fake'\]; known: \['bonafide', 'spoof'\]"),
+    ({"class_ratio": 0.5}, "sample.class_ratio: expected a mapping"),
+    ({"n_clusters": -1}, "sample.n_clusters: must be >= 0"),
     ({"typo_key": 1}, "unknown keys"),
 ])
 def test_bad_sample_params_give_a_clear_error(bad, match):
     with pytest.raises(ValueError, match=match):
-        sample.SampleParams.from_dict({"method": "nc", "ratio": 0.5, **bad})
+        sample.SampleParams.from_params({"method": "nc", "ratio": 0.5, **bad})

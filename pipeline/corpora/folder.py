@@ -20,7 +20,7 @@ from pipeline.corpora.common import (
     read_csv_rows,
     reject,
 )
-from pipeline.schema import _split_ok
+from pipeline.schema import split_ok
 
 
 def load_folder(root: Path, csv_name: str = "labels.csv", corpus: str = "folder") -> AdapterResult:
@@ -38,7 +38,7 @@ def load_folder(root: Path, csv_name: str = "labels.csv", corpus: str = "folder"
         split = (rec.get("split") or "").strip() or None
         problem = ("empty file name" if not file_name else
                    f"unknown label {rec.get('label')!r}" if label is None else
-                   f"unknown split {split!r}" if split is not None and not _split_ok(split) else None)
+                   f"unknown split {split!r}" if split is not None and not split_ok(split) else None)
         if problem:
             rejects.append(reject(corpus, f"{problem} ({csv_name} line {line_no})", clip_id, root / file_name))
             continue

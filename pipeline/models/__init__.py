@@ -3,7 +3,7 @@
 Used by pretrain (teachers), embed, train (the student detector), evaluate and score.
 A model config is a flat dict: `arch` (a key of ARCHITECTURES), front-end keys (`frontend`:
 logmel | lfcc, `sample_rate`, `n_bins`, `win_ms`, `hop_ms`), `width`, `embedding_dim`, `dropout`
-and architecture keys (`blocks`, `strides`, ...); missing keys take defaults, others are ignored.
+and architecture keys (`blocks`, `strides`, ...); missing keys take defaults, others are a ConfigError.
 A checkpoint (model.pt) stores the resolved config beside the weights, so it loads on its own.
 
 Label index: spoof = 0, bonafide = 1; score = logit[bonafide] - logit[spoof] (higher = bona fide).
@@ -17,18 +17,20 @@ from typing import Any
 import torch
 
 from pipeline.io import write_torch_atomic
-from pipeline.models.base import Detector
+from pipeline.models.base import Detector, resolve_config
 from pipeline.models.convnext import ConvNeXt
+from pipeline.models.frontend import FRONTENDS
 from pipeline.models.lcnn import LCNN
 from pipeline.models.resnet import ResNet
+from pipeline.params import ConfigError, number, one_of
+from pipeline.schema import LABEL_INDEX
 
 ARCHITECTURES: dict[str, type[Detector]] = {"resnet": ResNet, "convnext": ConvNeXt, "lcnn": LCNN}
 CHECKPOINT_FORMAT = "hardset.detector/1"
 CHECKPOINT_NAME = "model.pt"
-LABEL_INDEX = {"spoof": 0, "bonafide": 1}
 
 __all__ = ["ARCHITECTURES", "CheckpointError", "Detector", "LABEL_INDEX", "bonafide_score", "build_model",
-           "load_checkpoint", "save_checkpoint"]
+           "check_config", "load_checkpoint", "save_checkpoint"]
 
 
 class CheckpointError(ValueError):
@@ -41,6 +43,21 @@ def build_model(config: dict[str, Any]) -> Detector:
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[arch](config)
+
+
+def check_config(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """The resolved model config of params block `where` (no model built); unknown keys or arch: ConfigError."""
+    arch = config.get("arch")
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"params {where}.arch: unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+    try:
+        resolved = resolve_config(ARCHITECTURES[arch], config)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("params model", f"params {where}", 1)) from None
+    one_of(f"{where}.frontend", resolved["frontend"], FRONTENDS)
+    for key in ("width", "embedding_dim"):
+        number(f"{where}.{key}", resolved[key], low=1, integer=True)
+    return resolved
 
 
 def save_checkpoint(model: Detector, config: dict[str, Any] | None, path: str | Path) -> Path:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from pipeline.models.frontend import FRONTEND_DEFAULTS, build_frontend
+from pipeline.params import check_known_keys
 
 COMMON_DEFAULTS: dict[str, Any] = {
     **FRONTEND_DEFAULTS,
@@ -91,11 +92,12 @@ class Detector(nn.Module):
 
 
 def resolve_config(cls: type[Detector], config: dict[str, Any]) -> dict[str, Any]:
-    """The full model config: common and architecture defaults overridden by the known keys of `config`."""
+    """The full model config: common and architecture defaults overridden by `config` (unknown keys: ConfigError)."""
     defaults = {**COMMON_DEFAULTS, **cls.defaults}
     unknown_arch = config.get("arch", cls.arch)
     if unknown_arch != cls.arch:
         raise ValueError(f"config is for architecture {unknown_arch!r}, not {cls.arch!r}")
+    check_known_keys(f"model ({cls.arch})", config, ["arch", *defaults])
     out = {k: config.get(k, v) for k, v in defaults.items()}
     for k, v in defaults.items():  # YAML gives lists; keep them lists (tuples do not survive JSON)
         if isinstance(v, (list, tuple)):

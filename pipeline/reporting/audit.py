@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pipeline.metrics import compute_eer
+from pipeline.params import Section, number
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +36,22 @@ MODELS = ("logreg", "gbt")
 
 
 @dataclass(frozen=True)
-class AuditParams:
+class AuditParams(Section):
     """Audit settings (from the `report` params section)."""
 
+    NAME: ClassVar[str] = "report.audit"
+    SHARED: ClassVar[tuple[str, ...]] = ("seed",)
     folds: int = 5
     max_clips: int = 20000
     warn_eer: float = 0.35
     min_per_class: int = 4
     seed: int = 0
+
+    def check(self) -> None:
+        number("report.audit.folds", self.folds, low=2, integer=True)
+        number("report.audit.max_clips", self.max_clips, low=1, integer=True)
+        number("report.audit.warn_eer", self.warn_eer, low=0, high=1)
+        number("report.audit.min_per_class", self.min_per_class, low=1, integer=True)
 
 
 def _model(name: str, seed: int):

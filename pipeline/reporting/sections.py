@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
+from pipeline.params import Section, number
 from pipeline.reporting import html, plots
 from pipeline.reporting.audit import FEATURES, AuditParams, run_audit
 from pipeline.reporting.detector_section import anchor
@@ -25,14 +27,19 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ReportParams:
+class ReportParams(Section):
     """The `report` params section."""
 
+    NAME: ClassVar[str] = "report"
     pca_points: int = 3000
     pca_normalize: bool = True
     audit: AuditParams = AuditParams()
     experiments: bool = True
     experiments_timeout_s: float = 120.0
+
+    def check(self) -> None:
+        number("report.pca_points", self.pca_points, low=1, integer=True)
+        number("report.experiments_timeout_s", self.experiments_timeout_s, low=0, low_open=True)
 
 
 def pct(x: float) -> str:

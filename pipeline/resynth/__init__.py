@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from pipeline.params import ConfigError, as_list, check_known_keys, mapping, number
 from pipeline.resynth import codec, diffusion, vocoder
 from pipeline.resynth.common import Resynthesizer, logmel_distance, snr_db
 
@@ -28,14 +29,41 @@ SYSTEM_LISTS: dict[str, Callable[[dict], list[str]]] = {
     "diffusion": diffusion.systems,
 }
 PARADIGMS = tuple(BUILDERS)
+# The keys of each paradigm's params block (reconstruct.<paradigm>) that its backend reads.
+SETTING_KEYS: dict[str, tuple[str, ...]] = {
+    "vocoder": vocoder.SETTING_KEYS,
+    "codec": codec.SETTING_KEYS,
+    "diffusion": diffusion.SETTING_KEYS,
+}
 
-__all__ = ["BUILDERS", "PARADIGMS", "Resynthesizer", "build", "list_systems", "logmel_distance", "resynthesize",
-           "snr_db"]
+__all__ = ["BUILDERS", "PARADIGMS", "SETTING_KEYS", "Resynthesizer", "build", "check_settings", "list_systems",
+           "logmel_distance", "resynthesize", "snr_db"]
 
 
 def _check(paradigm: str) -> None:
     if paradigm not in BUILDERS:
         raise ValueError(f"unknown paradigm {paradigm!r}; known: {list(PARADIGMS)}")
+
+
+def check_settings(paradigm: str, block: dict | None, plan_keys: Sequence[str] = ()) -> dict:
+    """Params reconstruct.<paradigm>, checked: known keys, system names and values (a ConfigError naming the key)."""
+    where = f"reconstruct.{paradigm}"
+    block = mapping(where, block)
+    check_known_keys(where, block, [*plan_keys, *SETTING_KEYS[paradigm]])
+    for key in ("systems", "strengths"):
+        if key in block:
+            as_list(f"{where}.{key}", block[key])
+    try:
+        systems = list_systems(paradigm, block)
+    except ValueError as exc:
+        raise ConfigError(f"params {where}: {exc}") from None
+    number(f"{where}.parent_fraction", block.get("parent_fraction", 1.0), low=0, high=1, low_open=True)
+    number(f"{where}.systems_per_parent", block.get("systems_per_parent"), low=1, high=len(systems), integer=True,
+           allow_none=True)
+    for key in ("griffinlim_iters", "ddim_steps"):
+        number(f"{where}.{key}", block.get(key, 1), low=1, integer=True)
+    number(f"{where}.world_frame_period_ms", block.get("world_frame_period_ms", 5.0), low=0, low_open=True)
+    return block
 
 
 def list_systems(paradigm: str, cfg: dict) -> list[str]:

@@ -34,6 +34,7 @@ from pipeline.resynth.common import Resynthesizer, pad_batch, resample_all
 log = logging.getLogger(__name__)
 
 SYSTEMS = ("encodec_6kbps", "encodec_1.5kbps", "codec2_1300", "mp3_8kbps", "opus_6kbps")
+SETTING_KEYS = ("systems",)  # the keys of params reconstruct.codec that this backend reads
 ENCODEC_24K_FILE = "encodec_24khz-d7cc33bc.th"
 CODEC2_MODES = (3200, 2400, 1600, 1400, 1300, 1200, 700)
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
@@ -248,8 +249,13 @@ _NAME = re.compile(r"^(encodec|mp3|opus)_(\d+(?:\.\d+)?)kbps$|^codec2_(\d+)$")
 
 
 def systems(cfg: dict) -> list[str]:
-    """The codec systems named in the config (default: SYSTEMS)."""
-    return list(cfg.get("systems") or SYSTEMS)
+    """The codec systems named in the config (default: SYSTEMS); a name of no known form is a ValueError."""
+    names = list(cfg.get("systems") or SYSTEMS)
+    unknown = [s for s in names if not _NAME.match(str(s))]
+    if unknown:
+        raise ValueError(f"unknown codec systems {unknown}: expected encodec_<kbps>kbps, codec2_<mode>, "
+                         f"mp3_<kbps>kbps or opus_<kbps>kbps (e.g. {list(SYSTEMS)})")
+    return names
 
 
 def build(system: str, cfg: dict, device: torch.device | str = "cpu") -> Resynthesizer:

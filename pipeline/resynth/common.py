@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -179,13 +180,23 @@ def random_segments(waves: Sequence[np.ndarray], n: int, length: int, rng: np.ra
     return out
 
 
+def check_fit_values(p: Any) -> None:
+    """The value checks shared by the fit_* params sections (steps, batch_size, lr, max_clips)."""
+    from pipeline.params import number
+
+    number(f"{p.NAME}.steps", p.steps, low=1, integer=True)
+    number(f"{p.NAME}.batch_size", p.batch_size, low=1, integer=True)
+    number(f"{p.NAME}.lr", p.lr, low=0, low_open=True)
+    number(f"{p.NAME}.max_clips", p.max_clips, low=1, integer=True, allow_none=True)
+
+
 def fit_stage_main(argv: list[str] | None, stage: str, description: str, params_cls: type,
                    run: Callable[..., dict], out_help: str) -> int:
     """The shared CLI of the fit_* stages: parse, read params and clips, run, log the closing line."""
     from pathlib import Path
 
     from pipeline.logs import setup_logging, stage_timer
-    from pipeline.params import load_params, section, stage_parser
+    from pipeline.params import common_params, load_params, section, stage_parser
     from pipeline.schema import read_clips
     from pipeline.torch_env import setup_torch
 
@@ -195,12 +206,13 @@ def fit_stage_main(argv: list[str] | None, stage: str, description: str, params_
     args = parser.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
-    p = params_cls(**section(params, stage))
-    device = setup_torch(params)
+    common = common_params(params)
+    p = params_cls.from_params(section(params, stage))
+    device = setup_torch(common)
     clips = read_clips(args.clips, stage=stage)
     stage_log = logging.getLogger(f"pipeline.{stage}")
     with stage_timer(stage_log, stage, unit_key="steps") as stats:
-        metrics = run(clips, Path(args.out), p, int(params["audio"]["sample_rate"]), int(params.get("seed", 0)), device)
+        metrics = run(clips, Path(args.out), p, common.sample_rate, common.seed, device)
         stats.add("steps", p.steps if metrics.get("trained") else 0)
     stage_log.info("%s: %s", stage, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
     return 0

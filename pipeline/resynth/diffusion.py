@@ -31,6 +31,8 @@ from pipeline.resynth.vocoder import HifiGan, load_hifigan
 log = logging.getLogger(__name__)
 
 # Small enough for >= 1x real time with 10 DDIM steps + HiFi-GAN on one CPU thread (160k parameters).
+# The keys of params reconstruct.diffusion that this backend reads.
+SETTING_KEYS = ("strengths", "ddim_steps", "hifigan_checkpoint", "hifigan_config", "hifigan_jit")
 UNET_DEFAULTS: dict[str, Any] = {"block_out_channels": [8, 16, 32], "layers_per_block": 1}
 SCHEDULER_DEFAULTS: dict[str, Any] = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2",
                                       "clip_sample": False, "prediction_type": "epsilon"}
@@ -165,8 +167,12 @@ def system_name(strength: float) -> str:
 
 
 def systems(cfg: dict) -> list[str]:
-    """One system per strength in the config."""
-    return [system_name(s) for s in (cfg.get("strengths") or [0.3, 0.5])]
+    """One system per strength in the config (each in (0, 1]; anything else is a ValueError)."""
+    strengths = list(cfg.get("strengths") or [0.3, 0.5])
+    bad = [s for s in strengths if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s <= 1]
+    if bad:
+        raise ValueError(f"diffusion strengths must be numbers in (0, 1], got {bad}")
+    return [system_name(s) for s in strengths]
 
 
 def build(system: str, cfg: dict, device: torch.device | str = "cpu") -> Resynthesizer:

@@ -28,6 +28,9 @@ from pipeline.resynth.common import Resynthesizer, pad_batch, resample_all
 log = logging.getLogger(__name__)
 
 SYSTEMS = ("hifigan_universal", "world", "griffinlim")
+# The keys of params reconstruct.vocoder that this backend reads.
+SETTING_KEYS = ("systems", "griffinlim_iters", "world_frame_period_ms", "hifigan_checkpoint", "hifigan_config",
+                "hifigan_jit")
 
 
 class _AttrDict(dict):
@@ -176,8 +179,12 @@ class GriffinLim(Resynthesizer):
 
 
 def systems(cfg: dict) -> list[str]:
-    """The vocoder systems named in the config (default: all)."""
-    return list(cfg.get("systems") or SYSTEMS)
+    """The vocoder systems named in the config (default: all); an unknown name is a ValueError."""
+    names = list(cfg.get("systems") or SYSTEMS)
+    unknown = [s for s in names if s not in SYSTEMS and not str(s).startswith("hifigan_")]
+    if unknown:
+        raise ValueError(f"unknown vocoder systems {unknown}; known: {list(SYSTEMS)} (hifigan_<wheel checkpoint>)")
+    return names
 
 
 def build(system: str, cfg: dict, device: torch.device | str = "cpu") -> Resynthesizer:

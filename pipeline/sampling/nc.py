@@ -34,11 +34,13 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.schema import LABEL_INDEX, LABELS
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_ROWS = 65536
-STRING_CLASSES = ("bonafide", "spoof")
-INT_CLASSES = (0, 1)  # spoof = 0, bonafide = 1 (the models' label index)
+STRING_CLASSES = LABELS
+INT_CLASSES = tuple(sorted(LABEL_INDEX.values()))  # spoof = 0, bonafide = 1 (the models' label index)
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ def default_classes(labels: np.ndarray) -> tuple:
 
 def default_fake_class(classes: Sequence) -> Any:
     """'spoof' for string classes, 0 (the spoof index) for integer classes."""
-    return "spoof" if "spoof" in classes else (0 if 0 in classes else None)
+    spoof = LABEL_INDEX["spoof"]
+    return "spoof" if "spoof" in classes else (spoof if spoof in classes else None)
 
 
 def check_inputs(embeddings: np.ndarray, labels: Any, classes: Sequence | None = None,

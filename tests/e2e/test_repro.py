@@ -1,4 +1,7 @@
-"""End to end: `dvc repro` of the whole pipeline on the tiny params profile, in a temp copy of the repo."""
+"""End to end: `dvc repro` of the whole pipeline on the tiny params profile, in a temp copy of the repo.
+
+The tiny profile is params.tiny.yaml (overrides only) merged onto params.yaml.
+"""
 
 import json
 import os
@@ -9,7 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from pipeline.params import load_params, merge_params
 from pipeline.schema import read_clips
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,7 +26,8 @@ def test_dvc_repro_on_the_tiny_profile(tmp_path):
     work.mkdir()
     shutil.copytree(REPO / "pipeline", work / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
-    shutil.copy(REPO / "params.tiny.yaml", work / "params.yaml")
+    tiny = merge_params(load_params(REPO / "params.yaml"), load_params(REPO / "params.tiny.yaml"))
+    (work / "params.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "PYTHONPATH": str(work)}
     run = lambda *cmd: subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=1500)  # noqa: E731
