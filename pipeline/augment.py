@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from scipy import signal
 
-from pipeline.params import check_known_keys
+from pipeline.params import ConfigError, check_known_keys, mapping, number
 
 RAWBOOST_ALGOS = ("lnl", "isd", "ssi")
 
@@ -60,31 +60,36 @@ class AugmentParams:
     @classmethod
     def from_params(cls, p: dict[str, Any] | None, name: str = "augment") -> AugmentParams:
         """Parse and check an `augment` block; unknown keys, algorithms or bad ranges are clear errors."""
-        p = dict(p or {})
+        p = mapping(name, p)
         check_known_keys(name, p, cls.__dataclass_fields__)
-        check_known_keys(f"{name}.rawboost", p.get("rawboost") or {}, RAWBOOST_DEFAULTS)
+        p["rawboost"] = mapping(f"{name}.rawboost", p.get("rawboost"))
+        check_known_keys(f"{name}.rawboost", p["rawboost"], RAWBOOST_DEFAULTS)
         for key in ("rawboost_algos", "codec_systems", "gain_db"):
             if key in p:
                 if isinstance(p[key], str):
-                    raise ValueError(f"params {name}.{key}: expected a list, got the string {p[key]!r}")
+                    raise ConfigError(f"params {name}.{key}: expected a list, got the string {p[key]!r}")
                 p[key] = tuple(p[key])
         out = cls(**p)
         bad = sorted(set(out.rawboost_algos) - set(RAWBOOST_ALGOS))
         if bad:
-            raise ValueError(f"params {name}.rawboost_algos: unknown {bad}; known: {list(RAWBOOST_ALGOS)}")
+            raise ConfigError(f"params {name}.rawboost_algos: unknown {bad}; known: {list(RAWBOOST_ALGOS)}")
+        if not isinstance(out.enabled, bool):
+            raise ConfigError(f"params {name}.enabled: expected true or false, got {out.enabled!r}")
         for key in ("rawboost_prob", "codec_prob", "gain_prob"):
-            if not 0.0 <= float(getattr(out, key)) <= 1.0:
-                raise ValueError(f"params {name}.{key}: a probability in [0, 1], got {getattr(out, key)}")
+            number(f"{name}.{key}", getattr(out, key), low=0, high=1)
         if len(out.gain_db) != 2 or out.gain_db[0] > out.gain_db[1]:
-            raise ValueError(f"params {name}.gain_db: expected [min_db, max_db], got {list(out.gain_db)}")
+            raise ConfigError(f"params {name}.gain_db: expected [min_db, max_db], got {list(out.gain_db)}")
         if out.codec_prob > 0:
             from pipeline.resynth.codec import build
 
             for system in out.codec_systems:
                 if system.startswith("encodec"):
-                    raise ValueError(f"params {name}.codec_systems: {system} needs a trained generator; "
-                                     "use mp3_*, opus_* or codec2_* systems")
-                build(system, {"sample_rate": 16000})  # raises a clear error for an unknown system name
+                    raise ConfigError(f"params {name}.codec_systems: {system} needs a trained generator; "
+                                      "use mp3_*, opus_* or codec2_* systems")
+                try:
+                    build(system, {"sample_rate": 16000})
+                except (KeyError, ValueError) as exc:
+                    raise ConfigError(f"params {name}.codec_systems: {system}: {exc}") from None
         return out
 
 
@@ -181,3 +186,11 @@ class Augmenter:
         if rng.random() < p.gain_prob:
             x = x * 10.0 ** (rng.uniform(*p.gain_db) / 20.0)
         return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+
+def make_augmenter(params: AugmentParams | dict[str, Any] | None, sample_rate: int,
+                   name: str = "augment") -> Augmenter | None:
+    """The Augmenter for a ClipDataset, or None when augmentation is off (the crops are then untouched)."""
+    if not isinstance(params, AugmentParams):
+        params = AugmentParams.from_params(params, name)
+    return Augmenter(params, sample_rate) if params.enabled else None

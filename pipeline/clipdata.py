@@ -16,7 +16,7 @@ embed, train and, through pipeline.scoring, evaluate and score.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
 from pipeline.audio import AudioError, check_audio, read_audio
+from pipeline.chain import Chain, apply_chain
 from pipeline.params import ConfigError, all_of, as_list, check_known_keys, mapping
 from pipeline.schema import BASE_SPLITS, LABEL_INDEX, PARADIGMS
 
@@ -107,17 +108,35 @@ def crop_or_tile(wave: np.ndarray, n_samples: int, rng: np.random.Generator | No
     return np.ascontiguousarray(wave[start:start + n_samples])
 
 
-def load_wave(path: str, sample_rate: int) -> np.ndarray:
-    """Read and check one clip (AudioError when unusable)."""
-    wave, _ = read_audio(path, sample_rate)
+def load_wave(path: str, sample_rate: int, chain: Chain | None = None) -> np.ndarray:
+    """Read and check one clip (AudioError when unusable); a raw file goes through `chain` (pipeline.chain)."""
+    if chain is None:
+        wave, _ = read_audio(path, sample_rate)
+    else:
+        if chain.sample_rate != sample_rate:
+            raise ValueError(f"chain rate {chain.sample_rate} Hz differs from the model's {sample_rate} Hz")
+        raw, sr = read_audio(path)
+        wave = apply_chain(raw, sr, chain)
     check_audio(wave, sample_rate, min_duration_s=0.01)
     return wave
 
 
-class ClipDataset(Dataset):
-    """(wave float32 [n_samples], label index) per clip-table row; random crops when `train`."""
+# The last entry of the augmentation stream's seed [seed, epoch, index, AUGMENT_STREAM]: a stream of its
+# own, so the crop stream [seed, epoch, index] (and every crop) is the same with augmentation on or off.
+AUGMENT_STREAM = 0x61756721
 
-    def __init__(self, clips: pd.DataFrame, sample_rate: int, seconds: float, train: bool, seed: int = 0) -> None:
+
+class ClipDataset(Dataset):
+    """(wave float32 [n_samples], label index) per clip-table row; random crops when `train`.
+
+    `augment` (e.g. a pipeline.augment.Augmenter; training only, both classes alike) maps a crop and
+    a generator to the augmented crop; the label is never changed.
+    """
+
+    def __init__(self, clips: pd.DataFrame, sample_rate: int, seconds: float, train: bool, seed: int = 0,
+                 augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None) -> None:
+        if augment is not None and not train:
+            raise ValueError("ClipDataset: augmentation applies to training crops only (train=True)")
         self.paths = clips["path"].astype(str).tolist()
         self.ids = clips["clip_id"].astype(str).tolist()
         self.labels = label_indices(clips["label"])
@@ -126,6 +145,7 @@ class ClipDataset(Dataset):
         self.train = bool(train)
         self.seed = int(seed)
         self.epoch = 0
+        self.augment = augment
 
     def set_epoch(self, epoch: int) -> None:
         """Change the random crops for a new epoch (training only)."""
@@ -140,7 +160,11 @@ class ClipDataset(Dataset):
         except AudioError as exc:
             raise AudioError(f"clip {self.ids[i]!r} ({self.paths[i]}): {exc}") from exc
         rng = np.random.default_rng([self.seed, self.epoch, i]) if self.train else None
-        return torch.from_numpy(crop_or_tile(wave, self.n_samples, rng)), int(self.labels[i])
+        crop = crop_or_tile(wave, self.n_samples, rng)
+        if self.augment is not None:
+            aug_rng = np.random.default_rng([self.seed, self.epoch, i, AUGMENT_STREAM])
+            crop = np.ascontiguousarray(self.augment(crop, aug_rng), dtype=np.float32)
+        return torch.from_numpy(crop), int(self.labels[i])
 
 
 def class_weights(labels: np.ndarray | pd.Series, n_classes: int = 2) -> torch.Tensor:
@@ -174,12 +198,18 @@ class WaveBatch:
     rejects: list[dict[str, Any]] = field(default_factory=list)
 
 
-def load_batch(rows: pd.DataFrame, sample_rate: int, n_samples: int, stage: str = "") -> WaveBatch:
-    """Read a batch of clip-table rows as first-N-seconds (tiled) waves; unusable clips become rejects."""
+def load_batch(rows: pd.DataFrame, sample_rate: int, n_samples: int, stage: str = "",
+               chain: Chain | None = None) -> WaveBatch:
+    """Read a batch of clip-table rows as first-N-seconds (tiled) waves; unusable clips become rejects.
+
+    `chain` goes to the rows whose `prepared` column is False (raw files); rows without that column
+    are prepared clips (prepare or reconstruct wrote them) and are read as they are.
+    """
     ids, waves, labels, rejects = [], [], [], []
     for row in rows.itertuples(index=False):
         try:
-            wave = crop_or_tile(load_wave(row.path, sample_rate), n_samples)
+            raw = chain is not None and not getattr(row, "prepared", True)
+            wave = crop_or_tile(load_wave(row.path, sample_rate, chain if raw else None), n_samples)
         except AudioError as exc:
             rejects.append({"clip_id": row.clip_id, "path": row.path, "corpus": row.corpus, "stage": stage,
                             "reason": str(exc)})
@@ -192,7 +222,8 @@ def load_batch(rows: pd.DataFrame, sample_rate: int, n_samples: int, stage: str 
 
 
 def iter_batches(clips: pd.DataFrame, batch_size: int, sample_rate: int, seconds: float,
-                 stage: str = "", start: int = 0, prefetch: bool = True) -> Iterator[tuple[int, WaveBatch]]:
+                 stage: str = "", start: int = 0, prefetch: bool = True,
+                 chain: Chain | None = None) -> Iterator[tuple[int, WaveBatch]]:
     """Stream (batch number, WaveBatch) over `clips` in row order, from batch `start`; memory is two batches.
 
     With `prefetch`, a reader thread decodes the next batch while the caller runs the model on this
@@ -204,7 +235,8 @@ def iter_batches(clips: pd.DataFrame, batch_size: int, sample_rate: int, seconds
     n_batches = -(-len(clips) // batch_size)
 
     def load(b: int) -> WaveBatch:
-        return load_batch(clips.iloc[b * batch_size:(b + 1) * batch_size], sample_rate, n_samples, stage=stage)
+        return load_batch(clips.iloc[b * batch_size:(b + 1) * batch_size], sample_rate, n_samples, stage=stage,
+                          chain=chain)
 
     if not prefetch:
         for b in range(start, n_batches):

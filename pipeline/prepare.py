@@ -21,7 +21,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from pipeline.audio import AudioError, check_audio, lowpass, measure, read_audio, vad_trim, write_audio
+from pipeline.audio import AudioError, measure, read_audio, write_audio
+from pipeline.chain import Chain, apply_chain
 from pipeline.corpora import ADAPTERS
 from pipeline.corpora.common import CorpusError, check_corpus_name
 from pipeline.io import write_json_atomic
@@ -94,7 +95,13 @@ class PrepareParams(Section):
         number("prepare.max_duration_s", self.max_duration_s, low=self.min_duration_s, low_open=True)
         number("prepare.lowpass_hz", self.lowpass_hz, low=0, high=self.sample_rate / 2, low_open=True, allow_none=True)
         number("prepare.max_reject_fraction", self.max_reject_fraction, low=0, high=1)
+        self.chain()  # the chain's own checks
         number("prepare.workers", self.workers, low=1, integer=True)
+
+    def chain(self) -> Chain:
+        """The preprocessing chain these params apply (recorded with every model trained on the clips)."""
+        return Chain(self.sample_rate, vad_trim=self.vad_trim, max_duration_s=self.max_duration_s,
+                     lowpass_hz=self.lowpass_hz)
 
 
 class TooManyRejects(RuntimeError):
@@ -176,20 +183,17 @@ def assign_splits(sources: pd.DataFrame, dev_fraction: float, test_fraction: flo
 
 def process_batch(rows: pd.DataFrame, audio_dir: str, sample_rate: int, min_duration_s: float,
                   max_duration_s: float, trim: bool, lowpass_hz: float | None = None) -> tuple[list[dict], list[dict]]:
-    """Read, normalise, write and measure a batch of source rows; return (clip rows, rejects)."""
+    """Read, normalise (pipeline.chain.apply_chain), write and measure a batch of source rows.
+
+    Returns (clip rows, rejects); each clip row's `source` is the file it was made from.
+    """
+    chain = Chain(sample_rate, vad_trim=bool(trim), max_duration_s=max_duration_s, lowpass_hz=lowpass_hz)
     clips, rejects = [], []
     for row in rows.itertuples(index=False):
         try:
-            wave, _ = read_audio(row.source_path, sample_rate)
-            check_audio(wave, sample_rate, min_duration_s)
-            if trim:
-                wave = vad_trim(wave, sample_rate)
-            wave = wave[: int(max_duration_s * sample_rate)]
-            if lowpass_hz:
-                wave = lowpass(wave, sample_rate, lowpass_hz)
-            peak = float(np.max(np.abs(wave)))
-            if peak > 1.0:  # float files can exceed full scale: normalise rather than clip
-                wave = wave / peak * 0.99
+            raw, sr = read_audio(row.source_path)
+            # quantise=False: write_audio quantises to 16 bits itself
+            wave = apply_chain(raw, sr, chain, min_duration_s=min_duration_s, quantise=False)
             out = Path(audio_dir) / row.corpus / f"{row.clip_id}.flac"
             sha = write_audio(out, wave, sample_rate)
         except (AudioError, OSError, ValueError) as exc:
@@ -200,7 +204,7 @@ def process_batch(rows: pd.DataFrame, audio_dir: str, sample_rate: int, min_dura
             "clip_id": row.clip_id, "path": str(out), "corpus": row.corpus, "speaker": row.speaker,
             "label": row.label, "system": row.system, "paradigm": row.paradigm,
             "parent_id": _parent_id(row),
-            "split": row.split, **measure(wave, sample_rate), "sha256": sha,
+            "split": row.split, **measure(wave, sample_rate), "sha256": sha, "source": str(row.source_path),
         })
     return clips, rejects
 

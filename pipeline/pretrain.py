@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,6 +32,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
+from pipeline.augment import AugmentParams, make_augmenter
+from pipeline.chain import chain_from_params
 from pipeline.clipdata import (
     ClipDataset,
     balanced_sampler,
@@ -83,6 +85,11 @@ class PretrainParams(Section):
     eval_batch_size: int = 64
     num_workers: int = 0
     live: bool = True                   # dvclive log under <out>/dvclive
+    augment: AugmentParams = field(default_factory=AugmentParams)  # training crops only (pipeline/augment.py)
+
+    @classmethod
+    def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
+        return {**kw, "augment": AugmentParams.from_params(kw.get("augment"), "pretrain.augment")}
 
     def check(self) -> None:
         one_of("pretrain.balance", self.balance, BALANCE_MODES)
@@ -131,7 +138,8 @@ def _finite(x: float) -> float | None:
 
 
 def _loader(train: pd.DataFrame, p: PretrainParams, sample_rate: int, seed: int) -> tuple[ClipDataset, DataLoader]:
-    ds = ClipDataset(train, sample_rate, p.crop_s, train=True, seed=seed)
+    augment = make_augmenter(p.augment, sample_rate)
+    ds = ClipDataset(train, sample_rate, p.crop_s, train=True, seed=seed, augment=augment)
     n = len(ds)
     if p.max_steps_per_epoch:
         n = min(n, p.max_steps_per_epoch * p.batch_size)
@@ -210,8 +218,12 @@ def adopt_checkpoint(path: str | Path, teacher: dict[str, Any]) -> Detector:
 
 
 def run(name: str, clips: pd.DataFrame, teacher: dict[str, Any], p: PretrainParams, sample_rate: int, seed: int,
-        out_dir: str | Path, device: torch.device) -> dict[str, Any]:
-    """Train (or adopt) teacher `name` on its pool of `clips`; write model.pt, config.json, metrics.json."""
+        out_dir: str | Path, device: torch.device, chain: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train (or adopt) teacher `name` on its pool of `clips`; write model.pt, config.json, metrics.json.
+
+    `chain` (pipeline.chain.Chain.to_dict(), prepare's preprocessing) is recorded for a trained teacher;
+    an adopted checkpoint keeps the chain it records, if any (its training audio is not ours).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pool = select_pool(clips, teacher.get("pool"))
@@ -220,6 +232,7 @@ def run(name: str, clips: pd.DataFrame, teacher: dict[str, Any], p: PretrainPara
     t0 = time.perf_counter()
     if teacher.get("checkpoint"):
         model = adopt_checkpoint(teacher["checkpoint"], teacher).to(device)
+        chain = load_checkpoint(teacher["checkpoint"])[1].get("chain")
         metrics = {"source": "checkpoint", "checkpoint": str(teacher["checkpoint"]),
                    **dev_eer(model, dev, p, sample_rate, device)}
     else:
@@ -228,9 +241,10 @@ def run(name: str, clips: pd.DataFrame, teacher: dict[str, Any], p: PretrainPara
             model, metrics = train_teacher(model, train, dev, p, sample_rate, seed, device, live)
         metrics = {"source": "trained", **metrics}
     metrics.update(_counts(train, dev), seconds=round(time.perf_counter() - t0, 2))
-    save_checkpoint(model, {"teacher": name}, out_dir / "model.pt")
+    recorded = {"chain": chain} if chain is not None else {}
+    save_checkpoint(model, {"teacher": name, **recorded}, out_dir / "model.pt")
     config = {"teacher": name, "model": model.config, "pool": teacher.get("pool") or {},
-              "checkpoint": teacher.get("checkpoint"), "pretrain": asdict(p), "seed": seed}
+              "checkpoint": teacher.get("checkpoint"), "pretrain": asdict(p), "seed": seed, **recorded}
     write_json_atomic(config, out_dir / "config.json")
     write_json_atomic(metrics, out_dir / "metrics.json")
     return metrics
@@ -253,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     device = setup_torch(common)
     clips = read_clip_tables(args.clips, stage="pretrain")
     with stage_timer(log, f"pretrain {args.teacher}") as stats:
-        metrics = run(args.teacher, clips, teacher, p, sample_rate, seed, args.out, device)
+        metrics = run(args.teacher, clips, teacher, p, sample_rate, seed, args.out, device,
+                      chain=chain_from_params(params, sample_rate).to_dict())
         stats.add("clips", int(metrics.get("steps", 0)) * p.batch_size)  # training examples seen
         stats.add("epochs", int(metrics.get("epochs_run", 0)))
     log.info("teacher %s: dev EER %s", args.teacher, _fmt(metrics["dev_eer"]))

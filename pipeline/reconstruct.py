@@ -210,7 +210,7 @@ def _fake_row(job: dict, paradigm: str, path: Path, pcm: np.ndarray, sample_rate
         "clip_id": f"{job['clip_id']}__{job['system']}", "path": str(path), "corpus": job["corpus"],
         "speaker": job["speaker"], "label": "spoof", "system": job["system"], "paradigm": paradigm,
         "parent_id": job["clip_id"], "split": job["split"], **measure(wave, sample_rate),
-        "sha256": hashlib.sha256(pcm.tobytes()).hexdigest(),
+        "sha256": hashlib.sha256(pcm.tobytes()).hexdigest(), "source": job["source"],
     }
 
 

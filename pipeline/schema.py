@@ -44,6 +44,8 @@ CLIP_FIELDS = [
     pa.field("leading_silence_s", pa.float64(), nullable=False),
     pa.field("rms_dbfs", pa.float64(), nullable=False),
     pa.field("sha256", pa.string(), nullable=False),
+    # provenance: the corpus file prepare read (for a reconstruction: its parent's)
+    pa.field("source", pa.string(), nullable=False),
 ]
 CLIP_COLUMNS = tuple(f.name for f in CLIP_FIELDS)
 

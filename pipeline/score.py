@@ -17,6 +17,14 @@ Each INPUT is
 - a clip-table Parquet (`.parquet`, the schema of pipeline/schema.py): clip_id and path from the table.
 Each clip is scored on its first `--eval-s` seconds (tiled when shorter), as `evaluate` does.
 
+Preprocessing (no train/serve skew): audio files and folders are raw inputs: each goes through the
+preprocessing chain recorded in the model directory (`chain` in its config: prepare's resample, VAD
+trim, length cap, low-pass and 16-bit storage, pipeline/chain.py), so a raw file scores exactly as its
+prepared clip does. Clip-table rows are prepared clips (prepare or reconstruct wrote them through that
+chain) and are read as they are, never processed twice. The per-row column `prepared` (False for
+files and folders, True for clip-table rows; `--prepared` makes every input True) decides. A model
+that records no chain (an imported or older model directory) gets resampling only, and the log says so.
+
 Bad arguments (exit code 2, nothing scored or written): --eval-s, --batch-size or --threads not
 positive; --out that is a folder, one of the inputs, a file inside an input folder that would be
 scored, the model checkpoint, or an audio file (existing or by extension): a score file never
@@ -47,20 +55,20 @@ from pipeline.logs import setup_logging
 log = logging.getLogger("pipeline.score")
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64")
-INPUT_COLUMNS = ["clip_id", "path", "corpus", "label"]
+INPUT_COLUMNS = ["clip_id", "path", "corpus", "label", "prepared"]
 
 
 class InputError(ValueError):
     """An input that cannot be scored at all (missing path, a named file that is not audio)."""
 
 
-def _audio_row(path: Path, shown: str) -> dict[str, str]:
+def _audio_row(path: Path, shown: str) -> dict[str, str | bool]:
     # label is a placeholder: score_clips wants one, and the scores do not depend on it.
-    return {"clip_id": shown, "path": str(path), "corpus": "input", "label": "bonafide"}
+    return {"clip_id": shown, "path": str(path), "corpus": "input", "label": "bonafide", "prepared": False}
 
 
 def collect_inputs(inputs: list[str]) -> pd.DataFrame:
-    """The rows to score (clip_id, path, corpus, label) from files, folders and clip tables, in input order."""
+    """The rows to score (clip_id, path, corpus, label, prepared) from files, folders and clip tables, in order."""
     from pipeline.schema import read_clips
 
     frames, skipped = [], 0
@@ -75,7 +83,7 @@ def collect_inputs(inputs: list[str]) -> pd.DataFrame:
             frames.append(pd.DataFrame([_audio_row(f, str(f)) for f in audio], columns=INPUT_COLUMNS))
         elif path.suffix.lower() == ".parquet":
             table = read_clips(path, stage="score")
-            frames.append(table[INPUT_COLUMNS].astype(str))
+            frames.append(table[INPUT_COLUMNS[:-1]].astype(str).assign(prepared=True))
         else:
             try:
                 sf.info(str(path))
@@ -91,11 +99,11 @@ def collect_inputs(inputs: list[str]) -> pd.DataFrame:
 
 
 def run(model, rows: pd.DataFrame, *, batch_size: int, sample_rate: int, seconds: float,
-        device="cpu", fmt: str = "tsv") -> tuple[list[str], list[dict]]:
-    """Score the rows; return (score-file lines in row order, header first for tsv; rejects)."""
+        device="cpu", fmt: str = "tsv", chain=None) -> tuple[list[str], list[dict]]:
+    """Score the rows (`chain` on those not `prepared`); return (score-file lines, header first for tsv; rejects)."""
     from pipeline.scoring import score_clips
 
-    result = score_clips(model, rows, batch_size, sample_rate, seconds, device=device, stage="score")
+    result = score_clips(model, rows, batch_size, sample_rate, seconds, device=device, stage="score", chain=chain)
     return format_scores(result.clip_ids, result.scores, fmt), result.rejects
 
 
@@ -184,6 +192,26 @@ def check_out(out: str, inputs: list[str], rows: pd.DataFrame, model: str) -> No
         raise InputError(f"--out {out} is an existing audio file: refusing to overwrite it with scores")
 
 
+def model_chain(config: dict, model: str, n_raw: int = 0):
+    """The pipeline.chain.Chain recorded in a model's config; resampling only (logged) when it records none."""
+    from pipeline.chain import Chain
+
+    sample_rate = int(config["sample_rate"])
+    recorded = config.get("chain")
+    if recorded is None:
+        if n_raw:
+            log.info("model %s records no preprocessing chain (imported or older model): the %d raw inputs are "
+                     "only resampled to %d Hz (no trim, no low-pass)", model, n_raw, sample_rate)
+        return Chain.resample_only(sample_rate)
+    chain = Chain.from_dict(recorded, where=f"{model}: chain")
+    if chain.sample_rate != sample_rate:
+        raise ValueError(f"{model}: the recorded chain's rate {chain.sample_rate} Hz is not the model's "
+                         f"{sample_rate} Hz")
+    if n_raw:
+        log.info("applying the model's preprocessing chain to %d raw inputs: %s", n_raw, chain.to_dict())
+    return chain
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline score",
                                      description="score audio files, folders or a clip table with a trained detector")
@@ -194,12 +222,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="tsv: header + tab-separated escaped fields (default); asvspoof: `clip_id score` lines")
     parser.add_argument("--batch-size", type=_positive(int), default=16)
     parser.add_argument("--eval-s", type=_positive(float), default=4.0, help="seconds scored per clip (default 4.0)")
+    parser.add_argument("--prepared", action="store_true",
+                        help="the audio files and folders are prepared clips: do not apply the model's chain")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--threads", type=_positive(int), default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
     setup_logging()
     try:
         rows = collect_inputs(args.inputs)
+        if args.prepared:
+            rows["prepared"] = True
         check_out(args.out, args.inputs, rows, args.model)
         if args.format == "asvspoof":
             spaced = rows["clip_id"][rows["clip_id"].str.contains(r"\s", regex=True)]
@@ -223,8 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as exc:
         print(f"score: error: {exc}", file=sys.stderr)
         return 2
+    try:
+        chain = model_chain(config, args.model, n_raw=int((~rows["prepared"].astype(bool)).sum()))
+    except ValueError as exc:
+        print(f"score: error: {exc}", file=sys.stderr)
+        return 2
     lines, rejects = run(model, rows, batch_size=args.batch_size, sample_rate=int(config["sample_rate"]),
-                         seconds=args.eval_s, device=device, fmt=args.format)
+                         seconds=args.eval_s, device=device, fmt=args.format, chain=chain)
     for r in rejects:
         print(f"reject {r['clip_id']}: {r['reason']}", file=sys.stderr)
     if len(lines) <= (args.format == "tsv"):

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from pipeline.chain import Chain
 from pipeline.clipdata import iter_batches
 from pipeline.models import bonafide_score
 
@@ -85,12 +86,16 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
 
 
 def score_clips(model: torch.nn.Module, clips: pd.DataFrame, batch_size: int, sample_rate: int, seconds: float,
-                device: str | torch.device = "cpu", stage: str = "", embeddings: bool = False) -> Scores:
-    """Score clip-table rows in row order (first `seconds`, tiled); unreadable clips become rejects."""
+                device: str | torch.device = "cpu", stage: str = "", embeddings: bool = False,
+                chain: Chain | None = None) -> Scores:
+    """Score clip-table rows in row order (first `seconds`, tiled); unreadable clips become rejects.
+
+    `chain`: the preprocessing chain for rows whose `prepared` column is False (pipeline.clipdata.load_batch).
+    """
     acc = _Accumulator(model, device, embeddings)
     ids, labels, rejects = [], [], []
     with _eval_mode(model):
-        for _, batch in iter_batches(clips, batch_size, sample_rate, seconds, stage=stage):
+        for _, batch in iter_batches(clips, batch_size, sample_rate, seconds, stage=stage, chain=chain):
             rejects += batch.rejects
             if not batch.clip_ids:
                 continue

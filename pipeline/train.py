@@ -35,6 +35,8 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 
+from pipeline.augment import AugmentParams, make_augmenter
+from pipeline.chain import chain_from_params
 from pipeline.clipdata import ClipDataset, balanced_sampler
 from pipeline.io import write_json_atomic
 from pipeline.logs import setup_logging, stage_timer
@@ -90,10 +92,12 @@ class TrainParams(Section):
     model: dict[str, Any] = field(default_factory=dict)
     supcon: dict[str, Any] = field(default_factory=dict)
     racl: dict[str, Any] = field(default_factory=dict)
+    augment: AugmentParams = field(default_factory=AugmentParams)  # training crops only (pipeline/augment.py)
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
         kw["exclude_paradigms"] = tuple(as_list("train.exclude_paradigms", kw.get("exclude_paradigms")))
+        kw["augment"] = AugmentParams.from_params(kw.get("augment"), "train.augment")
         for key in ("model", "supcon", "racl"):
             kw[key] = mapping(f"train.{key}", kw.get(key))
         return kw
@@ -201,7 +205,8 @@ def run(train_rows: pd.DataFrame, dev_rows: pd.DataFrame, p: TrainParams, *, sam
         log.warning("dev clip %s skipped: %s", r["clip_id"], r["reason"])
     if (dev_labels == 1).sum() == 0 or (dev_labels == 0).sum() == 0:
         raise ValueError("dev set needs bona fide and spoof clips for an EER")
-    ds = ClipDataset(train_rows, sample_rate, p.crop_s, train=True, seed=seed)
+    ds = ClipDataset(train_rows, sample_rate, p.crop_s, train=True, seed=seed,
+                     augment=make_augmenter(p.augment, sample_rate))
     two_stage = p.objective == "supcon"
     loss = build_loss(p.objective, {"supcon": p.supcon, "racl": p.racl}).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
@@ -303,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     resolved = {"train": {**asdict(p), "exclude_paradigms": list(p.exclude_paradigms)}, "seed": seed,
                 "sample_rate": sample_rate, "manifest": str(args.manifest),
                 "train_paradigms": sorted(train_rows.loc[train_rows["label"] == "spoof", "paradigm"].unique()),
-                "train_systems": sorted(train_rows.loc[train_rows["label"] == "spoof", "system"].unique())}
+                "train_systems": sorted(train_rows.loc[train_rows["label"] == "spoof", "system"].unique()),
+                "chain": chain_from_params(params, sample_rate).to_dict()}  # what `score` applies to raw inputs
 
     save = checkpointer(out / "model.pt", resolved)
     live_params = {"objective": p.objective, "arch": p.arch, "width": p.width, "n_train": len(train_rows)}

@@ -26,7 +26,7 @@ def _clip(clip_id: str, speaker: str, label: str, system: str, paradigm: str, sp
         "sample_rate": 16000, "bandwidth_hz": float(rng.uniform(3500, 8000)),
         "leading_silence_s": float(rng.uniform(0.0, 0.3)),
         "rms_dbfs": float(rng.uniform(-30, -18) - (12.0 if shortcut and spoof else 0.0)),
-        "sha256": "0" * 64,
+        "sha256": "0" * 64, "source": f"data/raw/demo/{clip_id.split('__')[0]}.wav",
     }
 
 

@@ -35,6 +35,7 @@ def clip_rows(n_speakers: int = 10, per_speaker: int = 6) -> pd.DataFrame:
                     "system": system, "paradigm": paradigm, "parent_id": None if system == "-" else parent,
                     "split": splits[s % len(splits)], "duration_s": 1.0, "sample_rate": 16000,
                     "bandwidth_hz": 8000.0, "leading_silence_s": 0.0, "rms_dbfs": -20.0, "sha256": "0" * 64,
+                    "source": f"raw/{parent}.wav",
                 })
     return pd.DataFrame(rows)
 
