@@ -76,7 +76,8 @@ class AugmentParams:
         if not isinstance(out.enabled, bool):
             raise ConfigError(f"params {name}.enabled: expected true or false, got {out.enabled!r}")
         for key in ("rawboost_prob", "codec_prob", "gain_prob"):
-            number(f"{name}.{key}", getattr(out, key), low=0, high=1)
+            if not 0.0 <= number(f"{name}.{key}", getattr(out, key)) <= 1.0:
+                raise ConfigError(f"params {name}.{key}: a probability in [0, 1], got {getattr(out, key)}")
         if len(out.gain_db) != 2 or out.gain_db[0] > out.gain_db[1]:
             raise ConfigError(f"params {name}.gain_db: expected [min_db, max_db], got {list(out.gain_db)}")
         if out.codec_prob > 0:

@@ -95,3 +95,94 @@ def test_codec_augmentation_alone_is_a_real_round_trip() -> None:
 def test_bad_augment_params_are_clear_errors(bad: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         AugmentParams.from_params(bad)
+
+
+# ----------------------------------------------------------------------------- wiring: training crops
+
+
+def _crops(ds, epoch: int = 0) -> list:
+    ds.set_epoch(epoch)
+    return [ds[i] for i in range(len(ds))]
+
+
+@pytest.fixture
+def train_clips(tmp_path):
+    from tests.conftest import tiny_clip_table
+
+    return tiny_clip_table(tmp_path, n_speakers=2, clips_per_speaker=2, seconds=1.0)
+
+
+ON = {"enabled": True, "rawboost_prob": 1.0, "gain_prob": 1.0, "gain_db": [-3.0, 3.0]}
+
+
+def test_augmentation_off_gives_the_crops_of_before(train_clips) -> None:
+    import torch
+
+    from pipeline.augment import make_augmenter
+    from pipeline.clipdata import ClipDataset, crop_or_tile, load_wave
+
+    assert make_augmenter({}, SR) is None and make_augmenter({"enabled": False, "gain_prob": 1.0}, SR) is None
+    off = ClipDataset(train_clips, SR, 0.5, train=True, seed=5, augment=make_augmenter(AugmentParams(), SR))
+    for epoch in (0, 1):
+        for i, (wave, label) in enumerate(_crops(off, epoch)):
+            # the crop as it was made before augmentation existed: rng (seed, epoch, index)
+            before = crop_or_tile(load_wave(train_clips["path"][i], SR), 8000, np.random.default_rng([5, epoch, i]))
+            assert torch.equal(wave, torch.from_numpy(before)) and label == off.labels[i]
+
+
+def test_train_batches_are_byte_identical_with_augmentation_off(train_clips) -> None:
+    import torch
+
+    from pipeline import train
+    from pipeline.clipdata import ClipDataset
+
+    p_off = train.TrainParams.from_params({"batch_size": 4, "steps_per_epoch": 2, "crop_s": 0.5,
+                                           "augment": {"enabled": False, "rawboost_prob": 1.0}})
+    p_none = train.TrainParams.from_params({"batch_size": 4, "steps_per_epoch": 2, "crop_s": 0.5})
+    a = ClipDataset(train_clips, SR, 0.5, train=True, seed=1)
+    from pipeline.augment import make_augmenter
+
+    b = ClipDataset(train_clips, SR, 0.5, train=True, seed=1, augment=make_augmenter(p_off.augment, SR))
+    for epoch in (0, 1):
+        for (wa, ya), (wb, yb) in zip(train._batches(a, p_none, 1, epoch), train._batches(b, p_off, 1, epoch)):
+            assert wa.numpy().tobytes() == wb.numpy().tobytes() and torch.equal(ya, yb)
+
+
+def test_augmentation_on_is_seeded_differs_from_off_and_keeps_labels(train_clips) -> None:
+    import torch
+
+    from pipeline.augment import make_augmenter
+    from pipeline.clipdata import ClipDataset
+
+    def dataset(seed: int, augment: bool) -> ClipDataset:
+        return ClipDataset(train_clips, SR, 0.5, train=True, seed=seed,
+                           augment=make_augmenter(ON, SR) if augment else None)
+
+    on, again, off = _crops(dataset(2, True)), _crops(dataset(2, True)), _crops(dataset(2, False))
+    assert all(torch.equal(x[0], y[0]) for x, y in zip(on, again))          # reproducible for a seed
+    assert all(not torch.equal(x[0], y[0]) for x, y in zip(on, off))       # every crop augmented
+    assert [x[1] for x in on] == [y[1] for y in off]                        # labels unchanged
+    assert all(x[0].shape == y[0].shape and x[0].dtype == torch.float32 for x, y in zip(on, off))
+    other_seed, next_epoch = _crops(dataset(3, True)), _crops(dataset(2, True), epoch=1)
+    assert any(not torch.equal(x[0], y[0]) for x, y in zip(on, other_seed))
+    assert any(not torch.equal(x[0], y[0]) for x, y in zip(on, next_epoch))
+    with pytest.raises(ValueError, match="training crops only"):
+        ClipDataset(train_clips, SR, 0.5, train=False, augment=make_augmenter(ON, SR))
+
+
+@pytest.mark.parametrize("stage", ["train", "pretrain"])
+def test_a_bad_augment_key_is_a_one_line_config_error(tmp_path, capsys, stage: str) -> None:
+    import yaml
+
+    from pipeline.__main__ import main
+
+    params = {"seed": 0, "audio": {"sample_rate": SR}, "runtime": {"device": "cpu", "threads": 1},
+              "teachers": {"t": {"arch": "resnet"}}, stage: {"augment": {"enabled": True, "rawbost_prob": 0.5}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    args = (["train", "--manifest", "m.parquet", "--dev", "d.parquet", "--out", str(tmp_path / "o")]
+            if stage == "train" else ["pretrain", "t", "--clips", "c.parquet", "--out", str(tmp_path / "o")])
+    capsys.readouterr()
+    assert main([*args, "--params", str(tmp_path / "params.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"error: params {stage}.augment: unknown keys ['rawbost_prob']")
+    assert not (tmp_path / "o").exists()

@@ -72,6 +72,9 @@ def test_a_given_checkpoint_is_adopted_without_training(tmp_path, clips):
                      torch.device("cpu"))
     assert m["source"] == "checkpoint" and "steps" not in m and m["dev_eer"] is not None
     assert (tmp_path / "t" / "model.pt").exists() and (tmp_path / "t" / "config.json").exists()
+    # its training audio is not ours: the prepare chain is not claimed for it (score then only resamples)
+    assert "chain" not in json.loads((tmp_path / "t" / "config.json").read_text())
+    assert "chain" not in load_checkpoint(tmp_path / "t")[1]
 
 
 def test_a_checkpoint_of_the_wrong_architecture_is_a_clear_error(tmp_path, clips):
@@ -109,11 +112,15 @@ def test_main_runs_the_stage_from_params_with_a_dvclive_log(tmp_path, clips, mon
     write_clips(clips, tmp_path / "clips.parquet")
     params = {"seed": 1, "audio": {"sample_rate": 16000}, "runtime": {"device": "cpu", "threads": 1},
               "teachers": {"t1": TEACHER},
-              "pretrain": {"epochs": 1, "batch_size": 4, "crop_s": 0.25, "eval_s": 0.25, "max_steps_per_epoch": 2}}
+              "pretrain": {"epochs": 1, "batch_size": 4, "crop_s": 0.25, "eval_s": 0.25, "max_steps_per_epoch": 2,
+                           "augment": {"enabled": True, "rawboost_prob": 1.0, "gain_prob": 1.0}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert pretrain.main(["t1", "--clips", "clips.parquet", "--out", "teachers/t1"]) == 0
     assert json.loads((tmp_path / "teachers/t1/metrics.json").read_text())["epochs_run"] == 1
     assert (tmp_path / "teachers/t1/dvclive/metrics.json").exists()
     assert not (tmp_path / "dvc.yaml").exists()
+    chain = {"version": 1, "sample_rate": 16000, "vad_trim": False, "max_duration_s": 10.0, "lowpass_hz": None}
+    assert json.loads((tmp_path / "teachers/t1/config.json").read_text())["chain"] == chain
+    assert load_checkpoint(tmp_path / "teachers/t1")[1]["chain"] == chain
     with pytest.raises(ConfigError, match=r"teacher 'nobody' is not in params `teachers:`; known: \['t1'\]"):
         pretrain.main(["nobody", "--clips", "clips.parquet", "--out", "x"])

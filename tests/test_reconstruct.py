@@ -49,6 +49,8 @@ def test_every_bonafide_clip_gets_each_system_with_guards(tmp_path, monkeypatch)
     assert set(fakes["label"]) == {"spoof"} and set(fakes["paradigm"]) == {"vocoder"}
     assert (fakes["clip_id"] == fakes["parent_id"] + "__" + fakes["system"]).all()
     assert (fakes["split"].to_numpy() == bona.loc[fakes["parent_id"], "split"].to_numpy()).all()
+    # provenance: a reconstruction keeps its parent's source file
+    assert (fakes["source"].to_numpy() == bona.loc[fakes["parent_id"], "source"].to_numpy()).all()
     for row in fakes.head(4).itertuples():
         fake, _ = read_audio(row.path)
         parent, _ = read_audio(bona.loc[row.parent_id, "path"])

@@ -72,7 +72,8 @@ def test_main_writes_checkpoint_config_metrics_and_dvclive(clips, tmp_path):
     write_clips(_manifest(clips[clips["split"] == "train"]), tmp_path / "train.parquet", groups=("manifest",))
     write_clips(_manifest(clips[clips["split"] == "dev"]), tmp_path / "dev.parquet", groups=("manifest",))
     params = {"seed": 3, "audio": {"sample_rate": 16000}, "runtime": {"device": "cpu", "threads": 1},
-              "train": {**TINY, "epochs": 2}}
+              "prepare": {"corpora": [], "vad_trim": True, "lowpass_hz": 4000},
+              "train": {**TINY, "epochs": 2, "augment": {"enabled": True, "rawboost_prob": 0.5}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = tmp_path / "detector"
     rc = train.main(["--params", str(tmp_path / "params.yaml"), "--manifest", str(tmp_path / "train.parquet"),
@@ -84,6 +85,10 @@ def test_main_writes_checkpoint_config_metrics_and_dvclive(clips, tmp_path):
     assert config["train"]["width"] == 4 and config["seed"] == 3 and config["train_paradigms"] == ["vocoder"]
     model, ckpt_config = load_checkpoint(out)
     assert ckpt_config["arch"] == "resnet" and ckpt_config["train"]["objective"] == "ce"
+    # the preprocessing chain that `score` applies to raw inputs, recorded in both places
+    chain = {"version": 1, "sample_rate": 16000, "vad_trim": True, "max_duration_s": 10.0, "lowpass_hz": 4000}
+    assert config["chain"] == chain and ckpt_config["chain"] == chain
+    assert config["train"]["augment"]["enabled"] is True and ckpt_config["train"]["augment"]["rawboost_prob"] == 0.5
     assert model(torch.zeros(2, 16000)).shape == (2, 2)
     assert any((out / "dvclive").rglob("dev/eer.tsv"))
 
