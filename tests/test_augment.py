@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import yaml
 
-from pipeline.augment import RAWBOOST_DEFAULTS, Augmenter, AugmentParams, random_multiband_fir, rawboost
+from pipeline import train
+from pipeline.__main__ import main
+from pipeline.augment import (
+    RAWBOOST_DEFAULTS,
+    Augmenter,
+    AugmentParams,
+    make_augmenter,
+    random_multiband_fir,
+    rawboost,
+)
+from pipeline.clipdata import ClipDataset, crop_or_tile, load_wave
+from tests.conftest import tiny_clip_table
 
 SR = 16000
 
@@ -107,8 +120,6 @@ def _crops(ds, epoch: int = 0) -> list:
 
 @pytest.fixture
 def train_clips(tmp_path):
-    from tests.conftest import tiny_clip_table
-
     return tiny_clip_table(tmp_path, n_speakers=2, clips_per_speaker=2, seconds=1.0)
 
 
@@ -116,11 +127,6 @@ ON = {"enabled": True, "rawboost_prob": 1.0, "gain_prob": 1.0, "gain_db": [-3.0,
 
 
 def test_augmentation_off_gives_the_crops_of_before(train_clips) -> None:
-    import torch
-
-    from pipeline.augment import make_augmenter
-    from pipeline.clipdata import ClipDataset, crop_or_tile, load_wave
-
     assert make_augmenter({}, SR) is None and make_augmenter({"enabled": False, "gain_prob": 1.0}, SR) is None
     off = ClipDataset(train_clips, SR, 0.5, train=True, seed=5, augment=make_augmenter(AugmentParams(), SR))
     for epoch in (0, 1):
@@ -131,17 +137,10 @@ def test_augmentation_off_gives_the_crops_of_before(train_clips) -> None:
 
 
 def test_train_batches_are_byte_identical_with_augmentation_off(train_clips) -> None:
-    import torch
-
-    from pipeline import train
-    from pipeline.clipdata import ClipDataset
-
     p_off = train.TrainParams.from_params({"batch_size": 4, "steps_per_epoch": 2, "crop_s": 0.5,
                                            "augment": {"enabled": False, "rawboost_prob": 1.0}})
     p_none = train.TrainParams.from_params({"batch_size": 4, "steps_per_epoch": 2, "crop_s": 0.5})
     a = ClipDataset(train_clips, SR, 0.5, train=True, seed=1)
-    from pipeline.augment import make_augmenter
-
     b = ClipDataset(train_clips, SR, 0.5, train=True, seed=1, augment=make_augmenter(p_off.augment, SR))
     for epoch in (0, 1):
         for (wa, ya), (wb, yb) in zip(train._batches(a, p_none, 1, epoch), train._batches(b, p_off, 1, epoch)):
@@ -149,11 +148,6 @@ def test_train_batches_are_byte_identical_with_augmentation_off(train_clips) -> 
 
 
 def test_augmentation_on_is_seeded_differs_from_off_and_keeps_labels(train_clips) -> None:
-    import torch
-
-    from pipeline.augment import make_augmenter
-    from pipeline.clipdata import ClipDataset
-
     def dataset(seed: int, augment: bool) -> ClipDataset:
         return ClipDataset(train_clips, SR, 0.5, train=True, seed=seed,
                            augment=make_augmenter(ON, SR) if augment else None)
@@ -172,10 +166,6 @@ def test_augmentation_on_is_seeded_differs_from_off_and_keeps_labels(train_clips
 
 @pytest.mark.parametrize("stage", ["train", "pretrain"])
 def test_a_bad_augment_key_is_a_one_line_config_error(tmp_path, capsys, stage: str) -> None:
-    import yaml
-
-    from pipeline.__main__ import main
-
     params = {"seed": 0, "audio": {"sample_rate": SR}, "runtime": {"device": "cpu", "threads": 1},
               "teachers": {"t": {"arch": "resnet"}}, stage: {"augment": {"enabled": True, "rawbost_prob": 0.5}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
