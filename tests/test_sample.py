@@ -202,3 +202,14 @@ def test_missing_embeddings_name_the_embed_stage(tmp_path):
 def test_bad_sample_params_give_a_clear_error(bad, match):
     with pytest.raises(ValueError, match=match):
         sample.SampleParams.from_params({"method": "nc", "ratio": 0.5, **bad})
+
+
+def test_a_budget_smaller_than_the_number_of_pools_is_still_exact(tmp_path):
+    _, _, argv = setup_stage(tmp_path, ratio=0.02)       # 36 bona fide -> 1 clip, 108 spoofs -> 2, over 2 pools
+    assert sample.main(argv) == 0
+    diag = json.loads((tmp_path / "sampling.json").read_text())
+    assert diag["budget"]["per_class"] == {"bonafide": 1, "spoof": 2}
+    assert diag["budget"]["pools"]["t_codec"]["quota"]["bonafide"] == 0
+    for m in ("nc", "random", "kcenter", "farthest"):
+        df = pd.read_parquet(tmp_path / "manifests" / f"{m}.parquet")
+        assert df["label"].value_counts().to_dict() == {"bonafide": 1, "spoof": 2}, m
