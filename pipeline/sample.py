@@ -226,8 +226,9 @@ def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> t
             picked = everything.iloc[idx].assign(sampler=method, **{bd.KEY: key[idx], bd.POOL: i})
             picks[method].append(picked)
             pool_diag["after"][method] = counts(picked)
-            if method == "nc":
-                pool_diag["nc1_selected"] = _finite(nc1(emb[idx], labels[idx], normalize=p.normalize))
+            if method == "nc":    # NC1 needs both classes (a pool's quota of a class may be 0)
+                pool_diag["nc1_selected"] = (_finite(nc1(emb[idx], labels[idx], normalize=p.normalize))
+                                             if len(set(labels[idx])) == len(LABELS) else None)
         log.info("pool %s: %d train rows (%s) -> nc %d (%s)", pool.teacher, len(train_rows),
                  pool_diag["before"]["label"], pool_diag["after"]["nc"]["n"], pool_diag["after"]["nc"]["label"])
         diag["pools"][pool.teacher] = pool_diag
