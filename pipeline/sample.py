@@ -177,8 +177,8 @@ def _select(method: str, emb: np.ndarray, labels: np.ndarray, p: SampleParams, s
 def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> tuple[dict[str, pd.DataFrame], dict]:
     """Sample every pool with every method at equal per-class budgets (pipeline/sampling/budget.py);
     return ({method or 'dev': manifest}, diagnostics)."""
-    from pipeline.sampling import counts, mean_distances, nc1, nc_rank
     from pipeline.sampling import budget as bd
+    from pipeline.sampling import counts, mean_distances, nc1, nc_rank
 
     picks: dict[str, list[pd.DataFrame]] = {m: [] for m in METHODS}
     candidates: dict[str, list[pd.DataFrame]] = {m: [] for m in METHODS if m != "full"}

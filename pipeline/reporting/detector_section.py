@@ -121,7 +121,7 @@ def detector_section(eer: pd.DataFrame | None, det: pd.DataFrame | None, metrics
     tables = set_tables(eer)
     for t in tables:
         sec.add(f'<h3 id="{anchor(t.name)}">Eval set {html.esc(t.name)}</h3>')
-        paradigm = t.name.removeprefix("leave_out_")
+        paradigm = t.name.removeprefix("leave_out_").removeprefix("paradigm_")
         if isinstance(seen, dict) and paradigm in seen and paradigm != t.name:
             was = {True: "was", False: "was NOT", None: "may have been"}.get(seen[paradigm], "may have been")
             sec.add(html.p(f"Paradigm {paradigm} {was} in the detector's training data.", "note"))
