@@ -5,7 +5,8 @@ Reads nothing: takes the runs table of pipeline/reporting/experiments.py (rows w
 Only the experiments of ONE sweep are grouped: those of the newest commit that has experiments (plus the
 workspace when it holds one of them), so runs of different code never pool. Seeds (`train.seed`,
 `sample.seed`, `evaluate.seed`) are what varies inside a group; every other param that differs between the
-runs (e.g. `train.exclude_paradigms` of the ablation) makes its own group (`variant`).
+runs (e.g. `train.exclude_paradigms` of the ablation) makes its own group (`variant`, naming the values that
+differ from the most common one: the sweep's main runs have variant "").
 A group of n >= 2 seeds: mean and Student-t 95% CI over the seeds (pipeline.metrics.mean_ci). A group of one
 seed: its EER and the evaluate stage's bootstrap CI over clips, marked as single-seed (a narrower kind of
 interval: it ignores training noise).
@@ -54,7 +55,10 @@ def group_runs(runs: pd.DataFrame | None) -> pd.DataFrame | None:
         return None
     params = [p if isinstance(p, dict) else {} for p in rows["params"]]
     varying = _variant_keys(params)
-    variant = ["; ".join(f"{k}={p.get(k)}" for k in varying) for p in params]
+    # the most common value of a varying param is the reference (the sweep's main runs: variant ""), so
+    # only the ablation's changes name a variant
+    mode = {k: pd.Series([repr(p.get(k)) for p in params]).value_counts(sort=True).index[0] for k in varying}
+    variant = ["; ".join(f"{k}={p.get(k)}" for k in varying if repr(p.get(k)) != mode[k]) for p in params]
     seed = [p.get("train.seed", p.get("seed")) for p in params]
     rows = rows.assign(_variant=variant, _seed=seed)
     eer_cols = [c for c in runs.columns if c.startswith("eer.")]
