@@ -2,8 +2,8 @@
 
 Every number comes from the evaluate stage's files (reports/eer.csv, reports/plots/det.csv, metrics.json);
 nothing is recomputed from scores here, so the page and `dvc metrics show` cannot disagree. Each EER is
-shown once: a row that repeats one already shown (a leave_out_<P> set holds the test set's bona fide clips
-and the test spoofs of P) becomes a link to the table that shows it.
+shown once: a row that repeats one already shown (a paradigm_<P> or leave_out_<P> set holds the test
+set's bona fide clips and the test spoofs of P) becomes a link to the table that shows it.
 """
 
 from __future__ import annotations

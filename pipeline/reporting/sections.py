@@ -164,7 +164,8 @@ def experiments_section(exps: ExperimentRuns | None, own_eers: dict[str, float] 
     links there instead of repeating them. A stale workspace row is labelled and left out of the curve.
     """
     sec = html.Section("experiments", "Data efficiency (DVC experiments)")
-    sec.add(html.p("Queue the sweep with scripts/sweep.sh (ratios 0.01-1.0 x methods nc, random); it re-runs this "
+    sec.add(html.p("Queue the sweep with scripts/sweep.sh (methods nc, random, kcenter x ratios 0.05-0.25, and full, "
+                   "5 seeds each); it re-runs this "
                    "report when the experiments are done. Rows: the workspace (what the last run left in the "
                    "metrics file), each finished experiment, and each git commit with its own committed numbers "
                    "(commits that only carry an earlier commit's numbers are folded into it).", "note"))
