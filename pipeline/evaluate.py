@@ -3,8 +3,9 @@
 Reads the detector (data/models/detector/model.pt) and the clip tables (data/clips.parquet +
 data/recon/*.parquet) with the audio they point to. Writes, under --out (reports/):
 - metrics.json: {"eer": {set: eer, ..., "pooled": eer}, "eer_by_system": {system: eer},
-  "n_clips": {set: n}, "paradigm_seen": {paradigm: bool}, "n_rejected": n}; EERs are fractions;
-- eer.csv: set,system,paradigm,n_bonafide,n_spoof,eer,threshold: one row per set (system and paradigm
+  "n_clips": {set: n}, "paradigm_seen": {paradigm: bool}, "eer_ci": {set: {lo, hi}}, "ci": {level,
+  bootstrap, seed}, "n_rejected": n}; EERs are fractions;
+- eer.csv: set,system,paradigm,n_bonafide,n_spoof,eer,threshold,eer_lo,eer_hi: one row per set (system and paradigm
   "all") and one per (set, spoof system): every EER the report shows, which reads it and recomputes none;
 - scores/<set>.txt: `clip_id score` per line (higher = bona fide), one file per set;
 - plots/det.csv (set,far,frr: the DET points the report draws, and `dvc plots` shows), plots/det.png
