@@ -3,24 +3,35 @@
 Reads the detector (data/models/detector/model.pt) and the clip tables (data/clips.parquet +
 data/recon/*.parquet) with the audio they point to. Writes, under --out (reports/):
 - metrics.json: {"eer": {set: eer, ..., "pooled": eer}, "eer_by_system": {system: eer},
-  "n_clips": {set: n}, "paradigm_seen": {paradigm: bool}, "n_rejected": n}; EERs are fractions;
-- eer.csv: set,system,paradigm,n_bonafide,n_spoof,eer,threshold: one row per set (system and paradigm
+  "n_clips": {set: n}, "paradigm_seen": {paradigm: bool}, "eer_ci": {set: {lo, hi}}, "ci": {level,
+  bootstrap, seed}, "n_rejected": n}; EERs are fractions;
+- eer.csv: set,system,paradigm,n_bonafide,n_spoof,eer,threshold,eer_lo,eer_hi: one row per set (system and paradigm
   "all") and one per (set, spoof system): every EER the report shows, which reads it and recomputes none;
 - scores/<set>.txt: `clip_id score` per line (higher = bona fide), one file per set;
 - plots/det.csv (set,far,frr: the DET points the report draws, and `dvc plots` shows), plots/det.png
   (drawn by pipeline.detplot, the report's plotter too), plots/score_hist.png.
 
-Eval sets (`evaluate.sets`, each clip scored once, EER by pipeline.metrics.compute_eer):
-- `test`: bona fide test clips + every spoof row with split test (the reconstructions);
-- `tts`: bona fide test + split `eval:tts` (the demo's unseen TTS attacks, piper and espeak-ng);
-- `leave_out`: one set `leave_out_<P>` per spoof paradigm P in the test split: bona fide test vs the
-  test spoofs of P; `paradigm_seen[P]` says whether P was in the detector's training manifest
-  (a true leave-one-paradigm-out run trains with `train.exclude_paradigms=[P]`);
-- `corpus`: every other `eval:<name>` split becomes a set `<name>` (its own bona fide rows when it has
-  any, else the bona fide test clips); a name such as `itw` selects one of them.
+Eval sets (`evaluate.sets`, each clip scored once, EER by pipeline.metrics.compute_eer), named for what
+they are ("trained" = the systems/paradigms of the detector's training manifest, from its config.json):
+- `seen_attacks`: bona fide test clips + the test-split spoofs of systems the detector trained on;
+- `unseen_attacks`: bona fide test + the spoofs of every attack-only `eval:<name>` split (no bona fide of
+  its own, e.g. the demo's `eval:tts`: piper and espeak-ng) whose system was not trained on;
+- `paradigm`: per spoof paradigm P of the test split, bona fide test vs the test spoofs of P, named
+  `paradigm_<P>` when P was in training and `leave_out_<P>` ONLY when it was not (a true
+  leave-one-paradigm-out run, `train.exclude_paradigms=[P]`); `paradigm_seen[P]` says which
+  (`leave_out` in `evaluate.sets` is the same kind);
+- `corpus`: every `eval:<name>` split with bona fide rows of its own becomes a set `<name>`;
+- `test` (legacy: all test-split spoofs) or any eval split name (e.g. `tts`, `itw`) picks that set alone.
 `pooled` is the EER over the union of all the sets' clips. A set with no bona fide or no spoof
 clips is skipped with a warning. Per-system EERs are taken against the bona fide clips of the set the
-system appears in (leave_out sets repeat the test systems and are not counted twice).
+system appears in (paradigm sets repeat the test systems and are not counted twice).
+Renamed in this version: test -> seen_attacks, tts -> unseen_attacks, leave_out_<P> -> paradigm_<P> when
+P was seen (README, "Eval set names").
+
+Confidence intervals: every set's EER gets a 95% percentile-bootstrap interval over its clips
+(pipeline.metrics.bootstrap_eer_ci, `evaluate.bootstrap` resamples, seed `evaluate.seed`, null = the
+global seed): eer.csv columns eer_lo, eer_hi (empty for per-system rows), metrics.json `eer_ci.<set>.{lo,hi}`.
+The `eer.<set>` keys are unchanged, so `dvc metrics show` compares runs as before.
 """
 
 from __future__ import annotations
@@ -35,14 +46,25 @@ import pandas as pd
 
 from pipeline.io import atomic_path, write_json_atomic, write_text_atomic
 from pipeline.logs import setup_logging, stage_timer
-from pipeline.metrics import compute_det_curve, compute_eer
-from pipeline.params import ConfigError, Section, as_list, common_params, load_params, number, section, stage_parser
+from pipeline.metrics import bootstrap_eer_ci, compute_det_curve, compute_eer
+from pipeline.params import (
+    ConfigError,
+    Section,
+    as_list,
+    common_params,
+    load_params,
+    number,
+    section,
+    stage_parser,
+    stage_seed,
+)
 from pipeline.schema import read_clip_tables
 
 log = logging.getLogger("pipeline.evaluate")
 
-SET_KINDS = ("test", "tts", "leave_out", "corpus")
+SET_KINDS = ("seen_attacks", "unseen_attacks", "paradigm", "leave_out", "corpus", "test")
 LEAVE_OUT_PREFIX = "leave_out_"
+PARADIGM_PREFIX = "paradigm_"
 
 
 @dataclass(frozen=True)
@@ -53,8 +75,10 @@ class EvaluateParams(Section):
 
     batch_size: int = 64
     eval_s: float = 4.0
-    sets: tuple[str, ...] = ("test", "tts", "leave_out", "corpus")
+    sets: tuple[str, ...] = ("seen_attacks", "unseen_attacks", "paradigm", "corpus")
     max_reject_fraction: float = 0.05
+    bootstrap: int = 1000       # resamples of the per-set EER CI (0 = no CI)
+    seed: int | None = None     # bootstrap seed; null = the global seed
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +90,8 @@ class EvaluateParams(Section):
         number("evaluate.batch_size", self.batch_size, low=1, integer=True)
         number("evaluate.eval_s", self.eval_s, low=0, low_open=True)
         number("evaluate.max_reject_fraction", self.max_reject_fraction, low=0, high=1)
+        number("evaluate.bootstrap", self.bootstrap, low=0, integer=True)
+        number("evaluate.seed", self.seed, integer=True, allow_none=True)
         for name in self.sets:
             if not isinstance(name, str) or not name:
                 raise ConfigError(f"params evaluate.sets: expected set names ({list(SET_KINDS)} or an eval split "
@@ -77,32 +103,52 @@ def _eval_split_names(clips: pd.DataFrame) -> list[str]:
     return sorted({s[len("eval:"):] for s in splits if s.startswith("eval:")})
 
 
-def build_eval_sets(clips: pd.DataFrame, sets: tuple[str, ...]) -> dict[str, pd.DataFrame]:
-    """The evaluation sets {name: clip rows} that `sets` asks for (sets lacking a class are skipped)."""
+def build_eval_sets(clips: pd.DataFrame, sets: tuple[str, ...],
+                    trained: dict[str, Any] | None = None) -> dict[str, pd.DataFrame]:
+    """The evaluation sets {name: clip rows} that `sets` asks for (sets lacking a class are skipped).
+
+    `trained`: the detector's config (`train_systems`, `train_paradigms`); without it every test-split
+    system and paradigm counts as seen.
+    """
+    trained = trained or {}
+    systems = set(trained["train_systems"]) if trained.get("train_systems") is not None else None
+    paradigms = set(trained["train_paradigms"]) if trained.get("train_paradigms") is not None else None
     bona = clips["label"] == "bonafide"
     spoof = ~bona
     split = clips["split"].astype(str)
     bona_test = clips[bona & (split == "test")]
+    test_spoof = clips[spoof & (split == "test")]
     eval_names = _eval_split_names(clips)
+    own_bona = {name for name in eval_names if (bona & (split == f"eval:{name}")).any()}
     out: dict[str, pd.DataFrame] = {}
 
     def corpus_set(name: str) -> pd.DataFrame:
-        own_bona = clips[bona & (split == f"eval:{name}")]
-        return pd.concat([own_bona if len(own_bona) else bona_test, clips[spoof & (split == f"eval:{name}")]])
+        own = clips[bona & (split == f"eval:{name}")]
+        return pd.concat([own if len(own) else bona_test, clips[spoof & (split == f"eval:{name}")]])
 
     for kind in sets:
-        if kind == "test":
-            out["test"] = pd.concat([bona_test, clips[spoof & (split == "test")]])
-        elif kind == "tts":
-            out["tts"] = corpus_set("tts")
-        elif kind == "leave_out":
-            test_spoof = clips[spoof & (split == "test")]
+        if kind == "seen_attacks":
+            known = pd.Series(True, index=test_spoof.index)
+            if systems is not None:
+                known &= test_spoof["system"].isin(systems)
+            if paradigms is not None:
+                known &= test_spoof["paradigm"].isin(paradigms)
+            out[kind] = pd.concat([bona_test, test_spoof[known]])
+        elif kind == "unseen_attacks":
+            attack_only = split.isin([f"eval:{n}" for n in eval_names if n not in own_bona])
+            eval_spoof = clips[spoof & attack_only]
+            unseen = eval_spoof if systems is None else eval_spoof[~eval_spoof["system"].isin(systems)]
+            out[kind] = pd.concat([bona_test, unseen])
+        elif kind == "test":
+            out["test"] = pd.concat([bona_test, test_spoof])
+        elif kind in ("paradigm", "leave_out"):
             for paradigm in sorted(test_spoof["paradigm"].unique()):
-                out[f"{LEAVE_OUT_PREFIX}{paradigm}"] = pd.concat(
-                    [bona_test, test_spoof[test_spoof["paradigm"] == paradigm]])
+                unseen = paradigms is not None and paradigm not in paradigms
+                name = f"{LEAVE_OUT_PREFIX if unseen else PARADIGM_PREFIX}{paradigm}"
+                out[name] = pd.concat([bona_test, test_spoof[test_spoof["paradigm"] == paradigm]])
         elif kind == "corpus":
-            for name in eval_names:
-                if name != "tts" and name not in SET_KINDS:
+            for name in sorted(own_bona):
+                if name not in SET_KINDS:
                     out[name] = corpus_set(name)
         elif kind in eval_names:
             out[kind] = corpus_set(kind)
@@ -120,22 +166,27 @@ def build_eval_sets(clips: pd.DataFrame, sets: tuple[str, ...]) -> dict[str, pd.
     return kept
 
 
-EER_COLUMNS = ["set", "system", "paradigm", "n_bonafide", "n_spoof", "eer", "threshold"]
+EER_COLUMNS = ["set", "system", "paradigm", "n_bonafide", "n_spoof", "eer", "threshold", "eer_lo", "eer_hi"]
+SET_PREFIXES = (LEAVE_OUT_PREFIX, PARADIGM_PREFIX)
 
 
-def _eer_row(set_name: str, system: str, paradigm: str, bona: np.ndarray, spoof: np.ndarray) -> dict[str, Any]:
+def _eer_row(set_name: str, system: str, paradigm: str, bona: np.ndarray, spoof: np.ndarray,
+             n_boot: int = 0, seed: int = 0) -> dict[str, Any]:
+    """One eer.csv row; with n_boot > 0, the 95% bootstrap CI over the clips (eer_lo, eer_hi), else NaN."""
     eer, thr = compute_eer(bona, spoof)
+    lo, hi = bootstrap_eer_ci(bona, spoof, n_boot=n_boot, seed=seed) if n_boot > 0 else (np.nan, np.nan)
     return {"set": set_name, "system": system, "paradigm": paradigm, "n_bonafide": int(bona.size),
-            "n_spoof": int(spoof.size), "eer": float(eer), "threshold": float(thr)}
+            "n_spoof": int(spoof.size), "eer": float(eer), "threshold": float(thr), "eer_lo": lo, "eer_hi": hi}
 
 
-def run(sets: dict[str, pd.DataFrame], scores: pd.Series,
-        seen_paradigms: list[str] | None = None) -> tuple[dict[str, Any], pd.DataFrame, dict[str, pd.DataFrame]]:
+def run(sets: dict[str, pd.DataFrame], scores: pd.Series, seen_paradigms: list[str] | None = None,
+        n_boot: int = 0, seed: int = 0) -> tuple[dict[str, Any], pd.DataFrame, dict[str, pd.DataFrame]]:
     """EERs of scored sets: (metrics dict, eer table, {set: DataFrame clip_id, score, label, system}).
 
-    `scores` maps clip_id -> score; clips without a score (rejected) are dropped from their sets.
+    `scores` maps clip_id -> score; clips without a score (rejected) are dropped from their sets. With
+    n_boot > 0, every set's EER (and pooled) gets a bootstrap CI over its clips (metrics `eer_ci`).
     """
-    rows, scored, eer, by_system, n_clips = [], {}, {}, {}, {}
+    rows, scored, eer, by_system, n_clips, ci = [], {}, {}, {}, {}, {}
     for name, clips in sets.items():
         df = clips[["clip_id", "label", "system", "paradigm"]].assign(score=clips["clip_id"].map(scores))
         df = df[df["score"].notna()].reset_index(drop=True)
@@ -144,14 +195,15 @@ def run(sets: dict[str, pd.DataFrame], scores: pd.Series,
             log.warning("eval set %r skipped after rejects: one class has no scored clip", name)
             continue
         bona_scores = df.loc[is_bona, "score"].to_numpy(float)
-        row = _eer_row(name, "all", "all", bona_scores, df.loc[~is_bona, "score"].to_numpy(float))
+        row = _eer_row(name, "all", "all", bona_scores, df.loc[~is_bona, "score"].to_numpy(float), n_boot, seed)
         rows.append(row)
+        ci[name] = row
         eer[name], n_clips[name], scored[name] = row["eer"], len(df), df
         for system, group in df[~is_bona].groupby("system", sort=True):
             paradigm = ",".join(sorted(group["paradigm"].astype(str).unique()))
             srow = _eer_row(name, str(system), paradigm, bona_scores, group["score"].to_numpy(float))
             rows.append(srow)
-            if not name.startswith(LEAVE_OUT_PREFIX):
+            if not name.startswith(SET_PREFIXES):
                 key = str(system) if system not in by_system else f"{name}:{system}"
                 by_system[key] = srow["eer"]
     if not scored:
@@ -159,13 +211,18 @@ def run(sets: dict[str, pd.DataFrame], scores: pd.Series,
     pooled = pd.concat(scored.values()).drop_duplicates("clip_id")
     is_bona = (pooled["label"] == "bonafide").to_numpy()
     prow = _eer_row("pooled", "all", "all", pooled.loc[is_bona, "score"].to_numpy(float),
-                    pooled.loc[~is_bona, "score"].to_numpy(float))
+                    pooled.loc[~is_bona, "score"].to_numpy(float), n_boot, seed)
     rows.append(prow)
+    ci["pooled"] = prow
     eer["pooled"], n_clips["pooled"] = prow["eer"], len(pooled)
     metrics: dict[str, Any] = {"eer": eer, "eer_by_system": by_system, "n_clips": n_clips}
-    leave_out = [n[len(LEAVE_OUT_PREFIX):] for n in scored if n.startswith(LEAVE_OUT_PREFIX)]
-    if leave_out:
-        metrics["paradigm_seen"] = {p: (None if seen_paradigms is None else p in seen_paradigms) for p in leave_out}
+    if n_boot > 0:
+        metrics["eer_ci"] = {k: {"lo": r["eer_lo"], "hi": r["eer_hi"]} for k, r in ci.items()}
+        metrics["ci"] = {"level": 0.95, "bootstrap": int(n_boot), "seed": int(seed)}
+    by_paradigm = [n.removeprefix(pre) for n in scored for pre in SET_PREFIXES if n.startswith(pre)]
+    if by_paradigm:
+        metrics["paradigm_seen"] = {p: (None if seen_paradigms is None else p in seen_paradigms)
+                                    for p in by_paradigm}
     table = pd.DataFrame(rows, columns=EER_COLUMNS)
     return metrics, table, scored
 
@@ -287,11 +344,12 @@ def main(argv: list[str] | None = None) -> int:
     clips = read_clip_tables(present or args.clips, stage="evaluate")
     out = Path(args.out)
     with stage_timer(log, "evaluate") as stats:
-        sets = build_eval_sets(clips, p.sets)
+        sets = build_eval_sets(clips, p.sets, config)
         if not sets:
             raise ValueError(f"no evaluation set could be built from {args.clips} with sets {list(p.sets)}")
         scores, rejects = score_sets(model, sets, p, sample_rate, device)
-        metrics, table, scored = run(sets, scores, config.get("train_paradigms"))
+        metrics, table, scored = run(sets, scores, config.get("train_paradigms"), p.bootstrap,
+                                     stage_seed("evaluate.seed", p.seed, common))
         metrics["n_rejected"] = len(rejects)
         stats.add("clips", int(len(scores)))
         stats.add("sets", len(scored))

@@ -207,6 +207,15 @@ def common_params(params: Mapping[str, Any]) -> Common:
                   runtime=Runtime.from_params(params.get("runtime")))
 
 
+def stage_seed(name: str, value: Any, common: Common) -> int:
+    """A stage's own seed (`train.seed`, `sample.seed`, `evaluate.seed`): the value when set, else the global
+    `seed`, so a params file without it keeps today's outputs. dvc.yaml tracks only the stage's section, so
+    params.yaml sets these explicitly (`dvc exp run -S train.seed=N` re-runs train and what follows only)."""
+    if value is None:
+        return common.seed
+    return int(number(name, value, integer=True))
+
+
 def teacher_params(params: Mapping[str, Any], name: str) -> dict[str, Any]:
     """One teacher of params `teachers:` (arch, frontend, pool, checkpoint, ...), or a ConfigError.
 

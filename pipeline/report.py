@@ -109,7 +109,8 @@ def run(src: ReportInputs, p: ReportParams, seed: int = 0) -> tuple[str, dict[st
                  lambda: sections.experiments_section(exps, own_eers)),
     ]
     summary = _guarded("Summary", "summary",
-                       lambda: sections.summary_section(set_names, audit_table[0], exps, stale))
+                       lambda: sections.summary_section(set_names, audit_table[0], exps, stale,
+                                                          metrics if isinstance(metrics, dict) else None))
     for err in errors:
         summary.add(html.p(f"unreadable input: {err}", "warn"))
     page = html.page("hardset report", "hard training sets for audio deepfake detection: data, sampling, "

@@ -8,18 +8,22 @@ Writes (`--out`, data/manifests/): one manifest per sampler, {nc,random,full,kce
 (reports/sampling.json): per pool NC1, distances between class means, counts per label, paradigm,
 system and speaker before and after sampling.
 
-Each sampler runs on the TRAIN rows of each pool separately, at the same per-class ratio; the pools'
-picks are merged, and a clip picked by several pools keeps its row with the smallest distance
-(ties: the earlier teacher in params order). `distance` is the L2 distance to the clip's class mean in
-its teacher's (normalised) embedding space for every sampler, so the manifests compare directly;
-`cluster` is the fake class's k-means cluster (null for bona fide).
+Equal budgets (pipeline/sampling/budget.py): at a given ratio every method keeps the same number of clips
+per class, budget_c = round(ratio_c x distinct train clips of class c over the merged pools), split over the
+pools in proportion to their train clips of c; each sampler keeps its pool's quota from the pool's TRAIN
+rows, the picks are merged (a clip picked by several pools keeps its row with the smallest distance; ties:
+the earlier teacher in params order), and the union is topped up (or trimmed) to exactly the budget in the
+method's own order. `full` keeps every train clip. reports/sampling.json `budget` has the counts.
+`distance` is the L2 distance to the clip's class mean in its teacher's (normalised) embedding space for
+every sampler, so the manifests compare directly; `cluster` is the fake class's k-means cluster (null for
+bona fide). `sample.seed` (null = the global seed) seeds k-means, random and k-center.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,6 +43,7 @@ from pipeline.params import (
     one_of,
     section,
     stage_parser,
+    stage_seed,
 )
 from pipeline.schema import CLIP_COLUMNS, LABELS, SchemaError, read_clip_tables, write_clips
 
@@ -63,6 +68,7 @@ class SampleParams(Section):
     ivf_nprobe: int = 16
     max_points_per_centroid: int = 256
     kmeans_iters: int = 20
+    seed: int | None = None   # null = the global seed
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
@@ -84,6 +90,7 @@ class SampleParams(Section):
         number("sample.n_clusters", self.n_clusters, low=0, integer=True)
         for key in ("ivf_nlist", "ivf_nprobe", "max_points_per_centroid", "kmeans_iters"):
             number(f"sample.{key}", getattr(self, key), low=1, integer=True)
+        number("sample.seed", self.seed, integer=True, allow_none=True)
 
 
 @dataclass
@@ -168,18 +175,27 @@ def _select(method: str, emb: np.ndarray, labels: np.ndarray, p: SampleParams, s
 
 
 def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> tuple[dict[str, pd.DataFrame], dict]:
-    """Sample every pool with every method; return ({method or 'dev': manifest}, diagnostics)."""
+    """Sample every pool with every method at equal per-class budgets (pipeline/sampling/budget.py);
+    return ({method or 'dev': manifest}, diagnostics)."""
+    from pipeline.sampling import budget as bd
     from pipeline.sampling import counts, mean_distances, nc1, nc_rank
 
     picks: dict[str, list[pd.DataFrame]] = {m: [] for m in METHODS}
+    candidates: dict[str, list[pd.DataFrame]] = {m: [] for m in METHODS if m != "full"}
     dev_frames = []
     diag: dict[str, Any] = {"seed": seed, "method": p.method, "ratio": p.ratio, "class_ratio": p.class_ratio,
                             "n_clusters": p.n_clusters, "normalize": p.normalize, "index": p.index, "pools": {}}
+    pool_rows = [_pool_rows(pool, clips) for pool in pools]
+    train_parts = [rows[(rows["split"] == "train").to_numpy()] for rows in pool_rows]
+    merged = pd.concat([t[["clip_id", "label"]] for t in train_parts]).drop_duplicates("clip_id")
+    budgets = bd.class_budgets(merged["label"].astype(str), LABELS, p.ratio, p.class_ratio)
+    pool_sizes = [{c: int((t["label"] == c).sum()) for c in LABELS} for t in train_parts]
+    quotas = bd.split_budget(budgets, pool_sizes)
     for i, pool in enumerate(progress(pools, desc="sample pools", total=len(pools), unit="pool")):
         # one seed per pool: with the params seed alone, random/kcenter would pick the same n-th bona fide
         # clips in every pool (pools share their bona fide rows), and the merge would shrink to one pool's picks
         pool_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
-        rows = _pool_rows(pool, clips)
+        rows = pool_rows[i]
         train_mask = (rows["split"] == "train").to_numpy()
         train_rows = rows[train_mask].reset_index(drop=True)
         dev_frames.append(_manifest_rows(rows[(rows["split"] == "dev").to_numpy()], pool.teacher, "dev", None, None))
@@ -198,20 +214,36 @@ def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> t
             "class_mean_distance": mean_distances(ranking.means),
             "before": counts(train_rows), "after": {},
         }
+        pq = replace(p, class_ratio=bd.quota_ratios(quotas[i], pool_sizes[i]))
+        everything = _manifest_rows(train_rows, pool.teacher, "", ranking.distance, ranking.cluster)
         for method in METHODS:
-            idx = _select(method, emb, labels, p, pool_seed, ranking)
-            picked = _manifest_rows(train_rows.iloc[idx], pool.teacher, method, ranking.distance[idx],
-                                    ranking.cluster[idx])
+            idx = _select(method, emb, labels, pq, pool_seed, ranking)
+            key = np.zeros(len(labels)) if method == "full" else bd.order_key(method, ranking.distance, labels,
+                                                                               pool_seed)
+            if method != "full":   # a class whose quota in this pool is 0 (a budget below the number of pools)
+                idx = idx[np.array([quotas[i][lab] > 0 for lab in labels[idx]], dtype=bool)]
+                candidates[method].append(everything.assign(sampler=method, **{bd.KEY: key, bd.POOL: i}))
+            picked = everything.iloc[idx].assign(sampler=method, **{bd.KEY: key[idx], bd.POOL: i})
             picks[method].append(picked)
             pool_diag["after"][method] = counts(picked)
-            if method == "nc":
-                pool_diag["nc1_selected"] = _finite(nc1(emb[idx], labels[idx], normalize=p.normalize))
+            if method == "nc":    # NC1 needs both classes (a pool's quota of a class may be 0)
+                pool_diag["nc1_selected"] = (_finite(nc1(emb[idx], labels[idx], normalize=p.normalize))
+                                             if len(set(labels[idx])) == len(LABELS) else None)
         log.info("pool %s: %d train rows (%s) -> nc %d (%s)", pool.teacher, len(train_rows),
                  pool_diag["before"]["label"], pool_diag["after"]["nc"]["n"], pool_diag["after"]["nc"]["label"])
         diag["pools"][pool.teacher] = pool_diag
-    manifests = {m: merge_picks(picks[m]) for m in METHODS}
+    manifests, fill = {}, {}
+    for m in METHODS:
+        union = merge_picks(picks[m])
+        if m == "full":
+            manifests[m] = union.drop(columns=[bd.KEY, bd.POOL])
+        else:
+            manifests[m], fill[m] = bd.fill_to_budget(union, pd.concat(candidates[m], ignore_index=True), budgets)
     dev = pd.concat(dev_frames, ignore_index=True).drop_duplicates("clip_id", keep="first").reset_index(drop=True)
     manifests["dev"] = dev
+    merged_sizes = {c: int((merged["label"] == c).sum()) for c in LABELS}
+    diag["budget"] = {**bd.budget_diagnostics(budgets, merged_sizes, [pl.teacher for pl in pools], pool_sizes,
+                                              quotas), "fill": fill}
     diag["merged"] = {m: counts(manifests[m]) for m in METHODS}
     diag["dev"] = counts(dev)
     diag["train"] = {"method": p.method, "n": int(len(manifests[p.method]))}
@@ -243,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     common = common_params(params)
     p = SampleParams.from_params(section(params, "sample"))
     teachers = list(section(params, "teachers"))
-    seed = common.seed
+    seed = stage_seed("sample.seed", p.seed, common)
     import faiss
 
     faiss.omp_set_num_threads(common.runtime.threads or 2)  # 0 would let faiss take every core

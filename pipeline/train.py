@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -57,6 +57,7 @@ from pipeline.params import (
     one_of,
     section,
     stage_parser,
+    stage_seed,
 )
 from pipeline.schema import MANIFEST_COLUMNS, PARADIGMS, read_clips
 from pipeline.scoring import load_waves, score_waves
@@ -93,6 +94,7 @@ class TrainParams(Section):
     supcon: dict[str, Any] = field(default_factory=dict)
     racl: dict[str, Any] = field(default_factory=dict)
     augment: AugmentParams = field(default_factory=AugmentParams)  # training crops only (pipeline/augment.py)
+    seed: int | None = None   # null = the global seed
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
@@ -113,6 +115,7 @@ class TrainParams(Section):
             number(f"train.{name}", getattr(self, name), low=0, low_open=True)
         number("train.weight_decay", self.weight_decay, low=0)
         number("train.dev_max_clips", self.dev_max_clips, low=1, integer=True)
+        number("train.seed", self.seed, integer=True, allow_none=True)
         all_of("train.exclude_paradigms", list(self.exclude_paradigms), [x for x in PARADIGMS if x != "bonafide"])
         for key in ("supcon", "racl"):
             check_known_keys(f"train.{key}", getattr(self, key), LOSS_KEYS[key])
@@ -294,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     common = common_params(params)
     p = TrainParams.from_params(section(params, "train"))
-    seed, sample_rate = common.seed, common.sample_rate
-    device = setup_torch(common)
+    seed, sample_rate = stage_seed("train.seed", p.seed, common), common.sample_rate
+    device = setup_torch(replace(common, seed=seed))
 
     manifest = read_clips(args.manifest, stage="train", groups=_groups_of(args.manifest))
     train_rows = select_training_rows(manifest, p.exclude_paradigms)
@@ -305,7 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     dev_rows = select_dev_rows(dev, p.dev_max_clips, seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    resolved = {"train": {**asdict(p), "exclude_paradigms": list(p.exclude_paradigms)}, "seed": seed,
+    # the effective seed is recorded once, top level (train.seed null or equal: the same config as before)
+    train_cfg = {k: v for k, v in asdict(p).items() if k != "seed"}
+    resolved = {"train": {**train_cfg, "exclude_paradigms": list(p.exclude_paradigms)}, "seed": seed,
                 "sample_rate": sample_rate, "manifest": str(args.manifest),
                 "train_paradigms": sorted(train_rows.loc[train_rows["label"] == "spoof", "paradigm"].unique()),
                 "train_systems": sorted(train_rows.loc[train_rows["label"] == "spoof", "system"].unique()),

@@ -1,22 +1,36 @@
 #!/usr/bin/env bash
-# The data-efficiency sweep: sampling ratio x sampling method as DVC experiments, then the report's curve.
+# The seeded data-efficiency sweep: sampling method x ratio x seed as DVC experiments, then the report.
 #
 #   scripts/sweep.sh                 # from the repository root (a git repo with dvc.yaml committed)
+#   SEEDS=3 ABLATION=1 scripts/sweep.sh
 #
-# Queues one `dvc exp run --queue -S sample.ratio=R -S sample.method=M` per pair (10 by default: ratios
-# 0.01 0.05 0.1 0.25 1.0 x methods nc random), starts the queue (`dvc queue start`), waits until no
-# experiment is queued or running, lists them (`dvc exp show`), and re-runs the `report` stage so that
-# reports/index.html draws EER against ratio for each method and eval set.
-# Every experiment sets both keys: `-S` applies on top of the workspace's params.yaml.
+# Queues one `dvc exp run --queue -S sample.method=M -S sample.ratio=R -S train.seed=S -S sample.seed=S` per
+# (method, ratio, seed): methods nc random kcenter at ratios 0.05 0.1 0.25, and `full` (every train clip: the
+# ratio 1 point; a sampler at ratio 1 keeps every clip too, so those runs are not queued) once per seed.
+# Default: (3 methods x 3 ratios + full) x 5 seeds = 50 experiments. Every method keeps the same number of
+# clips per class at a ratio (equal budgets, pipeline/sampling/budget.py).
+# ABLATION=1 adds, for the methods in ABLATION_METHODS (default "nc full"), the same runs trained without the
+# hard fakes (`-S 'train.exclude_paradigms=[vocoder,codec,diffusion]'`: bona fide + training attacks only):
+# 20 more by default (70 in all). The report groups experiments by (method, ratio, other changed params) and
+# shows the mean and 95% CI over seeds (pipeline/reporting/seeds.py).
+# Then it starts the queue (`dvc queue start`), waits until no experiment is queued or running, lists them
+# (`dvc exp show`), and re-runs the `report` stage.
 # Queued experiments run in temporary copies of the last commit (plus uncommitted changes at queue time):
 # run `dvc repro` and commit dvc.lock first, so that the stages up to `embed` come from the DVC cache
 # and each experiment re-runs only sample -> train -> evaluate -> report.
-# Environment: RATIOS, METHODS (space-separated lists), JOBS (parallel queue workers, default 1),
-# POLL_S (seconds between status checks, default 30), DVC (the dvc executable, default `dvc`).
+# Environment: RATIOS, METHODS (space-separated lists), SEEDS (seeds 1..SEEDS, default 5), ABLATION (1 = add
+# the ablation), ABLATION_METHODS, ABLATION_EXCLUDE (default "[vocoder,codec,diffusion]"), JOBS (parallel
+# queue workers, default 1), POLL_S (seconds between status checks, default 30), DVC (default `dvc`),
+# DRY_RUN (1 = print the queue commands and stop).
 set -euo pipefail
 
-RATIOS=${RATIOS:-"0.01 0.05 0.1 0.25 1.0"}
-METHODS=${METHODS:-"nc random"}
+RATIOS=${RATIOS:-"0.05 0.1 0.25 1.0"}
+METHODS=${METHODS:-"nc random kcenter full"}
+SEEDS=${SEEDS:-5}
+ABLATION=${ABLATION:-0}
+ABLATION_METHODS=${ABLATION_METHODS:-"nc full"}
+ABLATION_EXCLUDE=${ABLATION_EXCLUDE:-"[vocoder,codec,diffusion]"}
+DRY_RUN=${DRY_RUN:-0}
 JOBS=${JOBS:-1}
 POLL_S=${POLL_S:-30}
 DVC=${DVC:-dvc}
@@ -34,14 +48,43 @@ if [[ ! -f dvc.lock ]] || [[ -n "$(git status --porcelain -- dvc.lock)" ]]; then
   echo "sweep.sh: warning: dvc.lock is missing or not committed; every experiment may re-run the whole pipeline" >&2
 fi
 
+if ! [[ "$SEEDS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "sweep.sh: SEEDS must be a positive integer (the number of seeds), got '$SEEDS'" >&2
+  exit 2
+fi
+
 n=0
-for method in $METHODS; do
-  for ratio in $RATIOS; do
-    echo "queue: sample.method=$method sample.ratio=$ratio"
-    "$DVC" exp run --queue -S "sample.ratio=$ratio" -S "sample.method=$method"
-    n=$((n + 1))
+queue() {  # queue one experiment (or print it with DRY_RUN=1)
+  echo "queue: $*"
+  if [[ "$DRY_RUN" != 1 ]]; then
+    "$DVC" exp run --queue "$@"
+  fi
+  n=$((n + 1))
+}
+
+for seed in $(seq 1 "$SEEDS"); do
+  for method in $METHODS; do
+    if [[ "$method" == full ]]; then
+      ratios=1.0                     # full ignores the ratio: one run per seed
+    else
+      ratios=""
+      for ratio in $RATIOS; do       # at ratio 1 every sampler keeps every clip: that is the full run
+        if awk "BEGIN{exit !($ratio < 1)}"; then ratios="$ratios $ratio"; fi
+      done
+    fi
+    for ratio in $ratios; do
+      args=(-S "sample.method=$method" -S "sample.ratio=$ratio" -S "train.seed=$seed" -S "sample.seed=$seed")
+      queue "${args[@]}"
+      if [[ "$ABLATION" == 1 ]] && [[ " $ABLATION_METHODS " == *" $method "* ]]; then
+        queue "${args[@]}" -S "train.exclude_paradigms=$ABLATION_EXCLUDE"
+      fi
+    done
   done
 done
+if [[ "$DRY_RUN" == 1 ]]; then
+  echo "dry run: $n experiments would be queued"
+  exit 0
+fi
 echo "queued $n experiments; starting $JOBS worker(s)"
 "$DVC" queue start -j "$JOBS"
 

@@ -101,7 +101,7 @@ def make_fake_run(root: Path, n_speakers: int = 8, clips_per_speaker: int = 6, s
         "train": {"method": "nc", "n": len(manifest)}}))
 
     # the evaluate stage's own code writes its files (scores/, eer.csv, plots/, metrics.json) from fake scores
-    sets = evaluate.build_eval_sets(allc, ("test", "tts", "leave_out"))
+    sets = evaluate.build_eval_sets(allc, ("test", "tts", "leave_out"), {"train_paradigms": ["vocoder"]})
     scores = pd.Series(np.where(allc["label"] == "bonafide", 1.0, -1.0) + rng.standard_normal(len(allc)),
                        index=allc["clip_id"].to_numpy())
     metrics, table, scored = evaluate.run(sets, scores, seen_paradigms=["vocoder"])

@@ -37,7 +37,7 @@ def clips(tmp_path_factory) -> pd.DataFrame:
 
 def test_build_eval_sets_makes_every_kind(clips):
     sets = evaluate.build_eval_sets(clips, ("test", "tts", "leave_out", "corpus"))
-    assert set(sets) == {"test", "tts", "leave_out_vocoder", "leave_out_codec", "itw"}
+    assert set(sets) == {"test", "tts", "paradigm_vocoder", "paradigm_codec", "itw"}   # nothing known: all seen
     test = sets["test"]
     assert set(test["split"]) == {"test"} and set(test.loc[test["label"] == "spoof", "paradigm"]) == {"vocoder",
                                                                                                       "codec"}
@@ -46,7 +46,22 @@ def test_build_eval_sets_makes_every_kind(clips):
     assert set(tts.loc[tts["label"] == "bonafide", "split"]) == {"test"}
     # itw has its own bona fide rows, so the test bona fide are not used there
     assert set(sets["itw"]["split"]) == {"eval:itw"}
-    assert set(sets["leave_out_codec"].loc[lambda d: d["label"] == "spoof", "paradigm"]) == {"codec"}
+    assert set(sets["paradigm_codec"].loc[lambda d: d["label"] == "spoof", "paradigm"]) == {"codec"}
+
+
+def test_sets_are_named_for_what_the_detector_saw(clips):
+    trained = {"train_systems": ["noise"], "train_paradigms": ["vocoder"]}
+    sets = evaluate.build_eval_sets(clips, ("seen_attacks", "unseen_attacks", "paradigm", "corpus"), trained)
+    # codec was not in training: its set is a true leave-one-paradigm-out set; vocoder's is a paradigm set
+    assert set(sets) == {"seen_attacks", "unseen_attacks", "paradigm_vocoder", "leave_out_codec", "itw"}
+    seen = sets["seen_attacks"]
+    assert set(seen.loc[seen["label"] == "spoof", "system"]) == {"noise"}
+    unseen = sets["unseen_attacks"]                 # attack-only eval splits; itw has its own bona fide
+    assert set(unseen.loc[unseen["label"] == "spoof", "split"]) == {"eval:tts"}
+    assert set(unseen.loc[unseen["label"] == "bonafide", "split"]) == {"test"}
+    # a system the detector trained on is not an unseen attack, even in an eval split
+    trained_on_piper = {**trained, "train_systems": ["noise", "piper_joe"]}
+    assert "unseen_attacks" not in evaluate.build_eval_sets(clips, ("unseen_attacks",), trained_on_piper)
 
 
 def test_a_set_without_spoofs_is_skipped_with_a_warning(clips, caplog):
@@ -67,14 +82,24 @@ def test_run_gives_eers_per_set_system_and_pooled(clips):
     # Separable except for codec, whose spoofs score like bona fide.
     scores = pd.Series(np.where(clips["label"] == "bonafide", 1.0, -1.0), index=clips["clip_id"].to_numpy())
     scores[clips["paradigm"].eq("codec").to_numpy()] = 5.0
-    metrics, table, scored = evaluate.run(sets, scores, seen_paradigms=["vocoder"])
-    assert metrics["eer"]["leave_out_vocoder"] == 0.0 and metrics["eer"]["tts"] == 0.0
-    assert metrics["eer"]["leave_out_codec"] == 1.0
+    metrics, table, scored = evaluate.run(sets, scores, seen_paradigms=["vocoder"], n_boot=50, seed=3)
+    assert metrics["eer"]["paradigm_vocoder"] == 0.0 and metrics["eer"]["tts"] == 0.0
+    assert metrics["eer"]["paradigm_codec"] == 1.0
     assert 0.0 < metrics["eer"]["pooled"] < 1.0
     assert metrics["eer_by_system"]["noise"] == 0.0 and metrics["eer_by_system"]["encodec_6kbps"] == 1.0
     assert metrics["paradigm_seen"] == {"vocoder": True, "codec": False}
     assert metrics["n_clips"]["test"] == len(sets["test"])
-    assert list(table.columns) == ["set", "system", "paradigm", "n_bonafide", "n_spoof", "eer", "threshold"]
+    assert list(table.columns) == ["set", "system", "paradigm", "n_bonafide", "n_spoof", "eer", "threshold",
+                                   "eer_lo", "eer_hi"]
+    # a 95% bootstrap CI per set (not per system), in eer.csv and metrics.json alike, around the EER
+    per_set = table[table["system"] == "all"]
+    assert (per_set["eer_lo"] <= per_set["eer"] + 1e-9).all() and (per_set["eer"] <= per_set["eer_hi"] + 1e-9).all()
+    assert table.loc[table["system"] != "all", "eer_lo"].isna().all()
+    assert set(metrics["eer_ci"]) == set(metrics["eer"]) and metrics["ci"]["bootstrap"] == 50
+    lo, hi = metrics["eer_ci"]["pooled"]["lo"], metrics["eer_ci"]["pooled"]["hi"]
+    assert lo < metrics["eer"]["pooled"] < hi or lo <= metrics["eer"]["pooled"] <= hi
+    assert evaluate.run(sets, scores, n_boot=50, seed=3)[0]["eer_ci"] == metrics["eer_ci"]   # seeded
+    assert "eer_ci" not in evaluate.run(sets, scores)[0]                                       # n_boot 0: none
     assert set(table.loc[table["system"] == "all", "set"]) == set(sets) | {"pooled"}
     assert (table.loc[table["system"] == "all", "paradigm"] == "all").all()
     codec = table[(table["set"] == "test") & (table["system"] == "encodec_6kbps")]
@@ -99,8 +124,8 @@ def _write_detector(path: Path) -> None:
 
 def _params(tmp_path: Path, **evaluate_kw) -> Path:
     params = {"seed": 1, "audio": {"sample_rate": 16000}, "runtime": {"device": "cpu", "threads": 1},
-              "evaluate": {"batch_size": 8, "eval_s": 0.5, "sets": ["test", "tts", "leave_out", "corpus"],
-                           **evaluate_kw}}
+              "evaluate": {"batch_size": 8, "eval_s": 0.5, "sets": ["seen_attacks", "unseen_attacks", "paradigm",
+                                                                     "corpus"], "bootstrap": 20, **evaluate_kw}}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -115,11 +140,15 @@ def test_main_writes_metrics_scores_csv_and_plots(clips, tmp_path):
                         "--out", str(out)])
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["eer"]) == {"test", "tts", "leave_out_vocoder", "leave_out_codec", "itw", "pooled"}
+    # the detector trained on vocoder only: codec is a true leave-out set
+    assert set(metrics["eer"]) == {"seen_attacks", "unseen_attacks", "paradigm_vocoder", "leave_out_codec", "itw",
+                                   "pooled"}
     assert all(0.0 <= v <= 1.0 for v in metrics["eer"].values())
     assert metrics["paradigm_seen"] == {"vocoder": True, "codec": False}
-    lines = (out / "scores" / "tts.txt").read_text().splitlines()
-    assert len(lines) == metrics["n_clips"]["tts"]
+    assert set(metrics["eer_ci"]) == set(metrics["eer"])
+    assert metrics["n_clips"]["seen_attacks"] == metrics["n_clips"]["paradigm_vocoder"]   # codec is not "seen"
+    lines = (out / "scores" / "unseen_attacks.txt").read_text().splitlines()
+    assert len(lines) == metrics["n_clips"]["unseen_attacks"]
     clip_id, score = lines[0].split(" ")
     assert clip_id in set(clips["clip_id"]) and np.isfinite(float(score))
     table = pd.read_csv(out / "eer.csv")

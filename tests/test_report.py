@@ -241,7 +241,7 @@ def _toy_dvc_repo(root: Path) -> dict:
     """A git + DVC repo whose one stage writes reports/metrics.json from the sample params."""
     env = _dvc_env()
     root.mkdir(parents=True, exist_ok=True)
-    (root / "params.yaml").write_text("sample:\n  ratio: 0.25\n  method: nc\n")
+    (root / "params.yaml").write_text("sample:\n  ratio: 0.25\n  method: nc\n  seed: 0\ntrain:\n  seed: 0\n")
     (root / "stage.py").write_text(
         "import json, os, yaml\n"
         "p = yaml.safe_load(open('params.yaml'))['sample']\n"
@@ -292,13 +292,13 @@ def test_sweep_script_queues_runs_and_redraws_the_report(tmp_path):
         "    outs: [sweep_seen.txt]\n"))
     subprocess.run(["git", "add", "-A"], cwd=root, env=env, check=True)
     subprocess.run(["git", "commit", "-qm", "report"], cwd=root, env=env, check=True)
-    env.update(RATIOS="0.1 1.0", METHODS="nc random", POLL_S="1")
+    env.update(RATIOS="0.1 1.0", METHODS="nc full", SEEDS="2", POLL_S="1")   # nc at 1.0 is full: not queued
     res = subprocess.run(["bash", str(REPO / "scripts" / "sweep.sh")], cwd=root, env=env, capture_output=True,
                          text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     exps = load_experiments(root)
-    pairs = {(r.method, r.ratio) for r in exps.runs.itertuples() if r.kind == "experiment"}
-    assert pairs == {("nc", 0.1), ("nc", 1.0), ("random", 0.1), ("random", 1.0)}
+    pairs = [(r.method, r.ratio) for r in exps.runs.itertuples() if r.kind == "experiment"]
+    assert sorted(pairs) == [("full", 1.0), ("full", 1.0), ("nc", 0.1), ("nc", 0.1)]    # two seeds each
     assert '"ratio": 0.1' in (root / "sweep_seen.txt").read_text()
 
 

@@ -34,7 +34,7 @@ def run(tmp_path_factory) -> tuple[dict, pd.DataFrame, str]:
     rng = np.random.default_rng(3)
     scores = pd.Series(np.where(clips["label"] == "bonafide", 1.0, -0.5) + rng.standard_normal(len(clips)),
                        index=clips["clip_id"].to_numpy())
-    sets = evaluate.build_eval_sets(clips, ("test", "tts", "leave_out"))
+    sets = evaluate.build_eval_sets(clips, ("test", "tts", "leave_out"), {"train_paradigms": ["vocoder"]})
     metrics, table, scored = evaluate.run(sets, scores, seen_paradigms=["vocoder"])
     evaluate.write_outputs(metrics, table, scored, paths["reports"])
     assert report.main(report_argv(paths)) == 0
@@ -86,8 +86,8 @@ def test_the_per_system_numbers_of_the_report_equal_evaluates_eer_csv_exactly(ru
 def test_each_eer_number_appears_once_in_the_html(run):
     paths, _, doc = run
     csv = inputs.load_eer_table(paths["reports"] / "eer.csv")
-    once = csv[~csv.duplicated(ROW_KEY)]          # leave_out rows repeat the test set's rows
-    assert len(once) < len(csv) and {"leave_out_vocoder", "leave_out_codec"} <= set(csv["set"])
+    once = csv[~csv.duplicated(ROW_KEY)]          # paradigm / leave_out rows repeat the test set's rows
+    assert len(once) < len(csv) and {"paradigm_vocoder", "leave_out_codec"} <= set(csv["set"])
     cells = re.findall(r"<td>(\d+\.\d\d%)</td>", doc)
     expected = [f"{100 * v:.2f}%" for v in once["eer"]]
     assert sorted(cells) == sorted(expected)
@@ -118,13 +118,13 @@ def test_the_det_curves_come_from_det_csv_with_the_eers_of_eer_csv(run, monkeypa
     assert drawn["eers"]["tts"] == eer.loc[(eer["set"] == "tts") & (eer["system"] == "all"), "eer"].item()
 
 
-def test_leave_out_set_identical_to_test_links_to_it_instead_of_repeating(tmp_path):
-    paths = make_fake_run(tmp_path)              # one spoof paradigm: leave_out_vocoder is the test set
+def test_paradigm_set_identical_to_test_links_to_it_instead_of_repeating(tmp_path):
+    paths = make_fake_run(tmp_path)              # one spoof paradigm: paradigm_vocoder is the test set
     assert report.main(report_argv(paths)) == 0
     blocks = _set_blocks(_section(paths["out"].read_text(), "detector"))
-    assert "<table" not in blocks["leave_out_vocoder"]
-    assert 'The same clips and EERs as <a href="#eer-test">test</a>' in blocks["leave_out_vocoder"]
-    assert "Paradigm vocoder was in the detector" in blocks["leave_out_vocoder"]
+    assert "<table" not in blocks["paradigm_vocoder"]
+    assert 'The same clips and EERs as <a href="#eer-test">test</a>' in blocks["paradigm_vocoder"]
+    assert "Paradigm vocoder was in the detector" in blocks["paradigm_vocoder"]
 
 
 def test_metrics_json_and_eer_csv_of_different_runs_are_flagged(tmp_path):
@@ -142,7 +142,7 @@ def test_without_eer_csv_the_set_eers_of_metrics_json_are_shown_once(tmp_path):
     assert report.main(report_argv(paths)) == 0
     doc = paths["out"].read_text()
     assert "reports/eer.csv not available" in doc and "this section failed" not in doc
-    assert len(re.findall(r"<td>(\d+\.\d\d%)</td>", _section(doc, "detector"))) == 4   # test, tts, leave_out, pooled
+    assert len(re.findall(r"<td>(\d+\.\d\d%)</td>", _section(doc, "detector"))) == 4   # test, tts, paradigm, pooled
 
 
 def test_a_malformed_eer_or_det_csv_is_reported_not_fatal(tmp_path):

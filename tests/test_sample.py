@@ -92,11 +92,13 @@ def test_stage_writes_every_manifest_train_dev_and_diagnostics(tmp_path):
     train = clips[clips["split"] == "train"]
     # full = every train clip of the union of the pools (bona fide shared by both pools appears once)
     assert set(manifests["full"]["clip_id"]) == set(train["clip_id"])
-    # ratio 0.5 per pool and class: 36 bona fide train clips -> 18 per pool, merged (overlap possible) 18..36
+    # equal budgets at ratio 0.5 over the merged train set: 36 distinct bona fide -> 18, 108 spoof -> 54, split
+    # over the pools by pool size (bona fide 9 + 9, spoof 36 + 18), union topped up to exactly the budget
     nc = manifests["nc"]
     assert (nc["system"] == "hifigan").sum() + (nc["system"] == "world").sum() == 36
     assert (nc["system"] == "encodec").sum() == 18
-    assert 18 <= (nc["label"] == "bonafide").sum() <= 36
+    for m in ("nc", "random", "kcenter", "farthest"):
+        assert manifests[m]["label"].value_counts().to_dict() == {"bonafide": 18, "spoof": 54}, m
     dev = manifests["dev"]
     assert (dev["split"] == "dev").all() and (dev["sampler"] == "dev").all()
     assert set(dev["clip_id"]) == set(clips.loc[clips["split"] == "dev", "clip_id"])
@@ -105,8 +107,16 @@ def test_stage_writes_every_manifest_train_dev_and_diagnostics(tmp_path):
     assert set(diag["pools"]) == {"t_vocoder", "t_codec"}
     pool = diag["pools"]["t_vocoder"]
     assert pool["before"]["label"] == {"bonafide": 36, "spoof": 72}
-    assert pool["after"]["nc"]["label"] == {"bonafide": 18, "spoof": 36}
-    assert pool["after"]["nc"]["system"] == {"-": 18, "hifigan": 18, "world": 18}   # k-means keeps both systems
+    assert pool["after"]["nc"]["label"] == {"bonafide": 9, "spoof": 36}    # the pool's quotas
+    assert pool["after"]["nc"]["system"] == {"-": 9, "hifigan": 18, "world": 18}   # k-means keeps both systems
+    budget = diag["budget"]
+    assert budget["per_class"] == {"bonafide": 18, "spoof": 54}
+    assert budget["train_clips"] == {"bonafide": 36, "spoof": 108}
+    assert budget["pools"]["t_codec"]["quota"] == {"bonafide": 9, "spoof": 18}
+    for m in ("nc", "random", "kcenter", "farthest"):
+        assert diag["merged"][m]["label"] == budget["per_class"], m
+        fill = budget["fill"][m]["bonafide"]
+        assert fill["picked"] + fill["added"] - fill["trimmed"] == 18
     assert set(pool["before"]) == {"n", "label", "paradigm", "system", "speaker"}
     assert pool["nc1"] > 0 and "bonafide|spoof" in pool["class_mean_distance"]
     assert diag["merged"]["full"]["n"] == len(train)
@@ -193,3 +203,14 @@ def test_missing_embeddings_name_the_embed_stage(tmp_path):
 def test_bad_sample_params_give_a_clear_error(bad, match):
     with pytest.raises(ValueError, match=match):
         sample.SampleParams.from_params({"method": "nc", "ratio": 0.5, **bad})
+
+
+def test_a_budget_smaller_than_the_number_of_pools_is_still_exact(tmp_path):
+    _, _, argv = setup_stage(tmp_path, ratio=0.02)       # 36 bona fide -> 1 clip, 108 spoofs -> 2, over 2 pools
+    assert sample.main(argv) == 0
+    diag = json.loads((tmp_path / "sampling.json").read_text())
+    assert diag["budget"]["per_class"] == {"bonafide": 1, "spoof": 2}
+    assert diag["budget"]["pools"]["t_codec"]["quota"]["bonafide"] == 0
+    for m in ("nc", "random", "kcenter", "farthest"):
+        df = pd.read_parquet(tmp_path / "manifests" / f"{m}.parquet")
+        assert df["label"].value_counts().to_dict() == {"bonafide": 1, "spoof": 2}, m

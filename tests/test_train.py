@@ -73,7 +73,7 @@ def test_main_writes_checkpoint_config_metrics_and_dvclive(clips, tmp_path):
     write_clips(_manifest(clips[clips["split"] == "dev"]), tmp_path / "dev.parquet", groups=("manifest",))
     params = {"seed": 3, "audio": {"sample_rate": 16000}, "runtime": {"device": "cpu", "threads": 1},
               "prepare": {"corpora": [], "vad_trim": True, "lowpass_hz": 4000},
-              "train": {**TINY, "epochs": 2, "augment": {"enabled": True, "rawboost_prob": 0.5}}}
+              "train": {**TINY, "epochs": 2, "seed": 5, "augment": {"enabled": True, "rawboost_prob": 0.5}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = tmp_path / "detector"
     rc = train.main(["--params", str(tmp_path / "params.yaml"), "--manifest", str(tmp_path / "train.parquet"),
@@ -82,7 +82,9 @@ def test_main_writes_checkpoint_config_metrics_and_dvclive(clips, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) >= {"dev_eer", "epochs", "steps", "seconds"} and 0.0 <= metrics["dev_eer"] <= 1.0
     config = json.loads((out / "config.json").read_text())
-    assert config["train"]["width"] == 4 and config["seed"] == 3 and config["train_paradigms"] == ["vocoder"]
+    # train.seed wins over the global seed, recorded once at the top level
+    assert config["train"]["width"] == 4 and config["seed"] == 5 and "seed" not in config["train"]
+    assert config["train_paradigms"] == ["vocoder"]
     model, ckpt_config = load_checkpoint(out)
     assert ckpt_config["arch"] == "resnet" and ckpt_config["train"]["objective"] == "ce"
     # the preprocessing chain that `score` applies to raw inputs, recorded in both places

@@ -2,8 +2,8 @@
 
 Every number comes from the evaluate stage's files (reports/eer.csv, reports/plots/det.csv, metrics.json);
 nothing is recomputed from scores here, so the page and `dvc metrics show` cannot disagree. Each EER is
-shown once: a row that repeats one already shown (a leave_out_<P> set holds the test set's bona fide clips
-and the test spoofs of P) becomes a link to the table that shows it.
+shown once: a row that repeats one already shown (a paradigm_<P> or leave_out_<P> set holds the test
+set's bona fide clips and the test spoofs of P) becomes a link to the table that shows it.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def detector_section(eer: pd.DataFrame | None, det: pd.DataFrame | None, metrics
     tables = set_tables(eer)
     for t in tables:
         sec.add(f'<h3 id="{anchor(t.name)}">Eval set {html.esc(t.name)}</h3>')
-        paradigm = t.name.removeprefix("leave_out_")
+        paradigm = t.name.removeprefix("leave_out_").removeprefix("paradigm_")
         if isinstance(seen, dict) and paradigm in seen and paradigm != t.name:
             was = {True: "was", False: "was NOT", None: "may have been"}.get(seen[paradigm], "may have been")
             sec.add(html.p(f"Paradigm {paradigm} {was} in the detector's training data.", "note"))

@@ -99,8 +99,20 @@ def _row(entry: dict[str, Any], kind: str, metrics_file: str | None) -> dict[str
         return None
     rev = str(entry.get("rev") or data.get("rev") or "")
     short = "" if rev == "workspace" else rev[:7]
+    ci = eer_cis(_pick(data.get("metrics"), metrics_file))
+    # params and ci: object columns (not `eer*`), read by pipeline/reporting/seeds.py to group seeds
     return {"name": entry.get("name") or rev[:7], "rev": short, "kind": kind, "method": params.get("sample.method"),
-            "ratio": params.get("sample.ratio"), "note": "", **eers}
+            "ratio": params.get("sample.ratio"), "note": "", **eers, "params": params, "ci": ci}
+
+
+def eer_cis(metrics: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """The evaluate stage's bootstrap CIs, `eer.<set>` -> (lo, hi), from metrics `eer_ci.<set>.{lo,hi}`."""
+    ci = metrics.get("eer_ci") if isinstance(metrics, dict) else None
+    out = {}
+    for name, v in (ci or {}).items():
+        if isinstance(v, dict) and isinstance(v.get("lo"), (int, float)) and isinstance(v.get("hi"), (int, float)):
+            out[f"eer.{name}"] = (float(v["lo"]), float(v["hi"]))
+    return out
 
 
 def _key(row: dict[str, Any]) -> tuple:
@@ -160,6 +172,7 @@ def parse_exp_show(doc: list[dict[str, Any]], metrics_file: str | None = "report
                 row = _row({**rev, "name": exp.get("name") or rev.get("name")}, "experiment", metrics_file)
                 if row:
                     row["note"] = f"experiment on {str(baseline.get('rev') or '?')[:7]}"
+                    row["base"] = str(baseline.get("rev") or "?")[:7]
                     experiments.append(row)
     baselines = _fold_baselines(baselines)
     if workspace is not None:
@@ -168,6 +181,8 @@ def parse_exp_show(doc: list[dict[str, Any]], metrics_file: str | None = "report
             twin = same[0]
             workspace["note"] = (f"the numbers of experiment {twin['name']}" if twin["kind"] == "experiment"
                                  else f"the numbers {twin['note']}")
+            if twin.get("base"):
+                workspace["base"] = twin["base"]      # still one seed of that sweep
             experiments = [r for r in experiments if r is not twin]
             baselines = [r for r in baselines if r is not twin]
     rows = ([workspace] if workspace else []) + experiments + baselines

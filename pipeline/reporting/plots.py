@@ -109,3 +109,42 @@ def sweep_curve(runs: pd.DataFrame, eer_columns: list[str]) -> str:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
     return to_data_uri(fig)
+
+
+def seeds_curve(groups: pd.DataFrame, sets: list[str]) -> str:
+    """Mean EER against sampling ratio with the 95% CI as a band, one panel per eval set, one line per
+    (method, variant); hollow markers: single-seed points (bootstrap CI); a method run at one ratio only
+    (full) is a horizontal reference line with its band across the ratios."""
+    fig = Figure(figsize=(4.4 * len(sets), 4.2))
+    axes = fig.subplots(1, len(sets), squeeze=False)[0]
+    ratios = np.sort(groups["ratio"].unique().astype(float))
+    for ax, col in zip(axes, sets):
+        for i, ((method, variant), g) in enumerate(groups.groupby(["method", "variant"], sort=True)):
+            g = g.dropna(subset=[col]).sort_values("ratio")
+            if g.empty:
+                continue
+            x, y = g["ratio"].to_numpy(float), 100 * g[col].to_numpy(float)
+            lo, hi = 100 * g[f"{col}.lo"].to_numpy(float), 100 * g[f"{col}.hi"].to_numpy(float)
+            colour = f"C{i % 10}"
+            label = f"{method}{' / ' + variant if variant else ''} (n={int(g[f'{col}.n'].min())}" \
+                    f"{'-' + str(int(g[f'{col}.n'].max())) if g[f'{col}.n'].nunique() > 1 else ''})"
+            if len(x) == 1 and len(ratios) > 1:
+                x, y, lo, hi = ratios, np.repeat(y, len(ratios)), np.repeat(lo, len(ratios)), np.repeat(hi, len(ratios))
+            single = (g[f"{col}.n"] == 1).to_numpy()
+            ax.plot(x, y, ls=METHOD_STYLES.get(str(method), "-"), color=colour, label=label)
+            ax.fill_between(x, lo, hi, color=colour, alpha=0.15, linewidth=0)
+            marker = METHOD_MARKERS.get(str(method), "o")
+            pts = g["ratio"].to_numpy(float)
+            ys = 100 * g[col].to_numpy(float)
+            ax.scatter(pts[~single], ys[~single], marker=marker, color=colour, zorder=3)
+            ax.scatter(pts[single], ys[single], marker=marker, facecolors="none", edgecolors=colour, zorder=3)
+        ax.set_xscale("log")
+        ax.set_xticks(ratios, [f"{r:g}" for r in ratios])
+        ax.minorticks_off()
+        ax.set_xlabel("sampling ratio")
+        ax.set_ylabel("EER (%)")
+        ax.set_title(col.removeprefix("eer."), fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("EER vs ratio: mean over seeds, 95% CI band (hollow: one seed, bootstrap CI)", fontsize=10)
+    return to_data_uri(fig)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.params import Section, number
-from pipeline.reporting import html, plots
+from pipeline.reporting import html, plots, seeds
 from pipeline.reporting.audit import FEATURES, AuditParams, run_audit
 from pipeline.reporting.detector_section import anchor
 from pipeline.reporting.experiments import ExperimentRuns
@@ -154,6 +154,7 @@ def audit_section(clips: pd.DataFrame | None, scores: dict[str, pd.DataFrame], p
 
 
 KIND_ORDER = {"workspace": 0, "experiment": 1, "baseline": 2}
+OBJECT_COLUMNS = ("params", "ci", "base")   # read by the seed grouping, not shown per run
 
 
 def experiments_section(exps: ExperimentRuns | None, own_eers: dict[str, float] | None = None) -> html.Section:
@@ -163,7 +164,8 @@ def experiments_section(exps: ExperimentRuns | None, own_eers: dict[str, float] 
     links there instead of repeating them. A stale workspace row is labelled and left out of the curve.
     """
     sec = html.Section("experiments", "Data efficiency (DVC experiments)")
-    sec.add(html.p("Queue the sweep with scripts/sweep.sh (ratios 0.01-1.0 x methods nc, random); it re-runs this "
+    sec.add(html.p("Queue the sweep with scripts/sweep.sh (methods nc, random, kcenter x ratios 0.05-0.25, and full, "
+                   "5 seeds each); it re-runs this "
                    "report when the experiments are done. Rows: the workspace (what the last run left in the "
                    "metrics file), each finished experiment, and each git commit with its own committed numbers "
                    "(commits that only carry an earlier commit's numbers are folded into it).", "note"))
@@ -182,12 +184,22 @@ def experiments_section(exps: ExperimentRuns | None, own_eers: dict[str, float] 
                        "is not the current result and is left out of the curve.", "warn"))
     usable = runs[~(is_ws & stale)].dropna(subset=["ratio"])
     usable = usable[usable["method"].notna()]
-    if usable["ratio"].nunique() >= 2:
+    groups = seeds.group_runs(usable)
+    if groups is not None and groups["n_seeds"].max() > 1:
+        sec.add(html.p("Grouped over seeds (the newest sweep's experiments): mean and 95% CI over seeds per "
+                       "(method, ratio, other changed params); a one-seed point shows its bootstrap CI over "
+                       "clips instead, and is marked as such.", "note"))
+        if groups["ratio"].nunique() >= 2:
+            sec.add(html.image(plots.seeds_curve(groups, seeds.shown_sets(groups)), "EER vs ratio, mean and CI",
+                               "Mean over seeds with a 95% CI band; x: sample.ratio (log scale); n = seeds."))
+        sec.add(html.table(seeds.groups_table(groups)))
+        sec.add(html.p("Every run:", "note"))
+    elif usable["ratio"].nunique() >= 2:
         sec.add(html.image(plots.sweep_curve(usable, eer_cols), "EER vs sampling ratio",
                            "One line per (method, eval set); x: sample.ratio (log scale)."))
     else:
         sec.add(html.p(f"{len(runs)} run(s) with EER metrics: the curve needs at least two sampling ratios.", "note"))
-    shown = runs.copy()
+    shown = runs.drop(columns=[c for c in OBJECT_COLUMNS if c in runs.columns])
     for c in eer_cols:
         shown[c] = 100 * shown[c]
     if own_eers and is_ws.any():
@@ -205,10 +217,15 @@ def experiments_section(exps: ExperimentRuns | None, own_eers: dict[str, float] 
 
 
 def summary_section(set_names: list[str], audit: pd.DataFrame | None, exps: ExperimentRuns | None,
-                    stale: str | None = None) -> html.Section:
-    """The headline: links to the detector's EER tables, the audit verdict, the runs compared."""
+                    stale: str | None = None, metrics: dict | None = None) -> html.Section:
+    """The headline: the result in one sentence with CIs and plain verdicts, links to the detector's EER
+    tables, the audit verdict, the runs compared."""
     sec = html.Section("summary", "Summary")
-    items = []
+    fresh = exps is not None and exps.runs is not None and not (exps.freshness and exps.freshness.state == "stale")
+    sentence, verdicts = seeds.headline(seeds.group_runs(exps.runs) if fresh else None, metrics)
+    sec.add(f'<p class="headline">{html.esc(sentence)}</p>')
+    items = [html.esc(v) if "does not hold" not in v and "NOT" not in v and "HIGHER" not in v
+             else f'<span class="warn">{html.esc(v)}</span>' for v in verdicts]
     if set_names:
         links = ", ".join(f'<a href="#{anchor(n)}">{html.esc(n)}</a>' for n in set_names)
         items.append(f"Detector EER, one table per eval set (Detector section): {links}")

@@ -1,0 +1,106 @@
+"""Experiments grouped over seeds: mean and CI per (method, ratio, variant), the CI-band curve, the summary's
+one-sentence result and its verdicts."""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import pytest
+
+from pipeline.reporting import plots, seeds
+from pipeline.reporting.experiments import parse_exp_show
+from pipeline.reporting.sections import experiments_section, summary_section
+
+METRICS = "reports/metrics.json"
+
+
+def _exp(name: str, method: str, ratio: float, seed: int, eers: dict, ci: dict | None = None,
+         exclude: list | None = None) -> dict:
+    params = {"sample": {"method": method, "ratio": ratio, "seed": seed},
+              "train": {"seed": seed, "exclude_paradigms": exclude or [], "epochs": 8}}
+    metrics = {"eer": eers, **({"eer_ci": ci} if ci else {})}
+    data = {"params": {"params.yaml": {"data": params}}, "metrics": {METRICS: {"data": metrics}}}
+    return {"name": name, "executor": None,
+            "revs": [{"rev": name.ljust(40, "0"), "name": name, "error": None, "data": data, "experiments": None}]}
+
+
+def _sweep(nc_shift: float = 0.0, seeds_n: int = 5, ablation: bool = False) -> list:
+    exps = []
+    for s in range(1, seeds_n + 1):
+        noise = 0.004 * (s - 3)
+        exps.append(_exp(f"nc{s}", "nc", 0.1, s, {"unseen_attacks": 0.20 + nc_shift + noise, "pooled": 0.1}))
+        exps.append(_exp(f"rd{s}", "random", 0.1, s, {"unseen_attacks": 0.30 + noise, "pooled": 0.1}))
+        exps.append(_exp(f"nc5_{s}", "nc", 0.05, s, {"unseen_attacks": 0.25 + noise, "pooled": 0.1}))
+        exps.append(_exp(f"fu{s}", "full", 1.0, s, {"unseen_attacks": 0.19 + noise, "pooled": 0.1}))
+        if ablation:
+            exps.append(_exp(f"ab{s}", "full", 1.0, s, {"unseen_attacks": 0.40 + noise, "pooled": 0.2},
+                             exclude=["vocoder", "codec", "diffusion"]))
+    base = {"rev": "b" * 40, "name": "main", "error": None, "experiments": exps,
+            "data": {"params": {}, "metrics": {}}}
+    old = {"rev": "c" * 40, "name": None, "error": None, "data": {"params": {}, "metrics": {}},
+           "experiments": [_exp("old", "nc", 0.1, 1, {"unseen_attacks": 0.9})]}   # an older commit's sweep
+    return [base, old]
+
+
+def test_groups_pool_seeds_only_within_method_ratio_and_variant():
+    runs = parse_exp_show(_sweep(ablation=True)).runs
+    groups = seeds.group_runs(runs).set_index(["method", "ratio", "variant"])
+    assert len(groups) == 5                                        # the older commit's run is not pooled
+    nc = groups.loc[("nc", 0.1, "")]
+    assert nc["n_seeds"] == 5 and nc["eer.unseen_attacks"] == pytest.approx(0.20)
+    assert nc["eer.unseen_attacks.lo"] < 0.20 < nc["eer.unseen_attacks.hi"]
+    assert nc["eer.unseen_attacks.kind"] == "seeds"
+    ablation = "train.exclude_paradigms=['vocoder', 'codec', 'diffusion']"
+    assert groups.loc[("full", 1.0, ablation), "eer.unseen_attacks"] == pytest.approx(0.40)
+
+
+def test_a_single_seed_point_carries_its_bootstrap_ci_and_says_so():
+    doc = [{"rev": "b" * 40, "name": "main", "error": None, "data": {"params": {}, "metrics": {}}, "experiments": [
+        _exp("one", "nc", 0.1, 1, {"unseen_attacks": 0.2}, ci={"unseen_attacks": {"lo": 0.15, "hi": 0.26}})]}]
+    groups = seeds.group_runs(parse_exp_show(doc).runs)
+    row = groups.iloc[0]
+    assert row["n_seeds"] == 1 and row["eer.unseen_attacks.kind"] == "bootstrap"
+    assert seeds.fmt_ci(row, "eer.unseen_attacks") == "20.0% [15.0, 26.0] (1 seed, bootstrap CI over clips)"
+
+
+def test_headline_states_numbers_cis_and_plain_verdicts():
+    groups = seeds.group_runs(parse_exp_show(_sweep(ablation=True)).runs)
+    sentence, verdicts = seeds.headline(groups)
+    assert sentence.startswith("NC at 10%: unseen-attacks EER 20.0 ± ") and "vs full 19.0 ± " in sentence
+    assert "random 30.0 ± " in sentence and "(5 seeds)" in sentence
+    assert "NC at 10% is +1.0 EER points from the full set on unseen-attacks (within the 2-point goal)" in verdicts
+    assert "no significant difference between NC at 10% and full (95% CIs overlap)" in verdicts
+    assert "NC is lower than random at 10% (95% CIs do not overlap)" in verdicts
+    assert any(v.startswith("full with hard fakes is lower than without") for v in verdicts)
+    # NC worse than random: the claim does not hold, and the sentence says so
+    _, bad = seeds.headline(seeds.group_runs(parse_exp_show(_sweep(nc_shift=0.2)).runs))
+    assert "NC is HIGHER than random at 10% (95% CIs do not overlap): the claim does not hold" in bad
+    assert any("the 2-point goal does NOT hold" in v for v in bad)
+
+
+def test_without_a_sweep_the_headline_uses_the_workspace_run_and_its_bootstrap_ci():
+    metrics = {"eer": {"seen_attacks": 0.05, "unseen_attacks": 0.4},
+               "eer_ci": {"unseen_attacks": {"lo": 0.3, "hi": 0.5}}}
+    sentence, verdicts = seeds.headline(None, metrics)
+    assert sentence == "This run, one seed: unseen-attacks EER 40.0% [30.0, 50.0] (95% bootstrap CI over clips)."
+    assert "no claim about NC vs random or full" in verdicts[0]
+
+
+def test_sections_draw_the_band_curve_and_put_the_sentence_in_the_summary(monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plots, "seeds_curve", lambda groups, sets: drawn.append((groups, sets)) or "data:image/png;")
+    exps = parse_exp_show(_sweep(nc_shift=0.2))
+    body = html.unescape("".join(experiments_section(exps).parts))
+    assert drawn and drawn[0][1] == ["eer.unseen_attacks", "eer.pooled"]
+    assert "40.0 ± " in body and "(5 seeds)" in body
+    summary = html.unescape("".join(summary_section(["unseen_attacks"], None, exps).parts))
+    assert '<p class="headline">NC at 10%: unseen-attacks EER 40.0 ± ' in summary
+    assert '<span class="warn">NC is HIGHER than random' in summary
+
+
+def test_the_band_curve_renders():
+    groups = seeds.group_runs(parse_exp_show(_sweep(ablation=True)).runs)
+    uri = plots.seeds_curve(groups, seeds.shown_sets(groups))
+    assert uri.startswith("data:image/png;base64,") and len(uri) > 5000
+    assert np.isfinite(groups["eer.unseen_attacks.lo"]).all()
