@@ -17,12 +17,14 @@ from typing import Any
 import torch
 
 from pipeline.io import atomic_path
+from pipeline.models.aasist import AASIST, AASISTL
 from pipeline.models.base import Detector
 from pipeline.models.convnext import ConvNeXt
 from pipeline.models.lcnn import LCNN
 from pipeline.models.resnet import ResNet
 
-ARCHITECTURES: dict[str, type[Detector]] = {"resnet": ResNet, "convnext": ConvNeXt, "lcnn": LCNN}
+ARCHITECTURES: dict[str, type[Detector]] = {"resnet": ResNet, "convnext": ConvNeXt, "lcnn": LCNN,
+                                             "aasist": AASIST, "aasist-l": AASISTL}
 CHECKPOINT_FORMAT = "hardset.detector/1"
 CHECKPOINT_NAME = "model.pt"
 LABEL_INDEX = {"spoof": 0, "bonafide": 1}
