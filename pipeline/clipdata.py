@@ -235,7 +235,7 @@ def score_clips(model: torch.nn.Module, clips: pd.DataFrame, batch_size: int, sa
             y = torch.as_tensor(batch.labels, device=logits.device)
             loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
             ids += batch.clip_ids
-            scores.append(bonafide_score(logits).cpu().double().numpy())
+            scores.append(bonafide_score(logits, getattr(model, "score_rule", "margin")).cpu().double().numpy())
             labels.append(batch.labels)
     model.train(was_training)
     n = len(ids)

@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio file, folder or clip-table .parquet")
     parser.add_argument("--out", required=True, help="output file of `clip_id score` lines ('-' = stdout)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--eval-s", type=float, default=4.0, help="seconds scored per clip (default 4.0)")
+    parser.add_argument("--eval-s", type=float, default=None,
+                        help="seconds scored per clip (default: the model's eval_s, else 4.0)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"score: error: {exc}", file=sys.stderr)
         return 2
     lines, rejects = run(model, rows, batch_size=args.batch_size, sample_rate=int(config["sample_rate"]),
-                         seconds=args.eval_s, device=device)
+                         seconds=args.eval_s or float(config.get("eval_s", 4.0)), device=device)
     for r in rejects:
         print(f"reject {r['clip_id']}: {r['reason']}", file=sys.stderr)
     if not lines:

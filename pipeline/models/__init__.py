@@ -6,7 +6,9 @@ logmel | lfcc, `sample_rate`, `n_bins`, `win_ms`, `hop_ms`), `width`, `embedding
 and architecture keys (`blocks`, `strides`, ...); missing keys take defaults, others are ignored.
 A checkpoint (model.pt) stores the resolved config beside the weights, so it loads on its own.
 
-Label index: spoof = 0, bonafide = 1; score = logit[bonafide] - logit[spoof] (higher = bona fide).
+Label index: spoof = 0, bonafide = 1. The score (higher = bona fide) follows the model's `score_rule`:
+"margin" = logit[bonafide] - logit[spoof] (the project's detectors), "bonafide_logit" = logit[bonafide]
+(imported AASIST / AASIST-L: the authors' own scoring, so their scores and EERs are reproduced).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ ARCHITECTURES: dict[str, type[Detector]] = {"resnet": ResNet, "convnext": ConvNe
 CHECKPOINT_FORMAT = "hardset.detector/1"
 CHECKPOINT_NAME = "model.pt"
 LABEL_INDEX = {"spoof": 0, "bonafide": 1}
+SCORE_RULES = ("margin", "bonafide_logit")
 
 __all__ = ["ARCHITECTURES", "CheckpointError", "Detector", "LABEL_INDEX", "bonafide_score", "build_model",
            "load_checkpoint", "save_checkpoint"]
@@ -89,6 +92,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     return model.to(device).eval(), config
 
 
-def bonafide_score(logits: torch.Tensor) -> torch.Tensor:
-    """Score [B] = logit[bonafide] - logit[spoof]: higher means more bona fide."""
+def bonafide_score(logits: torch.Tensor, rule: str = "margin") -> torch.Tensor:
+    """Score [B], higher = more bona fide: logit[bonafide] - logit[spoof] ("margin") or logit[bonafide]."""
+    if rule == "bonafide_logit":
+        return logits[:, LABEL_INDEX["bonafide"]]
+    if rule != "margin":
+        raise ValueError(f"unknown score rule {rule!r}; known: {list(SCORE_RULES)}")
     return logits[:, LABEL_INDEX["bonafide"]] - logits[:, LABEL_INDEX["spoof"]]

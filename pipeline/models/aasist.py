@@ -263,10 +263,6 @@ class AASIST(Detector):
     def embedding_dim(self) -> int:
         return int(self.config["embedding_dim"])
 
-    @property
-    def score_rule(self) -> str:
-        return str(self.config["score_rule"])
-
     def layer_dims(self) -> dict[str, int]:
         return {**self._dims, "penultimate": self.embedding_dim}
 
