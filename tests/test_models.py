@@ -16,9 +16,10 @@ from pipeline.models import (
 from pipeline.models.frontend import Frontend
 
 TINY = {"width": 4, "embedding_dim": 8, "n_bins": 32}
+SPECTRAL = ["convnext", "lcnn", "resnet"]  # the spectrogram architectures (aasist, ssl: tests/test_aasist.py, test_ssl.py)
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("arch", SPECTRAL)
 @pytest.mark.parametrize("frontend", ["logmel", "lfcc"])
 def test_every_architecture_gives_logits_and_pooled_features(arch, frontend):
     model = build_model({"arch": arch, "frontend": frontend, **TINY}).eval()
@@ -34,7 +35,7 @@ def test_every_architecture_gives_logits_and_pooled_features(arch, frontend):
     assert torch.allclose(model(wave), logits)
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("arch", SPECTRAL)
 def test_a_very_short_clip_still_runs(arch):
     model = build_model({"arch": arch, **TINY}).eval()
     with torch.no_grad():

@@ -24,9 +24,10 @@ from pipeline.models.base import Detector
 from pipeline.models.convnext import ConvNeXt
 from pipeline.models.lcnn import LCNN
 from pipeline.models.resnet import ResNet
+from pipeline.models.ssl import SSLDetector
 
 ARCHITECTURES: dict[str, type[Detector]] = {"resnet": ResNet, "convnext": ConvNeXt, "lcnn": LCNN,
-                                             "aasist": AASIST, "aasist-l": AASISTL}
+                                             "aasist": AASIST, "aasist-l": AASISTL, "ssl": SSLDetector}
 CHECKPOINT_FORMAT = "hardset.detector/1"
 CHECKPOINT_NAME = "model.pt"
 LABEL_INDEX = {"spoof": 0, "bonafide": 1}

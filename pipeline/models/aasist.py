@@ -74,8 +74,9 @@ class ResBlock(nn.Module):
     `bn1` is kept for the checkpoint layout only: the released model never applies it.
     """
 
-    def __init__(self, c_in: int, c_out: int, first: bool) -> None:
+    def __init__(self, c_in: int, c_out: int, first: bool, pool: int = 3) -> None:
         super().__init__()
+        self.pool = pool
         if not first:
             self.bn1 = nn.BatchNorm2d(c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, (2, 3), padding=(1, 1))
@@ -87,7 +88,7 @@ class ResBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv2(F.selu(self.bn2(self.conv1(x))))
         y = y + (self.conv_downsample(x) if hasattr(self, "conv_downsample") else x)
-        return F.max_pool2d(y, (1, 3))
+        return F.max_pool2d(y, (1, self.pool)) if self.pool > 1 else y
 
     def folded_conv1(self) -> tuple[torch.Tensor, torch.Tensor]:
         """conv1 with the eval-mode bn2 folded in: bn2(conv1(x)) == conv(x, w, b)."""
@@ -232,6 +233,7 @@ class AASIST(Detector):
         c = resolve_config(type(self), config)
         filts, gat, pools, temps = c["filts"], c["gat_dims"], c["pool_ratios"], c["temperatures"]
         c["embedding_dim"] = 5 * int(gat[1])
+        c["frontend"] = "sinc"
         self.config = c
         self.register_buffer("sinc", sinc_filters(int(filts[0]), int(c["first_conv"]), int(c["sample_rate"])),
                              persistent=False)
@@ -240,22 +242,7 @@ class AASIST(Detector):
         self.encoder = nn.Sequential(*[nn.Sequential(ResBlock(int(a), int(b), first=k == 0))
                                        for k, (a, b) in enumerate(stages)])
         c_enc = int(filts[-1][-1])
-        self.pos_S = nn.Parameter(torch.randn(1, int(filts[0]) // 3, c_enc))
-        self.master1 = nn.Parameter(torch.randn(1, 1, int(gat[0])))
-        self.master2 = nn.Parameter(torch.randn(1, 1, int(gat[0])))
-        self.GAT_layer_S = GraphAttention(c_enc, int(gat[0]), temps[0])
-        self.GAT_layer_T = GraphAttention(c_enc, int(gat[0]), temps[1])
-        self.HtrgGAT_layer_ST11 = HeteroGraphAttention(int(gat[0]), int(gat[1]), temps[2])
-        self.HtrgGAT_layer_ST12 = HeteroGraphAttention(int(gat[1]), int(gat[1]), temps[2])
-        self.HtrgGAT_layer_ST21 = HeteroGraphAttention(int(gat[0]), int(gat[1]), temps[2])
-        self.HtrgGAT_layer_ST22 = HeteroGraphAttention(int(gat[1]), int(gat[1]), temps[2])
-        self.pool_S = GraphPool(pools[0], int(gat[0]))
-        self.pool_T = GraphPool(pools[1], int(gat[0]))
-        for name in ("pool_hS1", "pool_hT1", "pool_hS2", "pool_hT2"):
-            setattr(self, name, GraphPool(pools[2], int(gat[1])))
-        self.drop_way = nn.Dropout(0.2)
-        self.drop = nn.Dropout(0.5)
-        self.out_layer = nn.Linear(5 * int(gat[1]), 2)
+        build_graph(self, c_enc, int(filts[0]) // 3, gat, pools, temps)
         self.layer_names = ["encoder", "gat_s", "gat_t"]
         self._dims = {"encoder": c_enc, "gat_s": int(gat[0]), "gat_t": int(gat[0])}
 
@@ -293,29 +280,54 @@ class AASIST(Detector):
             return self._encode_fast(wave.float())
         return self._encode_plain(wave.float())
 
-    # -- graph back end ------------------------------------------------------------------------
-    def _branch(self, out_T: torch.Tensor, out_S: torch.Tensor, master: torch.Tensor, k: int):
-        first, second = getattr(self, f"HtrgGAT_layer_ST{k}1"), getattr(self, f"HtrgGAT_layer_ST{k}2")
-        t, s, m = first(out_T, out_S, master)
-        s = getattr(self, f"pool_hS{k}")(s)
-        t = getattr(self, f"pool_hT{k}")(t)
-        t_aug, s_aug, m_aug = second(t, s, m)
-        return self.drop_way(t + t_aug), self.drop_way(s + s_aug), self.drop_way(m + m_aug)
-
     def forward_with_features(self, wave: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        e = self.encode(wave).abs()
-        nodes_S = e.amax(dim=3).transpose(1, 2) + self.pos_S             # spectral nodes [B, 23, C]
-        nodes_T = e.amax(dim=2).transpose(1, 2)                           # temporal nodes [B, frames, C]
-        out_S = self.pool_S(self.GAT_layer_S(nodes_S))
-        out_T = self.pool_T(self.GAT_layer_T(nodes_T))
-        t1, s1, m1 = self._branch(out_T, out_S, self.master1, 1)
-        t2, s2, m2 = self._branch(out_T, out_S, self.master2, 2)
-        t, s, m = torch.maximum(t1, t2), torch.maximum(s1, s2), torch.maximum(m1, m2)
-        hidden = torch.cat([t.abs().amax(dim=1), t.mean(dim=1), s.abs().amax(dim=1), s.mean(dim=1), m.squeeze(1)],
-                           dim=1)
-        feats = {"encoder": e.mean(dim=(2, 3)), "gat_s": out_S.mean(dim=1), "gat_t": out_T.mean(dim=1),
-                 "penultimate": hidden}
-        return self.out_layer(self.drop(hidden)), feats
+        return graph_forward(self, self.encode(wave))
+
+
+def build_graph(m: nn.Module, c_enc: int, n_spectral: int, gat: list, pools: list, temps: list) -> None:
+    """Register AASIST's graph back end on module `m` (names as in the official checkpoints)."""
+    m.pos_S = nn.Parameter(torch.randn(1, n_spectral, c_enc))
+    m.master1 = nn.Parameter(torch.randn(1, 1, int(gat[0])))
+    m.master2 = nn.Parameter(torch.randn(1, 1, int(gat[0])))
+    m.GAT_layer_S = GraphAttention(c_enc, int(gat[0]), temps[0])
+    m.GAT_layer_T = GraphAttention(c_enc, int(gat[0]), temps[1])
+    m.HtrgGAT_layer_ST11 = HeteroGraphAttention(int(gat[0]), int(gat[1]), temps[2])
+    m.HtrgGAT_layer_ST12 = HeteroGraphAttention(int(gat[1]), int(gat[1]), temps[2])
+    m.HtrgGAT_layer_ST21 = HeteroGraphAttention(int(gat[0]), int(gat[1]), temps[2])
+    m.HtrgGAT_layer_ST22 = HeteroGraphAttention(int(gat[1]), int(gat[1]), temps[2])
+    m.pool_S = GraphPool(pools[0], int(gat[0]))
+    m.pool_T = GraphPool(pools[1], int(gat[0]))
+    for name in ("pool_hS1", "pool_hT1", "pool_hS2", "pool_hT2"):
+        setattr(m, name, GraphPool(pools[2], int(gat[1])))
+    m.drop_way = nn.Dropout(0.2)
+    m.drop = nn.Dropout(0.5)
+    m.out_layer = nn.Linear(5 * int(gat[1]), 2)
+
+
+def _branch(m: nn.Module, out_T: torch.Tensor, out_S: torch.Tensor, master: torch.Tensor, k: int):
+    first, second = getattr(m, f"HtrgGAT_layer_ST{k}1"), getattr(m, f"HtrgGAT_layer_ST{k}2")
+    t, s, mm = first(out_T, out_S, master)
+    s = getattr(m, f"pool_hS{k}")(s)
+    t = getattr(m, f"pool_hT{k}")(t)
+    t_aug, s_aug, m_aug = second(t, s, mm)
+    return m.drop_way(t + t_aug), m.drop_way(s + s_aug), m.drop_way(mm + m_aug)
+
+
+def graph_forward(m: nn.Module, e: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits [B, 2] and pooled features of an encoder map e [B, C, F, T] through m's graph back end."""
+    e = e.abs()
+    nodes_S = e.amax(dim=3).transpose(1, 2) + m.pos_S                 # spectral nodes [B, F, C]
+    nodes_T = e.amax(dim=2).transpose(1, 2)                           # temporal nodes [B, T, C]
+    out_S = m.pool_S(m.GAT_layer_S(nodes_S))
+    out_T = m.pool_T(m.GAT_layer_T(nodes_T))
+    t1, s1, m1 = _branch(m, out_T, out_S, m.master1, 1)
+    t2, s2, m2 = _branch(m, out_T, out_S, m.master2, 2)
+    t, s, mx = torch.maximum(t1, t2), torch.maximum(s1, s2), torch.maximum(m1, m2)
+    hidden = torch.cat([t.abs().amax(dim=1), t.mean(dim=1), s.abs().amax(dim=1), s.mean(dim=1), mx.squeeze(1)],
+                       dim=1)
+    feats = {"encoder": e.mean(dim=(2, 3)), "gat_s": out_S.mean(dim=1), "gat_t": out_T.mean(dim=1),
+             "penultimate": hidden}
+    return m.out_layer(m.drop(hidden)), feats
 
 
 class AASISTL(AASIST):
