@@ -95,3 +95,14 @@ def test_bad_ssl_settings_are_clear_errors(wav2vec_dir):
         build_model({"arch": "ssl", "ssl_path": str(wav2vec_dir), "ssl_layer": 7})
     with pytest.raises(ValueError, match="backend must be one of"):
         build_model({"arch": "ssl", "ssl_path": str(wav2vec_dir), "backend": "mamba"})
+
+
+def test_ssl_and_aasist_are_students_through_train_params(wav2vec_dir):
+    from pipeline.train import TrainParams
+
+    p = TrainParams.from_params({"arch": "ssl", "model": {"ssl_path": str(wav2vec_dir), "backend": "linear"}})
+    student = build_model(p.model_config(16000))
+    assert student.arch == "ssl" and student.config["frontend"] == "ssl"
+    assert student.embedding_dim == p.embedding_dim
+    aasist = build_model(TrainParams.from_params({"arch": "aasist-l"}).model_config(16000))
+    assert aasist.config["frontend"] == "sinc" and aasist.embedding_dim == 160
