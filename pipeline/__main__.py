@@ -27,7 +27,7 @@ STAGES = (
     "evaluate",
     "report",
 )
-COMMANDS = ("score",)
+COMMANDS = ("score", "import_model")
 
 USAGE = """usage: python -m pipeline <stage> [options]
 
@@ -47,6 +47,7 @@ stages (in dvc.yaml order):
 
 commands:
   score          score audio files, folders or a clip table with a trained detector
+  import_model   turn an external checkpoint (official AASIST / AASIST-L) into a model directory
 
 Run `python -m pipeline <stage> --help` for a stage's options.
 """

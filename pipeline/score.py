@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=FORMATS, default="tsv",
                         help="tsv: header + tab-separated escaped fields (default); asvspoof: `clip_id score` lines")
     parser.add_argument("--batch-size", type=_positive(int), default=16)
-    parser.add_argument("--eval-s", type=_positive(float), default=4.0, help="seconds scored per clip (default 4.0)")
+    parser.add_argument("--eval-s", type=_positive(float), default=None,
+                        help="seconds scored per clip (default: the model's eval_s, else 4.0)")
     parser.add_argument("--prepared", action="store_true",
                         help="the audio files and folders are prepared clips: do not apply the model's chain")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
@@ -261,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"score: error: {exc}", file=sys.stderr)
         return 2
     lines, rejects = run(model, rows, batch_size=args.batch_size, sample_rate=int(config["sample_rate"]),
-                         seconds=args.eval_s, device=device, fmt=args.format, chain=chain)
+                         seconds=args.eval_s or float(config.get("eval_s", 4.0)), device=device, fmt=args.format,
+                         chain=chain)
     for r in rejects:
         print(f"reject {r['clip_id']}: {r['reason']}", file=sys.stderr)
     if len(lines) <= (args.format == "tsv"):

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from pipeline.models import (
-    ARCHITECTURES,
     CheckpointError,
     bonafide_score,
     build_model,
@@ -18,9 +17,10 @@ from pipeline.models.frontend import Frontend
 from pipeline.params import ConfigError
 
 TINY = {"width": 4, "embedding_dim": 8, "n_bins": 32}
+SPECTRAL = ["convnext", "lcnn", "resnet"]  # spectrogram archs (aasist, ssl: tests/test_aasist.py, test_ssl.py)
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("arch", SPECTRAL)
 @pytest.mark.parametrize("frontend", ["logmel", "lfcc"])
 def test_every_architecture_gives_logits_and_pooled_features(arch, frontend):
     model = build_model({"arch": arch, "frontend": frontend, **TINY}).eval()
@@ -36,7 +36,7 @@ def test_every_architecture_gives_logits_and_pooled_features(arch, frontend):
     assert torch.allclose(model(wave), logits)
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("arch", SPECTRAL)
 def test_a_very_short_clip_still_runs(arch):
     model = build_model({"arch": arch, **TINY}).eval()
     with torch.no_grad():
@@ -84,7 +84,7 @@ def test_config_is_resolved_with_defaults_and_refuses_unknown_keys():
         check_config({"arch": "lcnn", "frontend": "mfcc"}, "teachers.T")
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("arch", SPECTRAL)
 def test_checkpoint_round_trip_gives_the_same_outputs(tmp_path, arch):
     torch.manual_seed(0)
     model = build_model({"arch": arch, **TINY}).eval()

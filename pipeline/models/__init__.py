@@ -6,7 +6,9 @@ logmel | lfcc, `sample_rate`, `n_bins`, `win_ms`, `hop_ms`), `width`, `embedding
 and architecture keys (`blocks`, `strides`, ...); missing keys take defaults, others are a ConfigError.
 A checkpoint (model.pt) stores the resolved config beside the weights, so it loads on its own.
 
-Label index: spoof = 0, bonafide = 1; score = logit[bonafide] - logit[spoof] (higher = bona fide).
+Label index: spoof = 0, bonafide = 1. The score (higher = bona fide) follows the model's `score_rule`:
+"margin" = logit[bonafide] - logit[spoof] (the project's detectors), "bonafide_logit" = logit[bonafide]
+(imported AASIST / AASIST-L: the authors' own scoring, so their scores and EERs are reproduced).
 """
 
 from __future__ import annotations
@@ -17,17 +19,21 @@ from typing import Any
 import torch
 
 from pipeline.io import write_torch_atomic
+from pipeline.models.aasist import AASIST, AASISTL
 from pipeline.models.base import Detector, resolve_config
 from pipeline.models.convnext import ConvNeXt
 from pipeline.models.frontend import FRONTENDS
 from pipeline.models.lcnn import LCNN
 from pipeline.models.resnet import ResNet
+from pipeline.models.ssl import SSLDetector
 from pipeline.params import ConfigError, number, one_of
 from pipeline.schema import LABEL_INDEX
 
-ARCHITECTURES: dict[str, type[Detector]] = {"resnet": ResNet, "convnext": ConvNeXt, "lcnn": LCNN}
+ARCHITECTURES: dict[str, type[Detector]] = {"resnet": ResNet, "convnext": ConvNeXt, "lcnn": LCNN,
+                                             "aasist": AASIST, "aasist-l": AASISTL, "ssl": SSLDetector}
 CHECKPOINT_FORMAT = "hardset.detector/1"
 CHECKPOINT_NAME = "model.pt"
+SCORE_RULES = ("margin", "bonafide_logit")
 
 __all__ = ["ARCHITECTURES", "CheckpointError", "Detector", "LABEL_INDEX", "bonafide_score", "build_model",
            "check_config", "load_checkpoint", "save_checkpoint"]
@@ -108,6 +114,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     return model.to(device).eval(), config
 
 
-def bonafide_score(logits: torch.Tensor) -> torch.Tensor:
-    """Score [B] = logit[bonafide] - logit[spoof]: higher means more bona fide."""
+def bonafide_score(logits: torch.Tensor, rule: str = "margin") -> torch.Tensor:
+    """Score [B], higher = more bona fide: logit[bonafide] - logit[spoof] ("margin") or logit[bonafide]."""
+    if rule == "bonafide_logit":
+        return logits[:, LABEL_INDEX["bonafide"]]
+    if rule != "margin":
+        raise ValueError(f"unknown score rule {rule!r}; known: {list(SCORE_RULES)}")
     return logits[:, LABEL_INDEX["bonafide"]] - logits[:, LABEL_INDEX["spoof"]]

@@ -1,0 +1,123 @@
+"""Command `import_model`: an external detector checkpoint -> a hardset model directory.
+
+    python -m pipeline import_model --arch aasist --checkpoint AASIST.pth --out data/models/aasist
+
+Reads a torch state dict in the official layout of the architecture (clovaai/aasist's
+`models/weights/AASIST.pth` / `AASIST-L.pth`: a plain state dict; a `{"state_dict": ...}` or
+`{"model": ...}` wrapper and a DataParallel `module.` prefix are accepted too).
+Writes DIR/model.pt (the project's checkpoint format, pipeline.models.save_checkpoint) and
+DIR/config.json (the model config, the source file and its sha256, the preprocessing the weights
+expect), so that `python -m pipeline score --model DIR` and `teachers.<T>.checkpoint: DIR` accept it.
+
+The weights must fit the architecture exactly (strict: same keys, same shapes); otherwise nothing is
+written and the command exits 2 with one line naming the missing / unexpected keys or the shape
+mismatches. A file that is not a readable torch state dict is the same kind of error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+IMPORTABLE = ("aasist", "aasist-l")
+# What the official weights were trained on (their config's nb_samp; data_utils crops/tiles to it).
+PREPROCESSING = {
+    "aasist": {"sample_rate": 16000, "n_samples": 64600, "eval_s": 4.0375,
+               "crop": "first 64600 samples, tiled when shorter (the authors' eval padding)",
+               "normalisation": "none (raw waveform as read)", "channels": "mono"},
+}
+PREPROCESSING["aasist-l"] = PREPROCESSING["aasist"]
+SHOWN = 5  # key names listed in an error before "... and N more"
+
+
+class ImportError_(ValueError):
+    """A checkpoint that cannot become a model of the requested architecture."""
+
+
+def _names(keys: list[str]) -> str:
+    shown = ", ".join(keys[:SHOWN])
+    return shown + (f" ... and {len(keys) - SHOWN} more" if len(keys) > SHOWN else "")
+
+
+def read_state_dict(path: str | Path) -> dict[str, Any]:
+    """The tensors of a checkpoint file (weights only: no pickled code runs); a clear error otherwise."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImportError_(f"{path}: no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a corrupt or foreign file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ImportError_(f"{path}: not a readable torch checkpoint ({first})") from exc
+    if isinstance(obj, dict):
+        for wrapper in ("state_dict", "model"):
+            if isinstance(obj.get(wrapper), dict):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ImportError_(f"{path}: not a state dict (a mapping of parameter names to tensors)")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def check_state_dict(expected: dict[str, Any], given: dict[str, Any], arch: str) -> None:
+    """Raise ImportError_ naming missing keys, unexpected keys or shape mismatches (strict match)."""
+    missing = [k for k in expected if k not in given]
+    extra = [k for k in given if k not in expected]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys: {_names(missing)}")
+    if extra:
+        problems.append(f"{len(extra)} unexpected keys: {_names(extra)}")
+    shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in given and tuple(given[k].shape) != tuple(v.shape)]
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches (file vs {arch}): {_names(shapes)}")
+    if problems:
+        raise ImportError_(f"weights do not fit {arch!r}: " + "; ".join(problems))
+
+
+def run(arch: str, checkpoint: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Check and convert `checkpoint` into `out_dir` (model.pt + config.json); return config.json's content."""
+    from pipeline.io import write_json_atomic
+    from pipeline.models import build_model, save_checkpoint
+
+    if arch not in IMPORTABLE:
+        raise ImportError_(f"cannot import architecture {arch!r}; importable: {list(IMPORTABLE)}")
+    state = read_state_dict(checkpoint)
+    model = build_model({"arch": arch})
+    check_state_dict(model.state_dict(), state, arch)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    pre = PREPROCESSING[arch]
+    source = {"checkpoint": str(checkpoint), "sha256": hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model, {"eval_s": pre["eval_s"], "source": source, "preprocessing": pre}, out_dir / "model.pt")
+    config = {"model": model.config, "source": source, "preprocessing": pre, "imported": True,
+              "score": "logit[bonafide] (class index 1), as the authors score; higher = bona fide",
+              "parameters": sum(p.numel() for p in model.parameters())}
+    write_json_atomic(config, out_dir / "config.json")
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline import_model",
+                                     description="turn an external detector checkpoint into a model directory")
+    parser.add_argument("--arch", required=True, choices=IMPORTABLE)
+    parser.add_argument("--checkpoint", required=True, help="the external weights file (e.g. AASIST.pth)")
+    parser.add_argument("--out", required=True, help="the model directory to write (model.pt, config.json)")
+    args = parser.parse_args(argv)
+    try:
+        config = run(args.arch, args.checkpoint, args.out)
+    except ImportError_ as exc:
+        print(f"import_model: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"import_model: {args.arch} ({config['parameters']} parameters) -> {args.out}")
+    return 0
