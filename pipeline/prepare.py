@@ -21,6 +21,7 @@ import pandas as pd
 
 from pipeline.audio import AudioError, check_audio, lowpass, measure, read_audio, vad_trim, write_audio
 from pipeline.corpora import ADAPTERS
+from pipeline.engine import EngineConfig, map_batch_results
 from pipeline.io import write_json_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.params import check_known_keys, load_params, section, stage_parser
@@ -147,8 +148,12 @@ def process_batch(rows: pd.DataFrame, audio_dir: str, sample_rate: int, min_dura
     return clips, rejects
 
 
-def run(p: PrepareParams, audio_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Adapters -> splits -> normalised audio; return (clips, rejects, metrics)."""
+def run(p: PrepareParams, audio_dir: Path,
+        engine: EngineConfig | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Adapters -> splits -> normalised audio; return (clips, rejects, metrics).
+
+    The batches run on `engine` (params `runtime.engine`) when it is ray, else locally (`workers` processes).
+    """
     sources, rejects = load_sources(p.corpora)
     n_adapter_rejects = len(rejects)
     sources = assign_splits(sources, p.dev_fraction, p.test_fraction, np.random.default_rng(p.seed))
@@ -156,7 +161,11 @@ def run(p: PrepareParams, audio_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, 
     work: Callable = _batch_worker(str(audio_dir), p)
     clip_rows: list[dict] = []
     with stage_timer(log, "prepare") as stats:
-        if p.workers > 1:
+        if engine is not None and engine.engine == "ray":
+            for clips, rej in map_batch_results(work, sources, batch_size=BATCH, cfg=engine, desc="prepare"):
+                clip_rows += clips
+                rejects += rej
+        elif p.workers > 1:
             with ProcessPoolExecutor(p.workers) as pool:
                 results = pool.map(work, batches)
                 for clips, rej in progress(results, "prepare", total=len(batches), unit="batch"):
@@ -204,8 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", default="metrics/prepare.json")
     args = parser.parse_args(argv)
     setup_logging()
-    p = PrepareParams.from_params(load_params(args.params))
-    clips, rejects, metrics = run(p, Path(args.audio_dir))
+    params = load_params(args.params)
+    p = PrepareParams.from_params(params)
+    clips, rejects, metrics = run(p, Path(args.audio_dir), engine=EngineConfig.from_params(params, device="cpu"))
     # Rejects are written even when the stage fails, so the reasons can be read.
     write_rejects(rejects, args.rejects)
     if metrics["reject_fraction"] > p.max_reject_fraction or clips.empty:

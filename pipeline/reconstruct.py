@@ -22,7 +22,9 @@ import math
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +41,9 @@ from pipeline.audio import (
     to_pcm16,
     write_audio,
 )
+from pipeline.engine import LOCAL, EngineConfig, map_batch_results
 from pipeline.io import write_json_atomic
-from pipeline.logs import progress, setup_logging, stage_timer
+from pipeline.logs import setup_logging, stage_timer
 from pipeline.params import load_params, section, stage_parser
 from pipeline.schema import read_clips, write_clips
 
@@ -322,9 +325,21 @@ def summarise(paradigm: str, results: dict[str, BatchResult], jobs: int, parents
                       "rtf": "compute seconds per audio second (new outputs only; null when all reused)"}}
 
 
+def batch_function(paradigm: str, system: str, cfg: dict, device: Any, audio_dir: Path,
+                   sample_rate: int) -> Callable[[pd.DataFrame], BatchResult]:
+    """Build one system's generator (once per engine worker) and return its batch -> BatchResult function."""
+    from pipeline import resynth as backends
+
+    resynth = backends.build(paradigm, system, cfg, device)
+    return partial(reconstruct_batch, resynth=resynth, paradigm=paradigm, audio_dir=audio_dir, sample_rate=sample_rate)
+
+
 def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_dir: Path, sample_rate: int,
-        seed: int, device: Any) -> tuple[pd.DataFrame, dict]:
-    """Reconstruct every planned (parent, system) -> (clip table of fakes, quality summary)."""
+        seed: int, device: Any, engine: EngineConfig | None = None) -> tuple[pd.DataFrame, dict]:
+    """Reconstruct every planned (parent, system) -> (clip table of fakes, quality summary).
+
+    The batches run on `engine` (params `runtime.engine`; local by default), in the same order either way.
+    """
     from pipeline import resynth as backends
 
     parents = clips[(clips["label"] == "bonafide") & clips["split"].isin(list(p.splits))]
@@ -346,16 +361,14 @@ def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_
         res = reuse_batch(todo[done], p.paradigm, audio_dir, sample_rate) if done.any() else BatchResult()
         new = todo[~done]
         if len(new):
-            resynth = backends.build(p.paradigm, system, cfg, device)
-            batches = [new.iloc[i: i + p.batch_size] for i in range(0, len(new), p.batch_size)]
-            for batch in progress(batches, desc=f"{p.paradigm}/{system}", unit="batch"):
-                b = reconstruct_batch(batch, resynth, p.paradigm, audio_dir, sample_rate)
+            make = partial(batch_function, p.paradigm, system, cfg, device, audio_dir, sample_rate)
+            for b in map_batch_results(None, new, batch_size=p.batch_size, cfg=engine or LOCAL, actor_factory=make,
+                                       desc=f"{p.paradigm}/{system}"):
                 res.rows += b.rows
                 res.rejects += b.rejects
                 res.quality += b.quality
                 res.seconds += b.seconds
                 res.audio_s += b.audio_s
-            del resynth
         log.info("%s: %d reused, %d new, %d rejected", system, int(done.sum()), len(new), len(res.rejects))
         results[system] = res
     rows = [r for res in results.values() for r in res.rows]
@@ -411,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     generator = args.generator  # for vocoder: the module itself, hashed into the fingerprint
     with stage_timer(log, f"reconstruct {args.paradigm}") as stats:
         table, summary = run(clips, p, generator, Path(args.audio_dir), int(params["audio"]["sample_rate"]), seed,
-                             device)
+                             device, engine=EngineConfig.from_params(params, device))
         stats.add("clips", len(table))
         stats.add("rejected", summary["n_rejected"])
     log.info("quality of %s reconstructions:\n%s", args.paradigm, quality_table(summary))
