@@ -2,8 +2,9 @@
 
 Reads the clip tables and their audio, the teacher data/teachers/<T>/model.pt, and params
 `teachers.<T>` (its pool and arch), `embed`, `audio`, `runtime`, `seed`.
-Writes data/embeddings/<T>/: emb.npy (float16, N x D), ids.parquet (clip_id, in emb row order),
-rejects.parquet (clips that could not be read, with the reason) and info.json (dims, layers, rate).
+Writes data/embeddings/<T>/: emb.npy (float16, N x D; emb-*.npy row shards past `max_rows_per_file`),
+ids.parquet (clip_id, in emb row order), rejects.parquet (clips that could not be read, with the reason) and
+info.json (dims, layers, rate).
 
 Each clip is the first `eval_s` seconds (tiled when shorter), run through the teacher in eval mode.
 The vector is the teacher's penultimate layer (the input of its classifier, where neural collapse
@@ -35,7 +36,8 @@ import pyarrow as pa
 import torch
 
 from pipeline.clipdata import iter_batches, select_pool
-from pipeline.io import atomic_path, write_json_atomic, write_npy_atomic, write_parquet_atomic
+from pipeline.embstore import write_embeddings
+from pipeline.io import atomic_path, write_json_atomic, write_parquet_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.models import Detector, load_checkpoint
 from pipeline.params import check_known_keys, load_params, section, stage_parser, teacher_params
@@ -61,6 +63,7 @@ class EmbedParams:
     resemblyzer_weights: str | None = None  # a VoiceEncoder .pt; null = the one shipped in the package
     shard_batches: int = 16
     max_reject_fraction: float = 0.2
+    max_rows_per_file: int = 4_000_000   # more rows: emb-00000.npy, ... of this many rows each (pipeline/embstore.py)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EmbedParams:
@@ -70,8 +73,9 @@ class EmbedParams:
             raise ValueError(f"embed.aggregate must be one of {AGGREGATES}, not {p.aggregate!r}")
         if p.embedder not in EMBEDDERS:
             raise ValueError(f"embed.embedder must be one of {EMBEDDERS}, not {p.embedder!r}")
-        if not p.layers or p.batch_size < 1 or p.shard_batches < 1 or p.eval_s <= 0:
-            raise ValueError("embed: layers must be non-empty; batch_size, shard_batches and eval_s positive")
+        if not p.layers or p.batch_size < 1 or p.shard_batches < 1 or p.eval_s <= 0 or p.max_rows_per_file < 1:
+            raise ValueError("embed: layers must be non-empty; batch_size, shard_batches, eval_s and "
+                             "max_rows_per_file positive")
         return p
 
 
@@ -196,7 +200,7 @@ def _assemble(partial: Path, n_shards: int, dim: int, n_pool: int, p: EmbedParam
     if n_pool and len(rejects) / n_pool > p.max_reject_fraction:
         raise RuntimeError(f"embed: {len(rejects)} of {n_pool} clips unreadable (> {p.max_reject_fraction:.0%}); "
                            f"see {out_dir / 'rejects.parquet'}")
-    write_npy_atomic(emb.astype(np.float16), out_dir / "emb.npy")
+    write_embeddings(emb.astype(np.float16), out_dir, p.max_rows_per_file)  # emb.npy, or emb-*.npy past the limit
     write_parquet_atomic(pa.table({"clip_id": pa.array(ids, pa.string())}), out_dir / "ids.parquet")
     summary = {**info, "n": len(ids), "dim": dim, "rejected": len(rejects), "layers": p.layers,
                "aggregate": p.aggregate, "embedder": p.embedder, "eval_s": p.eval_s, "batch_size": p.batch_size,

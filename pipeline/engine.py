@@ -156,6 +156,10 @@ def iter_shards(fn: BatchFn | None, table: pd.DataFrame, *, batch_size: int, cfg
     """Yield (shard number, its per-batch results) for every shard but `skip`; done shards (resume files) first."""
     if fn is None and actor_factory is None:
         raise ValueError("engine: give a batch function or an actor_factory")
+    if cfg.engine == "ray":
+        # Enough shards to keep every actor busy (results do not depend on how batches group into shards).
+        n_batches = -(-len(table) // max(int(batch_size), 1))
+        shard_batches = max(1, min(shard_batches, -(-n_batches // (4 * int(cfg.concurrency)))))
     shards = plan_shards(len(table), batch_size, shard_batches)
     skip = set(skip)
     ids = table[id_column].astype(str).tolist() if id_column in table.columns else [str(i) for i in range(len(table))]
@@ -199,7 +203,7 @@ def _ray_shards(fn, actor_factory, table, shards, keys, todo, batch_size, cfg, p
     ds = ray.data.from_pandas(blocks).map_batches(
         ShardWorker, batch_size=None, batch_format="pandas",
         fn_constructor_args=(fn, actor_factory, batch_size, part, os.getcwd()),
-        compute=ray.data.ActorPoolStrategy(size=int(cfg.concurrency)), num_gpus=cfg.num_gpus or None,
+        compute=ray.data.ActorPoolStrategy(size=min(int(cfg.concurrency), len(todo))), num_gpus=cfg.num_gpus or None,
         num_cpus=cfg.num_cpus)
     seen = set()
     for out in progress(ds.iter_batches(batch_size=None, batch_format="pandas"), desc=f"{desc} (ray)", unit="block"):
