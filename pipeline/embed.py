@@ -20,6 +20,7 @@ files are assembled from the shards and written atomically, then .partial/ is re
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -35,8 +36,9 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from pipeline.clipdata import iter_batches, select_pool
+from pipeline.clipdata import iter_batches, load_batch, select_pool
 from pipeline.embstore import write_embeddings
+from pipeline.engine import EngineConfig, iter_shards
 from pipeline.io import atomic_path, write_json_atomic, write_parquet_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.models import Detector, load_checkpoint
@@ -157,10 +159,48 @@ def _read_shard(path: Path) -> tuple[np.ndarray, list[str], list[dict]]:
         return z["emb"], [str(x) for x in z["ids"]], json.loads(str(z["rejects"]))
 
 
+def batch_vectors(rows: pd.DataFrame, vectorize: Callable[[torch.Tensor], np.ndarray], sample_rate: int,
+                  eval_s: float, dim: int, device: torch.device) -> tuple[np.ndarray, list[str], list[dict]]:
+    """One batch of clip-table rows -> (float16 vectors of the clips that loaded, their ids, rejects)."""
+    batch = load_batch(rows, sample_rate, int(round(eval_s * sample_rate)), stage="embed")
+    if not batch.clip_ids:
+        return np.zeros((0, dim), np.float16), [], batch.rejects
+    return vectorize(batch.waves.to(device)).astype(np.float16), batch.clip_ids, batch.rejects
+
+
+def batch_function(checkpoint: Path, arch: str | None, p: EmbedParams, device: torch.device,
+                   sample_rate: int) -> Callable[[pd.DataFrame], tuple[np.ndarray, list[str], list[dict]]]:
+    """Load the teacher and embedder in an engine worker (a Ray actor) and return its batch function."""
+    model = None
+    if p.embedder != "resemblyzer":
+        model, _ = load_checkpoint(checkpoint, device=device, expected_arch=arch)
+    vectorize, dim = build_vectorizer(model, p, device)
+    return functools.partial(batch_vectors, vectorize=vectorize, sample_rate=sample_rate, eval_s=p.eval_s, dim=dim,
+                   device=device)
+
+
+def _run_on_engine(pool: pd.DataFrame, partial: Path, n_shards: int, p: EmbedParams, dim: int,
+                   engine: EngineConfig, actor_factory: Callable) -> int:
+    """Compute the missing shards on `engine` (ray) and write them as the local loop does; the rows computed."""
+    done = {k for k in range(n_shards) if (partial / f"shard_{k:05d}.npz").exists()}
+    computed = 0
+    for k, results in iter_shards(None, pool, batch_size=p.batch_size, cfg=engine, actor_factory=actor_factory,
+                                  shard_batches=p.shard_batches, skip=done, desc="embed"):
+        embs = [e for e, _, _ in results if len(e)]
+        _write_shard(partial / f"shard_{k:05d}.npz", np.concatenate(embs) if embs else np.zeros((0, dim), np.float16),
+                     [i for _, ids, _ in results for i in ids], [r for _, _, rej in results for r in rej])
+        computed += sum(len(ids) + len(rej) for _, ids, rej in results)
+    return computed
+
+
 def run(pool: pd.DataFrame, vectorize: Callable[[torch.Tensor], np.ndarray], dim: int, p: EmbedParams,
         sample_rate: int, out_dir: str | Path, fp: str, device: torch.device,
-        info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Embed every row of `pool` in shards (resuming from <out>/.partial), then assemble the final files."""
+        info: dict[str, Any] | None = None, engine: EngineConfig | None = None,
+        actor_factory: Callable | None = None) -> dict[str, Any]:
+    """Embed every row of `pool` in shards (resuming from <out>/.partial), then assemble the final files.
+
+    With a ray `engine`, the missing shards are computed by actors built with `actor_factory` (batch_function).
+    """
     out_dir = Path(out_dir)
     partial = out_dir / PARTIAL
     _prepare_partial(partial, fp)
@@ -168,6 +208,10 @@ def run(pool: pd.DataFrame, vectorize: Callable[[torch.Tensor], np.ndarray], dim
     n_shards = -(-n_batches // p.shard_batches)
     rows_per_shard = p.batch_size * p.shard_batches
     t0, computed = time.perf_counter(), 0
+    if engine is not None and engine.engine == "ray":
+        if actor_factory is None:
+            raise ValueError("embed: the ray engine needs an actor_factory (embed.batch_function)")
+        computed = _run_on_engine(pool, partial, n_shards, p, dim, engine, actor_factory)
     for k in progress(range(n_shards), desc="embed shards", total=n_shards, unit="shard"):
         shard = partial / f"shard_{k:05d}.npz"
         if shard.exists():
@@ -250,7 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     vectorize, dim = build_vectorizer(model, p, device)
     fp = fingerprint(pool["clip_id"].tolist(), checkpoint, p, sample_rate)
     with stage_timer(log, f"embed {args.teacher}") as stats:
-        summary = run(pool, vectorize, dim, p, sample_rate, args.out, fp, device, info={"teacher": args.teacher})
+        engine = EngineConfig.from_params(params, device)
+        factory = functools.partial(batch_function, checkpoint, teacher.get("arch"), p, device, sample_rate)
+        summary = run(pool, vectorize, dim, p, sample_rate, args.out, fp, device, info={"teacher": args.teacher},
+                      engine=engine, actor_factory=factory)
         stats.add("clips", summary["computed_clips"])
         stats.add("rejected", summary["rejected"])
     log.info("embed %s: %d x %d -> %s", args.teacher, summary["n"], dim, args.out)

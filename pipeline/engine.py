@@ -156,8 +156,9 @@ def iter_shards(fn: BatchFn | None, table: pd.DataFrame, *, batch_size: int, cfg
     """Yield (shard number, its per-batch results) for every shard but `skip`; done shards (resume files) first."""
     if fn is None and actor_factory is None:
         raise ValueError("engine: give a batch function or an actor_factory")
-    if cfg.engine == "ray":
-        # Enough shards to keep every actor busy (results do not depend on how batches group into shards).
+    if cfg.engine == "ray" and partial_dir is None and not skip:
+        # Enough shards to keep every actor busy (results do not depend on how batches group into shards);
+        # shard numbers the caller names (resume files, `skip`) keep the layout asked for.
         n_batches = -(-len(table) // max(int(batch_size), 1))
         shard_batches = max(1, min(shard_batches, -(-n_batches // (4 * int(cfg.concurrency)))))
     shards = plan_shards(len(table), batch_size, shard_batches)

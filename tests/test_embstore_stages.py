@@ -33,3 +33,20 @@ def test_sample_picks_the_same_clips_from_shards_as_from_one_file(tmp_path):
     assert sample.main(argv) == 0
     for m in sample.METHODS:
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "sharded" / f"{m}.parquet"), ref[m])
+
+
+def test_embed_shards_computed_through_the_engine_equal_the_local_loop(tmp_path, clips, teacher):  # noqa: F811
+    import functools
+
+    from pipeline import embed, engine
+
+    _run(clips, teacher, tmp_path / "loop")
+    p = embed.EmbedParams(batch_size=4, eval_s=0.5, shard_batches=2)
+    partial = tmp_path / "engine" / embed.PARTIAL
+    partial.mkdir(parents=True)
+    n_shards = -(-len(clips) // (p.batch_size * p.shard_batches))
+    factory = functools.partial(embed.batch_function, teacher[1], "resnet", p, embed.torch.device("cpu"), 16000)
+    assert embed._run_on_engine(clips, partial, n_shards, p, 8, engine.LOCAL, factory) == len(clips)
+    embed._assemble(partial, n_shards, 8, len(clips), p, tmp_path / "engine", 1.0, len(clips), {})
+    for name in ("emb.npy", "ids.parquet"):
+        assert (tmp_path / "engine" / name).read_bytes() == (tmp_path / "loop" / name).read_bytes()

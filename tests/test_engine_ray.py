@@ -105,3 +105,28 @@ def test_reconstruct_vocoder_on_ray_writes_the_local_fakes(tmp_path, monkeypatch
     for system, stats in q_local["systems"].items():
         for key in ("n", "logmel_distance", "snr_db", "status"):
             assert q_ray["systems"][system][key] == stats[key]
+
+
+def test_embed_on_ray_writes_the_local_embeddings(tmp_path):
+    import functools
+
+    import torch
+
+    from pipeline import embed
+    from pipeline.models import build_model, save_checkpoint
+    from tests.test_embed import TEACHER
+
+    clips = tiny_clip_table(tmp_path / "audio", n_speakers=4, clips_per_speaker=3, seconds=0.5)
+    torch.manual_seed(0)
+    model = build_model({**TEACHER, "sample_rate": 16000}).eval()
+    path = save_checkpoint(model, None, tmp_path / "teacher" / "model.pt")
+    p = embed.EmbedParams(batch_size=4, eval_s=0.5, shard_batches=1)
+    cpu = torch.device("cpu")
+    vec, dim = embed.build_vectorizer(model, p, cpu)
+    fp = embed.fingerprint(clips["clip_id"].tolist(), path, p, 16000)
+    factory = functools.partial(embed.batch_function, path, "resnet", p, cpu, 16000)
+    embed.run(clips, vec, dim, p, 16000, tmp_path / "local", fp, cpu)
+    summary = embed.run(clips, vec, dim, p, 16000, tmp_path / "ray", fp, cpu, engine=RAY2, actor_factory=factory)
+    assert summary["computed_clips"] == len(clips)
+    for name in ("emb.npy", "ids.parquet", "rejects.parquet"):
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
