@@ -89,6 +89,7 @@ class ShardedEmbeddings:
             local = rows[sel] - self.offsets[k]
             order = np.argsort(local, kind="stable")      # read each shard in ascending row order
             out[np.flatnonzero(sel)[order]] = self.shards[k][local[order]]
+            release_pages(self.shards[k], int(local.min()), int(local.max()) + 1)  # scattered reads map wide
         return out
 
     def blocks(self, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -108,6 +109,31 @@ def iter_row_blocks(shards: Sequence[np.ndarray], chunk_rows: int) -> Iterator[t
             if a < b:
                 pieces.append(s[a - offsets[k]:b - offsets[k]])
         yield start, pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        for k, s in enumerate(shards):                  # the block is used: let its file pages go
+            a, b = max(start, offsets[k]), min(stop, offsets[k + 1])
+            if a < b:
+                release_pages(s, int(a - offsets[k]), int(b - offsets[k]))
+
+
+def release_pages(arr: np.ndarray, start: int, stop: int) -> None:
+    """Drop rows start..stop of a read-only memory map from this process's resident set (MADV_DONTNEED).
+
+    Streaming a memory-mapped matrix otherwise keeps every page it touched mapped, so the resident set
+    grows to the whole file (page cache the kernel can reclaim, but counted as RSS). A no-op for arrays
+    that are not memory maps, or where madvise is unavailable.
+    """
+    mm = getattr(arr, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or arr.ndim != 2 or stop <= start:
+        return
+    import mmap
+
+    row_bytes = arr.strides[0]
+    base = arr.ctypes.data - np.frombuffer(mm, dtype=np.uint8).ctypes.data   # the array's offset in the map
+    lo, hi = base + start * row_bytes, base + stop * row_bytes
+    lo = -(-lo // mmap.PAGESIZE) * mmap.PAGESIZE                            # whole pages inside the rows only
+    hi = hi // mmap.PAGESIZE * mmap.PAGESIZE
+    if hi > lo:
+        mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 
 def read_embeddings(directory: str | Path) -> np.ndarray | ShardedEmbeddings:

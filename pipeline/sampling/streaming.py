@@ -64,6 +64,11 @@ class _TopK:
     def push(self, rows: np.ndarray, dist: np.ndarray) -> None:
         if self.k == 0 or not len(rows):
             return
+        if len(self.rows) == self.k:                    # full: only rows within the current k-th distance can enter
+            keep = dist <= self.dist.max()
+            rows, dist = rows[keep], dist[keep]
+            if not len(rows):
+                return
         rows = np.concatenate([self.rows, rows])
         dist = np.concatenate([self.dist, dist])
         if len(rows) > self.k:
@@ -85,7 +90,7 @@ def _codes(labels: np.ndarray, classes: Sequence) -> np.ndarray:
 
 
 def _take(shards: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
-    return ShardedEmbeddings(shards)[rows] if len(shards) > 1 else shards[0][rows]
+    return ShardedEmbeddings(shards)[rows]       # releases the file pages it maps (embstore.release_pages)
 
 
 def stream_nc_select(embeddings: Any, labels: Any, ratio: float, *, n_clusters: int, seed: int,
