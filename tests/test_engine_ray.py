@@ -130,3 +130,17 @@ def test_embed_on_ray_writes_the_local_embeddings(tmp_path):
     assert summary["computed_clips"] == len(clips)
     for name in ("emb.npy", "ids.parquet", "rejects.parquet"):
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+
+
+def test_prepare_on_ray_writes_the_local_clips_and_rejects(tmp_path):
+    from pipeline import prepare
+    from tests.test_prepare import _corpus
+
+    _corpus(tmp_path / "corpus")
+    p = prepare.PrepareParams(corpora=({"name": "demo", "root": str(tmp_path / "corpus")},), seed=7,
+                              max_reject_fraction=0.9)
+    local = prepare.run(p, tmp_path / "local")
+    got = prepare.run(p, tmp_path / "ray", engine=RAY2)
+    pd.testing.assert_frame_equal(got[0].drop(columns="path"), local[0].drop(columns="path"))
+    pd.testing.assert_frame_equal(got[1].drop(columns="path"), local[1].drop(columns="path"))
+    assert len(local[1]) >= 8 and got[2] == local[2]
