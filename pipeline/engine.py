@@ -106,7 +106,7 @@ class ShardWorker:
     def __init__(self, fn: BatchFn | None, actor_factory: Callable[[], BatchFn] | None, batch_size: int,
                  partial_dir: str | None, cwd: str | None = None) -> None:
         if (fn is None) == (actor_factory is None):
-            raise ValueError("engine: give exactly one of fn and actor_factory")
+            raise ValueError("engine: give exactly one of a batch function and an actor_factory")
         if cwd is not None and os.path.isdir(cwd) and os.getcwd() != cwd:
             os.chdir(cwd)  # clip paths are relative to the repo root: the same mount path on every node
         self.fn = actor_factory() if actor_factory is not None else fn
@@ -154,8 +154,8 @@ def iter_shards(fn: BatchFn | None, table: pd.DataFrame, *, batch_size: int, cfg
                 shard_batches: int = 16, id_column: str = "clip_id", desc: str = "batches",
                 skip: Collection[int] = ()) -> Iterator[tuple[int, list[Any]]]:
     """Yield (shard number, its per-batch results) for every shard but `skip`; done shards (resume files) first."""
-    if fn is None and actor_factory is None:
-        raise ValueError("engine: give a batch function or an actor_factory")
+    if (fn is None) == (actor_factory is None):
+        raise ValueError("engine: give exactly one of a batch function and an actor_factory")
     if cfg.engine == "ray" and partial_dir is None and not skip:
         # Enough shards to keep every actor busy (results do not depend on how batches group into shards);
         # shard numbers the caller names (resume files, `skip`) keep the layout asked for.

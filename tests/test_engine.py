@@ -101,7 +101,7 @@ def test_bad_engine_settings_are_clear_errors():
         engine.map_batches(square, _table(), batch_size=0)
     with pytest.raises(ValueError, match="exactly one"):
         engine.map_batches(square, _table(), batch_size=2, actor_factory=lambda: square)
-    with pytest.raises(ValueError, match="batch function"):
+    with pytest.raises(ValueError, match="exactly one"):
         engine.map_batches(None, _table(), batch_size=2)
 
 
