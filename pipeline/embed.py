@@ -2,8 +2,9 @@
 
 Reads the clip tables and their audio, the teacher data/teachers/<T>/model.pt, and params
 `teachers.<T>` (its pool and arch), `embed`, `audio`, `runtime`, `seed`.
-Writes data/embeddings/<T>/: emb.npy (float16, N x D), ids.parquet (clip_id, in emb row order),
-rejects.parquet (clips that could not be read, with the reason) and info.json (dims, layers, rate).
+Writes data/embeddings/<T>/: emb.npy (float16, N x D; emb-*.npy row shards past `max_rows_per_file`),
+ids.parquet (clip_id, in emb row order), rejects.parquet (clips that could not be read, with the reason) and
+info.json (dims, layers, rate).
 
 Each clip is the first `eval_s` seconds (tiled when shorter), run through the teacher in eval mode.
 The vector is the teacher's penultimate layer (the input of its classifier, where neural collapse
@@ -21,6 +22,7 @@ DVC does not delete the shards of an interrupted run.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -36,8 +38,10 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from pipeline.clipdata import check_pool, iter_batches, select_pool
-from pipeline.io import atomic_path, write_json_atomic, write_npy_atomic, write_parquet_atomic
+from pipeline.clipdata import check_pool, iter_batches, load_batch, select_pool
+from pipeline.embstore import write_embeddings
+from pipeline.engine import EngineConfig, iter_shards
+from pipeline.io import atomic_path, write_json_atomic, write_parquet_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.models import Detector, check_config, load_checkpoint
 from pipeline.params import (
@@ -79,6 +83,7 @@ class EmbedParams(Section):
     resemblyzer_weights: str | None = None  # a VoiceEncoder .pt; null = the one shipped in the package
     shard_batches: int = 16
     max_reject_fraction: float = 0.2
+    max_rows_per_file: int = 4_000_000   # more rows: emb-00000.npy, ... of this many rows each (pipeline/embstore.py)
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +94,7 @@ class EmbedParams(Section):
         one_of("embed.embedder", self.embedder, EMBEDDERS)
         if not self.layers:
             raise ConfigError("params embed.layers: must name at least one layer (e.g. [penultimate])")
-        for key in ("batch_size", "shard_batches"):
+        for key in ("batch_size", "shard_batches", "max_rows_per_file"):
             number(f"embed.{key}", getattr(self, key), low=1, integer=True)
         number("embed.eval_s", self.eval_s, low=0, low_open=True)
         number("embed.max_reject_fraction", self.max_reject_fraction, low=0, high=1)
@@ -189,10 +194,48 @@ def load_shards(partial: Path, dim: int) -> tuple[dict[str, np.ndarray | dict], 
     return done, max(numbers, default=-1) + 1
 
 
+def batch_vectors(rows: pd.DataFrame, vectorize: Callable[[torch.Tensor], np.ndarray], sample_rate: int,
+                  eval_s: float, dim: int, device: torch.device) -> tuple[np.ndarray, list[str], list[dict]]:
+    """One batch of clip-table rows -> (float16 vectors of the clips that loaded, their ids, rejects)."""
+    batch = load_batch(rows, sample_rate, int(round(eval_s * sample_rate)), stage="embed")
+    if not batch.clip_ids:
+        return np.zeros((0, dim), np.float16), [], batch.rejects
+    return vectorize(batch.waves.to(device)).astype(np.float16), batch.clip_ids, batch.rejects
+
+
+def batch_function(checkpoint: Path, arch: str | None, p: EmbedParams, device: torch.device,
+                   sample_rate: int) -> Callable[[pd.DataFrame], tuple[np.ndarray, list[str], list[dict]]]:
+    """Load the teacher and embedder in an engine worker (a Ray actor) and return its batch function."""
+    model = None
+    if p.embedder != "resemblyzer":
+        model, _ = load_checkpoint(checkpoint, device=device, expected_arch=arch)
+    vectorize, dim = build_vectorizer(model, p, device)
+    return functools.partial(batch_vectors, vectorize=vectorize, sample_rate=sample_rate, eval_s=p.eval_s, dim=dim,
+                   device=device)
+
+
+def _run_on_engine(todo: pd.DataFrame, todo_keys: list[str], partial: Path, first: int, p: EmbedParams, dim: int,
+                   engine: EngineConfig, actor_factory: Callable) -> None:
+    """Compute the rows still to do on `engine` (ray), written as shards the local loop would write."""
+    key_of = dict(zip(todo["clip_id"].astype(str), todo_keys))
+    for k, results in iter_shards(None, todo, batch_size=p.batch_size, cfg=engine, actor_factory=actor_factory,
+                                  shard_batches=p.shard_batches, desc="embed"):
+        embs = [e for e, _, _ in results if len(e)]
+        ids = [i for _, b_ids, _ in results for i in b_ids]
+        rejects = [r for _, _, rej in results for r in rej]
+        _write_shard(partial / f"shard_{first + k:05d}.npz",
+                     np.concatenate(embs) if embs else np.zeros((0, dim), np.float16), ids,
+                     [key_of[c] for c in ids + [str(r["clip_id"]) for r in rejects]], rejects)
+
+
 def run(pool: pd.DataFrame, vectorize: Callable[[torch.Tensor], np.ndarray], dim: int, p: EmbedParams,
         sample_rate: int, out_dir: str | Path, fp: str, device: torch.device,
-        info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Embed every row of `pool` in shards (resuming from <out>/.partial), then assemble the final files."""
+        info: dict[str, Any] | None = None, engine: EngineConfig | None = None,
+        actor_factory: Callable | None = None) -> dict[str, Any]:
+    """Embed every row of `pool` in shards (resuming from <out>/.partial), then assemble the final files.
+
+    With a ray `engine`, the missing shards are computed by actors built with `actor_factory` (batch_function).
+    """
     out_dir = Path(out_dir)
     partial = out_dir / PARTIAL
     ResumeDir(partial, fp, "state.json", foreign_ok=True)  # another teacher or params: shards discarded
@@ -203,6 +246,12 @@ def run(pool: pd.DataFrame, vectorize: Callable[[torch.Tensor], np.ndarray], dim
     rows_per_shard = p.batch_size * p.shard_batches
     n_shards = -(-len(todo) // rows_per_shard)
     t0 = time.perf_counter()
+    if engine is not None and engine.engine == "ray":
+        if actor_factory is None:
+            raise ValueError("embed: the ray engine needs an actor_factory (embed.batch_function)")
+        _run_on_engine(todo, todo_keys, partial, first, p, dim, engine, actor_factory)
+        done, _ = load_shards(partial, dim)
+        n_shards = 0
     for k in progress(range(n_shards), desc="embed shards", total=n_shards, unit="shard"):
         rows = todo.iloc[k * rows_per_shard:(k + 1) * rows_per_shard]
         embs, ids, rejects = [], [], []
@@ -231,7 +280,7 @@ def _assemble(partial: Path, results: list[tuple[str, np.ndarray | dict]], dim: 
     if n_pool and len(rejects) / n_pool > p.max_reject_fraction:
         raise RuntimeError(f"embed: {len(rejects)} of {n_pool} clips unreadable (> {p.max_reject_fraction:.0%}); "
                            f"see {out_dir / 'rejects.parquet'}")
-    write_npy_atomic(emb.astype(np.float16), out_dir / "emb.npy")
+    write_embeddings(emb.astype(np.float16), out_dir, p.max_rows_per_file)  # emb.npy, or emb-*.npy past the limit
     write_parquet_atomic(pa.table({"clip_id": pa.array(ids, pa.string())}), out_dir / "ids.parquet")
     summary = {**info, "n": len(ids), "dim": dim, "rejected": len(rejects), "layers": p.layers,
                "aggregate": p.aggregate, "embedder": p.embedder, "eval_s": p.eval_s, "batch_size": p.batch_size}
@@ -285,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     vectorize, dim = build_vectorizer(model, p, device)
     fp = fingerprint(checkpoint, p, sample_rate)
     with stage_timer(log, f"embed {args.teacher}") as stats:
-        summary = run(pool, vectorize, dim, p, sample_rate, args.out, fp, device, info={"teacher": args.teacher})
+        engine = EngineConfig.from_params(params, device)
+        factory = functools.partial(batch_function, checkpoint, teacher.get("arch"), p, device, sample_rate)
+        summary = run(pool, vectorize, dim, p, sample_rate, args.out, fp, device, info={"teacher": args.teacher},
+                      engine=engine, actor_factory=factory)
         stats.add("clips", summary["computed_clips"])
         stats.add("rejected", summary["rejected"])
     log.info("embed %s: %d x %d -> %s", args.teacher, summary["n"], dim, args.out)

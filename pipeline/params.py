@@ -159,18 +159,23 @@ class Section:
 
 @dataclasses.dataclass(frozen=True)
 class Runtime(Section):
-    """params `runtime`: torch device (`auto` = CUDA when present), CPU threads (0 = library default), engine."""
+    """params `runtime`: torch device (`auto` = CUDA when present), CPU threads (0 = library default), engine
+    (`local`, or `ray`: per-clip stages on Ray Data, see pipeline/engine.py), Ray actors and local Ray CPUs."""
 
     NAME: ClassVar[str] = "runtime"
     device: str = "auto"
     threads: int = 2
-    engine: str = "local"  # DESIGN.md's `local | ray`; only local runs in this version
+    engine: str = "local"
+    concurrency: int = 1       # Ray actors per stage
+    ray_num_cpus: int | None = None  # CPUs of a local Ray instance (null: all); ignored with RAY_ADDRESS
 
     def check(self) -> None:
         if not isinstance(self.device, str) or not DEVICE.match(self.device):
             raise ConfigError(f"params runtime.device: expected auto, cpu, cuda or cuda:<n>, got {self.device!r}")
         number("runtime.threads", self.threads, low=0, integer=True)
-        one_of("runtime.engine", self.engine, ("local",))
+        one_of("runtime.engine", self.engine, ("local", "ray"))
+        number("runtime.concurrency", self.concurrency, low=1, integer=True)
+        number("runtime.ray_num_cpus", self.ray_num_cpus, low=1, integer=True, allow_none=True)
 
 
 @dataclasses.dataclass(frozen=True)

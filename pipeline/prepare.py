@@ -28,6 +28,7 @@ from pipeline.audio import AudioError, measure, read_audio, write_audio
 from pipeline.chain import Chain, apply_chain
 from pipeline.corpora import ADAPTERS
 from pipeline.corpora.common import CorpusError, check_corpus_name
+from pipeline.engine import EngineConfig, map_batch_results
 from pipeline.io import write_json_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.params import (
@@ -212,8 +213,12 @@ def process_batch(rows: pd.DataFrame, audio_dir: str, sample_rate: int, min_dura
     return clips, rejects
 
 
-def run(p: PrepareParams, audio_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Adapters -> splits -> normalised audio; return (clips, rejects, metrics)."""
+def run(p: PrepareParams, audio_dir: Path,
+        engine: EngineConfig | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Adapters -> splits -> normalised audio; return (clips, rejects, metrics).
+
+    The batches run on `engine` (params `runtime.engine`) when it is ray, else locally (`workers` processes).
+    """
     sources, rejects = load_sources(p.corpora)
     n_adapter_rejects = len(rejects)
     sources = assign_splits(sources, p.dev_fraction, p.test_fraction, np.random.default_rng(p.seed))
@@ -221,7 +226,11 @@ def run(p: PrepareParams, audio_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, 
     work: Callable = _batch_worker(str(audio_dir), p)
     clip_rows: list[dict] = []
     with stage_timer(log, "prepare") as stats:
-        if p.workers > 1:
+        if engine is not None and engine.engine == "ray":
+            for clips, rej in map_batch_results(work, sources, batch_size=BATCH, cfg=engine, desc="prepare"):
+                clip_rows += clips
+                rejects += rej
+        elif p.workers > 1:
             with ProcessPoolExecutor(p.workers) as pool:
                 results = pool.map(work, batches)
                 for clips, rej in progress(results, "prepare", total=len(batches), unit="batch"):
@@ -279,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     common = common_params(params)
     p = PrepareParams.from_params(section(params, "prepare"), sample_rate=common.sample_rate, seed=common.seed)
     try:
-        clips, rejects, metrics = run(p, Path(args.audio_dir))
+        clips, rejects, metrics = run(p, Path(args.audio_dir), engine=EngineConfig.from_params(params, device="cpu"))
     except CorpusError as exc:  # a wrong root, an empty or malformed metadata file, a bad adapter option
         print(f"prepare: error: {exc}", file=sys.stderr)
         return 2

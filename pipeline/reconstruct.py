@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,9 +41,11 @@ from pipeline.audio import (
     to_pcm16,
     write_audio,
 )
+from pipeline.engine import LOCAL, EngineConfig, map_batch_results
 from pipeline.io import write_json_atomic
-from pipeline.logs import progress, setup_logging, stage_timer
+from pipeline.logs import setup_logging, stage_timer
 from pipeline.params import ConfigError, Section, as_list, common_params, load_params, number, section, stage_parser
+from pipeline.recon_quality import quality_table, summarise
 from pipeline.resume import ResumeDir, files_hash, tree_hash
 from pipeline.resynth.common import unit_draw
 from pipeline.schema import read_clips, split_ok, write_clips
@@ -52,8 +55,6 @@ log = logging.getLogger("pipeline.reconstruct")
 MARKER = ".fingerprint.json"  # a system directory's ResumeDir marker
 PLAN_KEYS = ("systems_per_parent", "parent_fraction")  # change who is reconstructed, not how
 LIST_KEYS = ("systems", "strengths")  # which systems run, not what one system makes
-PASSTHROUGH_DB = 0.5  # mean log-mel distance below this: the "fake" is (nearly) its parent
-NOISE_RATIO = 0.8  # distance above this share of white noise's distance: the fake is mostly noise
 
 
 @dataclass(frozen=True)
@@ -306,37 +307,21 @@ def is_done(path: Path, n_samples: int, sample_rate: int) -> bool:
 # ----------------------------------------------------------------------------- the stage
 
 
-def summarise(paradigm: str, results: dict[str, BatchResult], jobs: int, parents: int) -> dict:
-    """The quality table: per system n, mean log-mel distance (dB), mean SNR (dB), rtf, a sanity status."""
-    systems = {}
-    for system, res in results.items():
-        q = res.quality
-        if not q:
-            systems[system] = {"n": 0, "logmel_distance": None, "snr_db": None, "rtf": None, "status": "empty"}
-            continue
-        dist = float(np.mean([x["logmel_distance"] for x in q]))
-        noise = float(np.mean([x["noise_distance"] for x in q]))
-        status = "ok"
-        if dist < PASSTHROUGH_DB:
-            status = "suspect_passthrough"
-        elif dist > NOISE_RATIO * noise:
-            status = "suspect_noise"
-        rtf = res.seconds / res.audio_s if res.audio_s > 0 else None
-        systems[system] = {
-            "n": len(q), "logmel_distance": dist, "snr_db": float(np.mean([x["snr_db"] for x in q])),
-            "noise_logmel_distance": noise, "rtf": rtf, "speed_x": (1.0 / rtf) if rtf else None,
-            "processed_audio_s": res.audio_s, "status": status,
-        }
-    rejects = [r for res in results.values() for r in res.rejects]
-    return {"paradigm": paradigm, "systems": systems, "n_parents": parents, "n_jobs": jobs,
-            "n_rejected": len(rejects), "rejects": rejects,
-            "units": {"logmel_distance": "dB, mean |log-mel difference|", "snr_db": "dB",
-                      "rtf": "compute seconds per audio second (new outputs only; null when all reused)"}}
+def batch_function(paradigm: str, system: str, cfg: dict, device: Any, audio_dir: Path,
+                   sample_rate: int) -> Callable[[pd.DataFrame], BatchResult]:
+    """Build one system's generator (once per engine worker) and return its batch -> BatchResult function."""
+    from pipeline import resynth as backends
+
+    resynth = backends.build(paradigm, system, cfg, device)
+    return partial(reconstruct_batch, resynth=resynth, paradigm=paradigm, audio_dir=audio_dir, sample_rate=sample_rate)
 
 
 def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_dir: Path, sample_rate: int,
-        seed: int, device: Any) -> tuple[pd.DataFrame, dict]:
-    """Reconstruct every planned (parent, system) -> (clip table of fakes, quality summary)."""
+        seed: int, device: Any, engine: EngineConfig | None = None) -> tuple[pd.DataFrame, dict]:
+    """Reconstruct every planned (parent, system) -> (clip table of fakes, quality summary).
+
+    The batches run on `engine` (params `runtime.engine`; local by default), in the same order either way.
+    """
     from pipeline import resynth as backends
 
     parents = clips[(clips["label"] == "bonafide") & clips["split"].isin(list(p.splits))]
@@ -362,19 +347,17 @@ def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_
         res = reuse_batch(todo[done], p.paradigm, audio_dir, sample_rate) if done.any() else BatchResult()
         new = todo[~done]
         if len(new):
-            resynth = backends.build(p.paradigm, system, cfg, device)
-            batches = [new.iloc[i: i + p.batch_size] for i in range(0, len(new), p.batch_size)]
-            for batch in progress(batches, desc=f"{p.paradigm}/{system}", unit="batch"):
-                names = {cid: fake_path(audio_dir, system, cid).name for cid in batch["clip_id"]}
-                rdir.forget(names.values())  # about to be rewritten: a kill mid-write must not leave a stale record
-                b = reconstruct_batch(batch, resynth, p.paradigm, audio_dir, sample_rate)
+            names = {cid: fake_path(audio_dir, system, cid).name for cid in new["clip_id"]}
+            rdir.forget(names.values())  # about to be rewritten: a kill mid-write must not leave a stale record
+            make = partial(batch_function, p.paradigm, system, cfg, device, audio_dir, sample_rate)
+            for b in map_batch_results(None, new, batch_size=p.batch_size, cfg=engine or LOCAL, actor_factory=make,
+                                       desc=f"{p.paradigm}/{system}"):
                 rdir.record({names[r["parent_id"]]: keys[r["parent_id"]] for r in b.rows})
                 res.rows += b.rows
                 res.rejects += b.rejects
                 res.quality += b.quality
                 res.seconds += b.seconds
                 res.audio_s += b.audio_s
-            del resynth
         log.info("%s: %d reused, %d new, %d rejected", system, int(done.sum()), len(new), len(res.rejects))
         results[system] = res
     rows = [r for res in results.values() for r in res.rows]
@@ -390,17 +373,6 @@ def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_
         raise RuntimeError(f"reconstruct {p.paradigm}: {summary['n_rejected']} of {len(jobs)} jobs rejected "
                            f"(> {p.max_reject_fraction:.0%}); first: {summary['rejects'][0]}")
     return table, summary
-
-
-def quality_table(summary: dict) -> str:
-    """The quality summary as a fixed-width text table (for the log)."""
-    lines = [f"{'system':<20} {'n':>5} {'logmel_dB':>9} {'snr_dB':>7} {'noise_dB':>8} {'speed_x':>8} status"]
-    for name, s in summary["systems"].items():
-        def f(v: Any, w: int, d: int = 2) -> str:
-            return f"{v:>{w}.{d}f}" if isinstance(v, float) and math.isfinite(v) else f"{'-':>{w}}"
-        lines.append(f"{name:<20} {s['n']:>5} {f(s.get('logmel_distance'), 9)} {f(s.get('snr_db'), 7)} "
-                     f"{f(s.get('noise_logmel_distance'), 8)} {f(s.get('speed_x'), 8, 1)} {s['status']}")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -428,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     clips = read_clips(args.clips, stage=f"reconstruct {args.paradigm}")
     generator = args.generator  # for vocoder: the module itself, hashed into the fingerprint
     with stage_timer(log, f"reconstruct {args.paradigm}") as stats:
-        table, summary = run(clips, p, generator, Path(args.audio_dir), common.sample_rate, seed, device)
+        table, summary = run(clips, p, generator, Path(args.audio_dir), common.sample_rate, seed, device,
+                             engine=EngineConfig.from_params(params, device))
         stats.add("clips", len(table))
         stats.add("rejected", summary["n_rejected"])
     log.info("quality of %s reconstructions:\n%s", args.paradigm, quality_table(summary))

@@ -99,16 +99,20 @@ class Pool:
 
     teacher: str
     ids: np.ndarray
-    embeddings: np.ndarray
+    embeddings: np.ndarray              # or a ShardedEmbeddings (emb-*.npy): rows are read as `embeddings[rows]`
 
 
 def load_pool(teacher: str, directory: Path) -> Pool:
-    """Read data/embeddings/<T>/{emb.npy, ids.parquet}, checking that they line up."""
+    """Read data/embeddings/<T>/{emb.npy or emb-*.npy, ids.parquet} (memory-mapped), checking that they line up."""
+    from pipeline.embstore import read_embeddings
+
     emb_path, ids_path = directory / "emb.npy", directory / "ids.parquet"
-    for p in (emb_path, ids_path):
-        if not p.exists():
-            raise FileNotFoundError(f"{p} does not exist: run `python -m pipeline embed {teacher}` first")
-    emb = np.load(emb_path, mmap_mode="r")
+    try:
+        emb = read_embeddings(directory)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{exc}: run `python -m pipeline embed {teacher}` first") from exc
+    if not ids_path.exists():
+        raise FileNotFoundError(f"{ids_path} does not exist: run `python -m pipeline embed {teacher}` first")
     ids_df = pd.read_parquet(ids_path)
     if "clip_id" not in ids_df.columns:
         raise SchemaError(f"{ids_path}: no clip_id column (columns: {list(ids_df.columns)})")

@@ -131,11 +131,17 @@ def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def load_embeddings(emb_dir: Path) -> tuple[np.ndarray, pd.Series] | None:
-    """(emb[N, D] memory-mapped, clip_ids[N]) of one teacher, or None when absent; a clear error on mismatch."""
-    emb_path, ids_path = emb_dir / "emb.npy", emb_dir / "ids.parquet"
-    if not (emb_path.is_file() and ids_path.is_file()):
+    """(emb[N, D] memory-mapped: emb.npy or emb-*.npy, clip_ids[N]) of one teacher, or None when absent;
+    a clear error on mismatch."""
+    from pipeline.embstore import read_embeddings
+
+    ids_path = emb_dir / "ids.parquet"
+    if not ids_path.is_file():
         return None
-    emb = np.load(emb_path, mmap_mode="r")
+    try:
+        emb = read_embeddings(emb_dir)  # emb.npy, or its emb-*.npy row shards
+    except FileNotFoundError:
+        return None
     ids = pd.read_parquet(ids_path)["clip_id"].astype(str)
     if emb.ndim != 2 or emb.shape[0] != len(ids):
         raise ValueError(f"{emb_dir}: emb.npy has shape {emb.shape} but ids.parquet has {len(ids)} rows")

@@ -1,0 +1,250 @@
+"""Run a per-clip batch function over a clip table: locally (in order, one process) or on Ray Data.
+
+Reads nothing but the table it is given; writes only the optional resume shards (`partial_dir`).
+Per-clip stages are functions from a batch of clip-table rows to a result (DESIGN.md, Conventions);
+this module runs such a function over every batch of a table and returns the results in table order,
+whatever the engine:
+
+- `local` (the default): batches in order, in this process; ray is never imported.
+- `ray`: the table is cut into shards of `shard_batches` batches; Ray Data maps them over a pool of
+  `concurrency` actors (`num_gpus` each when the stage runs on CUDA), each actor building the batch
+  function once (`actor_factory`: loads the model in the actor, not in the driver). Joins the cluster
+  at `RAY_ADDRESS` when set, else starts a local instance of `ray_num_cpus` CPUs.
+
+Shards travel to the actors pickled (not as Arrow columns), and results come back pickled: a pandas ->
+Arrow -> pandas round trip would turn None into NaN or change dtypes, and the results must be
+identical to the local engine's. Each batch sees the same rows, in the same order and with a fresh
+0..n-1 index, on both engines.
+
+Resumable by shard: with `partial_dir`, each finished shard's results are written there atomically
+as `shard-<k>-<key>.pkl`, key = sha256 of the shard's clip ids; a re-run (after a crash or a killed
+worker) loads the shards that exist and computes only the others, so no row is lost or duplicated.
+The caller removes the directory (`clear_partial`) once its own outputs are written. On a cluster,
+`partial_dir` and the audio paths must be on a filesystem every node sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import shutil
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.io import atomic_path
+from pipeline.logs import progress
+
+log = logging.getLogger("pipeline.engine")
+
+ENGINES = ("local", "ray")
+BatchFn = Callable[[pd.DataFrame], Any]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """params `runtime` as the engine needs it: engine, actor count, GPUs and CPUs per actor."""
+
+    engine: str = "local"
+    concurrency: int = 1
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    ray_num_cpus: int | None = None   # CPUs of a local Ray instance (None: all); ignored with RAY_ADDRESS
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"runtime.engine must be one of {ENGINES}, not {self.engine!r}")
+        if int(self.concurrency) < 1:
+            raise ValueError(f"runtime.concurrency must be >= 1, got {self.concurrency}")
+        if self.num_gpus < 0 or self.num_cpus <= 0:
+            raise ValueError("engine: num_gpus must be >= 0 and num_cpus > 0")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], device: Any = None) -> EngineConfig:
+        """From params `runtime` (engine, concurrency, ray_num_cpus); one GPU per actor when `device` is CUDA."""
+        runtime = params.get("runtime") or {}
+        cuda = str(device if device is not None else runtime.get("device", "cpu")).startswith("cuda")
+        ray_cpus = runtime.get("ray_num_cpus")
+        return cls(engine=str(runtime.get("engine", "local")), concurrency=int(runtime.get("concurrency", 1)),
+                   num_gpus=1.0 if cuda else 0.0, ray_num_cpus=None if ray_cpus is None else int(ray_cpus))
+
+
+LOCAL = EngineConfig()
+
+
+def shard_key(ids: list[str]) -> str:
+    """A short hash of a shard's clip ids, in order: the name of its resume file."""
+    return hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest()[:20]
+
+
+def plan_shards(n_rows: int, batch_size: int, shard_batches: int) -> list[tuple[int, int]]:
+    """(start, stop) row ranges of the shards: whole batches, `shard_batches` of them per shard."""
+    if batch_size < 1 or shard_batches < 1:
+        raise ValueError(f"batch_size and shard_batches must be >= 1, got {batch_size}, {shard_batches}")
+    step = batch_size * shard_batches
+    return [(s, min(s + step, n_rows)) for s in range(0, n_rows, step)]
+
+
+def _shard_file(partial_dir: Path, k: int, key: str) -> Path:
+    return Path(partial_dir) / f"shard-{k:06d}-{key}.pkl"
+
+
+def clear_partial(partial_dir: str | Path | None) -> None:
+    """Remove the resume shards once the caller's outputs are written."""
+    if partial_dir is not None and Path(partial_dir).exists():
+        shutil.rmtree(partial_dir)
+
+
+class ShardWorker:
+    """Runs the batch function over the batches of a shard; an actor's state on Ray (the model lives here)."""
+
+    def __init__(self, fn: BatchFn | None, actor_factory: Callable[[], BatchFn] | None, batch_size: int,
+                 partial_dir: str | None, cwd: str | None = None) -> None:
+        if (fn is None) == (actor_factory is None):
+            raise ValueError("engine: give exactly one of a batch function and an actor_factory")
+        if cwd is not None and os.path.isdir(cwd) and os.getcwd() != cwd:
+            os.chdir(cwd)  # clip paths are relative to the repo root: the same mount path on every node
+        self.fn = actor_factory() if actor_factory is not None else fn
+        self.batch_size = int(batch_size)
+        self.partial_dir = partial_dir
+
+    def run_shard(self, rows: pd.DataFrame, k: int, key: str) -> list[Any]:
+        """The per-batch results of one shard (written to the resume file first when there is one)."""
+        results = [self.fn(rows.iloc[s:s + self.batch_size].reset_index(drop=True))
+                   for s in range(0, len(rows), self.batch_size)]
+        if self.partial_dir is not None:
+            with atomic_path(_shard_file(Path(self.partial_dir), k, key)) as tmp:
+                tmp.write_bytes(pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL))
+        return results
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """Ray Data entry: rows of (shard, key, pickled rows) -> rows of (shard, pickled results or b'')."""
+        out = []
+        for k, key, payload in zip(batch["shard"], batch["key"], batch["rows"]):
+            results = self.run_shard(pickle.loads(payload), int(k), str(key))
+            blob = b"" if self.partial_dir is not None else pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)
+            out.append({"shard": int(k), "results": blob})
+        return pd.DataFrame(out, columns=["shard", "results"])
+
+
+def ray_init(cfg: EngineConfig) -> None:
+    """Join the cluster at RAY_ADDRESS, or start a local instance (once per process)."""
+    import ray  # the local engine never imports ray
+
+    if ray.is_initialized():
+        return
+    # Ship this checkout's `pipeline` package to the workers, so they run the driver's code.
+    runtime_env = {"py_modules": [str(Path(__file__).resolve().parent)]}
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        log.info("joining the Ray cluster at %s", address)
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    else:
+        log.info("starting a local Ray instance (%s CPUs)", cfg.ray_num_cpus or "all")
+        ray.init(num_cpus=cfg.ray_num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+
+
+def iter_shards(fn: BatchFn | None, table: pd.DataFrame, *, batch_size: int, cfg: EngineConfig = LOCAL,
+                actor_factory: Callable[[], BatchFn] | None = None, partial_dir: str | Path | None = None,
+                shard_batches: int = 16, id_column: str = "clip_id", desc: str = "batches",
+                skip: Collection[int] = ()) -> Iterator[tuple[int, list[Any]]]:
+    """Yield (shard number, its per-batch results) for every shard but `skip`; done shards (resume files) first."""
+    if (fn is None) == (actor_factory is None):
+        raise ValueError("engine: give exactly one of a batch function and an actor_factory")
+    if cfg.engine == "ray" and partial_dir is None and not skip:
+        # Enough shards to keep every actor busy (results do not depend on how batches group into shards);
+        # shard numbers the caller names (resume files, `skip`) keep the layout asked for.
+        n_batches = -(-len(table) // max(int(batch_size), 1))
+        shard_batches = max(1, min(shard_batches, -(-n_batches // (4 * int(cfg.concurrency)))))
+    shards = plan_shards(len(table), batch_size, shard_batches)
+    skip = set(skip)
+    ids = table[id_column].astype(str).tolist() if id_column in table.columns else [str(i) for i in range(len(table))]
+    keys = [shard_key(ids[a:b]) for a, b in shards]
+    todo = []
+    for k, key in enumerate(keys):
+        if k in skip:
+            continue
+        f = _shard_file(Path(partial_dir), k, key) if partial_dir is not None else None
+        if f is not None and f.exists():
+            yield k, pickle.loads(f.read_bytes())
+        else:
+            todo.append(k)
+    if partial_dir is not None and len(todo) + len(set(skip)) < len(shards):
+        log.info("%s: %d of %d shards done before, resuming", desc, len(shards) - len(todo), len(shards))
+    if not todo:
+        return
+    part = None if partial_dir is None else str(partial_dir)
+    if partial_dir is not None:
+        Path(partial_dir).mkdir(parents=True, exist_ok=True)
+    if cfg.engine == "local":
+        worker = ShardWorker(fn, actor_factory, batch_size, part)
+        for k in progress(todo, desc=desc, total=len(todo), unit="shard"):
+            a, b = shards[k]
+            yield k, worker.run_shard(table.iloc[a:b], k, keys[k])
+        return
+    yield from _ray_shards(fn, actor_factory, table, shards, keys, todo, batch_size, cfg, part, desc)
+
+
+def _ray_shards(fn, actor_factory, table, shards, keys, todo, batch_size, cfg, part, desc):
+    import ray
+    import ray.data
+
+    ray_init(cfg)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    # One block per shard: a row of (shard number, key, the shard's rows pickled).
+    blocks = [pd.DataFrame({"shard": [k], "key": [keys[k]],
+                            "rows": [pickle.dumps(table.iloc[shards[k][0]:shards[k][1]],
+                                                  protocol=pickle.HIGHEST_PROTOCOL)]}) for k in todo]
+    ds = ray.data.from_pandas(blocks).map_batches(
+        ShardWorker, batch_size=None, batch_format="pandas",
+        fn_constructor_args=(fn, actor_factory, batch_size, part, os.getcwd()),
+        compute=ray.data.ActorPoolStrategy(size=min(int(cfg.concurrency), len(todo))), num_gpus=cfg.num_gpus or None,
+        num_cpus=cfg.num_cpus)
+    seen = set()
+    for out in progress(ds.iter_batches(batch_size=None, batch_format="pandas"), desc=f"{desc} (ray)", unit="block"):
+        for k, blob in zip(out["shard"], out["results"]):
+            k = int(k)
+            if k in seen:
+                raise RuntimeError(f"engine: shard {k} came back twice from Ray")
+            seen.add(k)
+            if part is not None:
+                yield k, pickle.loads(_shard_file(Path(part), k, keys[k]).read_bytes())
+            else:
+                yield k, pickle.loads(blob)
+    missing = sorted(set(todo) - seen)
+    if missing:
+        raise RuntimeError(f"engine: shards {missing[:5]} never came back from Ray")
+
+
+def map_batch_results(fn: BatchFn | None, table: pd.DataFrame, *, batch_size: int, cfg: EngineConfig = LOCAL,
+                      actor_factory: Callable[[], BatchFn] | None = None, partial_dir: str | Path | None = None,
+                      shard_batches: int = 16, id_column: str = "clip_id", desc: str = "batches") -> list[Any]:
+    """Every batch's result (any picklable object), in table order, on the configured engine."""
+    by_shard = dict(iter_shards(fn, table, batch_size=batch_size, cfg=cfg, actor_factory=actor_factory,
+                                partial_dir=partial_dir, shard_batches=shard_batches, id_column=id_column, desc=desc))
+    return [r for k in sorted(by_shard) for r in by_shard[k]]
+
+
+def map_batches(fn: BatchFn | None, table: pd.DataFrame, *, batch_size: int, engine: str = "local",
+                concurrency: int = 1, num_gpus: float = 0.0, actor_factory: Callable[[], BatchFn] | None = None,
+                partial_dir: str | Path | None = None, shard_batches: int = 16, cfg: EngineConfig | None = None,
+                id_column: str = "clip_id", desc: str = "batches") -> pd.DataFrame:
+    """Run a batch function (rows -> result rows, a DataFrame) over `table`; the result rows in table order.
+
+    `fn` is a plain function (picklable for ray), or `actor_factory` a picklable zero-argument callable
+    returning the batch function (called once per actor: load the model there). `cfg` overrides the
+    engine keywords.
+    """
+    cfg = cfg or EngineConfig(engine=engine, concurrency=concurrency, num_gpus=num_gpus)
+    results = map_batch_results(fn, table, batch_size=batch_size, cfg=cfg, actor_factory=actor_factory,
+                                partial_dir=partial_dir, shard_batches=shard_batches, id_column=id_column, desc=desc)
+    frames = [r for r in results if len(r)]
+    if not frames:
+        return results[0] if results else pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,182 @@
+"""Neural-collapse (NC) selection past memory: the matrix stays on disk, read in row blocks.
+
+Reads nothing itself: it takes the embedding matrix as row shards (memory maps of emb-*.npy, see
+pipeline/embstore.py, or any arrays) and a label per row; returns the selected row indices.
+It computes what `nc_select` (pipeline/sampling/nc.py, index 'flat') computes, with a working set
+bounded by one block of rows plus a few bytes per row, instead of O(N) float64 distances:
+
+  pass 1: class means, float64 accumulators, over row blocks at the same global boundaries as nc.py;
+  k-means: faiss.Kmeans on the same seeded subsample of the fake class as nc.py (random row reads);
+  pass 2: each fake row's nearest centroid, kept as one small integer per row -> cluster sizes ->
+          every group's quota (per class; per k-means cluster for the fake class), as nc.py splits it;
+  pass 3: distances to the class means again; each group keeps its `quota` nearest rows in a bounded
+          buffer (merged with every block by a partial sort), ties to the lower row index.
+
+Same blocks, same float32 kernels, same tie rule: on any input `nc_select` accepts, the indices are
+identical to `nc_select(..., index='flat')` with the same seed and chunk_rows (tested). What differs:
+three sequential passes instead of two (the cluster sizes must be known before the quotas), and the
+memory: labels and cluster ids as small integers (2-3 bytes per row) plus the selected rows, where
+nc.py keeps a float64 distance, an int32 cluster and int64 class row lists per row (~24 bytes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from pipeline.embstore import ShardedEmbeddings, iter_row_blocks
+from pipeline.sampling.nc import (
+    DEFAULT_CHUNK_ROWS,
+    _faiss,
+    _to_f32,
+    class_ratios,
+    default_classes,
+    default_fake_class,
+    n_keep_for,
+    proportional_quotas,
+)
+
+
+def as_shards(embeddings: Any) -> list[np.ndarray]:
+    """The row shards of a matrix: a ShardedEmbeddings' shards, a list of arrays, or one array."""
+    if isinstance(embeddings, ShardedEmbeddings):
+        return embeddings.shards
+    if isinstance(embeddings, np.ndarray):
+        return [embeddings]
+    shards = list(embeddings)
+    if not shards or any(not isinstance(s, np.ndarray) or s.ndim != 2 for s in shards):
+        raise ValueError("embeddings must be a 2-D array, a ShardedEmbeddings or a list of 2-D arrays")
+    if len({s.shape[1] for s in shards}) != 1:
+        raise ValueError(f"embedding shards have different widths: {[s.shape[1] for s in shards]}")
+    return shards
+
+
+class _TopK:
+    """The `k` (distance, row) pairs with the smallest distance seen so far, ties to the lower row."""
+
+    def __init__(self, k: int) -> None:
+        self.k = int(k)
+        self.rows = np.empty(0, dtype=np.int64)
+        self.dist = np.empty(0, dtype=np.float64)
+
+    def push(self, rows: np.ndarray, dist: np.ndarray) -> None:
+        if self.k == 0 or not len(rows):
+            return
+        if len(self.rows) == self.k:                    # full: only rows within the current k-th distance can enter
+            keep = dist <= self.dist.max()
+            rows, dist = rows[keep], dist[keep]
+            if not len(rows):
+                return
+        rows = np.concatenate([self.rows, rows])
+        dist = np.concatenate([self.dist, dist])
+        if len(rows) > self.k:
+            cut = np.partition(dist, self.k - 1)[self.k - 1]
+            cand = np.flatnonzero(dist <= cut)          # everything tied with the k-th stays a candidate
+            order = np.lexsort((rows[cand], dist[cand]))[:self.k]
+            rows, dist = rows[cand[order]], dist[cand[order]]
+        self.rows, self.dist = rows, dist
+
+
+def _codes(labels: np.ndarray, classes: Sequence) -> np.ndarray:
+    codes = np.full(len(labels), -1, dtype=np.int8)
+    for k, c in enumerate(classes):
+        codes[labels == c] = k
+    if (codes < 0).any():
+        bad = labels[np.argmax(codes < 0)]
+        raise ValueError(f"label {bad!r} is not among the classes {list(classes)}")
+    return codes
+
+
+def _take(shards: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
+    return ShardedEmbeddings(shards)[rows]       # releases the file pages it maps (embstore.release_pages)
+
+
+def stream_nc_select(embeddings: Any, labels: Any, ratio: float, *, n_clusters: int, seed: int,
+                     class_ratio: Mapping | None = None, normalize: bool = True, classes: Sequence | None = None,
+                     fake_class: Any = "auto", max_points_per_centroid: int = 256, kmeans_iters: int = 20,
+                     chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
+    """NC class-mean selection over row shards in three streamed passes; row indices ascending (see module doc)."""
+    faiss = _faiss()
+    shards = as_shards(embeddings)
+    n, dim = sum(len(s) for s in shards), shards[0].shape[1]
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != n:
+        raise ValueError(f"labels ({labels.shape}) and embeddings ({n} x {dim}) are misaligned")
+    if any(s.dtype.kind != "f" for s in shards):
+        raise ValueError("embeddings must be float16/float32/float64")
+    classes = tuple(classes) if classes is not None else default_classes(labels)
+    codes = _codes(labels, classes)
+    counts = np.bincount(codes, minlength=len(classes))
+    for k, c in enumerate(classes):
+        if counts[k] == 0:
+            raise ValueError(f"class {c!r} has no rows: NC sampling needs every class {list(classes)} in the pool")
+    ratios = class_ratios(classes, ratio, class_ratio)
+    fake = default_fake_class(classes) if fake_class == "auto" else fake_class
+    fake_code = classes.index(fake) if fake in classes else -1
+    buf = np.empty((min(chunk_rows, n), dim), dtype=np.float32)
+
+    def blocks():
+        for start, block in iter_row_blocks(shards, chunk_rows):
+            yield start, _to_f32(block, normalize, start, out=buf)
+
+    # pass 1: class means (float64 sums of the same float32 block products as nc.class_means)
+    sums = np.zeros((len(classes), dim), dtype=np.float64)
+    for start, x in blocks():
+        onehot = np.zeros((len(x), len(classes)), dtype=np.float32)
+        onehot[np.arange(len(x)), codes[start:start + len(x)]] = 1.0
+        sums += (x.T @ onehot).T
+    means = sums / np.maximum(counts, 1)[:, None]
+    refs = means.astype(np.float32)
+
+    # k-means over the fake class on nc.train_kmeans' seeded subsample
+    centroids = None
+    if fake_code >= 0 and n_clusters and n_clusters > 1 and counts[fake_code] > 1:
+        fake_rows = np.flatnonzero(codes == fake_code)
+        k = int(min(n_clusters, len(fake_rows)))
+        limit = max_points_per_centroid * k
+        rng = np.random.default_rng(seed)
+        train_rows = fake_rows if len(fake_rows) <= limit else np.sort(rng.choice(fake_rows, size=limit,
+                                                                                  replace=False))
+        del fake_rows
+        km = faiss.Kmeans(dim, k, niter=kmeans_iters, seed=int(seed) % (2**31), verbose=False,
+                          max_points_per_centroid=max_points_per_centroid, min_points_per_centroid=1)
+        km.train(_to_f32(_take(shards, train_rows), normalize))
+        centroids = np.asarray(km.centroids, dtype=np.float32).reshape(k, -1)
+        refs = np.concatenate([refs, centroids])
+
+    # pass 2: the nearest centroid of every fake row (one small integer per row) -> cluster sizes
+    cluster = None
+    if centroids is not None:
+        cluster = np.full(n, -1, dtype=np.int16 if len(centroids) < 2**15 else np.int32)
+        for start, x in blocks():
+            f = np.flatnonzero(codes[start:start + len(x)] == fake_code)
+            if len(f):
+                d2 = faiss.pairwise_distances(x, refs)  # the whole block against every ref, as nc.py computes it
+                cluster[start + f] = np.argmin(d2[f, len(classes):], axis=1)
+
+    # quotas per group: (class code, cluster or -1)
+    groups: dict[tuple[int, int], _TopK] = {}
+    for k, c in enumerate(classes):
+        n_keep = n_keep_for(int(counts[k]), ratios[c])
+        if k == fake_code and cluster is not None:
+            sizes = np.bincount(cluster[cluster >= 0])
+            for j, q in enumerate(proportional_quotas(sizes, n_keep)):
+                groups[(k, j)] = _TopK(int(q))
+        else:
+            groups[(k, -1)] = _TopK(n_keep)
+
+    # pass 3: distance to the class mean, each group keeping its quota of nearest rows
+    for start, x in blocks():
+        code = codes[start:start + len(x)].astype(np.int64)
+        d2 = faiss.pairwise_distances(x, refs)
+        dist = np.sqrt(np.maximum(d2[np.arange(len(x)), code].astype(np.float64), 0.0))
+        rows = np.arange(start, start + len(x), dtype=np.int64)
+        sub = np.full(len(x), -1, dtype=np.int64) if cluster is None else cluster[start:start + len(x)].astype(np.int64)
+        for (k, j), top in groups.items():
+            m = (code == k) & (sub == j)
+            if m.any():
+                top.push(rows[m], dist[m])
+    picked = [top.rows for top in groups.values() if len(top.rows)]
+    return np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)

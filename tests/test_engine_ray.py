@@ -1,0 +1,146 @@
+"""The ray engine on a local 2-CPU Ray instance (started once for the module) gives the local engine's results:
+a toy batch function, a torch model in an actor pool, a resumed failure, and the reconstruct stage's vocoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import engine, reconstruct
+from tests.conftest import tiny_clip_table
+from tests.test_engine import _table, square
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a Ray start and its actor pools take minutes on 2 shared cores
+ROOT = Path(__file__).resolve().parents[1]
+RAY2 = engine.EngineConfig(engine="ray", concurrency=2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local Ray instance (2 CPUs) for the module; the workers import this checkout's pipeline and tests."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"py_modules": [str(ROOT / "pipeline"), str(ROOT / "tests")]})
+    yield
+    ray.shutdown()
+
+
+def tiny_model_factory():
+    """A seeded torch model built in the actor (as a stage's teacher would be loaded there)."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).eval()
+
+    def embed(batch: pd.DataFrame) -> pd.DataFrame:
+        x = np.stack([np.sin(np.arange(4) * v) for v in batch["x"]]).astype(np.float32)
+        with torch.inference_mode():
+            y = model(torch.from_numpy(x)).numpy().astype(np.float16)
+        return pd.DataFrame({"clip_id": batch["clip_id"], "emb": list(y)})
+
+    return embed
+
+
+class LoggedFail:
+    """Raises on the batch holding `bad` while `flag` exists; appends every batch's ids to `log` (any process)."""
+
+    def __init__(self, bad: str, flag: str, log: str) -> None:
+        self.bad, self.flag, self.log = bad, flag, log
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        with open(self.log, "a") as fh:
+            fh.write("".join(f"{c}\n" for c in batch["clip_id"]))
+        if self.bad in set(batch["clip_id"]) and Path(self.flag).exists():
+            raise RuntimeError("worker killed")
+        return square(batch)
+
+
+def test_a_batch_function_on_ray_gives_the_local_rows_in_order():
+    table = _table(41)
+    local = engine.map_batches(square, table, batch_size=4, shard_batches=2)
+    got = engine.map_batches(square, table, batch_size=4, shard_batches=2, engine="ray", concurrency=2)
+    pd.testing.assert_frame_equal(got, local)
+
+
+def test_a_torch_model_in_an_actor_pool_gives_the_local_embeddings():
+    table = _table(30)
+    local = engine.map_batches(None, table, batch_size=4, actor_factory=tiny_model_factory, shard_batches=1)
+    got = engine.map_batches(None, table, batch_size=4, actor_factory=tiny_model_factory, shard_batches=1, cfg=RAY2)
+    assert got["clip_id"].tolist() == local["clip_id"].tolist()
+    np.testing.assert_array_equal(np.stack(got["emb"]), np.stack(local["emb"]))
+
+
+def test_a_worker_failure_on_ray_resumes_without_duplicate_or_missing_rows(tmp_path):
+    table, partial = _table(40), tmp_path / ".partial"
+    flag, log = tmp_path / "fail", tmp_path / "calls.txt"
+    flag.touch()
+    fn = LoggedFail("c033", str(flag), str(log))
+    with pytest.raises(Exception, match="worker killed"):
+        engine.map_batches(fn, table, batch_size=4, shard_batches=1, partial_dir=partial, cfg=RAY2)
+    done = len(list(partial.glob("shard-*.pkl")))
+    assert done < 10  # shard_batches on ray: 10 batches over 2 actors -> shards of 2 batches
+    flag.unlink()
+    log.unlink()
+    got = engine.map_batches(fn, table, batch_size=4, shard_batches=1, partial_dir=partial, cfg=RAY2)
+    pd.testing.assert_frame_equal(got, engine.map_batches(square, table, batch_size=4, shard_batches=1))
+    assert len(log.read_text().split()) == 40 - 4 * done     # the finished shards were not computed again
+
+
+def test_reconstruct_vocoder_on_ray_writes_the_local_fakes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    clips = tiny_clip_table(Path("clips"), n_speakers=4, clips_per_speaker=2)
+    p = reconstruct.ReconstructParams(paradigm="vocoder", batch_size=3,
+                                      settings={"systems": ["world", "griffinlim"], "griffinlim_iters": 4})
+    Path("gen.py").write_text("# stands in for the vocoder module\n")
+    outs = {}
+    for name, cfg in (("local", engine.LOCAL), ("ray", RAY2)):
+        outs[name] = reconstruct.run(clips, p, "gen.py", Path(f"recon_{name}"), 16000, 3, "cpu", engine=cfg)
+    (local, q_local), (got, q_ray) = outs["local"], outs["ray"]
+    assert len(local) == 16
+    pd.testing.assert_frame_equal(got.drop(columns="path"), local.drop(columns="path"))
+    assert (got["path"].str.replace("recon_ray", "recon_local") == local["path"]).all()
+    for system, stats in q_local["systems"].items():
+        for key in ("n", "logmel_distance", "snr_db", "status"):
+            assert q_ray["systems"][system][key] == stats[key]
+
+
+def test_embed_on_ray_writes_the_local_embeddings(tmp_path):
+    import functools
+
+    import torch
+
+    from pipeline import embed
+    from pipeline.models import build_model, save_checkpoint
+    from tests.test_embed import TEACHER
+
+    clips = tiny_clip_table(tmp_path / "audio", n_speakers=4, clips_per_speaker=3, seconds=0.5)
+    torch.manual_seed(0)
+    model = build_model({**TEACHER, "sample_rate": 16000}).eval()
+    path = save_checkpoint(model, None, tmp_path / "teacher" / "model.pt")
+    p = embed.EmbedParams(batch_size=4, eval_s=0.5, shard_batches=1)
+    cpu = torch.device("cpu")
+    vec, dim = embed.build_vectorizer(model, p, cpu)
+    fp = embed.fingerprint(clips["clip_id"].tolist(), path, p, 16000)
+    factory = functools.partial(embed.batch_function, path, "resnet", p, cpu, 16000)
+    embed.run(clips, vec, dim, p, 16000, tmp_path / "local", fp, cpu)
+    summary = embed.run(clips, vec, dim, p, 16000, tmp_path / "ray", fp, cpu, engine=RAY2, actor_factory=factory)
+    assert summary["computed_clips"] == len(clips)
+    for name in ("emb.npy", "ids.parquet", "rejects.parquet"):
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+
+
+def test_prepare_on_ray_writes_the_local_clips_and_rejects(tmp_path):
+    from pipeline import prepare
+    from tests.test_prepare import _corpus
+
+    _corpus(tmp_path / "corpus")
+    p = prepare.PrepareParams(corpora=({"name": "demo", "root": str(tmp_path / "corpus")},), seed=7,
+                              max_reject_fraction=0.9)
+    local = prepare.run(p, tmp_path / "local")
+    got = prepare.run(p, tmp_path / "ray", engine=RAY2)
+    pd.testing.assert_frame_equal(got[0].drop(columns="path"), local[0].drop(columns="path"))
+    pd.testing.assert_frame_equal(got[1].drop(columns="path"), local[1].drop(columns="path"))
+    assert len(local[1]) >= 8 and got[2] == local[2]
