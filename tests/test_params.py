@@ -177,7 +177,8 @@ CASES = [
     ("runtime.device", "tpu", r"runtime.device: expected auto, cpu, cuda or cuda:<n>, got 'tpu'"),
     ("runtime.threads", -1, r"runtime.threads: must be >= 0"),
     ("runtime.thread", 2, r"params runtime: unknown keys \['thread'\]"),
-    ("runtime.engine", "ray", r"runtime.engine: unknown value 'ray'; known: \['local'\]"),
+    ("runtime.engine", "spark", r"runtime.engine: unknown value 'spark'; known: \['local', 'ray'\]"),
+    ("runtime.concurrency", 0, r"runtime.concurrency"),
     ("seed", "abc", r"params seed: expected an integer, got 'abc'"),
 ]
 
@@ -206,7 +207,7 @@ def test_a_missing_section_or_file_or_bad_yaml_is_a_config_error(tmp_path):
 
 def test_common_params_parse_seed_audio_and_runtime_once():
     common = common_params(BASE)
-    assert (common.seed, common.sample_rate, common.runtime) == (1234, 16000, Runtime("auto", 2, "local"))
+    assert (common.seed, common.sample_rate, common.runtime) == (1234, 16000, Runtime("auto", 2, "local", 2, None))
     assert common_params({}).runtime == Runtime()  # the demo's threads (2) when runtime is absent
     assert setup_torch(common_params({"seed": 3, "runtime": {"device": "cpu", "threads": 1}})).type == "cpu"
     assert torch.get_num_threads() == 1
