@@ -39,6 +39,7 @@ from pipeline.io import atomic_path, write_json_atomic, write_npy_atomic, write_
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.models import Detector, load_checkpoint
 from pipeline.params import check_known_keys, load_params, section, stage_parser, teacher_params
+from pipeline.resume import ResumeDir
 from pipeline.schema import make_rejects, read_clip_tables, write_rejects
 from pipeline.scoring import embed_batch
 from pipeline.torch_env import setup_torch
@@ -123,18 +124,6 @@ def fingerprint(ids: list[str], checkpoint: Path, p: EmbedParams, sample_rate: i
     return h.hexdigest()
 
 
-def _prepare_partial(partial: Path, fp: str) -> None:
-    state = partial / "state.json"
-    if partial.exists():
-        old = json.loads(state.read_text()).get("fingerprint") if state.exists() else None
-        if old == fp:
-            return
-        log.info("discarding %s: made for other clips, teacher or params", partial)
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    write_json_atomic({"fingerprint": fp}, state)
-
-
 def _write_shard(path: Path, emb: np.ndarray, ids: list[str], rejects: list[dict]) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, emb=emb, ids=np.asarray(ids, dtype=str), rejects=np.asarray(json.dumps(rejects)))
@@ -151,7 +140,7 @@ def run(pool: pd.DataFrame, vectorize: Callable[[torch.Tensor], np.ndarray], dim
     """Embed every row of `pool` in shards (resuming from <out>/.partial), then assemble the final files."""
     out_dir = Path(out_dir)
     partial = out_dir / PARTIAL
-    _prepare_partial(partial, fp)
+    ResumeDir(partial, fp, "state.json", foreign_ok=True)  # other clips, teacher or params: shards discarded
     n_batches = -(-len(pool) // p.batch_size)
     n_shards = -(-n_batches // p.shard_batches)
     rows_per_shard = p.batch_size * p.shard_batches

@@ -77,16 +77,23 @@ def _jsonable(obj: Any) -> Any:
 
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a fresh temp directory beside `path`; swap it in for `path` only if the block succeeds."""
+    """Yield a fresh temp directory beside `path`; swap it in for `path` only if the block succeeds.
+
+    The old `path` is moved aside, the new one renamed into place, then the old one removed; a
+    failed block leaves `path` as it was. Temp dirs left by a killed run are removed on entry.
+    """
     import shutil
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    for stale in [*path.parent.glob(f".{path.name}.build-*"), *path.parent.glob(f".{path.name}.old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.build-", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it private; the output is an ordinary shared dir
     try:
         yield tmp
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.replace(path, old / path.name)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)

