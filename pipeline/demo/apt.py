@@ -77,9 +77,9 @@ class Apt:
             found[pkg] = hits[-1]
         return found
 
-    def extract(self, deb: Path) -> Path:
-        """Unpack a .deb (no maintainer scripts run) into its own dir; return that dir."""
-        dest = self.workdir / "x" / deb.name.split("_")[0]
+    def extract(self, deb: Path, into: Path | None = None) -> Path:
+        """Unpack a .deb (no maintainer scripts run) into its own dir (or `into`, shared); return that dir."""
+        dest = into if into is not None else self.workdir / "x" / deb.name.split("_")[0]
         dest.mkdir(parents=True, exist_ok=True)
         res = self._run(["dpkg-deb", "-x", str(deb), str(dest)])
         if res.returncode != 0:
