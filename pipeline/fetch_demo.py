@@ -179,10 +179,11 @@ def _build_real(build: Build, p: FetchDemoParams, rng: np.random.Generator, thre
     workdir = Path(tempfile.mkdtemp(prefix="hardset-fetch-demo-"))
     try:
         apt = Apt(workdir)
-        text_langs = sorted({*p.languages, *(pack_language(k) for k in p.asterisk_packs), "en"})
+        packs = p.asterisk_packs if p.asterisk_pack_clips > 0 else ()
+        text_langs = sorted({*p.languages, *(pack_language(k) for k in packs), "en"})
         packages = [ASTERISK_WAV.format(lang=lang) for lang in p.languages]
         packages += [ASTERISK_TEXT.format(lang=lang) for lang in text_langs]
-        packages += list(p.asterisk_packs) if p.asterisk_pack_clips > 0 else []
+        packages += list(packs)
         packages += [KTUBERLING] if p.ktuberling_clips_per_speaker > 0 else []
         packages += [KLETTRES] if p.klettres_clips > 0 else []
         packages += [CODEC2] if p.codec2_examples else []
@@ -190,8 +191,8 @@ def _build_real(build: Build, p: FetchDemoParams, rng: np.random.Generator, thre
         debs = apt.download(packages)
         bounds = (p.min_duration_s, p.max_duration_s)
         transcripts = fetch_asterisk(build, apt, debs, p.languages, text_langs, p.clips_per_language, *bounds, rng)
-        if p.asterisk_pack_clips > 0:
-            fetch_asterisk_packs(build, apt, debs, p.asterisk_packs, p.asterisk_pack_clips, transcripts, *bounds, rng)
+        if packs:
+            fetch_asterisk_packs(build, apt, debs, packs, p.asterisk_pack_clips, transcripts, *bounds, rng)
         if p.ktuberling_clips_per_speaker > 0:
             fetch_ktuberling(build, apt, debs[KTUBERLING], p.ktuberling_clips_per_speaker, *bounds, rng)
         if p.klettres_clips > 0:

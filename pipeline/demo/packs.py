@@ -1,9 +1,9 @@
 """More Debian speech for demo v2: the asterisk-prompt-* voice packs and ktuberling-data.
 
 - `asterisk-prompt-<lang>-<who>[-wav]` (asterisk-prompt-es-co, -fr-armelle, -it-menardi-wav): one voice
-  per pack (8 kHz .gsm prompts, decoded to 16-bit wav, or .wav), speaker `asterisk_<lang>_<who>`. The packs ship no transcripts:
-  a prompt's text is that of the same prompt name in `asterisk-core-sounds-<lang>` (the standard
-  wording; a pack may word a prompt slightly differently);
+  per pack (8 kHz .gsm prompts, decoded to 16-bit wav, or .wav), speaker `asterisk_<lang>_<who>`. The
+  packs ship no transcripts: a prompt's text is that of the same prompt name in
+  `asterisk-core-sounds-<lang>` (the standard wording; a pack may word a prompt slightly differently);
 - `ktuberling-data`: single words recorded by volunteers, one folder per language, assumed one speaker
   per folder (`ktuberling_<lang>`); identical audio in several folders (the sr* variants) is kept
   once (sha256). Text = the word of the file name.
