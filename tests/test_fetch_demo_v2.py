@@ -87,11 +87,17 @@ def test_attacks_take_their_source_speaker_parent_and_split(tmp_path):
     assert b1.rows == b2.rows and {r["split"] for r in b1.rows} == {"eval:unseen_tts"}
 
 
-def test_round_robin_spreads_a_system_over_speakers():
-    sources = _sources([(f"{s}/{k}.wav", s, "en", f"text {s} {k}") for s in "abcd" for k in range(5)])
-    order = tts.speaker_round_robin(sources, np.random.default_rng(0))
-    assert sorted(order, key=lambda s: s.file) == sources
-    assert {s.speaker for s in order[:4]} == set("abcd") and {s.speaker for s in order[4:8]} == set("abcd")
+def test_speaker_interleave_is_stratified_by_speaker():
+    sizes = {"a": 40, "b": 20, "c": 10, "d": 2}
+    sources = _sources([(f"{s}/{k}.wav", s, "en", f"text {s} {k}") for s, n in sizes.items() for k in range(n)])
+    order = tts.speaker_interleave(sources, np.random.default_rng(0))
+    assert sorted(order, key=lambda s: s.file) == sorted(sources, key=lambda s: s.file)
+    for prefix in (8, 18, 36):  # every prefix holds each speaker in proportion (within one clip)
+        got = [s.speaker for s in order[:prefix]]
+        for spk, n in sizes.items():
+            assert abs(got.count(spk) - prefix * n / len(sources)) <= 1.0 + 1e-9, (prefix, spk)
+    assert order == tts.speaker_interleave(sources, np.random.default_rng(0))
+    assert order != tts.speaker_interleave(sources, np.random.default_rng(1))
     rows = [{"file": "f", "speaker": "s", "label": "bonafide", "language": "en", "text": t} for t in ("A", "ab", "abc")]
     assert [s.text for s in tts.text_sources(rows + [{**rows[2], "label": "spoof"}])] == ["abc"]
 

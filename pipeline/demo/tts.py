@@ -85,18 +85,21 @@ def espeak_system(variant: str, languages: Iterable[str], has_voice: Callable[[s
     return AttackSystem(system_id("espeak", variant), "espeak", voices, n_clips, split)
 
 
-def speaker_round_robin(sources: list[TextSource], rng: np.random.Generator) -> list[TextSource]:
-    """`sources` in a seeded order that takes one clip of each speaker in turn (speakers in seeded order)."""
+def speaker_interleave(sources: list[TextSource], rng: np.random.Generator) -> list[TextSource]:
+    """`sources` in a seeded, speaker-stratified order: every prefix holds each speaker's clips in proportion
+    to its share of `sources` (give or take one), so a system's clips follow the bona fide mix of speakers,
+    splits and durations rather than a lucky draw (speaker s's k-th clip, in seeded order, sits at
+    (k + u_s) / n_s with u_s uniform per speaker).
+    """
     by_speaker: dict[str, list[TextSource]] = {}
     for src in sources:
         by_speaker.setdefault(src.speaker, []).append(src)
-    speakers = sorted(by_speaker)
-    queues = [[by_speaker[spk][i] for i in rng.permutation(len(by_speaker[spk]))]
-              for spk in (speakers[i] for i in rng.permutation(len(speakers)))]
-    out = []
-    for k in range(max((len(q) for q in queues), default=0)):
-        out += [q[k] for q in queues if k < len(q)]
-    return out
+    keyed = []
+    for spk in sorted(by_speaker):
+        items = by_speaker[spk]
+        offset = rng.uniform()
+        keyed += [((k + offset) / len(items), spk, items[i]) for k, i in enumerate(rng.permutation(len(items)))]
+    return [src for _, _, src in sorted(keyed, key=lambda t: (t[0], t[1]))]
 
 
 def per_text(synth: Synth) -> BatchSynth:
@@ -210,13 +213,13 @@ def make_attacks(build: Build, spec: AttackSystem, synth: BatchSynth, sources: l
                  max_s: float, rng: np.random.Generator, source: str) -> int:
     """Synthesise `spec.n_clips` clips of `spec` from the transcripts of `sources` (languages it speaks).
 
-    Sources are taken round-robin over their speakers (seeded orders), so a system's clips spread over
-    speakers and hence over prepare's splits; a (voice, text) pair is said once (two speakers with the same
-    prompt would otherwise give identical audio to two speakers, maybe in two splits). Clips outside
-    `min_s`-`max_s` s, silent or non-finite are dropped and the next source is tried.
+    Sources are taken in a speaker-stratified seeded order (speaker_interleave), so a system's clips spread
+    over speakers, hence over prepare's splits, as the bona fide clips do. A (voice, text) pair is said
+    once (two speakers with the same prompt would otherwise get identical audio, maybe in two splits).
+    Clips outside `min_s`-`max_s` s, silent or non-finite are dropped and the next source is tried.
     """
     queue, said = [], set()
-    for src in speaker_round_robin([s for s in sources if s.language in spec.voices], rng):
+    for src in speaker_interleave([s for s in sources if s.language in spec.voices], rng):
         key = (spec.voices[src.language], src.text.casefold())
         if key not in said:
             said.add(key)
