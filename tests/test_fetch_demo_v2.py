@@ -231,11 +231,19 @@ def test_v2_build_with_fake_packages_and_engines_is_byte_identical(tmp_path, mon
     assert (tmp_path / "a" / "licenses" / "festvox-kdlpc16k.copyright").exists()
 
 
-def test_festival_missing_library_without_a_known_package_is_a_clear_error(tmp_path, monkeypatch):
+def test_festival_fetches_missing_host_libraries_but_keeps_them_out_of_sources(tmp_path, monkeypatch):
     FakeApt.trees = _v2_trees(tmp_path / "pkgs")
+    (tmp_path / "pkgs/libogg0/usr/lib/x86_64-linux-gnu").mkdir(parents=True)
+    FakeApt.trees["libogg0"] = tmp_path / "pkgs/libogg0"
+    rounds = iter([{"libogg.so.0"}, set()])
+    monkeypatch.setattr(festival.Festival, "_missing_libs", lambda self: next(rounds))
+    fest = festival.Festival(FakeApt(tmp_path / "work"), ("ked_diphone",))
+    assert fest.runtime == {"libogg0": "1.0"} and "libogg0" not in fest.versions | fest.licences | fest.copyrights
+    assert set(fest.versions) == set(festival.festival_packages(("ked_diphone",)))
+    assert "x86_64-linux-gnu" in fest._env()["LD_LIBRARY_PATH"]
     monkeypatch.setattr(festival.Festival, "_missing_libs", lambda self: {"libweird.so.9"})
     with pytest.raises(FetchError, match="libweird.so.9.*festival_voices: \\[\\]"):
-        festival.Festival(FakeApt(tmp_path / "work"), ("ked_diphone",))
+        festival.Festival(FakeApt(tmp_path / "work2"), ("ked_diphone",))
 
 
 def test_pack_and_ktuberling_names():

@@ -85,7 +85,7 @@ def festival_script(voice: str, jobs: list[tuple[str, Path]]) -> str:
 
 
 class Festival:
-    """The festival of an unpacked Debian tree; `versions` and `licences` name every package used."""
+    """The festival of an unpacked Debian tree; `versions` and `licences` name the festival and voice packages."""
 
     def __init__(self, apt: Apt, voices: tuple[str, ...]) -> None:
         self.apt, self.voices = apt, voices
@@ -93,6 +93,7 @@ class Festival:
         self.versions: dict[str, str] = {}
         self.licences: dict[str, str] = {}
         self.copyrights: dict[str, str] = {}
+        self.runtime: dict[str, str] = {}  # host libraries fetched only because this host lacks them
         self._unpack(festival_packages(voices))
         for _ in range(4):  # libraries of libraries: a few rounds at most
             missing = self._missing_libs()
@@ -102,18 +103,23 @@ class Festival:
             if unknown:
                 raise FetchError(f"festival needs shared libraries this host lacks and no known package gives: "
                                  f"{unknown}; set fetch_demo.festival_voices: [] to skip Festival")
-            self._unpack(sorted({LIB_PACKAGES[lib] for lib in missing} - set(self.versions)))
+            self._unpack(sorted({LIB_PACKAGES[lib] for lib in missing} - set(self.versions) - set(self.runtime)),
+                         runtime=True)
         else:
             raise FetchError(f"festival still lacks shared libraries {sorted(self._missing_libs())}")
         self.binary = self.tree / "usr" / "bin" / "festival"
         self.libdir = self.tree / "usr" / "share" / "festival"
 
-    def _unpack(self, packages: list[str]) -> None:
+    def _unpack(self, packages: list[str], runtime: bool = False) -> None:
+        """Download and unpack `packages` into the tree; `runtime` ones (host libraries) stay out of SOURCES."""
         if not packages:
             return
-        log.info("apt-get download %s", " ".join(packages))
+        log.info("apt-get download %s%s", " ".join(packages), " (libraries this host lacks)" if runtime else "")
         for pkg, deb in sorted(self.apt.download(packages).items()):
             self.apt.extract(deb, into=self.tree)
+            if runtime:  # which ones depends on the host, not on the audio: SOURCES must not vary with it
+                self.runtime[pkg] = self.apt.version(deb)
+                continue
             self.versions[pkg] = self.apt.version(deb)
             text = read_copyright(self.tree, pkg)
             self.copyrights[pkg] = text
