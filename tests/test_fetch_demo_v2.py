@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from pipeline import fetch_demo as fd
-from pipeline.demo import festival, packs, tts
+from pipeline.demo import apt, festival, packs, tts
 from pipeline.demo.common import Build, FetchError
 from tests.conftest import make_wave, write_wave
 from tests.test_fetch_demo import FakeApt, _fake_trees, read_metadata
@@ -253,3 +253,15 @@ def test_pack_and_ktuberling_names():
         packs.pack_identity("asterisk-core-sounds-en")
     assert packs.ktuberling_speaker("sr@ijekavianlatin") == "ktuberling_sr_ijekavianlatin"
     assert packs.word_of(Path("fr/patate_boucle-d-oreille.wav")) == "patate boucle d oreille"
+
+
+def test_licence_from_free_text_copyright_files():
+    bsd_then_gpl = ("License:\n Redistribution and use, with or without modification, are permitted\n\n"
+                    "The Debian packaging is free software under the terms of the GNU General Public License;\n"
+                    "either version 2 of the License, or (at your option) any later version\n")
+    assert apt.licence_from_copyright(bsd_then_gpl).startswith("BSD-style (from the copyright text")
+    lgpl = "distributed under the GNU Lesser General Public License as published by\n the FSF; version 2.1.\n"
+    assert apt.licence_from_copyright(lgpl).startswith("LGPL-2.1 (")
+    festvox = "  Permission is hereby granted, free of charge, to use and distribute  \n this software"
+    assert apt.licence_from_copyright(festvox).startswith("permissive (Festvox/CMU")
+    assert apt.licence_from_copyright("All rights reserved.") == "unknown (see licenses/)"
