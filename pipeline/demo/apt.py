@@ -134,3 +134,9 @@ def licence_from_text(text: str) -> str:
         later = re.search(r"any later version", grant, flags=re.I)
         name = f"{name}-{version.group(1)}{'+' if later else ''}" if version else name
     return f"{name} (from the copyright text; see licenses/)"
+
+
+def read_copyright(pkg_dir: Path, pkg: str) -> str:
+    """The copyright file of `pkg` in an unpacked package tree ('' when it has none)."""
+    path = pkg_dir / "usr" / "share" / "doc" / pkg / "copyright"
+    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
