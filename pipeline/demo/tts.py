@@ -86,10 +86,13 @@ def espeak_system(variant: str, languages: Iterable[str], has_voice: Callable[[s
 
 
 def speaker_interleave(sources: list[TextSource], rng: np.random.Generator) -> list[TextSource]:
-    """`sources` in a seeded, speaker-stratified order: every prefix holds each speaker's clips in proportion
-    to its share of `sources` (give or take one), so a system's clips follow the bona fide mix of speakers,
-    splits and durations rather than a lucky draw (speaker s's k-th clip, in seeded order, sits at
-    (k + u_s) / n_s with u_s uniform per speaker).
+    """`sources` in a seeded order stratified by speaker: every prefix holds each speaker's clips in
+    proportion to the square root of its clip count (give or take one, until a speaker runs out).
+
+    A compromise between following the bona fide mix (proportional: the big asterisk voices, in few
+    splits, would take nearly every clip) and spreading a system over speakers, hence over splits
+    (round-robin: single words of small speakers would dominate). Speaker s's k-th clip (seeded order)
+    sits at (k + u_s) / sqrt(n_s), u_s uniform per speaker.
     """
     by_speaker: dict[str, list[TextSource]] = {}
     for src in sources:
@@ -97,8 +100,8 @@ def speaker_interleave(sources: list[TextSource], rng: np.random.Generator) -> l
     keyed = []
     for spk in sorted(by_speaker):
         items = by_speaker[spk]
-        offset = rng.uniform()
-        keyed += [((k + offset) / len(items), spk, items[i]) for k, i in enumerate(rng.permutation(len(items)))]
+        offset, weight = rng.uniform(), float(np.sqrt(len(items)))
+        keyed += [((k + offset) / weight, spk, items[i]) for k, i in enumerate(rng.permutation(len(items)))]
     return [src for _, _, src in sorted(keyed, key=lambda t: (t[0], t[1]))]
 
 
