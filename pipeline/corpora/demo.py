@@ -1,10 +1,14 @@
 """The embedded demo corpus built by `fetch_demo` (data/raw/demo/).
 
-Bona fide speech from Debian packages (asterisk-core-sounds-*-wav, klettres-data, codec2-examples;
-CC-BY-SA / GPL, see data/raw/demo/SOURCES) and offline TTS attacks (piper, espeak-ng) made from
-their transcripts. metadata.csv: file,speaker,label,system,paradigm,language,text,source.
-The corpus has no official split: bona fide clips get a speaker-disjoint split in prepare, and the
-TTS attacks form the unseen-attack evaluation set `eval:tts`.
+Bona fide speech from Debian packages (asterisk prompts, ktuberling, klettres, codec2; see
+data/raw/demo/SOURCES) and offline TTS attacks made from their transcripts.
+metadata.csv: file,speaker,label,system,paradigm,language,text,source,split,parent.
+
+The corpus has no official split. A row with an empty `split` gets prepare's speaker-disjoint split
+(bona fide clips and the training TTS attacks, which take their source clip's speaker, so an attack
+lands in its source speaker's split); `eval:<set>` rows (the unseen attacks, `eval:unseen_tts`) are
+evaluation-only. `parent` (the bona fide file a TTS clip re-speaks) becomes that clip's parent_id.
+A metadata.csv of format 2 (no split column) keeps its old rule: every spoof row is `eval:tts`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pipeline.corpora.common import (
 
 CORPUS = "demo"
 REQUIRED = ("file", "speaker", "label", "system", "paradigm")
+LEGACY_SPOOF_SPLIT = "eval:tts"
 
 
 def load_demo(root: Path) -> AdapterResult:
@@ -37,15 +42,31 @@ def load_demo(root: Path) -> AdapterResult:
         file_id = file_id_of(rec["file"])
         clip_id = make_clip_id(CORPUS, file_id)
         label = normalise_label(rec["label"])
-        if label is None or not rec["speaker"]:
-            why = f"unknown label {rec['label']!r}" if label is None else "empty speaker"
+        split = _split(rec, label)
+        why = ("empty speaker" if not rec["speaker"] else f"unknown label {rec['label']!r}" if label is None
+               else f"split {split!r} is not empty or eval:<set>" if split is False else None)
+        if why:
             rejects.append(reject(CORPUS, f"{why} (metadata.csv line {line_no})", clip_id, root / rec["file"]))
             continue
         paradigm = "bonafide" if label == "bonafide" else (rec["paradigm"] or "tts")
+        parent = rec.get("parent", "").strip()
         rows.append({
             "clip_id": clip_id, "source_path": str(root / rec["file"]), "corpus": CORPUS,
             "speaker": rec["speaker"], "label": label,
             "system": "-" if label == "bonafide" else rec["system"], "paradigm": paradigm,
-            "split": None if label == "bonafide" else "eval:tts",
+            "split": split, "parent_id": make_clip_id(CORPUS, file_id_of(parent)) if parent else None,
         })
     return finish(rows, rejects, CORPUS, root)
+
+
+def _split(rec: dict[str, str], label: str | None) -> str | None | bool:
+    """The row's split: None (prepare assigns one), `eval:<set>`, or False when the value is not allowed.
+
+    train/dev/test are not accepted from metadata.csv: prepare's speaker-disjoint split must decide them.
+    """
+    if "split" not in rec:  # format 2: every attack was an unseen evaluation attack
+        return None if label == "bonafide" else LEGACY_SPOOF_SPLIT
+    split = rec["split"].strip()
+    if not split:
+        return None
+    return split if split.startswith("eval:") and len(split) > len("eval:") else False

@@ -77,9 +77,9 @@ class Apt:
             found[pkg] = hits[-1]
         return found
 
-    def extract(self, deb: Path) -> Path:
-        """Unpack a .deb (no maintainer scripts run) into its own dir; return that dir."""
-        dest = self.workdir / "x" / deb.name.split("_")[0]
+    def extract(self, deb: Path, into: Path | None = None) -> Path:
+        """Unpack a .deb (no maintainer scripts run) into its own dir (or `into`, shared); return that dir."""
+        dest = into if into is not None else self.workdir / "x" / deb.name.split("_")[0]
         dest.mkdir(parents=True, exist_ok=True)
         res = self._run(["dpkg-deb", "-x", str(deb), str(dest)])
         if res.returncode != 0:
@@ -107,7 +107,33 @@ def licence_from_copyright(text: str, hint: str | None = None) -> str:
             star = lic.group(1).strip()
         if hint and best is None and any(g != "*" and fnmatch.fnmatch(hint, g) for g in globs):
             best = lic.group(1).strip()
-    return best or star or "unknown (see licenses/)"
+    return best or star or licence_from_text(text)
+
+
+# free-text licence grants seen in the demo's packages (copyright files that are not DEP-5): regex -> name
+LICENCE_PHRASES = (
+    (r"GNU Lesser General Public License", "LGPL"),
+    (r"GNU (Library )?General Public License", "GPL"),
+    (r"Permission is hereby granted, free of charge, to use and distribute", "permissive (Festvox/CMU, MIT-like)"),
+    (r"Redistribution and use,? (in source and binary forms, )?with or without modification", "BSD-style"),
+    (r"Creative Commons", "Creative Commons"),
+)
+
+
+def licence_from_text(text: str) -> str:
+    """The first licence grant of a free-text copyright file (upstream's comes before the packaging's)."""
+    flat = " ".join(text.split())
+    hits = [(m.start(), name) for pattern, name in LICENCE_PHRASES
+            if (m := re.search(pattern, flat, flags=re.I)) is not None]
+    if not hits:
+        return "unknown (see licenses/)"
+    start, name = min(hits)
+    if name in ("GPL", "LGPL"):
+        grant = flat[start: start + 300]
+        version = re.search(r"version (\d(?:\.\d)?)", grant)
+        later = re.search(r"any later version", grant, flags=re.I)
+        name = f"{name}-{version.group(1)}{'+' if later else ''}" if version else name
+    return f"{name} (from the copyright text; see licenses/)"
 
 
 def read_copyright(pkg_dir: Path, pkg: str) -> str:

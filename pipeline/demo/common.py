@@ -13,7 +13,8 @@ import numpy as np
 
 from pipeline.io import atomic_path, write_text_atomic
 
-FORMAT_VERSION = 2  # bump when the output layout changes, so an old marker no longer matches
+FORMAT_VERSION = 3  # bump when the output layout changes, so an old marker no longer matches
+UNSEEN_SPLIT = "eval:unseen_tts"  # the split of attack systems held out of training
 
 
 class FetchError(RuntimeError):
@@ -48,9 +49,12 @@ class Build:
     sources: dict[str, SourceInfo] = field(default_factory=dict)
 
     def add(self, file: str, speaker: str, label: str, system: str, paradigm: str, language: str, text: str,
-            source: str) -> None:
+            source: str, split: str = "", parent: str = "") -> None:
+        """One metadata row; `split` empty = prepare's speaker-disjoint split, `parent` = the bona fide file
+        whose transcript a TTS clip re-speaks (its provenance)."""
         self.rows.append({"file": file, "speaker": speaker, "label": label, "system": system,
-                          "paradigm": paradigm, "language": language, "text": text, "source": source})
+                          "paradigm": paradigm, "language": language, "text": text, "source": source,
+                          "split": split, "parent": parent})
         if source in self.sources:
             self.sources[source].clips += 1
 

@@ -60,7 +60,8 @@ def parse_transcripts(text: str) -> dict[str, str]:
     return out
 
 
-def _duration(path: Path, raw_rate: int | None = None) -> float:
+def duration(path: Path, raw_rate: int | None = None) -> float:
+    """Seconds of an audio file (-1 when unreadable); headerless 16-bit when `raw_rate` is given."""
     if raw_rate is not None:
         return path.stat().st_size / 2 / raw_rate
     try:
@@ -112,7 +113,7 @@ def fetch_asterisk(build: Build, apt: Apt, debs: dict[str, Path], languages: tup
             wav = voice / f"{key}.wav"
             if key.startswith("silence/") or not wav.exists():
                 continue
-            if min_s <= _duration(wav) <= max_s:
+            if min_s <= duration(wav) <= max_s:
                 cands.append((key, txt, wav))
         chosen = pick(cands, clips_per_language, rng)
         for key, txt, wav in chosen:
@@ -148,7 +149,7 @@ def fetch_klettres(build: Build, apt: Apt, deb: Path, voices: tuple[str, ...], n
             path = base / file
             # keep only the voice's own recordings (some sounds.xml point into another language's dir)
             if file.split("/")[0] == voice and path.exists() and \
-                    min_s <= _duration(path) <= max_s:
+                    min_s <= duration(path) <= max_s:
                 cands.append((file, name, path))
         cands.sort()
         chosen = pick(cands, n, rng)

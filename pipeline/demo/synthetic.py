@@ -13,7 +13,7 @@ import numpy as np
 from scipy import signal
 
 from pipeline.audio import write_audio
-from pipeline.demo.common import FORMAT_VERSION, Build, SourceInfo
+from pipeline.demo.common import FORMAT_VERSION, UNSEEN_SPLIT, Build, SourceInfo
 from pipeline.logs import progress
 
 SYNTHETIC_RATE = 16000
@@ -123,4 +123,4 @@ def make_synthetic(build: Build, n_speakers: int, clips_per_speaker: int, spoof_
         if label == "bonafide":
             build.add(str(rel), who, "bonafide", "-", "bonafide", "syn", text, source)
         else:
-            build.add(str(rel), who, "spoof", who, "tts", "syn", text, source)
+            build.add(str(rel), who, "spoof", who, "tts", "syn", text, source, split=UNSEEN_SPLIT)

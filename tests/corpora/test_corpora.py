@@ -28,6 +28,27 @@ def test_load_demo_reads_metadata_and_marks_tts_as_eval(tmp_path):
     assert "unknown label 'fake'" in res.rejects[0]["reason"]
 
 
+def test_load_demo_v2_split_column_and_parent(tmp_path):
+    for name in ("a", "b", "c", "d", "e"):
+        _flac(tmp_path / f"audio/x/{name}.wav")
+    (tmp_path / "metadata.csv").write_text(
+        "file,speaker,label,system,paradigm,language,text,source,split,parent\n"
+        "audio/x/a.wav,spk1,bonafide,-,bonafide,en,hello,asterisk,,\n"
+        "audio/x/b.wav,spk1,spoof,espeak_m3,tts,en,hello,espeakng-loader,,audio/x/a.wav\n"
+        "audio/x/c.wav,spk1,spoof,piper_joe,tts,en,hello,piper-tts,eval:unseen_tts,audio/x/a.wav\n"
+        "audio/x/d.wav,spk1,spoof,espeak_m3,tts,en,hello,espeakng-loader,train,audio/x/a.wav\n"
+        "audio/x/e.wav,spk1,spoof,espeak_m3,tts,en,hello,espeakng-loader,eval:,audio/x/a.wav\n")
+    res = load_demo(tmp_path)
+    src = res.sources.set_index("clip_id")
+    assert src["split"].fillna("none").to_dict() == {"demo_audio_x_a": "none", "demo_audio_x_b": "none",
+                                                     "demo_audio_x_c": "eval:unseen_tts"}
+    assert src["parent_id"].fillna("none").to_dict() == {"demo_audio_x_a": "none", "demo_audio_x_b": "demo_audio_x_a",
+                                                         "demo_audio_x_c": "demo_audio_x_a"}
+    # train/dev/test are prepare's to decide (speaker-disjoint), and `eval:` names no set
+    assert sorted(r["clip_id"] for r in res.rejects) == ["demo_audio_x_d", "demo_audio_x_e"]
+    assert all("not empty or eval:<set>" in r["reason"] for r in res.rejects)
+
+
 def _la(tmp_path, lines, part="train"):
     name = "train.trn" if part == "train" else "eval.trl"
     proto = tmp_path / "ASVspoof2019_LA_cm_protocols" / f"ASVspoof2019.LA.cm.{name}.txt"
