@@ -114,16 +114,17 @@ def test_embed_on_ray_writes_the_local_embeddings(tmp_path):
 
     from pipeline import embed
     from pipeline.models import build_model, save_checkpoint
+    from pipeline.params import teacher_model_keys
     from tests.test_embed import TEACHER
 
     clips = tiny_clip_table(tmp_path / "audio", n_speakers=4, clips_per_speaker=3, seconds=0.5)
     torch.manual_seed(0)
-    model = build_model({**TEACHER, "sample_rate": 16000}).eval()
+    model = build_model({**teacher_model_keys(TEACHER), "sample_rate": 16000}).eval()
     path = save_checkpoint(model, None, tmp_path / "teacher" / "model.pt")
     p = embed.EmbedParams(batch_size=4, eval_s=0.5, shard_batches=1)
     cpu = torch.device("cpu")
     vec, dim = embed.build_vectorizer(model, p, cpu)
-    fp = embed.fingerprint(clips["clip_id"].tolist(), path, p, 16000)
+    fp = embed.fingerprint(path, p, 16000)
     factory = functools.partial(embed.batch_function, path, "resnet", p, cpu, 16000)
     embed.run(clips, vec, dim, p, 16000, tmp_path / "local", fp, cpu)
     summary = embed.run(clips, vec, dim, p, 16000, tmp_path / "ray", fp, cpu, engine=RAY2, actor_factory=factory)
