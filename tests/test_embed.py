@@ -72,21 +72,9 @@ def test_embeddings_are_deterministic(tmp_path, clips, teacher):
 
 def test_an_interrupted_run_resumes_and_skips_the_shards_done(tmp_path, clips, teacher, monkeypatch):
     _run(clips, teacher, tmp_path / "ref")
-    calls = {"n": 0}
-    real = embed.embed_batch
-
-    def flaky(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 4:  # in the second shard (2 batches per shard)
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(embed, "embed_batch", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        _run(clips, teacher, tmp_path / "out")
+    _interrupt_in_second_shard(clips, teacher, tmp_path / "out", monkeypatch)
     assert sorted(p.name for p in (tmp_path / "out/.partial").glob("shard_*")) == ["shard_00000.npz"]
     assert not (tmp_path / "out/emb.npy").exists()
-    calls["n"] = -100
     s = _run(clips, teacher, tmp_path / "out")
     assert s["computed_clips"] == len(clips) - 8  # the first shard (2 batches of 4) was skipped
     assert np.array_equal(np.load(tmp_path / "ref/emb.npy"), np.load(tmp_path / "out/emb.npy"))
