@@ -276,7 +276,8 @@ class AASIST(Detector):
         """Encoder output [B, C, 23, frames] of a waveform batch [B, T]."""
         if wave.dim() != 2:
             raise ValueError(f"{self.arch} expects a waveform batch [B, T], got shape {tuple(wave.shape)}")
-        if not self.training and self.config["fast"]:
+        frozen = not self.encoder.training and not any(q.requires_grad for q in self.encoder.parameters())
+        if self.config["fast"] and (not self.training or frozen):  # eval, or a frozen encoder (fine-tuning)
             return self._encode_fast(wave.float())
         return self._encode_plain(wave.float())
 
