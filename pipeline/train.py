@@ -20,7 +20,7 @@ cost is bounded by epochs x steps_per_epoch x batch_size crops whatever the mani
 `exclude_paradigms` drops those spoof paradigms from the manifest: `dvc exp run -S
 'train.exclude_paradigms=[codec]'` is a leave-one-paradigm-out run (evaluate marks P as unseen).
 `init: DIR` fine-tunes a pretrained detector (an import_model or train output) instead of training from
-scratch; `init_mode` all | backend (the front part frozen). Rules: pipeline/init_model.py.
+scratch; `init_mode` all | backend (the front part frozen). Rules: pipeline/finetune.py.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 from pipeline.augment import AugmentParams, make_augmenter
 from pipeline.chain import chain_from_params
 from pipeline.clipdata import ClipDataset, balanced_sampler
-from pipeline.init_model import INIT_MODES, load_init
+from pipeline.finetune import INIT_MODES, load_init
 from pipeline.io import write_json_atomic
 from pipeline.logs import setup_logging, stage_timer
 from pipeline.losses import LOSS_KEYS, CrossEntropyLoss, build_loss
@@ -98,7 +98,7 @@ class TrainParams(Section):
     racl: dict[str, Any] = field(default_factory=dict)
     augment: AugmentParams = field(default_factory=AugmentParams)  # training crops only (pipeline/augment.py)
     seed: int | None = None   # null = the global seed
-    init: str | None = None   # a model dir to start from (null = from scratch); pipeline/init_model.py
+    init: str | None = None   # a model dir to start from (null = from scratch); pipeline/finetune.py
     init_mode: str = "all"    # all | backend (front part frozen)
 
     @classmethod
@@ -214,7 +214,7 @@ def run(train_rows: pd.DataFrame, dev_rows: pd.DataFrame, p: TrainParams, *, sam
         model: torch.nn.Module | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train a detector; return (the best model, summary). `save(model)` writes a checkpoint at each improvement.
 
-    `model`: the student to start from (train.init, pipeline/init_model.load_init); None = built from scratch.
+    `model`: the student to start from (train.init, pipeline.finetune.load_init); None = built from scratch.
     """
     t0 = time.perf_counter()
     model = (build_model(p.model_config(sample_rate)) if model is None else model).to(device)

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from pipeline import __main__ as cli
-from pipeline import import_model, init_model, train
+from pipeline import finetune, import_model, init_model, train
 from pipeline.clipdata import crop_or_tile, load_wave
 from pipeline.models import build_model, load_checkpoint
 from pipeline.schema import validate_clips, write_clips
@@ -78,7 +78,7 @@ def test_student_starts_from_exactly_the_init_weights(data, resnet_dir, tmp_path
 
 
 def test_backend_mode_freezes_the_front_and_trains_the_classifier(data, resnet_dir, tmp_path):
-    model, _ = init_model.load_init(resnet_dir, "backend", "resnet", 16000)
+    model, _ = finetune.load_init(resnet_dir, "backend", "resnet", 16000)
     trained = {k.split(".")[0] for k, q in model.named_parameters() if q.requires_grad}
     assert trained == {"embed", "classifier"}
     model.train()
@@ -94,9 +94,9 @@ def test_backend_mode_freezes_the_front_and_trains_the_classifier(data, resnet_d
 
 
 def test_front_names_per_architecture():
-    assert init_model.front_names(build_model({"arch": "aasist-l"})) == ["first_bn", "encoder"]
+    assert finetune.front_names(build_model({"arch": "aasist-l"})) == ["first_bn", "encoder"]
     conv = build_model({"arch": "convnext", "width": 4, "embedding_dim": 8})
-    assert set(init_model.front_names(conv)) == {n for n, _ in conv.named_children()} - {"embed", "dropout",
+    assert set(finetune.front_names(conv)) == {n for n, _ in conv.named_children()} - {"embed", "dropout",
                                                                                           "classifier"}
 
 
