@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +22,7 @@ from pipeline.schema import validate_clips, write_clips
 from tests.conftest import tiny_clip_table
 from tests.test_train import TINY
 
+REPO = Path(__file__).resolve().parents[1]
 BASE = {"seed": 3, "audio": {"sample_rate": 16000}, "runtime": {"device": "cpu", "threads": 1},
         "prepare": {"corpora": [], "vad_trim": True, "lowpass_hz": 4000}}
 
@@ -171,3 +175,41 @@ def test_stamp_stage_tracks_the_init_content(resnet_dir, tmp_path):
     assert json.loads(out.read_text())["sha256"]["config.json"] != first["sha256"]["config.json"]
     params.write_text(yaml.safe_dump({"train": {"init": str(tmp_path / "nope")}}))
     assert cli.main(["init_model", "--params", str(params), "--out", str(out)]) == 2
+
+
+def test_dvc_yaml_makes_train_depend_on_the_init_stamp():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    stamp_out = next(iter(stages["init_model"]["outs"][0]))
+    assert stages["init_model"]["always_changed"] is True and "train.init" in stages["init_model"]["params"]
+    assert stamp_out in stages["train"]["deps"] and stamp_out in stages["init_model"]["cmd"]
+
+
+@pytest.mark.slow
+def test_dvc_reruns_train_only_when_the_init_content_changed(resnet_dir, tmp_path):
+    """The real init_model stage of dvc.yaml in a scratch DVC project, with a stand-in train."""
+    work = tmp_path / "repo"
+    work.mkdir()
+    shutil.copytree(REPO / "pipeline", work / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    init = tmp_path / "init_dir"
+    shutil.copytree(resnet_dir, init)
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    fake_train = {"cmd": "cp data/models/init.json trained.json", "deps": ["data/models/init.json"],
+                  "outs": ["trained.json"]}
+    (work / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"init_model": stages["init_model"],
+                                                              "train": fake_train}}))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "PYTHONPATH": str(work)}
+
+    def repro(init_value) -> list[str]:
+        (work / "params.yaml").write_text(yaml.safe_dump({"train": {"init": init_value}}))
+        res = subprocess.run(["dvc", "repro"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stdout + res.stderr
+        return sorted(s for s in ("init_model", "train") if f"Running stage '{s}'" in res.stdout)
+
+    assert subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=work, env=env).returncode == 0
+    assert repro(None) == ["init_model", "train"]
+    assert repro(None) == ["init_model"]                    # no init: train is not re-run
+    assert repro(str(init)) == ["init_model", "train"]      # an init given
+    assert repro(str(init)) == ["init_model"]
+    (init / "config.json").write_text("{}\n")               # same path, new content (e.g. re-imported)
+    assert repro(str(init)) == ["init_model", "train"]
