@@ -81,7 +81,11 @@ def test_student_starts_from_exactly_the_init_weights(data, resnet_dir, tmp_path
     assert not torch.equal(after["stem.0.weight"], init["stem.0.weight"])  # mode all trains the front too
 
 
-def test_backend_mode_freezes_the_front_and_trains_the_classifier(data, resnet_dir, tmp_path):
+def test_backend_mode_freezes_the_front_and_trains_the_classifier(data, resnet_dir, tmp_path, monkeypatch):
+    handed = []
+    adamw = torch.optim.AdamW
+    monkeypatch.setattr(torch.optim, "AdamW",
+                        lambda params, **kw: handed.append(list(params)) or adamw(handed[-1], **kw))
     model, _ = finetune.load_init(resnet_dir, "backend", "resnet", 16000)
     trained = {k.split(".")[0] for k, q in model.named_parameters() if q.requires_grad}
     assert trained == {"embed", "classifier"}
@@ -93,12 +97,25 @@ def test_backend_mode_freezes_the_front_and_trains_the_classifier(data, resnet_d
     assert any("running_mean" in k for k in front)
     assert all(torch.equal(init[k], after[k]) for k in front)  # weights and batch-norm statistics, bit for bit
     assert not torch.equal(init["classifier.weight"], after["classifier.weight"])
+    n_backend = sum(v.numel() for k, v in init.items() if k.startswith(("embed.0.", "embed.1.weight", "embed.1.bias",
+                                                                         "classifier.")))
+    assert sum(q.numel() for q in handed[0]) == n_backend  # the optimiser gets only the trainable parameters
     config = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert config["init"]["frozen"] == ["frontend", "stem", "stages"] and config["init"]["mode"] == "backend"
 
 
-def test_front_names_per_architecture():
+def test_front_names_per_architecture(tmp_path):
     assert finetune.front_names(build_model({"arch": "aasist-l"})) == ["first_bn", "encoder"]
+    transformers = pytest.importorskip("transformers")
+    from tests.test_ssl import TINY as SSL_TINY
+
+    transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**SSL_TINY)).save_pretrained(tmp_path / "w2v")
+    ssl = build_model({"arch": "ssl", "ssl_path": str(tmp_path / "w2v"), "ssl_freeze": False, "embedding_dim": 8})
+    assert finetune.freeze_front(ssl) == ["ssl"]
+    ssl.train()
+    assert not ssl.ssl.training and ssl.embed.training
+    assert {k.split(".")[0] for k, q in ssl.named_parameters() if q.requires_grad} == {"layer_weights", "embed",
+                                                                                       "classifier"}
     conv = build_model({"arch": "convnext", "width": 4, "embedding_dim": 8})
     assert set(finetune.front_names(conv)) == {n for n, _ in conv.named_children()} - {"embed", "dropout",
                                                                                           "classifier"}
