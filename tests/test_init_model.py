@@ -230,3 +230,18 @@ def test_dvc_reruns_train_only_when_the_init_content_changed(resnet_dir, tmp_pat
     assert repro(str(init)) == ["init_model"]
     (init / "config.json").write_text("{}\n")               # same path, new content (e.g. re-imported)
     assert repro(str(init)) == ["init_model", "train"]
+
+
+def test_a_frozen_aasist_encoder_takes_the_eval_path_with_the_same_output():
+    torch.manual_seed(1)
+    model = build_model({"arch": "aasist-l"})
+    finetune.freeze_front(model)
+    model.train()
+    x = 0.1 * torch.randn(2, 4800)
+    calls, fast_path = [], model._encode_fast
+    model._encode_fast = lambda wave: calls.append(1) or fast_path(wave)
+    with torch.no_grad():
+        fast, plain = model.encode(x), model._encode_plain(x)
+    assert calls == [1]
+    assert fast.shape == plain.shape and torch.allclose(fast, plain, atol=1e-4)
+    assert model.training and not model.encoder.training and not model.first_bn.training

@@ -20,6 +20,7 @@ Eval-mode speed (the inference path, `fast` in the config, on by default): each 
 folded into the preceding `conv1`, the encoder runs channels-last, and the batch goes through the
 sinc front end and encoder in chunks of `chunk` clips (the [chunk, 32, 24, 21490] maps of the
 first block stay small). Outputs equal the plain path within float32 rounding (tested at 1e-4).
+The same path serves a frozen encoder in eval mode while the graph part trains (train.init_mode backend).
 """
 
 from __future__ import annotations
