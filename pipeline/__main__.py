@@ -23,6 +23,7 @@ STAGES = (
     "pretrain",
     "embed",
     "sample",
+    "init_model",
     "train",
     "evaluate",
     "report",
@@ -41,6 +42,7 @@ stages (in dvc.yaml order):
   pretrain       train one teacher detector on its pool
   embed          penultimate embeddings of a teacher's pool
   sample         neural-collapse class-mean sampling (+ baselines) -> manifests
+  init_model     record train.init's model dir (path + sha256) so that DVC re-runs train when it changes
   train          train the detector on the chosen manifest
   evaluate       EER per eval set, score files, DET plots
   report         reports/index.html (static, offline)

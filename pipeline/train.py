@@ -19,6 +19,8 @@ Batches are class-balanced (drawn with replacement), `steps_per_epoch` of them p
 cost is bounded by epochs x steps_per_epoch x batch_size crops whatever the manifest size.
 `exclude_paradigms` drops those spoof paradigms from the manifest: `dvc exp run -S
 'train.exclude_paradigms=[codec]'` is a leave-one-paradigm-out run (evaluate marks P as unseen).
+`init: DIR` fine-tunes a pretrained detector (an import_model or train output) instead of training from
+scratch; `init_mode` all | backend (the front part frozen). Rules: pipeline/finetune.py.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from torch.utils.data import DataLoader
 from pipeline.augment import AugmentParams, make_augmenter
 from pipeline.chain import chain_from_params
 from pipeline.clipdata import ClipDataset, balanced_sampler
+from pipeline.finetune import INIT_MODES, load_init
 from pipeline.io import write_json_atomic
 from pipeline.logs import setup_logging, stage_timer
 from pipeline.losses import LOSS_KEYS, CrossEntropyLoss, build_loss
@@ -75,7 +78,7 @@ class TrainParams(Section):
 
     NAME: ClassVar[str] = "train"
 
-    arch: str = "resnet"
+    arch: str | None = "resnet"   # null only with init: follow the init model's architecture
     width: int = 8
     embedding_dim: int = 64
     frontend: str = "logmel"
@@ -95,6 +98,8 @@ class TrainParams(Section):
     racl: dict[str, Any] = field(default_factory=dict)
     augment: AugmentParams = field(default_factory=AugmentParams)  # training crops only (pipeline/augment.py)
     seed: int | None = None   # null = the global seed
+    init: str | None = None   # a model dir to start from (null = from scratch); pipeline/finetune.py
+    init_mode: str = "all"    # all | backend (front part frozen)
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +121,9 @@ class TrainParams(Section):
         number("train.weight_decay", self.weight_decay, low=0)
         number("train.dev_max_clips", self.dev_max_clips, low=1, integer=True)
         number("train.seed", self.seed, integer=True, allow_none=True)
+        one_of("train.init_mode", self.init_mode, INIT_MODES)
+        if self.init is not None and not (isinstance(self.init, str) and self.init):
+            raise ConfigError(f"params train.init: a model directory path or null, not {self.init!r}")
         all_of("train.exclude_paradigms", list(self.exclude_paradigms), [x for x in PARADIGMS if x != "bonafide"])
         for key in ("supcon", "racl"):
             check_known_keys(f"train.{key}", getattr(self, key), LOSS_KEYS[key])
@@ -124,7 +132,10 @@ class TrainParams(Section):
         repeated = sorted(set(self.model) & {"arch", "width", "embedding_dim", "frontend", "sample_rate"})
         if repeated:
             raise ConfigError(f"params train.model: {repeated} are set by train.<key> (or audio), not in train.model")
-        check_config(self.model_config(16000), "train.model")
+        if self.arch is None and self.init is None:
+            raise ConfigError("params train.arch: null (follow the init model) needs train.init")
+        if self.init is None:  # with init the model config is the init model's (checked when it loads)
+            check_config(self.model_config(16000), "train.model")
 
     def model_config(self, sample_rate: int) -> dict[str, Any]:
         """The config dict for pipeline.models.build_model."""
@@ -199,10 +210,14 @@ class ObjectiveStep:
 
 
 def run(train_rows: pd.DataFrame, dev_rows: pd.DataFrame, p: TrainParams, *, sample_rate: int, seed: int,
-        device: torch.device, save=None, live=None) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train a detector; return (the best model, summary). `save(model)` writes a checkpoint at each improvement."""
+        device: torch.device, save=None, live=None,
+        model: torch.nn.Module | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train a detector; return (the best model, summary). `save(model)` writes a checkpoint at each improvement.
+
+    `model`: the student to start from (train.init, pipeline.finetune.load_init); None = built from scratch.
+    """
     t0 = time.perf_counter()
-    model = build_model(p.model_config(sample_rate)).to(device)
+    model = (build_model(p.model_config(sample_rate)) if model is None else model).to(device)
     _, dev_waves, dev_labels, rejects = load_waves(dev_rows, sample_rate, p.eval_s, stage="train")
     for r in rejects:
         log.warning("dev clip %s skipped: %s", r["clip_id"], r["reason"])
@@ -212,7 +227,7 @@ def run(train_rows: pd.DataFrame, dev_rows: pd.DataFrame, p: TrainParams, *, sam
                      augment=make_augmenter(p.augment, sample_rate))
     two_stage = p.objective == "supcon"
     loss = build_loss(p.objective, {"supcon": p.supcon, "racl": p.racl}).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=p.lr, weight_decay=p.weight_decay)
     state = RunState(model=model, optimizer=opt)
     step = ObjectiveStep(model, loss, p.objective, device)
     means_at: dict[int, dict[str, np.ndarray]] = {}
@@ -306,21 +321,27 @@ def main(argv: list[str] | None = None) -> int:
     # A held-out paradigm must not steer early stopping either.
     dev = dev[~((dev["label"] == "spoof") & dev["paradigm"].isin(list(p.exclude_paradigms))).to_numpy()]
     dev_rows = select_dev_rows(dev, p.dev_max_clips, seed)
+    chain = chain_from_params(params, sample_rate).to_dict()  # what `score` applies to raw inputs
+    start, carried = None, {}
+    if p.init is not None:  # config errors (a bad init dir, another arch) before anything is written
+        start, carried = load_init(p.init, p.init_mode, p.arch, sample_rate, chain)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    # the effective seed is recorded once, top level (train.seed null or equal: the same config as before)
-    train_cfg = {k: v for k, v in asdict(p).items() if k != "seed"}
+    # the effective seed is recorded once, top level (train.seed null or equal: the same config as before);
+    # init keys only when an init is given (from scratch: the same config as before)
+    train_cfg = {k: v for k, v in asdict(p).items() if k != "seed" and (p.init or k not in ("init", "init_mode"))}
     resolved = {"train": {**train_cfg, "exclude_paradigms": list(p.exclude_paradigms)}, "seed": seed,
                 "sample_rate": sample_rate, "manifest": str(args.manifest),
                 "train_paradigms": sorted(train_rows.loc[train_rows["label"] == "spoof", "paradigm"].unique()),
                 "train_systems": sorted(train_rows.loc[train_rows["label"] == "spoof", "system"].unique()),
-                "chain": chain_from_params(params, sample_rate).to_dict()}  # what `score` applies to raw inputs
+                "chain": chain, **carried}
 
     save = checkpointer(out / "model.pt", resolved)
-    live_params = {"objective": p.objective, "arch": p.arch, "width": p.width, "n_train": len(train_rows)}
+    live_params = {"objective": p.objective, "arch": p.arch if start is None else start.arch,
+                   "width": p.width, "n_train": len(train_rows)}
     with live_log(out / "dvclive", live_params) as live, stage_timer(log, "train", unit_key="steps") as stats:
         model, summary = run(train_rows, dev_rows, p, sample_rate=sample_rate, seed=seed, device=device,
-                             save=save, live=live)
+                             save=save, live=live, model=start)
         stats.add("steps", summary["steps"])
         stats.add("epochs", summary["epochs"])
     save(model)  # the best state again: also covers a run whose first epoch was already the best

@@ -20,6 +20,7 @@ Eval-mode speed (the inference path, `fast` in the config, on by default): each 
 folded into the preceding `conv1`, the encoder runs channels-last, and the batch goes through the
 sinc front end and encoder in chunks of `chunk` clips (the [chunk, 32, 24, 21490] maps of the
 first block stay small). Outputs equal the plain path within float32 rounding (tested at 1e-4).
+The same path serves a frozen encoder in eval mode while the graph part trains (train.init_mode backend).
 """
 
 from __future__ import annotations
@@ -276,7 +277,8 @@ class AASIST(Detector):
         """Encoder output [B, C, 23, frames] of a waveform batch [B, T]."""
         if wave.dim() != 2:
             raise ValueError(f"{self.arch} expects a waveform batch [B, T], got shape {tuple(wave.shape)}")
-        if not self.training and self.config["fast"]:
+        frozen = not self.encoder.training and not any(q.requires_grad for q in self.encoder.parameters())
+        if self.config["fast"] and (not self.training or frozen):  # eval, or a frozen encoder (fine-tuning)
             return self._encode_fast(wave.float())
         return self._encode_plain(wave.float())
 
