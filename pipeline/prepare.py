@@ -29,7 +29,7 @@ from pipeline.chain import Chain, apply_chain
 from pipeline.corpora import ADAPTERS
 from pipeline.corpora.common import CorpusError, check_corpus_name
 from pipeline.engine import EngineConfig, map_batch_results
-from pipeline.io import write_json_atomic
+from pipeline.io import atomic_dir, write_json_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.params import (
     ConfigError,
@@ -109,7 +109,7 @@ class PrepareParams(Section):
 
 
 class TooManyRejects(RuntimeError):
-    """More than `max_reject_fraction` of the source rows were rejected."""
+    """More than `max_reject_fraction` of the source rows were rejected (or none kept): nothing is replaced."""
 
 
 def load_sources(corpora: tuple[dict, ...]) -> tuple[pd.DataFrame, list[dict]]:
@@ -287,19 +287,28 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     common = common_params(params)
     p = PrepareParams.from_params(section(params, "prepare"), sample_rate=common.sample_rate, seed=common.seed)
+    audio_dir = Path(args.audio_dir)
+    made_parent = not audio_dir.parent.exists()
     try:
-        clips, rejects, metrics = run(p, Path(args.audio_dir), engine=EngineConfig.from_params(params, device="cpu"))
+        # The audio is written into a temp folder that replaces audio_dir only when the stage succeeds, so a
+        # failed or killed run leaves the previous clips and table together (the table follows the swap).
+        with atomic_dir(audio_dir) as tmp:
+            clips, rejects, metrics = run(p, tmp, engine=EngineConfig.from_params(params, device="cpu"))
+            write_rejects(rejects, args.rejects)  # written even when the stage fails, so the reasons can be read
+            if metrics["reject_fraction"] > p.max_reject_fraction or clips.empty:
+                raise TooManyRejects(metrics["reject_fraction"])
+            check_split_speakers(clips, stage="prepare")
+            clips["path"] = [str(audio_dir / Path(x).relative_to(tmp)) for x in clips["path"]]
     except CorpusError as exc:  # a wrong root, an empty or malformed metadata file, a bad adapter option
         print(f"prepare: error: {exc}", file=sys.stderr)
+        if made_parent and not any(audio_dir.parent.iterdir()):
+            audio_dir.parent.rmdir()  # a config error writes nothing, not even the empty output folder
         return 2
-    # Rejects are written even when the stage fails, so the reasons can be read.
-    write_rejects(rejects, args.rejects)
-    if metrics["reject_fraction"] > p.max_reject_fraction or clips.empty:
+    except TooManyRejects:
         print(f"prepare failed: {len(rejects)} of {metrics['source_rows']} source rows rejected "
               f"({metrics['reject_fraction']:.1%} > max_reject_fraction {p.max_reject_fraction:.1%}); "
               f"see {args.rejects}. Commonest reasons:\n{summarise_rejects(rejects)}", file=sys.stderr)
         return 1
-    check_split_speakers(clips, stage="prepare")
     write_clips(clips, args.clips, stage="prepare")
     write_json_atomic(metrics, args.metrics)
     log.info("prepare wrote %d clips (%s), %d rejects", len(clips), metrics["by_split"], len(rejects))

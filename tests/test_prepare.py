@@ -242,3 +242,47 @@ def test_prepare_rejects_a_clip_id_with_a_path_from_a_careless_adapter(tmp_path,
     sources, rejects = prepare.load_sources(({"name": "careless", "root": str(tmp_path)},))
     assert sources["clip_id"].tolist() == ["x_ok"]
     assert [r["clip_id"] for r in rejects] == ["x_../../evil", ".."]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_killed_midway_or_failing_leaves_the_previous_clips_and_table_together(tmp_path, monkeypatch):
+    _corpus(tmp_path / "raw")
+    params = _params(tmp_path, tmp_path / "raw")
+    assert _run(tmp_path, params) == 0
+    before_audio, before_table = _snapshot(tmp_path / "out/clips"), (tmp_path / "out/clips.parquet").read_bytes()
+    # the corpus changes, then the next run dies after a few files (a kill, a full disk, ...)
+    _corpus(tmp_path / "raw2", per_speaker=4, bad=False)
+    params2 = _params(tmp_path, tmp_path / "raw2")
+    real, calls = prepare.write_audio, {"n": 0}
+
+    def dies_after_five(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(prepare, "write_audio", dies_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, params2)
+    monkeypatch.setattr(prepare, "write_audio", real)
+    assert calls["n"] == 6
+    assert _snapshot(tmp_path / "out/clips") == before_audio
+    assert (tmp_path / "out/clips.parquet").read_bytes() == before_table
+    # a run that fails on its rejects replaces nothing either
+    assert _run(tmp_path, _params(tmp_path, tmp_path / "raw", max_reject_fraction=0.01)) == 1
+    assert _snapshot(tmp_path / "out/clips") == before_audio
+    # the table and the audio on disk agree: every row's file exists with the recorded sha256
+    table = read_clips(tmp_path / "out/clips.parquet")
+    assert all(Path(p).exists() for p in table["path"])
+    # and a clean run after the kill gives what a first run gives
+    params2 = _params(tmp_path, tmp_path / "raw2")  # (_params rewrites the one params file)
+    assert _run(tmp_path, params2) == 0
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert _run(fresh, params2) == 0
+    a, b = read_clips(tmp_path / "out/clips.parquet"), read_clips(fresh / "out/clips.parquet")
+    assert list(a["sha256"]) == list(b["sha256"]) and list(a["clip_id"]) == list(b["clip_id"])
+    assert not list((tmp_path / "out").glob(".clips.build-*"))
