@@ -160,3 +160,26 @@ def test_prepare_on_ray_writes_the_local_clips_and_rejects(tmp_path):
     pd.testing.assert_frame_equal(got[0].drop(columns="path"), local[0].drop(columns="path"))
     pd.testing.assert_frame_equal(got[1].drop(columns="path"), local[1].drop(columns="path"))
     assert len(local[1]) >= 8 and got[2] == local[2]
+
+
+def test_score_on_ray_writes_the_local_scores(tmp_path):
+    import torch
+
+    from pipeline import score
+    from pipeline.models import build_model, save_checkpoint
+    from pipeline.params import teacher_model_keys
+    from pipeline.schema import write_clips
+    from tests.test_embed import TEACHER
+
+    clips = tiny_clip_table(tmp_path / "audio", n_speakers=3, clips_per_speaker=3, seconds=0.5)
+    torch.manual_seed(0)
+    model = build_model({**teacher_model_keys(TEACHER), "sample_rate": 16000}).eval()
+    save_checkpoint(model, None, tmp_path / "model" / "model.pt")
+    write_clips(clips, tmp_path / "clips.parquet")
+    common = ["--model", str(tmp_path / "model"), str(tmp_path / "clips.parquet"), "--batch-size", "4",
+              "--eval-s", "0.5", "--device", "cpu", "--threads", "1"]
+    assert score.main([*common, "--out", str(tmp_path / "local.tsv")]) == 0
+    assert score.main([*common, "--out", str(tmp_path / "ray.tsv"), "--engine", "ray"]) == 0
+    local, on_ray = score.read_scores(tmp_path / "local.tsv"), score.read_scores(tmp_path / "ray.tsv")
+    assert list(on_ray) == list(local) == list(clips["clip_id"])  # every clip, in row order
+    np.testing.assert_allclose([on_ray[k] for k in local], list(local.values()), atol=2e-6)
