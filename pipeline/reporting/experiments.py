@@ -206,6 +206,9 @@ def producing_stage(dvc_yaml: Any, path: str) -> str | None:
 
 
 ABSENT = ("deleted", "not in cache")
+# An always-run stage (the corpus_index and init_model stamps) is listed on every `dvc status`. It rewrites its
+# file only when its inputs changed, and then the stages after it show "changed deps": alone it says nothing.
+ALWAYS = "always changed"
 
 
 def _leaves(obj: Any, path: tuple[str, ...] = ()) -> list[tuple[str, str]]:
@@ -219,9 +222,9 @@ def _leaves(obj: Any, path: tuple[str, ...] = ()) -> list[tuple[str, str]]:
 
 def classify_status(status: Any, metrics_file: str) -> Freshness:
     """Freshness from the JSON of `dvc status <stage> --with-deps` ({stage: [changes]}; {} when up to date)."""
-    if not status:
+    leaves = [(where, what) for where, what in _leaves(status) if what != ALWAYS]
+    if not leaves:
         return Freshness("current")
-    leaves = _leaves(status)
     own = str(Path(metrics_file))
     changed = [f"{where}: {what}" for where, what in leaves if what not in ABSENT or own in where]
     absent = [f"{where}: {what}" for where, what in leaves if what in ABSENT and own not in where]
