@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from pipeline.demo.common import FetchError
+from pipeline.demo.common import Build, FetchError, keep_copyright
 
 log = logging.getLogger("pipeline.fetch_demo")
 
@@ -140,3 +140,11 @@ def read_copyright(pkg_dir: Path, pkg: str) -> str:
     """The copyright file of `pkg` in an unpacked package tree ('' when it has none)."""
     path = pkg_dir / "usr" / "share" / "doc" / pkg / "copyright"
     return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+
+def unpack_licensed(build: Build, apt: Apt, deb: Path, pkg: str) -> tuple[Path, str]:
+    """Unpack a package and keep its copyright file in the build; (unpacked root, copyright text)."""
+    root = apt.extract(deb)
+    text = read_copyright(root, pkg)
+    keep_copyright(build, pkg, text)
+    return root, text

@@ -18,8 +18,8 @@ import numpy as np
 import soundfile as sf
 
 from pipeline.audio import read_audio, write_audio
-from pipeline.demo.apt import Apt, licence_from_copyright, read_copyright
-from pipeline.demo.common import Build, FetchError, SourceInfo, copy_atomic, keep_copyright, pick, spread
+from pipeline.demo.apt import Apt, licence_from_copyright, unpack_licensed
+from pipeline.demo.common import Build, FetchError, SourceInfo, copy_atomic, pick, spread
 
 log = logging.getLogger("pipeline.fetch_demo")
 
@@ -95,9 +95,7 @@ def fetch_asterisk(build: Build, apt: Apt, debs: dict[str, Path], languages: tup
         transcripts[lang] = parse_transcripts(raw.decode("utf-8-sig", errors="replace"))
     for lang in languages:
         pkg = ASTERISK_WAV.format(lang=lang)
-        root = apt.extract(debs[pkg])
-        copyright_text = read_copyright(root, pkg)
-        keep_copyright(build, pkg, copyright_text)
+        root, copyright_text = unpack_licensed(build, apt, debs[pkg], pkg)
         sounds = root / "usr" / "share" / "asterisk" / "sounds"
         voice_dirs = sorted(d for d in sounds.iterdir() if d.is_dir()) if sounds.exists() else []
         if not voice_dirs:
@@ -128,9 +126,7 @@ def fetch_asterisk(build: Build, apt: Apt, debs: dict[str, Path], languages: tup
 def fetch_klettres(build: Build, apt: Apt, deb: Path, voices: tuple[str, ...], n_clips: int, min_s: float,
                    max_s: float, rng: np.random.Generator) -> None:
     """Copy `n_clips` ogg letters/syllables of `min_s`-`max_s` s spread over the voice dirs `voices`."""
-    root = apt.extract(deb)
-    copyright_text = read_copyright(root, KLETTRES)
-    keep_copyright(build, KLETTRES, copyright_text)
+    root, copyright_text = unpack_licensed(build, apt, deb, KLETTRES)
     info = SourceInfo(KLETTRES, apt.version(deb), licence_from_copyright(copyright_text, hint="sounds/x.ogg"),
                       "Debian (apt-get download)")
     build.sources[KLETTRES] = info
@@ -166,9 +162,7 @@ def fetch_klettres(build: Build, apt: Apt, deb: Path, voices: tuple[str, ...], n
 
 def fetch_codec2(build: Build, apt: Apt, deb: Path, segments_per_file: int, min_s: float, max_s: float) -> None:
     """Write the named codec2-examples talkers as wav (files over `max_s` cut into `segments_per_file` segments)."""
-    root = apt.extract(deb)
-    copyright_text = read_copyright(root, CODEC2)
-    keep_copyright(build, CODEC2, copyright_text)
+    root, copyright_text = unpack_licensed(build, apt, deb, CODEC2)
     info = SourceInfo(CODEC2, apt.version(deb), licence_from_copyright(copyright_text, hint="wav/x.wav"),
                       "Debian (apt-get download)")
     build.sources[CODEC2] = info

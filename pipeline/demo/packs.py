@@ -21,8 +21,8 @@ import numpy as np
 import soundfile as sf
 
 from pipeline.audio import write_audio
-from pipeline.demo.apt import Apt, licence_from_copyright, read_copyright
-from pipeline.demo.common import Build, FetchError, SourceInfo, copy_atomic, keep_copyright, pick
+from pipeline.demo.apt import Apt, licence_from_copyright, unpack_licensed
+from pipeline.demo.common import Build, FetchError, SourceInfo, copy_atomic, pick
 from pipeline.demo.debian import duration
 
 log = logging.getLogger("pipeline.fetch_demo")
@@ -67,9 +67,7 @@ def fetch_asterisk_packs(build: Build, apt: Apt, debs: dict[str, Path], packs: t
     """Copy `n_clips` prompts of `min_s`-`max_s` s from each asterisk-prompt-* pack."""
     for pkg in packs:
         lang, speaker = pack_identity(pkg)
-        root = apt.extract(debs[pkg])
-        copyright_text = read_copyright(root, pkg)
-        keep_copyright(build, pkg, copyright_text)
+        root, copyright_text = unpack_licensed(build, apt, debs[pkg], pkg)
         sounds = root / "usr" / "share" / "asterisk" / "sounds"
         # the voice dir is the real dir with the most prompts (digits/<lang> and the like are symlinks into it)
         voice_dirs = [d for d in sorted(sounds.iterdir()) if d.is_dir() and not d.is_symlink()] \
@@ -115,9 +113,7 @@ def word_of(path: Path) -> str:
 def fetch_ktuberling(build: Build, apt: Apt, deb: Path, clips_per_speaker: int, min_s: float, max_s: float,
                      rng: np.random.Generator) -> None:
     """Copy up to `clips_per_speaker` words of `min_s`-`max_s` s per language folder (identical audio once)."""
-    root = apt.extract(deb)
-    copyright_text = read_copyright(root, KTUBERLING)
-    keep_copyright(build, KTUBERLING, copyright_text)
+    root, copyright_text = unpack_licensed(build, apt, deb, KTUBERLING)
     info = SourceInfo(KTUBERLING, apt.version(deb), licence_from_copyright(copyright_text),
                       "Debian (apt-get download)")
     build.sources[KTUBERLING] = info
