@@ -13,6 +13,8 @@
 # hard fakes (`-S 'train.exclude_paradigms=[vocoder,codec,diffusion]'`: bona fide + training attacks only):
 # 20 more by default (70 in all). The report groups experiments by (method, ratio, other changed params) and
 # shows the mean and 95% CI over seeds (pipeline/reporting/seeds.py).
+# Each experiment runs the pipeline up to TARGET (default `evaluate`): the report stage reads every experiment
+# at the end, so running it inside each one would only cost time (~45 s each).
 # Then it starts the queue (`dvc queue start`), waits until no experiment is queued or running, lists them
 # (`dvc exp show`), and re-runs the `report` stage.
 # Queued experiments run in temporary copies of the last commit (plus uncommitted changes at queue time):
@@ -20,7 +22,8 @@
 # and each experiment re-runs only sample -> train -> evaluate -> report.
 # Environment: RATIOS, METHODS (space-separated lists), SEEDS (seeds 1..SEEDS, default 5), ABLATION (1 = add
 # the ablation), ABLATION_METHODS, ABLATION_EXCLUDE (default "[vocoder,codec,diffusion]"), JOBS (parallel
-# queue workers, default 1), POLL_S (seconds between status checks, default 30), DVC (default `dvc`),
+# queue workers, default 1; 2 on a 2-core machine gives ~1 experiment per minute), TARGET (last stage of each
+# experiment, default evaluate), POLL_S (seconds between status checks, default 30), DVC (default `dvc`),
 # DRY_RUN (1 = print the queue commands and stop).
 set -euo pipefail
 
@@ -34,6 +37,7 @@ DRY_RUN=${DRY_RUN:-0}
 JOBS=${JOBS:-1}
 POLL_S=${POLL_S:-30}
 DVC=${DVC:-dvc}
+TARGET=${TARGET:-evaluate}
 
 if [[ ! -f dvc.yaml ]]; then
   echo "sweep.sh: run from the repository root (no dvc.yaml in $(pwd))" >&2
@@ -57,7 +61,7 @@ n=0
 queue() {  # queue one experiment (or print it with DRY_RUN=1)
   echo "queue: $*"
   if [[ "$DRY_RUN" != 1 ]]; then
-    "$DVC" exp run --queue "$@"
+    "$DVC" exp run --queue "$TARGET" "$@"
   fi
   n=$((n + 1))
 }

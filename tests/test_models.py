@@ -54,6 +54,25 @@ def test_frontend_shapes_and_bad_inputs():
         Frontend("lfcc", n_bins=80, n_filters=70)
 
 
+def test_bin_norm_removes_a_stationary_channel():
+    """norm: bin gives every frequency bin zero mean over time, so a fixed filter on the input (a channel)
+    changes the features far less than with the utterance norm."""
+    wave = torch.randn(1, 16000)
+    coloured = pre_emphasis(wave)
+    by_bin, whole = Frontend("logmel", n_bins=40, norm="bin"), Frontend("logmel", n_bins=40)
+    feats = by_bin(wave)[0, 0]
+    assert torch.allclose(feats.mean(dim=1), torch.zeros(40), atol=1e-4)
+    assert (by_bin(coloured) - by_bin(wave)).abs().mean() < 0.5 * (whole(coloured) - whole(wave)).abs().mean()
+    with pytest.raises(ValueError, match="unknown frontend norm 'cmvn'"):
+        Frontend("logmel", norm="cmvn")
+    assert build_model({"arch": "resnet", **TINY, "norm": "bin"}).frontend.norm == "bin"
+
+
+def pre_emphasis(wave: torch.Tensor) -> torch.Tensor:
+    """A fixed first-order pre-emphasis: a stationary spectral tilt, like a microphone or a phone line."""
+    return torch.cat([wave[:, :1], wave[:, 1:] - 0.95 * wave[:, :-1]], dim=1)
+
+
 def test_logmel_frontend_matches_torchaudio():
     import torchaudio
 

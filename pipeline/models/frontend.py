@@ -2,9 +2,11 @@
 
 Both are torch ops (STFT, torchaudio filterbanks, DCT), so they run on the model's device with the net.
 LFCC follows the ASVspoof 2019 baseline: linear-frequency triangular filters, log, DCT.
-The output is normalised per utterance by one mean and one standard deviation over the whole
-spectrogram: this removes the gain but keeps the spectral shape (band limits, spectral tilt) in
-which generator artefacts live.
+The output is normalised per utterance. `norm: utterance` (the default) takes one mean and one standard
+deviation over the whole spectrogram: it removes the gain but keeps the spectral shape (band limits,
+spectral tilt) in which some generator artefacts live. `norm: bin` normalises each frequency bin over
+time (cepstral mean and variance normalisation): it also removes the stationary channel and the
+speaker's long-term spectrum, which a detector trained on few speakers otherwise learns as "bona fide".
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torchaudio.functional as F
 from torch import nn
 
 FRONTENDS = ("logmel", "lfcc")
+NORMS = ("utterance", "bin")
 
 FRONTEND_DEFAULTS: dict[str, Any] = {
     "frontend": "logmel",
@@ -24,6 +27,7 @@ FRONTEND_DEFAULTS: dict[str, Any] = {
     "n_filters": 70,    # linear filters before the DCT (lfcc only)
     "win_ms": 25.0,
     "hop_ms": 10.0,
+    "norm": "utterance",  # utterance | bin (per-frequency mean/variance over time)
 }
 
 
@@ -37,11 +41,14 @@ class Frontend(nn.Module):
     """
 
     def __init__(self, kind: str = "logmel", sample_rate: int = 16000, n_bins: int = 64, n_filters: int = 70,
-                 win_ms: float = 25.0, hop_ms: float = 10.0) -> None:
+                 win_ms: float = 25.0, hop_ms: float = 10.0, norm: str = "utterance") -> None:
         super().__init__()
         if kind not in FRONTENDS:
             raise ValueError(f"unknown frontend {kind!r}; known: {list(FRONTENDS)}")
+        if norm not in NORMS:
+            raise ValueError(f"unknown frontend norm {norm!r}; known: {list(NORMS)}")
         self.kind = kind
+        self.norm = norm
         self.win = int(round(sample_rate * win_ms / 1000.0))
         self.hop = int(round(sample_rate * hop_ms / 1000.0))
         self.n_fft = 1 << (self.win - 1).bit_length()  # next power of two >= the window
@@ -75,8 +82,9 @@ class Frontend(nn.Module):
         if self.kind == "lfcc":
             feats = torch.matmul(feats, self.dct)
         feats = feats.transpose(1, 2)                                                       # [B, bins, frames]
-        mean = feats.mean(dim=(1, 2), keepdim=True)
-        std = feats.std(dim=(1, 2), keepdim=True)
+        dims = (1, 2) if self.norm == "utterance" else (2,)
+        mean = feats.mean(dim=dims, keepdim=True)
+        std = feats.std(dim=dims, keepdim=True)
         return ((feats - mean) / (std + 1e-5)).unsqueeze(1)
 
 
@@ -84,4 +92,5 @@ def build_frontend(config: dict[str, Any]) -> Frontend:
     """A Frontend from a model config (missing keys take FRONTEND_DEFAULTS)."""
     c = {**FRONTEND_DEFAULTS, **{k: v for k, v in config.items() if k in FRONTEND_DEFAULTS}}
     return Frontend(kind=c["frontend"], sample_rate=int(c["sample_rate"]), n_bins=int(c["n_bins"]),
-                    n_filters=int(c["n_filters"]), win_ms=float(c["win_ms"]), hop_ms=float(c["hop_ms"]))
+                    n_filters=int(c["n_filters"]), win_ms=float(c["win_ms"]), hop_ms=float(c["hop_ms"]),
+                    norm=str(c["norm"]))
