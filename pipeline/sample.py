@@ -69,7 +69,7 @@ class SampleParams(Section):
     max_points_per_centroid: int = 256
     kmeans_iters: int = 20
     seed: int | None = None   # null = the global seed
-    stream_above_rows: int | None = 1_000_000   # a pool with more train rows: streamed (pipeline/sampling/stream_pool.py)
+    stream_above_rows: int | None = 1_000_000   # a pool with more train rows: streamed (sampling/stream_pool.py)
     stream_diagnostics_rows: int = 100_000      # streamed: NC1 on a seeded sample of at most this many rows
 
     @classmethod
