@@ -17,6 +17,10 @@ method's own order. `full` keeps every train clip. reports/sampling.json `budget
 `distance` is the L2 distance to the clip's class mean in its teacher's (normalised) embedding space for
 every sampler, so the manifests compare directly; `cluster` is the fake class's k-means cluster (null for
 bona fide). `sample.seed` (null = the global seed) seeds k-means, random and k-center.
+
+Large pools: when a pool has more train rows than `sample.stream_above_rows`, every pool is sampled
+without copying its matrix (pipeline/sampling/stream_pool.py): the same nc, random, farthest and full
+manifests, no kcenter (a ConfigError when it is `sample.method`), NC1 on a bounded row sample.
 """
 
 from __future__ import annotations
@@ -317,7 +321,7 @@ def _run_streamed(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed:
             raise ValueError(f"teacher {pool.teacher}: no train-split rows in its pool")
         try:
             res = sp.sample_pool(pool.embeddings, train, pos[train], codes[pos[train]], clips, p, teacher=pool.teacher,
-                                 pool=i, seed=_pool_seed(seed, i), quota=quotas[i], budgets=budgets, finite=_finite)
+                                 pool=i, seed=_pool_seed(seed, i), quota=quotas[i], budgets=budgets)
         except ValueError as exc:
             raise ValueError(f"teacher {pool.teacher}: {exc}") from exc
         for m in sp.METHODS:

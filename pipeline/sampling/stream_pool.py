@@ -63,7 +63,7 @@ def label_codes(clips: pd.DataFrame) -> np.ndarray:
 
 def sample_pool(embeddings: Any, train_rows: np.ndarray, clip_pos: np.ndarray, codes: np.ndarray,
                 clips: pd.DataFrame, p: Any, *, teacher: str, pool: int, seed: int, quota: dict[str, int],
-                budgets: dict[str, int], finite: Any) -> PoolPicks:
+                budgets: dict[str, int]) -> PoolPicks:
     """Pick from one pool's train rows (`train_rows`: rows of its matrix, ascending; `clip_pos`: their rows
     in `clips`; `codes`: their label codes) with every method of METHODS; `p` is the stage's SampleParams."""
     sizes = {LABELS[k]: int((codes == k).sum()) for k in CODES}
@@ -81,13 +81,17 @@ def sample_pool(embeddings: Any, train_rows: np.ndarray, clip_pos: np.ndarray, c
         if method == "full":
             out.picks[method] = frame(np.arange(len(codes)), np.zeros(len(codes)), distance)
             continue
-        idx = {"nc": lambda: nc_idx, "random": lambda: random_rows(codes, CODES, ratios, seed),
-               "farthest": lambda: _farthest(distance, codes, ratios)}[method]()
+        if method == "nc":
+            idx = nc_idx
+        elif method == "random":      # random_select's draw, from the labels alone
+            idx = random_rows(codes, CODES, ratios, seed)
+        else:
+            idx = _farthest(distance, codes, ratios)
         idx = idx[kept[codes[idx]]]
         key = bd.order_key(method, distance, codes, seed)
         out.picks[method] = frame(idx, key, distance)
         out.candidates[method] = frame(_first_rows(key, codes, budgets), key, distance)
-    out.diag = _diagnostics(embeddings, train_rows, codes, st, nc_idx, clips, clip_pos, p, seed, finite)
+    out.diag = _diagnostics(embeddings, train_rows, codes, st, nc_idx, clips, clip_pos, p, seed)
     return out
 
 
@@ -137,16 +141,16 @@ def _sample_rows(n: int, limit: int, seed: int, salt: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=limit, replace=False))
 
 
-def _nc1_sample(embeddings: Any, rows: np.ndarray, codes: np.ndarray, normalize: bool, finite: Any) -> float | None:
-    """NC1 of the given matrix rows (a bounded sample), None unless both classes are in it."""
+def _nc1_sample(embeddings: Any, rows: np.ndarray, codes: np.ndarray, normalize: bool) -> float | None:
+    """NC1 of the given matrix rows (a bounded sample), None unless both classes are in it (or not finite)."""
     if len(np.unique(codes)) < len(CODES):
         return None
-    x = _take(as_shards(embeddings), rows)
-    return finite(nc1(x, np.array(LABELS)[codes], normalize=normalize))
+    value = nc1(_take(as_shards(embeddings), rows), np.array(LABELS)[codes], normalize=normalize)
+    return float(value) if np.isfinite(value) else None
 
 
 def _diagnostics(embeddings: Any, train_rows: np.ndarray, codes: np.ndarray, st: StreamedNC, nc_idx: np.ndarray,
-                 clips: pd.DataFrame, clip_pos: np.ndarray, p: Any, seed: int, finite: Any) -> dict[str, Any]:
+                 clips: pd.DataFrame, clip_pos: np.ndarray, p: Any, seed: int) -> dict[str, Any]:
     """The pool's entry of reports/sampling.json, from bounded row samples (see the module doc)."""
     limit = p.stream_diagnostics_rows
     sub = _sample_rows(len(codes), limit, seed, 1)
@@ -154,8 +158,8 @@ def _diagnostics(embeddings: Any, train_rows: np.ndarray, codes: np.ndarray, st:
     return {
         "streamed": True, "diagnostics_rows": int(len(sub)), "diagnostics_selected_rows": int(len(sel)),
         "dim": int(as_shards(embeddings)[0].shape[1]),
-        "nc1": _nc1_sample(embeddings, train_rows[sub], codes[sub], p.normalize, finite),
-        "nc1_selected": _nc1_sample(embeddings, train_rows[sel], codes[sel], p.normalize, finite),
+        "nc1": _nc1_sample(embeddings, train_rows[sub], codes[sub], p.normalize),
+        "nc1_selected": _nc1_sample(embeddings, train_rows[sel], codes[sel], p.normalize),
         "class_mean_distance": mean_distances({LABELS[k]: m for k, m in st.means.items()}),
         "before": counts(clips[list(COUNT_COLUMNS)].take(clip_pos)),
         "skipped": dict(SKIPPED),
