@@ -166,19 +166,26 @@ def test_misaligned_embeddings_and_ids_give_a_clear_error(tmp_path):
         sample.main(argv)
 
 
-def test_nan_embeddings_in_a_pool_give_a_clear_error(tmp_path):
-    clips, _, argv = setup_stage(tmp_path)
+@pytest.mark.parametrize("streamed", [False, True])
+def test_nan_embeddings_in_a_pool_give_a_clear_error(tmp_path, streamed):
+    clips, params, argv = setup_stage(tmp_path)
     path = tmp_path / "embeddings" / "t_codec" / "emb.npy"
     emb = np.load(path)
     emb[0, 0] = np.nan
     np.save(path, emb)
+    if streamed:
+        argv = _stream(params, argv, tmp_path, "streamed", stream_above_rows=10)
     with pytest.raises(ValueError, match="t_codec.*NaN"):
         sample.main(argv)
+    assert not (tmp_path / "streamed").exists()
 
 
-def test_a_pool_without_fakes_in_train_gives_a_clear_error(tmp_path):
-    clips, _, argv = setup_stage(tmp_path)
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_pool_without_fakes_in_train_gives_a_clear_error(tmp_path, streamed):
+    clips, params, argv = setup_stage(tmp_path)
     write_pool(tmp_path / "embeddings", "t_codec", clips, ["bonafide"])
+    if streamed:
+        argv = _stream(params, argv, tmp_path, "streamed", stream_above_rows=10)
     with pytest.raises(ValueError, match="t_codec: class 'spoof' has no rows"):
         sample.main(argv)
 

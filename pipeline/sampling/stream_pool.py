@@ -67,6 +67,9 @@ def sample_pool(embeddings: Any, train_rows: np.ndarray, clip_pos: np.ndarray, c
     """Pick from one pool's train rows (`train_rows`: rows of its matrix, ascending; `clip_pos`: their rows
     in `clips`; `codes`: their label codes) with every method of METHODS; `p` is the stage's SampleParams."""
     sizes = {LABELS[k]: int((codes == k).sum()) for k in CODES}
+    for c, n in sizes.items():
+        if not n:
+            raise ValueError(f"class {c!r} has no rows: NC sampling needs every class {list(LABELS)} in the pool")
     ratios = class_ratios(CODES, p.ratio, {LABELS.index(c): r for c, r in bd.quota_ratios(quota, sizes).items()})
     st = stream_nc(embeddings, codes, p.ratio, class_ratio=ratios, n_clusters=p.n_clusters, seed=seed,
                    normalize=p.normalize, classes=CODES, fake_class=SPOOF,
