@@ -148,6 +148,8 @@ def stage_child(directory: str, threads: int, ratio: float, n_clusters: int) -> 
         pools = [sample.load_pool("t0", root / "embeddings" / "t0")]
         manifests, diag = sample.run(pools, clips, p, 0)
         t_run = time.perf_counter()
+        peak._sample()
+        anon_run, peak_run = _status_mb("RssAnon"), peak.anon / 2**20
         sample.write_outputs(manifests, diag, p.method, root / "manifests", root / "sampling.json")
         t_end = time.perf_counter()
     pool = diag["pools"]["t0"]
@@ -156,7 +158,7 @@ def stage_child(directory: str, threads: int, ratio: float, n_clusters: int) -> 
             "seconds": t_end - t0, "read_clips_s": t_read - t0, "run_s": t_run - t_read, "write_s": t_end - t_run,
             "nc_rows": len(manifests["nc"]), "full_rows": len(manifests["full"]),
             "diagnostics_rows": pool["diagnostics_rows"], "skipped": sorted(pool["skipped"]),
-            "anon_after_clip_table_mb": anon_clips,
+            "anon_after_clip_table_mb": anon_clips, "anon_after_run_mb": anon_run, "peak_anon_to_run_mb": peak_run,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "peak_anon_mb": peak.anon / 2**20, "peak_file_mapped_mb": peak.file / 2**20}
 
@@ -240,8 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     print_table([row], "sample stage, streamed pool" if args.stage else "streamed NC selection")
     note = "peak_rss counts mapped file pages (reclaimable page cache); peak_anon is the working set"
     if args.stage:
-        merge_bench("sampling_stream_stage", [row], threads=args.threads, ratio=args.ratio, n_clusters=args.n_clusters,
-                    shard_rows=args.shard_rows, note=note + "; anon_after_clip_table: after reading the clip table")
+        merge_bench("sampling_stream_stage", [row], threads=args.threads, ratio=args.ratio,
+                    n_clusters=args.n_clusters, shard_rows=args.shard_rows,
+                    note=note + "; anon_after_clip_table/_run: after reading the clip table / after run() "
+                         "(the manifests in pandas); peak_anon_to_run: the peak up to the end of run()")
     else:
         merge_bench("sampling_stream", [row], threads=args.threads, ratio=args.ratio, n_clusters=args.n_clusters,
                     chunk_rows=args.chunk_rows, shard_rows=args.shard_rows, note=note)
