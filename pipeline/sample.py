@@ -333,12 +333,12 @@ def _run_streamed(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed:
         log.info("pool %s: %d train rows (streamed) -> nc %d (%s)", pool.teacher, len(train), after["nc"]["n"],
                  after["nc"]["label"])
     manifests, fill = {}, {}
-    for m in sp.METHODS:
-        union = merge_picks(picks[m])
+    for m in sp.METHODS:          # pop: each method's slim frames go once its manifest is built
+        union = merge_picks(picks.pop(m))
         if m == "full":
             slim = union.drop(columns=[bd.KEY, bd.POOL])
         else:
-            slim, fill[m] = bd.fill_to_budget(union, pd.concat(candidates[m], ignore_index=True), budgets)
+            slim, fill[m] = bd.fill_to_budget(union, pd.concat(candidates.pop(m), ignore_index=True), budgets)
         manifests[m] = _manifest_rows(clips.take(slim[sp.POS].to_numpy()).reset_index(drop=True),
                                       slim["teacher"].to_numpy(), m, slim["distance"].to_numpy(),
                                       slim["cluster"].to_numpy())
