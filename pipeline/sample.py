@@ -17,6 +17,10 @@ method's own order. `full` keeps every train clip. reports/sampling.json `budget
 `distance` is the L2 distance to the clip's class mean in its teacher's (normalised) embedding space for
 every sampler, so the manifests compare directly; `cluster` is the fake class's k-means cluster (null for
 bona fide). `sample.seed` (null = the global seed) seeds k-means, random and k-center.
+
+Large pools: when a pool has more train rows than `sample.stream_above_rows`, every pool is sampled
+without copying its matrix (pipeline/sampling/stream_pool.py): the same nc, random, farthest and full
+manifests, no kcenter (a ConfigError when it is `sample.method`), NC1 on a bounded row sample.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ class SampleParams(Section):
     max_points_per_centroid: int = 256
     kmeans_iters: int = 20
     seed: int | None = None   # null = the global seed
+    stream_above_rows: int | None = 1_000_000   # a pool with more train rows: streamed (sampling/stream_pool.py)
+    stream_diagnostics_rows: int = 100_000      # streamed: NC1 on a seeded sample of at most this many rows
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
@@ -91,6 +97,8 @@ class SampleParams(Section):
         for key in ("ivf_nlist", "ivf_nprobe", "max_points_per_centroid", "kmeans_iters"):
             number(f"sample.{key}", getattr(self, key), low=1, integer=True)
         number("sample.seed", self.seed, integer=True, allow_none=True)
+        number("sample.stream_above_rows", self.stream_above_rows, low=0, integer=True, allow_none=True)
+        number("sample.stream_diagnostics_rows", self.stream_diagnostics_rows, low=2, integer=True)
 
 
 @dataclass
@@ -123,20 +131,20 @@ def load_pool(teacher: str, directory: Path) -> Pool:
     return Pool(teacher=teacher, ids=ids, embeddings=emb)
 
 
-def _pool_rows(pool: Pool, clips: pd.DataFrame) -> pd.DataFrame:
-    """The clip-table rows of a pool, in embedding row order (clear error for unknown or duplicate ids)."""
+def _pool_positions(pool: Pool, clips: pd.DataFrame) -> np.ndarray:
+    """The rows of `clips` holding a pool's clips, in embedding row order (clear error for unknown or duplicate ids)."""
     dup = pd.Series(pool.ids).duplicated()
     if dup.any():
         raise ValueError(f"teacher {pool.teacher}: ids.parquet repeats clip_id {pool.ids[dup.to_numpy()][0]!r}")
-    indexed = clips.set_index("clip_id", drop=False)
-    missing = ~pd.Index(pool.ids).isin(indexed.index)
+    pos = pd.Index(clips["clip_id"]).get_indexer(pool.ids)      # clip ids are unique (validate_clips)
+    missing = pos < 0
     if missing.any():
         raise ValueError(f"teacher {pool.teacher}: {int(missing.sum())} embedded ids are not in the clip tables "
                          f"(first: {pool.ids[missing][0]!r}); embeddings and clip tables are out of date")
-    return indexed.loc[pool.ids].reset_index(drop=True)
+    return pos
 
 
-def _manifest_rows(rows: pd.DataFrame, teacher: str, sampler: str, distance: np.ndarray | None,
+def _manifest_rows(rows: pd.DataFrame, teacher: str | np.ndarray, sampler: str, distance: np.ndarray | None,
                    cluster: np.ndarray | None) -> pd.DataFrame:
     out = rows[list(CLIP_COLUMNS)].copy()
     out["teacher"] = teacher
@@ -178,27 +186,57 @@ def _select(method: str, emb: np.ndarray, labels: np.ndarray, p: SampleParams, s
     return SAMPLERS[method](emb, labels, p.ratio, **kwargs)
 
 
+def _pool_seed(seed: int, i: int) -> int:
+    # one seed per pool: with the params seed alone, random/kcenter would pick the same n-th bona fide
+    # clips in every pool (pools share their bona fide rows), and the merge would shrink to one pool's picks
+    return int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+
+
+def _header(p: SampleParams, seed: int) -> dict[str, Any]:
+    return {"seed": seed, "method": p.method, "ratio": p.ratio, "class_ratio": p.class_ratio,
+            "n_clusters": p.n_clusters, "normalize": p.normalize, "index": p.index, "pools": {}}
+
+
+def _finish(manifests: dict[str, pd.DataFrame], fill: dict, diag: dict[str, Any], dev_frames: list[pd.DataFrame],
+            budgets: dict[str, int], merged_sizes: dict[str, int], pools: list[Pool], pool_sizes: list, quotas: list,
+            p: SampleParams) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Add the dev manifest and the merged/budget diagnostics (both paths)."""
+    from pipeline.sampling import budget as bd
+    from pipeline.sampling import counts
+
+    dev = pd.concat(dev_frames, ignore_index=True).drop_duplicates("clip_id", keep="first").reset_index(drop=True)
+    diag["budget"] = {**bd.budget_diagnostics(budgets, merged_sizes, [pl.teacher for pl in pools], pool_sizes,
+                                              quotas), "fill": fill}
+    diag["merged"] = {m: counts(manifests[m]) for m in METHODS if m in manifests}
+    diag["dev"] = counts(dev)
+    diag["train"] = {"method": p.method, "n": int(len(manifests[p.method]))}
+    manifests["dev"] = dev
+    return manifests, diag
+
+
 def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> tuple[dict[str, pd.DataFrame], dict]:
     """Sample every pool with every method at equal per-class budgets (pipeline/sampling/budget.py);
-    return ({method or 'dev': manifest}, diagnostics)."""
+    return ({method or 'dev': manifest}, diagnostics). Past `stream_above_rows` train rows in a pool: streamed."""
     from pipeline.sampling import budget as bd
     from pipeline.sampling import counts, mean_distances, nc1, nc_rank
 
+    positions = [_pool_positions(pool, clips) for pool in pools]
+    is_train = (clips["split"] == "train").to_numpy()
+    n_train = [int(is_train[pos].sum()) for pos in positions]
+    if p.stream_above_rows is not None and max(n_train, default=0) > p.stream_above_rows:
+        return _run_streamed(pools, clips, p, seed, positions)
     picks: dict[str, list[pd.DataFrame]] = {m: [] for m in METHODS}
     candidates: dict[str, list[pd.DataFrame]] = {m: [] for m in METHODS if m != "full"}
     dev_frames = []
-    diag: dict[str, Any] = {"seed": seed, "method": p.method, "ratio": p.ratio, "class_ratio": p.class_ratio,
-                            "n_clusters": p.n_clusters, "normalize": p.normalize, "index": p.index, "pools": {}}
-    pool_rows = [_pool_rows(pool, clips) for pool in pools]
+    diag = _header(p, seed)
+    pool_rows = [clips.take(pos).reset_index(drop=True) for pos in positions]
     train_parts = [rows[(rows["split"] == "train").to_numpy()] for rows in pool_rows]
     merged = pd.concat([t[["clip_id", "label"]] for t in train_parts]).drop_duplicates("clip_id")
     budgets = bd.class_budgets(merged["label"].astype(str), LABELS, p.ratio, p.class_ratio)
     pool_sizes = [{c: int((t["label"] == c).sum()) for c in LABELS} for t in train_parts]
     quotas = bd.split_budget(budgets, pool_sizes)
     for i, pool in enumerate(progress(pools, desc="sample pools", total=len(pools), unit="pool")):
-        # one seed per pool: with the params seed alone, random/kcenter would pick the same n-th bona fide
-        # clips in every pool (pools share their bona fide rows), and the merge would shrink to one pool's picks
-        pool_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+        pool_seed = _pool_seed(seed, i)
         rows = pool_rows[i]
         train_mask = (rows["split"] == "train").to_numpy()
         train_rows = rows[train_mask].reset_index(drop=True)
@@ -243,15 +281,69 @@ def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> t
             manifests[m] = union.drop(columns=[bd.KEY, bd.POOL])
         else:
             manifests[m], fill[m] = bd.fill_to_budget(union, pd.concat(candidates[m], ignore_index=True), budgets)
-    dev = pd.concat(dev_frames, ignore_index=True).drop_duplicates("clip_id", keep="first").reset_index(drop=True)
-    manifests["dev"] = dev
     merged_sizes = {c: int((merged["label"] == c).sum()) for c in LABELS}
-    diag["budget"] = {**bd.budget_diagnostics(budgets, merged_sizes, [pl.teacher for pl in pools], pool_sizes,
-                                              quotas), "fill": fill}
-    diag["merged"] = {m: counts(manifests[m]) for m in METHODS}
-    diag["dev"] = counts(dev)
-    diag["train"] = {"method": p.method, "n": int(len(manifests[p.method]))}
-    return manifests, diag
+    return _finish(manifests, fill, diag, dev_frames, budgets, merged_sizes, pools, pool_sizes, quotas, p)
+
+
+def _run_streamed(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int,
+                  positions: list[np.ndarray]) -> tuple[dict[str, pd.DataFrame], dict]:
+    """`run` without any pool's matrix in memory (pipeline/sampling/stream_pool.py): nc, random, farthest and
+    full give the manifests of the in-memory path; kcenter is skipped; NC1 comes from a bounded row sample."""
+    from pipeline.sampling import budget as bd
+    from pipeline.sampling import counts
+    from pipeline.sampling import stream_pool as sp
+
+    if p.method in sp.SKIPPED:
+        raise ConfigError(f"params sample.method: {p.method} cannot run on a pool above sample.stream_above_rows "
+                          f"({p.stream_above_rows} train rows): {sp.SKIPPED[p.method]}; use one of {list(sp.METHODS)}")
+    log.info("a pool has more than sample.stream_above_rows=%d train rows: streamed sampling over the memory-mapped "
+             "embeddings; skipped: %s", p.stream_above_rows, ", ".join(f"{m} ({why})" for m, why in sp.SKIPPED.items()))
+    if p.index != "flat":
+        log.warning("streamed nc is the exact (flat) scan: sample.index=%s is not used", p.index)
+    split = clips["split"].to_numpy()
+    codes = sp.label_codes(clips)
+    train_pos = [pos[split[pos] == "train"] for pos in positions]
+    merged = np.unique(np.concatenate(train_pos))
+    budgets = bd.class_budgets(pd.Series(pd.Categorical.from_codes(codes[merged], LABELS)), LABELS, p.ratio,
+                               p.class_ratio)
+    pool_sizes = [{c: int((codes[tp] == k).sum()) for k, c in enumerate(LABELS)} for tp in train_pos]
+    quotas = bd.split_budget(budgets, pool_sizes)
+    picks: dict[str, list[pd.DataFrame]] = {m: [] for m in sp.METHODS}
+    candidates: dict[str, list[pd.DataFrame]] = {m: [] for m in sp.METHODS if m != "full"}
+    diag, dev_frames = _header(p, seed), []
+    diag["stream"] = {"above_rows": p.stream_above_rows, "index": "flat", "skipped": dict(sp.SKIPPED),
+                      "diagnostics_rows_limit": p.stream_diagnostics_rows}
+    for i, pool in enumerate(progress(pools, desc="sample pools (streamed)", total=len(pools), unit="pool")):
+        pos = positions[i]
+        train = np.flatnonzero(split[pos] == "train")
+        dev_frames.append(_manifest_rows(clips.take(pos[split[pos] == "dev"]), pool.teacher, "dev", None, None))
+        if not len(train):
+            raise ValueError(f"teacher {pool.teacher}: no train-split rows in its pool")
+        try:
+            res = sp.sample_pool(pool.embeddings, train, pos[train], codes[pos[train]], clips, p, teacher=pool.teacher,
+                                 pool=i, seed=_pool_seed(seed, i), quota=quotas[i], budgets=budgets)
+        except ValueError as exc:
+            raise ValueError(f"teacher {pool.teacher}: {exc}") from exc
+        for m in sp.METHODS:
+            picks[m].append(res.picks[m])
+            if m in candidates:
+                candidates[m].append(res.candidates[m])
+        after = {m: counts(clips.take(res.picks[m][sp.POS].to_numpy())) for m in sp.METHODS}
+        diag["pools"][pool.teacher] = {"n_rows": int(len(pos)), "n_train": int(len(train)), **res.diag, "after": after}
+        log.info("pool %s: %d train rows (streamed) -> nc %d (%s)", pool.teacher, len(train), after["nc"]["n"],
+                 after["nc"]["label"])
+    manifests, fill = {}, {}
+    for m in sp.METHODS:          # pop: each method's slim frames go once its manifest is built
+        union = merge_picks(picks.pop(m))
+        if m == "full":
+            slim = union.drop(columns=[bd.KEY, bd.POOL])
+        else:
+            slim, fill[m] = bd.fill_to_budget(union, pd.concat(candidates.pop(m), ignore_index=True), budgets)
+        manifests[m] = _manifest_rows(clips.take(slim[sp.POS].to_numpy()).reset_index(drop=True),
+                                      slim["teacher"].to_numpy(), m, slim["distance"].to_numpy(),
+                                      slim["cluster"].to_numpy())
+    merged_sizes = {c: int((codes[merged] == k).sum()) for k, c in enumerate(LABELS)}
+    return _finish(manifests, fill, diag, dev_frames, budgets, merged_sizes, pools, pool_sizes, quotas, p)
 
 
 def write_outputs(manifests: dict[str, pd.DataFrame], diag: dict, method: str, out_dir: Path,
@@ -291,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         stats.add("clips", sum(len(pl.ids) for pl in pools))
         stats.add("pools", len(pools))
         for m in METHODS:
-            stats.add(m, len(manifests[m]))
+            if m in manifests:       # kcenter is skipped on streamed pools
+                stats.add(m, len(manifests[m]))
         stats.add("dev", len(manifests["dev"]))
     log.info("train.parquet = %s.parquet (%d clips)", p.method, len(manifests[p.method]))
     return 0

@@ -166,19 +166,26 @@ def test_misaligned_embeddings_and_ids_give_a_clear_error(tmp_path):
         sample.main(argv)
 
 
-def test_nan_embeddings_in_a_pool_give_a_clear_error(tmp_path):
-    clips, _, argv = setup_stage(tmp_path)
+@pytest.mark.parametrize("streamed", [False, True])
+def test_nan_embeddings_in_a_pool_give_a_clear_error(tmp_path, streamed):
+    clips, params, argv = setup_stage(tmp_path)
     path = tmp_path / "embeddings" / "t_codec" / "emb.npy"
     emb = np.load(path)
     emb[0, 0] = np.nan
     np.save(path, emb)
+    if streamed:
+        argv = _stream(params, argv, tmp_path, "streamed", stream_above_rows=10)
     with pytest.raises(ValueError, match="t_codec.*NaN"):
         sample.main(argv)
+    assert not (tmp_path / "streamed").exists()
 
 
-def test_a_pool_without_fakes_in_train_gives_a_clear_error(tmp_path):
-    clips, _, argv = setup_stage(tmp_path)
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_pool_without_fakes_in_train_gives_a_clear_error(tmp_path, streamed):
+    clips, params, argv = setup_stage(tmp_path)
     write_pool(tmp_path / "embeddings", "t_codec", clips, ["bonafide"])
+    if streamed:
+        argv = _stream(params, argv, tmp_path, "streamed", stream_above_rows=10)
     with pytest.raises(ValueError, match="t_codec: class 'spoof' has no rows"):
         sample.main(argv)
 
@@ -199,6 +206,9 @@ def test_missing_embeddings_name_the_embed_stage(tmp_path):
     ({"class_ratio": 0.5}, "sample.class_ratio: expected a mapping"),
     ({"n_clusters": -1}, "sample.n_clusters: must be >= 0"),
     ({"typo_key": 1}, "unknown keys"),
+    ({"stream_above_rows": -1}, "sample.stream_above_rows: must be >= 0"),
+    ({"stream_above_rows": 1.5}, "sample.stream_above_rows: expected an integer"),
+    ({"stream_diagnostics_rows": 1}, "sample.stream_diagnostics_rows: must be >= 2"),
 ])
 def test_bad_sample_params_give_a_clear_error(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -214,3 +224,104 @@ def test_a_budget_smaller_than_the_number_of_pools_is_still_exact(tmp_path):
     for m in ("nc", "random", "kcenter", "farthest"):
         df = pd.read_parquet(tmp_path / "manifests" / f"{m}.parquet")
         assert df["label"].value_counts().to_dict() == {"bonafide": 1, "spoof": 2}, m
+
+
+def _stream(params, argv, tmp_path, out: str, **sample_params):
+    """Re-write params.yaml with `sample_params` and point --out/--diagnostics at `out`."""
+    params["sample"].update(sample_params)
+    path = tmp_path / f"params_{out}.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    argv = list(argv)
+    argv[argv.index("--params") + 1] = str(path)
+    argv[argv.index("--out") + 1] = str(tmp_path / out)
+    argv[argv.index("--diagnostics") + 1] = str(tmp_path / f"{out}.json")
+    return argv
+
+
+def _shard(tmp_path, rows: int = 50):
+    from pipeline.embstore import write_embeddings
+
+    for name in ("t_vocoder", "t_codec"):
+        d = tmp_path / "embeddings" / name
+        write_embeddings(np.load(d / "emb.npy"), d, max_rows_per_file=rows)
+
+
+STREAMED = ("nc", "random", "farthest", "full", "dev", "train")
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.4, 0.02])
+def test_streamed_pools_give_the_in_memory_manifests(tmp_path, ratio):
+    # 0.5 and 0.4: the pools' bona fide picks overlap, so the union is topped up; at 0.4 each pool's top-up
+    # candidates are cut to 2 x budget (28 of its 36 bona fide rows); 0.02: a class quota of 0 in a pool
+    _, params, argv = setup_stage(tmp_path, ratio=ratio)
+    _shard(tmp_path)
+    assert sample.main(_stream(params, argv, tmp_path, "memory")) == 0
+    assert sample.main(_stream(params, argv, tmp_path, "streamed", stream_above_rows=10)) == 0
+    for m in STREAMED:      # same rows, same order, same distances and clusters
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "streamed" / f"{m}.parquet"),
+                                      pd.read_parquet(tmp_path / "memory" / f"{m}.parquet"))
+    assert not (tmp_path / "streamed" / "kcenter.parquet").exists()
+    mem, st = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("memory", "streamed"))
+    mem["budget"]["fill"].pop("kcenter")
+    assert st["budget"] == mem["budget"]
+    if ratio == 0.4:
+        assert st["budget"]["per_class"]["bonafide"] * 2 < st["budget"]["pools"]["t_codec"]["train_clips"]["bonafide"]
+        assert st["budget"]["fill"]["random"]["bonafide"]["added"] > 0
+    assert "kcenter" not in st["merged"] and st["stream"]["skipped"].keys() == {"kcenter"}
+    pool = st["pools"]["t_vocoder"]
+    assert pool["streamed"] and pool["diagnostics_rows"] == pool["n_train"] == 108    # below the limit: every row
+    assert pool["nc1"] == pytest.approx(mem["pools"]["t_vocoder"]["nc1"], rel=1e-9)
+    assert pool["class_mean_distance"] == mem["pools"]["t_vocoder"]["class_mean_distance"]
+    assert pool["before"] == mem["pools"]["t_vocoder"]["before"]
+    assert pool["after"]["nc"] == mem["pools"]["t_vocoder"]["after"]["nc"]
+
+
+def test_streamed_pools_never_read_more_than_a_block_of_rows(tmp_path, monkeypatch):
+    from pipeline.embstore import ShardedEmbeddings
+    from pipeline.sampling import stream_pool
+
+    _, params, argv = setup_stage(tmp_path)
+    _shard(tmp_path, rows=30)
+    small = dict(max_points_per_centroid=8, stream_diagnostics_rows=20)     # k-means sample 2 x 8 rows
+    assert sample.main(_stream(params, argv, tmp_path, "memory", **small)) == 0
+    limit = 20
+    read = ShardedEmbeddings.__getitem__
+    seen = []
+
+    def bounded(self, rows):
+        out = read(self, rows)
+        if len(out) > limit:
+            raise AssertionError(f"read {len(out)} rows at once")
+        seen.append(len(out))
+        return out
+
+    monkeypatch.setattr(ShardedEmbeddings, "__getitem__", bounded)
+    monkeypatch.setattr(stream_pool, "CHUNK_ROWS", 16)
+    with pytest.raises(AssertionError, match="read 108 rows"):       # the in-memory path copies the train rows
+        sample.main(_stream(params, argv, tmp_path, "memory2"))
+    assert sample.main(_stream(params, argv, tmp_path, "streamed", stream_above_rows=10)) == 0
+    assert seen and max(seen) <= limit
+    mem = pd.read_parquet(tmp_path / "memory" / "nc.parquet")
+    st = pd.read_parquet(tmp_path / "streamed" / "nc.parquet")
+    # blocks of 16 rows instead of 65536 sum the class means in another order: distances agree to float32
+    # rounding, the picks (and their order) are the same on this well separated pool
+    assert st["clip_id"].tolist() == mem["clip_id"].tolist()
+    np.testing.assert_allclose(st["distance"], mem["distance"], rtol=1e-5)
+    diag = json.loads((tmp_path / "streamed.json").read_text())
+    pool = diag["pools"]["t_vocoder"]
+    assert pool["diagnostics_rows"] == 20 and pool["diagnostics_selected_rows"] == 20 and pool["n_train"] == 108
+    assert pool["nc1"] > 0 and pool["nc1_selected"] > 0
+
+
+def test_kcenter_on_a_streamed_pool_is_a_one_line_error(tmp_path, capsys):
+    from pipeline.__main__ import main
+
+    _, params, argv = setup_stage(tmp_path, method="kcenter")
+    assert main(["sample", *_stream(params, argv, tmp_path, "streamed", stream_above_rows=100)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: params sample.method: kcenter cannot run on a pool above "
+                              "sample.stream_above_rows (100 train rows)")
+    assert not (tmp_path / "streamed").exists()
+    # below the threshold (108 train rows per pool at most) kcenter still runs in memory
+    assert main(["sample", *_stream(params, argv, tmp_path, "memory", stream_above_rows=108)]) == 0
+    assert (tmp_path / "memory" / "kcenter.parquet").exists()

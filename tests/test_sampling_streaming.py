@@ -102,3 +102,40 @@ def test_a_broken_store_is_a_clear_error(tmp_path):
         read_embeddings(tmp_path)
     with pytest.raises(ValueError, match="max_rows_per_file"):
         write_embeddings(emb, tmp_path / "x", max_rows_per_file=0)
+
+
+@pytest.mark.parametrize("n_clusters", [0, 4])
+def test_a_row_subset_selects_as_nc_select_on_the_copied_rows(n_clusters):
+    from pipeline.sampling import nc_rank
+    from pipeline.sampling.streaming import stream_nc
+
+    emb, labels = _data()
+    rows = np.flatnonzero(np.random.default_rng(3).random(len(emb)) < 0.6)      # e.g. a pool's train rows
+    sub = emb[rows]
+    expected = nc_select(sub, labels[rows], 0.2, n_clusters=n_clusters, seed=7, chunk_rows=256)
+    ranking = nc_rank(sub, labels[rows], n_clusters=n_clusters, seed=7, chunk_rows=256)
+    for shards in ([emb], np.split(emb, [700, 1900])):
+        got = stream_nc(shards, labels[rows], 0.2, n_clusters=n_clusters, seed=7, chunk_rows=256, rows=rows,
+                        keep_distances=True)
+        np.testing.assert_array_equal(got.indices, expected)
+        np.testing.assert_array_equal(got.distance, ranking.distance[expected])     # the kept rows' distances
+        np.testing.assert_array_equal(got.row_distance(np.arange(len(rows))), ranking.distance)
+        if n_clusters:
+            np.testing.assert_array_equal(got.cluster, ranking.cluster)
+        for c in ("bonafide", "spoof"):
+            np.testing.assert_array_equal(got.means[c], ranking.means[c])
+        np.testing.assert_array_equal(stream_nc_select(shards, labels[rows], 0.2, n_clusters=n_clusters, seed=7,
+                                                       chunk_rows=256, rows=rows), expected)
+
+
+def test_a_bad_row_subset_is_a_clear_error():
+    from pipeline.sampling.streaming import stream_nc
+
+    emb, labels = _data(100)
+    for rows in ([3, 2, 5], [0, 0, 1], [-1, 4], [5, 100]):
+        with pytest.raises(ValueError, match="ascending distinct indices"):
+            stream_nc_select([emb], labels[:len(rows)], 0.5, n_clusters=0, seed=0, rows=rows)
+    with pytest.raises(ValueError, match="misaligned"):
+        stream_nc_select([emb], labels, 0.5, n_clusters=0, seed=0, rows=[1, 2, 3])
+    with pytest.raises(ValueError, match="keep_distances"):
+        stream_nc([emb], labels, 0.5, n_clusters=0, seed=0).row_distance(np.arange(3))

@@ -48,9 +48,19 @@ def _per_class(embeddings: np.ndarray, labels: Any, ratio: float, class_ratio: M
 def random_select(embeddings: np.ndarray, labels: Any, ratio: float, *, seed: int,
                   class_ratio: Mapping | None = None, classes: Sequence | None = None, **_: Any) -> np.ndarray:
     """Stratified random selection: a seeded uniform draw of n_keep rows per class."""
+    check_ratio(ratio)
+    labels, classes = check_inputs(embeddings, labels, classes)
+    return random_rows(labels, classes, class_ratios(classes, ratio, class_ratio), seed)
+
+
+def random_rows(labels: np.ndarray, classes: Sequence, ratios: Mapping, seed: int) -> np.ndarray:
+    """random_select's draw from the labels alone (no embeddings needed: the streamed sample stage uses it)."""
     rng = np.random.default_rng(seed)
-    return _per_class(embeddings, labels, ratio, class_ratio, classes,
-                      lambda rows, n_keep: rng.choice(rows, size=n_keep, replace=False))
+    picked = []
+    for c in classes:
+        rows = np.flatnonzero(labels == c)
+        picked.append(rng.choice(rows, size=n_keep_for(len(rows), ratios[c]), replace=False))
+    return np.sort(np.concatenate(picked))
 
 
 def full_select(embeddings: np.ndarray, labels: Any, ratio: float = 1.0, *, classes: Sequence | None = None,

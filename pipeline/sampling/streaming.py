@@ -17,11 +17,19 @@ identical to `nc_select(..., index='flat')` with the same seed and chunk_rows (t
 three sequential passes instead of two (the cluster sizes must be known before the quotas), and the
 memory: labels and cluster ids as small integers (2-3 bytes per row) plus the selected rows, where
 nc.py keeps a float64 distance, an int32 cluster and int64 class row lists per row (~24 bytes).
+
+`rows` (ascending indices into the matrix) selects over those rows only, as if the matrix were
+`embeddings[rows]` (the sample stage's train rows), without building that copy: each block is gathered
+from the shards (same block boundaries, counted in the subset, as nc.py's over the copy), and the
+indices returned count in the subset. `stream_nc` also returns the kept rows' distances, the class
+means, the per-row clusters and, with `keep_distances`, every row's squared distance (float32, 4 bytes
+a row: what the sample stage needs for the farthest sampler, top-up order keys and distance columns).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -93,14 +101,47 @@ def _take(shards: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
     return ShardedEmbeddings(shards)[rows]       # releases the file pages it maps (embstore.release_pages)
 
 
-def stream_nc_select(embeddings: Any, labels: Any, ratio: float, *, n_clusters: int, seed: int,
-                     class_ratio: Mapping | None = None, normalize: bool = True, classes: Sequence | None = None,
-                     fake_class: Any = "auto", max_points_per_centroid: int = 256, kmeans_iters: int = 20,
-                     chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
-    """NC class-mean selection over row shards in three streamed passes; row indices ascending (see module doc)."""
+@dataclass(frozen=True)
+class StreamedNC:
+    """What the streamed passes found: the selection and the per-row quantities they kept."""
+
+    indices: np.ndarray                  # int64, ascending: what stream_nc_select returns
+    distance: np.ndarray                 # float64 per index: L2 distance to its class mean (as nc_rank computes)
+    means: dict[Any, np.ndarray]         # class -> float64 mean
+    cluster: np.ndarray | None           # per row: k-means cluster of fake rows, -1 elsewhere (None: no k-means)
+    sq_distance: np.ndarray | None       # per row float32 squared distance to its class mean (keep_distances)
+
+    def row_distance(self, rows: np.ndarray) -> np.ndarray:
+        """L2 distances of the given rows, exactly nc_rank's values (needs keep_distances)."""
+        if self.sq_distance is None:
+            raise ValueError("row distances need stream_nc(..., keep_distances=True)")
+        return np.sqrt(np.maximum(self.sq_distance[rows].astype(np.float64), 0.0))
+
+
+def _check_rows(rows: Any, total: int) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.ndim != 1 or (len(rows) and (rows[0] < 0 or rows[-1] >= total)) or np.any(np.diff(rows) <= 0):
+        raise ValueError(f"rows must be ascending distinct indices into the {total} embedding rows")
+    return rows
+
+
+def stream_nc_select(embeddings: Any, labels: Any, ratio: float, **kwargs: Any) -> np.ndarray:
+    """NC class-mean selection over row shards in three streamed passes; row indices ascending (see module doc).
+
+    Takes the arguments of `stream_nc` (`rows` for a subset of the matrix)."""
+    return stream_nc(embeddings, labels, ratio, **kwargs).indices
+
+
+def stream_nc(embeddings: Any, labels: Any, ratio: float, *, n_clusters: int, seed: int,
+              class_ratio: Mapping | None = None, normalize: bool = True, classes: Sequence | None = None,
+              fake_class: Any = "auto", max_points_per_centroid: int = 256, kmeans_iters: int = 20,
+              chunk_rows: int = DEFAULT_CHUNK_ROWS, rows: Any = None, keep_distances: bool = False) -> StreamedNC:
+    """The streamed selection (see the module doc) with its distances, class means and clusters."""
     faiss = _faiss()
     shards = as_shards(embeddings)
-    n, dim = sum(len(s) for s in shards), shards[0].shape[1]
+    total, dim = sum(len(s) for s in shards), shards[0].shape[1]
+    subset = None if rows is None else _check_rows(rows, total)
+    n = total if subset is None else len(subset)
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != n:
         raise ValueError(f"labels ({labels.shape}) and embeddings ({n} x {dim}) are misaligned")
@@ -115,11 +156,15 @@ def stream_nc_select(embeddings: Any, labels: Any, ratio: float, *, n_clusters: 
     ratios = class_ratios(classes, ratio, class_ratio)
     fake = default_fake_class(classes) if fake_class == "auto" else fake_class
     fake_code = classes.index(fake) if fake in classes else -1
-    buf = np.empty((min(chunk_rows, n), dim), dtype=np.float32)
+    buf = np.empty((max(min(chunk_rows, n), 1), dim), dtype=np.float32)
 
     def blocks():
-        for start, block in iter_row_blocks(shards, chunk_rows):
-            yield start, _to_f32(block, normalize, start, out=buf)
+        if subset is None:
+            for start, block in iter_row_blocks(shards, chunk_rows):
+                yield start, _to_f32(block, normalize, start, out=buf)
+        else:   # the subset's blocks, gathered one at a time: never the whole embeddings[rows]
+            for start in range(0, n, chunk_rows):
+                yield start, _to_f32(_take(shards, subset[start:start + chunk_rows]), normalize, start, out=buf)
 
     # pass 1: class means (float64 sums of the same float32 block products as nc.class_means)
     sums = np.zeros((len(classes), dim), dtype=np.float64)
@@ -142,7 +187,7 @@ def stream_nc_select(embeddings: Any, labels: Any, ratio: float, *, n_clusters: 
         del fake_rows
         km = faiss.Kmeans(dim, k, niter=kmeans_iters, seed=int(seed) % (2**31), verbose=False,
                           max_points_per_centroid=max_points_per_centroid, min_points_per_centroid=1)
-        km.train(_to_f32(_take(shards, train_rows), normalize))
+        km.train(_to_f32(_take(shards, train_rows if subset is None else subset[train_rows]), normalize))
         centroids = np.asarray(km.centroids, dtype=np.float32).reshape(k, -1)
         refs = np.concatenate([refs, centroids])
 
@@ -168,15 +213,23 @@ def stream_nc_select(embeddings: Any, labels: Any, ratio: float, *, n_clusters: 
             groups[(k, -1)] = _TopK(n_keep)
 
     # pass 3: distance to the class mean, each group keeping its quota of nearest rows
+    sq_distance = np.empty(n, dtype=np.float32) if keep_distances else None
     for start, x in blocks():
         code = codes[start:start + len(x)].astype(np.int64)
         d2 = faiss.pairwise_distances(x, refs)
-        dist = np.sqrt(np.maximum(d2[np.arange(len(x)), code].astype(np.float64), 0.0))
+        own = d2[np.arange(len(x)), code]
+        if sq_distance is not None:
+            sq_distance[start:start + len(x)] = own
+        dist = np.sqrt(np.maximum(own.astype(np.float64), 0.0))
         rows = np.arange(start, start + len(x), dtype=np.int64)
         sub = np.full(len(x), -1, dtype=np.int64) if cluster is None else cluster[start:start + len(x)].astype(np.int64)
         for (k, j), top in groups.items():
             m = (code == k) & (sub == j)
             if m.any():
                 top.push(rows[m], dist[m])
-    picked = [top.rows for top in groups.values() if len(top.rows)]
-    return np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
+    tops = [top for top in groups.values() if len(top.rows)]
+    picked = np.concatenate([t.rows for t in tops]) if tops else np.empty(0, dtype=np.int64)
+    dist = np.concatenate([t.dist for t in tops]) if tops else np.empty(0, dtype=np.float64)
+    order = np.argsort(picked, kind="stable")
+    return StreamedNC(indices=picked[order], distance=dist[order],
+                      means={c: means[k] for k, c in enumerate(classes)}, cluster=cluster, sq_distance=sq_distance)

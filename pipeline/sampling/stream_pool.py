@@ -1,0 +1,172 @@
+"""The sample stage past memory: one pool's picks without its embedding matrix in memory.
+
+Reads nothing and writes nothing; pipeline/sample.py calls `sample_pool` for every pool once a pool has
+more train rows than `sample.stream_above_rows`. The matrix stays on disk (memory-mapped emb.npy or
+emb-*.npy shards) and is read one block of rows at a time, or as a bounded row sample:
+
+- nc: `stream_nc` (streaming.py) over the pool's train rows (`rows=`: gathered block by block, never
+  `embeddings[train_rows]`), the same picks, distances and clusters as the in-memory path (same blocks);
+- farthest: the rows farthest from their class mean, from the per-row squared distances that the same
+  pass keeps (float32, 4 bytes a row); random and full need the labels only. Same picks as in memory;
+- kcenter is skipped (see SKIPPED): greedy k-center costs O(n_c x n_keep x D), days at 10M rows;
+- the top-up candidates of `fill_to_budget` (budget.py) are, per pool and class, only the first
+  T = min(n_c, 2 x budget_c) rows in the method's order, not every row. That is enough: the top-up takes
+  `need` = budget - |union| rows, and the rows it passes over in a pool are picked clips (at most
+  |union|), rows it takes (< need) or rows whose clip it already took from another pool (< need), so
+  it never reads past row |union| + 2 need - 1 < 2 budget of any pool's order: the same rows as with
+  every candidate. The picked rows never exceed the budget (the quotas sum to it), so nothing is trimmed;
+- diagnostics: NC1 on a seeded sample of at most `sample.stream_diagnostics_rows` train rows (and of
+  the nc picks); class-mean distances from the exact streamed means; counts from the clip table.
+
+Working set per pool: O(N) small scalars (row positions, label codes, clusters, squared distances and,
+one method at a time, float64 distances and order keys: ~50 bytes a train row), one block of rows and
+the bounded diagnostics sample; the slim frames (clip id, label, teacher, distance, cluster, clip-table
+position) hold the picks and candidates (~2 x budget rows per method) and `full`'s every train row.
+What remains is pandas: the clip table and the manifests (benchmarks/bench_sampling_stream.py --stage:
+2M x 256 rows, 45 s, 3.0 GB peak, of which ~1 GB is the clip table and the matrix is never resident).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.sampling import budget as bd
+from pipeline.sampling.baselines import random_rows
+from pipeline.sampling.diagnostics import COUNT_COLUMNS, counts, mean_distances, nc1
+from pipeline.sampling.nc import DEFAULT_CHUNK_ROWS, class_ratios, n_keep_for
+from pipeline.sampling.streaming import StreamedNC, _take, as_shards, stream_nc
+from pipeline.schema import LABELS
+
+CHUNK_ROWS = DEFAULT_CHUNK_ROWS          # read at call time (tests shrink it)
+POS = "_clip_pos"                        # a slim frame's row in the clip table
+METHODS = ("nc", "random", "full", "farthest")
+SKIPPED = {"kcenter": "greedy k-center costs O(n_c x n_keep x D) per class: not run past "
+                      "sample.stream_above_rows train rows"}
+CODES = tuple(range(len(LABELS)))        # label codes: index into LABELS
+SPOOF = LABELS.index("spoof")
+
+
+@dataclass
+class PoolPicks:
+    """One pool's slim frames: picks and top-up candidates per method, and its diagnostics."""
+
+    picks: dict[str, pd.DataFrame] = field(default_factory=dict)
+    candidates: dict[str, pd.DataFrame] = field(default_factory=dict)
+    diag: dict[str, Any] = field(default_factory=dict)
+
+
+def label_codes(clips: pd.DataFrame) -> np.ndarray:
+    """Every clip-table row's label as an int8 index into LABELS (1 byte a row instead of a string)."""
+    return pd.Categorical(clips["label"], categories=list(LABELS)).codes.astype(np.int8)
+
+
+def sample_pool(embeddings: Any, train_rows: np.ndarray, clip_pos: np.ndarray, codes: np.ndarray,
+                clips: pd.DataFrame, p: Any, *, teacher: str, pool: int, seed: int, quota: dict[str, int],
+                budgets: dict[str, int]) -> PoolPicks:
+    """Pick from one pool's train rows (`train_rows`: rows of its matrix, ascending; `clip_pos`: their rows
+    in `clips`; `codes`: their label codes) with every method of METHODS; `p` is the stage's SampleParams."""
+    sizes = {LABELS[k]: int((codes == k).sum()) for k in CODES}
+    for c, n in sizes.items():
+        if not n:
+            raise ValueError(f"class {c!r} has no rows: NC sampling needs every class {list(LABELS)} in the pool")
+    ratios = class_ratios(CODES, p.ratio, {LABELS.index(c): r for c, r in bd.quota_ratios(quota, sizes).items()})
+    st = stream_nc(embeddings, codes, p.ratio, class_ratio=ratios, n_clusters=p.n_clusters, seed=seed,
+                   normalize=p.normalize, classes=CODES, fake_class=SPOOF,
+                   max_points_per_centroid=p.max_points_per_centroid, kmeans_iters=p.kmeans_iters,
+                   chunk_rows=CHUNK_ROWS, rows=train_rows, keep_distances=True)
+    out = PoolPicks()
+    frame = _Slim(clips, clip_pos, codes, st, teacher, pool)
+    distance = st.row_distance(np.arange(len(codes)))
+    kept = np.array([quota[c] > 0 for c in LABELS], dtype=bool)    # a class whose quota in this pool is 0
+    nc_idx = st.indices[kept[codes[st.indices]]]
+    for method in METHODS:
+        if method == "full":
+            out.picks[method] = frame(np.arange(len(codes)), np.zeros(len(codes)), distance)
+            continue
+        if method == "nc":
+            idx = nc_idx
+        elif method == "random":      # random_select's draw, from the labels alone
+            idx = random_rows(codes, CODES, ratios, seed)
+        else:
+            idx = _farthest(distance, codes, ratios)
+        idx = idx[kept[codes[idx]]]
+        key = bd.order_key(method, distance, codes, seed)
+        out.picks[method] = frame(idx, key, distance)
+        out.candidates[method] = frame(_first_rows(key, codes, budgets), key, distance)
+    out.diag = _diagnostics(embeddings, train_rows, codes, st, nc_idx, clips, clip_pos, p, seed)
+    return out
+
+
+class _Slim:
+    """Slim frames of a pool's train rows: clip id, label, teacher, distance, cluster, POS, KEY, POOL."""
+
+    def __init__(self, clips: pd.DataFrame, clip_pos: np.ndarray, codes: np.ndarray, st: StreamedNC, teacher: str,
+                 pool: int) -> None:
+        self.ids, self.pos, self.codes = clips["clip_id"].to_numpy(), clip_pos, codes
+        self.cluster, self.teacher, self.pool = st.cluster, teacher, pool
+        self.labels = np.array(LABELS, dtype=object)
+
+    def __call__(self, idx: np.ndarray, key: np.ndarray, distance: np.ndarray) -> pd.DataFrame:
+        pos = self.pos[idx]
+        cluster = np.full(len(idx), -1, dtype=np.int32) if self.cluster is None else self.cluster[idx]
+        return pd.DataFrame({"clip_id": self.ids[pos], "label": self.labels[self.codes[idx]], "teacher": self.teacher,
+                             "distance": distance[idx], "cluster": cluster.astype(np.int32), POS: pos,
+                             bd.KEY: key[idx], bd.POOL: self.pool})
+
+
+def _farthest(distance: np.ndarray, codes: np.ndarray, ratios: dict) -> np.ndarray:
+    """select_from_ranking(farthest=True): per class, the n_keep rows farthest from the mean (ties: lower row)."""
+    from pipeline.sampling.nc import _nearest
+
+    picked = []
+    for k in CODES:
+        rows = np.flatnonzero(codes == k)
+        picked.append(_nearest(rows, -distance[rows], n_keep_for(len(rows), ratios[k])))
+    return np.sort(np.concatenate(picked))
+
+
+def _first_rows(key: np.ndarray, codes: np.ndarray, budgets: dict[str, int]) -> np.ndarray:
+    """Per class, the rows whose order key ranks below 2 x the class budget (the candidates the top-up can
+    reach, see the module doc), ascending."""
+    keep = np.zeros(len(key), dtype=bool)
+    for k in CODES:
+        m = codes == k
+        n = int(m.sum())
+        keep |= m & (key < min(n, 2 * budgets[LABELS[k]]) / max(n, 1))   # key = rank / n
+    return np.flatnonzero(keep)
+
+
+def _sample_rows(n: int, limit: int, seed: int, salt: int) -> np.ndarray:
+    if n <= limit:
+        return np.arange(n)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, salt]))
+    return np.sort(rng.choice(n, size=limit, replace=False))
+
+
+def _nc1_sample(embeddings: Any, rows: np.ndarray, codes: np.ndarray, normalize: bool) -> float | None:
+    """NC1 of the given matrix rows (a bounded sample), None unless both classes are in it (or not finite)."""
+    if len(np.unique(codes)) < len(CODES):
+        return None
+    value = nc1(_take(as_shards(embeddings), rows), np.array(LABELS)[codes], normalize=normalize)
+    return float(value) if np.isfinite(value) else None
+
+
+def _diagnostics(embeddings: Any, train_rows: np.ndarray, codes: np.ndarray, st: StreamedNC, nc_idx: np.ndarray,
+                 clips: pd.DataFrame, clip_pos: np.ndarray, p: Any, seed: int) -> dict[str, Any]:
+    """The pool's entry of reports/sampling.json, from bounded row samples (see the module doc)."""
+    limit = p.stream_diagnostics_rows
+    sub = _sample_rows(len(codes), limit, seed, 1)
+    sel = nc_idx[_sample_rows(len(nc_idx), limit, seed, 2)]
+    return {
+        "streamed": True, "diagnostics_rows": int(len(sub)), "diagnostics_selected_rows": int(len(sel)),
+        "dim": int(as_shards(embeddings)[0].shape[1]),
+        "nc1": _nc1_sample(embeddings, train_rows[sub], codes[sub], p.normalize),
+        "nc1_selected": _nc1_sample(embeddings, train_rows[sel], codes[sel], p.normalize),
+        "class_mean_distance": mean_distances({LABELS[k]: m for k, m in st.means.items()}),
+        "before": counts(clips[list(COUNT_COLUMNS)].take(clip_pos)),
+        "skipped": dict(SKIPPED),
+    }
