@@ -11,7 +11,9 @@
 # clips per class at a ratio (equal budgets, pipeline/sampling/budget.py).
 # ABLATION=1 adds, for the methods in ABLATION_METHODS (default "nc full"), the same runs trained without the
 # hard fakes (`-S 'train.exclude_paradigms=[vocoder,codec,diffusion]'`: bona fide + training attacks only):
-# 20 more by default (70 in all). The report groups experiments by (method, ratio, other changed params) and
+# 20 more by default (70 in all). ABLATION_RATIOS limits those to some ratios (default: all; full runs always).
+# AUGMENT=1 adds, for AUGMENT_METHODS (default "nc full") at AUGMENT_RATIOS (default: all), the same runs with
+# training augmentation on (AUGMENT_ARGS, default RawBoost p 0.5 + gain p 0.5): augmentation on vs off over seeds. The report groups experiments by (method, ratio, other changed params) and
 # shows the mean and 95% CI over seeds (pipeline/reporting/seeds.py).
 # Each experiment runs the pipeline up to TARGET (default `evaluate`): the report stage reads every experiment
 # at the end, so running it inside each one would only cost time (~45 s each).
@@ -33,6 +35,11 @@ SEEDS=${SEEDS:-5}
 ABLATION=${ABLATION:-0}
 ABLATION_METHODS=${ABLATION_METHODS:-"nc full"}
 ABLATION_EXCLUDE=${ABLATION_EXCLUDE:-"[vocoder,codec,diffusion]"}
+ABLATION_RATIOS=${ABLATION_RATIOS:-$RATIOS}
+AUGMENT=${AUGMENT:-0}
+AUGMENT_METHODS=${AUGMENT_METHODS:-"nc full"}
+AUGMENT_RATIOS=${AUGMENT_RATIOS:-$RATIOS}
+AUGMENT_ARGS=${AUGMENT_ARGS:-"-S train.augment.enabled=true -S train.augment.rawboost_prob=0.5 -S train.augment.gain_prob=0.5"}
 DRY_RUN=${DRY_RUN:-0}
 JOBS=${JOBS:-1}
 POLL_S=${POLL_S:-30}
@@ -57,6 +64,15 @@ if ! [[ "$SEEDS" =~ ^[1-9][0-9]*$ ]]; then
   exit 2
 fi
 
+in_list() {  # in_list RATIO "LIST": RATIO is in LIST, or it is the full run's 1.0
+  local r
+  if [[ "$1" == 1.0 ]]; then return 0; fi
+  for r in $2; do
+    if awk "BEGIN{exit !($1 == $r)}"; then return 0; fi
+  done
+  return 1
+}
+
 n=0
 queue() {  # queue one experiment (or print it with DRY_RUN=1)
   echo "queue: $*"
@@ -79,8 +95,12 @@ for seed in $(seq 1 "$SEEDS"); do
     for ratio in $ratios; do
       args=(-S "sample.method=$method" -S "sample.ratio=$ratio" -S "train.seed=$seed" -S "sample.seed=$seed")
       queue "${args[@]}"
-      if [[ "$ABLATION" == 1 ]] && [[ " $ABLATION_METHODS " == *" $method "* ]]; then
+      if [[ "$ABLATION" == 1 ]] && [[ " $ABLATION_METHODS " == *" $method "* ]] && in_list "$ratio" "$ABLATION_RATIOS"; then
         queue "${args[@]}" -S "train.exclude_paradigms=$ABLATION_EXCLUDE"
+      fi
+      if [[ "$AUGMENT" == 1 ]] && [[ " $AUGMENT_METHODS " == *" $method "* ]] && in_list "$ratio" "$AUGMENT_RATIOS"; then
+        read -r -a extra <<<"$AUGMENT_ARGS"
+        queue "${args[@]}" "${extra[@]}"
       fi
     done
   done
