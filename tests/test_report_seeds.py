@@ -16,16 +16,17 @@ METRICS = "reports/metrics.json"
 
 
 def _exp(name: str, method: str, ratio: float, seed: int, eers: dict, ci: dict | None = None,
-         exclude: list | None = None) -> dict:
+         exclude: list | None = None, augment: bool = False) -> dict:
     params = {"sample": {"method": method, "ratio": ratio, "seed": seed},
-              "train": {"seed": seed, "exclude_paradigms": exclude or [], "epochs": 8}}
+              "train": {"seed": seed, "exclude_paradigms": exclude or [], "epochs": 8,
+                        "augment": {"enabled": augment}}}
     metrics = {"eer": eers, **({"eer_ci": ci} if ci else {})}
     data = {"params": {"params.yaml": {"data": params}}, "metrics": {METRICS: {"data": metrics}}}
     return {"name": name, "executor": None,
             "revs": [{"rev": name.ljust(40, "0"), "name": name, "error": None, "data": data, "experiments": None}]}
 
 
-def _sweep(nc_shift: float = 0.0, seeds_n: int = 5, ablation: bool = False) -> list:
+def _sweep(nc_shift: float = 0.0, seeds_n: int = 5, ablation: bool = False, augment: bool = False) -> list:
     exps = []
     for s in range(1, seeds_n + 1):
         noise = 0.004 * (s - 3)
@@ -36,6 +37,9 @@ def _sweep(nc_shift: float = 0.0, seeds_n: int = 5, ablation: bool = False) -> l
         if ablation:
             exps.append(_exp(f"ab{s}", "full", 1.0, s, {"unseen_attacks": 0.40 + noise, "pooled": 0.2},
                              exclude=["vocoder", "codec", "diffusion"]))
+        if augment:
+            exps.append(_exp(f"rd5_{s}", "random", 0.05, s, {"unseen_attacks": 0.20 + noise, "pooled": 0.1}))
+            exps.append(_exp(f"au{s}", "nc", 0.1, s, {"unseen_attacks": 0.12 + noise, "pooled": 0.1}, augment=True))
     base = {"rev": "b" * 40, "name": "main", "error": None, "experiments": exps,
             "data": {"params": {}, "metrics": {}}}
     old = {"rev": "c" * 40, "name": None, "error": None, "data": {"params": {}, "metrics": {}},
@@ -71,11 +75,15 @@ def test_headline_states_numbers_cis_and_plain_verdicts():
     assert "random 30.0 ± " in sentence and "(5 seeds)" in sentence
     assert "NC at 10% is +1.0 EER points from the full set on unseen-attacks (within the 2-point goal)" in verdicts
     assert "no significant difference between NC at 10% and full (95% CIs overlap)" in verdicts
-    assert "NC is lower than random at 10% (95% CIs do not overlap)" in verdicts
+    assert "NC at 10% is lower than random at 10% (95% CIs do not overlap)" in verdicts
     assert any(v.startswith("full with hard fakes is lower than without") for v in verdicts)
+    # augmentation on vs off, and NC vs random at every ratio up to the headline one
+    _, more = seeds.headline(seeds.group_runs(parse_exp_show(_sweep(ablation=True, augment=True)).runs))
+    assert "nc with augmentation (train.augment.enabled=True) is lower than without (95% CIs do not overlap)" in more
+    assert "NC at 5% is HIGHER than random at 5% (95% CIs do not overlap): the claim does not hold" in more
     # NC worse than random: the claim does not hold, and the sentence says so
     _, bad = seeds.headline(seeds.group_runs(parse_exp_show(_sweep(nc_shift=0.2)).runs))
-    assert "NC is HIGHER than random at 10% (95% CIs do not overlap): the claim does not hold" in bad
+    assert "NC at 10% is HIGHER than random at 10% (95% CIs do not overlap): the claim does not hold" in bad
     assert any("the 2-point goal does NOT hold" in v for v in bad)
 
 
@@ -96,7 +104,7 @@ def test_sections_draw_the_band_curve_and_put_the_sentence_in_the_summary(monkey
     assert "40.0 ± " in body and "(5 seeds)" in body
     summary = html.unescape("".join(summary_section(["unseen_attacks"], None, exps).parts))
     assert '<p class="headline">NC at 10%: unseen-attacks EER 40.0 ± ' in summary
-    assert '<span class="warn">NC is HIGHER than random' in summary
+    assert '<span class="warn">NC at 10% is HIGHER than random' in summary
 
 
 def test_the_band_curve_renders():

@@ -26,6 +26,7 @@ SEED_KEYS = ("train.seed", "sample.seed", "evaluate.seed")
 POINT_KEYS = ("sample.method", "sample.ratio")
 PREFERRED_SETS = ("eer.unseen_attacks", "eer.seen_attacks", "eer.pooled")
 HARD_FAKES = "train.exclude_paradigms"
+AUGMENT = "train.augment"
 
 
 def _sweep_rows(runs: pd.DataFrame) -> pd.DataFrame:
@@ -164,12 +165,23 @@ def headline(groups: pd.DataFrame | None, metrics: dict[str, Any] | None = None)
         o = _point(groups, other, ratio)
         if o is not None:
             parts.append(f"{other} {fmt_ci(o, col)}")
-            verdicts.append(compare(nc, o, col, "NC", f"{other} at {100 * ratio:g}%"))
-    for var in sorted(v for v in groups["variant"].unique() if v and HARD_FAKES in v):
+        for r in sorted({ratio, *[x for x in sampled["ratio"] if x < ratio]}):   # the headline ratio and below
+            o, n = _point(groups, other, r), _point(groups, "nc", r)
+            if o is not None and n is not None:
+                verdicts.append(compare(n, o, col, f"NC at {100 * r:g}%", f"{other} at {100 * r:g}%"))
+    for var in sorted(v for v in groups["variant"].unique() if v):
+        what = ("with hard fakes", "without") if HARD_FAKES in var else (
+            ("with augmentation", "without") if AUGMENT in var else (None, None))
+        if what[0] is None:
+            continue
         for method, r in (("nc", ratio), ("full", None)):
-            off, on = _point(groups, method, r, var), _point(groups, method, r)
-            if off is not None and on is not None:
-                verdicts.append(compare(on, off, col, f"{method} with hard fakes", f"without ({var})"))
+            changed, plain = _point(groups, method, r, var), _point(groups, method, r)
+            if changed is None or plain is None:
+                continue
+            if HARD_FAKES in var:   # the claim: hard fakes (the plain runs) lower the EER
+                verdicts.append(compare(plain, changed, col, f"{method} {what[0]}", f"{what[1]} ({var})"))
+            else:
+                verdicts.append(compare(changed, plain, col, f"{method} {what[0]} ({var})", what[1]))
     return "; ".join(parts) + ".", verdicts
 
 
