@@ -127,3 +127,17 @@ def test_pinned_training_is_byte_identical_whatever_isa_the_parent_environment_f
     # control: without the pin, the same inherited setting does change the bytes (so the check is not vacuous)
     native = _train(HARDSET_CPU_ISA="native", ATEN_CPU_CAPABILITY="default", ONEDNN_MAX_CPU_ISA="SSE41")
     assert native[1] == "DEFAULT" and native[0] != pinned[0][0]
+
+
+def test_the_ray_engine_forwards_every_pinned_variable():
+    from pipeline.engine import FORWARDED_ENV
+
+    assert {PIN_VAR, "OMP_WAIT_POLICY", *(k for pin in PINS.values() for k in pin)} == set(FORWARDED_ENV)
+
+
+@needs_avx2
+def test_the_test_session_runs_pinned_like_a_stage():
+    import torch
+
+    if os.environ.get(PIN_VAR) != "native":  # conftest imports pipeline.__main__ before torch
+        assert torch.backends.cpu.get_cpu_capability() == "AVX2" and os.environ["MKL_CBWR"] == "COMPATIBLE"
