@@ -20,6 +20,16 @@ os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
 os.environ.setdefault("MKL_CBWR", "AVX2")
 
+# Pin torch's CPU code paths (ATen, oneDNN, MKL) to an AVX2-level path so that outputs do not depend on the
+# machine's ISA (pipeline/cpu_isa.py); HARDSET_CPU_ISA=native opts out. Also before torch is imported.
+from pipeline.cpu_isa import pin_cpu_isa  # noqa: E402  (torch-free)
+
+try:
+    CPU_PIN = pin_cpu_isa(os.environ)
+    CPU_PIN_ERROR = ""
+except ValueError as _exc:
+    CPU_PIN, CPU_PIN_ERROR = {}, str(_exc)
+
 STAGES = (
     "fetch_demo",
     "corpus_index",
@@ -59,6 +69,8 @@ commands:
   import_model   turn an external checkpoint (official AASIST / AASIST-L) into a model directory
 
 Run `python -m pipeline <stage> --help` for a stage's options.
+Environment: HARDSET_CPU_ISA=avx2 (default: torch's x86 CPU kernels pinned to one path, so outputs do not
+depend on the machine's ISA) or native (the machine's fastest kernels; see pipeline/cpu_isa.py).
 """
 
 
@@ -70,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     if name not in STAGES + COMMANDS:
         print(f"unknown stage {name!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    if CPU_PIN_ERROR:
+        print(f"error: {CPU_PIN_ERROR}", file=sys.stderr)
         return 2
     from pipeline.params import ConfigError
 

@@ -132,14 +132,23 @@ class ShardWorker:
         return pd.DataFrame(out, columns=["shard", "results"])
 
 
+# What pipeline/__main__.py sets before torch is imported (pipeline/cpu_isa.py); named here, not imported, so that
+# the torch-free stages that use this engine do not depend on the pin.
+FORWARDED_ENV = ("OMP_WAIT_POLICY", "HARDSET_CPU_ISA", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
+
+
 def ray_init(cfg: EngineConfig) -> None:
     """Join the cluster at RAY_ADDRESS, or start a local instance (once per process)."""
     import ray  # the local engine never imports ray
 
     if ray.is_initialized():
         return
-    # Ship this checkout's `pipeline` package to the workers, so they run the driver's code.
-    runtime_env = {"py_modules": [str(Path(__file__).resolve().parent)]}
+    # Ship this checkout's `pipeline` package to the workers, so they run the driver's code, and the driver's CPU
+    # pin: workers on a joined cluster do not inherit the driver's environment.
+    runtime_env: dict[str, Any] = {"py_modules": [str(Path(__file__).resolve().parent)]}
+    env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    if env_vars:
+        runtime_env["env_vars"] = env_vars
     address = os.environ.get("RAY_ADDRESS")
     if address:
         log.info("joining the Ray cluster at %s", address)

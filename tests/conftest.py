@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+import pipeline.__main__  # noqa: F401  the CLI's CPU pin, set before torch is imported, as in every stage
 from pipeline.audio import measure, to_pcm16
 
 

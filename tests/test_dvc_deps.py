@@ -18,6 +18,9 @@ PKG = ROOT / "pipeline"
 # Pure logging/presentation helpers and the package docstring: an edit there cannot change an output.
 EXEMPT = {"pipeline/__init__.py", "pipeline/logs.py"}
 CMD = re.compile(r"python -m pipeline (\w+)")
+# `python -m pipeline` runs pipeline/__main__.py first, whose CPU pin (pipeline/cpu_isa.py) sets which kernels
+# torch runs: every stage that sets torch up (torch_env.py) depends on it, though it never imports it.
+ENTRY_DEPS = {"pipeline/torch_env.py": "pipeline/cpu_isa.py"}
 
 
 def module_file(name: str) -> Path | None:
@@ -96,8 +99,9 @@ def covered(rel: str, deps: list[str]) -> bool:
 def missing_pairs() -> list[tuple[str, str]]:
     missing = []
     for stage, (module, deps) in sorted(stage_commands().items()):
-        for path in sorted(import_closure(f"pipeline.{module}")):
-            rel = path.relative_to(ROOT).as_posix()
+        rels = {path.relative_to(ROOT).as_posix() for path in import_closure(f"pipeline.{module}")}
+        rels |= {entry for user, entry in ENTRY_DEPS.items() if user in rels}
+        for rel in sorted(rels):
             if rel not in EXEMPT and not covered(rel, deps):
                 missing.append((stage, rel))
     return missing
@@ -108,6 +112,14 @@ def test_the_walk_sees_lazy_and_package_imports():
     # reconstruct imports pipeline.resynth inside main(); the package imports every backend
     assert {"pipeline/reconstruct.py", "pipeline/resynth/__init__.py", "pipeline/resynth/diffusion.py"} <= closure
     assert all(not p.startswith("pipeline/reporting") for p in closure)
+
+
+def test_torch_stages_list_the_cpu_pin_that_they_never_import():
+    closure = {p.relative_to(ROOT).as_posix() for p in import_closure("pipeline.fit_codec")}
+    assert "pipeline/torch_env.py" in closure and "pipeline/cpu_isa.py" not in closure
+    torch_stages = [name for name, (_, deps) in stage_commands().items() if "pipeline/torch_env.py" in deps]
+    assert {"fit_codec", "fit_diffusion", "reconstruct", "train"} <= set(torch_stages)
+    assert all("pipeline/cpu_isa.py" in stage_commands()[name][1] for name in torch_stages)
 
 
 def test_every_stage_lists_the_pipeline_modules_it_imports_as_deps():
