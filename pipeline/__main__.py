@@ -12,13 +12,6 @@ import sys
 # OpenMP spin-waiting makes torch 10x slower when another process holds the cores (measured on the
 # shared 2-core machines); it must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# Same seed, another x86 machine, same bytes: torch picks convolution (oneDNN), ATen and MKL kernels by the
-# CPU's instruction set, and an AVX-512 kernel rounds differently from an AVX2 one (a conv1d training step
-# already differs). Pin every library to its AVX2 path, which x86-64 machines of the last decade have;
-# export another value (e.g. ONEDNN_MAX_CPU_ISA=ALL) to trade this for speed. Ignored off x86.
-os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
-os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
-os.environ.setdefault("MKL_CBWR", "AVX2")
 
 # Pin torch's CPU code paths (ATen, oneDNN, MKL) to an AVX2-level path so that outputs do not depend on the
 # machine's ISA (pipeline/cpu_isa.py); HARDSET_CPU_ISA=native opts out. Also before torch is imported.
