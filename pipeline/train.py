@@ -3,7 +3,7 @@
 Reads data/manifests/train.parquet (the manifest `sample.method` chose) and data/manifests/dev.parquet,
 and the audio they point to. Writes data/models/detector/: model.pt (the best checkpoint, with the
 resolved params inside), config.json (the same resolved params), metrics.json (dev EER, epochs,
-steps, seconds) and dvclive/ (per-epoch curves).
+steps; the run time is logged, not written, so a re-run gives the same bytes) and dvclive/ (per-epoch curves).
 
 Objectives (`train.objective`, formulas in pipeline/losses.py):
 - `ce` / `bce` / `racl`: one stage, the whole net trained end to end; dev EER from the logits.
@@ -26,7 +26,6 @@ scratch; `init_mode` all | backend (the front part frozen). Rules: pipeline/fine
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -216,7 +215,6 @@ def run(train_rows: pd.DataFrame, dev_rows: pd.DataFrame, p: TrainParams, *, sam
 
     `model`: the student to start from (train.init, pipeline.finetune.load_init); None = built from scratch.
     """
-    t0 = time.perf_counter()
     model = (build_model(p.model_config(sample_rate)) if model is None else model).to(device)
     _, dev_waves, dev_labels, rejects = load_waves(dev_rows, sample_rate, p.eval_s, stage="train")
     for r in rejects:
@@ -254,7 +252,7 @@ def run(train_rows: pd.DataFrame, dev_rows: pd.DataFrame, p: TrainParams, *, sam
         for param in model.parameters():
             param.requires_grad_(True)
     summary = {"dev_eer": float(state.best_key), "best_epoch": int(state.best_epoch), "epochs": int(state.epoch),
-               "steps": int(state.step), "seconds": round(time.perf_counter() - t0, 2),
+               "steps": int(state.step),
                "n_train": int(len(train_rows)), "n_dev": int(len(dev_labels)), "objective": p.objective}
     if two_stage:
         summary["dev_eer_encoder_ncm"] = float(encoder_eer)

@@ -31,8 +31,9 @@ def test_a_tiny_teacher_lowers_its_loss_and_separates_the_classes(tmp_path, clip
     assert m["final_epoch_loss"] < m["first_epoch_loss"]
     assert m["dev_eer"] is not None and m["dev_eer"] <= 0.25
     assert m["n_train"] == 16 and m["n_dev"] == 8 and m["source"] == "trained"
-    assert m["step_s"] > 0 and m["epochs_run"] == 6
+    assert m["epochs_run"] == 6
     saved = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert not {"seconds", "step_s"} & set(saved)    # timings are logged: the output is the same on every re-run
     assert saved["dev_eer"] == m["dev_eer"]
     config = json.loads((tmp_path / "t" / "config.json").read_text())
     assert config["model"]["arch"] == "resnet" and config["pool"] == TEACHER["pool"]
