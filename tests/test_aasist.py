@@ -82,6 +82,17 @@ def test_training_mode_runs_backward_through_the_plain_path():
     assert model.encoder[0][0].conv2.weight.grad is not None and torch.isfinite(loss)
 
 
+def test_eval_mode_with_gradients_still_trains_the_encoder():
+    """Fine-tuning with batch norms kept in eval mode: the fast path would detach the folded conv1/bn2
+    weights, so with gradients on it is not taken and conv1 gets its gradient."""
+    torch.manual_seed(2)
+    model = build_model({"arch": "aasist-l"}).eval()
+    loss = torch.nn.functional.cross_entropy(model(0.1 * torch.randn(2, 16000)), torch.tensor([0, 1]))
+    loss.backward()
+    grad = model.encoder[0][0].conv1.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
 def test_sinc_bank_is_a_fixed_symmetric_mel_spaced_band_pass_bank():
     bank = sinc_filters(70, 128, 16000)
     assert bank.shape == (70, 1, 129)

@@ -277,8 +277,12 @@ class AASIST(Detector):
         """Encoder output [B, C, 23, frames] of a waveform batch [B, T]."""
         if wave.dim() != 2:
             raise ValueError(f"{self.arch} expects a waveform batch [B, T], got shape {tuple(wave.shape)}")
-        frozen = not self.encoder.training and not any(q.requires_grad for q in self.encoder.parameters())
-        if self.config["fast"] and (not self.training or frozen):  # eval, or a frozen encoder (fine-tuning)
+        trainable = any(q.requires_grad for q in self.encoder.parameters())
+        frozen = not self.encoder.training and not trainable
+        # the fast path detaches its folded weights: only where no encoder gradient is wanted (inference, or a
+        # frozen encoder); an eval-mode model trained with gradients (e.g. BN statistics kept) takes the plain path
+        no_grad_wanted = not torch.is_grad_enabled() or not trainable
+        if self.config["fast"] and ((not self.training and no_grad_wanted) or frozen):
             return self._encode_fast(wave.float())
         return self._encode_plain(wave.float())
 
