@@ -18,7 +18,8 @@
 # Each experiment runs the pipeline up to TARGET (default `evaluate`): the report stage reads every experiment
 # at the end, so running it inside each one would only cost time (~45 s each).
 # Then it starts the queue (`dvc queue start`), waits until no experiment is queued or running, lists them
-# (`dvc exp show`), and re-runs the `report` stage.
+# (`dvc exp show`), writes reports/sweep.csv and reports/sweep.md (the grouped table with CIs and verdicts:
+# commit them, experiments stay local) and re-runs the `report` stage.
 # Queued experiments run in temporary copies of the last commit (plus uncommitted changes at queue time):
 # run `dvc repro` and commit dvc.lock first, so that the stages up to `embed` come from the DVC cache
 # and each experiment re-runs only sample -> train -> evaluate -> report.
@@ -129,6 +130,8 @@ if [[ "$failed" -gt 0 ]]; then
 fi
 
 "$DVC" exp show --no-pager --only-changed || true
+# Experiments are local git refs (a clone has none): keep the grouped sweep as committed text too.
+python -m pipeline.reporting.sweep_export --repo . --out reports || echo "sweep.sh: no sweep table written" >&2
 # The report reads `dvc exp show --json`, which dvc does not track: force the stage to run again.
 "$DVC" repro --force --single-item report
 echo "sweep done: open reports/index.html (section 'Data efficiency')"

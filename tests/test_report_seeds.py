@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline.reporting import plots, seeds
@@ -112,3 +113,24 @@ def test_the_band_curve_renders():
     uri = plots.seeds_curve(groups, seeds.shown_sets(groups))
     assert uri.startswith("data:image/png;base64,") and len(uri) > 5000
     assert np.isfinite(groups["eer.unseen_attacks.lo"]).all()
+
+
+def test_sweep_export_writes_the_grouped_table_and_the_verdicts(tmp_path, monkeypatch):
+    from pipeline.reporting import sweep_export
+    from pipeline.reporting.experiments import ExperimentRuns
+
+    exps = parse_exp_show(_sweep(ablation=True))
+    monkeypatch.setattr(sweep_export, "load_experiments", lambda repo, metrics_file=None: exps)
+    assert sweep_export.main(["--repo", str(tmp_path), "--out", str(tmp_path / "reports")]) == 0
+    table = pd.read_csv(tmp_path / "reports" / "sweep.csv", keep_default_na=False)
+    nc = table[(table["method"] == "nc") & (table["ratio"] == 0.1) & (table["variant"] == "")].iloc[0]
+    assert nc["n_seeds"] == 5 and nc["seeds"] == "1 2 3 4 5"
+    assert nc["unseen_attacks_mean"] == pytest.approx(20.0) and nc["unseen_attacks_lo"] < 20 < nc["unseen_attacks_hi"]
+    doc = (tmp_path / "reports" / "sweep.md").read_text()
+    assert "(baseline commit bbbbbbb)" in doc and "| nc | 0.1 | - | 5 | " in doc
+    assert "NC at 10%: unseen-attacks EER 20.0 ± " in doc and "- NC at 10% is lower than random at 10%" in doc
+    # nothing to export: a clear error, no file written
+    monkeypatch.setattr(sweep_export, "load_experiments",
+                        lambda repo, metrics_file=None: ExperimentRuns(None, "dvc is not installed"))
+    assert sweep_export.main(["--repo", str(tmp_path), "--out", str(tmp_path / "empty")]) == 1
+    assert not (tmp_path / "empty").exists()

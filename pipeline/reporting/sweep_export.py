@@ -1,0 +1,75 @@
+"""`python -m pipeline.reporting.sweep_export`: the seeded sweep as committed text (reports/sweep.csv, sweep.md).
+
+DVC experiments live in local git refs: a fresh clone has none, so a sweep's evidence would leave with the
+machine that ran it. scripts/sweep.sh calls this when its queue is done; the two files are plain text that a
+reviewer reads in a diff. The grouping, CIs and verdicts are the report's own (pipeline/reporting/seeds.py).
+Reads `dvc exp show` through experiments.load_experiments; writes both files atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.io import write_text_atomic
+from pipeline.reporting import seeds
+from pipeline.reporting.experiments import load_experiments
+
+SETS = ("eer.seen_attacks", "eer.unseen_attacks", "eer.pooled")
+
+
+def sweep_frame(groups: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, ratio, variant): seeds and, per eval set, mean / lo / hi EER in percent."""
+    cols = [c for c in groups.columns if c.startswith("eer.") and c.count(".") == 1]
+    out = groups[["method", "ratio", "variant", "n_seeds"]].copy()
+    out["seeds"] = [" ".join(s) for s in groups["seeds"]]
+    for c in cols:
+        name = c.removeprefix("eer.")
+        for end, src in (("mean", c), ("lo", f"{c}.lo"), ("hi", f"{c}.hi")):
+            out[f"{name}_{end}"] = (100 * groups[src].astype(float)).round(2)
+    return out.sort_values(["variant", "method", "ratio"], kind="mergesort").reset_index(drop=True)
+
+
+def sweep_markdown(groups: pd.DataFrame, base: str = "") -> str:
+    """The sweep as a markdown table (mean ± CI half-width over seeds) with the report's sentence and verdicts."""
+    sets = [c for c in SETS if c in groups.columns] or seeds.shown_sets(groups)
+    head = ["method", "ratio", "variant", "seeds"] + [c.removeprefix("eer.").replace("_", " ") for c in sets]
+    lines = [f"# Seeded sweep{f' (baseline commit {base[:10]})' if base else ''}", "",
+             "EER in percent: mean ± half-width of the 95% CI over seeds (Student t); a single seed shows its "
+             "bootstrap CI over clips instead.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    ordered = groups.sort_values(["variant", "method", "ratio"], kind="mergesort")
+    for _, r in ordered.iterrows():
+        cells = [str(r["method"]), f"{float(r['ratio']):g}", str(r["variant"]) or "-", str(r["n_seeds"])]
+        lines.append("| " + " | ".join(cells + [seeds.fmt_ci(r, c) for c in sets]) + " |")
+    sentence, verdicts = seeds.headline(groups)
+    lines += ["", sentence, ""] + [f"- {v}" for v in verdicts]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.reporting.sweep_export", description=__doc__)
+    parser.add_argument("--repo", type=Path, default=Path("."), help="the DVC repository (default: .)")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="folder for sweep.csv and sweep.md")
+    args = parser.parse_args(argv)
+    exps = load_experiments(args.repo, metrics_file=None)
+    groups = seeds.group_runs(exps.runs)
+    if groups is None:
+        print(f"error: no sweep to export ({exps.reason or 'no experiments with a method and ratio'})",
+              file=sys.stderr)
+        return 1
+    rows = exps.runs
+    base = str(rows.loc[rows["kind"] == "experiment", "base"].iloc[0]) if "base" in rows.columns and (
+        rows["kind"] == "experiment").any() else ""
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(sweep_frame(groups).to_csv(index=False), args.out / "sweep.csv")
+    write_text_atomic(sweep_markdown(groups, base), args.out / "sweep.md")
+    print(f"wrote {args.out / 'sweep.csv'} and {args.out / 'sweep.md'} ({len(groups)} groups)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
