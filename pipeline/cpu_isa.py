@@ -20,8 +20,9 @@ illegal instruction), so such machines keep their own ATen path and match only e
 
 from __future__ import annotations
 
+import os
 import platform
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 PIN_VAR = "HARDSET_CPU_ISA"
@@ -68,3 +69,10 @@ def pin_cpu_isa(environ: MutableMapping[str, str], machine: str | None = None,
         del pinned[ATEN_VAR]
     environ.update(pinned)
     return pinned
+
+
+def kernel_paths(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The CPU kernel settings a process runs with (the pin and the three library variables, '' when unset):
+    part of a resumable stage's fingerprint, so files made under another kernel path are not reused."""
+    env = os.environ if environ is None else environ
+    return {var: env.get(var, "") for var in (PIN_VAR, *PINS[DEFAULT_PIN])}

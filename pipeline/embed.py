@@ -39,6 +39,7 @@ import pyarrow as pa
 import torch
 
 from pipeline.clipdata import check_pool, iter_batches, load_batch, select_pool
+from pipeline.cpu_isa import kernel_paths
 from pipeline.embstore import write_embeddings
 from pipeline.engine import EngineConfig, iter_shards
 from pipeline.io import atomic_path, write_json_atomic, write_parquet_atomic
@@ -138,14 +139,15 @@ class ResemblyzerEmbedder:
 
 
 def fingerprint(checkpoint: Path, p: EmbedParams, sample_rate: int) -> str:
-    """Hash of what every vector depends on besides its clip: the teacher weights and the params.
+    """Hash of what every vector depends on besides its clip: the teacher weights, the params and the CPU
+    kernel pin (pipeline/cpu_isa.py: other kernels round differently).
 
     The clips themselves are keyed one by one (clip_id + sha256, see `clip_keys`), so a grown or
     changed pool reuses the vectors of the clips that did not change.
     """
     teacher = tree_hash(checkpoint) if Path(checkpoint).exists() else ""  # absent for resemblyzer alone
     settings = {k: v for k, v in asdict(p).items() if k not in ("shard_batches", "max_reject_fraction")}
-    return digest({"teacher": teacher, "params": settings, "sample_rate": sample_rate})
+    return digest({"teacher": teacher, "params": settings, "sample_rate": sample_rate, "cpu": kernel_paths()})
 
 
 def clip_keys(pool: pd.DataFrame) -> list[str]:

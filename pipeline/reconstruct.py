@@ -10,7 +10,7 @@ Which parent goes through which system is decided per parent from (seed, parent_
 `parent_fraction` of the parents (1.0 = all) each get `systems_per_parent` of the paradigm's
 systems (null = all). Every fake passes the shortcut guards (parent's length, bandwidth, RMS).
 Resumable (pipeline.resume): a system directory carries a fingerprint of what shapes its files
-(that system's own settings, the generator, the code, rate, seed) and a record per FLAC of the
+(that system's own settings, the generator, the code, the CPU kernel pin, rate, seed) and a record per FLAC of the
 parent it was made from (sha256 and bandwidth); a FLAC is reused only when both match and it has
 the parent's length. A changed parent redoes its fakes, a changed system setting that system.
 """
@@ -41,6 +41,7 @@ from pipeline.audio import (
     to_pcm16,
     write_audio,
 )
+from pipeline.cpu_isa import kernel_paths
 from pipeline.engine import LOCAL, EngineConfig, map_batch_results
 from pipeline.io import write_json_atomic
 from pipeline.logs import setup_logging, stage_timer
@@ -331,7 +332,7 @@ def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_
     jobs = plan_jobs(parents, systems, seed, p.systems_per_parent, p.parent_fraction)
     log.info("reconstruct %s: %d parents, %d jobs over %s", p.paradigm, len(parents), len(jobs), systems)
     fingerprint_base = {"paradigm": p.paradigm, "sample_rate": sample_rate, "seed": seed,
-                        "generator": tree_hash(generator), "code": code_hash()}
+                        "generator": tree_hash(generator), "code": code_hash(), "cpu": kernel_paths()}
     known = systems + backends.list_systems(p.paradigm, {})
     results: dict[str, BatchResult] = {}
     dirs: dict[str, ResumeDir] = {}

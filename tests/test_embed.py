@@ -207,3 +207,14 @@ def test_a_damaged_shard_is_dropped_logged_and_redone(tmp_path, clips, teacher, 
                for r in caplog.records)
     assert s["computed_clips"] == len(clips)
     assert np.array_equal(np.load(tmp_path / "ref/emb.npy"), np.load(tmp_path / "out/emb.npy"))
+
+
+def test_fingerprint_follows_the_cpu_kernel_pin(teacher, monkeypatch):
+    """Vectors made under other torch CPU kernels differ in their last bits: partial shards are not reused."""
+    _, path = teacher
+    p = EmbedParams()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    pinned = fingerprint(path, p, 16000)
+    assert fingerprint(path, p, 16000) == pinned
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    assert fingerprint(path, p, 16000) != pinned

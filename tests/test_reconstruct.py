@@ -233,3 +233,19 @@ def test_system_settings_split_shared_and_own_keys():
     known = ["hifigan_universal", "world", "griffinlim"]
     assert reconstruct.system_settings("world", settings, known) == {"ddim_steps": 10, "world_frame_period_ms": 5.0}
     assert reconstruct.system_settings("griffinlim", settings, known) == {"ddim_steps": 10, "griffinlim_iters": 8}
+
+
+def test_another_cpu_kernel_path_invalidates_old_files(tmp_path, monkeypatch):
+    """A FLAC made under other torch CPU kernels (HARDSET_CPU_ISA / the library variables) may differ in its
+    last bits: it is not reused."""
+    _setup(tmp_path, monkeypatch)
+    Path("gen.py").write_text("# v1\n")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    _run()
+    f = next(Path("recon/vocoder").glob("world/*.flac"))
+    before = f.stat().st_mtime_ns
+    _run()
+    assert f.stat().st_mtime_ns == before           # same kernels: reused
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    _run()
+    assert f.stat().st_mtime_ns != before
