@@ -100,7 +100,11 @@ def run_setting(env_vars: dict[str, str]) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    argparse.ArgumentParser(prog="python -m benchmarks.bench_cpu_isa", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     results = {name: run_setting(env) for name, env in SETTINGS.items()}
     base = results["native"]
     names = list(SETTINGS)
