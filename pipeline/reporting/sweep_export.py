@@ -61,9 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no sweep to export ({exps.reason or 'no experiments with a method and ratio'})",
               file=sys.stderr)
         return 1
-    rows = exps.runs
-    base = str(rows.loc[rows["kind"] == "experiment", "base"].iloc[0]) if "base" in rows.columns and (
-        rows["kind"] == "experiment").any() else ""
+    experiments = exps.runs[exps.runs["kind"] == "experiment"]
+    base = str(experiments["base"].iloc[0]) if "base" in experiments.columns and len(experiments) else ""
     args.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(sweep_frame(groups).to_csv(index=False), args.out / "sweep.csv")
     write_text_atomic(sweep_markdown(groups, base), args.out / "sweep.md")
