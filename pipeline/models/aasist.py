@@ -46,9 +46,9 @@ AASIST_DEFAULTS: dict[str, Any] = {
     "temperatures": [2.0, 2.0, 100.0, 100.0],
     "score_rule": "bonafide_logit",
     "fast": True,               # eval-mode fused/chunked path (same outputs)
-    "chunk": 4,                 # clips per chunk through the front end and encoder in eval mode
+    "chunk": 2,                 # clips per chunk through the front end and encoder in eval mode
     "tiled_blocks": 2,          # eval mode: the front end and this many encoder blocks run in time tiles
-    "tile": 64,                 # ... of this many output frames of the last tiled block
+    "tile": 512,                # ... of this many output frames of the last tiled block
 }
 AASIST_L_DEFAULTS: dict[str, Any] = {
     **AASIST_DEFAULTS,
