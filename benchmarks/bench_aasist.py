@@ -8,22 +8,34 @@ is shared: rates fall with the load, so compare rows of one run). Merged into re
 under "aasist". The authors' code was measured at 2.3 clips/s (AASIST) and 2.7 (AASIST-L) on this
 CPU, batch 32, 2 threads (issue 13).
 
+`--isa native pinned` (the default) runs each in a child process: native = torch's own choice of
+kernels for this CPU (how the authors' code was timed), pinned = the pipeline's AVX2 pin
+(pipeline/cpu_isa.py, what `python -m pipeline` stages run with). `x_authors` = rate / the
+authors' rate at the same batch-32, 2-thread setting.
+
     .venv/bin/python -m benchmarks.bench_aasist --threads 1 2
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from benchmarks.common import merge_bench, peak_rss_mb, print_table
+from pipeline.cpu_isa import PIN_VAR, pin_cpu_isa
 from pipeline.models import build_model
 
 N_SAMPLES = 64600  # the authors' input: 4.0375 s at 16 kHz
+AUTHORS = {"aasist": 2.3, "aasist-l": 2.7}  # their code, batch 32, 2 threads, this CPU (issue 13)
 
 
 def speech_like(n: int, seed: int = 0) -> torch.Tensor:
@@ -47,17 +59,11 @@ def clips_per_s(model: torch.nn.Module, waves: torch.Tensor, repeats: int) -> fl
     return best
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", nargs="+", default=["aasist", "aasist-l"])
-    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--plain-batch", type=int, default=8, help="batch of the plain path (0 = skip it)")
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--no-save", action="store_true", help="print only, do not touch reports/bench.json")
-    args = parser.parse_args(argv)
+def measure(args: argparse.Namespace) -> list[dict]:
+    """The rows of this process (its CPU kernels as its environment set them)."""
     torch.manual_seed(0)
     waves = speech_like(args.batch)
+    isa = os.environ.get(PIN_VAR, "native")
     rows = []
     for arch in args.archs:
         model = build_model({"arch": arch}).eval()
@@ -68,13 +74,44 @@ def main(argv: list[str] | None = None) -> int:
             for path, batch in paths:
                 model.config["fast"] = path == "fast"
                 rate = clips_per_s(model, waves[:batch], args.repeats)
-                rows.append({"arch": arch, "params": n_params, "path": path, "threads": threads, "batch": batch,
-                             "clips_per_s": round(rate, 3), "load_1min": round(os.getloadavg()[0], 2)})
+                rows.append({"arch": arch, "params": n_params, "cpu_isa": isa, "path": path, "threads": threads,
+                             "batch": batch, "clips_per_s": round(rate, 3),
+                             "x_authors": round(rate / AUTHORS[arch], 2) if arch in AUTHORS else None,
+                             "load_1min": round(os.getloadavg()[0], 2)})
                 print(rows[-1], flush=True)
             model.config["fast"] = True
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", nargs="+", default=["aasist", "aasist-l"])
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--plain-batch", type=int, default=8, help="batch of the plain path (0 = skip it)")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--isa", nargs="+", choices=["native", "pinned"], default=["native", "pinned"])
+    parser.add_argument("--child-out", help=argparse.SUPPRESS)  # a child run: write rows here
+    parser.add_argument("--no-save", action="store_true", help="print only, do not touch reports/bench.json")
+    args = parser.parse_args(argv)
+    if args.child_out:
+        Path(args.child_out).write_text(json.dumps(measure(args)))
+        return 0
+    rows: list[dict] = []
+    passthrough = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--no-save"]
+    for isa in args.isa:
+        env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+                                                                 "MKL_CBWR", PIN_VAR)}
+        env[PIN_VAR] = "native" if isa == "native" else "avx2"
+        pin_cpu_isa(env)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "rows.json"
+            subprocess.run([sys.executable, "-m", "benchmarks.bench_aasist", *passthrough, "--child-out", str(out)],
+                           env=env, check=True)
+            rows += json.loads(out.read_text())
     print_table(rows, f"AASIST inference, {N_SAMPLES} samples per clip (peak RSS {peak_rss_mb():.0f} MiB)")
     if not args.no_save:
-        merge_bench("aasist", rows, n_samples=N_SAMPLES, authors_code_clips_per_s={"aasist": 2.3, "aasist-l": 2.7},
+        merge_bench("aasist", rows, n_samples=N_SAMPLES, authors_code_clips_per_s=AUTHORS,
                     note="authors' rates: their code, batch 32, 2 threads, this CPU (issue 13)")
     return 0
 

@@ -46,6 +46,7 @@ from pipeline.io import atomic_path, write_json_atomic, write_parquet_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.models import Detector, check_config, load_checkpoint
 from pipeline.params import (
+    PRECISIONS,
     ConfigError,
     Section,
     as_list,
@@ -85,6 +86,7 @@ class EmbedParams(Section):
     shard_batches: int = 16
     max_reject_fraction: float = 0.2
     max_rows_per_file: int = 4_000_000   # more rows: emb-00000.npy, ... of this many rows each (pipeline/embstore.py)
+    precision: str = "fp32"               # fp32 | bf16 | fp16: autocast of the teacher (GPU speed; fp32 bit-stable)
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +95,7 @@ class EmbedParams(Section):
     def check(self) -> None:
         one_of("embed.aggregate", self.aggregate, AGGREGATES)
         one_of("embed.embedder", self.embedder, EMBEDDERS)
+        one_of("embed.precision", self.precision, PRECISIONS)
         if not self.layers:
             raise ConfigError("params embed.layers: must name at least one layer (e.g. [penultimate])")
         for key in ("batch_size", "shard_batches", "max_rows_per_file"):
@@ -302,7 +305,7 @@ def build_vectorizer(model: Detector | None, p: EmbedParams,
         if model is None:
             raise ValueError("embedder 'teacher' needs a teacher model")
         dim = check_layers(model, p.layers, p.aggregate)
-        parts.append((lambda w: embed_batch(model, w, p.layers, p.aggregate), dim))
+        parts.append((lambda w: embed_batch(model, w, p.layers, p.aggregate, p.precision), dim))
     if p.embedder in ("resemblyzer", "teacher+resemblyzer"):
         enc = ResemblyzerEmbedder(p.resemblyzer_weights, device)
         parts.append((enc, enc.dim))

@@ -48,12 +48,14 @@ from pipeline.io import atomic_path, write_json_atomic, write_text_atomic
 from pipeline.logs import setup_logging, stage_timer
 from pipeline.metrics import bootstrap_eer_ci, compute_det_curve, compute_eer
 from pipeline.params import (
+    PRECISIONS,
     ConfigError,
     Section,
     as_list,
     common_params,
     load_params,
     number,
+    one_of,
     section,
     stage_parser,
     stage_seed,
@@ -79,6 +81,7 @@ class EvaluateParams(Section):
     max_reject_fraction: float = 0.05
     bootstrap: int = 1000       # resamples of the per-set EER CI (0 = no CI)
     seed: int | None = None     # bootstrap seed; null = the global seed
+    precision: str = "fp32"     # fp32 | bf16 | fp16: autocast of the detector (GPU speed; fp32 bit-stable)
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
@@ -92,6 +95,7 @@ class EvaluateParams(Section):
         number("evaluate.max_reject_fraction", self.max_reject_fraction, low=0, high=1)
         number("evaluate.bootstrap", self.bootstrap, low=0, integer=True)
         number("evaluate.seed", self.seed, integer=True, allow_none=True)
+        one_of("evaluate.precision", self.precision, PRECISIONS)
         for name in self.sets:
             if not isinstance(name, str) or not name:
                 raise ConfigError(f"params evaluate.sets: expected set names ({list(SET_KINDS)} or an eval split "
@@ -309,7 +313,8 @@ def score_sets(model, sets: dict[str, pd.DataFrame], p: EvaluateParams, sample_r
     from pipeline.scoring import score_clips
 
     unique = pd.concat(sets.values()).drop_duplicates("clip_id").reset_index(drop=True)
-    result = score_clips(model, unique, p.batch_size, sample_rate, p.eval_s, device=device, stage="evaluate")
+    result = score_clips(model, unique, p.batch_size, sample_rate, p.eval_s, device=device, stage="evaluate",
+                         precision=p.precision)
     n_bad = len(result.rejects)
     for r in result.rejects[:20]:
         log.warning("clip %s not scored: %s", r["clip_id"], r["reason"])

@@ -21,6 +21,7 @@ import yaml
 DEFAULT_PARAMS = "params.yaml"
 TEACHER_KEYS = ("pool", "checkpoint")  # the keys of a `teachers.<T>` entry that are not model config
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+PRECISIONS = ("fp32", "bf16", "fp16")  # inference autocast (pipeline.torch_env.inference_precision)
 
 S = TypeVar("S", bound="Section")
 

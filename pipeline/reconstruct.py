@@ -45,7 +45,18 @@ from pipeline.cpu_isa import kernel_paths
 from pipeline.engine import LOCAL, EngineConfig, map_batch_results
 from pipeline.io import write_json_atomic
 from pipeline.logs import setup_logging, stage_timer
-from pipeline.params import ConfigError, Section, as_list, common_params, load_params, number, section, stage_parser
+from pipeline.params import (
+    PRECISIONS,
+    ConfigError,
+    Section,
+    as_list,
+    common_params,
+    load_params,
+    number,
+    one_of,
+    section,
+    stage_parser,
+)
 from pipeline.recon_quality import quality_table, summarise
 from pipeline.resume import ResumeDir, files_hash, tree_hash
 from pipeline.resynth.common import unit_draw
@@ -67,13 +78,14 @@ class ReconstructParams(Section):
     splits: tuple[str, ...] = ("train", "dev", "test")
     batch_size: int = 8
     max_reject_fraction: float = 0.2
+    precision: str = "fp32"     # fp32 | bf16 | fp16: autocast of the torch generators (GPU speed)
     settings: dict = field(default_factory=dict)  # the paradigm's own sub-section
 
     @classmethod
     def known_keys(cls, extra: dict[str, Any]) -> list[str]:
         from pipeline.resynth import PARADIGMS
 
-        return ["splits", "batch_size", "max_reject_fraction", *PARADIGMS]
+        return ["splits", "batch_size", "max_reject_fraction", "precision", *PARADIGMS]
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
@@ -91,6 +103,7 @@ class ReconstructParams(Section):
             raise ConfigError(f"params reconstruct.splits: expected train/dev/test/eval:<set>, got {list(self.splits)}")
         number("reconstruct.batch_size", self.batch_size, low=1, integer=True)
         number("reconstruct.max_reject_fraction", self.max_reject_fraction, low=0, high=1)
+        one_of("reconstruct.precision", self.precision, PRECISIONS)
 
     @property
     def systems_per_parent(self) -> int | None:
@@ -309,11 +322,12 @@ def is_done(path: Path, n_samples: int, sample_rate: int) -> bool:
 
 
 def batch_function(paradigm: str, system: str, cfg: dict, device: Any, audio_dir: Path,
-                   sample_rate: int) -> Callable[[pd.DataFrame], BatchResult]:
+                   sample_rate: int, precision: str = "fp32") -> Callable[[pd.DataFrame], BatchResult]:
     """Build one system's generator (once per engine worker) and return its batch -> BatchResult function."""
     from pipeline import resynth as backends
 
     resynth = backends.build(paradigm, system, cfg, device)
+    resynth.precision = precision  # autocast of its network calls (Resynthesizer.autocast); DSP stays fp32
     return partial(reconstruct_batch, resynth=resynth, paradigm=paradigm, audio_dir=audio_dir, sample_rate=sample_rate)
 
 
@@ -331,7 +345,7 @@ def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_
     systems = backends.list_systems(p.paradigm, cfg)
     jobs = plan_jobs(parents, systems, seed, p.systems_per_parent, p.parent_fraction)
     log.info("reconstruct %s: %d parents, %d jobs over %s", p.paradigm, len(parents), len(jobs), systems)
-    fingerprint_base = {"paradigm": p.paradigm, "sample_rate": sample_rate, "seed": seed,
+    fingerprint_base = {"paradigm": p.paradigm, "sample_rate": sample_rate, "seed": seed, "precision": p.precision,
                         "generator": tree_hash(generator), "code": code_hash(), "cpu": kernel_paths()}
     known = systems + backends.list_systems(p.paradigm, {})
     results: dict[str, BatchResult] = {}
@@ -350,7 +364,7 @@ def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_
         if len(new):
             names = {cid: fake_path(audio_dir, system, cid).name for cid in new["clip_id"]}
             rdir.forget(names.values())  # about to be rewritten: a kill mid-write must not leave a stale record
-            make = partial(batch_function, p.paradigm, system, cfg, device, audio_dir, sample_rate)
+            make = partial(batch_function, p.paradigm, system, cfg, device, audio_dir, sample_rate, p.precision)
             for b in map_batch_results(None, new, batch_size=p.batch_size, cfg=engine or LOCAL, actor_factory=make,
                                        desc=f"{p.paradigm}/{system}"):
                 rdir.record({names[r["parent_id"]]: keys[r["parent_id"]] for r in b.rows})

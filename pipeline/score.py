@@ -52,6 +52,7 @@ import pandas as pd
 import soundfile as sf
 
 from pipeline.logs import setup_logging
+from pipeline.params import PRECISIONS
 
 log = logging.getLogger("pipeline.score")
 
@@ -101,7 +102,7 @@ def collect_inputs(inputs: list[str]) -> pd.DataFrame:
 
 def run(model, rows: pd.DataFrame, *, batch_size: int, sample_rate: int, seconds: float,
         device="cpu", fmt: str = "tsv", chain=None, engine: Any = None,
-        model_path: str | Path | None = None) -> tuple[list[str], list[dict]]:
+        model_path: str | Path | None = None, precision: str = "fp32") -> tuple[list[str], list[dict]]:
     """Score the rows (`chain` on those not `prepared`); return (score-file lines, header first for tsv; rejects).
 
     With a ray `engine` (pipeline.engine.EngineConfig) the batches are scored by actors that each load the
@@ -114,14 +115,15 @@ def run(model, rows: pd.DataFrame, *, batch_size: int, sample_rate: int, seconds
 
         if model_path is None:
             raise ValueError("score on ray needs the model path (each actor loads the detector)")
-        factory = partial(score_batch_function, str(model_path), str(device), sample_rate, seconds, chain)
+        factory = partial(score_batch_function, str(model_path), str(device), sample_rate, seconds, chain, precision)
         results = map_batch_results(None, rows, batch_size=batch_size, cfg=engine, actor_factory=factory, desc="score")
         ids = [i for r_ids, _, _ in results for i in r_ids]
         scores = [x for _, r_scores, _ in results for x in r_scores]
         return format_scores(ids, scores, fmt), [r for _, _, rej in results for r in rej]
     from pipeline.scoring import score_clips
 
-    result = score_clips(model, rows, batch_size, sample_rate, seconds, device=device, stage="score", chain=chain)
+    result = score_clips(model, rows, batch_size, sample_rate, seconds, device=device, stage="score", chain=chain,
+                         precision=precision)
     return format_scores(result.clip_ids, result.scores, fmt), result.rejects
 
 
@@ -134,8 +136,11 @@ def _engine(name: str, concurrency: int, device: Any) -> Any:
     return EngineConfig(engine=name, concurrency=concurrency, num_gpus=1.0 if str(device).startswith("cuda") else 0.0)
 
 
-def score_batch_function(model_path: str, device: str, sample_rate: int, seconds: float,
-                         chain: Any) -> Callable[[pd.DataFrame], tuple[list[str], list[float], list[dict]]]:
+ScoreBatch = Callable[[pd.DataFrame], tuple[list[str], list[float], list[dict]]]
+
+
+def score_batch_function(model_path: str, device: str, sample_rate: int, seconds: float, chain: Any,
+                         precision: str = "fp32") -> ScoreBatch:
     """Load the detector once in an engine worker (a Ray actor); return its batch -> (ids, scores, rejects)."""
     from pipeline.models import load_checkpoint
     from pipeline.scoring import score_clips
@@ -143,7 +148,8 @@ def score_batch_function(model_path: str, device: str, sample_rate: int, seconds
     model, _ = load_checkpoint(model_path, device=device)
 
     def score_batch(rows: pd.DataFrame) -> tuple[list[str], list[float], list[dict]]:
-        r = score_clips(model, rows, len(rows), sample_rate, seconds, device=device, stage="score", chain=chain)
+        r = score_clips(model, rows, len(rows), sample_rate, seconds, device=device, stage="score", chain=chain,
+                        precision=precision)
         return r.clip_ids, [float(x) for x in r.scores], r.rejects
 
     return score_batch
@@ -269,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the audio files and folders are prepared clips: do not apply the model's chain")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--threads", type=_positive(int), default=2, help="torch CPU threads")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="autocast of the detector: bf16/fp16 for GPU speed; fp32 (default) is bit-stable")
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="ray: score the batches on Ray Data actors (RAY_ADDRESS, else a local instance)")
     parser.add_argument("--concurrency", type=_positive(int), default=2, help="engine ray: actors")
@@ -308,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     lines, rejects = run(model, rows, batch_size=args.batch_size, sample_rate=int(config["sample_rate"]),
                          seconds=args.eval_s or float(config.get("eval_s", 4.0)), device=device, fmt=args.format,
-                         chain=chain, engine=_engine(args.engine, args.concurrency, device), model_path=args.model)
+                         chain=chain, engine=_engine(args.engine, args.concurrency, device), model_path=args.model,
+                         precision=args.precision)
     for r in rejects:
         print(f"reject {r['clip_id']}: {r['reason']}", file=sys.stderr)
     if len(lines) <= (args.format == "tsv"):

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from pipeline.chain import Chain
 from pipeline.clipdata import iter_batches
 from pipeline.models import bonafide_score
+from pipeline.torch_env import inference_precision
 
 __all__ = ["Scores", "embed_batch", "load_waves", "score_clips", "score_waves"]
 
@@ -47,19 +48,21 @@ class Scores:
 class _Accumulator:
     """Collects per-batch outputs: scores, summed CE loss, optional penultimate embeddings."""
 
-    def __init__(self, model: torch.nn.Module, device: str | torch.device, embeddings: bool) -> None:
-        self.model, self.device, self.want_emb = model, device, embeddings
+    def __init__(self, model: torch.nn.Module, device: str | torch.device, embeddings: bool,
+                 precision: str = "fp32") -> None:
+        self.model, self.device, self.want_emb, self.precision = model, device, embeddings, precision
         self.scores: list[np.ndarray] = []
         self.embs: list[np.ndarray] = []
         self.loss_sum = 0.0
 
     def add(self, waves: torch.Tensor, labels: np.ndarray | None) -> None:
         waves = waves.to(self.device)
-        if self.want_emb:
-            logits, feats = self.model.forward_with_features(waves)
-            self.embs.append(F.normalize(feats["penultimate"].float(), dim=1).cpu().numpy())
-        else:
-            logits = self.model(waves)
+        with inference_precision(self.device, self.precision):
+            if self.want_emb:
+                logits, feats = self.model.forward_with_features(waves)
+                self.embs.append(F.normalize(feats["penultimate"].float(), dim=1).cpu().numpy())
+            else:
+                logits = self.model(waves)
         logits = logits.float()
         if labels is not None:
             y = torch.as_tensor(labels, device=logits.device)
@@ -87,12 +90,13 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
 
 def score_clips(model: torch.nn.Module, clips: pd.DataFrame, batch_size: int, sample_rate: int, seconds: float,
                 device: str | torch.device = "cpu", stage: str = "", embeddings: bool = False,
-                chain: Chain | None = None) -> Scores:
+                chain: Chain | None = None, precision: str = "fp32") -> Scores:
     """Score clip-table rows in row order (first `seconds`, tiled); unreadable clips become rejects.
 
     `chain`: the preprocessing chain for rows whose `prepared` column is False (pipeline.clipdata.load_batch).
+    `precision`: fp32 | bf16 | fp16 (autocast, pipeline.torch_env.inference_precision).
     """
-    acc = _Accumulator(model, device, embeddings)
+    acc = _Accumulator(model, device, embeddings, precision)
     ids, labels, rejects = [], [], []
     with _eval_mode(model):
         for _, batch in iter_batches(clips, batch_size, sample_rate, seconds, stage=stage, chain=chain):
@@ -134,9 +138,10 @@ def score_waves(model: torch.nn.Module, waves: torch.Tensor, batch_size: int, de
     return acc.result()
 
 
-def embed_batch(model: torch.nn.Module, waves: torch.Tensor, layers: list[str], aggregate: str) -> np.ndarray:
+def embed_batch(model: torch.nn.Module, waves: torch.Tensor, layers: list[str], aggregate: str,
+                precision: str = "fp32") -> np.ndarray:
     """Vectors [B, D] float32 of a wave batch: pooled `layers` concatenated or averaged (`aggregate` "mean")."""
-    with torch.inference_mode():
+    with torch.inference_mode(), inference_precision(waves.device, precision):
         feats = model.features(waves)
         parts = [feats[name].float() for name in layers]
         out = torch.cat(parts, dim=1) if aggregate == "concat" else torch.stack(parts).mean(dim=0)

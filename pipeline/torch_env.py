@@ -5,9 +5,11 @@ Set once in a stage's `main`, never at import time.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
-from pipeline.params import Common, ConfigError
+from pipeline.params import PRECISIONS, Common, ConfigError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -23,6 +25,19 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {name!r} asked for, but MPS is not available (use auto or cpu)")
     return device
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def inference_precision(device: str | torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager:
+    """Autocast for inference on `device`: bf16/fp16 matmuls and convolutions (the GPU path's speed), or
+    nothing for fp32, the default, whose outputs are bit-stable (the demo's and the tests' setting)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, not {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=AUTOCAST_DTYPES[precision])
 
 
 def configure_torch(threads: int, seed: int) -> None:

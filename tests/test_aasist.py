@@ -74,6 +74,23 @@ def test_fast_eval_path_equals_the_plain_path(arch):
     assert torch.allclose(fast_feats["penultimate"], plain_feats["penultimate"], atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize(("n_samples", "tiled_blocks", "tile"), [(20000, 2, 7), (20001, 3, 5), (19999, 1, 100),
+                                                                (9000, 2, 1000)])
+def test_time_tiles_give_the_whole_clip_encoder_map(n_samples, tiled_blocks, tile):
+    """Tiles overlap by the frames their convolutions reach and keep only their exact output: the encoder
+    map equals the untiled one at any tile size, clip length (not a multiple of 3 or 9) and tiled depth."""
+    torch.manual_seed(3)
+    model = build_model({"arch": "aasist-l", "tiled_blocks": 0}).eval()
+    _randomise_batch_norms(model)
+    wave = 0.1 * torch.randn(2, n_samples)
+    with torch.no_grad():
+        whole = model.encode(wave)
+        model.config.update(tiled_blocks=tiled_blocks, tile=tile)
+        tiled = model.encode(wave)
+    assert tiled.shape == whole.shape
+    assert torch.allclose(tiled, whole, atol=1e-5, rtol=0)
+
+
 def test_training_mode_runs_backward_through_the_plain_path():
     torch.manual_seed(2)
     model = build_model({"arch": "aasist-l"}).train()

@@ -23,3 +23,22 @@ def test_bench_sampling_stream_stage_runs_the_streamed_sample_stage(tmp_path):
     assert row["nc_rows"] == 900 and row["full_rows"] == 3600 and row["skipped"] == ["kcenter"]
     nc = read_clips(tmp_path / "manifests" / "nc.parquet", groups=("manifest",))
     assert nc["distance"].notna().all() and (nc["split"] == "train").all()
+
+
+def test_bench_embed_runs_a_pretrained_architecture_and_merges_its_row(tmp_path, monkeypatch):
+    """bench_embed on AASIST-L at toy sizes: the row carries the device, precision and rates it measured."""
+    import json
+
+    import benchmarks.common as common
+    from benchmarks import bench_embed
+
+    monkeypatch.setattr(common, "BENCH_JSON", tmp_path / "bench.json")
+    monkeypatch.setattr(bench_embed, "merge_bench", lambda key, rows: common.merge_bench(key, rows,
+                                                                                         path=tmp_path / "bench.json"))
+    bench_embed.main(["--archs", "aasist-l", "--threads", "1", "--seconds", "0.5", "--heavy-clips", "2",
+                      "--heavy-batch", "2", "--heavy-train-batch", "2", "--heavy-steps", "1", "--repeats", "1",
+                      "--crop", "0.5"])
+    (row,) = json.loads((tmp_path / "bench.json").read_text())["embed"]["rows"]
+    assert row["arch"] == "aasist-l" and row["device"] == "cpu" and row["precision"] == "fp32"
+    assert row["params_k"] == 85.3 and row["clips"] == 2
+    assert row["model_clips_per_s"] > 0 and row["e2e_clips_per_s"] > 0 and row["train_step_s"] > 0

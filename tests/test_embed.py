@@ -136,6 +136,8 @@ def test_bad_params_are_clear_errors():
         EmbedParams.from_params({"aggregate": "max"})
     with pytest.raises(ValueError, match="embedder"):
         EmbedParams.from_params({"embedder": "wav2vec"})
+    with pytest.raises(ConfigError, match="embed.precision"):
+        EmbedParams.from_params({"precision": "fp8"})
     with pytest.raises(ConfigError, match="embed.layers: expected a list, got str 'penultimate'"):
         EmbedParams.from_params({"layers": "penultimate"})
 

@@ -178,3 +178,5 @@ def test_unreadable_clips_are_rejects_until_too_many(clips, tmp_path):
 def test_unknown_param_is_an_error():
     with pytest.raises(ValueError, match="unknown keys"):
         evaluate.EvaluateParams.from_params({"set": ["test"]})
+    with pytest.raises(ValueError, match="evaluate.precision"):
+        evaluate.EvaluateParams.from_params({"precision": "half"})

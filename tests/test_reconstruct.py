@@ -249,3 +249,20 @@ def test_another_cpu_kernel_path_invalidates_old_files(tmp_path, monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
     _run()
     assert f.stat().st_mtime_ns != before
+
+
+def test_bf16_precision_reconstructs_and_redoes_fp32_files_and_a_bad_precision_is_an_error(tmp_path, monkeypatch):
+    """reconstruct.precision: Griffin-Lim under bf16 autocast still gives valid fakes; files made at fp32 are not
+    reused at bf16 (another precision rounds differently); an unknown precision is a ConfigError."""
+    _setup(tmp_path, monkeypatch)
+    Path("gen.py").write_text("# v1\n")
+    fp32, _ = _run()
+    f = next(Path("recon/vocoder").glob("griffinlim/*.flac"))
+    before = f.stat().st_mtime_ns
+    _setup(tmp_path, monkeypatch, precision="bf16")
+    bf16, _ = _run()
+    assert f.stat().st_mtime_ns != before
+    assert sorted(bf16["clip_id"]) == sorted(fp32["clip_id"])
+    _setup(tmp_path, monkeypatch, precision="fp8")
+    with pytest.raises(ValueError, match="reconstruct.precision"):
+        reconstruct.main(ARGS)

@@ -116,3 +116,20 @@ def test_a_clip_gives_the_same_output_alone_as_in_a_batch(system):
     batched = r(waves, ["a", "b", "c"])
     for wave, key, out in zip(waves, "abc", batched):
         np.testing.assert_array_equal(r([wave], [key])[0], out)
+
+
+def test_bf16_precision_autocasts_the_network_only():
+    """Resynthesizer.precision bf16: HiFi-GAN runs under autocast (a different but close reconstruction);
+    Griffin-Lim, pure signal processing, is not autocast and gives the same samples."""
+    wave = make_wave(1.0, SR)
+    hifi = build("vocoder", "hifigan_universal", {"sample_rate": SR})
+    ref = hifi([wave])[0]
+    hifi.precision = "bf16"
+    low = hifi([wave])[0]
+    assert low.dtype == np.float32 and not np.array_equal(low, ref)
+    assert logmel_distance(ref, low, SR) < 1.5
+    _check(wave, low, max_db=12.0)
+    griffin = build("vocoder", "griffinlim", {"sample_rate": SR, "griffinlim_iters": 4})
+    ref = griffin([wave])[0]
+    griffin.precision = "bf16"
+    assert np.array_equal(griffin([wave])[0], ref)

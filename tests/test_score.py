@@ -58,6 +58,17 @@ def test_a_named_file_and_the_folder_give_the_same_score(detector, folder, tmp_p
         _read(tmp_path / "dir.txt")[str(folder / "a.wav")], abs=1e-5)
 
 
+def test_precision_bf16_scores_near_fp32_and_a_bad_precision_is_a_usage_error(detector, folder, tmp_path):
+    assert score.main(_argv(detector, tmp_path / "fp32.txt", folder)) == 0
+    assert score.main(_argv(detector, tmp_path / "bf16.txt", folder) + ["--precision", "bf16"]) == 0
+    fp32, bf16 = _read(tmp_path / "fp32.txt"), _read(tmp_path / "bf16.txt")
+    assert set(bf16) == set(fp32)
+    assert all(bf16[k] == pytest.approx(fp32[k], abs=0.05 * (1 + abs(fp32[k]))) for k in fp32)
+    with pytest.raises(SystemExit):
+        score.main(_argv(detector, tmp_path / "x.txt", folder) + ["--precision", "int8"])
+    assert not (tmp_path / "x.txt").exists()
+
+
 def test_a_named_non_audio_file_is_a_clear_error(detector, folder, tmp_path, capsys):
     bad = tmp_path / "readme.txt"
     bad.write_text("hello")

@@ -119,3 +119,23 @@ def test_embed_batch_concatenates_or_averages_layers(clips, model):
         pen = model.features(waves)["penultimate"].numpy()
     assert np.allclose(cat[:, dims["layer1"]:], pen, atol=1e-6)
     assert np.allclose(embed_batch(model, waves, ["penultimate", "penultimate"], "mean"), pen, atol=1e-6)
+
+
+def test_bf16_autocast_scores_and_embeds_close_to_fp32_and_fp32_is_unchanged(clips, model):
+    """precision bf16 (the GPU path's autocast, here on the CPU): scores and vectors near fp32's, float outputs."""
+    ref = score_clips(model, clips, 4, SR, 0.5, embeddings=True)
+    same = score_clips(model, clips, 4, SR, 0.5, embeddings=True, precision="fp32")
+    assert np.array_equal(same.scores, ref.scores) and np.array_equal(same.embeddings, ref.embeddings)
+    low = score_clips(model, clips, 4, SR, 0.5, embeddings=True, precision="bf16")
+    assert low.scores.dtype == np.float64 and low.embeddings.dtype == np.float32
+    assert not np.array_equal(low.scores, ref.scores)  # autocast really ran in bf16
+    assert np.allclose(low.scores, ref.scores, atol=0.05 * (1 + np.abs(ref.scores).max()))
+    assert np.allclose(low.embeddings, ref.embeddings, atol=0.05)
+    waves = torch.randn(3, SR // 2) * 0.1
+    vec = embed_batch(model, waves, ["penultimate"], "concat", precision="bf16")
+    assert vec.dtype == np.float32 and np.allclose(vec, embed_batch(model, waves, ["penultimate"], "concat"), atol=0.05)
+
+
+def test_an_unknown_precision_is_a_clear_error(clips, model):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        score_clips(model, clips, 4, SR, 0.5, precision="int8")

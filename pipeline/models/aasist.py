@@ -17,9 +17,10 @@ Faithful to the released code where it departs from the paper: each residual blo
 (and is loaded) but its output is never used, and the HS-GAL master node is the unexpanded parameter.
 
 Eval-mode speed (the inference path, `fast` in the config, on by default): each encoder `bn2` is
-folded into the preceding `conv1`, the encoder runs channels-last, and the batch goes through the
-sinc front end and encoder in chunks of `chunk` clips (the [chunk, 32, 24, 21490] maps of the
-first block stay small). Outputs equal the plain path within float32 rounding (tested at 1e-4).
+folded into the preceding `conv1`, the encoder runs channels-last, the batch goes through the
+encoder in chunks of `chunk` clips, and the sinc front end + the first `tiled_blocks` blocks run in
+time tiles of `tile` output frames, so the [chunk, 32, 24, 21490] maps of the first block never
+leave the cache. Outputs equal the plain path within float32 rounding (tested at 1e-4).
 The same path serves a frozen encoder in eval mode while the graph part trains (train.init_mode backend).
 """
 
@@ -45,7 +46,9 @@ AASIST_DEFAULTS: dict[str, Any] = {
     "temperatures": [2.0, 2.0, 100.0, 100.0],
     "score_rule": "bonafide_logit",
     "fast": True,               # eval-mode fused/chunked path (same outputs)
-    "chunk": 4,                 # clips per chunk through the front end and encoder in eval mode
+    "chunk": 2,                 # clips per chunk through the front end and encoder in eval mode
+    "tiled_blocks": 2,          # eval mode: the front end and this many encoder blocks run in time tiles
+    "tile": 512,                # ... of this many output frames of the last tiled block
 }
 AASIST_L_DEFAULTS: dict[str, Any] = {
     **AASIST_DEFAULTS,
@@ -101,15 +104,18 @@ class ResBlock(nn.Module):
 
     def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """Eval forward on channels-last maps [B, C, H, W] (bn2 folded into conv1, time pooling as a reshape)."""
+        return _pool_time3(self.convs_fast(x))
+
+    def convs_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """forward_fast before the time pooling: [B, C_out, H, W] (same W as x)."""
         w1, b1 = self.folded_conv1()
         if x.shape[1] == 1:
-            return self._forward_fast_mono(x, w1, b1)
+            return self._convs_fast_mono(x, w1, b1)
         y = F.selu(F.conv2d(x, w1.contiguous(memory_format=torch.channels_last), b1, padding=(1, 1)), inplace=True)
         y = self.conv2(y)
-        y = y.add_(self.conv_downsample(x) if hasattr(self, "conv_downsample") else x)
-        return _pool_time3(y)
+        return y.add_(self.conv_downsample(x) if hasattr(self, "conv_downsample") else x)
 
-    def _forward_fast_mono(self, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
+    def _convs_fast_mono(self, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
         """First block (one input channel): conv1 as a 6-tap matmul straight into channels-last, and the
         1x3 shortcut convolution folded into conv2 as a 33rd input channel (tap (1, 1) of conv1's window)."""
         _, _, h, w = x.shape
@@ -122,9 +128,8 @@ class ResBlock(nn.Module):
         F.selu(z[..., :c], inplace=True)
         down = self.conv_downsample.weight                                                    # [c, 1, 1, 3]
         w2 = torch.cat([self.conv2.weight, torch.cat([down, torch.zeros_like(down)], dim=2)], dim=1)
-        y = F.conv2d(z.permute(0, 3, 1, 2), w2.contiguous(memory_format=torch.channels_last),
-                     self.conv2.bias + self.conv_downsample.bias, padding=(0, 1))
-        return _pool_time3(y)
+        return F.conv2d(z.permute(0, 3, 1, 2), w2.contiguous(memory_format=torch.channels_last),
+                        self.conv2.bias + self.conv_downsample.bias, padding=(0, 1))
 
 
 def _pool_time3(y: torch.Tensor) -> torch.Tensor:
@@ -132,6 +137,15 @@ def _pool_time3(y: torch.Tensor) -> torch.Tensor:
     b, c, h, w = y.shape
     nhwc = y.permute(0, 2, 3, 1)[:, :, :w - w % 3]
     return nhwc.reshape(b, h, w // 3, 3, c).amax(dim=3).permute(0, 3, 1, 2)
+
+
+def _block_input_range(lo: int, hi: int, width: int) -> tuple[int, int]:
+    """Input frames [lo', hi') a residual block needs for its pooled output frames [lo, hi) (input width `width`).
+
+    Two 1x3 convolutions reach 2 frames beyond the 3 frames each pooled output covers. At the clip's ends
+    the clipped range meets the convolutions' own zero padding, so the tile equals the whole-clip result.
+    """
+    return max(0, 3 * lo - 2), min(width, 3 * hi + 2)
 
 
 def _batch_norm_nodes(bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
@@ -265,13 +279,45 @@ class AASIST(Detector):
         return self.encoder(self._front(wave))
 
     def _encode_fast(self, wave: torch.Tensor) -> torch.Tensor:
+        n_tiled = min(int(self.config["tiled_blocks"]), len(self.encoder))
         outs = []
         for part in wave.split(max(1, int(self.config["chunk"]))):
-            x = self._front(part)
-            for stage in self.encoder:
+            x = self._front_and_blocks_tiled(part, n_tiled) if n_tiled else self._front(part)
+            for stage in list(self.encoder)[n_tiled:]:
                 x = stage[0].forward_fast(x)
             outs.append(x.contiguous())
         return torch.cat(outs)
+
+    def _front_and_blocks_tiled(self, wave: torch.Tensor, n_blocks: int) -> torch.Tensor:
+        """Sinc front end + the first `n_blocks` encoder blocks, in time tiles of `tile` output frames.
+
+        The high-resolution maps ([B, 32, 24, 21490] in block 1) are the cost: whole-clip they stream through
+        main memory, per tile they stay in cache. Each tile reads the frames its output depends on (a few
+        frames of overlap) and keeps only its exact output, so the result equals the untiled path.
+        """
+        widths = [(wave.shape[1] - self.sinc.shape[-1] + 1) // 3]   # front-end frames, then each block's output
+        for _ in range(n_blocks):
+            widths.append(widths[-1] // 3)
+        blocks = [stage[0] for stage in list(self.encoder)[:n_blocks]]
+        if widths[-1] < 1:  # too short to tile: the whole clip at once (as the plain path would)
+            x = self._front(wave)
+            for block in blocks:
+                x = block.forward_fast(x)
+            return x
+        tile = max(1, int(self.config["tile"]))
+        outs = []
+        for start in range(0, widths[-1], tile):
+            ranges = [(start, min(widths[-1], start + tile))]          # frames wanted at each level, last first
+            for level in range(n_blocks, 0, -1):
+                ranges.append(_block_input_range(*ranges[-1], widths[level - 1]))
+            ranges.reverse()
+            f0, f1 = ranges[0]                                       # front frame f covers samples 3f .. 3f+3+taps-1
+            x = self._front(wave[:, 3 * f0:3 * f1 + self.sinc.shape[-1] - 1])
+            for k, block in enumerate(blocks):
+                (lo, _), (out_lo, out_hi) = ranges[k], ranges[k + 1]
+                x = _pool_time3(block.convs_fast(x)[..., 3 * out_lo - lo:3 * out_hi - lo])
+            outs.append(x)
+        return torch.cat(outs, dim=3)
 
     def encode(self, wave: torch.Tensor) -> torch.Tensor:
         """Encoder output [B, C, 23, frames] of a waveform batch [B, T]."""

@@ -123,7 +123,7 @@ class Encodec(Resynthesizer):
         sr = self.model.sample_rate
         hop = int(np.prod(self.model.encoder.ratios))
         batch, lengths = pad_batch(resample_all(waves, self.sample_rate, sr), multiple=hop)
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             out = self.model(batch.unsqueeze(1).to(self.device))[:, 0].float().cpu().numpy()
         return resample_all([out[i, :n] for i, n in enumerate(lengths)], sr, self.sample_rate)
 

@@ -8,6 +8,7 @@ alone, so that a clip's output does not depend on the batch it landed in (bit fo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
@@ -31,6 +32,13 @@ class Resynthesizer:
     system: str = ""
     sample_rate: int = 16000
     align: bool = False  # cross-correlate and remove a constant delay (codecs with encoder delay)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of the neural network calls (reconstruct.precision)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The `precision` autocast for a network call; signal processing (mels, STFTs, DSP) stays outside it."""
+        from pipeline.torch_env import inference_precision
+
+        return inference_precision(getattr(self, "device", "cpu"), self.precision)
 
     def __call__(self, waves: Sequence[np.ndarray], keys: Sequence[str] | None = None) -> list[np.ndarray]:
         """Resynthesise a batch clip by clip (an output never depends on its batch), each to its input's length."""

@@ -129,8 +129,9 @@ class DiffusionRecon(Resynthesizer):
         first = torch.full((x0.shape[0],), self.timesteps[0], dtype=torch.long)
         x = sched.add_noise(x0, noise, first)
         for t in self.timesteps:
-            eps = self.unet(x, t).sample
-            x = sched.step(eps, t, x, eta=0.0).prev_sample
+            with self.autocast():
+                eps = self.unet(x, t).sample
+            x = sched.step(eps.float(), t, x, eta=0.0).prev_sample
         return x
 
     def process(self, waves: list[np.ndarray], keys: list[str]) -> list[np.ndarray]:
@@ -155,6 +156,7 @@ class DiffusionRecon(Resynthesizer):
                 for j, i in enumerate(idx):
                     n = min(frames[i], width, out.shape[2])
                     out[i, :, :n] = x[j, 0, :, :n]
+        self.vocoder.precision = self.precision  # its HiFi-GAN runs at the same precision
         return self.vocoder.vocode(out, lengths)
 
 

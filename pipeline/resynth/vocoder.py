@@ -119,7 +119,7 @@ class HifiGan(Resynthesizer):
 
     def vocode(self, mels: torch.Tensor, lengths: list[int]) -> list[np.ndarray]:
         """Log-mels [B, 80, frames] -> waves at the clip rate, each cut to its 22.05 kHz length first."""
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             audio = self.generator(mels.to(self.device)).squeeze(1).float().cpu().numpy()
         outs = [audio[i, :n] for i, n in enumerate(lengths)]
         return resample_all(outs, HIFIGAN_MEL.sample_rate, self.sample_rate)
