@@ -84,3 +84,15 @@ def test_bad_diffusion_settings_raise(tmp_path, models):
 
 def test_systems_follow_the_strengths():
     assert diffusion.systems({"strengths": [0.3, 0.5]}) == ["diffusion_s0.3", "diffusion_s0.5"]
+
+
+def test_precision_set_on_the_system_reaches_its_vocoder_and_bf16_stays_close(models):
+    """reconstruct sets `precision` on the built system: the UNet and its HiFi-GAN share it."""
+    wave = make_wave(1.0, SR)
+    system = build("diffusion", "diffusion_s0.5", models)
+    ref = system([wave], ["clip_a"])[0]
+    system.precision = "bf16"
+    assert system.vocoder.precision == "bf16"
+    low = system([wave], ["clip_a"])[0]
+    assert low.shape == ref.shape and np.isfinite(low).all() and not np.array_equal(low, ref)
+    assert logmel_distance(ref, low, SR) < 3.0

@@ -282,14 +282,15 @@ class AASIST(Detector):
         n_tiled = min(int(self.config["tiled_blocks"]), len(self.encoder))
         outs = []
         for part in wave.split(max(1, int(self.config["chunk"]))):
-            x = self._front_and_blocks_tiled(part, n_tiled) if n_tiled else self._front(part)
-            for stage in list(self.encoder)[n_tiled:]:
+            x, n_done = self._front_and_blocks_tiled(part, n_tiled)
+            for stage in list(self.encoder)[n_done:]:
                 x = stage[0].forward_fast(x)
             outs.append(x.contiguous())
         return torch.cat(outs)
 
-    def _front_and_blocks_tiled(self, wave: torch.Tensor, n_blocks: int) -> torch.Tensor:
-        """Sinc front end + the first `n_blocks` encoder blocks, in time tiles of `tile` output frames.
+    def _front_and_blocks_tiled(self, wave: torch.Tensor, n_blocks: int) -> tuple[torch.Tensor, int]:
+        """Sinc front end + the first `n_blocks` encoder blocks, in time tiles of `tile` output frames; returns the
+        map and the number of blocks applied (0, the front end alone, for n_blocks 0 or a clip too short to tile).
 
         The high-resolution maps ([B, 32, 24, 21490] in block 1) are the cost: whole-clip they stream through
         main memory, per tile they stay in cache. Each tile reads the frames its output depends on (a few
@@ -298,12 +299,9 @@ class AASIST(Detector):
         widths = [(wave.shape[1] - self.sinc.shape[-1] + 1) // 3]   # front-end frames, then each block's output
         for _ in range(n_blocks):
             widths.append(widths[-1] // 3)
+        if n_blocks == 0 or widths[-1] < 1:
+            return self._front(wave), 0
         blocks = [stage[0] for stage in list(self.encoder)[:n_blocks]]
-        if widths[-1] < 1:  # too short to tile: the whole clip at once (as the plain path would)
-            x = self._front(wave)
-            for block in blocks:
-                x = block.forward_fast(x)
-            return x
         tile = max(1, int(self.config["tile"]))
         outs = []
         for start in range(0, widths[-1], tile):
@@ -317,7 +315,7 @@ class AASIST(Detector):
                 (lo, _), (out_lo, out_hi) = ranges[k], ranges[k + 1]
                 x = _pool_time3(block.convs_fast(x)[..., 3 * out_lo - lo:3 * out_hi - lo])
             outs.append(x)
-        return torch.cat(outs, dim=3)
+        return torch.cat(outs, dim=3), n_blocks
 
     def encode(self, wave: torch.Tensor) -> torch.Tensor:
         """Encoder output [B, C, 23, frames] of a waveform batch [B, T]."""

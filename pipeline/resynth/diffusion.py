@@ -123,6 +123,15 @@ class DiffusionRecon(Resynthesizer):
         levels = len(unet.config.block_out_channels) - 1
         self.multiple = math.lcm(BUCKET_FRAMES, 2 ** levels)
 
+    @property
+    def precision(self) -> str:  # type: ignore[override]
+        """One precision for the UNet and its HiFi-GAN vocoder (reconstruct.precision sets it)."""
+        return self.vocoder.precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        self.vocoder.precision = value
+
     def denoise(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """SDEdit: forward-noise x0 [B, 1, M, F] to the first timestep, then DDIM back to t=0."""
         sched = self.scheduler
@@ -156,7 +165,6 @@ class DiffusionRecon(Resynthesizer):
                 for j, i in enumerate(idx):
                     n = min(frames[i], width, out.shape[2])
                     out[i, :, :n] = x[j, 0, :, :n]
-        self.vocoder.precision = self.precision  # its HiFi-GAN runs at the same precision
         return self.vocoder.vocode(out, lengths)
 
 
