@@ -38,10 +38,9 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from pipeline.clipdata import check_pool, iter_batches, load_batch, select_pool
-from pipeline.cpu_isa import kernel_paths
+from pipeline.detector.batches import check_pool, iter_batches, load_batch, select_pool
+from pipeline.detector.inference import embed_batch
 from pipeline.embstore import write_embeddings
-from pipeline.engine import EngineConfig, iter_shards
 from pipeline.io import atomic_path, write_json_atomic, write_parquet_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.models import Detector, check_config, load_checkpoint
@@ -60,9 +59,10 @@ from pipeline.params import (
     teacher_params,
 )
 from pipeline.resume import ResumeDir, digest, tree_hash
+from pipeline.runtime.cpu_isa import kernel_paths
+from pipeline.runtime.devices import setup_torch
+from pipeline.runtime.engine import EngineConfig, iter_shards
 from pipeline.schema import make_rejects, read_clip_tables, write_rejects
-from pipeline.scoring import embed_batch
-from pipeline.torch_env import setup_torch
 
 log = logging.getLogger("pipeline.embed")
 
@@ -143,7 +143,7 @@ class ResemblyzerEmbedder:
 
 def fingerprint(checkpoint: Path, p: EmbedParams, sample_rate: int) -> str:
     """Hash of what every vector depends on besides its clip: the teacher weights, the params and the CPU
-    kernel pin (pipeline/cpu_isa.py: other kernels round differently).
+    kernel pin (pipeline/runtime/cpu_isa.py: other kernels round differently).
 
     The clips themselves are keyed one by one (clip_id + sha256, see `clip_keys`), so a grown or
     changed pool reuses the vectors of the clips that did not change.

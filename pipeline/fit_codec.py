@@ -26,10 +26,10 @@ import torch
 
 from pipeline.io import atomic_dir, write_json_atomic
 from pipeline.logs import progress
-from pipeline.melspec import LogMel, quality_mel
 from pipeline.params import Section, check_known_keys, mapping, number
 from pipeline.resynth.codec import SMALL_ENCODEC, make_encodec, save_codec
 from pipeline.resynth.common import check_fit_values, fit_stage_main, random_segments, read_waves
+from pipeline.resynth.melspec import LogMel, quality_mel
 
 log = logging.getLogger("pipeline.fit_codec")
 

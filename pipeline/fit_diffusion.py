@@ -6,7 +6,7 @@ DDPM schedule), hardset.json (log-mel mean/std), config.json (source), metrics.j
 With `fit_diffusion.model` set to a local UNet2DModel directory nothing is trained: config.json
 records `{"source": "pretrained", "path": ...}` and reconstruct loads it with from_pretrained.
 
-Training: the HiFi-GAN V1 log-mel (pipeline.melspec.HIFIGAN_MEL) of every clip, normalised by
+Training: the HiFi-GAN V1 log-mel (pipeline.resynth.melspec.HIFIGAN_MEL) of every clip, normalised by
 its global mean/std, random crops of `segment_frames`; the standard DDPM objective (predict the
 noise eps added at a uniformly drawn t: MSE(eps_theta(x_t, t), eps)) under a cosine schedule.
 """
@@ -24,10 +24,10 @@ import torch
 
 from pipeline.io import atomic_dir, write_json_atomic
 from pipeline.logs import progress
-from pipeline.melspec import HIFIGAN_MEL, LogMel
 from pipeline.params import Section, check_known_keys, mapping, number
 from pipeline.resynth.common import check_fit_values, fit_stage_main, read_waves, resample_all
 from pipeline.resynth.diffusion import UNET_DEFAULTS, make_scheduler, make_unet, save_diffusion
+from pipeline.resynth.melspec import HIFIGAN_MEL, LogMel
 
 log = logging.getLogger("pipeline.fit_diffusion")
 

@@ -5,7 +5,7 @@ DVC cannot make a dependency conditional on a params value, so dvc.yaml runs thi
 model.pt and config.json ({"init": null} without one), rewritten only when that changes. train
 depends on the file, so train re-runs exactly when the init model's content changes, not only when
 its path does. A train.init that is no model dir is a one-line config error (exit 2).
-What train does with the init: pipeline/finetune.py.
+What train does with the init: pipeline/detector/finetune.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.finetune import init_digest
+from pipeline.detector.finetune import init_digest
 from pipeline.io import write_text_atomic
 from pipeline.logs import setup_logging
 from pipeline.params import ConfigError, load_params, stage_parser

@@ -21,7 +21,7 @@ import yaml
 DEFAULT_PARAMS = "params.yaml"
 TEACHER_KEYS = ("pool", "checkpoint")  # the keys of a `teachers.<T>` entry that are not model config
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-PRECISIONS = ("fp32", "bf16", "fp16")  # inference autocast (pipeline.torch_env.inference_precision)
+PRECISIONS = ("fp32", "bf16", "fp16")  # inference autocast (pipeline.runtime.devices.inference_precision)
 
 S = TypeVar("S", bound="Section")
 
@@ -161,7 +161,7 @@ class Section:
 @dataclasses.dataclass(frozen=True)
 class Runtime(Section):
     """params `runtime`: torch device (`auto` = CUDA when present), CPU threads (0 = library default), engine
-    (`local`, or `ray`: per-clip stages on Ray Data, see pipeline/engine.py), Ray actors and local Ray CPUs."""
+    (`local`, or `ray`: per-clip stages on Ray Data, see pipeline/runtime/engine.py), Ray actors and local Ray CPUs."""
 
     NAME: ClassVar[str] = "runtime"
     device: str = "auto"
@@ -226,7 +226,7 @@ def teacher_params(params: Mapping[str, Any], name: str) -> dict[str, Any]:
     """One teacher of params `teachers:` (arch, frontend, pool, checkpoint, ...), or a ConfigError.
 
     Checked here: the name, `arch`, `checkpoint` and that `pool` is a mapping; the model keys are checked
-    by pipeline.models.check_config and the pool filters by pipeline.clipdata.check_pool.
+    by pipeline.models.check_config and the pool filters by pipeline.detector.batches.check_pool.
     """
     teachers = section(params, "teachers")
     if name not in teachers:

@@ -28,7 +28,6 @@ from pipeline.audio import AudioError, measure, read_audio, write_audio
 from pipeline.chain import Chain, apply_chain
 from pipeline.corpora import ADAPTERS
 from pipeline.corpora.common import CorpusError, check_corpus_name
-from pipeline.engine import EngineConfig, map_batch_results
 from pipeline.io import atomic_dir, write_json_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.params import (
@@ -44,6 +43,7 @@ from pipeline.params import (
     section,
     stage_parser,
 )
+from pipeline.runtime.engine import EngineConfig, map_batch_results
 from pipeline.schema import (
     CLIP_COLUMNS,
     check_split_speakers,

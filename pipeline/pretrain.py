@@ -10,8 +10,8 @@ training params, counts), metrics.json ({"dev_eer": ..., "history": ..., ...}; n
 The teacher is trained on the pool's train split with class-balanced sampling (or a class-weighted
 loss: bona fide is the minority), random crops of `crop_s` seconds; the dev split (first `eval_s`
 seconds, tiled when short) gives the dev EER used for the best checkpoint and early stopping.
-The loop (best epoch, early stopping, dvclive) is pipeline/training.py's; this module supplies the
-step and the dev evaluation (pipeline/scoring.py). With `checkpoint: <path>` in the teacher's params
+The loop (best epoch, early stopping, dvclive) is pipeline/detector/loop.py's; this module supplies the
+step and the dev evaluation (pipeline/detector/inference.py). With `checkpoint: <path>` in the teacher's params
 nothing is trained: the checkpoint is checked against the teacher's architecture and front end,
 copied, and evaluated on the dev split.
 These teachers are the neural-collapse paper's "pretrained models trained on distinct data sets"
@@ -31,9 +31,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from pipeline.augment import AugmentParams, make_augmenter
 from pipeline.chain import chain_from_params
-from pipeline.clipdata import (
+from pipeline.detector.augment import AugmentParams, make_augmenter
+from pipeline.detector.batches import (
     ClipDataset,
     balanced_sampler,
     check_pool,
@@ -41,6 +41,8 @@ from pipeline.clipdata import (
     label_indices,
     select_pool,
 )
+from pipeline.detector.inference import score_clips
+from pipeline.detector.loop import EpochResult, Phase, RunState, fit, live_log
 from pipeline.io import write_json_atomic
 from pipeline.logs import setup_logging, stage_timer
 from pipeline.metrics import compute_eer
@@ -56,10 +58,8 @@ from pipeline.params import (
     teacher_model_keys,
     teacher_params,
 )
+from pipeline.runtime.devices import setup_torch
 from pipeline.schema import read_clip_tables
-from pipeline.scoring import score_clips
-from pipeline.torch_env import setup_torch
-from pipeline.training import EpochResult, Phase, RunState, fit, live_log
 
 log = logging.getLogger("pipeline.pretrain")
 
@@ -84,7 +84,7 @@ class PretrainParams(Section):
     eval_batch_size: int = 64
     num_workers: int = 0
     live: bool = True                   # dvclive log under <out>/dvclive
-    augment: AugmentParams = field(default_factory=AugmentParams)  # training crops only (pipeline/augment.py)
+    augment: AugmentParams = field(default_factory=AugmentParams)  # training crops only (pipeline/detector/augment.py)
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:

@@ -41,8 +41,6 @@ from pipeline.audio import (
     to_pcm16,
     write_audio,
 )
-from pipeline.cpu_isa import kernel_paths
-from pipeline.engine import LOCAL, EngineConfig, map_batch_results
 from pipeline.io import write_json_atomic
 from pipeline.logs import setup_logging, stage_timer
 from pipeline.params import (
@@ -57,9 +55,11 @@ from pipeline.params import (
     section,
     stage_parser,
 )
-from pipeline.recon_quality import quality_table, summarise
 from pipeline.resume import ResumeDir, files_hash, tree_hash
 from pipeline.resynth.common import unit_draw
+from pipeline.resynth.quality import quality_table, summarise
+from pipeline.runtime.cpu_isa import kernel_paths
+from pipeline.runtime.engine import LOCAL, EngineConfig, map_batch_results
 from pipeline.schema import read_clips, split_ok, write_clips
 
 log = logging.getLogger("pipeline.reconstruct")
@@ -186,7 +186,7 @@ def parent_key(job: dict) -> str:
 def code_hash() -> str:
     """sha256 of the code that shapes a reconstruction (backends, mel, audio guards): a fix invalidates old files."""
     root = Path(__file__).parent
-    return files_hash(sorted((root / "resynth").glob("*.py")) + [root / "melspec.py", root / "audio.py"])
+    return files_hash(sorted((root / "resynth").glob("*.py")) + [root / "audio.py"])
 
 
 def prepare_system_dir(system_dir: Path, fingerprint: dict) -> ResumeDir:
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.paradigm not in PARADIGMS:
         parser.error(f"unknown paradigm {args.paradigm!r}; known: {list(PARADIGMS)}")
     p = ReconstructParams.from_params(section(params, "reconstruct"), paradigm=args.paradigm)
-    from pipeline.torch_env import setup_torch
+    from pipeline.runtime.devices import setup_torch
 
     seed = common.seed
     device = setup_torch(common)

@@ -5,7 +5,7 @@ and the audio they point to. Writes data/models/detector/: model.pt (the best ch
 resolved params inside), config.json (the same resolved params), metrics.json (dev EER, epochs,
 steps; the run time is logged, not written, so a re-run gives the same bytes) and dvclive/ (per-epoch curves).
 
-Objectives (`train.objective`, formulas in pipeline/losses.py):
+Objectives (`train.objective`, formulas in pipeline/detector/losses.py):
 - `ce` / `bce` / `racl`: one stage, the whole net trained end to end; dev EER from the logits.
 - `supcon`: two stages, as in Sudan et al. 2026. Stage 1 trains the encoder with SupCon (+ the
   warm-started negative queue) on the penultimate embedding; its dev EER is measured with a
@@ -13,14 +13,14 @@ Objectives (`train.objective`, formulas in pipeline/losses.py):
   epoch's training embeddings. Stage 2 freezes the encoder (eval mode, so batch-norm statistics are
   frozen too) and trains the linear classifier with CE for `supcon.head_epochs`.
 
-The epoch loop, best state, early stopping, dvclive and checkpoints are pipeline/training.py's; this
-module supplies the per-batch step and the dev evaluation of each phase (dev scoring: pipeline/scoring.py).
+The epoch loop, best state, early stopping, dvclive and checkpoints are pipeline/detector/loop.py's; this
+module supplies the per-batch step and the dev evaluation of each phase (dev scoring: pipeline/detector/inference.py).
 Batches are class-balanced (drawn with replacement), `steps_per_epoch` of them per epoch, so a run's
 cost is bounded by epochs x steps_per_epoch x batch_size crops whatever the manifest size.
 `exclude_paradigms` drops those spoof paradigms from the manifest: `dvc exp run -S
 'train.exclude_paradigms=[codec]'` is a leave-one-paradigm-out run (evaluate marks P as unseen).
 `init: DIR` fine-tunes a pretrained detector (an import_model or train output) instead of training from
-scratch; `init_mode` all | backend (the front part frozen). Rules: pipeline/finetune.py.
+scratch; `init_mode` all | backend (the front part frozen). Rules: pipeline/detector/finetune.py.
 """
 
 from __future__ import annotations
@@ -36,16 +36,18 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.augment import AugmentParams, make_augmenter
 from pipeline.chain import chain_from_params
-from pipeline.clipdata import ClipDataset, balanced_sampler
-from pipeline.finetune import INIT_MODES, load_init
+from pipeline.detector.augment import AugmentParams, make_augmenter
+from pipeline.detector.batches import ClipDataset, balanced_sampler
+from pipeline.detector.class_means import ClassMeans, init_head_from_means, ncm_scores
+from pipeline.detector.finetune import INIT_MODES, load_init
+from pipeline.detector.inference import load_waves, score_waves
+from pipeline.detector.loop import EpochResult, Phase, RunState, checkpointer, fit, live_log
+from pipeline.detector.losses import LOSS_KEYS, CrossEntropyLoss, build_loss
 from pipeline.io import write_json_atomic
 from pipeline.logs import setup_logging, stage_timer
-from pipeline.losses import LOSS_KEYS, CrossEntropyLoss, build_loss
 from pipeline.metrics import compute_eer
 from pipeline.models import build_model, check_config
-from pipeline.ncm import ClassMeans, init_head_from_means, ncm_scores
 from pipeline.params import (
     ConfigError,
     Section,
@@ -61,10 +63,8 @@ from pipeline.params import (
     stage_parser,
     stage_seed,
 )
+from pipeline.runtime.devices import setup_torch
 from pipeline.schema import MANIFEST_COLUMNS, PARADIGMS, read_clips
-from pipeline.scoring import load_waves, score_waves
-from pipeline.torch_env import setup_torch
-from pipeline.training import EpochResult, Phase, RunState, checkpointer, fit, live_log
 
 log = logging.getLogger("pipeline.train")
 
@@ -95,9 +95,9 @@ class TrainParams(Section):
     model: dict[str, Any] = field(default_factory=dict)
     supcon: dict[str, Any] = field(default_factory=dict)
     racl: dict[str, Any] = field(default_factory=dict)
-    augment: AugmentParams = field(default_factory=AugmentParams)  # training crops only (pipeline/augment.py)
+    augment: AugmentParams = field(default_factory=AugmentParams)  # training crops only (pipeline/detector/augment.py)
     seed: int | None = None   # null = the global seed
-    init: str | None = None   # a model dir to start from (null = from scratch); pipeline/finetune.py
+    init: str | None = None   # a model dir to start from (null = from scratch); pipeline/detector/finetune.py
     init_mode: str = "all"    # all | backend (front part frozen)
 
     @classmethod
@@ -184,7 +184,7 @@ def _batches(ds: ClipDataset, p: TrainParams, seed: int, epoch: int) -> DataLoad
 class ObjectiveStep:
     """train's per-batch step: batch -> loss for `objective`; supcon also keeps the epoch's class means.
 
-    `class_means` (pipeline.ncm.ClassMeans) collects the penultimate embeddings of the epoch's batches;
+    `class_means` (pipeline.detector.class_means.ClassMeans) collects the penultimate embeddings of the epoch's batches;
     `reset()` starts a new epoch.
     """
 
@@ -213,7 +213,7 @@ def run(train_rows: pd.DataFrame, dev_rows: pd.DataFrame, p: TrainParams, *, sam
         model: torch.nn.Module | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train a detector; return (the best model, summary). `save(model)` writes a checkpoint at each improvement.
 
-    `model`: the student to start from (train.init, pipeline.finetune.load_init); None = built from scratch.
+    `model`: the student to start from (train.init, pipeline.detector.finetune.load_init); None = built from scratch.
     """
     model = (build_model(p.model_config(sample_rate)) if model is None else model).to(device)
     _, dev_waves, dev_labels, rejects = load_waves(dev_rows, sample_rate, p.eval_s, stage="train")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import engine
+from pipeline.runtime import engine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,7 +116,7 @@ def test_an_empty_table_gives_an_empty_frame():
 
 
 def test_the_local_engine_never_imports_ray():
-    code = ("import sys, pandas as pd; from pipeline import engine; "
+    code = ("import sys, pandas as pd; from pipeline.runtime import engine; "
             "engine.map_batches(lambda b: b, pd.DataFrame({'clip_id': ['a', 'b']}), batch_size=1); "
             "assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

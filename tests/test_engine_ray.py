@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import engine, reconstruct
+from pipeline import reconstruct
+from pipeline.runtime import engine
 from tests.conftest import tiny_clip_table
 from tests.test_engine import _table, square
 

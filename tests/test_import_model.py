@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipeline import import_model, score
-from pipeline.clipdata import crop_or_tile
+from pipeline.detector.batches import crop_or_tile
 from pipeline.embed import EmbedParams, build_vectorizer
 from pipeline.models import build_model, load_checkpoint
 from pipeline.pretrain import adopt_checkpoint

@@ -29,7 +29,7 @@ from pipeline import (
     sample,
     train,
 )
-from pipeline.clipdata import check_pool
+from pipeline.detector.batches import check_pool
 from pipeline.models import check_config
 from pipeline.params import (
     ConfigError,
@@ -41,7 +41,7 @@ from pipeline.params import (
     teacher_model_keys,
     teacher_params,
 )
-from pipeline.torch_env import resolve_device, setup_torch
+from pipeline.runtime.devices import resolve_device, setup_torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = load_params(ROOT / "params.yaml")

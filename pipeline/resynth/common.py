@@ -19,7 +19,7 @@ import torch
 from scipy import signal
 
 from pipeline.audio import AudioError, check_audio, read_audio, resample
-from pipeline.melspec import logmel_np
+from pipeline.resynth.melspec import logmel_np
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class Resynthesizer:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The `precision` autocast for a network call; signal processing (mels, STFTs, DSP) stays outside it."""
-        from pipeline.torch_env import inference_precision
+        from pipeline.runtime.devices import inference_precision
 
         return inference_precision(getattr(self, "device", "cpu"), self.precision)
 
@@ -205,8 +205,8 @@ def fit_stage_main(argv: list[str] | None, stage: str, description: str, params_
 
     from pipeline.logs import setup_logging, stage_timer
     from pipeline.params import common_params, load_params, section, stage_parser
+    from pipeline.runtime.devices import setup_torch
     from pipeline.schema import read_clips
-    from pipeline.torch_env import setup_torch
 
     parser = stage_parser(stage, description)
     parser.add_argument("--clips", required=True, help="clip table (data/clips.parquet)")

@@ -22,8 +22,8 @@ import torch
 import torchaudio
 
 from pipeline.io import write_json_atomic, write_torch_atomic
-from pipeline.melspec import HIFIGAN_MEL, LogMel, MelConfig, mel_basis
 from pipeline.resynth.common import Resynthesizer, pad_batch, resample_all
+from pipeline.resynth.melspec import HIFIGAN_MEL, LogMel, MelConfig, mel_basis
 
 log = logging.getLogger(__name__)
 

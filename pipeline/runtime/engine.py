@@ -40,7 +40,7 @@ import pandas as pd
 from pipeline.io import atomic_path
 from pipeline.logs import progress
 
-log = logging.getLogger("pipeline.engine")
+log = logging.getLogger("pipeline.runtime.engine")
 
 ENGINES = ("local", "ray")
 BatchFn = Callable[[pd.DataFrame], Any]
@@ -132,8 +132,8 @@ class ShardWorker:
         return pd.DataFrame(out, columns=["shard", "results"])
 
 
-# What pipeline/__main__.py sets before torch is imported (pipeline/cpu_isa.py); named here, not imported, so that
-# the torch-free stages that use this engine do not depend on the pin.
+# What pipeline/__main__.py sets before torch is imported (pipeline/runtime/cpu_isa.py); named here, not imported, so
+# that the torch-free stages that use this engine do not depend on the pin.
 FORWARDED_ENV = ("OMP_WAIT_POLICY", "HARDSET_CPU_ISA", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
 
 
@@ -145,7 +145,7 @@ def ray_init(cfg: EngineConfig) -> None:
         return
     # Ship this checkout's `pipeline` package to the workers, so they run the driver's code, and the driver's CPU
     # pin: workers on a joined cluster do not inherit the driver's environment.
-    runtime_env: dict[str, Any] = {"py_modules": [str(Path(__file__).resolve().parent)]}
+    runtime_env: dict[str, Any] = {"py_modules": [str(Path(__file__).resolve().parents[1])]}
     env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     if env_vars:
         runtime_env["env_vars"] = env_vars

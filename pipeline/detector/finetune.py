@@ -33,7 +33,7 @@ from typing import Any
 
 from pipeline.params import ConfigError
 
-log = logging.getLogger("pipeline.finetune")
+log = logging.getLogger("pipeline.detector.finetune")
 
 INIT_MODES = ("all", "backend")
 CNN_BACKEND = ("embed", "dropout", "classifier")  # Detector's common head (pipeline/models/base.py)
