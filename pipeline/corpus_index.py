@@ -27,7 +27,7 @@ from typing import Any
 
 from pipeline.io import write_text_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
-from pipeline.params import load_params, stage_parser
+from pipeline.params import load_params, stage_parser, teacher_names
 
 log = logging.getLogger("pipeline.corpus_index")
 
@@ -119,7 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default="data/.corpus_index.cache.json", help="sha256 cache (not a DVC output)")
     args = parser.parse_args(argv)
     setup_logging()
-    corpora = (load_params(args.params).get("prepare") or {}).get("corpora") or []
+    params = load_params(args.params)
+    # This stage runs first on every `dvc repro`: refuse a teacher name that dvc.yaml would put into the shell
+    # commands of pretrain@/embed@ before DVC gets to run them (they are quoted there too).
+    if params.get("teachers") is not None:
+        teacher_names(params)
+    corpora = (params.get("prepare") or {}).get("corpora") or []
     if not isinstance(corpora, list):
         print(f"corpus_index: error: params prepare.corpora must be a list of {{name, root}} entries, "
               f"not {type(corpora).__name__}", file=sys.stderr)

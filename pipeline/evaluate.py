@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from pipeline.io import atomic_path, write_json_atomic, write_text_atomic
+from pipeline.io import atomic_path, csv_safe, write_json_atomic, write_text_atomic
 from pipeline.logs import setup_logging, stage_timer
 from pipeline.metrics import bootstrap_eer_ci, compute_det_curve, compute_eer
 from pipeline.params import (
@@ -60,7 +60,7 @@ from pipeline.params import (
     stage_parser,
     stage_seed,
 )
-from pipeline.schema import read_clip_tables
+from pipeline.schema import check_name, read_clip_tables
 
 log = logging.getLogger("pipeline.evaluate")
 
@@ -232,8 +232,9 @@ def run(sets: dict[str, pd.DataFrame], scores: pd.Series, seen_paradigms: list[s
 
 
 def write_scores(scored: dict[str, pd.DataFrame], out_dir: Path) -> None:
-    """reports/scores/<set>.txt: `clip_id score` lines."""
+    """reports/scores/<set>.txt: `clip_id score` lines (a set name is a file name: checked, never a path)."""
     for name, df in scored.items():
+        check_name("eval set", name)
         lines = [f"{cid} {score:.6f}" for cid, score in zip(df["clip_id"], df["score"])]
         write_text_atomic("\n".join(lines) + "\n", out_dir / f"{name}.txt")
 
@@ -265,7 +266,7 @@ def write_plots(scored: dict[str, pd.DataFrame], eer: dict[str, float], out_dir:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "det.csv") as tmp:
-        det_table(scored).to_csv(tmp, index=False, float_format="%.6f")
+        csv_safe(det_table(scored)).to_csv(tmp, index=False, float_format="%.6f")
     # drawn from the rounded points of det.csv, so det.png and the report's figure show the same curves
     det = pd.read_csv(out_dir / "det.csv", dtype={"set": str})
     curves = {str(name): (g["far"].to_numpy(), g["frr"].to_numpy()) for name, g in det.groupby("set", sort=False)}
@@ -302,7 +303,7 @@ def write_outputs(metrics: dict[str, Any], table: pd.DataFrame, scored: dict[str
     """Every file of the stage under `out`: scores/, eer.csv, plots/ and, last, metrics.json."""
     write_scores(scored, out / "scores")
     with atomic_path(out / "eer.csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6f")
+        csv_safe(table).to_csv(tmp, index=False, float_format="%.6f")
     write_plots(scored, metrics["eer"], out / "plots")
     write_json_atomic(metrics, out / "metrics.json")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,27 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection, OWASP).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|nan)", re.I)
+
+
+def neutralise_formula(text: str) -> str:
+    """`text` with a leading `'` when a spreadsheet would run it as a formula; numbers and a lone `-` stay."""
+    if not text.startswith(FORMULA_START) or text == "-" or _NUMBER.fullmatch(text):
+        return text
+    return "'" + text
+
+
+def csv_safe(df: Any) -> Any:
+    """A copy of a DataFrame whose text cells are passed through `neutralise_formula` (for CSV outputs)."""
+    out = df.copy()
+    for column in out.columns:
+        if out[column].dtype == object or str(out[column].dtype) in ("string", "str"):
+            out[column] = [neutralise_formula(v) if isinstance(v, str) else v for v in out[column]]
+    return out
 
 
 def write_parquet_atomic(table: pa.Table, path: str | Path) -> None:

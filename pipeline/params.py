@@ -22,6 +22,9 @@ DEFAULT_PARAMS = "params.yaml"
 TEACHER_KEYS = ("pool", "checkpoint")  # the keys of a `teachers.<T>` entry that are not model config
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 PRECISIONS = ("fp32", "bf16", "fp16")  # inference autocast (pipeline.runtime.devices.inference_precision)
+# A params key that dvc.yaml's foreach puts into stage commands and paths (teachers): no shell or path characters,
+# no `.` (DVC reads `teachers.<key>` as a params path).
+KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 S = TypeVar("S", bound="Section")
 
@@ -222,6 +225,18 @@ def stage_seed(name: str, value: Any, common: Common) -> int:
     return int(number(name, value, integer=True))
 
 
+def teacher_names(params: Mapping[str, Any]) -> list[str]:
+    """The keys of params `teachers:`, each checked against KEY_NAME: dvc.yaml's `foreach: ${teachers}` puts them
+    into shell commands and output paths, so `t1; touch pwned` or `../x` is a ConfigError, never a command."""
+    names = list(section(params, "teachers"))
+    for name in names:
+        if not isinstance(name, str) or not KEY_NAME.fullmatch(name):
+            raise ConfigError(f"params teachers: teacher name {name!r} is not allowed: use 1-64 ASCII letters, "
+                              "digits, '_' or '-', starting with a letter or digit (it names a DVC stage and "
+                              "the folders data/teachers/<name>/)")
+    return names
+
+
 def teacher_params(params: Mapping[str, Any], name: str) -> dict[str, Any]:
     """One teacher of params `teachers:` (arch, frontend, pool, checkpoint, ...), or a ConfigError.
 
@@ -229,6 +244,7 @@ def teacher_params(params: Mapping[str, Any], name: str) -> dict[str, Any]:
     by pipeline.models.check_config and the pool filters by pipeline.detector.batches.check_pool.
     """
     teachers = section(params, "teachers")
+    teacher_names(params)
     if name not in teachers:
         raise ConfigError(f"teacher {name!r} is not in params `teachers:`; known: {sorted(teachers)}")
     where = f"teachers.{name}"

@@ -48,6 +48,7 @@ from pipeline.params import (
     section,
     stage_parser,
     stage_seed,
+    teacher_names,
 )
 from pipeline.schema import CLIP_COLUMNS, LABELS, SchemaError, read_clip_tables, write_clips
 
@@ -370,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     common = common_params(params)
     p = SampleParams.from_params(section(params, "sample"))
-    teachers = list(section(params, "teachers"))
+    teachers = teacher_names(params)
     seed = stage_seed("sample.seed", p.seed, common)
     import faiss
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,6 +28,9 @@ LABEL_INDEX = {"spoof": 0, "bonafide": 1}
 SPOOF, BONAFIDE = LABEL_INDEX["spoof"], LABEL_INDEX["bonafide"]
 PARADIGMS = ("bonafide", "diffusion", "codec", "vocoder", "tts", "corpus")
 BASE_SPLITS = ("train", "dev", "test")
+# A name that becomes a file or folder name (an eval set, a teacher, a corpus, a paradigm): no path separator,
+# no leading dot or dash, nothing a shell or a spreadsheet would act on.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 CLIP_FIELDS = [
     pa.field("clip_id", pa.string(), nullable=False),
@@ -92,9 +96,23 @@ def empty_clips(groups: Iterable[str] = ()) -> pd.DataFrame:
     return clip_schema(groups).empty_table().to_pandas()
 
 
+def name_ok(name: object) -> bool:
+    """True when `name` may become a file or folder name (SAFE_NAME: letters, digits, `_ . -`, no separator)."""
+    return isinstance(name, str) and SAFE_NAME.fullmatch(name) is not None
+
+
+def check_name(kind: str, name: object) -> str:
+    """Return `name` when name_ok, else a SchemaError that names it: an eval set, teacher or corpus name becomes a
+    path (reports/scores/<set>.txt, data/teachers/<T>/), so `../x` or `/tmp/x` must never reach one."""
+    if not name_ok(name):
+        raise SchemaError(f"{kind} name {name!r} is not allowed: use 1-64 ASCII letters, digits, '_', '.' or '-', "
+                          "starting with a letter or digit (it becomes a file name)")
+    return str(name)
+
+
 def split_ok(split: str) -> bool:
-    """A valid split name: train, dev, test or eval:<set>."""
-    return split in BASE_SPLITS or (split.startswith("eval:") and len(split) > 5)
+    """A valid split name: train, dev, test or eval:<set>, the set a safe name (it names reports/scores/<set>.txt)."""
+    return split in BASE_SPLITS or (isinstance(split, str) and split.startswith("eval:") and name_ok(split[5:]))
 
 
 def fix_clips(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -133,7 +151,7 @@ def validate_clips(df: pd.DataFrame, stage: str = "", groups: Iterable[str] = ()
     checks = (
         ("label", lambda v: v in LABELS, f"label not in {LABELS}"),
         ("paradigm", lambda v: v in PARADIGMS, f"paradigm not in {PARADIGMS}"),
-        ("split", split_ok, "split not train/dev/test/eval:<set>"),
+        ("split", split_ok, "split not train/dev/test/eval:<set> (set: letters, digits, _ . -)"),
         ("duration_s", lambda v: math.isfinite(v) and v > 0, "duration_s not positive"),
         ("sample_rate", lambda v: v > 0, "sample_rate not positive"),
     )

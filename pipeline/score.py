@@ -158,12 +158,14 @@ def score_batch_function(model_path: str, device: str, sample_rate: int, seconds
 FORMATS = ("tsv", "asvspoof")
 TSV_HEADER = "clip_id\tscore"
 _ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
-_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", "=": "=", "+": "+", "-": "-", "@": "@"}
 
 
 def escape_field(text: str) -> str:
-    """A TSV field: backslash, tab, newline and carriage return as two-character escapes."""
-    return "".join(_ESCAPES.get(ch, ch) for ch in text)
+    """A TSV field: backslash, tab, newline and carriage return as two-character escapes, and a leading
+    `= + - @` as `\\=` ... so that a spreadsheet never runs the field as a formula (CSV injection)."""
+    out = "".join(_ESCAPES.get(ch, ch) for ch in text)
+    return "\\" + out if out.startswith(("=", "+", "-", "@")) else out
 
 
 def unescape_field(text: str) -> str:

@@ -25,6 +25,7 @@ from pipeline.corpora.common import (
     read_csv_rows,
     reject,
 )
+from pipeline.schema import split_ok
 
 CORPUS = "demo"
 REQUIRED = ("file", "speaker", "label", "system", "paradigm")
@@ -69,4 +70,4 @@ def _split(rec: dict[str, str], label: str | None) -> str | None | bool:
     split = rec["split"].strip()
     if not split:
         return None
-    return split if split.startswith("eval:") and len(split) > len("eval:") else False
+    return split if split.startswith("eval:") and split_ok(split) else False

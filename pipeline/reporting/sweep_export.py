@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.io import write_text_atomic
+from pipeline.io import csv_safe, write_text_atomic
 from pipeline.reporting import seeds
 from pipeline.reporting.experiments import load_experiments
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     experiments = exps.runs[exps.runs["kind"] == "experiment"]
     base = str(experiments["base"].iloc[0]) if "base" in experiments.columns and len(experiments) else ""
     args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(sweep_frame(groups).to_csv(index=False), args.out / "sweep.csv")
+    write_text_atomic(csv_safe(sweep_frame(groups)).to_csv(index=False), args.out / "sweep.csv")
     write_text_atomic(sweep_markdown(groups, base), args.out / "sweep.md")
     print(f"wrote {args.out / 'sweep.csv'} and {args.out / 'sweep.md'} ({len(groups)} groups)")
     return 0
