@@ -85,7 +85,8 @@ def make_clips(root: Path, n: int, seconds: float) -> pd.DataFrame:
         sha = write_audio(path, wave, SR)
         rows.append({"clip_id": f"c{i:05d}", "path": str(path), "corpus": "bench", "speaker": f"s{i % 10}",
                      "label": "bonafide", "system": "-", "paradigm": "bonafide", "parent_id": None,
-                     "split": "train", **measure(wave, SR), "sha256": sha, "source": str(path)})
+                     "split": "train", **measure(wave, SR), "sha256": sha, "source": str(path),
+                     "matched": None})
     return pd.DataFrame(rows)
 
 

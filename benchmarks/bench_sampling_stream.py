@@ -114,7 +114,8 @@ def write_clip_table(out: Path, rows: int) -> float:
         "system": np.where(bona, "-", "voc" + pd.Series(i % 8).astype(str)),
         "paradigm": np.where(bona, "bonafide", "vocoder"), "parent_id": None,
         "split": np.where(speaker < 1800, "train", "dev"), "duration_s": 1.0, "sample_rate": 16000,
-        "bandwidth_hz": 8000.0, "leading_silence_s": 0.0, "rms_dbfs": -20.0, "sha256": "0" * 64, "source": "raw/x.wav",
+        "bandwidth_hz": 8000.0, "leading_silence_s": 0.0, "trailing_silence_s": 0.0, "rms_dbfs": -20.0,
+        "noise_floor_dbfs": -60.0, "spectral_tilt_db": -6.0, "sha256": "0" * 64, "source": "raw/x.wav", "matched": None,
     })
     write_clips(clips, out / "clips.parquet")
     pool = out / "embeddings" / "t0"

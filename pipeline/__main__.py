@@ -36,6 +36,7 @@ STAGES = (
     "init_model",
     "train",
     "evaluate",
+    "audit",
     "report",
 )
 COMMANDS = ("score", "import_model")
@@ -54,7 +55,8 @@ stages (in dvc.yaml order):
   sample         neural-collapse class-mean sampling (+ baselines) -> manifests
   init_model     record train.init's model dir (path + sha256) so that DVC re-runs train when it changes
   train          train the detector on the chosen manifest
-  evaluate       EER per eval set, score files, DET plots
+  evaluate       EER per eval set and channel condition, score files, DET plots
+  audit          shortcut audit (nuisance-only EER per set) and generator hardness for a reference model
   report         reports/index.html (static, offline)
 
 commands:

@@ -5,9 +5,11 @@ data/recon/*.parquet) with the audio they point to. Writes, under --out (reports
 - metrics.json: {"eer": {set: eer, ..., "pooled": eer}, "eer_by_system": {system: eer},
   "n_clips": {set: n}, "paradigm_seen": {paradigm: bool}, "eer_ci": {set: {lo, hi}}, "ci": {level,
   bootstrap, seed}, "n_rejected": n}; EERs are fractions;
-- eer.csv: set,system,paradigm,n_bonafide,n_spoof,eer,threshold,eer_lo,eer_hi: one row per set (system and paradigm
-  "all") and one per (set, spoof system): every EER the report shows, which reads it and recomputes none;
-- scores/<set>.txt: `clip_id score` per line (higher = bona fide), one file per set;
+- eer.csv: set,condition,system,paradigm,n_bonafide,n_spoof,eer,threshold,eer_lo,eer_hi: one row per (set,
+  condition) (system and paradigm "all") and one per (set, condition, spoof system): every EER the report shows,
+  which reads it and recomputes none;
+- scores/<set>.txt: `clip_id score` per line (higher = bona fide), one file per set; scores/<set>.<condition>.txt
+  under each evaluation condition;
 - plots/det.csv (set,far,frr: the DET points the report draws, and `dvc plots` shows), plots/det.png
   (drawn by pipeline.reporting.detplot, the report's plotter too), plots/score_hist.png.
 
@@ -32,6 +34,11 @@ Confidence intervals: every set's EER gets a 95% percentile-bootstrap interval o
 (pipeline.metrics.bootstrap_eer_ci, `evaluate.bootstrap` resamples, seed `evaluate.seed`, null = the
 global seed): eer.csv columns eer_lo, eer_hi (empty for per-system rows), metrics.json `eer_ci.<set>.{lo,hi}`.
 The `eer.<set>` keys are unchanged, so `dvc metrics show` compares runs as before.
+
+Conditions (`evaluate.conditions`, channel systems of pipeline.resynth.channel: MP3, Opus, Codec2, G.711, GSM,
+G.726): every eval clip, bona fide and spoof alike, is scored again after the channel's round trip (deterministic
+per clip), as ASVspoof 2021 LA/DF and ASVspoof 5 code both classes. eer.csv rows carry their `condition` (`clean`
+for the clips as they are); metrics.json adds `eer_condition.<condition>.<set>`.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from pipeline.detector.augment import require_channels
 from pipeline.io import atomic_path, csv_safe, write_json_atomic, write_text_atomic
 from pipeline.logs import setup_logging, stage_timer
 from pipeline.metrics import bootstrap_eer_ci, compute_det_curve, compute_eer
@@ -56,14 +64,18 @@ from pipeline.params import (
     load_params,
     number,
     one_of,
+    roles_from_params,
     section,
     stage_parser,
     stage_seed,
 )
+from pipeline.resynth.channel import SYSTEMS as CHANNEL_SYSTEMS
+from pipeline.resynth.channel import is_channel_name
 from pipeline.schema import check_name, read_clip_tables
 
 log = logging.getLogger("pipeline.evaluate")
 
+CLEAN = "clean"  # the condition of the clips as they are
 SET_KINDS = ("seen_attacks", "unseen_attacks", "paradigm", "leave_out", "corpus", "test")
 LEAVE_OUT_PREFIX = "leave_out_"
 PARADIGM_PREFIX = "paradigm_"
@@ -82,11 +94,14 @@ class EvaluateParams(Section):
     bootstrap: int = 1000       # resamples of the per-set EER CI (0 = no CI)
     seed: int | None = None     # bootstrap seed; null = the global seed
     precision: str = "fp32"     # fp32 | bf16 | fp16: autocast of the detector (GPU speed; fp32 bit-stable)
+    conditions: tuple[str, ...] = ()  # channels applied to every eval clip, both classes (pipeline.resynth.channel)
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
         if "sets" in kw:
             kw["sets"] = tuple(as_list("evaluate.sets", kw["sets"]))
+        if "conditions" in kw:
+            kw["conditions"] = tuple(as_list("evaluate.conditions", kw["conditions"]))
         return kw
 
     def check(self) -> None:
@@ -96,6 +111,10 @@ class EvaluateParams(Section):
         number("evaluate.bootstrap", self.bootstrap, low=0, integer=True)
         number("evaluate.seed", self.seed, integer=True, allow_none=True)
         one_of("evaluate.precision", self.precision, PRECISIONS)
+        for name in self.conditions:
+            if not is_channel_name(name) or name == CLEAN:
+                raise ConfigError(f"params evaluate.conditions: {name!r} is not a channel system a clip can go through "
+                                  f"offline (e.g. {list(CHANNEL_SYSTEMS)})")
         for name in self.sets:
             if not isinstance(name, str) or not name:
                 raise ConfigError(f"params evaluate.sets: expected set names ({list(SET_KINDS)} or an eval split "
@@ -170,7 +189,8 @@ def build_eval_sets(clips: pd.DataFrame, sets: tuple[str, ...],
     return kept
 
 
-EER_COLUMNS = ["set", "system", "paradigm", "n_bonafide", "n_spoof", "eer", "threshold", "eer_lo", "eer_hi"]
+EER_COLUMNS = ["set", "condition", "system", "paradigm", "n_bonafide", "n_spoof", "eer", "threshold", "eer_lo",
+               "eer_hi"]
 SET_PREFIXES = (LEAVE_OUT_PREFIX, PARADIGM_PREFIX)
 
 
@@ -179,7 +199,7 @@ def _eer_row(set_name: str, system: str, paradigm: str, bona: np.ndarray, spoof:
     """One eer.csv row; with n_boot > 0, the 95% bootstrap CI over the clips (eer_lo, eer_hi), else NaN."""
     eer, thr = compute_eer(bona, spoof)
     lo, hi = bootstrap_eer_ci(bona, spoof, n_boot=n_boot, seed=seed) if n_boot > 0 else (np.nan, np.nan)
-    return {"set": set_name, "system": system, "paradigm": paradigm, "n_bonafide": int(bona.size),
+    return {"set": set_name, "condition": CLEAN, "system": system, "paradigm": paradigm, "n_bonafide": int(bona.size),
             "n_spoof": int(spoof.size), "eer": float(eer), "threshold": float(thr), "eer_lo": lo, "eer_hi": hi}
 
 
@@ -231,12 +251,37 @@ def run(sets: dict[str, pd.DataFrame], scores: pd.Series, seen_paradigms: list[s
     return metrics, table, scored
 
 
-def write_scores(scored: dict[str, pd.DataFrame], out_dir: Path) -> None:
-    """reports/scores/<set>.txt: `clip_id score` lines (a set name is a file name: checked, never a path)."""
+def run_conditions(sets: dict[str, pd.DataFrame], scores: dict[str, pd.Series],
+                   seen_paradigms: list[str] | None = None, n_boot: int = 0, seed: int = 0,
+                   ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, dict[str, pd.DataFrame]]]:
+    """`run` under every condition: scores {condition: clip_id -> score}, `clean` first and required.
+
+    metrics: the clean run's (its `eer.<set>` keys unchanged) plus `eer_condition.<condition>.<set>`; the table
+    stacks every condition's rows (column `condition`); scored: {condition: {set: scored clips}}.
+    """
+    metrics, table, scored = run(sets, scores[CLEAN], seen_paradigms, n_boot, seed)
+    tables, all_scored = [table], {CLEAN: scored}
+    by_condition = {}
+    for condition, cond_scores in scores.items():
+        if condition == CLEAN:
+            continue
+        m, t, sc = run(sets, cond_scores, seen_paradigms, n_boot, seed)
+        tables.append(t.assign(condition=condition))
+        by_condition[condition] = m["eer"]
+        all_scored[condition] = sc
+    if by_condition:
+        metrics["eer_condition"] = by_condition
+    return metrics, pd.concat(tables, ignore_index=True)[EER_COLUMNS], all_scored
+
+
+def write_scores(scored: dict[str, pd.DataFrame], out_dir: Path, condition: str = CLEAN) -> None:
+    """reports/scores/<set>.txt (clean) or <set>.<condition>.txt: `clip_id score` lines (a set name is a file
+    name: checked, never a path)."""
     for name, df in scored.items():
         check_name("eval set", name)
         lines = [f"{cid} {score:.6f}" for cid, score in zip(df["clip_id"], df["score"])]
-        write_text_atomic("\n".join(lines) + "\n", out_dir / f"{name}.txt")
+        suffix = "" if condition == CLEAN else f".{check_name('condition', condition)}"
+        write_text_atomic("\n".join(lines) + "\n", out_dir / f"{name}{suffix}.txt")
 
 
 def det_points(bona: np.ndarray, spoof: np.ndarray, max_points: int = 200) -> tuple[np.ndarray, np.ndarray]:
@@ -299,23 +344,38 @@ def _save_fig(fig, path: Path) -> None:
         fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None})
 
 
-def write_outputs(metrics: dict[str, Any], table: pd.DataFrame, scored: dict[str, pd.DataFrame], out: Path) -> None:
-    """Every file of the stage under `out`: scores/, eer.csv, plots/ and, last, metrics.json."""
+def write_outputs(metrics: dict[str, Any], table: pd.DataFrame, scored: dict[str, pd.DataFrame], out: Path,
+                  conditions: dict[str, dict[str, pd.DataFrame]] | None = None) -> None:
+    """Every file of the stage under `out`: scores/, eer.csv, plots/ (clean) and, last, metrics.json."""
     write_scores(scored, out / "scores")
+    for condition, cond_scored in (conditions or {}).items():
+        if condition != CLEAN:
+            write_scores(cond_scored, out / "scores", condition)
     with atomic_path(out / "eer.csv") as tmp:
         csv_safe(table).to_csv(tmp, index=False, float_format="%.6f")
     write_plots(scored, metrics["eer"], out / "plots")
     write_json_atomic(metrics, out / "metrics.json")
 
 
+def condition_transform(condition: str, sample_rate: int):
+    """(wave, clip_id) -> the wave through channel `condition` (deterministic per clip; None for clean)."""
+    if condition == CLEAN:
+        return None
+    from pipeline.resynth import channel
+
+    resynth = channel.build(condition, sample_rate)
+    return lambda wave, clip_id: resynth([wave], [clip_id])[0]
+
+
 def score_sets(model, sets: dict[str, pd.DataFrame], p: EvaluateParams, sample_rate: int,
-               device) -> tuple[pd.Series, list[dict[str, Any]]]:
-    """Score every clip of the sets once; (clip_id -> score, rejects); too many rejects is an error."""
+               device, condition: str = CLEAN) -> tuple[pd.Series, list[dict[str, Any]]]:
+    """Score every clip of the sets once under `condition`: (clip_id -> score, rejects); too many rejects: an error."""
     from pipeline.detector.inference import score_clips
 
     unique = pd.concat(sets.values()).drop_duplicates("clip_id").reset_index(drop=True)
-    result = score_clips(model, unique, p.batch_size, sample_rate, p.eval_s, device=device, stage="evaluate",
-                         precision=p.precision)
+    result = score_clips(model, unique, p.batch_size, sample_rate, p.eval_s, device=device,
+                         stage="evaluate" if condition == CLEAN else f"evaluate {condition}", precision=p.precision,
+                         transform=condition_transform(condition, sample_rate))
     n_bad = len(result.rejects)
     for r in result.rejects[:20]:
         log.warning("clip %s not scored: %s", r["clip_id"], r["reason"])
@@ -335,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     common = common_params(params)
     p = EvaluateParams.from_params(section(params, "evaluate"))
+    require_channels("evaluate.conditions", p.conditions, roles_from_params(params))
     sample_rate = common.sample_rate
 
     from pipeline.models import load_checkpoint
@@ -353,13 +414,16 @@ def main(argv: list[str] | None = None) -> int:
         sets = build_eval_sets(clips, p.sets, config)
         if not sets:
             raise ValueError(f"no evaluation set could be built from {args.clips} with sets {list(p.sets)}")
-        scores, rejects = score_sets(model, sets, p, sample_rate, device)
-        metrics, table, scored = run(sets, scores, config.get("train_paradigms"), p.bootstrap,
-                                     stage_seed("evaluate.seed", p.seed, common))
+        scores, rejects = {}, []
+        for condition in (CLEAN, *p.conditions):
+            scores[condition], rej = score_sets(model, sets, p, sample_rate, device, condition)
+            rejects += rej
+        metrics, table, scored = run_conditions(sets, scores, config.get("train_paradigms"), p.bootstrap,
+                                                stage_seed("evaluate.seed", p.seed, common))
         metrics["n_rejected"] = len(rejects)
-        stats.add("clips", int(len(scores)))
-        stats.add("sets", len(scored))
-    write_outputs(metrics, table, scored, out)
+        stats.add("clips", int(sum(len(s) for s in scores.values())))
+        stats.add("sets", len(scored[CLEAN]))
+    write_outputs(metrics, table, scored[CLEAN], out, scored)
     for name, value in metrics["eer"].items():
         log.info("EER %-24s %6.2f%%  (%d clips)", name, 100 * value, metrics["n_clips"][name])
     return 0

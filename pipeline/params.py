@@ -106,6 +106,13 @@ def number(name: str, value: Any, low: float | None = None, high: float | None =
     return value
 
 
+def flag(name: str, value: Any) -> bool:
+    """Check a params value is a YAML boolean (1, "yes" or "true" are not); return it."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"params {name}: expected true or false, got {value!r}")
+    return value
+
+
 def one_of(name: str, value: Any, known: Iterable[Any]) -> Any:
     """Check a param is one of `known`; return it."""
     known = list(known)
@@ -191,6 +198,39 @@ class Audio(Section):
 
     def check(self) -> None:
         number("audio.sample_rate", self.sample_rate, low=0, integer=True, low_open=True, allow_none=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Match(Section):
+    """params `match`: how a fake is matched to its parent (pipeline.audio.match_to_parent), in reconstruct and in
+    prepare (the fakes of `prepare.match_fakes` corpora). `gate`: `parent` fills a fake's non-speech regions with
+    its parent's audio there (TTS: the parent's silences and pause noise), `none` leaves them as generated."""
+
+    NAME: ClassVar[str] = "match"
+    gate: str = "parent"
+    hang_s: float = 0.1         # speech mask widened by this on each side
+    fade_s: float = 0.01        # crossfade between speech and non-speech
+
+    def check(self) -> None:
+        one_of("match.gate", self.gate, ("parent", "none"))  # = pipeline.audio.GATES
+        number("match.hang_s", self.hang_s, low=0, high=1)
+        number("match.fade_s", self.fade_s, low=0, high=0.1)
+
+
+ROLE_NAMES = ("spoof", "channel")  # = pipeline.schema.ROLES
+
+
+def roles_from_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """params `roles`: {system: spoof | channel}, the user's flips of the default roles (pipeline.schema.system_role).
+
+    E.g. `roles: {encodec_6kbps: channel}` takes the ASVspoof 5 view of a neural codec: reconstruct then makes no
+    spoof rows of it. A role other than spoof or channel is a ConfigError."""
+    roles = mapping("roles", params.get("roles"))
+    for system, role in roles.items():
+        if not isinstance(system, str) or not system:
+            raise ConfigError(f"params roles: expected system names as keys, got {system!r}")
+        one_of(f"roles.{system}", role, ROLE_NAMES)
+    return dict(roles)
 
 
 @dataclasses.dataclass(frozen=True)

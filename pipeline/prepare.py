@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from pipeline.audio import AudioError, measure, read_audio, write_audio
+from pipeline.audio import AudioError, match_to_parent, measure, read_audio, write_audio
 from pipeline.chain import Chain, apply_chain
 from pipeline.corpora import ADAPTERS
 from pipeline.corpora.common import CorpusError, check_corpus_name
@@ -32,6 +32,7 @@ from pipeline.io import atomic_dir, write_json_atomic
 from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.params import (
     ConfigError,
+    Match,
     Section,
     as_list,
     check_known_keys,
@@ -40,6 +41,7 @@ from pipeline.params import (
     mapping,
     number,
     one_of,
+    roles_from_params,
     section,
     stage_parser,
 )
@@ -48,6 +50,7 @@ from pipeline.schema import (
     CLIP_COLUMNS,
     check_split_speakers,
     make_rejects,
+    system_role,
     write_clips,
     write_rejects,
 )
@@ -73,6 +76,7 @@ class PrepareParams(Section):
     lowpass_hz: float | None = None
     max_reject_fraction: float = 0.2
     workers: int = 1
+    match_fakes: tuple[str, ...] = ()  # corpora whose fakes with a parent are matched to it (params `match`)
     seed: int = 0
 
     @classmethod
@@ -81,6 +85,7 @@ class PrepareParams(Section):
         if not corpora:
             raise ConfigError("params prepare.corpora is empty: name at least one corpus "
                               "(e.g. {name: demo, root: ...})")
+        kw["match_fakes"] = tuple(as_list("prepare.match_fakes", kw.get("match_fakes")))
         return {**kw, "corpora": tuple(mapping(f"prepare.corpora[{i}]", c) for i, c in enumerate(corpora))}
 
     def check(self) -> None:
@@ -101,6 +106,9 @@ class PrepareParams(Section):
         number("prepare.max_reject_fraction", self.max_reject_fraction, low=0, high=1)
         self.chain()  # the chain's own checks
         number("prepare.workers", self.workers, low=1, integer=True)
+        for name in self.match_fakes:
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"params prepare.match_fakes: expected corpus names, got {name!r}")
 
     def chain(self) -> Chain:
         """The preprocessing chain these params apply (recorded with every model trained on the clips)."""
@@ -209,17 +217,75 @@ def process_batch(rows: pd.DataFrame, audio_dir: str, sample_rate: int, min_dura
             "label": row.label, "system": row.system, "paradigm": row.paradigm,
             "parent_id": _parent_id(row),
             "split": row.split, **measure(wave, sample_rate), "sha256": sha, "source": str(row.source_path),
+            "matched": None,
         })
     return clips, rejects
 
 
-def run(p: PrepareParams, audio_dir: Path,
-        engine: EngineConfig | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Adapters -> splits -> normalised audio; return (clips, rejects, metrics).
+def match_batch(rows: pd.DataFrame, sample_rate: int, match: Match) -> tuple[list[dict], list[dict]]:
+    """Match prepared fakes to their prepared parents (`parent_path` column), rewrite them -> (clip rows, rejects).
+
+    The TTS and corpus-fake side of pipeline.audio.match_to_parent (reconstruct is the other): the generator's
+    length is kept; band, level, silences and the noise in pauses become the parent's.
+    """
+    clips, rejects = [], []
+    for row in rows.to_dict("records"):
+        parent_path = row.pop("parent_path")
+        try:
+            fake, _ = read_audio(row["path"], sample_rate)
+            parent, _ = read_audio(parent_path, sample_rate)
+            wave, matched = match_to_parent(fake, parent, sample_rate, gate=match.gate, same_length=False,
+                                            hang_s=match.hang_s, fade_s=match.fade_s)
+            sha = write_audio(row["path"], wave, sample_rate)
+        except (AudioError, OSError, ValueError) as exc:
+            rejects.append({"clip_id": row["clip_id"], "path": row["source"], "corpus": row["corpus"],
+                            "stage": "prepare", "reason": f"matching to parent {row['parent_id']}: {exc}"})
+            continue
+        clips.append({**row, **measure(wave, sample_rate), "sha256": sha, "matched": matched})
+    return clips, rejects
+
+
+def match_corpus_fakes(clip_rows: list[dict], corpora: tuple[str, ...], sample_rate: int,
+                       match: Match) -> tuple[list[dict], list[dict]]:
+    """Match the fakes of `corpora` that name a parent to it; a fake whose parent was not kept is a reject."""
+    paths = {r["clip_id"]: r["path"] for r in clip_rows if r["label"] == "bonafide"}
+    todo = [r["label"] == "spoof" and r["corpus"] in corpora and bool(r["parent_id"]) for r in clip_rows]
+    keep = [r for r, t in zip(clip_rows, todo) if not t]
+    rejects = []
+    pending = []
+    for r in (r for r, t in zip(clip_rows, todo) if t):
+        if r["parent_id"] in paths:
+            pending.append({**r, "parent_path": paths[r["parent_id"]]})
+        else:
+            rejects.append({"clip_id": r["clip_id"], "path": r["source"], "corpus": r["corpus"], "stage": "prepare",
+                            "reason": f"parent {r['parent_id']} was not kept: the fake cannot be matched to it"})
+    batches = [pd.DataFrame(pending[i:i + BATCH]) for i in range(0, len(pending), BATCH)]
+    for batch in progress(batches, "prepare: match fakes", total=len(batches), unit="batch"):
+        clips, rej = match_batch(batch, sample_rate, match)
+        keep += clips
+        rejects += rej
+    return keep, rejects
+
+
+def channel_rejects(sources: pd.DataFrame, roles: dict[str, str] | None) -> tuple[pd.DataFrame, list[dict]]:
+    """Spoof rows whose system is a channel (its role, pipeline.schema.system_role) are rejects: a channel keeps
+    the label, so an MP3 or telephone round trip listed as a fake contradicts the labels of the other rows."""
+    bad = (sources["label"] == "spoof") & sources["system"].map(lambda s: system_role(s, roles) == "channel")
+    rejects = [{"clip_id": r["clip_id"], "path": r["source_path"], "corpus": r["corpus"], "stage": "prepare",
+                "reason": f"system {r['system']} has role channel (it keeps the label): not a spoof"}
+               for r in sources[bad].to_dict("records")]
+    return sources[~bad].reset_index(drop=True), rejects
+
+
+def run(p: PrepareParams, audio_dir: Path, engine: EngineConfig | None = None, match: Match | None = None,
+        roles: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Adapters -> splits -> normalised audio -> fakes matched to parents; return (clips, rejects, metrics).
 
     The batches run on `engine` (params `runtime.engine`) when it is ray, else locally (`workers` processes).
     """
     sources, rejects = load_sources(p.corpora)
+    sources, channel_rows = channel_rejects(sources, roles)
+    rejects += channel_rows
     n_adapter_rejects = len(rejects)
     sources = assign_splits(sources, p.dev_fraction, p.test_fraction, np.random.default_rng(p.seed))
     batches = [sources.iloc[i:i + BATCH] for i in range(0, len(sources), BATCH)]
@@ -241,6 +307,9 @@ def run(p: PrepareParams, audio_dir: Path,
                 clips, rej = work(batch)
                 clip_rows += clips
                 rejects += rej
+        if p.match_fakes:
+            clip_rows, rej = match_corpus_fakes(clip_rows, p.match_fakes, p.sample_rate, match or Match())
+            rejects += rej
         stats.add("clips", len(clip_rows))
         stats.add("rejects", len(rejects))
     n_in = len(sources) + n_adapter_rejects
@@ -293,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         # The audio is written into a temp folder that replaces audio_dir only when the stage succeeds, so a
         # failed or killed run leaves the previous clips and table together (the table follows the swap).
         with atomic_dir(audio_dir) as tmp:
-            clips, rejects, metrics = run(p, tmp, engine=EngineConfig.from_params(params, device="cpu"))
+            clips, rejects, metrics = run(p, tmp, engine=EngineConfig.from_params(params, device="cpu"),
+                                          match=Match.from_params(params.get("match")), roles=roles_from_params(params))
             write_rejects(rejects, args.rejects)  # written even when the stage fails, so the reasons can be read
             if metrics["reject_fraction"] > p.max_reject_fraction or clips.empty:
                 raise TooManyRejects(metrics["reject_fraction"])

@@ -32,13 +32,15 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from pipeline.chain import chain_from_params
-from pipeline.detector.augment import AugmentParams, make_augmenter
+from pipeline.detector.augment import AugmentParams, make_augmenter, require_channels
 from pipeline.detector.batches import (
     ClipDataset,
+    PairedSampler,
     balanced_sampler,
     check_pool,
     class_weights,
     label_indices,
+    parent_indices,
     select_pool,
 )
 from pipeline.detector.inference import score_clips
@@ -48,11 +50,14 @@ from pipeline.logs import setup_logging, stage_timer
 from pipeline.metrics import compute_eer
 from pipeline.models import Detector, build_model, check_config, load_checkpoint, save_checkpoint
 from pipeline.params import (
+    ConfigError,
     Section,
     common_params,
+    flag,
     load_params,
     number,
     one_of,
+    roles_from_params,
     section,
     stage_parser,
     teacher_model_keys,
@@ -85,6 +90,7 @@ class PretrainParams(Section):
     num_workers: int = 0
     live: bool = True                   # dvclive log under <out>/dvclive
     augment: AugmentParams = field(default_factory=AugmentParams)  # training crops only (pipeline/detector/augment.py)
+    pair_batches: bool = False          # batches hold clips with their parent / fakes (detector.batches.PairedSampler)
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
@@ -100,6 +106,9 @@ class PretrainParams(Section):
         number("pretrain.patience", self.patience, low=0, integer=True)
         number("pretrain.num_workers", self.num_workers, low=0, integer=True)
         number("pretrain.max_steps_per_epoch", self.max_steps_per_epoch, low=1, integer=True, allow_none=True)
+        flag("pretrain.pair_batches", self.pair_batches)
+        if self.pair_batches and self.batch_size % 2:
+            raise ConfigError(f"params pretrain.batch_size: paired batches need an even size, got {self.batch_size}")
 
 
 def model_config(teacher: dict[str, Any], sample_rate: int) -> dict[str, Any]:
@@ -143,7 +152,9 @@ def _loader(train: pd.DataFrame, p: PretrainParams, sample_rate: int, seed: int)
     if p.max_steps_per_epoch:
         n = min(n, p.max_steps_per_epoch * p.batch_size)
     gen = torch.Generator().manual_seed(seed)
-    if p.balance == "sampler":
+    if p.pair_batches:
+        sampler = PairedSampler(ds.labels, parent_indices(train), n, p.batch_size, seed=seed)
+    elif p.balance == "sampler":
         sampler = balanced_sampler(ds.labels, num_samples=n, seed=seed)
     else:
         sampler = RandomSampler(ds, replacement=False, num_samples=n, generator=gen)
@@ -266,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     seed, sample_rate = common.seed, common.sample_rate
     check_config(model_config(teacher, sample_rate), f"teachers.{args.teacher}")
     p = PretrainParams.from_params(section(params, "pretrain"))
+    if p.augment.enabled and p.augment.codec_prob > 0:
+        require_channels("pretrain.augment.codec_systems", p.augment.codec_systems, roles_from_params(params))
     device = setup_torch(common)
     clips = read_clip_tables(args.clips, stage="pretrain")
     with stage_timer(log, f"pretrain {args.teacher}") as stats:

@@ -17,6 +17,7 @@ the parent's length. A changed parent redoes its fakes, a changed system setting
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -33,8 +34,9 @@ import pandas as pd
 
 from pipeline.audio import (
     AudioError,
-    apply_shortcut_guards,
     check_audio,
+    match_record,
+    match_to_parent,
     measure,
     read_audio,
     read_pcm16,
@@ -46,12 +48,14 @@ from pipeline.logs import setup_logging, stage_timer
 from pipeline.params import (
     PRECISIONS,
     ConfigError,
+    Match,
     Section,
     as_list,
     common_params,
     load_params,
     number,
     one_of,
+    roles_from_params,
     section,
     stage_parser,
 )
@@ -60,7 +64,7 @@ from pipeline.resynth.common import unit_draw
 from pipeline.resynth.quality import quality_table, summarise
 from pipeline.runtime.cpu_isa import kernel_paths
 from pipeline.runtime.engine import LOCAL, EngineConfig, map_batch_results
-from pipeline.schema import read_clips, split_ok, write_clips
+from pipeline.schema import read_clips, split_ok, system_role, write_clips
 
 log = logging.getLogger("pipeline.reconstruct")
 
@@ -219,13 +223,13 @@ def prune(audio_dir: Path, keep: set[Path]) -> int:
 # ----------------------------------------------------------------------------- per batch
 
 
-def _fake_row(job: dict, paradigm: str, path: Path, pcm: np.ndarray, sample_rate: int) -> dict:
+def _fake_row(job: dict, paradigm: str, path: Path, pcm: np.ndarray, sample_rate: int, matched: str) -> dict:
     wave = pcm.astype(np.float32) / 32768.0  # what read_audio returns for this file
     return {
         "clip_id": f"{job['clip_id']}__{job['system']}", "path": str(path), "corpus": job["corpus"],
         "speaker": job["speaker"], "label": "spoof", "system": job["system"], "paradigm": paradigm,
         "parent_id": job["clip_id"], "split": job["split"], **measure(wave, sample_rate),
-        "sha256": hashlib.sha256(pcm.tobytes()).hexdigest(), "source": job["source"],
+        "sha256": hashlib.sha256(pcm.tobytes()).hexdigest(), "source": job["source"], "matched": matched,
     }
 
 
@@ -242,7 +246,7 @@ def _reject(job: dict, reason: str) -> dict:
             "corpus": job["corpus"], "system": job["system"], "reason": reason}
 
 
-def reuse_batch(jobs: pd.DataFrame, paradigm: str, audio_dir: Path, sample_rate: int) -> BatchResult:
+def reuse_batch(jobs: pd.DataFrame, paradigm: str, audio_dir: Path, sample_rate: int, match: Match) -> BatchResult:
     """Rows for jobs whose FLAC already exists (read back: sha256 and measures of the file itself)."""
     out = BatchResult()
     for job in jobs.to_dict("records"):
@@ -253,14 +257,16 @@ def reuse_batch(jobs: pd.DataFrame, paradigm: str, audio_dir: Path, sample_rate:
         except AudioError as exc:
             out.rejects.append(_reject(job, str(exc)))
             continue
-        out.rows.append(_fake_row(job, paradigm, path, pcm, sample_rate))
+        out.rows.append(_fake_row(job, paradigm, path, pcm, sample_rate, match_record(match.gate, True)))
         out.quality.append(_quality(job, parent, pcm.astype(np.float32) / 32768.0, sample_rate))
     return out
 
 
 def reconstruct_batch(jobs: pd.DataFrame, resynth: Any, paradigm: str, audio_dir: Path,
-                      sample_rate: int) -> BatchResult:
-    """Read the parents, resynthesise, apply the shortcut guards, write FLACs -> rows, rejects, quality."""
+                      sample_rate: int, match: Match | None = None) -> BatchResult:
+    """Read the parents, resynthesise, match each fake to its parent (band, level, length, silences, non-speech
+    gate: pipeline.audio.match_to_parent), write FLACs -> rows, rejects, quality."""
+    match = match or Match()
     out = BatchResult()
     ready, waves = [], []
     for job in jobs.to_dict("records"):
@@ -294,7 +300,9 @@ def reconstruct_batch(jobs: pd.DataFrame, resynth: Any, paradigm: str, audio_dir
         try:
             if not np.isfinite(fake).all():
                 raise AudioError("reconstruction has NaN or infinite samples")
-            guarded = apply_shortcut_guards(fake, parent, sample_rate, float(job["bandwidth_hz"]))
+            guarded, matched = match_to_parent(
+                fake, parent, sample_rate, parent_bandwidth_hz=float(job["bandwidth_hz"]), gate=match.gate,
+                hang_s=match.hang_s, fade_s=match.fade_s)
             check_audio(guarded, sample_rate)
         except AudioError as exc:
             out.rejects.append(_reject(job, f"output: {exc}"))
@@ -302,7 +310,7 @@ def reconstruct_batch(jobs: pd.DataFrame, resynth: Any, paradigm: str, audio_dir
         path = fake_path(audio_dir, job["system"], job["clip_id"])
         pcm = to_pcm16(guarded)
         write_audio(path, guarded, sample_rate)
-        out.rows.append(_fake_row(job, paradigm, path, pcm, sample_rate))
+        out.rows.append(_fake_row(job, paradigm, path, pcm, sample_rate, matched))
         out.quality.append(_quality(job, parent, pcm.astype(np.float32) / 32768.0, sample_rate))
     return out
 
@@ -322,31 +330,49 @@ def is_done(path: Path, n_samples: int, sample_rate: int) -> bool:
 
 
 def batch_function(paradigm: str, system: str, cfg: dict, device: Any, audio_dir: Path,
-                   sample_rate: int, precision: str = "fp32") -> Callable[[pd.DataFrame], BatchResult]:
+                   sample_rate: int, precision: str = "fp32", match: Match | None = None,
+                   ) -> Callable[[pd.DataFrame], BatchResult]:
     """Build one system's generator (once per engine worker) and return its batch -> BatchResult function."""
     from pipeline import resynth as backends
 
     resynth = backends.build(paradigm, system, cfg, device)
     resynth.precision = precision  # autocast of its network calls (Resynthesizer.autocast); DSP stays fp32
-    return partial(reconstruct_batch, resynth=resynth, paradigm=paradigm, audio_dir=audio_dir, sample_rate=sample_rate)
+    return partial(reconstruct_batch, resynth=resynth, paradigm=paradigm, audio_dir=audio_dir, sample_rate=sample_rate,
+                   match=match)
+
+
+def spoof_systems(systems: list[str], roles: dict[str, str] | None, paradigm: str) -> list[str]:
+    """The systems whose role is spoof: a channel (mp3, opus, codec2, telephone codecs by default, or a system that
+    params `roles` flips to channel) keeps the label, so it never makes a spoof row; each one left out is logged."""
+    keep = [s for s in systems if system_role(s, roles) == "spoof"]
+    for s in sorted(set(systems) - set(keep)):
+        log.warning("reconstruct %s: %s has role channel (it keeps the label), so it makes no spoof rows; channels "
+                    "belong in train.augment.codec_systems and evaluate.conditions", paradigm, s)
+    return keep
 
 
 def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_dir: Path, sample_rate: int,
-        seed: int, device: Any, engine: EngineConfig | None = None) -> tuple[pd.DataFrame, dict]:
+        seed: int, device: Any, engine: EngineConfig | None = None, match: Match | None = None,
+        roles: dict[str, str] | None = None) -> tuple[pd.DataFrame, dict]:
     """Reconstruct every planned (parent, system) -> (clip table of fakes, quality summary).
 
     The batches run on `engine` (params `runtime.engine`; local by default), in the same order either way.
+    Only spoof-role systems run (`roles`); every fake is matched to its parent under `match` (params `match`).
     """
+    match = match or Match()
     from pipeline import resynth as backends
 
     parents = clips[(clips["label"] == "bonafide") & clips["split"].isin(list(p.splits))]
     parents = parents.sort_values("clip_id").reset_index(drop=True)
     cfg = {**p.settings, "sample_rate": sample_rate, "seed": seed, "generator": generator}
-    systems = backends.list_systems(p.paradigm, cfg)
+    systems = spoof_systems(backends.list_systems(p.paradigm, cfg), roles, p.paradigm)
+    if not systems:
+        raise ConfigError(f"params reconstruct.{p.paradigm}.systems: no system with role spoof (see params roles)")
     jobs = plan_jobs(parents, systems, seed, p.systems_per_parent, p.parent_fraction)
     log.info("reconstruct %s: %d parents, %d jobs over %s", p.paradigm, len(parents), len(jobs), systems)
     fingerprint_base = {"paradigm": p.paradigm, "sample_rate": sample_rate, "seed": seed, "precision": p.precision,
-                        "generator": tree_hash(generator), "code": code_hash(), "cpu": kernel_paths()}
+                        "generator": tree_hash(generator), "code": code_hash(), "cpu": kernel_paths(),
+                        "match": dataclasses.asdict(match)}
     known = systems + backends.list_systems(p.paradigm, {})
     results: dict[str, BatchResult] = {}
     dirs: dict[str, ResumeDir] = {}
@@ -359,12 +385,12 @@ def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_
                          and is_done(fake_path(audio_dir, system, j["clip_id"]),
                                      int(round(j["duration_s"] * sample_rate)), sample_rate)
                          for j in todo.to_dict("records")], dtype=bool)
-        res = reuse_batch(todo[done], p.paradigm, audio_dir, sample_rate) if done.any() else BatchResult()
+        res = reuse_batch(todo[done], p.paradigm, audio_dir, sample_rate, match) if done.any() else BatchResult()
         new = todo[~done]
         if len(new):
             names = {cid: fake_path(audio_dir, system, cid).name for cid in new["clip_id"]}
             rdir.forget(names.values())  # about to be rewritten: a kill mid-write must not leave a stale record
-            make = partial(batch_function, p.paradigm, system, cfg, device, audio_dir, sample_rate, p.precision)
+            make = partial(batch_function, p.paradigm, system, cfg, device, audio_dir, sample_rate, p.precision, match)
             for b in map_batch_results(None, new, batch_size=p.batch_size, cfg=engine or LOCAL, actor_factory=make,
                                        desc=f"{p.paradigm}/{system}"):
                 rdir.record({names[r["parent_id"]]: keys[r["parent_id"]] for r in b.rows})
@@ -416,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     generator = args.generator  # for vocoder: the module itself, hashed into the fingerprint
     with stage_timer(log, f"reconstruct {args.paradigm}") as stats:
         table, summary = run(clips, p, generator, Path(args.audio_dir), common.sample_rate, seed, device,
-                             engine=EngineConfig.from_params(params, device))
+                             engine=EngineConfig.from_params(params, device),
+                             match=Match.from_params(params.get("match")), roles=roles_from_params(params))
         stats.add("clips", len(table))
         stats.add("rejected", summary["n_rejected"])
     log.info("quality of %s reconstructions:\n%s", args.paradigm, quality_table(summary))

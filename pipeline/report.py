@@ -28,7 +28,6 @@ from pipeline.io import write_text_atomic
 from pipeline.logs import setup_logging, stage_timer
 from pipeline.params import common_params, load_params, mapping, stage_parser
 from pipeline.reporting import detector_section, html, inputs, sampling_section, sections
-from pipeline.reporting.audit import AuditParams
 from pipeline.reporting.experiments import ExperimentRuns, eer_metrics, load_experiments
 from pipeline.reporting.sections import ReportParams
 
@@ -50,9 +49,7 @@ class ReportInputs:
 
 def parse_params(sec: dict[str, Any] | None, seed: int) -> ReportParams:
     """The `report` section (all keys optional) as ReportParams; unknown keys and bad values are a ConfigError."""
-    sec = mapping("report", sec)
-    audit = AuditParams.from_params(sec.pop("audit", None), seed=seed)
-    return ReportParams.from_params(sec, audit=audit)
+    return ReportParams.from_params(mapping("report", sec))
 
 
 def _guarded(title: str, anchor: str, build: Callable[[], html.Section]) -> html.Section:
@@ -73,6 +70,8 @@ def run(src: ReportInputs, p: ReportParams, seed: int = 0) -> tuple[str, dict[st
     eer = _soft(lambda: inputs.load_eer_table(src.reports / "eer.csv"), None, errors)
     det = _soft(lambda: inputs.load_det(src.reports / "plots" / "det.csv"), None, errors)
     scores = _soft(lambda: inputs.load_scores(src.reports / "scores"), {}, errors)
+    audit_json = _soft(lambda: inputs.read_json(src.reports / "audit.json"), None, errors)
+    hardness = _soft(lambda: inputs.load_hardness(src.reports / "hardness.csv"), None, errors)
     exps: ExperimentRuns | None = None
     stale = None
     if p.experiments:
@@ -92,7 +91,7 @@ def run(src: ReportInputs, p: ReportParams, seed: int = 0) -> tuple[str, dict[st
     audit_table: list[pd.DataFrame | None] = [None]
 
     def audit() -> html.Section:
-        sec, audit_table[0] = sections.audit_section(clips, scores, p)
+        sec, audit_table[0] = sections.audit_section(audit_json, hardness)
         return sec
 
     body = [

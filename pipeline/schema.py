@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +27,10 @@ LABELS = ("bonafide", "spoof")
 LABEL_INDEX = {"spoof": 0, "bonafide": 1}
 SPOOF, BONAFIDE = LABEL_INDEX["spoof"], LABEL_INDEX["bonafide"]
 PARADIGMS = ("bonafide", "diffusion", "codec", "vocoder", "tts", "corpus")
+# What a system's output is: `spoof` (a generator made it: a fake) or `channel` (a transmission or compression
+# effect that keeps the label, applied to both classes). Default by family; params `roles` may flip any system.
+ROLES = ("spoof", "channel")
+CHANNEL_FAMILIES = ("mp3", "opus", "codec2", "g711", "gsm", "g726")  # = pipeline.resynth.channel.FAMILIES
 BASE_SPLITS = ("train", "dev", "test")
 # A name that becomes a file or folder name (an eval set, a teacher, a corpus, a paradigm): no path separator,
 # no leading dot or dash, nothing a shell or a spreadsheet would act on.
@@ -46,10 +50,16 @@ CLIP_FIELDS = [
     pa.field("sample_rate", pa.int32(), nullable=False),
     pa.field("bandwidth_hz", pa.float64(), nullable=False),
     pa.field("leading_silence_s", pa.float64(), nullable=False),
+    pa.field("trailing_silence_s", pa.float64(), nullable=False),
     pa.field("rms_dbfs", pa.float64(), nullable=False),
+    pa.field("noise_floor_dbfs", pa.float64(), nullable=False),
+    pa.field("spectral_tilt_db", pa.float64(), nullable=False),
     pa.field("sha256", pa.string(), nullable=False),
     # provenance: the corpus file prepare read (for a reconstruction: its parent's)
     pa.field("source", pa.string(), nullable=False),
+    # for a fake matched to its parent (pipeline.audio.match_to_parent): what was matched, e.g.
+    # "length,band,level,silence,gate:parent"; null for bona fide and unmatched fakes
+    pa.field("matched", pa.string(), nullable=True),
 ]
 CLIP_COLUMNS = tuple(f.name for f in CLIP_FIELDS)
 
@@ -94,6 +104,16 @@ REJECT_SCHEMA = pa.schema(REJECT_FIELDS)
 def empty_clips(groups: Iterable[str] = ()) -> pd.DataFrame:
     """An empty clip table with the right columns and dtypes."""
     return clip_schema(groups).empty_table().to_pandas()
+
+
+def default_role(system: str) -> str:
+    """`channel` for a classical codec or telephone channel (mp3_16kbps, codec2_1300, g711_mulaw, ...), else `spoof`."""
+    return "channel" if str(system).split("_")[0] in CHANNEL_FAMILIES else "spoof"
+
+
+def system_role(system: str, roles: Mapping[str, str] | None = None) -> str:
+    """A system's role: the params `roles` entry when given (a user's flip), else `default_role`."""
+    return (roles or {}).get(str(system)) or default_role(system)
 
 
 def name_ok(name: object) -> bool:

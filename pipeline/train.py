@@ -37,8 +37,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline.chain import chain_from_params
-from pipeline.detector.augment import AugmentParams, make_augmenter
-from pipeline.detector.batches import ClipDataset, balanced_sampler
+from pipeline.detector.augment import AugmentParams, make_augmenter, require_channels
+from pipeline.detector.batches import ClipDataset, PairedSampler, balanced_sampler, parent_indices
 from pipeline.detector.class_means import ClassMeans, init_head_from_means, ncm_scores
 from pipeline.detector.finetune import INIT_MODES, load_init
 from pipeline.detector.inference import load_waves, score_waves
@@ -55,10 +55,12 @@ from pipeline.params import (
     as_list,
     check_known_keys,
     common_params,
+    flag,
     load_params,
     mapping,
     number,
     one_of,
+    roles_from_params,
     section,
     stage_parser,
     stage_seed,
@@ -99,6 +101,7 @@ class TrainParams(Section):
     seed: int | None = None   # null = the global seed
     init: str | None = None   # a model dir to start from (null = from scratch); pipeline/detector/finetune.py
     init_mode: str = "all"    # all | backend (front part frozen)
+    pair_batches: bool = False  # batches hold clips with their parent / fakes (detector.batches.PairedSampler)
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
@@ -121,6 +124,9 @@ class TrainParams(Section):
         number("train.dev_max_clips", self.dev_max_clips, low=1, integer=True)
         number("train.seed", self.seed, integer=True, allow_none=True)
         one_of("train.init_mode", self.init_mode, INIT_MODES)
+        flag("train.pair_batches", self.pair_batches)
+        if self.pair_batches and self.batch_size % 2:
+            raise ConfigError(f"params train.batch_size: paired batches need an even size, got {self.batch_size}")
         if self.init is not None and not (isinstance(self.init, str) and self.init):
             raise ConfigError(f"params train.init: a model directory path or null, not {self.init!r}")
         all_of("train.exclude_paradigms", list(self.exclude_paradigms), [x for x in PARADIGMS if x != "bonafide"])
@@ -175,9 +181,11 @@ def dev_eer(scores: np.ndarray, labels: np.ndarray) -> float:
     return compute_eer(scores[labels == 1], scores[labels == 0])[0]
 
 
-def _batches(ds: ClipDataset, p: TrainParams, seed: int, epoch: int) -> DataLoader:
+def _batches(ds: ClipDataset, p: TrainParams, seed: int, epoch: int, parents: np.ndarray | None = None) -> DataLoader:
     ds.set_epoch(epoch)
-    sampler = balanced_sampler(ds.labels, num_samples=p.steps_per_epoch * p.batch_size, seed=seed + 1000 * epoch)
+    n = p.steps_per_epoch * p.batch_size
+    sampler = (balanced_sampler(ds.labels, num_samples=n, seed=seed + 1000 * epoch) if parents is None else
+               PairedSampler(ds.labels, parents, n, p.batch_size, seed=seed + 1000 * epoch))
     return DataLoader(ds, batch_size=p.batch_size, sampler=sampler, num_workers=0, drop_last=True)
 
 
@@ -223,6 +231,9 @@ def run(train_rows: pd.DataFrame, dev_rows: pd.DataFrame, p: TrainParams, *, sam
         raise ValueError("dev set needs bona fide and spoof clips for an EER")
     ds = ClipDataset(train_rows, sample_rate, p.crop_s, train=True, seed=seed,
                      augment=make_augmenter(p.augment, sample_rate))
+    parents = parent_indices(train_rows) if p.pair_batches else None
+    if parents is not None:
+        log.info("paired batches: %d (parent, fake) pairs in the manifest", int(((parents >= 0)).sum()))
     two_stage = p.objective == "supcon"
     loss = build_loss(p.objective, {"supcon": p.supcon, "racl": p.racl}).to(device)
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=p.lr, weight_decay=p.weight_decay)
@@ -233,7 +244,7 @@ def run(train_rows: pd.DataFrame, dev_rows: pd.DataFrame, p: TrainParams, *, sam
     def batches(epoch: int) -> DataLoader:
         step.reset()
         loss.train()
-        return _batches(ds, p, seed, epoch)
+        return _batches(ds, p, seed, epoch, parents)
 
     def evaluate(epoch: int, losses: list[float]) -> EpochResult:
         scores, embs = score_waves(model, dev_waves, 2 * p.batch_size, device, embeddings=two_stage)
@@ -310,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     common = common_params(params)
     p = TrainParams.from_params(section(params, "train"))
+    if p.augment.enabled and p.augment.codec_prob > 0:
+        require_channels("train.augment.codec_systems", p.augment.codec_systems, roles_from_params(params))
     seed, sample_rate = stage_seed("train.seed", p.seed, common), common.sample_rate
     device = setup_torch(replace(common, seed=seed))
 

@@ -55,6 +55,7 @@ def tiny_clip_table(root: Path, n_speakers: int = 4, clips_per_speaker: int = 3,
                     "parent_id": None if label == "bonafide" else f"tiny_s{s}_c{c}",
                     "split": splits[s % len(splits)], **measure(wave, sample_rate),
                     "sha256": hashlib.sha256(pcm.tobytes()).hexdigest(), "source": f"raw/{clip_id}.wav",
+                    "matched": None,
                 })
     return pd.DataFrame(rows)
 

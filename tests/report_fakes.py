@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import evaluate
+from pipeline import audit, evaluate
 from pipeline.schema import make_rejects, write_clips, write_rejects
 
 TEACHERS = ("resnet_vocoder", "convnext_codec")
@@ -25,8 +25,10 @@ def _clip(clip_id: str, speaker: str, label: str, system: str, paradigm: str, sp
         "duration_s": float(rng.uniform(1.0, 4.0) + (3.0 if shortcut and spoof else 0.0)),
         "sample_rate": 16000, "bandwidth_hz": float(rng.uniform(3500, 8000)),
         "leading_silence_s": float(rng.uniform(0.0, 0.3)),
+        "trailing_silence_s": float(rng.uniform(0.0, 0.3)),
         "rms_dbfs": float(rng.uniform(-30, -18) - (12.0 if shortcut and spoof else 0.0)),
-        "sha256": "0" * 64, "source": f"data/raw/demo/{clip_id.split('__')[0]}.wav",
+        "noise_floor_dbfs": float(rng.uniform(-70, -50)), "spectral_tilt_db": float(rng.uniform(-8, -4)),
+        "sha256": "0" * 64, "source": f"data/raw/demo/{clip_id.split('__')[0]}.wav", "matched": None,
     }
 
 
@@ -106,8 +108,12 @@ def make_fake_run(root: Path, n_speakers: int = 8, clips_per_speaker: int = 6, s
                        index=allc["clip_id"].to_numpy())
     metrics, table, scored = evaluate.run(sets, scores, seen_paradigms=["vocoder"])
     evaluate.write_outputs(metrics, table, scored, reports)
-    (root / "params.yaml").write_text("seed: 7\nreport:\n  pca_points: 500\n  audit: {folds: 3}\n"
-                                      "  experiments: true\n")
+    # the audit stage's own code writes audit.json / audit.csv / hardness.csv
+    audit_p = audit.AuditParams(folds=3, seed=7)
+    summaries, audit_table = audit.run_audit(allc, audit_p)
+    hard = audit.hardness(allc, scores, "teacher:resnet_vocoder")
+    audit.write_outputs(summaries, audit_table, hard, audit_p, reports)
+    (root / "params.yaml").write_text("seed: 7\nreport:\n  pca_points: 500\n  experiments: true\n")
     return {
         "root": root, "reports": reports, "clips": data / "clips.parquet",
         "recon": data / "recon" / "vocoder.parquet", "rejects": data / "rejects.parquet",

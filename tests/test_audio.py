@@ -4,10 +4,10 @@ import soundfile as sf
 
 from pipeline.audio import (
     AudioError,
-    apply_shortcut_guards,
     bandwidth_hz,
     check_audio,
     leading_silence_s,
+    match_to_parent,
     measure,
     read_audio,
     resample,
@@ -68,7 +68,8 @@ def test_leading_silence_and_rms_are_measured():
 def test_shortcut_guards_match_length_rms_and_bandwidth():
     parent = resample(make_wave(1.0, 8000), 8000, 16000)
     fake = np.random.default_rng(0).standard_normal(17000).astype(np.float32) * 0.5
-    out = apply_shortcut_guards(fake, parent, 16000)
+    out, matched = match_to_parent(fake, parent, 16000, gate="none")
+    assert matched == "length,band,level"
     assert len(out) == len(parent)
     assert rms_dbfs(out) == pytest.approx(rms_dbfs(parent), abs=0.5)
     assert bandwidth_hz(out, 16000) < 4600

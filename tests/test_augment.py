@@ -101,8 +101,9 @@ def test_codec_augmentation_alone_is_a_real_round_trip() -> None:
     ({"rawboost": {"snr": 3}}, "rawboost: unknown keys"),
     ({"codec_prob": 1.5}, "probability"),
     ({"gain_db": [6, -6]}, "gain_db"),
-    ({"codec_prob": 0.5, "codec_systems": ["mp4_16kbps"]}, "unknown codec system"),
+    ({"codec_prob": 0.5, "codec_systems": ["mp4_16kbps"]}, "not a channel"),
     ({"codec_prob": 0.5, "codec_systems": ["encodec_6kbps"]}, "trained generator"),
+    ({"codec_prob": 0.5, "codec_systems": ["codec2_999"]}, "Codec2 mode"),
     ({"codec_systems": "mp3_16kbps"}, "expected a list"),
 ])
 def test_bad_augment_params_are_clear_errors(bad: dict, match: str) -> None:

@@ -89,8 +89,9 @@ def test_run_gives_eers_per_set_system_and_pooled(clips):
     assert metrics["eer_by_system"]["noise"] == 0.0 and metrics["eer_by_system"]["encodec_6kbps"] == 1.0
     assert metrics["paradigm_seen"] == {"vocoder": True, "codec": False}
     assert metrics["n_clips"]["test"] == len(sets["test"])
-    assert list(table.columns) == ["set", "system", "paradigm", "n_bonafide", "n_spoof", "eer", "threshold",
-                                   "eer_lo", "eer_hi"]
+    assert list(table.columns) == ["set", "condition", "system", "paradigm", "n_bonafide", "n_spoof", "eer",
+                                   "threshold", "eer_lo", "eer_hi"]
+    assert set(table["condition"]) == {"clean"}
     # a 95% bootstrap CI per set (not per system), in eer.csv and metrics.json alike, around the EER
     per_set = table[table["system"] == "all"]
     assert (per_set["eer_lo"] <= per_set["eer"] + 1e-9).all() and (per_set["eer"] <= per_set["eer_hi"] + 1e-9).all()
@@ -180,3 +181,52 @@ def test_unknown_param_is_an_error():
         evaluate.EvaluateParams.from_params({"set": ["test"]})
     with pytest.raises(ValueError, match="evaluate.precision"):
         evaluate.EvaluateParams.from_params({"precision": "half"})
+
+
+# ---------------------------------------------------------------- channel conditions
+
+
+def test_conditions_score_both_classes_through_the_channel_and_add_rows(clips, tmp_path, monkeypatch):
+    _write_detector(tmp_path / "detector")
+    write_clips(clips, tmp_path / "clips.parquet")
+    seen: list[str] = []
+    real = evaluate.condition_transform
+
+    def spy(condition, sample_rate):
+        fn = real(condition, sample_rate)
+        if fn is None:
+            return None
+        return lambda wave, clip_id: (seen.append(clip_id), fn(wave, clip_id))[1]
+
+    monkeypatch.setattr(evaluate, "condition_transform", spy)
+    argv = ["--model", str(tmp_path / "detector"), "--clips", str(tmp_path / "clips.parquet")]
+    params = _params(tmp_path, conditions=["g711_mulaw", "gsm_fr"])
+    assert evaluate.main(["--params", str(params), *argv, "--out", str(tmp_path / "a")]) == 0
+    labels = clips.set_index("clip_id")["label"]
+    assert {labels[c] for c in seen} == {"bonafide", "spoof"}  # a channel goes to both classes
+    table = pd.read_csv(tmp_path / "a" / "eer.csv")
+    assert list(table.columns[:3]) == ["set", "condition", "system"]
+    assert set(table["condition"]) == {"clean", "g711_mulaw", "gsm_fr"}
+    whole = table[table["system"] == "all"].pivot(index="set", columns="condition", values="eer")
+    assert whole.notna().all().all()
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert set(metrics["eer_condition"]) == {"g711_mulaw", "gsm_fr"}
+    assert set(metrics["eer_condition"]["gsm_fr"]) == set(metrics["eer"])
+    assert (tmp_path / "a" / "scores" / "unseen_attacks.gsm_fr.txt").is_file()
+    # deterministic per clip: a second run writes the same bytes
+    assert evaluate.main(["--params", str(params), *argv, "--out", str(tmp_path / "b")]) == 0
+    for name in ("eer.csv", "metrics.json", "scores/seen_attacks.g711_mulaw.txt"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_a_condition_that_is_no_channel_is_refused(clips, tmp_path):
+    _write_detector(tmp_path / "detector")
+    write_clips(clips, tmp_path / "clips.parquet")
+    path = _params(tmp_path, conditions=["mp3_16kbps"])
+    params = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**params, "roles": {"mp3_16kbps": "spoof"}}))
+    from pipeline.params import ConfigError
+
+    with pytest.raises(ConfigError, match="mp3_16kbps has role spoof"):
+        evaluate.main(["--params", str(path), "--model", str(tmp_path / "detector"), "--clips",
+                       str(tmp_path / "clips.parquet"), "--out", str(tmp_path / "r")])

@@ -17,6 +17,7 @@ import yaml
 
 from pipeline import __main__ as cli
 from pipeline import (
+    audit,
     embed,
     evaluate,
     fetch_demo,
@@ -33,10 +34,12 @@ from pipeline.detector.batches import check_pool
 from pipeline.models import check_config
 from pipeline.params import (
     ConfigError,
+    Match,
     Runtime,
     common_params,
     load_params,
     merge_params,
+    roles_from_params,
     section,
     teacher_model_keys,
     teacher_params,
@@ -66,6 +69,9 @@ def parse_all(params: dict[str, Any]) -> None:
     sample.SampleParams.from_params(section(params, "sample"))
     train.TrainParams.from_params(section(params, "train"))
     evaluate.EvaluateParams.from_params(section(params, "evaluate"))
+    audit.AuditParams.from_params(section(params, "audit"), seed=common.seed)
+    Match.from_params(params.get("match"))
+    roles_from_params(params)
     report.parse_params(params.get("report"), common.seed)
 
 
@@ -116,7 +122,7 @@ CASES = [
     ("reconstruct.diffusion.strengths", [0.5, 2.0], r"reconstruct.diffusion: diffusion strengths .* \[2.0\]"),
     ("reconstruct.batch_size", 0, r"reconstruct.batch_size: must be >= 1, got 0"),
     ("reconstruct.vocoder.parent_fraction", 0, r"reconstruct.vocoder.parent_fraction: must be > 0"),
-    ("reconstruct.codec.systems_per_parent", 9, r"reconstruct.codec.systems_per_parent: must be <= 6"),
+    ("reconstruct.codec.systems_per_parent", 9, r"reconstruct.codec.systems_per_parent: must be <= 3"),
     ("reconstruct.vocoder.griffinlim_iters", 0, r"reconstruct.vocoder.griffinlim_iters: must be >= 1"),
     ("reconstruct.splits", "train", r"reconstruct.splits: expected a list, got str 'train'"),
     ("reconstruct.splits", ["train", "tset"], r"reconstruct.splits: expected train/dev/test"),
@@ -173,7 +179,13 @@ CASES = [
     ("evaluate.batch_size", 0, r"evaluate.batch_size: must be >= 1"),
     ("evaluate.sets", "test", r"evaluate.sets: expected a list"),
     ("report.pca_pionts", 3, r"params report: unknown keys \['pca_pionts'\]"),
-    ("report.audit.folds", 1, r"report.audit.folds: must be >= 2"),
+    ("audit.folds", 1, r"audit.folds: must be >= 2"),
+    ("audit.min_eer", 2, r"audit.min_eer: must be <= 1"),
+    ("match.gate", "zero", r"match.gate: unknown value 'zero'"),
+    ("roles.encodec_6kbps", "fake", r"roles.encodec_6kbps: unknown value 'fake'"),
+    ("evaluate.conditions", ["encodec_6kbps"], r"evaluate.conditions: 'encodec_6kbps' is not a channel"),
+    ("train.pair_batches", 1, r"train.pair_batches: expected true or false"),
+    ("prepare.match_fakes", "demo", r"prepare.match_fakes: expected a list"),
     ("runtime.device", "tpu", r"runtime.device: expected auto, cpu, cuda or cuda:<n>, got 'tpu'"),
     ("runtime.threads", -1, r"runtime.threads: must be >= 0"),
     ("runtime.thread", 2, r"params runtime: unknown keys \['thread'\]"),

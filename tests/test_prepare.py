@@ -286,3 +286,42 @@ def test_a_run_killed_midway_or_failing_leaves_the_previous_clips_and_table_toge
     a, b = read_clips(tmp_path / "out/clips.parquet"), read_clips(fresh / "out/clips.parquet")
     assert list(a["sha256"]) == list(b["sha256"]) and list(a["clip_id"]) == list(b["clip_id"])
     assert not list((tmp_path / "out").glob(".clips.build-*"))
+
+
+def test_prepare_matches_a_tts_fake_to_the_parent_it_respeaks(tmp_path):
+    """The demo's TTS rows name a parent: with match_fakes they get its band, level and silences (not its length)."""
+    root = tmp_path / "raw"
+    rng = np.random.default_rng(0)
+    head = "file,speaker,label,system,paradigm,language,text,source,split,parent\n"
+    lines = []
+    for s in range(4):
+        room = 0.002 * rng.standard_normal(8000 * 2).astype(np.float32)
+        rec = np.concatenate([np.zeros(2400, np.float32), make_wave(1.0, 8000, seed=s), np.zeros(4000, np.float32)])
+        write_wave(root / f"rec{s}.wav", rec + room[: len(rec)], 8000)  # telephone band, room noise
+        lines.append(f"rec{s}.wav,spk{s},bonafide,-,bonafide,en,hello,test,,")
+        word = 0.3 * make_wave(0.6, 22050, seed=10 + s, noise=0.0)
+        tts = np.concatenate([np.zeros(100, np.float32), word, np.zeros(9000, np.float32), word])
+        write_wave(root / f"tts{s}.wav", tts, 22050)  # full band, digital silence, its own level
+        lines.append(f"tts{s}.wav,spk{s},spoof,espeak_m3,tts,en,hello,test,,rec{s}.wav")
+    lines.append("tts_orphan.wav,spk0,spoof,espeak_m3,tts,en,hello,test,,missing.wav")
+    write_wave(root / "tts_orphan.wav", make_wave(1.0, 16000), 16000)
+    (root / "metadata.csv").write_text(head + "\n".join(lines) + "\n")
+    assert _run(tmp_path, _params(tmp_path, root, match_fakes=["demo"])) == 0
+    clips = read_clips(tmp_path / "out/clips.parquet").set_index("clip_id")
+    bona, tts = clips[clips["label"] == "bonafide"], clips[clips["label"] == "spoof"]
+    assert len(tts) == 4 and (tts["matched"] == "band,level,silence,gate:noise").all()
+    assert bona["matched"].isna().all()
+    for cid, row in tts.iterrows():
+        parent = clips.loc[row["parent_id"]]
+        assert abs(row["rms_dbfs"] - parent["rms_dbfs"]) < 0.2, cid
+        assert row["bandwidth_hz"] < parent["bandwidth_hz"] + 300, cid
+        assert abs(row["leading_silence_s"] - parent["leading_silence_s"]) < 0.05, cid
+        assert abs(row["noise_floor_dbfs"] - parent["noise_floor_dbfs"]) < 4.0, cid
+    rejects = read_rejects(tmp_path / "out/rejects.parquet")
+    assert rejects["reason"].str.contains("cannot be matched").any()
+    # without match_fakes the TTS keeps its own digital silence: a noise-floor shortcut the matching removes
+    assert _run(tmp_path, _params(tmp_path, root)) == 0
+    plain = read_clips(tmp_path / "out/clips.parquet")
+    spoof = (plain["label"] == "spoof") & plain["parent_id"].isin(plain["clip_id"])
+    assert plain.loc[spoof, "matched"].isna().all()
+    assert plain.loc[spoof, "noise_floor_dbfs"].max() < plain.loc[~spoof, "noise_floor_dbfs"].min() - 20

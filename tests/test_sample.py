@@ -34,8 +34,9 @@ def clip_rows(n_speakers: int = 10, per_speaker: int = 6) -> pd.DataFrame:
                     "corpus": "demo", "speaker": f"spk{s}", "label": "bonafide" if system == "-" else "spoof",
                     "system": system, "paradigm": paradigm, "parent_id": None if system == "-" else parent,
                     "split": splits[s % len(splits)], "duration_s": 1.0, "sample_rate": 16000,
-                    "bandwidth_hz": 8000.0, "leading_silence_s": 0.0, "rms_dbfs": -20.0, "sha256": "0" * 64,
-                    "source": f"raw/{parent}.wav",
+                    "bandwidth_hz": 8000.0, "leading_silence_s": 0.0, "trailing_silence_s": 0.0, "rms_dbfs": -20.0,
+                    "noise_floor_dbfs": -60.0, "spectral_tilt_db": -6.0, "sha256": "0" * 64,
+                    "source": f"raw/{parent}.wav", "matched": None,
                 })
     return pd.DataFrame(rows)
 

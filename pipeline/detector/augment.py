@@ -18,8 +18,9 @@ SSL_Anti-spoofing; this is our own implementation of the formulas below:
 - SSI (stationary signal-independent additive noise): white noise shaped by a random multi-band FIR
   filter (as in LnL) and added at an SNR ~ U(min_snr_db, max_snr_db) to the clip.
 
-Codec augmentation runs a crop through one of the project's classical codecs (MP3, Opus, Codec2,
-`pipeline.resynth.codec`) and back; gain scales by U(min_db, max_db) dB.
+Codec augmentation runs a crop through one of the channels of `pipeline.resynth.channel` (MP3, Opus, Codec2,
+G.711, GSM, G.726: systems whose role is `channel`, the same ones evaluate.conditions applies) and back; gain
+scales by U(min_db, max_db) dB.
 
 Every draw comes from the generator passed in (the dataset seeds it from seed, epoch and clip
 index), so augmentation is reproducible and independent of batching and worker count.
@@ -81,17 +82,28 @@ class AugmentParams:
         if len(out.gain_db) != 2 or out.gain_db[0] > out.gain_db[1]:
             raise ConfigError(f"params {name}.gain_db: expected [min_db, max_db], got {list(out.gain_db)}")
         if out.codec_prob > 0:
-            from pipeline.resynth.codec import build
+            from pipeline.resynth.channel import SYSTEMS, build, is_channel_name
 
             for system in out.codec_systems:
-                if system.startswith("encodec"):
-                    raise ConfigError(f"params {name}.codec_systems: {system} needs a trained generator; "
-                                      "use mp3_*, opus_* or codec2_* systems")
+                if not is_channel_name(system):
+                    raise ConfigError(f"params {name}.codec_systems: {system} is not a channel that runs without a "
+                                      f"trained generator; use one of {list(SYSTEMS)}")
                 try:
-                    build(system, {"sample_rate": 16000})
+                    build(system, 16000)
                 except (KeyError, ValueError) as exc:
                     raise ConfigError(f"params {name}.codec_systems: {system}: {exc}") from None
         return out
+
+
+def require_channels(where: str, systems: tuple[str, ...] | list[str], roles: dict[str, str] | None) -> None:
+    """ConfigError unless every system has role channel (params `roles`): augmentation and evaluation conditions
+    apply a system to bona fide and spoof clips alike, which only a label-keeping channel may be."""
+    from pipeline.schema import system_role
+
+    for name in systems:
+        if system_role(name, roles) != "channel":
+            raise ConfigError(f"params {where}: {name} has role spoof (params roles): it is applied to bona fide and "
+                              "spoof clips alike, so it must be a channel")
 
 
 def random_multiband_fir(rng: np.random.Generator, sample_rate: int, cfg: dict[str, Any]) -> np.ndarray:
@@ -167,9 +179,9 @@ class Augmenter:
 
     def _codec(self, system: str) -> Any:
         if system not in self._codecs:
-            from pipeline.resynth.codec import build
+            from pipeline.resynth.channel import build
 
-            self._codecs[system] = build(system, {"sample_rate": self.sample_rate})
+            self._codecs[system] = build(system, self.sample_rate)
         return self._codecs[system]
 
     def __call__(self, wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -9,7 +9,8 @@ embed, train and, through pipeline.detector.inference, evaluate and score.
   first n samples, tiled when the clip is shorter (evaluation: deterministic).
 - `ClipDataset`: (wave [n], label index) pairs for a DataLoader; per-item randomness comes from
   (seed, epoch, index), so it is reproducible with any number of workers.
-- `balanced_sampler` / `class_weights`: bona fide is the minority class.
+- `balanced_sampler` / `class_weights`: bona fide is the minority class; `PairedSampler`: balanced batches that
+  hold clips with their parent or fakes (`train.pair_batches`, `pretrain.pair_batches`).
 - `load_batch` / `iter_batches`: streaming reads, a batch of rows -> a batch of waves plus rejects.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset, WeightedRandomSampler
+from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 
 from pipeline.audio import AudioError, check_audio, read_audio
 from pipeline.chain import Chain, apply_chain
@@ -188,6 +189,73 @@ def balanced_sampler(labels: np.ndarray | pd.Series, num_samples: int | None = N
                                  num_samples=int(num_samples or len(idx)), replacement=True, generator=gen)
 
 
+def parent_indices(clips: pd.DataFrame) -> np.ndarray:
+    """For each row, the row number of its parent (`parent_id`) within `clips`, or -1 (no parent, or not here)."""
+    pos = {cid: i for i, cid in enumerate(clips["clip_id"].astype(str))}
+    parents = clips["parent_id"] if "parent_id" in clips.columns else pd.Series([None] * len(clips))
+    return np.array([pos.get(p, -1) if isinstance(p, str) else -1 for p in parents], dtype=np.int64)
+
+
+class PairedSampler(Sampler):
+    """Class-balanced batches in which most clips come with their partner: a bona fide clip and one of its fakes.
+
+    Each batch of `batch_size` draws batch_size / 2 anchors with equal class probability (with replacement, as
+    balanced_sampler does) and adds each anchor's partner: for a fake, its parent; for a bona fide clip, one of
+    its fakes; for a clip without one in the table, a random clip of the other class. So the loss must tell apart
+    clips that differ only by the generator (the bona fide / vocoded pairs of Wang & Yamagishi, arXiv 2210.10570),
+    and every batch holds as many bona fide as spoof clips. Only partners inside the table count (a manifest that
+    kept a fake but not its parent gives that fake a random partner). Deterministic for a seed; each pass over
+    the sampler (an epoch) draws new batches.
+    """
+
+    def __init__(self, labels: np.ndarray, parents: np.ndarray, num_samples: int, batch_size: int, seed: int = 0):
+        if batch_size < 2 or batch_size % 2:
+            raise ValueError(f"paired batches need an even batch size of at least 2, got {batch_size}")
+        self.labels, self.parents = np.asarray(labels), np.asarray(parents)
+        self.n_batches = max(1, int(num_samples) // batch_size)
+        self.batch_size, self.seed, self.passes = int(batch_size), int(seed), 0
+        by_class = [np.nonzero(self.labels == c)[0] for c in (0, 1)]
+        if any(len(c) == 0 for c in by_class):
+            raise ValueError("paired batches need clips of both classes")
+        self.by_class = by_class
+        self.children: dict[int, list[int]] = {}
+        for child, parent in enumerate(self.parents):
+            if parent >= 0 and self.labels[parent] != self.labels[child]:
+                self.children.setdefault(int(parent), []).append(child)
+
+    def pairs_found(self) -> int:
+        """How many (parent, fake) pairs the table holds."""
+        return sum(len(v) for v in self.children.values())
+
+    def _partner(self, i: int, rng: np.random.Generator) -> int:
+        parent = int(self.parents[i])
+        if parent >= 0 and self.labels[parent] != self.labels[i]:
+            return parent
+        kids = self.children.get(i)
+        if kids:
+            return int(kids[int(rng.integers(len(kids)))])
+        other = self.by_class[1 - int(self.labels[i])]
+        return int(other[int(rng.integers(len(other)))])
+
+    def indices(self, epoch: int = 0) -> list[int]:
+        """The flat index list of one pass: n_batches blocks of batch_size (anchor, partner) pairs."""
+        rng = np.random.default_rng([self.seed, epoch])
+        out: list[int] = []
+        for _ in range(self.n_batches):
+            for _ in range(self.batch_size // 2):
+                pool = self.by_class[int(rng.integers(2))]
+                anchor = int(pool[int(rng.integers(len(pool)))])
+                out += [anchor, self._partner(anchor, rng)]
+        return out
+
+    def __iter__(self) -> Iterator[int]:
+        self.passes += 1
+        return iter(self.indices(self.passes - 1))
+
+    def __len__(self) -> int:
+        return self.n_batches * self.batch_size
+
+
 @dataclass
 class WaveBatch:
     """One inference batch: the rows that loaded, their waves, and rejects for the rest."""
@@ -198,9 +266,15 @@ class WaveBatch:
     rejects: list[dict[str, Any]] = field(default_factory=list)
 
 
+Transform = Callable[[np.ndarray, str], np.ndarray]  # (wave, clip_id) -> wave: an evaluation condition
+
+
 def load_batch(rows: pd.DataFrame, sample_rate: int, n_samples: int, stage: str = "",
-               chain: Chain | None = None) -> WaveBatch:
+               chain: Chain | None = None, transform: Transform | None = None) -> WaveBatch:
     """Read a batch of clip-table rows as first-N-seconds (tiled) waves; unusable clips become rejects.
+
+    `transform` (an evaluation condition: a channel round trip, deterministic per clip) applies to each whole
+    clip before the crop, as a channel applies to a whole recording.
 
     `chain` goes to the rows whose `prepared` column is False (raw files); rows without that column
     are prepared clips (prepare or reconstruct wrote them) and are read as they are.
@@ -209,7 +283,11 @@ def load_batch(rows: pd.DataFrame, sample_rate: int, n_samples: int, stage: str 
     for row in rows.itertuples(index=False):
         try:
             raw = chain is not None and not getattr(row, "prepared", True)
-            wave = crop_or_tile(load_wave(row.path, sample_rate, chain if raw else None), n_samples)
+            wave = load_wave(row.path, sample_rate, chain if raw else None)
+            if transform is not None:
+                wave = transform(wave, str(row.clip_id))
+                check_audio(wave, sample_rate, min_duration_s=0.01)
+            wave = crop_or_tile(wave, n_samples)
         except AudioError as exc:
             rejects.append({"clip_id": row.clip_id, "path": row.path, "corpus": row.corpus, "stage": stage,
                             "reason": str(exc)})
@@ -223,7 +301,7 @@ def load_batch(rows: pd.DataFrame, sample_rate: int, n_samples: int, stage: str 
 
 def iter_batches(clips: pd.DataFrame, batch_size: int, sample_rate: int, seconds: float,
                  stage: str = "", start: int = 0, prefetch: bool = True,
-                 chain: Chain | None = None) -> Iterator[tuple[int, WaveBatch]]:
+                 chain: Chain | None = None, transform: Transform | None = None) -> Iterator[tuple[int, WaveBatch]]:
     """Stream (batch number, WaveBatch) over `clips` in row order, from batch `start`; memory is two batches.
 
     With `prefetch`, a reader thread decodes the next batch while the caller runs the model on this
@@ -236,7 +314,7 @@ def iter_batches(clips: pd.DataFrame, batch_size: int, sample_rate: int, seconds
 
     def load(b: int) -> WaveBatch:
         return load_batch(clips.iloc[b * batch_size:(b + 1) * batch_size], sample_rate, n_samples, stage=stage,
-                          chain=chain)
+                          chain=chain, transform=transform)
 
     if not prefetch:
         for b in range(start, n_batches):

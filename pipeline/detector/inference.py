@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.chain import Chain
-from pipeline.detector.batches import iter_batches
+from pipeline.detector.batches import Transform, iter_batches
 from pipeline.models import bonafide_score
 from pipeline.runtime.devices import inference_precision
 
@@ -90,16 +90,18 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
 
 def score_clips(model: torch.nn.Module, clips: pd.DataFrame, batch_size: int, sample_rate: int, seconds: float,
                 device: str | torch.device = "cpu", stage: str = "", embeddings: bool = False,
-                chain: Chain | None = None, precision: str = "fp32") -> Scores:
+                chain: Chain | None = None, precision: str = "fp32", transform: Transform | None = None) -> Scores:
     """Score clip-table rows in row order (first `seconds`, tiled); unreadable clips become rejects.
 
     `chain`: the preprocessing chain for rows whose `prepared` column is False (pipeline.detector.batches.load_batch).
     `precision`: fp32 | bf16 | fp16 (autocast, pipeline.runtime.devices.inference_precision).
+    `transform`: an evaluation condition applied to each clip before its crop (pipeline.detector.batches.load_batch).
     """
     acc = _Accumulator(model, device, embeddings, precision)
     ids, labels, rejects = [], [], []
     with _eval_mode(model):
-        for _, batch in iter_batches(clips, batch_size, sample_rate, seconds, stage=stage, chain=chain):
+        for _, batch in iter_batches(clips, batch_size, sample_rate, seconds, stage=stage, chain=chain,
+                                     transform=transform):
             rejects += batch.rejects
             if not batch.clip_ids:
                 continue

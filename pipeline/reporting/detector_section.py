@@ -93,6 +93,18 @@ def _mismatch(metrics: Any, eer: pd.DataFrame) -> list[str]:
             if isinstance(v, (int, float)) and (s not in csv.index or abs(float(csv[s]) - float(v)) > 5e-7)]
 
 
+def condition_table(eer: pd.DataFrame) -> pd.DataFrame | None:
+    """EER of each eval set (rows) under each condition (columns, `clean` first), or None without conditions."""
+    if "condition" not in eer.columns or set(eer["condition"]) <= {"clean"}:
+        return None
+    whole = eer[eer["system"] == ALL]
+    order = ["clean", *[c for c in dict.fromkeys(whole["condition"]) if c != "clean"]]
+    table = whole.pivot_table(index="set", columns="condition", values="eer", sort=False)[order]
+    out = table.map(fmt_eer)
+    out.insert(0, "eval set", out.index.astype(str))
+    return out.reset_index(drop=True)
+
+
 def detector_section(eer: pd.DataFrame | None, det: pd.DataFrame | None, metrics: Any,
                      stale: str | None = None) -> html.Section:
     """The EER tables (reports/eer.csv), the per-system bars and the DET curves (reports/plots/det.csv)."""
@@ -111,6 +123,8 @@ def detector_section(eer: pd.DataFrame | None, det: pd.DataFrame | None, metrics
         else:
             sec.add(html.not_available("reports/metrics.json and reports/eer.csv"))
         return sec
+    by_condition = condition_table(eer)
+    eer = eer[eer["condition"] == "clean"] if "condition" in eer.columns else eer
     bad = _mismatch(metrics, eer)
     if bad:
         sec.add(html.p(f"reports/metrics.json and reports/eer.csv disagree for {', '.join(bad)}: they come from "
@@ -132,6 +146,11 @@ def detector_section(eer: pd.DataFrame | None, det: pd.DataFrame | None, metrics
         for other, systems in t.same_as.items():
             sec.add(f'<p class="note">{html.esc(", ".join(systems))}: the same bona fide and spoof clips as in '
                     f"{_link(other)}; the EER is shown there.</p>")
+    if by_condition is not None:
+        sec.add("<h3>Channel conditions</h3>",
+                html.p("Every eval clip, bona fide and spoof alike, scored again after each channel's round trip "
+                       "(evaluate.conditions): EER per eval set (rows) and condition (columns).", "note"),
+                html.table(by_condition))
     bars = pd.concat([t.systems for t in tables]) if tables else pd.DataFrame()
     if len(bars):
         values = bars.set_index(bars["set"].astype(str) + " / " + bars["system"].astype(str))["eer"].astype(float)

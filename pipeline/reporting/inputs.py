@@ -50,17 +50,32 @@ def load_eer_table(path: Path) -> pd.DataFrame | None:
     """reports/eer.csv as written by evaluate (one row per set and per (set, system)); None when absent."""
     if not path.is_file():
         return None
-    df = pd.read_csv(path, dtype={"set": str, "system": str, "paradigm": str}, keep_default_na=False)
+    df = pd.read_csv(path, dtype={"set": str, "system": str, "paradigm": str, "condition": str}, keep_default_na=False)
     missing = [c for c in EER_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: columns {missing} missing (has {list(df.columns)}); re-run evaluate")
     if "paradigm" not in df.columns:           # eer.csv of an older evaluate
         df.insert(2, "paradigm", "")
+    if "condition" not in df.columns:          # eer.csv of an evaluate without conditions
+        df.insert(1, "condition", "clean")
+    df["condition"] = df["condition"].astype(str)
     for col in ("n_bonafide", "n_spoof", "eer", "threshold"):
         try:
             df[col] = pd.to_numeric(df[col], errors="raise")
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{path}: column {col} is not numeric ({exc})") from exc
+    return df
+
+
+def load_hardness(path: Path) -> pd.DataFrame | None:
+    """reports/hardness.csv (model, system, paradigm, n_spoof, eer) as written by the audit stage; None when absent."""
+    if not path.is_file():
+        return None
+    df = pd.read_csv(path, dtype={"model": str, "system": str, "paradigm": str}, keep_default_na=False)
+    missing = [c for c in ("model", "system", "eer") if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: columns {missing} missing; re-run the audit stage")
+    df["eer"] = pd.to_numeric(df["eer"], errors="coerce")
     return df
 
 

@@ -19,7 +19,6 @@ import pandas as pd
 
 from pipeline.params import Section, number
 from pipeline.reporting import html, plots, seeds
-from pipeline.reporting.audit import FEATURES, AuditParams, run_audit
 from pipeline.reporting.detector_section import anchor
 from pipeline.reporting.experiments import ExperimentRuns
 
@@ -33,7 +32,6 @@ class ReportParams(Section):
     NAME: ClassVar[str] = "report"
     pca_points: int = 3000
     pca_normalize: bool = True
-    audit: AuditParams = AuditParams()
     experiments: bool = True
     experiments_timeout_s: float = 120.0
 
@@ -113,40 +111,53 @@ def teachers_section(teachers: pd.DataFrame | None) -> html.Section:
 # ---------------------------------------------------------------- audit
 
 
-def evaluated_sets(scores: dict[str, pd.DataFrame]) -> dict[str, pd.Index]:
-    """The clip_ids of each scored eval set."""
-    return {name: pd.Index(df["clip_id"].astype(str)) for name, df in scores.items()}
+def audit_summary(audit: dict | None) -> pd.DataFrame | None:
+    """reports/audit.json's per-set summaries as a table (set, EERs, the best single feature, status)."""
+    if not isinstance(audit, dict) or not isinstance(audit.get("audit"), dict):
+        return None
+    rows = [{"set": name, **s} for name, s in audit["audit"].items() if isinstance(s, dict)]
+    cols = ["set", "n_bonafide", "n_spoof", "eer", "eer_no_duration", "worst_feature", "worst_feature_eer", "status"]
+    df = pd.DataFrame(rows)
+    for c in cols:
+        if c not in df.columns:
+            df[c] = np.nan
+    return df[cols]
 
 
-def audit_section(clips: pd.DataFrame | None, scores: dict[str, pd.DataFrame], p: ReportParams
-                  ) -> tuple[html.Section, pd.DataFrame | None]:
-    """The shortcut audit table, with warnings in red; also returns the table for the summary."""
-    sec = html.Section("audit", "Shortcut audit")
+def audit_section(audit: dict | None, hardness: pd.DataFrame | None) -> tuple[html.Section, pd.DataFrame | None]:
+    """The shortcut audit (reports/audit.json, written by the audit stage) and generator hardness (hardness.csv)."""
+    sec = html.Section("audit", "Shortcut audit and generator hardness")
+    result = audit_summary(audit)
+    if result is None:
+        return sec.add(html.not_available("reports/audit.json (the audit stage)")), None
+    min_eer = float(audit.get("min_eer", 0.35))
+    features = ", ".join(audit.get("features") or [])
     sec.add(html.p(f"EER of trivial classifiers (logistic regression, a depth-2 gradient-boosted tree) that see only "
-                   f"({', '.join(FEATURES)}), out of fold with speaker-disjoint folds. Near 50% is healthy; below "
-                   f"{100 * p.audit.warn_eer:.0f}% means the classes differ in these clip properties and a detector "
-                   f"can score by them instead of the generator's artefacts. Values above 50% carry no information "
-                   f"either (the anti-correlation of cross-validation on small sets).", "note"))
-    if clips is None:
-        return sec.add(html.not_available("clip tables")), None
-    sets = evaluated_sets(scores)
-    if sets:
-        sec.add(html.p(f"Clips audited: those scored in {', '.join(sets)} (reports/scores)."))
-    else:
-        sec.add(html.p("No score files: auditing every clip of the clip tables.", "note"))
-    result = run_audit(clips, sets or None, p.audit)
+                   f"({features}), out of fold with speaker-disjoint folds; per split and paradigm, and per "
+                   f"attack-only eval set. Near 50% is healthy; below {100 * min_eer:.0f}% (audit.min_eer) the "
+                   "classes differ in these clip properties and a detector can score by them instead of the "
+                   "generator's artefacts. `no duration`: the same without duration, which fixed-length crops hide; "
+                   "the best single feature names what separates most on its own.", "note"))
     warn = result[result["status"] == "warning"]
     if len(warn):
-        worst = warn.loc[warn["eer"].idxmin()]
-        sec.add(html.p(f"WARNING: shortcut found. {worst['model']} separates the classes of {worst['set']} from "
-                       f"clip properties alone with EER {pct(worst['eer'])}.", "warn"))
+        worst = warn.loc[warn["eer"].astype(float).idxmin()]
+        sec.add(html.p(f"WARNING: shortcut found. {worst['set']} is separated from clip properties alone with EER "
+                       f"{pct(float(worst['eer']))}; {worst['worst_feature']} alone gives "
+                       f"{pct(float(worst['worst_feature_eer']))}.", "warn"))
     elif result["eer"].notna().any():
-        sec.add(html.p(f"No shortcut found: lowest audit EER {pct(result['eer'].min())}.", "ok"))
-    shown = result.assign(**{"EER (%)": 100 * result["eer"]}).drop(columns=["eer"])
-    table = html.table(shown)
-    for status in ("warning",):
-        table = table.replace(f"<td>{status}</td>", f'<td class="warn">{status}</td>')
+        sec.add(html.p(f"No shortcut found: lowest audit EER {pct(float(result['eer'].min()))}.", "ok"))
+    shown = result.assign(**{c: [pct(v) if isinstance(v, float) else v for v in result[c]]
+                             for c in ("eer", "eer_no_duration", "worst_feature_eer")})
+    table = html.table(shown).replace("<td>warning</td>", '<td class="warn">warning</td>')
     sec.add(table)
+    if hardness is not None and len(hardness):
+        pivot = hardness.pivot_table(index=["system", "paradigm"], columns="model", values="eer", sort=True)
+        shown = pivot.map(pct).reset_index()
+        sec.add("<h3>Generator hardness</h3>",
+                html.p("EER of a reference detector (audit.reference) or, without one, of each teacher, per spoof "
+                       "system on the test and attack-only eval clips against the test bona fide: the generators a "
+                       "detector misses have a high EER (reports/hardness.csv).", "note"),
+                html.table(shown))
     return sec, result
 
 

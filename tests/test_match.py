@@ -1,0 +1,98 @@
+"""match_to_parent: a fake differs from its parent only by the generator (band, level, silences, non-speech)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.audio import (
+    bandwidth_hz,
+    leading_silence_s,
+    match_record,
+    match_to_parent,
+    noise_floor_dbfs,
+    resample,
+    rms_dbfs,
+    speech_mask,
+    trailing_silence_s,
+)
+from tests.conftest import make_wave
+
+SR = 16000
+
+
+def _recording(seed: int = 0, lead_s: float = 0.3, trail_s: float = 0.4, pause_s: float = 0.3) -> np.ndarray:
+    """A 4 kHz-band 'recording': room noise at -60 dBFS, two words with a pause, silences at both ends."""
+    rng = np.random.default_rng(seed)
+    word = resample(make_wave(0.5, 8000, seed=seed), 8000, SR)
+    parts = [np.zeros(int(lead_s * SR)), word, np.zeros(int(pause_s * SR)), word, np.zeros(int(trail_s * SR))]
+    wave = np.concatenate(parts).astype(np.float32)
+    noise = resample(rng.standard_normal(len(wave) // 2).astype(np.float32), 8000, SR)[: len(wave)]
+    return (wave + 0.001 * noise[: len(wave)]).astype(np.float32)
+
+
+def _generator_output(parent: np.ndarray, seed: int = 1) -> np.ndarray:
+    """A vocoder-like output: the parent 6 dB louder, full-band hiss everywhere (also in the silences)."""
+    rng = np.random.default_rng(seed)
+    return (2.0 * parent + 0.01 * rng.standard_normal(len(parent))).astype(np.float32)
+
+
+def test_a_reconstruction_gets_its_parents_band_level_length_and_silences():
+    parent = _recording()
+    fake = _generator_output(parent)[:-500]  # a generator that returns a little less audio
+    out, matched = match_to_parent(fake, parent, SR)
+    assert matched == "length,band,level,silence,gate:parent" == match_record("parent", True)
+    assert len(out) == len(parent)
+    assert rms_dbfs(out) == pytest.approx(rms_dbfs(parent), abs=0.1)
+    assert abs(bandwidth_hz(out, SR) - bandwidth_hz(parent, SR)) < 200
+    assert leading_silence_s(out, SR) == pytest.approx(leading_silence_s(parent, SR), abs=0.021)
+    assert trailing_silence_s(out, SR) == pytest.approx(trailing_silence_s(parent, SR), abs=0.021)
+
+
+def test_the_non_speech_gate_removes_generator_noise_that_the_parent_lacks():
+    parent = _recording()
+    fake = _generator_output(parent)
+    gated, _ = match_to_parent(fake, parent, SR, gate="parent")
+    plain, _ = match_to_parent(fake, parent, SR, gate="none")
+    quiet = speech_mask(parent, SR) == 0
+    assert quiet.sum() > 0.2 * SR
+    # gated: the parent's own non-speech (level-matched: within a fraction of a dB); ungated: the generator's hiss
+    assert noise_floor_dbfs(gated, SR) == pytest.approx(noise_floor_dbfs(parent, SR), abs=1.0)
+    assert noise_floor_dbfs(plain, SR) > noise_floor_dbfs(parent, SR) + 6.0
+    np.testing.assert_allclose(gated[quiet], parent[quiet], atol=2e-3)
+
+
+def test_a_tts_fake_keeps_its_length_and_gets_the_parents_silences_noise_and_level():
+    parent = _recording(seed=3, lead_s=0.25, trail_s=0.35, pause_s=0.2)
+    word = resample(make_wave(0.7, 8000, seed=9, noise=0.0), 8000, SR)
+    # TTS-like: digital silence, its own (short) leading silence, a long pause, full band, another level
+    tts = np.concatenate([np.zeros(800), word, np.zeros(int(0.5 * SR)), word, np.zeros(400)]).astype(np.float32)
+    tts = (0.5 * tts + 0.002 * np.random.default_rng(4).standard_normal(len(tts))).astype(np.float32)
+    out, matched = match_to_parent(tts, parent, SR, same_length=False)
+    assert matched == "band,level,silence,gate:noise" == match_record("parent", False)
+    assert len(out) != len(parent)  # the generator's duration stays (the audit shows it)
+    assert rms_dbfs(out) == pytest.approx(rms_dbfs(parent), abs=0.1)
+    assert bandwidth_hz(out, SR) <= bandwidth_hz(parent, SR) + 200
+    assert leading_silence_s(out, SR) == pytest.approx(leading_silence_s(parent, SR), abs=0.041)
+    assert trailing_silence_s(out, SR) == pytest.approx(trailing_silence_s(parent, SR), abs=0.041)
+    assert noise_floor_dbfs(out, SR) == pytest.approx(noise_floor_dbfs(parent, SR), abs=3.0)
+    unmatched_floor = noise_floor_dbfs(tts, SR)
+    assert abs(unmatched_floor - noise_floor_dbfs(parent, SR)) > 6.0  # the shortcut the matching removes
+
+
+def test_matching_is_deterministic_and_rejects_an_unknown_gate():
+    parent, fake = _recording(), _generator_output(_recording())
+    a, _ = match_to_parent(fake, parent, SR)
+    b, _ = match_to_parent(fake.copy(), parent.copy(), SR)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="gate"):
+        match_to_parent(fake, parent, SR, gate="zero")
+
+
+def test_speech_mask_is_one_in_words_zero_in_long_silences_with_soft_edges():
+    parent = _recording(lead_s=0.5)
+    mask = speech_mask(parent, SR, hang_s=0.1, fade_s=0.01)
+    assert mask[: int(0.3 * SR)].max() == 0.0
+    assert mask[int(0.6 * SR): int(0.8 * SR)].min() == 1.0
+    edge = np.nonzero((mask > 0) & (mask < 1))[0]
+    assert 0 < len(edge) < 0.1 * len(mask)
