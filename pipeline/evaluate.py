@@ -45,20 +45,19 @@ import numpy as np
 import pandas as pd
 
 from pipeline.io import atomic_path, write_json_atomic, write_text_atomic
-from pipeline.logs import setup_logging, stage_timer
+from pipeline.logs import stage_timer
 from pipeline.metrics import bootstrap_eer_ci, compute_det_curve, compute_eer
 from pipeline.params import (
     PRECISIONS,
     ConfigError,
     Section,
     as_list,
-    common_params,
-    load_params,
     number,
     one_of,
     section,
     stage_parser,
     stage_seed,
+    start_stage,
 )
 from pipeline.schema import read_clip_tables
 
@@ -329,10 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="detector directory (model.pt)")
     parser.add_argument("--clips", nargs="+", required=True, help="clip tables (clips.parquet, data/recon/*.parquet)")
     parser.add_argument("--out", required=True, help="reports directory")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    common = common_params(params)
+    args, params, common = start_stage(parser, argv)
     p = EvaluateParams.from_params(section(params, "evaluate"))
     sample_rate = common.sample_rate
 

@@ -73,16 +73,15 @@ from pipeline.demo.tts import (
     text_sources,
 )
 from pipeline.io import atomic_dir, write_json_atomic, write_text_atomic
-from pipeline.logs import setup_logging, stage_timer
+from pipeline.logs import stage_timer
 from pipeline.params import (
     ConfigError,
     Section,
     as_list,
-    common_params,
-    load_params,
     number,
     section,
     stage_parser,
+    start_stage,
 )
 from pipeline.resume import digest, read_marker
 
@@ -299,10 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(STAGE, "Build the demo corpus (Debian speech packages + offline TTS attacks).")
     parser.add_argument("--out", default="data/raw/demo", help="output dir (default: data/raw/demo)")
     parser.add_argument("--force", action="store_true", help="rebuild even when the marker matches")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    common = common_params(params)
+    args, params, common = start_stage(parser, argv)
     p = FetchDemoParams.from_params(section(params, STAGE), seed=common.seed)
     threads = common.runtime.threads
     if not args.force and completed_counts(Path(args.out), p) is not None:

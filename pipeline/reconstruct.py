@@ -42,18 +42,17 @@ from pipeline.audio import (
     write_audio,
 )
 from pipeline.io import write_json_atomic
-from pipeline.logs import setup_logging, stage_timer
+from pipeline.logs import stage_timer
 from pipeline.params import (
     PRECISIONS,
     ConfigError,
     Section,
     as_list,
-    common_params,
-    load_params,
     number,
     one_of,
     section,
     stage_parser,
+    start_stage,
 )
 from pipeline.resume import ResumeDir, files_hash, tree_hash
 from pipeline.resynth.common import unit_draw
@@ -399,10 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="clip table of the fakes (data/recon/<paradigm>.parquet)")
     parser.add_argument("--audio-dir", required=True, help="audio directory (data/recon/<paradigm>)")
     parser.add_argument("--quality", required=True, help="quality JSON (reports/reconstruction/<paradigm>.json)")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    common = common_params(params)
+    args, params, common = start_stage(parser, argv)
     from pipeline.resynth import PARADIGMS
 
     if args.paradigm not in PARADIGMS:
@@ -416,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     generator = args.generator  # for vocoder: the module itself, hashed into the fingerprint
     with stage_timer(log, f"reconstruct {args.paradigm}") as stats:
         table, summary = run(clips, p, generator, Path(args.audio_dir), common.sample_rate, seed, device,
-                             engine=EngineConfig.from_params(params, device))
+                             engine=EngineConfig.from_runtime(common.runtime, device))
         stats.add("clips", len(table))
         stats.add("rejected", summary["n_rejected"])
     log.info("quality of %s reconstructions:\n%s", args.paradigm, quality_table(summary))
