@@ -42,12 +42,12 @@ from pipeline.detector.batches import ClipDataset, balanced_sampler
 from pipeline.detector.class_means import ClassMeans, init_head_from_means, ncm_scores
 from pipeline.detector.finetune import InitParams, load_init
 from pipeline.detector.inference import load_waves, score_waves
-from pipeline.detector.loop import EpochResult, Phase, RunState, checkpointer, fit, live_log
+from pipeline.detector.loop import EpochResult, Phase, RunState, fit, live_log
 from pipeline.detector.losses import LOSS_KEYS, CrossEntropyLoss, build_loss
 from pipeline.io import write_json_atomic
 from pipeline.logs import stage_timer
 from pipeline.metrics import compute_eer
-from pipeline.models import build_model, check_config
+from pipeline.models import build_model, check_config, checkpointer
 from pipeline.params import (
     ConfigError,
     Section,
