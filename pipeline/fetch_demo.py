@@ -1,7 +1,8 @@
 """Stage fetch_demo: build the embedded demo corpus data/raw/demo/ (path given by --out), without root.
 
-Demo corpus v2. Reads nothing from the repository: bona fide speech comes from Debian packages fetched
-with `apt-get download` and unpacked with `dpkg-deb -x` in a temp dir (no root needed):
+Output format 3 (pipeline/demo/common.FORMAT_VERSION, recorded in the `.completed` marker). Reads nothing from
+the repository: bona fide speech comes from Debian packages fetched with `apt-get download` and unpacked with
+`dpkg-deb -x` in a temp dir (no root needed):
 
 - `asterisk-core-sounds-<lang>-wav` (8 kHz prompts) with the transcripts of `asterisk-core-sounds-<lang>`,
   one voice per pack (en and es are both Allison Smith: speaker `asterisk_allison`);

@@ -111,12 +111,6 @@ class SupConLoss(nn.Module):
         """True once the warm-up is over and the queue holds entries."""
         return self.queue_size > 0 and self.steps >= self.warmup_steps and self.queue.shape[0] > 0
 
-    def reset_queue(self) -> None:
-        """Empty the queue and restart the warm-up count."""
-        self.queue = self.queue.new_zeros(0, 0)
-        self.queue_labels = self.queue_labels.new_zeros(0)
-        self.steps = 0
-
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         z = F.normalize(pred.float(), dim=1)
         y = target.long().view(-1)

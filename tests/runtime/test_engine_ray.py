@@ -12,11 +12,11 @@ import pytest
 from pipeline import reconstruct
 from pipeline.runtime import engine
 from tests.conftest import tiny_clip_table
-from tests.test_engine import _table, square
+from tests.runtime.test_engine import _table, square
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # a Ray start and its actor pools take minutes on 2 shared cores
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RAY2 = engine.EngineConfig(engine="ray", concurrency=2)
 
 

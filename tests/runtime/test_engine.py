@@ -12,7 +12,7 @@ import pytest
 from pipeline.params import ConfigError, Runtime
 from pipeline.runtime import engine
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _table(n: int = 23) -> pd.DataFrame:
