@@ -26,13 +26,10 @@ import numpy as np
 import torch
 
 from pipeline.io import atomic_dir, write_json_atomic
-from pipeline.logs import stage_timer
 from pipeline.params import check_known_keys, mapping, number, section, start_stage
 from pipeline.resynth.codec import SMALL_ENCODEC, make_encodec, save_codec
-from pipeline.resynth.fitting import FitParams, fit_parser, fit_steps, random_segments, training_waves
+from pipeline.resynth.fitting import FitParams, fit_parser, fit_steps, random_segments, run_fit, training_waves
 from pipeline.resynth.losses import CodecLoss
-from pipeline.runtime.devices import setup_torch
-from pipeline.schema import read_clips
 
 log = logging.getLogger("pipeline.fit_codec")
 
@@ -140,11 +137,5 @@ def main(argv: list[str] | None = None) -> int:
     parser = fit_parser(STAGE, "train a small EnCodec on bona fide train clips (or record a pretrained one)",
                         "data/generators/codec")
     args, params, common = start_stage(parser, argv)
-    p = FitCodecParams.from_params(section(params, STAGE))
-    device = setup_torch(common)
-    clips = read_clips(args.clips, stage=STAGE)
-    with stage_timer(log, STAGE, unit_key="steps") as stats:
-        metrics = run(clips, Path(args.out), p, common.sample_rate, common.seed, device)
-        stats.add("steps", p.steps if metrics.get("trained") else 0)
-    log.info("%s: %s", STAGE, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    run_fit(STAGE, run, FitCodecParams.from_params(section(params, STAGE)), args.clips, args.out, common)
     return 0

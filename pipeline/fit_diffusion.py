@@ -25,14 +25,11 @@ import numpy as np
 import torch
 
 from pipeline.io import atomic_dir, write_json_atomic
-from pipeline.logs import stage_timer
 from pipeline.params import check_known_keys, mapping, number, section, start_stage
 from pipeline.resynth.common import resample_all
 from pipeline.resynth.diffusion import UNET_DEFAULTS, make_scheduler, make_unet, save_diffusion
-from pipeline.resynth.fitting import FitParams, fit_parser, fit_steps, training_waves
+from pipeline.resynth.fitting import FitParams, fit_parser, fit_steps, run_fit, training_waves
 from pipeline.resynth.melspec import HIFIGAN_MEL, LogMel
-from pipeline.runtime.devices import setup_torch
-from pipeline.schema import read_clips
 
 log = logging.getLogger("pipeline.fit_diffusion")
 
@@ -147,11 +144,5 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: python -m pipeline fit_diffusion --clips ... --out ..."""
     parser = fit_parser(STAGE, "train a mel diffusion UNet on bona fide train clips", "data/generators/diffusion")
     args, params, common = start_stage(parser, argv)
-    p = FitDiffusionParams.from_params(section(params, STAGE))
-    device = setup_torch(common)
-    clips = read_clips(args.clips, stage=STAGE)
-    with stage_timer(log, STAGE, unit_key="steps") as stats:
-        metrics = run(clips, Path(args.out), p, common.sample_rate, common.seed, device)
-        stats.add("steps", p.steps if metrics.get("trained") else 0)
-    log.info("%s: %s", STAGE, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    run_fit(STAGE, run, FitDiffusionParams.from_params(section(params, STAGE)), args.clips, args.out, common)
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,10 @@ import torch
 
 from pipeline.audio import AudioError, check_audio, read_audio
 from pipeline.detector.loop import EpochResult, Phase, RunState, fit
-from pipeline.params import Section, number, stage_parser
+from pipeline.logs import stage_timer
+from pipeline.params import Common, Section, number, stage_parser
+from pipeline.runtime.devices import setup_torch
+from pipeline.schema import read_clips
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,19 @@ def fit_parser(stage: str, description: str, out_help: str):
     parser.add_argument("--clips", required=True, help="clip table (data/clips.parquet)")
     parser.add_argument("--out", required=True, help=f"output directory ({out_help})")
     return parser
+
+
+def run_fit(stage: str, run: Callable[..., dict], p: FitParams, clips_path: str, out: str, common: Common) -> dict:
+    """What a fit stage's main does after parsing: torch set up from `common`, the clip table read, `run` timed
+    (steps/s) and its metrics logged; returns them."""
+    device = setup_torch(common)
+    clips = read_clips(clips_path, stage=stage)
+    stage_log = logging.getLogger(f"pipeline.{stage}")
+    with stage_timer(stage_log, stage, unit_key="steps") as stats:
+        metrics = run(clips, Path(out), p, common.sample_rate, common.seed, device)
+        stats.add("steps", p.steps if metrics.get("trained") else 0)
+    stage_log.info("%s: %s", stage, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    return metrics
 
 
 def read_waves(clips: pd.DataFrame, sample_rate: int, max_clips: int | None = None,
