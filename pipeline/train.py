@@ -43,7 +43,7 @@ from pipeline.detector.class_means import ClassMeans, init_head_from_means, ncm_
 from pipeline.detector.finetune import InitParams, load_init
 from pipeline.detector.inference import load_waves, score_waves
 from pipeline.detector.loop import EpochResult, Phase, RunState, fit, live_log
-from pipeline.detector.losses import LOSS_KEYS, CrossEntropyLoss, build_loss
+from pipeline.detector.losses import CrossEntropyLoss, RACLParams, SupConParams, build_loss
 from pipeline.io import write_json_atomic
 from pipeline.logs import stage_timer
 from pipeline.metrics import compute_eer
@@ -53,7 +53,6 @@ from pipeline.params import (
     Section,
     all_of,
     as_list,
-    check_known_keys,
     mapping,
     number,
     one_of,
@@ -126,8 +125,8 @@ class TrainParams(Section):
         number("train.seed", self.seed, integer=True, allow_none=True)
         InitParams.from_params({"init": self.init, "init_mode": self.init_mode}, where="train")
         all_of("train.exclude_paradigms", list(self.exclude_paradigms), [x for x in PARADIGMS if x != "bonafide"])
-        for key in ("supcon", "racl"):
-            check_known_keys(f"train.{key}", getattr(self, key), LOSS_KEYS[key])
+        SupConParams.from_params(self.supcon)   # the loss blocks are kept as given (recorded with the model)
+        RACLParams.from_params(self.racl)
         if self.objective == "supcon" and int(self.supcon.get("head_epochs", 3)) <= 0:
             raise ConfigError("params train.supcon.head_epochs: must be positive (stage 2 trains the classifier)")
         repeated = sorted(set(self.model) & {"arch", "width", "embedding_dim", "frontend", "sample_rate"})
