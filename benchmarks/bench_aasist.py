@@ -10,7 +10,7 @@ CPU, batch 32, 2 threads (issue 13).
 
 `--isa native pinned` (the default) runs each in a child process: native = torch's own choice of
 kernels for this CPU (how the authors' code was timed), pinned = the pipeline's AVX2 pin
-(pipeline/cpu_isa.py, what `python -m pipeline` stages run with). `x_authors` = rate / the
+(pipeline/runtime/cpu_isa.py, what `python -m pipeline` stages run with). `x_authors` = rate / the
 authors' rate at the same batch-32, 2-thread setting.
 
     .venv/bin/python -m benchmarks.bench_aasist --threads 1 2
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from benchmarks.common import merge_bench, peak_rss_mb, print_table
-from pipeline.cpu_isa import PIN_VAR, pin_cpu_isa
 from pipeline.models import build_model
+from pipeline.runtime.cpu_isa import PIN_VAR, pin_cpu_isa
 
 N_SAMPLES = 64600  # the authors' input: 4.0375 s at 16 kHz
 AUTHORS = {"aasist": 2.3, "aasist-l": 2.7}  # their code, batch 32, 2 threads, this CPU (issue 13)

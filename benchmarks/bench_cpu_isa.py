@@ -1,4 +1,4 @@
-"""Which torch CPU library changes which op's bits, and what the CPU pin (pipeline/cpu_isa.py) costs.
+"""Which torch CPU library changes which op's bits, and what the CPU pin (pipeline/runtime/cpu_isa.py) costs.
 
 Each setting runs in a fresh child process (the libraries read their variables once, at first use) with the
 pin off (HARDSET_CPU_ISA=native) and only the named variables set; the child hashes the forward + backward
@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.cpu_isa import PINS
+from pipeline.runtime.cpu_isa import PINS
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {

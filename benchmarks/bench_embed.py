@@ -35,7 +35,7 @@ from benchmarks.common import merge_bench, peak_rss_mb, print_table
 from pipeline import embed
 from pipeline.models import build_model
 from pipeline.params import PRECISIONS
-from pipeline.torch_env import inference_precision, resolve_device
+from pipeline.runtime.devices import inference_precision, resolve_device
 
 CONFIGS = {
     "resnet": {"arch": "resnet", "frontend": "logmel", "width": 16, "embedding_dim": 128},

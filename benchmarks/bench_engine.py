@@ -2,7 +2,7 @@
 local engine and by Ray Data with 1 and 2 actors on a local Ray instance.
 
 Writes `--clips` synthetic speech-like FLAC clips of `--seconds` each to a temp dir (nothing read from
-data/), then runs, for each workload, `pipeline.engine.map_batch_results` with the stage's own actor
+data/), then runs, for each workload, `pipeline.runtime.engine.map_batch_results` with the stage's own actor
 factory (`reconstruct.batch_function`: builds the vocoder; `embed.batch_function`: loads a ResNet teacher
 checkpoint, untrained: speed does not depend on the weights). Reported per row: clips/s (wall clock,
 actor start-up included, Ray start excluded and given once as ray_init_s), overhead vs the local engine
@@ -32,8 +32,8 @@ import torch
 from benchmarks.common import merge_bench, print_table
 from pipeline import embed, reconstruct
 from pipeline.audio import measure, write_audio
-from pipeline.engine import EngineConfig, map_batch_results
 from pipeline.models import build_model, save_checkpoint
+from pipeline.runtime.engine import EngineConfig, map_batch_results
 
 SR = 16000
 TEACHER = {"arch": "resnet", "frontend": "logmel", "width": 16, "embedding_dim": 128, "sample_rate": SR}

@@ -1,7 +1,7 @@
 """Benchmark fine-tuning AASIST from a pretrained model (train.init): seconds per training step on CPU.
 
 One step = train's: forward (train mode) on a batch of random crops, cross-entropy, backward,
-AdamW step over the trainable parameters. Modes: `backend` (pipeline/finetune.py: sinc front end and
+AdamW step over the trainable parameters. Modes: `backend` (pipeline/detector/finetune.py: sinc front end and
 residual encoder frozen, in eval mode, so the encoder takes the fused eval path), `backend-plain`
 (the same freeze, the encoder on its reference path: what the fused path saves) and `all` (every
 parameter trained). Weights are random (the speed does not depend on them). Rows: mode, trained
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import print_table
-from pipeline.finetune import freeze_front
+from pipeline.detector.finetune import freeze_front
 from pipeline.models import build_model
 
 

@@ -14,8 +14,8 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Pin torch's CPU code paths (ATen, oneDNN, MKL) to an AVX2-level path so that outputs do not depend on the
-# machine's ISA (pipeline/cpu_isa.py); HARDSET_CPU_ISA=native opts out. Also before torch is imported.
-from pipeline.cpu_isa import pin_cpu_isa  # noqa: E402  (torch-free)
+# machine's ISA (pipeline/runtime/cpu_isa.py); HARDSET_CPU_ISA=native opts out. Also before torch is imported.
+from pipeline.runtime.cpu_isa import pin_cpu_isa  # noqa: E402  (torch-free)
 
 try:
     CPU_PIN = pin_cpu_isa(os.environ)
@@ -63,7 +63,7 @@ commands:
 
 Run `python -m pipeline <stage> --help` for a stage's options.
 Environment: HARDSET_CPU_ISA=avx2 (default: torch's x86 CPU kernels pinned to one path, so outputs do not
-depend on the machine's ISA) or native (the machine's fastest kernels; see pipeline/cpu_isa.py).
+depend on the machine's ISA) or native (the machine's fastest kernels; see pipeline/runtime/cpu_isa.py).
 """
 
 

@@ -9,7 +9,7 @@ data/recon/*.parquet) with the audio they point to. Writes, under --out (reports
   "all") and one per (set, spoof system): every EER the report shows, which reads it and recomputes none;
 - scores/<set>.txt: `clip_id score` per line (higher = bona fide), one file per set;
 - plots/det.csv (set,far,frr: the DET points the report draws, and `dvc plots` shows), plots/det.png
-  (drawn by pipeline.detplot, the report's plotter too), plots/score_hist.png.
+  (drawn by pipeline.reporting.detplot, the report's plotter too), plots/score_hist.png.
 
 Eval sets (`evaluate.sets`, each clip scored once, EER by pipeline.metrics.compute_eer), named for what
 they are ("trained" = the systems/paradigms of the detector's training manifest, from its config.json):
@@ -45,20 +45,19 @@ import numpy as np
 import pandas as pd
 
 from pipeline.io import atomic_path, csv_safe, write_json_atomic, write_text_atomic
-from pipeline.logs import setup_logging, stage_timer
+from pipeline.logs import stage_timer
 from pipeline.metrics import bootstrap_eer_ci, compute_det_curve, compute_eer
 from pipeline.params import (
     PRECISIONS,
     ConfigError,
     Section,
     as_list,
-    common_params,
-    load_params,
     number,
     one_of,
     section,
     stage_parser,
     stage_seed,
+    start_stage,
 )
 from pipeline.schema import check_name, read_clip_tables
 
@@ -259,10 +258,10 @@ def det_table(scored: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def write_plots(scored: dict[str, pd.DataFrame], eer: dict[str, float], out_dir: Path) -> None:
-    """det.csv (for the report and `dvc plots`), det.png (pipeline.detplot) and score histograms per set."""
+    """det.csv (for the report and `dvc plots`), det.png (pipeline.reporting.detplot) and score histograms per set."""
     from matplotlib.figure import Figure
 
-    from pipeline.detplot import det_figure
+    from pipeline.reporting.detplot import det_figure
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "det.csv") as tmp:
@@ -311,7 +310,7 @@ def write_outputs(metrics: dict[str, Any], table: pd.DataFrame, scored: dict[str
 def score_sets(model, sets: dict[str, pd.DataFrame], p: EvaluateParams, sample_rate: int,
                device) -> tuple[pd.Series, list[dict[str, Any]]]:
     """Score every clip of the sets once; (clip_id -> score, rejects); too many rejects is an error."""
-    from pipeline.scoring import score_clips
+    from pipeline.detector.inference import score_clips
 
     unique = pd.concat(sets.values()).drop_duplicates("clip_id").reset_index(drop=True)
     result = score_clips(model, unique, p.batch_size, sample_rate, p.eval_s, device=device, stage="evaluate",
@@ -330,15 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="detector directory (model.pt)")
     parser.add_argument("--clips", nargs="+", required=True, help="clip tables (clips.parquet, data/recon/*.parquet)")
     parser.add_argument("--out", required=True, help="reports directory")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    common = common_params(params)
+    args, params, common = start_stage(parser, argv)
     p = EvaluateParams.from_params(section(params, "evaluate"))
     sample_rate = common.sample_rate
 
     from pipeline.models import load_checkpoint
-    from pipeline.torch_env import setup_torch
+    from pipeline.runtime.devices import setup_torch
 
     device = setup_torch(common)
     model, config = load_checkpoint(args.model, device=device)

@@ -41,32 +41,29 @@ from pipeline.audio import (
     to_pcm16,
     write_audio,
 )
-from pipeline.cpu_isa import kernel_paths
-from pipeline.engine import LOCAL, EngineConfig, map_batch_results
 from pipeline.io import write_json_atomic
-from pipeline.logs import setup_logging, stage_timer
+from pipeline.logs import stage_timer
 from pipeline.params import (
     PRECISIONS,
     ConfigError,
     Section,
     as_list,
-    common_params,
-    load_params,
     number,
     one_of,
     section,
     stage_parser,
+    start_stage,
 )
-from pipeline.recon_quality import quality_table, summarise
 from pipeline.resume import ResumeDir, files_hash, tree_hash
-from pipeline.resynth.common import unit_draw
+from pipeline.resynth.plan import PLAN_KEYS, parent_key, plan_jobs, system_settings
+from pipeline.resynth.quality import quality_table, summarise
+from pipeline.runtime.cpu_isa import kernel_paths
+from pipeline.runtime.engine import LOCAL, EngineConfig, map_batch_results
 from pipeline.schema import read_clips, split_ok, write_clips
 
 log = logging.getLogger("pipeline.reconstruct")
 
 MARKER = ".fingerprint.json"  # a system directory's ResumeDir marker
-PLAN_KEYS = ("systems_per_parent", "parent_fraction")  # change who is reconstructed, not how
-LIST_KEYS = ("systems", "strengths")  # which systems run, not what one system makes
 
 
 @dataclass(frozen=True)
@@ -128,30 +125,6 @@ class BatchResult:
     audio_s: float = 0.0
 
 
-# ----------------------------------------------------------------------------- planning
-
-
-def plan_jobs(parents: pd.DataFrame, systems: list[str], seed: int, systems_per_parent: int | None = None,
-              parent_fraction: float = 1.0) -> pd.DataFrame:
-    """(parent row, system) jobs, decided per parent from (seed, parent_id): stable when the corpus grows."""
-    if not systems:
-        raise ValueError("reconstruct: no systems configured")
-    if not 0.0 < parent_fraction <= 1.0:
-        raise ValueError(f"reconstruct: parent_fraction must be in (0, 1], got {parent_fraction}")
-    k = len(systems) if systems_per_parent is None else int(systems_per_parent)
-    if not 1 <= k <= len(systems):
-        raise ValueError(f"reconstruct: systems_per_parent must be in 1..{len(systems)}, got {systems_per_parent}")
-    jobs = []
-    for row in parents.to_dict("records"):
-        pid = row["clip_id"]
-        if unit_draw(seed, f"keep:{pid}") >= parent_fraction:
-            continue
-        ranked = sorted(systems, key=lambda s: unit_draw(seed, f"{pid}:{s}"))
-        jobs += [{**row, "system": s} for s in ranked[:k]]
-    cols = list(parents.columns) + ([] if "system" in parents.columns else ["system"])
-    return pd.DataFrame(jobs, columns=cols) if jobs else pd.DataFrame(columns=cols)
-
-
 # ----------------------------------------------------------------------------- files
 
 
@@ -165,28 +138,10 @@ def fake_path(audio_dir: Path, system: str, parent_id: str) -> Path:
     return audio_dir / safe_name(system) / f"{safe_name(parent_id)}.flac"
 
 
-def system_settings(system: str, settings: dict, systems: list[str]) -> dict:
-    """The settings that shape `system`'s files: the paradigm's shared keys plus its own.
-
-    A key whose first word names a system (`griffinlim_iters`, `hifigan_jit`, `world_frame_period_ms`)
-    belongs to that system alone, so changing it redoes only that system; the plan keys and the
-    system lists (`systems`, `strengths`) decide which files exist, not what is in them.
-    """
-    prefixes = {s.split("_")[0] for s in systems}
-    own = system.split("_")[0]
-    return {k: v for k, v in sorted(settings.items())
-            if k not in PLAN_KEYS + LIST_KEYS and (k.split("_")[0] not in prefixes or k.split("_")[0] == own)}
-
-
-def parent_key(job: dict) -> str:
-    """What a fake is made from, besides the settings: its parent's audio (sha256) and measured bandwidth."""
-    return f"{job['sha256']}:{float(job['bandwidth_hz'])!r}"
-
-
 def code_hash() -> str:
     """sha256 of the code that shapes a reconstruction (backends, mel, audio guards): a fix invalidates old files."""
     root = Path(__file__).parent
-    return files_hash(sorted((root / "resynth").glob("*.py")) + [root / "melspec.py", root / "audio.py"])
+    return files_hash(sorted((root / "resynth").glob("*.py")) + [root / "audio.py"])
 
 
 def prepare_system_dir(system_dir: Path, fingerprint: dict) -> ResumeDir:
@@ -399,16 +354,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="clip table of the fakes (data/recon/<paradigm>.parquet)")
     parser.add_argument("--audio-dir", required=True, help="audio directory (data/recon/<paradigm>)")
     parser.add_argument("--quality", required=True, help="quality JSON (reports/reconstruction/<paradigm>.json)")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    common = common_params(params)
+    args, params, common = start_stage(parser, argv)
     from pipeline.resynth import PARADIGMS
 
     if args.paradigm not in PARADIGMS:
         parser.error(f"unknown paradigm {args.paradigm!r}; known: {list(PARADIGMS)}")
     p = ReconstructParams.from_params(section(params, "reconstruct"), paradigm=args.paradigm)
-    from pipeline.torch_env import setup_torch
+    from pipeline.runtime.devices import setup_torch
 
     seed = common.seed
     device = setup_torch(common)
@@ -416,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     generator = args.generator  # for vocoder: the module itself, hashed into the fingerprint
     with stage_timer(log, f"reconstruct {args.paradigm}") as stats:
         table, summary = run(clips, p, generator, Path(args.audio_dir), common.sample_rate, seed, device,
-                             engine=EngineConfig.from_params(params, device))
+                             engine=EngineConfig.from_runtime(common.runtime, device))
         stats.add("clips", len(table))
         stats.add("rejected", summary["n_rejected"])
     log.info("quality of %s reconstructions:\n%s", args.paradigm, quality_table(summary))

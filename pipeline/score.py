@@ -105,13 +105,13 @@ def run(model, rows: pd.DataFrame, *, batch_size: int, sample_rate: int, seconds
         model_path: str | Path | None = None, precision: str = "fp32") -> tuple[list[str], list[dict]]:
     """Score the rows (`chain` on those not `prepared`); return (score-file lines, header first for tsv; rejects).
 
-    With a ray `engine` (pipeline.engine.EngineConfig) the batches are scored by actors that each load the
+    With a ray `engine` (pipeline.runtime.engine.EngineConfig) the batches are scored by actors that each load the
     detector from `model_path`; the lines come back in row order, as the local loop writes them.
     """
     if engine is not None and engine.engine == "ray":
         from functools import partial
 
-        from pipeline.engine import map_batch_results
+        from pipeline.runtime.engine import map_batch_results
 
         if model_path is None:
             raise ValueError("score on ray needs the model path (each actor loads the detector)")
@@ -120,7 +120,7 @@ def run(model, rows: pd.DataFrame, *, batch_size: int, sample_rate: int, seconds
         ids = [i for r_ids, _, _ in results for i in r_ids]
         scores = [x for _, r_scores, _ in results for x in r_scores]
         return format_scores(ids, scores, fmt), [r for _, _, rej in results for r in rej]
-    from pipeline.scoring import score_clips
+    from pipeline.detector.inference import score_clips
 
     result = score_clips(model, rows, batch_size, sample_rate, seconds, device=device, stage="score", chain=chain,
                          precision=precision)
@@ -131,7 +131,7 @@ def _engine(name: str, concurrency: int, device: Any) -> Any:
     """The engine config for `--engine` (None for local: the plain loop, ray never imported)."""
     if name == "local":
         return None
-    from pipeline.engine import EngineConfig
+    from pipeline.runtime.engine import EngineConfig
 
     return EngineConfig(engine=name, concurrency=concurrency, num_gpus=1.0 if str(device).startswith("cuda") else 0.0)
 
@@ -142,8 +142,8 @@ ScoreBatch = Callable[[pd.DataFrame], tuple[list[str], list[float], list[dict]]]
 def score_batch_function(model_path: str, device: str, sample_rate: int, seconds: float, chain: Any,
                          precision: str = "fp32") -> ScoreBatch:
     """Load the detector once in an engine worker (a Ray actor); return its batch -> (ids, scores, rejects)."""
+    from pipeline.detector.inference import score_clips
     from pipeline.models import load_checkpoint
-    from pipeline.scoring import score_clips
 
     model, _ = load_checkpoint(model_path, device=device)
 
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     from pipeline.models import CheckpointError, load_checkpoint
-    from pipeline.torch_env import configure_torch, resolve_device
+    from pipeline.runtime.devices import configure_torch, resolve_device
 
     configure_torch(args.threads, 0)
     device = resolve_device(args.device)

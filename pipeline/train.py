@@ -5,7 +5,7 @@ and the audio they point to. Writes data/models/detector/: model.pt (the best ch
 resolved params inside), config.json (the same resolved params), metrics.json (dev EER, epochs,
 steps; the run time is logged, not written, so a re-run gives the same bytes) and dvclive/ (per-epoch curves).
 
-Objectives (`train.objective`, formulas in pipeline/losses.py):
+Objectives (`train.objective`, formulas in pipeline/detector/losses.py):
 - `ce` / `bce` / `racl`: one stage, the whole net trained end to end; dev EER from the logits.
 - `supcon`: two stages, as in Sudan et al. 2026. Stage 1 trains the encoder with SupCon (+ the
   warm-started negative queue) on the penultimate embedding; its dev EER is measured with a
@@ -13,20 +13,20 @@ Objectives (`train.objective`, formulas in pipeline/losses.py):
   epoch's training embeddings. Stage 2 freezes the encoder (eval mode, so batch-norm statistics are
   frozen too) and trains the linear classifier with CE for `supcon.head_epochs`.
 
-The epoch loop, best state, early stopping, dvclive and checkpoints are pipeline/training.py's; this
-module supplies the per-batch step and the dev evaluation of each phase (dev scoring: pipeline/scoring.py).
+The epoch loop, best state, early stopping, dvclive and checkpoints are pipeline/detector/loop.py's; this
+module supplies the per-batch step and the dev evaluation of each phase (dev scoring: pipeline/detector/inference.py).
 Batches are class-balanced (drawn with replacement), `steps_per_epoch` of them per epoch, so a run's
 cost is bounded by epochs x steps_per_epoch x batch_size crops whatever the manifest size.
 `exclude_paradigms` drops those spoof paradigms from the manifest: `dvc exp run -S
 'train.exclude_paradigms=[codec]'` is a leave-one-paradigm-out run (evaluate marks P as unseen).
 `init: DIR` fine-tunes a pretrained detector (an import_model or train output) instead of training from
-scratch; `init_mode` all | backend (the front part frozen). Rules: pipeline/finetune.py.
+scratch; `init_mode` all | backend (the front part frozen). Rules: pipeline/detector/finetune.py.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import InitVar, asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,35 +36,33 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.augment import AugmentParams, make_augmenter
 from pipeline.chain import chain_from_params
-from pipeline.clipdata import ClipDataset, balanced_sampler
-from pipeline.finetune import INIT_MODES, load_init
+from pipeline.detector.augment import AugmentParams, make_augmenter
+from pipeline.detector.batches import ClipDataset, balanced_sampler
+from pipeline.detector.class_means import ClassMeans, init_head_from_means, ncm_scores
+from pipeline.detector.finetune import InitParams, load_init
+from pipeline.detector.inference import load_waves, score_waves
+from pipeline.detector.loop import EpochResult, Phase, RunState, fit, live_log
+from pipeline.detector.losses import CrossEntropyLoss, RACLParams, SupConParams, build_loss
 from pipeline.io import write_json_atomic
-from pipeline.logs import setup_logging, stage_timer
-from pipeline.losses import LOSS_KEYS, CrossEntropyLoss, build_loss
+from pipeline.logs import stage_timer
 from pipeline.metrics import compute_eer
-from pipeline.models import build_model, check_config
-from pipeline.ncm import ClassMeans, init_head_from_means, ncm_scores
+from pipeline.models import build_model, check_config, checkpointer
 from pipeline.params import (
     ConfigError,
     Section,
     all_of,
     as_list,
-    check_known_keys,
-    common_params,
-    load_params,
     mapping,
     number,
     one_of,
     section,
     stage_parser,
     stage_seed,
+    start_stage,
 )
+from pipeline.runtime.devices import setup_torch
 from pipeline.schema import MANIFEST_COLUMNS, PARADIGMS, read_clips
-from pipeline.scoring import load_waves, score_waves
-from pipeline.torch_env import setup_torch
-from pipeline.training import EpochResult, Phase, RunState, checkpointer, fit, live_log
 
 log = logging.getLogger("pipeline.train")
 
@@ -95,15 +93,20 @@ class TrainParams(Section):
     model: dict[str, Any] = field(default_factory=dict)
     supcon: dict[str, Any] = field(default_factory=dict)
     racl: dict[str, Any] = field(default_factory=dict)
-    augment: AugmentParams = field(default_factory=AugmentParams)  # training crops only (pipeline/augment.py)
+    augment: AugmentParams = field(default_factory=AugmentParams)  # training crops only (pipeline/detector/augment.py)
     seed: int | None = None   # null = the global seed
-    init: str | None = None   # a model dir to start from (null = from scratch); pipeline/finetune.py
+    init: str | None = None   # a model dir to start from (null = from scratch); pipeline/detector/finetune.py
     init_mode: str = "all"    # all | backend (front part frozen)
+    sample_rate: InitVar[int | None] = None  # audio.sample_rate: checks the model config and augment's codecs
+
+    def __post_init__(self, sample_rate: int | None) -> None:
+        object.__setattr__(self, "_sample_rate", sample_rate)
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
         kw["exclude_paradigms"] = tuple(as_list("train.exclude_paradigms", kw.get("exclude_paradigms")))
-        kw["augment"] = AugmentParams.from_params(kw.get("augment"), "train.augment")
+        kw["augment"] = AugmentParams.from_params(kw.get("augment"), where="train.augment",
+                                                  sample_rate=kw.get("sample_rate"))
         for key in ("model", "supcon", "racl"):
             kw[key] = mapping(f"train.{key}", kw.get(key))
         return kw
@@ -120,12 +123,10 @@ class TrainParams(Section):
         number("train.weight_decay", self.weight_decay, low=0)
         number("train.dev_max_clips", self.dev_max_clips, low=1, integer=True)
         number("train.seed", self.seed, integer=True, allow_none=True)
-        one_of("train.init_mode", self.init_mode, INIT_MODES)
-        if self.init is not None and not (isinstance(self.init, str) and self.init):
-            raise ConfigError(f"params train.init: a model directory path or null, not {self.init!r}")
+        InitParams.from_params({"init": self.init, "init_mode": self.init_mode}, where="train")
         all_of("train.exclude_paradigms", list(self.exclude_paradigms), [x for x in PARADIGMS if x != "bonafide"])
-        for key in ("supcon", "racl"):
-            check_known_keys(f"train.{key}", getattr(self, key), LOSS_KEYS[key])
+        SupConParams.from_params(self.supcon)   # the loss blocks are kept as given (recorded with the model)
+        RACLParams.from_params(self.racl)
         if self.objective == "supcon" and int(self.supcon.get("head_epochs", 3)) <= 0:
             raise ConfigError("params train.supcon.head_epochs: must be positive (stage 2 trains the classifier)")
         repeated = sorted(set(self.model) & {"arch", "width", "embedding_dim", "frontend", "sample_rate"})
@@ -134,7 +135,7 @@ class TrainParams(Section):
         if self.arch is None and self.init is None:
             raise ConfigError("params train.arch: null (follow the init model) needs train.init")
         if self.init is None:  # with init the model config is the init model's (checked when it loads)
-            check_config(self.model_config(16000), "train.model")
+            check_config(self.model_config(self._sample_rate or 16000), "train.model")
 
     def model_config(self, sample_rate: int) -> dict[str, Any]:
         """The config dict for pipeline.models.build_model."""
@@ -184,7 +185,7 @@ def _batches(ds: ClipDataset, p: TrainParams, seed: int, epoch: int) -> DataLoad
 class ObjectiveStep:
     """train's per-batch step: batch -> loss for `objective`; supcon also keeps the epoch's class means.
 
-    `class_means` (pipeline.ncm.ClassMeans) collects the penultimate embeddings of the epoch's batches;
+    `class_means` (pipeline.detector.class_means.ClassMeans) collects the penultimate embeddings of the epoch's batches;
     `reset()` starts a new epoch.
     """
 
@@ -213,7 +214,7 @@ def run(train_rows: pd.DataFrame, dev_rows: pd.DataFrame, p: TrainParams, *, sam
         model: torch.nn.Module | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train a detector; return (the best model, summary). `save(model)` writes a checkpoint at each improvement.
 
-    `model`: the student to start from (train.init, pipeline.finetune.load_init); None = built from scratch.
+    `model`: the student to start from (train.init, pipeline.detector.finetune.load_init); None = built from scratch.
     """
     model = (build_model(p.model_config(sample_rate)) if model is None else model).to(device)
     _, dev_waves, dev_labels, rejects = load_waves(dev_rows, sample_rate, p.eval_s, stage="train")
@@ -305,12 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", required=True, help="training manifest (clip table + manifest columns)")
     parser.add_argument("--dev", required=True, help="dev clip table (early stopping)")
     parser.add_argument("--out", required=True, help="output directory (model.pt, config.json, metrics.json)")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    common = common_params(params)
-    p = TrainParams.from_params(section(params, "train"))
-    seed, sample_rate = stage_seed("train.seed", p.seed, common), common.sample_rate
+    args, params, common = start_stage(parser, argv)
+    sample_rate = common.sample_rate
+    p = TrainParams.from_params(section(params, "train"), sample_rate=sample_rate)
+    seed = stage_seed("train.seed", p.seed, common)
     device = setup_torch(replace(common, seed=seed))
 
     manifest = read_clips(args.manifest, stage="train", groups=_groups_of(args.manifest))

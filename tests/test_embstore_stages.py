@@ -38,7 +38,8 @@ def test_sample_picks_the_same_clips_from_shards_as_from_one_file(tmp_path):
 def test_embed_shards_computed_through_the_engine_equal_the_local_loop(tmp_path, clips, teacher):  # noqa: F811
     import functools
 
-    from pipeline import embed, engine
+    from pipeline import embed
+    from pipeline.runtime import engine
 
     _run(clips, teacher, tmp_path / "loop")
     p = embed.EmbedParams(batch_size=4, eval_s=0.5, shard_batches=2)

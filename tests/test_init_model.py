@@ -15,8 +15,9 @@ import torch
 import yaml
 
 from pipeline import __main__ as cli
-from pipeline import finetune, import_model, init_model, train
-from pipeline.clipdata import crop_or_tile, load_wave
+from pipeline import import_model, init_model, train
+from pipeline.detector import finetune
+from pipeline.detector.batches import crop_or_tile, load_wave
 from pipeline.models import build_model, load_checkpoint
 from pipeline.schema import validate_clips, write_clips
 from tests.conftest import tiny_clip_table

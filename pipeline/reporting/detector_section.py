@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.detplot import det_figure
 from pipeline.reporting import html, plots
+from pipeline.reporting.detplot import det_figure
 
 ALL = "all"
 ROW_KEY = ["system", "paradigm", "n_bonafide", "n_spoof", "eer", "threshold"]

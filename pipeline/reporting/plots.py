@@ -1,6 +1,6 @@
 """Matplotlib figures of the report, returned as PNG data URIs (no pyplot, so no global figure state).
 
-The DET curves are drawn by pipeline.detplot, which the evaluate stage uses too.
+The DET curves are drawn by pipeline.reporting.detplot, which the evaluate stage uses too.
 
 Reads nothing from disk: every function takes arrays or tables and returns a `data:image/png;base64,...` string.
 """

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from pipeline.io import write_json_atomic
-from pipeline.melspec import HIFIGAN_MEL
 from pipeline.resynth.common import Resynthesizer, torch_generator
+from pipeline.resynth.melspec import HIFIGAN_MEL
 from pipeline.resynth.vocoder import HifiGan, load_hifigan
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,11 @@
-"""Tests for pipeline.ncm: running class means, the NCM score and the head warm start."""
+"""Tests for pipeline.detector.class_means: running class means, the NCM score and the head warm start."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from pipeline.ncm import ClassMeans, init_head_from_means, ncm_scores
+from pipeline.detector.class_means import ClassMeans, init_head_from_means, ncm_scores
 
 
 def test_class_means_over_batches_equal_the_means_of_all_rows():

@@ -1,4 +1,4 @@
-"""The CPU code-path pin (pipeline/cpu_isa.py, applied by pipeline/__main__.py before torch is imported).
+"""The CPU code-path pin (pipeline/runtime/cpu_isa.py, applied by pipeline/__main__.py before torch is imported).
 
 Unit tests pass the machine and /proc/cpuinfo text, so they run anywhere; the subprocess tests that train a tiny
 net under different inherited ISA settings need an x86 Linux machine with AVX2 + FMA and skip elsewhere.
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cpu_isa import ATEN_VAR, PIN_VAR, PINS, cpu_flags, pin_cpu_isa
+from pipeline.runtime.cpu_isa import ATEN_VAR, PIN_VAR, PINS, cpu_flags, pin_cpu_isa
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 AVX2_CPU = "processor\t: 0\nflags\t\t: fpu sse2 avx fma avx2 avx512f\n"
 OLD_CPU = "processor\t: 0\nflags\t\t: fpu sse2 sse4_2 avx\n"
 LIB_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
@@ -130,7 +130,7 @@ def test_pinned_training_is_byte_identical_whatever_isa_the_parent_environment_f
 
 
 def test_the_ray_engine_forwards_every_pinned_variable():
-    from pipeline.engine import FORWARDED_ENV
+    from pipeline.runtime.engine import FORWARDED_ENV
 
     assert {PIN_VAR, "OMP_WAIT_POLICY", *(k for pin in PINS.values() for k in pin)} == set(FORWARDED_ENV)
 

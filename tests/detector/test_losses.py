@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.losses import (
+from pipeline.detector.losses import (
     BinaryCrossEntropyLoss,
     CrossEntropyLoss,
     RACLLoss,

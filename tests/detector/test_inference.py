@@ -1,4 +1,4 @@
-"""Tests for pipeline.scoring: scores equal a direct forward pass, row order, rejects, embeddings, mode kept."""
+"""pipeline.detector.inference: scores equal a direct forward pass, row order, rejects, embeddings, mode kept."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.clipdata import crop_or_tile, load_wave
+from pipeline.detector.batches import crop_or_tile, load_wave
+from pipeline.detector.inference import embed_batch, load_waves, score_clips, score_waves
 from pipeline.models import bonafide_score, build_model
-from pipeline.scoring import embed_batch, load_waves, score_clips, score_waves
 from tests.conftest import tiny_clip_table
 
 SR = 16000

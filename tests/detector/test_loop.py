@@ -1,4 +1,4 @@
-"""Tests for pipeline.training: the optimiser step, best-state tracking, early stopping, phases, dvclive."""
+"""Tests for pipeline.detector.loop: the optimiser step, best-state tracking, early stopping, phases, dvclive."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.training import EpochResult, Phase, RunState, checkpointer, fit, live_log, optimizer_step
+from pipeline.detector.loop import EpochResult, Phase, RunState, fit, live_log, optimizer_step
+from pipeline.models import checkpointer
 
 
 class FakeLive:

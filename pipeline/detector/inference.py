@@ -1,6 +1,6 @@
 """Batch inference with a detector: clip-table rows or waves in, bona fide scores (and embeddings) out.
 
-Reads the audio that clip-table rows point to (through pipeline.clipdata); writes nothing. The one
+Reads the audio that clip-table rows point to (through pipeline.detector.batches); writes nothing. The one
 scoring path of pretrain and train (dev EER), evaluate and the `score` command, and the layer
 vectors of embed. Every clip is its first `seconds` (tiled when shorter), the model runs in eval
 mode without gradients, and the model's train/eval mode is restored afterwards.
@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.chain import Chain
-from pipeline.clipdata import iter_batches
+from pipeline.detector.batches import iter_batches
 from pipeline.models import bonafide_score
-from pipeline.torch_env import inference_precision
+from pipeline.runtime.devices import inference_precision
 
 __all__ = ["Scores", "embed_batch", "load_waves", "score_clips", "score_waves"]
 
@@ -93,8 +93,8 @@ def score_clips(model: torch.nn.Module, clips: pd.DataFrame, batch_size: int, sa
                 chain: Chain | None = None, precision: str = "fp32") -> Scores:
     """Score clip-table rows in row order (first `seconds`, tiled); unreadable clips become rejects.
 
-    `chain`: the preprocessing chain for rows whose `prepared` column is False (pipeline.clipdata.load_batch).
-    `precision`: fp32 | bf16 | fp16 (autocast, pipeline.torch_env.inference_precision).
+    `chain`: the preprocessing chain for rows whose `prepared` column is False (pipeline.detector.batches.load_batch).
+    `precision`: fp32 | bf16 | fp16 (autocast, pipeline.runtime.devices.inference_precision).
     """
     acc = _Accumulator(model, device, embeddings, precision)
     ids, labels, rejects = [], [], []

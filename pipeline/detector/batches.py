@@ -1,8 +1,8 @@
 """Clip audio for torch: pool selection, fixed-length crops, a training Dataset, balanced sampling, batch streams.
 
 Reads the audio files that clip-table rows point to (paths relative to the repo root) with
-pipeline.audio; writes nothing; runs no model (inference is pipeline.scoring). Used by pretrain,
-embed, train and, through pipeline.scoring, evaluate and score.
+pipeline.audio; writes nothing; runs no model (inference is pipeline.detector.inference). Used by pretrain,
+embed, train and, through pipeline.detector.inference, evaluate and score.
 
 - `select_pool(clips, pool)`: the rows of a teacher's pool (split train/dev/test, never eval:*).
 - `crop_or_tile(wave, n, rng)`: a random crop of n samples when `rng` is given (training), else the
@@ -129,7 +129,7 @@ AUGMENT_STREAM = 0x61756721
 class ClipDataset(Dataset):
     """(wave float32 [n_samples], label index) per clip-table row; random crops when `train`.
 
-    `augment` (e.g. a pipeline.augment.Augmenter; training only, both classes alike) maps a crop and
+    `augment` (e.g. a pipeline.detector.augment.Augmenter; training only, both classes alike) maps a crop and
     a generator to the augmented crop; the label is never changed.
     """
 

@@ -9,7 +9,7 @@ import yaml
 
 from pipeline import train
 from pipeline.__main__ import main
-from pipeline.augment import (
+from pipeline.detector.augment import (
     RAWBOOST_DEFAULTS,
     Augmenter,
     AugmentParams,
@@ -17,7 +17,7 @@ from pipeline.augment import (
     random_multiband_fir,
     rawboost,
 )
-from pipeline.clipdata import ClipDataset, crop_or_tile, load_wave
+from pipeline.detector.batches import ClipDataset, crop_or_tile, load_wave
 from tests.conftest import tiny_clip_table
 
 SR = 16000

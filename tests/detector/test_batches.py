@@ -1,4 +1,4 @@
-"""Tests for pipeline.clipdata: pool selection, crops, the dataset, balanced sampling and batch streams."""
+"""Tests for pipeline.detector.batches: pool selection, crops, the dataset, balanced sampling and batch streams."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline.audio import AudioError
-from pipeline.clipdata import (
+from pipeline.detector.batches import (
     ClipDataset,
     balanced_sampler,
     check_pool,
