@@ -3,7 +3,7 @@
 - `common`: the build record (metadata rows, SOURCES entries), FetchError and small file helpers;
 - `apt`: `apt-get download` + `dpkg-deb -x` as an ordinary user, and licences from copyright files;
 - `debian`: which clips of the Debian speech packages (asterisk prompts, klettres, codec2) are kept;
-- `packs`: the asterisk-prompt-* voice packs and ktuberling-data (demo v2);
+- `packs`: the asterisk-prompt-* voice packs and ktuberling-data;
 - `tts`: the offline TTS attack engines (piper, espeak-ng), training vs unseen attack systems and the
   attack loop over bona fide transcripts (a TTS clip takes its source clip's speaker);
 - `festival`: Festival voices run from unpacked Debian packages (training attacks);

@@ -1,4 +1,4 @@
-"""More Debian speech for demo v2: the asterisk-prompt-* voice packs and ktuberling-data.
+"""More Debian speech for the demo corpus: the asterisk-prompt-* voice packs and ktuberling-data.
 
 - `asterisk-prompt-<lang>-<who>[-wav]` (asterisk-prompt-es-co, -fr-armelle, -it-menardi-wav): one voice
   per pack (8 kHz .gsm prompts, decoded to 16-bit wav, or .wav), speaker `asterisk_<lang>_<who>`. The

@@ -35,11 +35,6 @@ Synth = Callable[[str, str], tuple[np.ndarray, int]]
 BatchSynth = Callable[[list[str], str], list[tuple[np.ndarray, int] | None]]
 
 
-def voice_language(voice: str) -> str:
-    """espeak voice name -> transcript language (`en-gb+f3` -> `en`)."""
-    return voice.split("+")[0].split("-")[0].lower()
-
-
 def system_id(engine: str, voice: str) -> str:
     """`espeak`, `en-us+f3` -> `espeak_en-us_f3`; `espeak`, `+m3` -> `espeak_m3`; `espeak`, `` -> `espeak_default`."""
     name = re.sub(r"[^A-Za-z0-9-]+", "_", voice).strip("_") or "default"
