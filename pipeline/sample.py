@@ -19,7 +19,9 @@ every sampler, so the manifests compare directly; `cluster` is the fake class's 
 bona fide). `sample.seed` (null = the global seed) seeds k-means, random and k-center.
 
 Large pools: when a pool has more train rows than `sample.stream_above_rows`, every pool is sampled
-without copying its matrix (pipeline/sampling/stream_pool.py): the same nc, random, farthest and full
+without copying its matrix and without a pandas clip table (pipeline/sampling/stream_stage.py): the clip
+tables are checked batch by batch into a memory-mapped Arrow copy (a temporary `.sample-*` folder beside
+--out), the manifests are written from it 64K rows at a time; the same nc, random, farthest and full
 manifests, no kcenter (a ConfigError when it is `sample.method`), NC1 on a bounded row sample.
 """
 
@@ -27,12 +29,15 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.io import atomic_path, write_json_atomic
 from pipeline.logs import progress, stage_timer
@@ -49,6 +54,8 @@ from pipeline.params import (
     start_stage,
     teacher_names,
 )
+from pipeline.sampling.budget import merge_picks, pool_seed
+from pipeline.sampling.diagnostics import stage_header
 from pipeline.schema import CLIP_COLUMNS, LABELS, SchemaError, read_clip_tables, write_clips
 
 log = logging.getLogger("pipeline.sample")
@@ -103,10 +110,11 @@ class SampleParams(Section):
 
 @dataclass
 class Pool:
-    """One teacher's embedded pool: clip ids in row order and the embedding matrix (may be a memory map)."""
+    """One teacher's embedded pool: clip ids in row order (Arrow strings) and the embedding matrix (may be a
+    memory map)."""
 
     teacher: str
-    ids: np.ndarray
+    ids: pa.ChunkedArray
     embeddings: np.ndarray              # or a ShardedEmbeddings (emb-*.npy): rows are read as `embeddings[rows]`
 
 
@@ -121,10 +129,10 @@ def load_pool(teacher: str, directory: Path) -> Pool:
         raise FileNotFoundError(f"{exc}: run `python -m pipeline embed {teacher}` first") from exc
     if not ids_path.exists():
         raise FileNotFoundError(f"{ids_path} does not exist: run `python -m pipeline embed {teacher}` first")
-    ids_df = pd.read_parquet(ids_path)
-    if "clip_id" not in ids_df.columns:
-        raise SchemaError(f"{ids_path}: no clip_id column (columns: {list(ids_df.columns)})")
-    ids = ids_df["clip_id"].astype(str).to_numpy()
+    columns = pq.read_schema(ids_path).names
+    if "clip_id" not in columns:
+        raise SchemaError(f"{ids_path}: no clip_id column (columns: {columns})")
+    ids = pq.read_table(ids_path, columns=["clip_id"]).column("clip_id").cast(pa.string())   # ~20 bytes an id
     if emb.ndim != 2 or len(ids) != emb.shape[0]:
         raise ValueError(f"teacher {teacher}: {emb_path} has shape {emb.shape} but {ids_path} has {len(ids)} ids: "
                          f"misaligned embeddings; re-run the embed stage")
@@ -133,14 +141,15 @@ def load_pool(teacher: str, directory: Path) -> Pool:
 
 def _pool_positions(pool: Pool, clips: pd.DataFrame) -> np.ndarray:
     """The rows of `clips` holding a pool's clips, in embedding row order (clear error for unknown or duplicate ids)."""
-    dup = pd.Series(pool.ids).duplicated()
+    ids = np.asarray(pool.ids.to_pylist(), dtype=object)
+    dup = pd.Series(ids).duplicated()
     if dup.any():
-        raise ValueError(f"teacher {pool.teacher}: ids.parquet repeats clip_id {pool.ids[dup.to_numpy()][0]!r}")
-    pos = pd.Index(clips["clip_id"]).get_indexer(pool.ids)      # clip ids are unique (validate_clips)
+        raise ValueError(f"teacher {pool.teacher}: ids.parquet repeats clip_id {ids[dup.to_numpy()][0]!r}")
+    pos = pd.Index(clips["clip_id"]).get_indexer(ids)      # clip ids are unique (validate_clips)
     missing = pos < 0
     if missing.any():
         raise ValueError(f"teacher {pool.teacher}: {int(missing.sum())} embedded ids are not in the clip tables "
-                         f"(first: {pool.ids[missing][0]!r}); embeddings and clip tables are out of date")
+                         f"(first: {ids[missing][0]!r}); embeddings and clip tables are out of date")
     return pos
 
 
@@ -153,18 +162,6 @@ def _manifest_rows(rows: pd.DataFrame, teacher: str | np.ndarray, sampler: str, 
                               dtype="Int32")
     out["sampler"] = sampler
     return out
-
-
-def merge_picks(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate the pools' picks; a clip picked by several pools keeps the row with the smallest distance
-    (ties and missing distances: the earlier pool)."""
-    if not frames:
-        raise ValueError("no pools to merge")
-    df = pd.concat(frames, ignore_index=True)
-    df["_order"] = np.arange(len(df))
-    best = df.sort_values(["distance", "_order"], kind="mergesort", na_position="last")
-    best = best.drop_duplicates("clip_id", keep="first")
-    return best.sort_values("_order", kind="mergesort").drop(columns="_order").reset_index(drop=True)
 
 
 def _finite(x: float) -> float | None:
@@ -186,17 +183,6 @@ def _select(method: str, emb: np.ndarray, labels: np.ndarray, p: SampleParams, s
     return SAMPLERS[method](emb, labels, p.ratio, **kwargs)
 
 
-def _pool_seed(seed: int, i: int) -> int:
-    # one seed per pool: with the params seed alone, random/kcenter would pick the same n-th bona fide
-    # clips in every pool (pools share their bona fide rows), and the merge would shrink to one pool's picks
-    return int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
-
-
-def _header(p: SampleParams, seed: int) -> dict[str, Any]:
-    return {"seed": seed, "method": p.method, "ratio": p.ratio, "class_ratio": p.class_ratio,
-            "n_clusters": p.n_clusters, "normalize": p.normalize, "index": p.index, "pools": {}}
-
-
 def _finish(manifests: dict[str, pd.DataFrame], fill: dict, diag: dict[str, Any], dev_frames: list[pd.DataFrame],
             budgets: dict[str, int], merged_sizes: dict[str, int], pools: list[Pool], pool_sizes: list, quotas: list,
             p: SampleParams) -> tuple[dict[str, pd.DataFrame], dict]:
@@ -216,19 +202,16 @@ def _finish(manifests: dict[str, pd.DataFrame], fill: dict, diag: dict[str, Any]
 
 def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> tuple[dict[str, pd.DataFrame], dict]:
     """Sample every pool with every method at equal per-class budgets (pipeline/sampling/budget.py);
-    return ({method or 'dev': manifest}, diagnostics). Past `stream_above_rows` train rows in a pool: streamed."""
+    return ({method or 'dev': manifest}, diagnostics). In memory: `main` takes pipeline/sampling/stream_stage.py
+    instead when a pool has more than `stream_above_rows` train rows."""
     from pipeline.sampling import budget as bd
     from pipeline.sampling import counts, mean_distances, nc1, nc_rank
 
     positions = [_pool_positions(pool, clips) for pool in pools]
-    is_train = (clips["split"] == "train").to_numpy()
-    n_train = [int(is_train[pos].sum()) for pos in positions]
-    if p.stream_above_rows is not None and max(n_train, default=0) > p.stream_above_rows:
-        return _run_streamed(pools, clips, p, seed, positions)
     picks: dict[str, list[pd.DataFrame]] = {m: [] for m in METHODS}
     candidates: dict[str, list[pd.DataFrame]] = {m: [] for m in METHODS if m != "full"}
     dev_frames = []
-    diag = _header(p, seed)
+    diag = stage_header(p, seed)
     pool_rows = [clips.take(pos).reset_index(drop=True) for pos in positions]
     train_parts = [rows[(rows["split"] == "train").to_numpy()] for rows in pool_rows]
     merged = pd.concat([t[["clip_id", "label"]] for t in train_parts]).drop_duplicates("clip_id")
@@ -236,7 +219,7 @@ def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> t
     pool_sizes = [{c: int((t["label"] == c).sum()) for c in LABELS} for t in train_parts]
     quotas = bd.split_budget(budgets, pool_sizes)
     for i, pool in enumerate(progress(pools, desc="sample pools", total=len(pools), unit="pool")):
-        pool_seed = _pool_seed(seed, i)
+        pseed = pool_seed(seed, i)
         rows = pool_rows[i]
         train_mask = (rows["split"] == "train").to_numpy()
         train_rows = rows[train_mask].reset_index(drop=True)
@@ -246,7 +229,7 @@ def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> t
         emb = pool.embeddings[np.flatnonzero(train_mask)]
         labels = train_rows["label"].astype(str).to_numpy()
         try:
-            ranking = nc_rank(emb, labels, n_clusters=p.n_clusters, seed=pool_seed, normalize=p.normalize,
+            ranking = nc_rank(emb, labels, n_clusters=p.n_clusters, seed=pseed, normalize=p.normalize,
                               max_points_per_centroid=p.max_points_per_centroid, kmeans_iters=p.kmeans_iters)
         except ValueError as exc:
             raise ValueError(f"teacher {pool.teacher}: {exc}") from exc
@@ -259,9 +242,9 @@ def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> t
         pq = replace(p, class_ratio=bd.quota_ratios(quotas[i], pool_sizes[i]))
         everything = _manifest_rows(train_rows, pool.teacher, "", ranking.distance, ranking.cluster)
         for method in METHODS:
-            idx = _select(method, emb, labels, pq, pool_seed, ranking)
+            idx = _select(method, emb, labels, pq, pseed, ranking)
             key = np.zeros(len(labels)) if method == "full" else bd.order_key(method, ranking.distance, labels,
-                                                                               pool_seed)
+                                                                               pseed)
             if method != "full":   # a class whose quota in this pool is 0 (a budget below the number of pools)
                 idx = idx[np.array([quotas[i][lab] > 0 for lab in labels[idx]], dtype=bool)]
                 candidates[method].append(everything.assign(sampler=method, **{bd.KEY: key, bd.POOL: i}))
@@ -282,67 +265,6 @@ def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> t
         else:
             manifests[m], fill[m] = bd.fill_to_budget(union, pd.concat(candidates[m], ignore_index=True), budgets)
     merged_sizes = {c: int((merged["label"] == c).sum()) for c in LABELS}
-    return _finish(manifests, fill, diag, dev_frames, budgets, merged_sizes, pools, pool_sizes, quotas, p)
-
-
-def _run_streamed(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int,
-                  positions: list[np.ndarray]) -> tuple[dict[str, pd.DataFrame], dict]:
-    """`run` without any pool's matrix in memory (pipeline/sampling/stream_pool.py): nc, random, farthest and
-    full give the manifests of the in-memory path; kcenter is skipped; NC1 comes from a bounded row sample."""
-    from pipeline.sampling import budget as bd
-    from pipeline.sampling import counts
-    from pipeline.sampling import stream_pool as sp
-
-    if p.method in sp.SKIPPED:
-        raise ConfigError(f"params sample.method: {p.method} cannot run on a pool above sample.stream_above_rows "
-                          f"({p.stream_above_rows} train rows): {sp.SKIPPED[p.method]}; use one of {list(sp.METHODS)}")
-    log.info("a pool has more than sample.stream_above_rows=%d train rows: streamed sampling over the memory-mapped "
-             "embeddings; skipped: %s", p.stream_above_rows, ", ".join(f"{m} ({why})" for m, why in sp.SKIPPED.items()))
-    if p.index != "flat":
-        log.warning("streamed nc is the exact (flat) scan: sample.index=%s is not used", p.index)
-    split = clips["split"].to_numpy()
-    codes = sp.label_codes(clips)
-    train_pos = [pos[split[pos] == "train"] for pos in positions]
-    merged = np.unique(np.concatenate(train_pos))
-    budgets = bd.class_budgets(pd.Series(pd.Categorical.from_codes(codes[merged], LABELS)), LABELS, p.ratio,
-                               p.class_ratio)
-    pool_sizes = [{c: int((codes[tp] == k).sum()) for k, c in enumerate(LABELS)} for tp in train_pos]
-    quotas = bd.split_budget(budgets, pool_sizes)
-    picks: dict[str, list[pd.DataFrame]] = {m: [] for m in sp.METHODS}
-    candidates: dict[str, list[pd.DataFrame]] = {m: [] for m in sp.METHODS if m != "full"}
-    diag, dev_frames = _header(p, seed), []
-    diag["stream"] = {"above_rows": p.stream_above_rows, "index": "flat", "skipped": dict(sp.SKIPPED),
-                      "diagnostics_rows_limit": p.stream_diagnostics_rows}
-    for i, pool in enumerate(progress(pools, desc="sample pools (streamed)", total=len(pools), unit="pool")):
-        pos = positions[i]
-        train = np.flatnonzero(split[pos] == "train")
-        dev_frames.append(_manifest_rows(clips.take(pos[split[pos] == "dev"]), pool.teacher, "dev", None, None))
-        if not len(train):
-            raise ValueError(f"teacher {pool.teacher}: no train-split rows in its pool")
-        try:
-            res = sp.sample_pool(pool.embeddings, train, pos[train], codes[pos[train]], clips, p, teacher=pool.teacher,
-                                 pool=i, seed=_pool_seed(seed, i), quota=quotas[i], budgets=budgets)
-        except ValueError as exc:
-            raise ValueError(f"teacher {pool.teacher}: {exc}") from exc
-        for m in sp.METHODS:
-            picks[m].append(res.picks[m])
-            if m in candidates:
-                candidates[m].append(res.candidates[m])
-        after = {m: counts(clips.take(res.picks[m][sp.POS].to_numpy())) for m in sp.METHODS}
-        diag["pools"][pool.teacher] = {"n_rows": int(len(pos)), "n_train": int(len(train)), **res.diag, "after": after}
-        log.info("pool %s: %d train rows (streamed) -> nc %d (%s)", pool.teacher, len(train), after["nc"]["n"],
-                 after["nc"]["label"])
-    manifests, fill = {}, {}
-    for m in sp.METHODS:          # pop: each method's slim frames go once its manifest is built
-        union = merge_picks(picks.pop(m))
-        if m == "full":
-            slim = union.drop(columns=[bd.KEY, bd.POOL])
-        else:
-            slim, fill[m] = bd.fill_to_budget(union, pd.concat(candidates.pop(m), ignore_index=True), budgets)
-        manifests[m] = _manifest_rows(clips.take(slim[sp.POS].to_numpy()).reset_index(drop=True),
-                                      slim["teacher"].to_numpy(), m, slim["distance"].to_numpy(),
-                                      slim["cluster"].to_numpy())
-    merged_sizes = {c: int((codes[merged] == k).sum()) for k, c in enumerate(LABELS)}
     return _finish(manifests, fill, diag, dev_frames, budgets, merged_sizes, pools, pool_sizes, quotas, p)
 
 
@@ -373,15 +295,31 @@ def main(argv: list[str] | None = None) -> int:
 
     faiss.omp_set_num_threads(common.runtime.threads or 2)  # 0 would let faiss take every core
     with stage_timer(log, "sample") as stats:
-        clips = read_clip_tables(args.clips, stage="sample")
         pools = [load_pool(t, args.embeddings / t) for t in teachers]
-        manifests, diag = run(pools, clips, p, seed)
-        write_outputs(manifests, diag, p.method, args.out, args.diagnostics)
+        sizes = sample_to(args, pools, p, seed)
         stats.add("clips", sum(len(pl.ids) for pl in pools))
         stats.add("pools", len(pools))
-        for m in METHODS:
-            if m in manifests:       # kcenter is skipped on streamed pools
-                stats.add(m, len(manifests[m]))
-        stats.add("dev", len(manifests["dev"]))
-    log.info("train.parquet = %s.parquet (%d clips)", p.method, len(manifests[p.method]))
+        for name, n in sizes.items():       # kcenter is skipped on streamed pools
+            stats.add(name, n)
+    log.info("train.parquet = %s.parquet (%d clips)", p.method, sizes[p.method])
     return 0
+
+
+def sample_to(args: Any, pools: list[Pool], p: SampleParams, seed: int) -> dict[str, int]:
+    """Sample the pools into args.out and args.diagnostics, streamed (stream_stage.py, the clip tables in a
+    memory-mapped Arrow copy under a temporary folder beside args.out) when a pool has more than
+    `stream_above_rows` train rows, else in memory; returns the rows of every manifest written."""
+    from pipeline.sampling import stream_stage
+    from pipeline.sampling.clipstore import ClipStore
+
+    with tempfile.TemporaryDirectory(prefix=".sample-", dir=args.out.resolve().parent) as work:
+        store = ClipStore.open(args.clips, Path(work))
+        positions = [stream_stage.pool_positions(store, pl.teacher, pl.ids) for pl in pools]
+        if stream_stage.needed(store, positions, p.stream_above_rows):
+            diag = stream_stage.run(pools, store, positions, p, seed, args.out)
+            write_json_atomic(diag, args.diagnostics)
+            return {**{m: diag["merged"][m]["n"] for m in diag["merged"]}, "dev": diag["dev"]["n"]}
+    clips = read_clip_tables(args.clips, stage="sample")
+    manifests, diag = run(pools, clips, p, seed)
+    write_outputs(manifests, diag, p.method, args.out, args.diagnostics)
+    return {m: len(df) for m, df in manifests.items()}

@@ -118,3 +118,22 @@ def budget_diagnostics(budgets: Mapping[str, int], merged_sizes: Mapping[str, in
         "train_clips": dict(merged_sizes),
         "pools": {t: {"train_clips": dict(s), "quota": dict(q)} for t, s, q in zip(teachers, pool_sizes, quotas)},
     }
+
+
+def merge_picks(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate the pools' picks; a clip picked by several pools keeps the row with the smallest distance
+    (ties and missing distances: the earlier pool)."""
+    if not frames:
+        raise ValueError("no pools to merge")
+    df = pd.concat(frames, ignore_index=True)
+    df["_order"] = np.arange(len(df))
+    best = df.sort_values(["distance", "_order"], kind="mergesort", na_position="last")
+    best = best.drop_duplicates("clip_id", keep="first")
+    return best.sort_values("_order", kind="mergesort").drop(columns="_order").reset_index(drop=True)
+
+
+def pool_seed(seed: int, i: int) -> int:
+    """The seed of pool i (k-means, random and k-center draws) from the stage seed."""
+    # one seed per pool: with the params seed alone, random/kcenter would pick the same n-th bona fide
+    # clips in every pool (pools share their bona fide rows), and the merge would shrink to one pool's picks
+    return int(np.random.SeedSequence([seed, i]).generate_state(1)[0])

@@ -60,3 +60,9 @@ def counts(df: pd.DataFrame, columns: Sequence[str] = COUNT_COLUMNS) -> dict[str
         vc = df[col].astype(str).value_counts()
         out[col] = {str(k): int(vc[k]) for k in sorted(vc.index)}
     return out
+
+
+def stage_header(p: Any, seed: int) -> dict[str, Any]:
+    """The head of reports/sampling.json: the sampling params of the run (`p`: the stage's SampleParams)."""
+    return {"seed": seed, "method": p.method, "ratio": p.ratio, "class_ratio": p.class_ratio,
+            "n_clusters": p.n_clusters, "normalize": p.normalize, "index": p.index, "pools": {}}
