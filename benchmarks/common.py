@@ -6,6 +6,7 @@ import fcntl
 import json
 import platform
 import resource
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,3 +48,42 @@ def merge_bench(key: str, rows: list[dict[str, Any]], path: Path = BENCH_JSON, *
         data[key] = {**meta, "rows": rows, "machine": platform.machine(),
                      "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
         write_json_atomic(data, path)
+
+
+def status_kb(pid: int | str, key: str) -> int:
+    """A field of /proc/<pid>/status in KiB (RssAnon, RssFile, ...); 0 when the process or the field is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class ProcPeak:
+    """Peaks of RssAnon and RssFile (bytes) of a process (default: this one), sampled from /proc in a thread."""
+
+    def __init__(self, pid: int | str = "self", every_s: float = 0.2) -> None:
+        self.pid, self.every_s = pid, every_s
+        self.anon = self.file = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        self.anon = max(self.anon, status_kb(self.pid, "RssAnon") * 1024)
+        self.file = max(self.file, status_kb(self.pid, "RssFile") * 1024)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> ProcPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()

@@ -1,0 +1,45 @@
+"""A shard of a per-clip stage's table: its resume file and the worker that runs its batches (both engines).
+
+Writes the resume file `shard-<k>-<key>.pkl` of a finished shard into `partial_dir` (atomically); reads nothing.
+pipeline/runtime/engine.py (the local loop) and pipeline/runtime/ray_pool.py (the Ray actors) share it.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.io import atomic_path
+
+BatchFn = Callable[[pd.DataFrame], Any]
+
+
+def shard_file(partial_dir: Path, k: int, key: str) -> Path:
+    """The resume file of shard k (key: engine.shard_key of its clip ids)."""
+    return Path(partial_dir) / f"shard-{k:06d}-{key}.pkl"
+
+
+class ShardWorker:
+    """Runs the batch function over the batches of a shard: the local loop's state, and a Ray actor's (the model
+    lives here)."""
+
+    def __init__(self, fn: BatchFn | None, actor_factory: Callable[[], BatchFn] | None, batch_size: int,
+                 partial_dir: str | None) -> None:
+        if (fn is None) == (actor_factory is None):
+            raise ValueError("engine: give exactly one of a batch function and an actor_factory")
+        self.fn = actor_factory() if actor_factory is not None else fn
+        self.batch_size = int(batch_size)
+        self.partial_dir = partial_dir
+
+    def run_shard(self, rows: pd.DataFrame, k: int, key: str) -> list[Any]:
+        """The per-batch results of one shard (written to the resume file first when there is one)."""
+        results = [self.fn(rows.iloc[s:s + self.batch_size].reset_index(drop=True))
+                   for s in range(0, len(rows), self.batch_size)]
+        if self.partial_dir is not None:
+            with atomic_path(shard_file(Path(self.partial_dir), k, key)) as tmp:
+                tmp.write_bytes(pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL))
+        return results
