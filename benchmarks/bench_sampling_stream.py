@@ -92,13 +92,15 @@ def memory_child(directory: str, threads: int, ratio: float, n_clusters: int, ch
     n = min(len(store), MILLION)
     emb = np.ascontiguousarray(store[np.arange(n)])
     labels = np.load(Path(directory) / "labels.npy")[:n]
-    runs = []
+    runs, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         nc_select(emb, labels, ratio, n_clusters=n_clusters, seed=0, chunk_rows=chunk_rows)
         runs.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     return {"in_memory_rows": n, "in_memory_runs_s": runs, "in_memory_s": float(np.median(runs)),
-            "in_memory_1m_s": float(np.median(runs)) * MILLION / n, "import_s": imports}
+            "in_memory_1m_s": float(np.median(runs)) * MILLION / n, "in_memory_1m_cpu_s": float(np.median(cpu))
+            * MILLION / n, "import_s": imports}
 
 
 def child(directory: str, threads: int, ratio: float, n_clusters: int, chunk_rows: int, check: bool) -> dict:
@@ -111,11 +113,11 @@ def child(directory: str, threads: int, ratio: float, n_clusters: int, chunk_row
     labels = np.load(Path(directory) / "labels.npy")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     with ProcPeak() as peak:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         idx = stream_nc_select(store, labels, ratio, n_clusters=n_clusters, seed=0, chunk_rows=chunk_rows)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     out = {"rows": len(labels), "dim": int(store.shape[1]), "shards": len(getattr(store, "shards", [store])),
-           "seconds": seconds, "rows_per_s": len(labels) / seconds, "selected": int(len(idx)),
+           "seconds": seconds, "cpu_s": cpu, "rows_per_s": len(labels) / seconds, "selected": int(len(idx)),
            "rss_before_mb": rss_before / 2**20,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "peak_anon_mb": peak.anon / 2**20, "peak_file_mapped_mb": peak.file / 2**20}
@@ -146,6 +148,8 @@ def measure(args: argparse.Namespace) -> dict:
     res = last_json(base + common + ["--child", "stream"] + (["--check"] if args.check else []))
     linear = res["rows"] / MILLION * mem["in_memory_1m_s"]
     return {**res, "in_memory_1m_s": mem["in_memory_1m_s"], "linear_ratio": res["seconds"] / linear,
+            "in_memory_1m_cpu_s": mem["in_memory_1m_cpu_s"],
+            "linear_ratio_cpu": res["cpu_s"] / (res["rows"] / MILLION * mem["in_memory_1m_cpu_s"]),
             "in_memory_runs_s": mem["in_memory_runs_s"], "in_memory_rows": mem["in_memory_rows"],
             "import_s": mem["import_s"], **gen, "matrix_float16_mb": args.rows * args.dim * 2 / 2**20,
             "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0]}
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="compare with nc_select in memory (small --rows only)")
     ap.add_argument("--keep", action="store_true", help="keep the generated shards")
     ap.add_argument("--stage", action="store_true", help="time the sample stage through dvc repro")
-    ap.add_argument("--out", type=Path, default=ROOT / "reports" / "bench.json")
+    ap.add_argument("--out", type=Path, default=None, help="bench.json to merge into (default reports/bench.json)")
     ap.add_argument("--child", choices=("memory", "stream"), help=argparse.SUPPRESS)
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

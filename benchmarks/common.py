@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import platform
 import resource
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 from pipeline.io import write_json_atomic
 
 BENCH_JSON = Path("reports/bench.json")
+BENCH_ENV = "HARDSET_BENCH_JSON"     # another bench.json (the benchmark tests point it at a temp file)
 
 
 def peak_rss_mb() -> float:
@@ -26,7 +28,7 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
     if not rows:
         print(f"{title}: no rows")
         return
-    cols = list(rows[0])
+    cols = list(dict.fromkeys(c for r in rows for c in r))   # every column any row has, in first-seen order
     cells = [[f"{r.get(c, ''):.3g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     print(f"\n{title}")
@@ -36,11 +38,13 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
-def merge_bench(key: str, rows: list[dict[str, Any]], path: Path = BENCH_JSON, **meta: Any) -> None:
-    """Store `rows` (and `meta`) under `key` in reports/bench.json, keeping the other benchmarks' keys.
+def merge_bench(key: str, rows: list[dict[str, Any]], path: Path | None = None, **meta: Any) -> None:
+    """Store `rows` (and `meta`) under `key` in reports/bench.json (or `path`, or $HARDSET_BENCH_JSON), keeping
+    the other benchmarks' keys.
 
     A lock file serialises concurrent benchmarks' read-modify-write.
     """
+    path = Path(path or os.environ.get(BENCH_ENV) or BENCH_JSON)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / ".bench.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -43,6 +43,7 @@ TARGET_S = 2.0            # seconds of work per task once a batch's cost is know
 IN_FLIGHT = 2             # tasks queued per actor
 PROBE_ROWS = 256          # rows whose Arrow round trip must be exact for the Parquet route
 _POOL: dict[str, Any] = {}   # this process's warm actors: {key, actors}
+LAST_RUN: dict[str, Any] = {}  # what the last run_tasks did (tasks, actors, seconds building and computing)
 
 
 class EngineActor:
@@ -169,6 +170,9 @@ def run_tasks(fn: Any, factory: Any, table: pd.DataFrame, *, batch_size: int, cf
         bar = progress(None, desc=f"{desc} (ray, {len(pool)} actors)", unit="batch",
                        total=n_batches if fixed is None else sum(t.stop - t.first for t in fixed))
         flight: dict[Any, Task] = {}
+        LAST_RUN.clear()
+        LAST_RUN.update(actors=len(pool), tasks=0, batches=0, build_s=0.0, compute_s=0.0,
+                        rows="parquet" if source else "pickled")
         while True:
             for actor in pool:
                 while sum(t.actor is actor for t in flight.values()) < IN_FLIGHT:
@@ -185,11 +189,14 @@ def run_tasks(fn: Any, factory: Any, table: pd.DataFrame, *, batch_size: int, cf
             done, _ = ray.wait(list(flight), num_returns=1)
             task = flight.pop(done[0])
             try:
-                results, seconds, _build = ray.get(done[0])
+                results, seconds, build = ray.get(done[0])
             except Exception:
                 forget_pools()
                 raise
             sizer.observe(task.stop - task.first, seconds)
+            for name, value in (("tasks", 1), ("batches", task.stop - task.first), ("build_s", build),
+                                ("compute_s", seconds)):
+                LAST_RUN[name] += value
             bar.update(task.stop - task.first)
             if partial is not None:        # written by the actor: read back here rather than sent twice
                 results = pickle.loads(shard_file(Path(partial), task.k, task.key).read_bytes())
