@@ -5,8 +5,10 @@ results are identical, bit for bit, whatever the storage. A caller's block (`chu
 worked on in sub-blocks of SUB_ROWS rows at fixed offsets, small enough to stay in the CPU cache:
 
 - float16 -> float32 through torch's vectorised copy (F16C): exact, since every half is a float, and about
-  20x faster than numpy's scalar cast (measured: 17 vs 420 ms per 1M x 256 rows); float32/float64 input is
-  copied (float64 rounded) by numpy;
+  20x faster than numpy's scalar cast (measured: 17 vs 420 ms per 1M x 256 rows); torch is imported for it
+  only when it is loaded already or the scan holds at least TORCH_WORTH_VALUES values (the demo's and the
+  report's small matrices take numpy's cast, with the same values); float32/float64 input is copied (float64
+  rounded) by numpy;
 - squared norm sq_i of every row (numpy einsum) and its scale inv_i = 1/sqrt(sq_i) (0 for a zero row; 1
   without normalisation): the normalised rows x_i * inv_i are never written out;
 - `scan_sums` (pass 1): per-class sums of x_i * inv_i (one GEMV per class and sub-block), added in float64
@@ -25,6 +27,8 @@ count. Multi-threaded BLAS and OpenMP on these small GEMMs spin badly on a loade
 from __future__ import annotations
 
 import functools
+import itertools
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +41,7 @@ import numpy as np
 
 SUB_ROWS = 2048
 TORCH_MIN_VALUES = 1 << 14        # smaller float16 blocks: numpy's cast (no torch call overhead)
+TORCH_WORTH_VALUES = 1 << 23      # a scan or block this large is worth importing torch (~2 s) for its fast copy
 _local = threading.local()
 
 
@@ -61,10 +66,19 @@ def check_finite(finite_rows: np.ndarray, start: int) -> None:
         raise ValueError(f"embeddings contain NaN or inf (first at row {row}); re-run the embed stage")
 
 
-def to_f32(block: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """`block` as a C-contiguous float32 copy, written into `out[:len(block)]` when given."""
+def use_torch(values: int) -> bool:
+    """Whether float16 copies of a block or scan of `values` values go through torch: when it is imported
+    already, or when the work is large enough to pay for importing it (the report's and the demo's small
+    matrices convert in a few ms with numpy and never import torch)."""
+    return "torch" in sys.modules or values >= TORCH_WORTH_VALUES
+
+
+def to_f32(block: np.ndarray, out: np.ndarray | None = None, fast: bool | None = None) -> np.ndarray:
+    """`block` as a C-contiguous float32 copy, written into `out[:len(block)]` when given; float16 through
+    torch when `fast` (None: use_torch(block.size))."""
     x = np.empty(block.shape, dtype=np.float32) if out is None else out[:len(block)]
-    if block.dtype == np.float16 and block.size >= TORCH_MIN_VALUES:
+    fast = use_torch(block.size) if fast is None else fast
+    if fast and block.dtype == np.float16 and block.size >= TORCH_MIN_VALUES:
         torch = _torch()
         torch.from_numpy(x).copy_(torch.from_numpy(np.ascontiguousarray(block)))
     else:
@@ -103,13 +117,14 @@ def _buffer(rows: int, dim: int) -> np.ndarray:
 
 
 @contextmanager
-def _workers(threads: int) -> Iterator[Callable]:
+def _workers(threads: int, fast: bool) -> Iterator[Callable]:
     """A map over sub-block tasks in order (a thread pool when threads > 1), with every BLAS on one thread."""
     from threadpoolctl import threadpool_limits
 
-    torch = _torch()
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)           # the copies run in our threads; torch's own pool would spin beside them
+    torch = _torch() if fast else None
+    torch_threads = torch.get_num_threads() if torch else 0
+    if torch:
+        torch.set_num_threads(1)       # the copies run in our threads; torch's own pool would spin beside them
     try:
         with threadpool_limits(limits=1, user_api="blas"):
             if threads <= 1:
@@ -118,7 +133,17 @@ def _workers(threads: int) -> Iterator[Callable]:
                 with ThreadPoolExecutor(max_workers=int(threads), thread_name_prefix="nc-scan") as pool:
                     yield pool.map
     finally:
-        torch.set_num_threads(torch_threads)
+        if torch:
+            torch.set_num_threads(torch_threads)
+
+
+def _peek(blocks: Iterable[tuple[int, np.ndarray]]) -> tuple[Iterator[tuple[int, np.ndarray]], int]:
+    """(the same blocks, the width of their rows); ValueError when there are none."""
+    it = iter(blocks)
+    first = next(it, None)
+    if first is None:
+        raise ValueError("no rows to scan")
+    return itertools.chain([first], it), int(first[1].shape[1])
 
 
 def _subs(start: int, block: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -131,13 +156,15 @@ def scan_sums(blocks: Iterable[tuple[int, np.ndarray]], codes: np.ndarray, n_cla
     code (-1: no class), every row's scale, and the normalised float32 rows at the ascending positions `gather`."""
     gather = np.empty(0, dtype=np.int64) if gather is None else np.asarray(gather, dtype=np.int64)
     n = len(codes)
+    blocks, dim = _peek(blocks)
+    fast = use_torch(n * dim)
     out = RowScan(np.zeros(0), np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32), np.zeros(0))
     sums, picked = None, []
 
     def task(item: tuple[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         start, raw = item
         stop = start + len(raw)
-        x = to_f32(raw, _buffer(len(raw), raw.shape[1]))
+        x = to_f32(raw, _buffer(len(raw), raw.shape[1]), fast)
         sq, inv = row_scale(x, normalize, start)
         out.inv[start:stop] = inv
         out.norm2[start:stop] = sq * inv * inv
@@ -148,13 +175,11 @@ def scan_sums(blocks: Iterable[tuple[int, np.ndarray]], codes: np.ndarray, n_cla
         local = gather[lo:hi] - start
         return part, x[local] * inv[local, None]
 
-    with _workers(threads) as run:
+    with _workers(threads, fast) as run:
         for start, block in blocks:
             for part, rows in run(task, _subs(start, block)):
                 sums = part.astype(np.float64) if sums is None else sums + part
                 picked.append(rows)
-    if sums is None:
-        raise ValueError("no rows to scan")
     out.sums = sums
     out.gathered = np.concatenate(picked)
     return out
@@ -179,13 +204,14 @@ def scan_distances(blocks: Iterable[tuple[int, np.ndarray]], codes: np.ndarray, 
     refs_t = np.ascontiguousarray(refs.T)
     ref_sq = np.einsum("ij,ij->i", refs, refs)
     n = len(codes)
+    fast = use_torch(n * refs.shape[1])
     own = np.empty(n, dtype=np.float32)
     cluster = np.full(n, -1, dtype=np.int32) if len(refs) > n_classes else None
 
     def task(item: tuple[int, np.ndarray]) -> None:
         start, raw = item
         stop = start + len(raw)
-        x = to_f32(raw, _buffer(len(raw), raw.shape[1]))
+        x = to_f32(raw, _buffer(len(raw), raw.shape[1]), fast)
         g = x @ refs_t
         g *= (-2.0 * scan.inv[start:stop])[:, None]
         g += ref_sq
@@ -196,7 +222,7 @@ def scan_distances(blocks: Iterable[tuple[int, np.ndarray]], codes: np.ndarray, 
             f = np.flatnonzero(code == cluster_code)
             cluster[start + f] = np.argmin(g[f, n_classes:], axis=1)
 
-    with _workers(threads) as run:
+    with _workers(threads, fast) as run:
         for start, block in blocks:
             for _ in run(task, _subs(start, block)):
                 pass
