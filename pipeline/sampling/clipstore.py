@@ -26,43 +26,48 @@ from pipeline.schema import CLIP_COLUMNS, LABELS, SchemaError, check_file_schema
 
 WRITE_ROWS = 65536
 CODE_COLUMNS = ("label", "split", "paradigm", "system", "speaker")
+# Parquet dictionary pages for the columns with few values only: on every other column the writer would try
+# and give up, at twice the cost of the whole write (measured)
+DICTIONARY_COLUMNS = ["corpus", "speaker", "label", "system", "paradigm", "split", "sample_rate", "teacher",
+                      "sampler"]
 
 
 class ClipStore:
     """The union of the clip tables as a memory-mapped Arrow table, with the code columns the stage keeps."""
 
-    def __init__(self, table: pa.Table) -> None:
+    def __init__(self, table: pa.Table, codes: dict[str, np.ndarray], values: dict[str, list[str]]) -> None:
         self.table = table
-        self.codes: dict[str, np.ndarray] = {}
-        self.values: dict[str, list[str]] = {}
-        for name in CODE_COLUMNS:
-            codes, values = dictionary_codes(table.column(name))
-            self.codes[name], self.values[name] = codes, values
+        self.codes, self.values = codes, values
+        self.offsets = np.cumsum([0] + [len(c) for c in table.column(0).chunks]).astype(np.int64)
+        self.batches = table.to_batches()
 
     @classmethod
     def open(cls, paths: Iterable[str | Path], workdir: Path, stage: str = "sample") -> ClipStore:
         """Check every clip table (file schema, then each record batch: schema.validate_arrow), copy their union
-        into workdir/clips.arrow and map it; clip ids must be unique over the union, as read_clip_tables asks."""
+        into workdir/clips.arrow and map it, coding the CODE_COLUMNS on the way; clip ids must be unique over the
+        union, as read_clip_tables asks."""
         schema = clip_schema()
         target = Path(workdir) / "clips.arrow"
-        offset = 0
+        coder = {name: Coder() for name in CODE_COLUMNS}
         with pa.OSFile(str(target), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             for path in paths:
                 path = Path(path)
                 if not path.exists():
                     raise FileNotFoundError(f"clip table {path} does not exist: run the stage that writes it first")
                 check_file_schema(path, schema)
-                start = offset
+                offset = 0
                 for batch in pq.ParquetFile(path).iter_batches(batch_size=WRITE_ROWS, columns=list(CLIP_COLUMNS)):
-                    checked = validate_arrow(pa.Table.from_batches([batch]), stage=f"{stage}: {path}",
-                                             offset=offset - start)
+                    checked = validate_arrow(pa.Table.from_batches([batch]), stage=f"{stage}: {path}", offset=offset,
+                                             unique_ids=False)
+                    for name, c in coder.items():
+                        c.add(checked.column(name))
                     writer.write_table(checked)
                     offset += len(checked)
         table = pa.ipc.open_file(pa.memory_map(str(target))).read_all()
         ids = table.column("clip_id")
         if pc.count_distinct(ids).as_py() != len(ids):
             validate_arrow(table, stage=f"{stage}: union of clip tables")     # names the duplicate
-        return cls(table)
+        return cls(table, {n: c.codes() for n, c in coder.items()}, {n: c.values for n, c in coder.items()})
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -97,21 +102,58 @@ class ClipStore:
                                                                           key=lambda k: self.values[name][k])}
         return out
 
+    def take(self, pos: np.ndarray) -> pa.Table:
+        """The rows at `pos`, in that order: each record batch takes its own rows (Table.take over a chunked
+        table is several times slower), then one take puts them in order."""
+        which = np.searchsorted(self.offsets, pos, side="right") - 1
+        order = np.argsort(which, kind="stable")
+        pos, which = pos[order], which[order]
+        bounds = np.searchsorted(which, np.arange(len(self.batches) + 1))
+        parts = [self.batches[k].take(pa.array(pos[a:b] - self.offsets[k]))
+                 for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])) if b > a]
+        table = pa.Table.from_batches(parts, schema=self.table.schema).combine_chunks()
+        if np.all(order[1:] > order[:-1]):
+            return table
+        back = np.empty(len(order), dtype=np.int64)
+        back[order] = np.arange(len(order))
+        return table.take(pa.array(back))
+
     def write_manifest(self, path: Path, pos: np.ndarray, columns: dict[str, Any], stage: str) -> int:
         """Write the rows at `pos` (in that order) with the manifest columns (teacher, distance, cluster, sampler:
         one value or one per row) as a clip table with the manifest group, WRITE_ROWS rows at a time."""
         if len(np.unique(pos)) != len(pos):
             raise SchemaError(f"clip table ({stage}): a manifest repeats a clip")
         schema = manifest_schema()
-        with atomic_path(path) as tmp, pq.ParquetWriter(str(tmp), schema) as writer:
+        with atomic_path(path) as tmp, pq.ParquetWriter(str(tmp), schema, use_dictionary=DICTIONARY_COLUMNS,
+                                                        write_statistics=False) as writer:
             for a in range(0, max(len(pos), 1), WRITE_ROWS):
                 part = pos[a:a + WRITE_ROWS]
-                chunk = self.table.take(pa.array(part, type=pa.int64()))
+                chunk = self.take(part)
                 for name, value in columns.items():
                     chunk = chunk.append_column(name, _column(value, a, len(part), schema.field(name).type))
-                writer.write_table(validate_arrow(chunk, stage=stage, groups=("manifest",), offset=a)
-                                   .replace_schema_metadata(schema.metadata))
+                checked = validate_arrow(chunk, stage=stage, groups=("manifest",), offset=a, unique_ids=False)
+                writer.write_table(checked.replace_schema_metadata(schema.metadata))
         return int(len(pos))
+
+
+class Coder:
+    """Dictionary codes of one string column, batch by batch: codes numbered in order of first appearance."""
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+        self.index: dict[str, int] = {}
+        self.parts: list[np.ndarray] = []
+
+    def add(self, column: pa.ChunkedArray) -> None:
+        encoded = pc.dictionary_encode(column).combine_chunks()
+        local = [self.index.setdefault(str(v), len(self.index)) for v in encoded.dictionary.to_pylist()]
+        self.values = list(self.index)
+        self.parts.append(np.asarray(local, dtype=np.int32)[encoded.indices.to_numpy(zero_copy_only=False)])
+
+    def codes(self) -> np.ndarray:
+        """int8 codes (int32 past 127 values) for every row added."""
+        codes = np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=np.int32)
+        return codes.astype(np.int8 if len(self.values) < 128 else np.int32)
 
 
 def _column(value: Any, start: int, n: int, typ: pa.DataType) -> pa.Array:
@@ -134,11 +176,3 @@ def manifest_schema() -> pa.Schema:
     frame = empty_clips(("manifest",))
     frame["cluster"] = frame["cluster"].astype("Int32")      # as sample._manifest_rows makes it
     return pa.Table.from_pandas(frame, schema=clip_schema(("manifest",)), preserve_index=False).schema
-
-
-def dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
-    """(int32 code per row, the values): a string column dictionary-encoded (int8 codes for up to 127 values)."""
-    encoded = pc.dictionary_encode(column).combine_chunks()
-    codes = encoded.indices.to_numpy(zero_copy_only=False)
-    values = [str(v) for v in encoded.dictionary.to_pylist()]
-    return codes.astype(np.int8 if len(values) < 128 else np.int32), values

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from pipeline.sampling import budget as bd
 from pipeline.sampling import stream_pool as sp
 from pipeline.sampling.clipstore import ClipStore
 from pipeline.sampling.diagnostics import stage_header
+from pipeline.sampling.nc import scan_threads
 from pipeline.schema import LABELS
 
 log = logging.getLogger("pipeline.sampling.stream_stage")
@@ -73,22 +75,28 @@ def run(pools: list[Any], store: ClipStore, positions: list[np.ndarray], p: Any,
     picks, candidates = _sample_pools(pools, store, positions, codes, p, seed, quotas, budgets, diag)
     out_dir.mkdir(parents=True, exist_ok=True)
     fill, merged_counts, sizes = {}, {}, {}
-    for m in sp.METHODS:          # pop: each method's slim frames go once its manifest is written
-        union = bd.merge_picks(picks.pop(m))
-        if m == "full":
-            slim = union.drop(columns=[bd.KEY, bd.POOL])
-        else:
-            slim, fill[m] = bd.fill_to_budget(union, pd.concat(candidates.pop(m), ignore_index=True), budgets)
-        pos = slim["clip_id"].to_numpy(np.int64)
-        sizes[m] = store.write_manifest(out_dir / f"{m}.parquet", pos, {
-            "teacher": slim["teacher"].to_numpy(), "distance": slim["distance"].to_numpy(np.float64),
-            "cluster": slim["cluster"].to_numpy(np.int64), "sampler": m}, stage=f"sample {m}")
-        merged_counts[m] = store.counts(pos)
-        log.info("%s.parquet: %d clips", m, sizes[m])
-    dev_pos, dev_teacher = _dev_rows(pools, positions, store.split_is("dev"))
-    sizes["dev"] = store.write_manifest(out_dir / "dev.parquet", dev_pos, {
-        "teacher": dev_teacher, "distance": np.full(len(dev_pos), np.nan), "cluster": np.full(len(dev_pos), -1),
-        "sampler": "dev"}, stage="sample dev")
+    # the manifests are written on scan_threads threads (Arrow's take and Parquet writer release the GIL) while
+    # this thread merges the next method; pop: each method's slim frames go once its manifest is handed over
+    with ThreadPoolExecutor(max_workers=scan_threads(None), thread_name_prefix="manifest") as writers:
+        jobs = {}
+        for m in sp.METHODS:
+            union = bd.merge_picks(picks.pop(m))
+            if m == "full":
+                slim = union.drop(columns=[bd.KEY, bd.POOL])
+            else:
+                slim, fill[m] = bd.fill_to_budget(union, pd.concat(candidates.pop(m), ignore_index=True), budgets)
+            pos = slim["clip_id"].to_numpy(np.int64)
+            jobs[m] = writers.submit(store.write_manifest, out_dir / f"{m}.parquet", pos, {
+                "teacher": slim["teacher"].to_numpy(), "distance": slim["distance"].to_numpy(np.float64),
+                "cluster": slim["cluster"].to_numpy(np.int64), "sampler": m}, stage=f"sample {m}")
+            merged_counts[m] = store.counts(pos)
+        dev_pos, dev_teacher = _dev_rows(pools, positions, store.split_is("dev"))
+        jobs["dev"] = writers.submit(store.write_manifest, out_dir / "dev.parquet", dev_pos, {
+            "teacher": dev_teacher, "distance": np.full(len(dev_pos), np.nan),
+            "cluster": np.full(len(dev_pos), -1), "sampler": "dev"}, stage="sample dev")
+        for name, job in jobs.items():
+            sizes[name] = job.result()
+            log.info("%s.parquet: %d clips", name, sizes[name])
     with atomic_path(out_dir / "train.parquet") as tmp:
         shutil.copyfile(out_dir / f"{p.method}.parquet", tmp)
     merged_sizes = {c: int((codes[merged] == k).sum()) for k, c in enumerate(LABELS)}
