@@ -6,9 +6,11 @@ bench_sampling_stream), its ids.parquet, a matching clip table written in Arrow 
 10% dev, unique ids, paths and hashes), params.yaml with the sample section (`stream_above_rows` below the pool)
 and a dvc.yaml with the sample stage as the project has it (the same cmd, deps, params and outs). The dependency
 hashes are recorded first (`dvc status`, untimed), as they are once embed has written its outputs. Then, each in
-a fresh process: the library call (`stream_nc` over the pool's train rows: the NC selection the stage runs) and
-`dvc repro sample` (the stage with DVC's hashing and caching of its outputs). Reported: both times and their
-ratio (goal: at most 2), the stage's own seconds from its log, the peak anonymous memory of the stage process
+a fresh process: the library calls, `stream_nc` over the pool's train rows (the NC selection the stage runs:
+library_s) and the whole stage's work in Python (sample.sample_to: reading the clip table, every sampler, the
+manifests: stage_library_s), and `dvc repro sample` (the stage with its CLI and DVC's hashing and caching of its
+outputs: repro_s). Reported: the times and the ratios of repro_s to each (the goal: at most 2), the stage's own
+seconds from its log, the peak anonymous memory of the stage process
 (RssAnon, sampled every 0.2 s) and that per clip (goal: at most 200 B held per clip), the manifest sizes.
 """
 
@@ -115,6 +117,29 @@ def library_child(directory: str, threads: int, ratio: float, n_clusters: int) -
     return {"library_s": time.perf_counter() - t0, "train_rows": int(len(train)), "nc_selected": int(len(res.indices))}
 
 
+def stage_child(directory: str, threads: int) -> dict:
+    """The sample stage's work as a library call in this process (sample.sample_to: what main runs, without the
+    CLI and DVC), into data/manifests_lib, timed after the imports."""
+    import types
+
+    from pipeline import sample
+    from pipeline.params import load_params
+
+    warm_imports(threads)
+    root = Path(directory)
+    params = load_params(root / "params.yaml")
+    p = sample.SampleParams.from_params(params["sample"])
+    args = types.SimpleNamespace(clips=[root / "data" / "clips.parquet"], out=root / "data" / "manifests_lib",
+                                 diagnostics=root / "reports" / "sampling_lib.json")
+    t0 = time.perf_counter()
+    pools = [sample.load_pool(TEACHER, root / "data" / "embeddings" / TEACHER)]
+    sizes = sample.sample_to(args, pools, p, 0)
+    seconds = time.perf_counter() - t0
+    shutil.rmtree(args.out)
+    args.diagnostics.unlink()
+    return {"stage_library_s": seconds, "stage_library_rows": sizes}
+
+
 def timed_repro(root: Path) -> dict:
     """`dvc repro sample` with the peak RssAnon of the stage process (the `pipeline sample` descendant)."""
     import psutil
@@ -159,6 +184,7 @@ def main(args: argparse.Namespace) -> int:
         hash_s = time.perf_counter() - t0
         lib = last_json([sys.executable, "-m", "benchmarks.stage_repro", str(root), str(args.threads),
                          str(args.ratio), str(args.n_clusters)])
+        lib.update(last_json([sys.executable, "-m", "benchmarks.stage_repro", str(root), str(args.threads)]))
         load = os.getloadavg()[0]
         rep = timed_repro(root)
         diag = json.loads((root / "reports" / "sampling.json").read_text())
@@ -167,7 +193,9 @@ def main(args: argparse.Namespace) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
+    lib.pop("stage_library_rows")
     row = {"rows": args.rows, "dim": args.dim, **lib, **rep, "repro_over_library": rep["repro_s"] / lib["library_s"],
+           "repro_over_stage_library": rep["repro_s"] / lib["stage_library_s"],
            "stage_anon_bytes_per_clip": rep["stage_peak_anon_mb"] * 2**20 / args.rows,
            "manifest_rows": {m: diag["merged"][m]["n"] for m in diag["merged"]}, "manifest_mb": sizes,
            "generate_s": gen_s, "clip_table_s": table_s, "dvc_hash_deps_s": hash_s, "loadavg_1min": load}
@@ -182,5 +210,8 @@ def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    d, threads, ratio, k = sys.argv[1:5]
-    print(json.dumps(library_child(d, int(threads), float(ratio), int(k))))
+    if len(sys.argv) == 3:
+        print(json.dumps(stage_child(sys.argv[1], int(sys.argv[2]))))
+    else:
+        d, threads, ratio, k = sys.argv[1:5]
+        print(json.dumps(library_child(d, int(threads), float(ratio), int(k))))
