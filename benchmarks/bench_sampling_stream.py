@@ -78,7 +78,7 @@ def warm_imports(threads: int) -> float:
     from pipeline.sampling import kernel
 
     faiss.omp_set_num_threads(threads)
-    kernel._torch()
+    kernel.load_torch()
     return time.perf_counter() - t0
 
 

@@ -1,6 +1,7 @@
 """Training-set samplers over teacher embeddings: neural-collapse class-mean selection and baselines.
 
-`nc_select` is the method (pipeline/sampling/nc.py); `random_select`, `full_select`, `kcenter_select` and
+`nc_select` is the method (pipeline/sampling/nc.py; its block arithmetic, shared with the streamed path of
+streaming.py, is kernel.py's); `random_select`, `full_select`, `kcenter_select` and
 `farthest_select` are the baselines (baselines.py); `nc1` and friends are diagnostics (diagnostics.py); the
 quota maths (ratios per class, rows kept) is quotas.py's.
 `SAMPLERS` maps each `sample.method` name to its function. Imports faiss only when a function runs.

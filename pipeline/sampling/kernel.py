@@ -46,7 +46,7 @@ _local = threading.local()
 
 
 @functools.cache
-def _torch() -> Any:
+def load_torch() -> Any:
     """torch, imported on first use. It warns once per process when it wraps a read-only array (a memory map):
     that warning is consumed here, silently, since the copy only reads."""
     import torch
@@ -79,7 +79,7 @@ def to_f32(block: np.ndarray, out: np.ndarray | None = None, fast: bool | None =
     x = np.empty(block.shape, dtype=np.float32) if out is None else out[:len(block)]
     fast = use_torch(block.size) if fast is None else fast
     if fast and block.dtype == np.float16 and block.size >= TORCH_MIN_VALUES:
-        torch = _torch()
+        torch = load_torch()
         torch.from_numpy(x).copy_(torch.from_numpy(np.ascontiguousarray(block)))
     else:
         np.copyto(x, block, casting="same_kind")
@@ -121,7 +121,7 @@ def _workers(threads: int, fast: bool) -> Iterator[Callable]:
     """A map over sub-block tasks in order (a thread pool when threads > 1), with every BLAS on one thread."""
     from threadpoolctl import threadpool_limits
 
-    torch = _torch() if fast else None
+    torch = load_torch() if fast else None
     torch_threads = torch.get_num_threads() if torch else 0
     if torch:
         torch.set_num_threads(1)       # the copies run in our threads; torch's own pool would spin beside them
