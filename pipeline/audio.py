@@ -161,12 +161,19 @@ def noise_floor_dbfs(wave: np.ndarray, sample_rate: int) -> float:
     return float(max(np.percentile(_frame_db(wave, sample_rate), 10), -120.0)) if wave.size else -120.0
 
 
+TILT_BAND_HZ = (100.0, 4000.0)  # the band every clip has, telephone speech included
+
+
 def spectral_tilt_db(wave: np.ndarray, sample_rate: int) -> float:
-    """Slope of the long-term spectrum in dB per octave over 100 Hz .. 0.45 x rate (Welch, least squares)."""
+    """Slope of the long-term spectrum in dB per octave over TILT_BAND_HZ (Welch, least squares).
+
+    Measured where every clip has signal, so that a clip's band limit (its own column, bandwidth_hz) and the
+    quantisation floor above it do not decide the slope.
+    """
     if wave.size < 64:
         return 0.0
     freqs, psd = signal.welch(wave.astype(np.float64), fs=sample_rate, nperseg=min(1024, len(wave)))
-    keep = (freqs >= 100.0) & (freqs <= 0.45 * sample_rate)
+    keep = (freqs >= TILT_BAND_HZ[0]) & (freqs <= min(TILT_BAND_HZ[1], 0.45 * sample_rate))
     if keep.sum() < 2:
         return 0.0
     slope = np.polyfit(np.log2(freqs[keep]), 10.0 * np.log10(psd[keep] + 1e-20), 1)[0]
