@@ -268,6 +268,25 @@ def _noise_bed(parent: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
     return np.tile(quiet.astype(np.float64), -(-n // quiet.size))[:n]
 
 
+def match_band(wave: np.ndarray, bandwidth: float, sample_rate: int, max_steps: int = 16) -> np.ndarray:
+    """`wave` low-passed so that its measured bandwidth (bandwidth_hz) is `bandwidth`, as far as its content allows.
+
+    A low-pass at cutoff c measures about 6 Welch bins below c (the 150 Hz taper and the window's leakage), so a
+    fake cut at its parent's measured band would measure lower than the parent, every time: a band shortcut made
+    by the matching itself. The cutoff therefore starts at `bandwidth` and rises a bin at a time until the fake
+    measures at least `bandwidth` (or the cutoff reaches Nyquist: the generator made less band than the parent).
+    """
+    nyq, step = sample_rate / 2.0, sample_rate / 1024.0
+    cutoff = float(bandwidth)
+    out = lowpass(wave, sample_rate, cutoff)
+    for _ in range(max_steps):
+        if bandwidth_hz(out, sample_rate) >= bandwidth or cutoff >= 0.98 * nyq:
+            break
+        cutoff += step
+        out = lowpass(wave, sample_rate, cutoff)
+    return out
+
+
 def match_record(gate: str, same_length: bool) -> str:
     """What match_to_parent matches under these settings: the clip table's `matched` value."""
     done = (["length"] if same_length else []) + ["band", "level"]
@@ -308,8 +327,9 @@ def match_to_parent(fake: np.ndarray, parent: np.ndarray, sample_rate: int, *,
     silence and the noise floor are the parent's and no generator noise remains there. Otherwise (TTS: the length
     is the generator's): the fake's speech (its loud frames) at the parent's speech level, and with the parent gate
     the parent's own leading and trailing silence around it and the parent's pause noise (its non-speech, tiled)
-    under it, so that the TTS's digital silence in pauses cannot give it away. Always: the whole is low-passed to
-    the parent's band (`parent_bandwidth_hz`, else measured) and scaled to the parent's RMS (peak below full scale).
+    under it, so that the TTS's digital silence in pauses cannot give it away. Always: the whole is low-passed so
+    that it measures the parent's band (`parent_bandwidth_hz`, else measured; match_band) and scaled to the parent's
+    RMS (peak below full scale).
     `matched` lists what was matched, e.g. "length,band,level,silence,gate:parent" (recorded per clip-table row).
     """
     if gate not in GATES:
@@ -324,9 +344,8 @@ def match_to_parent(fake: np.ndarray, parent: np.ndarray, sample_rate: int, *,
             fake = p_mask * fake + (1.0 - p_mask) * parent
     else:
         fake = _splice_tts(fake, parent, p_mask, sample_rate, gate, margin=int(fade_s * sample_rate))
-    out = fake.astype(np.float32)
     bw = bandwidth_hz(parent.astype(np.float32), sample_rate) if parent_bandwidth_hz is None else parent_bandwidth_hz
-    out = lowpass(out, sample_rate, bw)
+    out = match_band(fake.astype(np.float32), bw, sample_rate)
     target, have = rms_dbfs(parent), rms_dbfs(out)
     if have > -120.0:
         out = out * np.float32(10 ** ((target - have) / 20.0))
