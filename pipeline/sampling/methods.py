@@ -1,21 +1,32 @@
-"""One pool's selection by the methods beyond nc and the baselines: margin and generator-balanced sampling.
+"""The methods beyond nc's nearest order and the baselines (margin, generator_balanced, nc farthest/stratified):
+one pool's selection, and the sample stage's dispatcher.
 
-Reads nothing and writes nothing: like `nc_select` (nc.py; its `order` gives the farthest and stratified NC
-orders), each function takes an embedding matrix (N x D) and a label per row and returns the ascending row
-indices kept, n_keep_for(n_c, ratio_c) per class (so the methods differ only in WHICH rows they keep). Both
-rank the pool once with `nc_rank` (class means, fake k-means, distances), then pick by the orders of
-pipeline/sampling/orders.py; the sample stage calls those orders directly with its equal per-pool budgets.
+Reads nothing and writes nothing. `margin_select` and `generator_balanced_select`, like `nc_select` (nc.py; its
+`order` gives the farthest and stratified NC orders), take an embedding matrix (N x D) and a label per row and
+return the ascending row indices kept, n_keep_for(n_c, ratio_c) per class (so the methods differ only in WHICH
+rows they keep). Both rank the pool once with `nc_rank` (class means, fake k-means, distances), then pick by
+the orders of pipeline/sampling/orders.py.
+
+The sample stage (in memory and streamed) instead ranks each pool once for every method and calls `pick` with
+the pool's quota of the equal per-class budget (budget.py); what the orders need beyond the ranking (the
+teachers' margins per clip, averaged over the pools holding it; each pool's fake quota per generator system,
+spread over the systems of the merged pools) is prepared once by `prepare_inputs`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from pipeline.params import ConfigError, all_of
+from pipeline.sampling import budget as bd
 from pipeline.sampling import orders
-from pipeline.sampling.nc import DEFAULT_CHUNK_ROWS, nc_rank
+from pipeline.sampling.baselines import kcenter_select, random_select
+from pipeline.sampling.nc import DEFAULT_CHUNK_ROWS, nc_rank, nc_select, select_from_ranking
 from pipeline.sampling.quotas import check_ratio, class_ratios
 
 
@@ -57,3 +68,113 @@ def generator_balanced_select(embeddings: np.ndarray, labels: Any, ratio: float,
     names, counts = np.unique(systems[labels == fake].astype(str), return_counts=True)
     per_system = dict(zip(names, orders.balanced_quotas(counts, quota.get(fake, 0))))
     return orders.pick_generator_balanced(ranking.distance, labels, quota, fake, systems, per_system, parents)[0]
+
+
+# ---------------------------------------------------------------------------- the sample stage's dispatcher
+
+
+@dataclass
+class MethodInputs:
+    """What the orders read beyond each pool's ranking, for every pool at once (`prepare_inputs`)."""
+
+    margins: pd.Series | None                                  # clip_id -> |mean teacher margin|; None: no scores
+    system_quotas: list[dict[str, int]]                        # per pool: fake rows kept per generator system
+    skipped: dict[str, str] = field(default_factory=dict)     # method -> why it is not run
+    diag: dict[str, Any] = field(default_factory=dict)         # reports/sampling.json `methods`
+
+
+def ordered(method: str, p: Any) -> bool:
+    """True when `method` picks through `pick` (the orders), False for nc_select's nearest order and the baselines."""
+    return method in orders.EXTRA_METHODS or (method == "nc" and p.nc.order != "nearest")
+
+
+def prepare_inputs(p: Any, pools: Sequence[Any], clips: pd.DataFrame, train_pos: Sequence[np.ndarray],
+                   train_rows: Sequence[np.ndarray], budgets: Mapping[str, int], fake: str = "spoof") -> MethodInputs:
+    """Margins and per-system quotas for `pick`. `p`: SampleParams; pools: the stage's Pools (teacher, ids,
+    scores or None, threshold, threshold_source); train_pos / train_rows: per pool, its train rows as
+    positions in `clips` and as rows of its embedding matrix (same order)."""
+    teachers = [pl.teacher for pl in pools]
+    named = p.margin.teachers
+    if named is not None:
+        all_of("sample.margin.teachers", list(named), teachers)
+        missing = [pl.teacher for pl in pools if pl.teacher in named and pl.scores is None]
+        if missing:
+            raise ConfigError(f"params sample.margin.teachers: {missing} have no scores in their ids.parquet "
+                              f"(embedder resemblyzer, or embeddings made before scores were kept): re-run embed")
+    use = [i for i, pl in enumerate(pools) if pl.scores is not None and (named is None or pl.teacher in named)]
+    margins = orders.clip_margins([(pools[i].ids[train_rows[i]], pools[i].scores[train_rows[i]], pools[i].threshold)
+                                   for i in use]) if use else None
+    merged = np.unique(np.concatenate(list(train_pos)))
+    label = clips["label"].to_numpy()
+    system = clips["system"].astype(str).to_numpy()
+    fake_sys = [pd.Series(system[pos][label[pos] == fake]) for pos in train_pos]
+    quotas = orders.system_quotas(pd.Series(system[merged][label[merged] == fake]), int(budgets.get(fake, 0)),
+                                  fake_sys)
+    out = MethodInputs(margins, quotas)
+    if margins is None:
+        out.skipped["margin"] = ("no teacher scores: the pools' ids.parquet have no score column (embeddings made "
+                                 "before embed kept scores, or the resemblyzer embedder alone): re-run embed")
+    out.diag = {"nc_order": {"order": p.nc.order, "strata": p.nc.strata},
+                "margin": {"typical_share": p.margin.typical_share,
+                           "teachers": {pools[i].teacher: {"threshold": pools[i].threshold,
+                                                           "threshold_source": pools[i].threshold_source}
+                                        for i in use}},
+                "generator_balanced": {"system_budget": _sum_quotas(quotas),
+                                       "pool_system_quota": dict(zip(teachers, quotas))}}
+    return out
+
+
+def _sum_quotas(quotas: Sequence[Mapping[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for q in quotas:
+        for k, v in q.items():
+            total[k] = total.get(k, 0) + int(v)
+    return dict(sorted(total.items()))
+
+
+def pool_inputs(inputs: MethodInputs, i: int, clips: pd.DataFrame, train_pos: np.ndarray) -> orders.PoolOrderInputs:
+    """The order inputs of pool i's train rows (positions `train_pos` in `clips`)."""
+    ids = clips["clip_id"].to_numpy()[train_pos]
+    u = None if inputs.margins is None else inputs.margins.reindex(ids).to_numpy(np.float64)
+    return orders.PoolOrderInputs(uncertainty=u, systems=clips["system"].astype(str).to_numpy()[train_pos],
+                                  parents=clips["parent_id"].to_numpy(object)[train_pos],
+                                  system_quota=inputs.system_quotas[i])
+
+
+def pick(method: str, distance: np.ndarray, cluster: np.ndarray | None, labels: np.ndarray, quota: Mapping[Any, int],
+         fake_class: Any, pool: orders.PoolOrderInputs, p: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows kept, top-up order key) of an `ordered` method on one pool's train rows: `quota` rows per class
+    (keys: the values of `labels`), from the pool's NC distance and k-means cluster (None: not clustered)."""
+    cluster = np.full(len(labels), -1, dtype=np.int64) if cluster is None else np.asarray(cluster, dtype=np.int64)
+    if method == "nc":
+        idx, value = orders.pick_nc_order(p.nc.order, distance, cluster, labels, quota, fake_class, p.nc.strata, seed)
+    elif method == "margin":
+        if pool.uncertainty is None:
+            raise ValueError("margin: no teacher scores for this pool")
+        idx, value = orders.pick_margin(pool.uncertainty, distance, cluster, labels, quota, p.margin.typical_share)
+    elif method == "generator_balanced":
+        idx, value = orders.pick_generator_balanced(distance, labels, quota, fake_class, pool.systems,
+                                                    pool.system_quota, pool.parents)
+    else:
+        raise ValueError(f"pick: {method!r} is not an ordered method")
+    return idx, bd.rank_key(value, labels)
+
+
+def pick_pool(method: str, emb: np.ndarray, labels: np.ndarray, p: Any, seed: int, ranking: Any,
+              quota: Mapping[str, int], pool: orders.PoolOrderInputs) -> tuple[np.ndarray, np.ndarray]:
+    """(rows kept, top-up order key) of any sample.method on one pool held in memory: `p` is the SampleParams
+    with the pool's quota as class ratios, `ranking` its nc_rank, `quota` the same quota as counts."""
+    if method == "full":
+        return np.arange(len(labels)), np.zeros(len(labels))
+    if ordered(method, p):
+        return pick(method, ranking.distance, ranking.cluster, labels, quota, ranking.fake_class, pool, p, seed)
+    if method == "farthest" or (method == "nc" and p.index == "flat"):     # nc_select's picks, without re-ranking
+        idx = select_from_ranking(ranking, p.ratio, p.class_ratio, farthest=method == "farthest")
+    else:
+        kwargs: dict[str, Any] = dict(seed=seed, class_ratio=p.class_ratio, normalize=p.normalize)
+        if method == "nc":
+            kwargs.update(n_clusters=p.n_clusters, index=p.index, ivf_nlist=p.ivf_nlist, ivf_nprobe=p.ivf_nprobe,
+                          max_points_per_centroid=p.max_points_per_centroid, kmeans_iters=p.kmeans_iters)
+        idx = {"nc": nc_select, "random": random_select, "kcenter": kcenter_select}[method](emb, labels, p.ratio,
+                                                                                         **kwargs)
+    return idx, bd.order_key(method, ranking.distance, labels, seed)
