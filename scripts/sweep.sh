@@ -14,6 +14,8 @@
 # report); a METHODS entry nc:O runs that order alone. The selection sweep of issue 23 (5 seeds, 95 runs):
 #   METHODS="nc random margin generator_balanced full" NC_ORDERS="nearest farthest stratified" scripts/sweep.sh
 # sweep_export then writes every method's paired difference to full and to random (reports/sweep_paired.csv).
+# EVAL_SETS (e.g. "seen_attacks,unseen_attacks,paradigm,corpus,dev") sets evaluate.sets in every run: `dev` adds
+# the dev split's EER (left out of pooled), on which to choose sample.nc.order without looking at the test sets.
 # ABLATION=1 adds, for the methods in ABLATION_METHODS (default "nc full"), the same runs trained without the
 # hard fakes (`-S 'train.exclude_paradigms=[vocoder,codec,diffusion]'`: bona fide + training attacks only):
 # 20 more by default (70 in all). ABLATION_RATIOS limits those to some ratios (default: all; full runs always).
@@ -38,6 +40,7 @@ set -euo pipefail
 RATIOS=${RATIOS:-"0.05 0.1 0.25 1.0"}
 METHODS=${METHODS:-"nc random kcenter full"}
 NC_ORDERS=${NC_ORDERS:-"nearest"}
+EVAL_SETS=${EVAL_SETS:-""}
 SEEDS=${SEEDS:-5}
 ABLATION=${ABLATION:-0}
 ABLATION_METHODS=${ABLATION_METHODS:-"nc full"}
@@ -128,6 +131,7 @@ for seed in $(seq 1 "$SEEDS"); do
         if [[ "$label" == nc:* ]]; then order=${label#nc:}; fi
         args+=(-S "sample.nc.order=$order")
       fi
+      if [[ -n "$EVAL_SETS" ]]; then args+=(-S "evaluate.sets=[$EVAL_SETS]"); fi
       queue "${args[@]}"
       if [[ "$ABLATION" == 1 ]] && [[ " $ABLATION_METHODS " == *" $label "* ]] && in_list "$ratio" "$ABLATION_RATIOS"; then
         queue "${args[@]}" -S "train.exclude_paradigms=$ABLATION_EXCLUDE"

@@ -71,6 +71,9 @@ def test_new_methods_and_nc_orders_are_queued_with_their_params(tmp_path):
     assert sorted(r.split("sample.nc.order=")[1] for r in nc) == ["farthest"] * 2 + ["nearest"] * 2 + ["stratified"] * 2
     assert sum("sample.method=margin" in r for r in runs) == sum("method=generator_balanced" in r for r in runs) == 2
     assert not any("sample.nc.order" in r for r in runs if "sample.method=nc " not in r)
+    assert not any("evaluate.sets" in r for r in runs)
+    dev = dry_run(tmp_path, SEEDS="1", RATIOS="0.1", METHODS="nc full", EVAL_SETS="unseen_attacks,dev")
+    assert len(dev) == 2 and all(r.endswith("-S evaluate.sets=[unseen_attacks,dev]") for r in dev)
     # one order as a METHODS entry; the ablation follows the report's labels (nc:stratified)
     one = dry_run(tmp_path, SEEDS="1", RATIOS="0.1", METHODS="nc:stratified full", ABLATION="1",
                   ABLATION_METHODS="nc:stratified")

@@ -22,7 +22,7 @@ from pipeline.io import csv_safe, write_text_atomic
 from pipeline.reporting import seeds
 from pipeline.reporting.experiments import load_experiments
 
-SETS = ("eer.seen_attacks", "eer.unseen_attacks", "eer.pooled")
+SETS = ("eer.seen_attacks", "eer.unseen_attacks", "eer.pooled", "eer.dev")   # dev: when evaluate.sets has it
 
 
 def sweep_frame(groups: pd.DataFrame) -> pd.DataFrame:
