@@ -27,7 +27,8 @@ from pipeline.sampling import budget as bd
 from pipeline.sampling import orders
 from pipeline.sampling.baselines import kcenter_select, random_select
 from pipeline.sampling.nc import DEFAULT_CHUNK_ROWS, nc_rank, nc_select, select_from_ranking
-from pipeline.sampling.quotas import check_ratio, class_ratios
+from pipeline.sampling.quotas import balanced_quotas, check_ratio, class_ratios
+from pipeline.sampling.ranks import group_quantile
 
 
 def margin_select(embeddings: np.ndarray, labels: Any, ratio: float, *, margins: np.ndarray, n_clusters: int,
@@ -50,6 +51,26 @@ def margin_select(embeddings: np.ndarray, labels: Any, ratio: float, *, margins:
     return orders.pick_margin(np.abs(margins), ranking.distance, ranking.cluster, labels, quota, typical_share)[0]
 
 
+def order_select(embeddings: np.ndarray, labels: Any, ratio: float, *, order: str, n_clusters: int, seed: int,
+                 strata: int = 4, class_ratio: Mapping | None = None, normalize: bool = True,
+                 classes: Sequence | None = None, max_points_per_centroid: int = 256, kmeans_iters: int = 20,
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
+    """nc_select with another order within each class and fake k-means cluster: 'nearest' (nc_select's picks),
+    'farthest' or 'stratified' (`strata` distance-quantile bins, seeded draw within a bin). Ascending rows."""
+    check_ratio(ratio)
+    if order not in orders.ORDERS:
+        raise ValueError(f"order must be one of {list(orders.ORDERS)}, got {order!r}")
+    ranking = nc_rank(embeddings, labels, n_clusters=n_clusters, seed=seed, normalize=normalize, classes=classes,
+                      max_points_per_centroid=max_points_per_centroid, kmeans_iters=kmeans_iters,
+                      chunk_rows=chunk_rows)
+    if order == "nearest":
+        return select_from_ranking(ranking, ratio, class_ratio)
+    labels = np.asarray(labels)
+    quota = orders.class_quotas(labels, class_ratios(tuple(ranking.class_rows), ratio, class_ratio))
+    return orders.pick_nc_order(order, ranking.distance, ranking.cluster, labels, quota, ranking.fake_class, strata,
+                                seed)[0]
+
+
 def generator_balanced_select(embeddings: np.ndarray, labels: Any, ratio: float, *, systems: np.ndarray,
                               parents: np.ndarray | None = None, seed: int = 0, class_ratio: Mapping | None = None,
                               normalize: bool = True, classes: Sequence | None = None, fake_class: Any = "auto",
@@ -66,7 +87,7 @@ def generator_balanced_select(embeddings: np.ndarray, labels: Any, ratio: float,
     quota = orders.class_quotas(labels, class_ratios(tuple(ranking.class_rows), ratio, class_ratio))
     fake = ranking.fake_class
     names, counts = np.unique(systems[labels == fake].astype(str), return_counts=True)
-    per_system = dict(zip(names, orders.balanced_quotas(counts, quota.get(fake, 0))))
+    per_system = dict(zip(names, balanced_quotas(counts, quota.get(fake, 0))))
     return orders.pick_generator_balanced(ranking.distance, labels, quota, fake, systems, per_system, parents)[0]
 
 
@@ -157,7 +178,9 @@ def pick(method: str, distance: np.ndarray, cluster: np.ndarray | None, labels: 
                                                     pool.system_quota, pool.parents)
     else:
         raise ValueError(f"pick: {method!r} is not an ordered method")
-    return idx, bd.rank_key(value, labels)
+    # the top-up key: the row's place in its group's order (the fake clusters interleave), ranked per class
+    order_value, groups = value()
+    return idx, bd.rank_key(group_quantile(order_value, groups), labels)
 
 
 def pick_pool(method: str, emb: np.ndarray, labels: np.ndarray, p: Any, seed: int, ranking: Any,

@@ -311,7 +311,7 @@ def nc_select(embeddings: np.ndarray, labels: Any, ratio: float, *, n_clusters: 
               class_ratio: Mapping | None = None, normalize: bool = True, index: str = "flat", ivf_nlist: int = 256,
               ivf_nprobe: int = 16, classes: Sequence | None = None, fake_class: Any = "auto",
               max_points_per_centroid: int = 256, kmeans_iters: int = 20,
-              chunk_rows: int = DEFAULT_CHUNK_ROWS, order: str = "nearest", strata: int = 4) -> np.ndarray:
+              chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
     """Neural-collapse class-mean selection: row indices (ascending) of the rows nearest to their class mean.
 
     Args:
@@ -321,26 +321,15 @@ def nc_select(embeddings: np.ndarray, labels: Any, ratio: float, *, n_clusters: 
         n_clusters: k of the k-means over the fake class (0 or 1: plain nearest-to-mean).
         seed: seeds the k-means subsample and initialisation (same seed, same indices).
         index: 'flat' (exact, default) or 'ivf' (approximate IndexIVFFlat, `ivf_nlist` lists).
-        order: 'nearest' (the paper), 'farthest' or 'stratified' (`strata` distance-quantile bins) within each
-            class and fake cluster (pipeline/sampling/orders.py; flat index only).
     """
-    from pipeline.sampling import orders
-
     ratio = check_ratio(ratio)
     for k, v in (class_ratio or {}).items():     # fail before the expensive passes
         check_ratio(v, f"class_ratio[{k!r}]")
     if index not in ("flat", "ivf"):
         raise ValueError(f"index must be 'flat' or 'ivf', got {index!r}")
-    if order not in orders.ORDERS or (order != "nearest" and index != "flat"):
-        raise ValueError(f"order must be one of {list(orders.ORDERS)} (only 'nearest' with index 'ivf'), got {order!r}")
     ranking = nc_rank(embeddings, labels, n_clusters=n_clusters, seed=seed, normalize=normalize, classes=classes,
                       fake_class=fake_class, max_points_per_centroid=max_points_per_centroid,
                       kmeans_iters=kmeans_iters, chunk_rows=chunk_rows)
-    if order != "nearest":
-        labels = np.asarray(labels)
-        quota = orders.class_quotas(labels, class_ratios(tuple(ranking.class_rows), ratio, class_ratio))
-        return orders.pick_nc_order(order, ranking.distance, ranking.cluster, labels, quota, ranking.fake_class,
-                                    strata, seed)[0]
     if index == "flat":
         return select_from_ranking(ranking, ratio, class_ratio)
     ratios = class_ratios(tuple(ranking.class_rows), ratio, class_ratio)

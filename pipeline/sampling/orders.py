@@ -30,7 +30,7 @@ Cost: a few O(N log N) sorts per pool, against nc_rank's passes over the N x D m
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -38,7 +38,16 @@ import numpy as np
 import pandas as pd
 
 from pipeline.params import ConfigError, Section, as_list, number, one_of
-from pipeline.sampling.quotas import proportional_quotas
+from pipeline.sampling.quotas import balanced_quotas, n_keep_for, proportional_quotas
+from pipeline.sampling.ranks import (
+    class_codes,
+    cluster_groups,
+    first_per_group,
+    group_quantile,
+    group_rank,
+    quota_per_group,
+    top_quantile,
+)
 
 ORDERS = ("nearest", "farthest", "stratified")
 EXTRA_METHODS = ("margin", "generator_balanced")
@@ -87,60 +96,6 @@ class PoolOrderInputs:
     system_quota: dict[str, int] = field(default_factory=dict)   # fake rows kept per system in this pool
 
 
-# ---------------------------------------------------------------------------- ranks and keys
-
-
-def codes_of(values: np.ndarray) -> np.ndarray:
-    """Integer code per row (equal values, equal codes; order of first sorted value)."""
-    return np.unique(np.asarray(values), return_inverse=True)[1].reshape(-1).astype(np.int64)
-
-
-def ranks_in_groups(order: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """0-based rank of every row within its group, given `order`: the rows sorted by group first."""
-    n = len(order)
-    g = groups[order]
-    start = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1] if n else np.zeros(0, np.int64)
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n) - np.repeat(start, np.diff(np.r_[start, n]))
-    return rank
-
-
-def group_rank(value: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """0-based rank of every row within its group by `value` (ties: the lower row)."""
-    return ranks_in_groups(np.lexsort((np.arange(len(value)), value, groups)), groups)
-
-
-def group_quantile(value: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """(rank + 0.5) / group size: a row's place in its group's order, comparable across groups of any size."""
-    sizes = np.bincount(groups)[groups]
-    return (group_rank(value, groups) + 0.5) / sizes
-
-
-def _group_codes(labels: np.ndarray, cluster: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(class code, class x cluster code) per row."""
-    cls = codes_of(labels)
-    return cls, cls * (int(cluster.max(initial=-1)) + 2) + (cluster.astype(np.int64) + 1)
-
-
-def first_per_group(value: np.ndarray, groups: np.ndarray, quota: np.ndarray) -> np.ndarray:
-    """Ascending rows: the first quota[g] rows of each group g by value (ties: the lower row)."""
-    return np.flatnonzero(group_rank(value, groups) < quota[groups])
-
-
-def class_quota_per_group(labels: np.ndarray, cluster: np.ndarray, quota: Mapping[Any, int],
-                          fake_class: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(class x cluster code per row, quota per code): a class's quota, the fake class's split over its k-means
-    clusters in proportion to their sizes (largest remainder, at least one per cluster), as nc_select splits it."""
-    _, grp = _group_codes(labels, cluster)
-    sizes = np.bincount(grp)
-    out = np.zeros(len(sizes), dtype=np.int64)
-    for c in np.unique(labels):
-        codes = np.unique(grp[labels == c])
-        q = int(quota.get(c, 0))
-        out[codes] = proportional_quotas(sizes[codes], q) if c == fake_class and len(codes) > 1 else q
-    return grp, out
-
-
 # ---------------------------------------------------------------------------- nc orders
 
 
@@ -152,33 +107,59 @@ def bit_reversed(n: int) -> np.ndarray:
     return pos
 
 
-def nc_order_value(order: str, distance: np.ndarray, groups: np.ndarray, strata: int, seed: int) -> np.ndarray:
-    """Per row, its place in its group's `order` (smaller = kept first; see the module doc)."""
-    if order == "nearest":
-        return distance
-    if order == "farthest":
-        return -distance
-    if order != "stratified":
-        raise ValueError(f"unknown nc order {order!r}; known: {list(ORDERS)}")
-    sizes = np.bincount(groups)[groups]
-    bins = np.minimum(sizes, strata)                                   # a group smaller than S: one row per bin
-    b = group_rank(distance, groups) * bins // sizes                   # equal-count distance-quantile bin
-    draw = np.random.default_rng(seed).permutation(len(distance)).astype(np.float64)
-    turn = group_rank(draw, groups * (strata + 1) + b)                 # seeded random order within a bin
-    visit = np.zeros(len(distance), dtype=np.int64)
-    for s in np.unique(bins):
-        m = bins == s
-        visit[m] = bit_reversed(int(s))[b[m]]
-    return (turn * bins + visit).astype(np.float64)
+@dataclass
+class Strata:
+    """The stratified order's cells: per row its distance-quantile bin, the bins of its group, its visit
+    position within a round, and a seeded random draw that orders the rows of a cell."""
+
+    cell: np.ndarray
+    bins: np.ndarray
+    visit: np.ndarray
+    draw: np.ndarray
+
+    @classmethod
+    def of(cls, distance: np.ndarray, groups: np.ndarray, strata: int, seed: int) -> Strata:
+        sizes = np.bincount(groups)[groups]
+        bins = np.minimum(sizes, strata)                               # a group smaller than S: one row per bin
+        b = group_rank(distance, groups) * bins // sizes               # equal-count distance-quantile bin
+        visit = np.zeros(len(distance), dtype=np.int64)
+        for s in np.unique(bins):
+            m = bins == s
+            visit[m] = bit_reversed(int(s))[b[m]]
+        return cls(groups * (strata + 1) + b, bins, visit, np.random.default_rng(seed).random(len(distance)))
+
+    def value(self) -> np.ndarray:
+        """turn x bins + visit: one row of every bin per turn, the bins in visit order (a full sort per cell)."""
+        return (group_rank(self.draw, self.cell) * self.bins + self.visit).astype(np.float64)
+
+    def picks(self, groups: np.ndarray, per_group: np.ndarray) -> np.ndarray | None:
+        """The first per_group[g] rows of each group by `value`, as a partial sort per cell: q // S rows of every
+        bin, one more for the first q % S bins in visit order (None when a cell would run out: use value())."""
+        q, s = per_group[groups], self.bins
+        want = q // s + (self.visit < q % s)
+        k = np.zeros(int(self.cell.max(initial=-1)) + 1, dtype=np.int64)
+        k[self.cell] = want
+        if (k > np.bincount(self.cell, minlength=len(k))).any():
+            return None
+        return first_per_group(self.draw, self.cell, k)
 
 
 def pick_nc_order(order: str, distance: np.ndarray, cluster: np.ndarray, labels: np.ndarray,
                   quota: Mapping[Any, int], fake_class: Any, strata: int = 4, seed: int = 0
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(rows kept, order value) of an nc order: per class and fake cluster, the first rows of the order."""
-    grp, per_group = class_quota_per_group(labels, cluster, quota, fake_class)
-    value = nc_order_value(order, distance, grp, strata, seed)
-    return first_per_group(value, grp, per_group), group_quantile(value, grp)
+                  ) -> tuple[np.ndarray, Callable[[], tuple[np.ndarray, np.ndarray]]]:
+    """(rows kept, () -> (order value, group)) of an nc order: per class and fake cluster, the first rows of the
+    order (see the module doc); the value (for the top-up key) is computed only when asked for."""
+    if order not in ORDERS:
+        raise ValueError(f"unknown nc order {order!r}; known: {list(ORDERS)}")
+    classes = list(quota)
+    fake = classes.index(fake_class) if fake_class in classes else -1
+    grp, per_group = quota_per_group(class_codes(labels, classes), cluster, [quota[c] for c in classes], fake)
+    if order != "stratified":
+        value = distance if order == "nearest" else -distance
+        return first_per_group(value, grp, per_group), lambda: (value, grp)
+    cells = Strata.of(distance, grp, strata, seed)
+    idx = cells.picks(grp, per_group)
+    return (first_per_group(cells.value(), grp, per_group) if idx is None else idx), lambda: (cells.value(), grp)
 
 
 # ---------------------------------------------------------------------------- margin
@@ -194,14 +175,28 @@ def mixed_turn(typical: np.ndarray, uncertain: np.ndarray, share: float) -> np.n
 
 
 def pick_margin(uncertainty: np.ndarray, distance: np.ndarray, cluster: np.ndarray, labels: np.ndarray,
-                quota: Mapping[Any, int], typical_share: float) -> tuple[np.ndarray, np.ndarray]:
-    """(rows kept, turn): per class, the quota of rows first by `mixed_turn` of typical and least-sure rows."""
-    cls, grp = _group_codes(labels, cluster)
+                quota: Mapping[Any, int], typical_share: float
+                ) -> tuple[np.ndarray, Callable[[], tuple[np.ndarray, np.ndarray]]]:
+    """(rows kept, () -> (turn, class code)): per class, the quota of rows first by `mixed_turn` of typical (per
+    class and fake cluster) and least-sure rows.
+
+    The picks need the quantiles of the rows that can be picked only: a group's first k rows, k = its share of
+    (quota + number of groups) + 1 (typical) or quota + 1 (uncertain): every row whose turn is below the
+    quota-th is among them, so the partial quantiles give the picks of the full ones."""
+    classes = list(quota)
+    cls = class_codes(labels, classes)
+    grp, _ = cluster_groups(cls, cluster)
     u = np.where(np.isfinite(uncertainty), uncertainty, np.inf)        # an unscored row is never "unsure"
-    turn = mixed_turn(group_quantile(distance, grp), group_quantile(u, cls), typical_share)
-    names = np.unique(labels)
-    per_class = np.array([int(quota.get(c, 0)) for c in names], dtype=np.int64)
-    return first_per_group(turn, cls, per_class), turn
+    q = np.array([quota[c] for c in classes], dtype=np.int64)
+    n_cls = np.bincount(cls, minlength=len(classes))
+    n_grp = np.bincount(grp)
+    owner = np.zeros(len(n_grp), dtype=np.int64)
+    owner[grp] = cls
+    n_groups = np.bincount(owner[n_grp > 0], minlength=len(classes))
+    k_typ = np.ceil((q[owner] + n_groups[owner]) * n_grp / np.maximum(n_cls[owner], 1)).astype(np.int64) + 1
+    turn = mixed_turn(top_quantile(distance, grp, k_typ), top_quantile(u, cls, q + 1), typical_share)
+    full = lambda: (mixed_turn(group_quantile(distance, grp), group_quantile(u, cls), typical_share), cls)  # noqa: E731
+    return first_per_group(turn, cls, q), full
 
 
 def clip_margins(teacher_scores: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> pd.Series:
@@ -225,27 +220,6 @@ def clip_margins(teacher_scores: Sequence[tuple[np.ndarray, np.ndarray, float]])
 # ---------------------------------------------------------------------------- generator balance
 
 
-def balanced_quotas(sizes: np.ndarray, total: int) -> np.ndarray:
-    """Split `total` evenly over groups of the given sizes, never past a group's size (water filling): a
-    group with fewer rows than its share keeps them all and the rest goes to the others; the last rows go
-    to the groups with the most room left (ties: the lower index)."""
-    sizes = np.asarray(sizes, dtype=np.int64)
-    quota = np.zeros_like(sizes)
-    left = int(min(total, sizes.sum()))
-    while left > 0:
-        room = sizes - quota
-        open_ = np.flatnonzero(room > 0)
-        share = left // len(open_)
-        if share == 0:
-            order = open_[np.lexsort((open_, -room[open_]))]
-            quota[order[:left]] += 1
-            break
-        add = np.minimum(share, room[open_])
-        quota[open_] += add
-        left -= int(add.sum())
-    return quota
-
-
 def parent_turn(distance: np.ndarray, parents: np.ndarray | None) -> np.ndarray:
     """Per row, how many rows of the same parent are nearer the class mean (a row without a parent: 0)."""
     if parents is None:
@@ -257,28 +231,32 @@ def parent_turn(distance: np.ndarray, parents: np.ndarray | None) -> np.ndarray:
 
 
 def pick_generator_balanced(distance: np.ndarray, labels: np.ndarray, quota: Mapping[Any, int], fake_class: Any,
-                            systems: np.ndarray, system_quota: Mapping[str, int],
-                            parents: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(rows kept, order value): fake rows, `system_quota[s]` per system s, first by (parent turn, distance);
-    other classes: their quota nearest the class mean. The value interleaves the systems round-robin."""
-    fake = labels == fake_class
-    value = np.zeros(len(labels), dtype=np.float64)
-    keep = np.zeros(len(labels), dtype=bool)
-    for c in np.unique(labels[~fake]):
-        rows = np.flatnonzero(labels == c)
-        r = group_rank(distance[rows], np.zeros(len(rows), dtype=np.int64))
-        value[rows] = r
-        keep[rows] = r < int(quota.get(c, 0))
+                            systems: np.ndarray, system_quota: Mapping[str, int], parents: np.ndarray | None = None
+                            ) -> tuple[np.ndarray, Callable[[], tuple[np.ndarray, np.ndarray]]]:
+    """(rows kept, () -> (order value, class code)): fake rows, `system_quota[s]` per system s, first by (parent
+    turn, distance); other classes: their quota nearest the class mean. The fakes' value interleaves the systems
+    round-robin (the top-up order)."""
+    classes = list(quota)
+    cls = class_codes(labels, classes)
+    fake_code = classes.index(fake_class) if fake_class in classes else -2
+    fake = cls == fake_code
+    counts = np.array([0 if k == fake_code else quota[c] for k, c in enumerate(classes)], dtype=np.int64)
+    keep = [first_per_group(distance, np.where(fake, len(classes), cls), np.r_[counts, 0])]
     rows = np.flatnonzero(fake)
-    if len(rows):
-        sys_names, sys_code = np.unique(np.asarray(systems)[rows].astype(str), return_inverse=True)
-        sys_code = sys_code.reshape(-1)
-        turn = parent_turn(distance[rows], None if parents is None else np.asarray(parents, dtype=object)[rows])
-        r = ranks_in_groups(np.lexsort((np.arange(len(rows)), distance[rows], turn, sys_code)), sys_code)
-        want = np.array([int(system_quota.get(s, 0)) for s in sys_names], dtype=np.int64)
-        keep[rows] = r < want[sys_code]
-        value[rows] = r * len(sys_names) + sys_code
-    return np.flatnonzero(keep), value
+    sys_code, sys_names = pd.factorize(np.asarray(systems, dtype=object)[rows], sort=True)
+    turn = parent_turn(distance[rows], None if parents is None else np.asarray(parents, dtype=object)[rows])
+    # (parent turn, distance) as one value: the turn dominates (distances span less than `span`)
+    span = float(np.ptp(distance[rows])) + 1.0 if len(rows) else 1.0
+    lead = turn * span + (distance[rows] - distance[rows].min(initial=0.0))
+    want = np.array([int(system_quota.get(str(s), 0)) for s in sys_names], dtype=np.int64)
+    keep.append(rows[first_per_group(lead, sys_code.astype(np.int64), want)])
+
+    def value() -> tuple[np.ndarray, np.ndarray]:
+        out = distance.astype(np.float64, copy=True)
+        out[rows] = group_rank(lead, sys_code) * max(len(sys_names), 1) + sys_code
+        return out, cls
+
+    return np.sort(np.concatenate(keep)), value
 
 
 def system_quotas(systems: pd.Series, budget: int, pool_systems: Sequence[pd.Series]) -> list[dict[str, int]]:
@@ -299,6 +277,4 @@ def system_quotas(systems: pd.Series, budget: int, pool_systems: Sequence[pd.Ser
 
 def class_quotas(labels: np.ndarray, ratios: Mapping[Any, float]) -> dict[Any, int]:
     """Rows kept per class of one pool at per-class ratios (n_keep_for: round half up, at least 1)."""
-    from pipeline.sampling.quotas import n_keep_for
-
-    return {c: n_keep_for(int((labels == c).sum()), ratios[c]) for c in np.unique(labels)}
+    return {c: n_keep_for(int((labels == c).sum()), r) for c, r in ratios.items()}

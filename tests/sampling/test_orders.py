@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from pipeline.params import ConfigError
-from pipeline.sampling import generator_balanced_select, margin_select, n_keep_for, nc_select, orders
+from pipeline.sampling import generator_balanced_select, margin_select, n_keep_for, nc_select, order_select, orders
+from pipeline.sampling.quotas import balanced_quotas
+from pipeline.sampling.ranks import first_per_group, group_rank, stable_order
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +34,7 @@ def planted(n_bona: int = 200, n_spoof: int = 300, n_out: int = 10, d: int = 8, 
 
 def test_farthest_order_picks_the_planted_outliers():
     emb, labels, outliers = planted()
-    idx = nc_select(emb, labels, 0.05, n_clusters=0, seed=0, normalize=False, order="farthest")
+    idx = order_select(emb, labels, 0.05, n_clusters=0, seed=0, normalize=False, order="farthest")
     assert set(outliers.tolist()) <= set(idx.tolist())          # 10 of 200 bona fide, 15 of 300 spoofs
     assert set(idx[labels[idx] == "bonafide"].tolist()) == set(outliers[:10].tolist()) and len(idx) == 25
     near = nc_select(emb, labels, 0.05, n_clusters=0, seed=0, normalize=False)
@@ -42,7 +44,7 @@ def test_farthest_order_picks_the_planted_outliers():
 def test_stratified_order_covers_every_distance_quantile_equally():
     emb, labels, _ = planted(n_out=0)
     for ratio, strata in ((0.2, 4), (0.1, 5), (0.02, 4)):
-        idx = nc_select(emb, labels, ratio, n_clusters=0, seed=3, normalize=False, order="stratified", strata=strata)
+        idx = order_select(emb, labels, ratio, n_clusters=0, seed=3, normalize=False, order="stratified", strata=strata)
         for c in ("bonafide", "spoof"):
             rows = np.flatnonzero(labels == c)
             d = np.linalg.norm(emb[rows] - emb[rows].mean(axis=0), axis=1)
@@ -55,7 +57,7 @@ def test_stratified_order_covers_every_distance_quantile_equally():
             assert per_bin.max() - per_bin.min() <= 1, (ratio, c, per_bin)   # equal shares, up to rounding
             if n_keep < strata:        # 4 of 200 bona fide at 2%: one per bin; 6 spoofs: both extremes first
                 assert per_bin[0] >= 1 and per_bin[-1] >= 1
-    first, again, other = (nc_select(emb, labels, 0.2, n_clusters=0, seed=s, normalize=False, order="stratified")
+    first, again, other = (order_select(emb, labels, 0.2, n_clusters=0, seed=s, normalize=False, order="stratified")
                            for s in (3, 3, 4))
     np.testing.assert_array_equal(first, again)
     assert set(other.tolist()) != set(again.tolist())           # the draw within a bin follows the seed
@@ -65,13 +67,17 @@ def test_stratified_within_fake_clusters_splits_the_quota_by_cluster_size():
     labels = np.array(["bonafide"] * 20 + ["spoof"] * 40)
     cluster = np.r_[np.full(20, -1), np.zeros(30, int), np.ones(10, int)]
     distance = np.r_[np.linspace(0, 1, 20), np.linspace(0, 1, 30), np.linspace(0, 1, 10)]
-    idx, key = orders.pick_nc_order("stratified", distance, cluster, labels, {"bonafide": 4, "spoof": 8}, "spoof",
-                                    strata=2, seed=0)
+    idx, full = orders.pick_nc_order("stratified", distance, cluster, labels, {"bonafide": 4, "spoof": 8}, "spoof",
+                                     strata=2, seed=0)
+    value, groups = full()
     spoof = idx[labels[idx] == "spoof"]
     assert (cluster[spoof] == 0).sum() == 6 and (cluster[spoof] == 1).sum() == 2      # 8 split 30 : 10
     assert ((distance[spoof] < 0.5) & (cluster[spoof] == 0)).sum() == 3               # half per distance bin
     assert ((labels == "bonafide") & (distance < 0.5))[idx].sum() == 2
-    assert key.shape == labels.shape and (0 < key).all() and (key < 1).all()
+    assert value.shape == labels.shape and len(np.unique(groups)) == 3         # bona fide, two fake clusters
+    for g in np.unique(groups):                      # the picks are the first of their group's order
+        rows = np.flatnonzero(groups == g)
+        assert set(idx) & set(rows) == set(rows[np.argsort(value[rows], kind="stable")][:len(set(idx) & set(rows))])
 
 
 def test_margin_picks_the_clips_nearest_the_decision_boundary():
@@ -122,8 +128,9 @@ def test_generator_balanced_gives_equal_counts_per_system_and_spreads_parents():
     assert kept == {"-": 25, "a": 16, "b": 16, "c": 16, "d": 6}
     a_rows = idx[systems[idx] == "a"]
     assert pd.Series(parents[a_rows]).is_unique        # 16 of a's 40 parents: none twice
-    assert orders.balanced_quotas(np.array([100, 100, 100, 10]), 101).tolist() == [31, 30, 30, 10]
-    assert orders.balanced_quotas(np.array([3, 0, 5]), 20).tolist() == [3, 0, 5]
+    assert balanced_quotas(np.array([100, 100, 100, 10]), 101).tolist() == [31, 30, 30, 10]
+    assert balanced_quotas(np.array([10, 100, 100]), 23).tolist() == [8, 8, 7]      # round robin: 0, 1 first
+    assert balanced_quotas(np.array([3, 0, 5]), 20).tolist() == [3, 0, 5]
     with pytest.raises(ValueError, match="systems: one per embedding row"):
         generator_balanced_select(emb, labels, 0.25, systems=systems[:-1])
 
@@ -147,4 +154,34 @@ def test_order_params_are_checked_with_their_full_key():
         orders.MarginParams.from_params({"teachers": "t1"})
     assert orders.MarginParams.from_params({"teachers": ["t1"]}).teachers == ("t1",)
     with pytest.raises(ValueError, match="order must be one of"):
-        nc_select(np.ones((4, 2), np.float32), ["bonafide", "spoof"] * 2, 0.5, n_clusters=0, seed=0, order="x")
+        order_select(np.ones((4, 2), np.float32), ["bonafide", "spoof"] * 2, 0.5, n_clusters=0, seed=0, order="x")
+    emb, labels, _ = planted(n_out=0)          # the nearest order is nc_select's
+    np.testing.assert_array_equal(order_select(emb, labels, 0.1, order="nearest", n_clusters=2, seed=1),
+                                  nc_select(emb, labels, 0.1, n_clusters=2, seed=1))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_fast_picks_are_the_first_rows_of_the_full_order(seed):
+    """The pickers select by partial sorts; the top-up key ranks the full order: both must agree."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    labels = np.where(rng.random(n) < 0.3, "bonafide", "spoof")
+    distance = np.round(rng.random(n), 3)                               # ties on purpose
+    cluster = np.where(labels == "spoof", rng.integers(0, 5, n), -1)
+    quota = {"bonafide": int(rng.integers(1, 600)), "spoof": int(rng.integers(1, 1500))}
+    u = np.where(rng.random(n) < 0.05, np.nan, np.round(rng.random(n), 2))
+    systems = np.where(labels == "spoof", rng.choice(["a", "b", "c"], n, p=[0.1, 0.3, 0.6]), "-")
+    parents = np.where(labels == "spoof", rng.integers(0, 300, n).astype(str), None)
+    cases = [orders.pick_nc_order(o, distance, cluster, labels, quota, "spoof", 4, seed)
+             for o in ("farthest", "stratified")]
+    cases.append(orders.pick_margin(u, distance, cluster, labels, quota, 0.3))
+    sq = dict(zip("abc", balanced_quotas(np.bincount(pd.factorize(systems[labels == "spoof"], sort=True)[0]),
+                                         quota["spoof"])))
+    cases.append(orders.pick_generator_balanced(distance, labels, quota, "spoof", systems, sq, parents))
+    for idx, full in cases:
+        value, groups = full()
+        kept = {g: int(np.isin(np.flatnonzero(groups == g), idx).sum()) for g in np.unique(groups)}
+        expected = first_per_group(value, groups, np.array([kept.get(g, 0) for g in range(groups.max() + 1)]))
+        np.testing.assert_array_equal(idx, expected)
+    assert (stable_order(distance) == np.argsort(distance, kind="stable")).all()
+    assert (group_rank(distance, cluster + 1) == group_rank(distance + 0.0, cluster + 1)).all()
