@@ -77,27 +77,33 @@ def selector(method: str, labels, n_clusters: int):
     raise ValueError(f"unknown method {method!r}; known: {list(METHODS)}")
 
 
-def child(n: int, d: int, threads: int, ratio: float, n_clusters: int, dtype: str, method: str = "nc") -> dict:
-    """One measurement in this process: returns seconds, RSS before and peak RSS (bytes)."""
+def child(n: int, d: int, threads: int, ratio: float, n_clusters: int, dtype: str, method: str = "nc",
+          repeats: int = 1) -> dict:
+    """One measurement in this process: seconds (the fastest of `repeats` runs on a shared machine, and their
+    median), RSS before and peak RSS (bytes)."""
+    import statistics
+
     import faiss
 
     faiss.omp_set_num_threads(threads)
     emb, labels = synthetic(n, d, dtype=dtype)
     select = selector(method, labels, n_clusters)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    t0 = time.perf_counter()
-    idx = select(emb, ratio)
-    seconds = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        idx = select(emb, ratio)
+        times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"method": method, "n": n, "dim": d, "seconds": seconds, "rss_before_bytes": rss_before,
-            "peak_rss_bytes": peak, "selected": int(len(idx))}
+    return {"method": method, "n": n, "dim": d, "seconds": min(times), "seconds_median": statistics.median(times),
+            "repeats": repeats, "rss_before_bytes": rss_before, "peak_rss_bytes": peak, "selected": int(len(idx))}
 
 
 def measure(n: int, args: argparse.Namespace, method: str) -> dict:
     """One (N, method) row, measured in a fresh subprocess."""
     cmd = [sys.executable, __file__, "--child", str(n), "--dim", str(args.dim), "--threads", str(args.threads),
            "--ratio", str(args.ratio), "--n-clusters", str(args.n_clusters), "--dtype", args.dtype,
-           "--child-method", method]
+           "--child-method", method, "--repeats", str(args.repeats)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     res = json.loads(out.strip().splitlines()[-1])
     f32 = n * args.dim * 4
@@ -119,13 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="input dtype")
     ap.add_argument("--methods", nargs="+", default=None,
                     help=f"rows per method under 'sampling_methods' ({' '.join(METHODS)}, or all); nc is always run")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per row: seconds = the fastest (a shared machine)")
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "bench.json")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-method", default="nc", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is not None:
         print(json.dumps(child(args.child, args.dim, args.threads, args.ratio, args.n_clusters, args.dtype,
-                               args.child_method)))
+                               args.child_method, args.repeats)))
         return 0
     methods = ["nc"] if args.methods is None else (
         list(METHODS) if args.methods == ["all"] else ["nc", *[m for m in args.methods if m != "nc"]])

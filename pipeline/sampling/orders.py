@@ -45,6 +45,7 @@ from pipeline.sampling.ranks import (
     first_per_group,
     group_quantile,
     group_rank,
+    quantile_bins,
     quota_per_group,
     top_quantile,
 )
@@ -121,7 +122,7 @@ class Strata:
     def of(cls, distance: np.ndarray, groups: np.ndarray, strata: int, seed: int) -> Strata:
         sizes = np.bincount(groups)[groups]
         bins = np.minimum(sizes, strata)                               # a group smaller than S: one row per bin
-        b = group_rank(distance, groups) * bins // sizes               # equal-count distance-quantile bin
+        b = quantile_bins(distance, groups, strata)                    # equal-count distance-quantile bin
         visit = np.zeros(len(distance), dtype=np.int64)
         for s in np.unique(bins):
             m = bins == s

@@ -9,7 +9,7 @@ import pytest
 from pipeline.params import ConfigError
 from pipeline.sampling import generator_balanced_select, margin_select, n_keep_for, nc_select, order_select, orders
 from pipeline.sampling.quotas import balanced_quotas
-from pipeline.sampling.ranks import first_per_group, group_rank, stable_order
+from pipeline.sampling.ranks import first_per_group, group_rank, quantile_bins, stable_order
 
 
 @pytest.fixture(autouse=True)
@@ -184,4 +184,9 @@ def test_the_fast_picks_are_the_first_rows_of_the_full_order(seed):
         expected = first_per_group(value, groups, np.array([kept.get(g, 0) for g in range(groups.max() + 1)]))
         np.testing.assert_array_equal(idx, expected)
     assert (stable_order(distance) == np.argsort(distance, kind="stable")).all()
+    groups = cluster + 1
+    for v in (distance, rng.random(n)):                      # with ties (the full-rank fallback) and without
+        sizes = np.bincount(groups)[groups]
+        np.testing.assert_array_equal(quantile_bins(v, groups, 4), group_rank(v, groups) * np.minimum(sizes, 4)
+                                      // sizes)
     assert (group_rank(distance, cluster + 1) == group_rank(distance + 0.0, cluster + 1)).all()
