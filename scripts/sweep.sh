@@ -10,8 +10,8 @@
 # Default: (3 methods x 3 ratios + full) x 5 seeds = 50 experiments. Every method keeps the same number of
 # clips per class at a ratio (equal budgets, pipeline/sampling/budget.py).
 # Methods: nc random kcenter farthest margin generator_balanced full (params sample.method). `nc` runs once per
-# order in NC_ORDERS (default "nearest"; also farthest, stratified: `-S sample.nc.order=O`, labelled nc:O in the
-# report); a METHODS entry nc:O runs that order alone. The selection sweep of issue 23 (5 seeds, 95 runs):
+# order in NC_ORDERS (default "nearest", which then passes no -S; also farthest, stratified: `-S sample.nc.order=O`,
+# labelled nc:O in the report); a METHODS entry nc:O runs that order alone. The selection sweep of issue 23 (5 seeds, 95 runs):
 #   METHODS="nc random margin generator_balanced full" NC_ORDERS="nearest farthest stratified" scripts/sweep.sh
 # sweep_export then writes every method's paired difference to full and to random (reports/sweep_paired.csv).
 # EVAL_SETS (e.g. "seen_attacks,unseen_attacks,paradigm,corpus,dev") sets evaluate.sets in every run: `dev` adds
@@ -39,6 +39,7 @@ set -euo pipefail
 
 RATIOS=${RATIOS:-"0.05 0.1 0.25 1.0"}
 METHODS=${METHODS:-"nc random kcenter full"}
+EXPLICIT_ORDERS=${NC_ORDERS:+1}   # NC_ORDERS given: every nc run names its order, nearest too
 NC_ORDERS=${NC_ORDERS:-"nearest"}
 EVAL_SETS=${EVAL_SETS:-""}
 SEEDS=${SEEDS:-5}
@@ -126,10 +127,10 @@ for seed in $(seq 1 "$SEEDS"); do
     fi
     for ratio in $ratios; do
       args=(-S "sample.method=$method" -S "sample.ratio=$ratio" -S "train.seed=$seed" -S "sample.seed=$seed")
-      if [[ "$method" == nc ]]; then
+      if [[ "$method" == nc ]]; then   # the default (nearest) alone stays implicit: older params lack sample.nc
         order=nearest
         if [[ "$label" == nc:* ]]; then order=${label#nc:}; fi
-        args+=(-S "sample.nc.order=$order")
+        if [[ "$order" != nearest || -n "$EXPLICIT_ORDERS" ]]; then args+=(-S "sample.nc.order=$order"); fi
       fi
       if [[ -n "$EVAL_SETS" ]]; then args+=(-S "evaluate.sets=[$EVAL_SETS]"); fi
       queue "${args[@]}"
