@@ -23,8 +23,10 @@ they are ("trained" = the systems/paradigms of the detector's training manifest,
   leave-one-paradigm-out run, `train.exclude_paradigms=[P]`); `paradigm_seen[P]` says which
   (`leave_out` in `evaluate.sets` is the same kind);
 - `corpus`: every `eval:<name>` split with bona fide rows of its own becomes a set `<name>`;
-- `test` (legacy: all test-split spoofs) or any eval split name (e.g. `tts`, `itw`) picks that set alone.
-`pooled` is the EER over the union of all the sets' clips. A set with no bona fide or no spoof
+- `test` (legacy: all test-split spoofs) or any eval split name (e.g. `tts`, `itw`) picks that set alone;
+- `dev` (not in the default sets): every dev-split clip, the held-out speakers of the training distribution,
+  for choices made on dev (scripts/sweep.sh EVAL_SETS); it is left out of `pooled` and of eer_by_system.
+`pooled` is the EER over the union of all the other sets' clips. A set with no bona fide or no spoof
 clips is skipped with a warning. Per-system EERs are taken against the bona fide clips of the set the
 system appears in (paradigm sets repeat the test systems and are not counted twice).
 Renamed in this version: test -> seen_attacks, tts -> unseen_attacks, leave_out_<P> -> paradigm_<P> when
@@ -76,7 +78,8 @@ from pipeline.schema import check_name, read_clip_tables
 log = logging.getLogger("pipeline.evaluate")
 
 CLEAN = "clean"  # the condition of the clips as they are
-SET_KINDS = ("seen_attacks", "unseen_attacks", "paradigm", "leave_out", "corpus", "test")
+SET_KINDS = ("seen_attacks", "unseen_attacks", "paradigm", "leave_out", "corpus", "test", "dev")
+DEV = "dev"
 LEAVE_OUT_PREFIX = "leave_out_"
 PARADIGM_PREFIX = "paradigm_"
 
@@ -164,6 +167,8 @@ def build_eval_sets(clips: pd.DataFrame, sets: tuple[str, ...],
             out[kind] = pd.concat([bona_test, unseen])
         elif kind == "test":
             out["test"] = pd.concat([bona_test, test_spoof])
+        elif kind == DEV:
+            out[DEV] = clips[split == DEV]
         elif kind in ("paradigm", "leave_out"):
             for paradigm in sorted(test_spoof["paradigm"].unique()):
                 unseen = paradigms is not None and paradigm not in paradigms
@@ -227,12 +232,12 @@ def run(sets: dict[str, pd.DataFrame], scores: pd.Series, seen_paradigms: list[s
             paradigm = ",".join(sorted(group["paradigm"].astype(str).unique()))
             srow = _eer_row(name, str(system), paradigm, bona_scores, group["score"].to_numpy(float))
             rows.append(srow)
-            if not name.startswith(SET_PREFIXES):
+            if not name.startswith(SET_PREFIXES) and name != DEV:
                 key = str(system) if system not in by_system else f"{name}:{system}"
                 by_system[key] = srow["eer"]
     if not scored:
         raise ValueError("no evaluation set has both bona fide and spoof scored clips: nothing to evaluate")
-    pooled = pd.concat(scored.values()).drop_duplicates("clip_id")
+    pooled = pd.concat([v for k, v in scored.items() if k != DEV] or list(scored.values())).drop_duplicates("clip_id")
     is_bona = (pooled["label"] == "bonafide").to_numpy()
     prow = _eer_row("pooled", "all", "all", pooled.loc[is_bona, "score"].to_numpy(float),
                     pooled.loc[~is_bona, "score"].to_numpy(float), n_boot, seed)

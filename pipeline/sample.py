@@ -2,8 +2,9 @@
 
 Reads: the clip tables (`--clips`: data/clips.parquet + data/recon/*.parquet) and, for every teacher in
 params `teachers`, data/embeddings/<T>/emb.npy (float16, N x D) + ids.parquet (clip_id, row order).
-Writes (`--out`, data/manifests/): one manifest per sampler, {nc,random,full,kcenter,farthest}.parquet
-(clip-table columns + teacher, distance, cluster, sampler), train.parquet = a copy of the one named by
+Writes (`--out`, data/manifests/): one manifest per sampler,
+{nc,random,full,kcenter,farthest,margin,generator_balanced}.parquet (clip-table columns + teacher, distance,
+cluster, sampler), train.parquet = a copy of the one named by
 `sample.method`, dev.parquet = the dev split of the merged pools (sampler 'dev'); and `--diagnostics`
 (reports/sampling.json): per pool NC1, distances between class means, counts per label, paradigm,
 system and speaker before and after sampling.
@@ -16,15 +17,25 @@ the earlier teacher in params order), and the union is topped up (or trimmed) to
 method's own order. `full` keeps every train clip. reports/sampling.json `budget` has the counts.
 `distance` is the L2 distance to the clip's class mean in its teacher's (normalised) embedding space for
 every sampler, so the manifests compare directly; `cluster` is the fake class's k-means cluster (null for
-bona fide). `sample.seed` (null = the global seed) seeds k-means, random and k-center.
+bona fide). `sample.seed` (null = the global seed) seeds k-means, random, k-center and the stratified draw.
+
+Beyond the most typical (pipeline/sampling/orders.py, methods.py): `sample.nc.order` (nearest: the paper;
+farthest; stratified: equal shares of every distance quantile) sets the order of the nc manifest; `margin`
+keeps the clips the teachers are least sure of (embed's per-clip scores against each teacher's dev EER
+threshold, averaged over the pools holding the clip), mixed with `sample.margin.typical_share` NC-nearest
+ones; `generator_balanced` spreads the fake budget evenly over generator systems and parents. Without teacher
+scores (old embeddings, the resemblyzer embedder) margin is skipped (an error when it is `sample.method`).
 
 Large pools: when a pool has more train rows than `sample.stream_above_rows`, every pool is sampled
 without copying its matrix (pipeline/sampling/stream_pool.py): the same nc, random, farthest and full
-manifests, no kcenter (a ConfigError when it is `sample.method`), NC1 on a bounded row sample.
+manifests, margin and generator_balanced too (the orders read per-row arrays, never the matrix), no kcenter
+(a ConfigError when it is `sample.method`), NC1 on a bounded row sample.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import shutil
 from dataclasses import dataclass, field, replace
@@ -49,11 +60,13 @@ from pipeline.params import (
     start_stage,
     teacher_names,
 )
+from pipeline.sampling.orders import MarginParams, NCOrderParams
+from pipeline.sampling.pools import Pool, pool_positions
 from pipeline.schema import CLIP_COLUMNS, LABELS, SchemaError, read_clip_tables, write_clips
 
 log = logging.getLogger("pipeline.sample")
 
-METHODS = ("nc", "random", "full", "kcenter", "farthest")
+METHODS = ("nc", "random", "full", "kcenter", "farthest", "margin", "generator_balanced")
 
 
 @dataclass(frozen=True)
@@ -75,10 +88,14 @@ class SampleParams(Section):
     seed: int | None = None   # null = the global seed
     stream_above_rows: int | None = 1_000_000   # a pool with more train rows: streamed (sampling/stream_pool.py)
     stream_diagnostics_rows: int = 100_000      # streamed: NC1 on a seeded sample of at most this many rows
+    nc: NCOrderParams = field(default_factory=NCOrderParams)      # sample.nc: order (nearest|farthest|stratified)
+    margin: MarginParams = field(default_factory=MarginParams)    # sample.margin: typical_share, teachers
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
-        return {k: (mapping("sample.class_ratio", v) if k == "class_ratio" else v) for k, v in kw.items()}
+        blocks = {"class_ratio": lambda v: mapping("sample.class_ratio", v), "nc": NCOrderParams.from_params,
+                  "margin": MarginParams.from_params}
+        return {k: (blocks[k](v) if k in blocks else v) for k, v in kw.items()}
 
     def check(self) -> None:
         """Refuse bad values with a clear error."""
@@ -101,17 +118,9 @@ class SampleParams(Section):
         number("sample.stream_diagnostics_rows", self.stream_diagnostics_rows, low=2, integer=True)
 
 
-@dataclass
-class Pool:
-    """One teacher's embedded pool: clip ids in row order and the embedding matrix (may be a memory map)."""
-
-    teacher: str
-    ids: np.ndarray
-    embeddings: np.ndarray              # or a ShardedEmbeddings (emb-*.npy): rows are read as `embeddings[rows]`
-
-
 def load_pool(teacher: str, directory: Path) -> Pool:
-    """Read data/embeddings/<T>/{emb.npy or emb-*.npy, ids.parquet} (memory-mapped), checking that they line up."""
+    """Read data/embeddings/<T>/{emb.npy or emb-*.npy, ids.parquet, info.json} (memory-mapped), checking that
+    they line up; the scores and threshold when embed wrote them."""
     from pipeline.embstore import read_embeddings
 
     emb_path, ids_path = directory / "emb.npy", directory / "ids.parquet"
@@ -128,20 +137,12 @@ def load_pool(teacher: str, directory: Path) -> Pool:
     if emb.ndim != 2 or len(ids) != emb.shape[0]:
         raise ValueError(f"teacher {teacher}: {emb_path} has shape {emb.shape} but {ids_path} has {len(ids)} ids: "
                          f"misaligned embeddings; re-run the embed stage")
-    return Pool(teacher=teacher, ids=ids, embeddings=emb)
-
-
-def _pool_positions(pool: Pool, clips: pd.DataFrame) -> np.ndarray:
-    """The rows of `clips` holding a pool's clips, in embedding row order (clear error for unknown or duplicate ids)."""
-    dup = pd.Series(pool.ids).duplicated()
-    if dup.any():
-        raise ValueError(f"teacher {pool.teacher}: ids.parquet repeats clip_id {pool.ids[dup.to_numpy()][0]!r}")
-    pos = pd.Index(clips["clip_id"]).get_indexer(pool.ids)      # clip ids are unique (validate_clips)
-    missing = pos < 0
-    if missing.any():
-        raise ValueError(f"teacher {pool.teacher}: {int(missing.sum())} embedded ids are not in the clip tables "
-                         f"(first: {pool.ids[missing][0]!r}); embeddings and clip tables are out of date")
-    return pos
+    scores = ids_df["score"].to_numpy(np.float64) if "score" in ids_df.columns else None
+    info = json.loads((directory / "info.json").read_text()) if (directory / "info.json").is_file() else {}
+    return Pool(teacher=teacher, ids=ids, embeddings=emb,
+                scores=None if scores is None or np.isnan(scores).all() else scores,
+                threshold=float(info.get("score_threshold") or 0.0),
+                threshold_source=str(info.get("score_threshold_source", "none (0)")))
 
 
 def _manifest_rows(rows: pd.DataFrame, teacher: str | np.ndarray, sampler: str, distance: np.ndarray | None,
@@ -155,35 +156,18 @@ def _manifest_rows(rows: pd.DataFrame, teacher: str | np.ndarray, sampler: str, 
     return out
 
 
-def merge_picks(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate the pools' picks; a clip picked by several pools keeps the row with the smallest distance
-    (ties and missing distances: the earlier pool)."""
-    if not frames:
-        raise ValueError("no pools to merge")
-    df = pd.concat(frames, ignore_index=True)
-    df["_order"] = np.arange(len(df))
-    best = df.sort_values(["distance", "_order"], kind="mergesort", na_position="last")
-    best = best.drop_duplicates("clip_id", keep="first")
-    return best.sort_values("_order", kind="mergesort").drop(columns="_order").reset_index(drop=True)
-
-
 def _finite(x: float) -> float | None:
     """JSON has no inf/NaN: a non-finite diagnostic becomes null."""
     return float(x) if np.isfinite(x) else None
 
 
-def _select(method: str, emb: np.ndarray, labels: np.ndarray, p: SampleParams, seed: int, ranking) -> np.ndarray:
-    from pipeline.sampling import SAMPLERS, select_from_ranking
-
-    if method == "nc" and p.index == "flat":
-        return select_from_ranking(ranking, p.ratio, p.class_ratio)     # same as nc_select, without re-ranking
-    if method == "farthest":
-        return select_from_ranking(ranking, p.ratio, p.class_ratio, farthest=True)
-    kwargs = dict(seed=seed, class_ratio=p.class_ratio, normalize=p.normalize)
-    if method == "nc":
-        kwargs.update(n_clusters=p.n_clusters, index=p.index, ivf_nlist=p.ivf_nlist, ivf_nprobe=p.ivf_nprobe,
-                      max_points_per_centroid=p.max_points_per_centroid, kmeans_iters=p.kmeans_iters)
-    return SAMPLERS[method](emb, labels, p.ratio, **kwargs)
+def _methods(p: SampleParams, skipped: dict[str, str]) -> tuple[str, ...]:
+    """The methods run (METHODS less the skipped ones; `sample.method` skipped is a ConfigError)."""
+    if p.method in skipped:
+        raise ConfigError(f"params sample.method: {p.method} cannot run: {skipped[p.method]}")
+    for m, why in skipped.items():
+        log.warning("sample: no %s manifest: %s", m, why)
+    return tuple(m for m in METHODS if m not in skipped)
 
 
 def _pool_seed(seed: int, i: int) -> int:
@@ -192,9 +176,10 @@ def _pool_seed(seed: int, i: int) -> int:
     return int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
 
 
-def _header(p: SampleParams, seed: int) -> dict[str, Any]:
+def _header(p: SampleParams, seed: int, inputs) -> dict[str, Any]:
     return {"seed": seed, "method": p.method, "ratio": p.ratio, "class_ratio": p.class_ratio,
-            "n_clusters": p.n_clusters, "normalize": p.normalize, "index": p.index, "pools": {}}
+            "n_clusters": p.n_clusters, "normalize": p.normalize, "index": p.index, "pools": {},
+            "methods": {**inputs.diag, "skipped": dict(inputs.skipped)}}
 
 
 def _finish(manifests: dict[str, pd.DataFrame], fill: dict, diag: dict[str, Any], dev_frames: list[pd.DataFrame],
@@ -219,31 +204,33 @@ def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> t
     return ({method or 'dev': manifest}, diagnostics). Past `stream_above_rows` train rows in a pool: streamed."""
     from pipeline.sampling import budget as bd
     from pipeline.sampling import counts, mean_distances, nc1, nc_rank
+    from pipeline.sampling import methods as mt
 
-    positions = [_pool_positions(pool, clips) for pool in pools]
+    positions = [pool_positions(pool, clips) for pool in pools]
     is_train = (clips["split"] == "train").to_numpy()
     n_train = [int(is_train[pos].sum()) for pos in positions]
     if p.stream_above_rows is not None and max(n_train, default=0) > p.stream_above_rows:
         return _run_streamed(pools, clips, p, seed, positions)
-    picks: dict[str, list[pd.DataFrame]] = {m: [] for m in METHODS}
-    candidates: dict[str, list[pd.DataFrame]] = {m: [] for m in METHODS if m != "full"}
-    dev_frames = []
-    diag = _header(p, seed)
     pool_rows = [clips.take(pos).reset_index(drop=True) for pos in positions]
     train_parts = [rows[(rows["split"] == "train").to_numpy()] for rows in pool_rows]
     merged = pd.concat([t[["clip_id", "label"]] for t in train_parts]).drop_duplicates("clip_id")
     budgets = bd.class_budgets(merged["label"].astype(str), LABELS, p.ratio, p.class_ratio)
     pool_sizes = [{c: int((t["label"] == c).sum()) for c in LABELS} for t in train_parts]
     quotas = bd.split_budget(budgets, pool_sizes)
+    train_idx = [np.flatnonzero(is_train[pos]) for pos in positions]          # rows of each pool's matrix
+    inputs = mt.prepare_inputs(p, pools, clips, [pos[t] for pos, t in zip(positions, train_idx)], train_idx, budgets)
+    methods = _methods(p, inputs.skipped)
+    picks: dict[str, list[pd.DataFrame]] = {m: [] for m in methods}
+    candidates: dict[str, list[pd.DataFrame]] = {m: [] for m in methods if m != "full"}
+    dev_frames, diag = [], _header(p, seed, inputs)
     for i, pool in enumerate(progress(pools, desc="sample pools", total=len(pools), unit="pool")):
         pool_seed = _pool_seed(seed, i)
         rows = pool_rows[i]
-        train_mask = (rows["split"] == "train").to_numpy()
-        train_rows = rows[train_mask].reset_index(drop=True)
+        train_rows = train_parts[i].reset_index(drop=True)
         dev_frames.append(_manifest_rows(rows[(rows["split"] == "dev").to_numpy()], pool.teacher, "dev", None, None))
         if not len(train_rows):
             raise ValueError(f"teacher {pool.teacher}: no train-split rows in its pool")
-        emb = pool.embeddings[np.flatnonzero(train_mask)]
+        emb = pool.embeddings[train_idx[i]]
         labels = train_rows["label"].astype(str).to_numpy()
         try:
             ranking = nc_rank(emb, labels, n_clusters=p.n_clusters, seed=pool_seed, normalize=p.normalize,
@@ -257,11 +244,10 @@ def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> t
             "before": counts(train_rows), "after": {},
         }
         pq = replace(p, class_ratio=bd.quota_ratios(quotas[i], pool_sizes[i]))
+        pool_in = mt.pool_inputs(inputs, i, clips, positions[i][train_idx[i]])
         everything = _manifest_rows(train_rows, pool.teacher, "", ranking.distance, ranking.cluster)
-        for method in METHODS:
-            idx = _select(method, emb, labels, pq, pool_seed, ranking)
-            key = np.zeros(len(labels)) if method == "full" else bd.order_key(method, ranking.distance, labels,
-                                                                               pool_seed)
+        for method in methods:
+            idx, key = mt.pick_pool(method, emb, labels, pq, pool_seed, ranking, quotas[i], pool_in)
             if method != "full":   # a class whose quota in this pool is 0 (a budget below the number of pools)
                 idx = idx[np.array([quotas[i][lab] > 0 for lab in labels[idx]], dtype=bool)]
                 candidates[method].append(everything.assign(sampler=method, **{bd.KEY: key, bd.POOL: i}))
@@ -275,8 +261,8 @@ def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> t
                  pool_diag["before"]["label"], pool_diag["after"]["nc"]["n"], pool_diag["after"]["nc"]["label"])
         diag["pools"][pool.teacher] = pool_diag
     manifests, fill = {}, {}
-    for m in METHODS:
-        union = merge_picks(picks[m])
+    for m in methods:
+        union = bd.merge_picks(picks[m])
         if m == "full":
             manifests[m] = union.drop(columns=[bd.KEY, bd.POOL])
         else:
@@ -287,54 +273,63 @@ def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> t
 
 def _run_streamed(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int,
                   positions: list[np.ndarray]) -> tuple[dict[str, pd.DataFrame], dict]:
-    """`run` without any pool's matrix in memory (pipeline/sampling/stream_pool.py): nc, random, farthest and
-    full give the manifests of the in-memory path; kcenter is skipped; NC1 comes from a bounded row sample."""
+    """`run` without any pool's matrix in memory (pipeline/sampling/stream_pool.py): nc, random, farthest, full,
+    margin and generator_balanced give the manifests of the in-memory path; kcenter is skipped; NC1 comes from a
+    bounded row sample."""
     from pipeline.sampling import budget as bd
     from pipeline.sampling import counts
+    from pipeline.sampling import methods as mt
     from pipeline.sampling import stream_pool as sp
 
     if p.method in sp.SKIPPED:
         raise ConfigError(f"params sample.method: {p.method} cannot run on a pool above sample.stream_above_rows "
-                          f"({p.stream_above_rows} train rows): {sp.SKIPPED[p.method]}; use one of {list(sp.METHODS)}")
-    log.info("a pool has more than sample.stream_above_rows=%d train rows: streamed sampling over the memory-mapped "
-             "embeddings; skipped: %s", p.stream_above_rows, ", ".join(f"{m} ({why})" for m, why in sp.SKIPPED.items()))
+                          f"({p.stream_above_rows} train rows): {sp.SKIPPED[p.method]}; use one of "
+                          f"{[m for m in METHODS if m not in sp.SKIPPED]}")
     if p.index != "flat":
         log.warning("streamed nc is the exact (flat) scan: sample.index=%s is not used", p.index)
     split = clips["split"].to_numpy()
     codes = sp.label_codes(clips)
-    train_pos = [pos[split[pos] == "train"] for pos in positions]
+    train_idx = [np.flatnonzero(split[pos] == "train") for pos in positions]
+    train_pos = [pos[t] for pos, t in zip(positions, train_idx)]
     merged = np.unique(np.concatenate(train_pos))
     budgets = bd.class_budgets(pd.Series(pd.Categorical.from_codes(codes[merged], LABELS)), LABELS, p.ratio,
                                p.class_ratio)
     pool_sizes = [{c: int((codes[tp] == k).sum()) for k, c in enumerate(LABELS)} for tp in train_pos]
     quotas = bd.split_budget(budgets, pool_sizes)
-    picks: dict[str, list[pd.DataFrame]] = {m: [] for m in sp.METHODS}
-    candidates: dict[str, list[pd.DataFrame]] = {m: [] for m in sp.METHODS if m != "full"}
-    diag, dev_frames = _header(p, seed), []
+    inputs = mt.prepare_inputs(p, pools, clips, train_pos, train_idx, budgets)
+    methods = _methods(p, {**sp.SKIPPED, **inputs.skipped})
+    log.info("a pool has more than sample.stream_above_rows=%d train rows: streamed sampling over the memory-mapped "
+             "embeddings", p.stream_above_rows)
+    picks: dict[str, list[pd.DataFrame]] = {m: [] for m in methods}
+    candidates: dict[str, list[pd.DataFrame]] = {m: [] for m in methods if m != "full"}
+    diag, dev_frames = _header(p, seed, inputs), []
     diag["stream"] = {"above_rows": p.stream_above_rows, "index": "flat", "skipped": dict(sp.SKIPPED),
                       "diagnostics_rows_limit": p.stream_diagnostics_rows}
     for i, pool in enumerate(progress(pools, desc="sample pools (streamed)", total=len(pools), unit="pool")):
-        pos = positions[i]
-        train = np.flatnonzero(split[pos] == "train")
+        pos, train = positions[i], train_idx[i]
         dev_frames.append(_manifest_rows(clips.take(pos[split[pos] == "dev"]), pool.teacher, "dev", None, None))
         if not len(train):
             raise ValueError(f"teacher {pool.teacher}: no train-split rows in its pool")
+        pool_in, pool_codes = mt.pool_inputs(inputs, i, clips, train_pos[i]), codes[train_pos[i]]
+        code_quota = {LABELS.index(c): n for c, n in quotas[i].items()}
+        ordered = {m: functools.partial(_ordered_pick, m, labels=pool_codes, quota=code_quota, pool_in=pool_in, p=p,
+                                        seed=_pool_seed(seed, i)) for m in methods if mt.ordered(m, p)}
         try:
-            res = sp.sample_pool(pool.embeddings, train, pos[train], codes[pos[train]], clips, p, teacher=pool.teacher,
-                                 pool=i, seed=_pool_seed(seed, i), quota=quotas[i], budgets=budgets)
+            res = sp.sample_pool(pool.embeddings, train, train_pos[i], pool_codes, clips, p, teacher=pool.teacher,
+                                 pool=i, seed=_pool_seed(seed, i), quota=quotas[i], budgets=budgets, ordered=ordered)
         except ValueError as exc:
             raise ValueError(f"teacher {pool.teacher}: {exc}") from exc
-        for m in sp.METHODS:
+        for m in methods:
             picks[m].append(res.picks[m])
             if m in candidates:
                 candidates[m].append(res.candidates[m])
-        after = {m: counts(clips.take(res.picks[m][sp.POS].to_numpy())) for m in sp.METHODS}
+        after = {m: counts(clips.take(res.picks[m][sp.POS].to_numpy())) for m in methods}
         diag["pools"][pool.teacher] = {"n_rows": int(len(pos)), "n_train": int(len(train)), **res.diag, "after": after}
         log.info("pool %s: %d train rows (streamed) -> nc %d (%s)", pool.teacher, len(train), after["nc"]["n"],
                  after["nc"]["label"])
     manifests, fill = {}, {}
-    for m in sp.METHODS:          # pop: each method's slim frames go once its manifest is built
-        union = merge_picks(picks.pop(m))
+    for m in methods:             # pop: each method's slim frames go once its manifest is built
+        union = bd.merge_picks(picks.pop(m))
         if m == "full":
             slim = union.drop(columns=[bd.KEY, bd.POOL])
         else:
@@ -344,6 +339,14 @@ def _run_streamed(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed:
                                       slim["cluster"].to_numpy())
     merged_sizes = {c: int((codes[merged] == k).sum()) for k, c in enumerate(LABELS)}
     return _finish(manifests, fill, diag, dev_frames, budgets, merged_sizes, pools, pool_sizes, quotas, p)
+
+
+def _ordered_pick(method: str, distance: np.ndarray, cluster: np.ndarray | None, *, labels: np.ndarray, quota: dict,
+                  pool_in, p: SampleParams, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """methods.pick on a streamed pool's label codes (stream_pool.sample_pool's `ordered` functions)."""
+    from pipeline.sampling import methods as mt
+
+    return mt.pick(method, distance, cluster, labels, quota, LABELS.index("spoof"), pool_in, p, seed)
 
 
 def write_outputs(manifests: dict[str, pd.DataFrame], diag: dict, method: str, out_dir: Path,

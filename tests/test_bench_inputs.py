@@ -42,3 +42,18 @@ def test_bench_embed_runs_a_pretrained_architecture_and_merges_its_row(tmp_path,
     assert row["arch"] == "aasist-l" and row["device"] == "cpu" and row["precision"] == "fp32"
     assert row["params_k"] == 85.3 and row["clips"] == 2
     assert row["model_clips_per_s"] > 0 and row["e2e_clips_per_s"] > 0 and row["train_step_s"] > 0
+
+
+def test_bench_sampling_times_every_method_against_nc_in_one_run(tmp_path):
+    import json
+
+    from benchmarks import bench_sampling
+
+    assert bench_sampling.main(["--sizes", "3000", "--dim", "16", "--threads", "1", "--n-clusters", "4",
+                                "--methods", "all", "--repeats", "2", "--out", str(tmp_path / "bench.json")]) == 0
+    rows = json.loads((tmp_path / "bench.json").read_text())["sampling_methods"]["rows"]
+    assert [r["method"] for r in rows] == list(bench_sampling.METHODS)
+    assert all(r["n"] == 3000 and 0 < r["seconds"] <= r["seconds_median"] and r["repeats"] == 2 for r in rows)
+    # equal budgets: every method keeps round(0.25 x 1500) rows of each class
+    assert {r["selected"] for r in rows} == {750}
+    assert next(r for r in rows if r["method"] == "nc")["seconds_over_nc"] == 1.0

@@ -3,8 +3,9 @@
 Runs `dvc exp show --json --all-commits` in the repository root (a subprocess; dvc 3.x JSON: the
 workspace, then baseline commits newest first, each with `data.params[<file>].data`,
 `data.metrics[<file>].data` and `experiments` = [{name, executor: {state} | null, revs: [...]}]), and
-flattens it into rows of kind `workspace`, `experiment` or `baseline`: name, rev, sample.method,
-sample.ratio, a note and every `eer.*` metric of the detector's metrics file. Commits that carry the
+flattens it into rows of kind `workspace`, `experiment` or `baseline`: name, rev, the method (sample.method,
+`nc:<order>` when sample.nc.order is not nearest), sample.ratio, a note and every `eer.*` metric of the
+detector's metrics file. Commits that carry the
 same committed numbers are one row; queued, running and failed experiments are counted, not listed.
 `dvc status <stage> --with-deps` says whether the workspace's numbers are current, stale or unverified.
 """
@@ -92,8 +93,14 @@ def _row(entry: dict[str, Any], kind: str, metrics_file: str | None) -> dict[str
     short = "" if rev == "workspace" else rev[:7]
     ci = eer_cis(_pick(data.get("metrics"), metrics_file))
     # params and ci: object columns (not `eer*`), read by pipeline/reporting/seeds.py to group seeds
-    return {"name": entry.get("name") or rev[:7], "rev": short, "kind": kind, "method": params.get("sample.method"),
+    return {"name": entry.get("name") or rev[:7], "rev": short, "kind": kind, "method": method_label(params),
             "ratio": params.get("sample.ratio"), "note": "", **eers, "params": params, "ci": ci}
+
+
+def method_label(params: dict[str, Any]) -> Any:
+    """sample.method, with the NC order when it is not the paper's nearest (`nc:farthest`, `nc:stratified`)."""
+    method, order = params.get("sample.method"), params.get("sample.nc.order")
+    return f"{method}:{order}" if method == "nc" and order not in (None, "nearest") else method
 
 
 def eer_cis(metrics: dict[str, Any]) -> dict[str, tuple[float, float]]:

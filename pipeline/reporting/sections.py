@@ -204,6 +204,9 @@ def experiments_section(exps: ExperimentRuns | None, own_eers: dict[str, float] 
             sec.add(html.image(plots.seeds_curve(groups, seeds.shown_sets(groups)), "EER vs ratio, mean and CI",
                                "Mean over seeds with a 95% CI band; x: sample.ratio (log scale); n = seeds."))
         sec.add(html.table(seeds.groups_table(groups)))
+        sec.add(html.p("Paired by seed: EER(method) - EER(reference) in points, mean of the per-seed differences "
+                       "[95% t-interval] (sign and Wilcoxon p); the verdicts in the summary read these.", "note"))
+        sec.add(html.table(seeds.paired_display(groups)))
         sec.add(html.p("Every run:", "note"))
     elif usable["ratio"].nunique() >= 2:
         sec.add(html.image(plots.sweep_curve(usable, eer_cols), "EER vs sampling ratio",

@@ -17,7 +17,9 @@ a different total. Here:
 
 `order_key`: nc, the distance to the class mean (nearest first); farthest, the same reversed; random and
 kcenter, a seeded permutation (kcenter's greedy order lives in one pool's space and does not extend
-across pools; the top-up is a small remainder). `full` keeps every train clip and has no budget.
+across pools; the top-up is a small remainder); the orders of pipeline/sampling/orders.py (nc farthest or
+stratified, margin, generator_balanced) give their own value to `rank_key`. `full` keeps every train clip
+and has no budget.
 """
 
 from __future__ import annotations
@@ -65,17 +67,34 @@ def quota_ratios(quota: Mapping[str, int], sizes: Mapping[str, int]) -> dict[str
 
 def order_key(method: str, distance: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
     """Per row, its rank within its class as a quantile in [0, 1): the top-up order of `method` (see above)."""
-    n = len(labels)
-    key = np.zeros(n, dtype=np.float64)
     if method in ("nc", "farthest"):
         value = distance if method == "nc" else -distance
     else:
-        value = np.random.default_rng(seed).permutation(n).astype(np.float64)
+        value = np.random.default_rng(seed).permutation(len(labels)).astype(np.float64)
+    return rank_key(value, labels)
+
+
+def rank_key(value: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per row, its rank by `value` (smaller first; ties: the lower row) within its class, divided by the
+    class size: a quantile in [0, 1), so that pools of different sizes interleave."""
+    key = np.zeros(len(labels), dtype=np.float64)
     for c in np.unique(labels):
         rows = np.flatnonzero(labels == c)
         order = rows[np.lexsort((rows, value[rows]))]      # ties: the lower row
         key[order] = np.arange(len(rows)) / len(rows)
     return key
+
+
+def merge_picks(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate the pools' picks; a clip picked by several pools keeps the row with the smallest distance
+    (ties and missing distances: the earlier pool)."""
+    if not frames:
+        raise ValueError("no pools to merge")
+    df = pd.concat(frames, ignore_index=True)
+    df["_order"] = np.arange(len(df))
+    best = df.sort_values(["distance", "_order"], kind="mergesort", na_position="last")
+    best = best.drop_duplicates("clip_id", keep="first")
+    return best.sort_values("_order", kind="mergesort").drop(columns="_order").reset_index(drop=True)
 
 
 def fill_to_budget(picked: pd.DataFrame, candidates: pd.DataFrame,

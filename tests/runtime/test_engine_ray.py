@@ -139,7 +139,7 @@ def test_embed_on_ray_writes_the_local_embeddings(tmp_path):
     path = save_checkpoint(model, None, tmp_path / "teacher" / "model.pt")
     p = embed.EmbedParams(batch_size=4, eval_s=0.5, shard_batches=1)
     cpu = torch.device("cpu")
-    vec, dim = embed.build_vectorizer(model, p, cpu)
+    vec, dim = embed.build_vectorizer(model, p, cpu, with_scores=True)   # as embed.main and the actors do
     fp = embed.fingerprint(path, p, 16000)
     factory = functools.partial(embed.batch_function, path, "resnet", p, cpu, 16000)
     embed.run(clips, vec, dim, p, 16000, tmp_path / "local", fp, cpu)
