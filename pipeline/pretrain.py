@@ -108,6 +108,7 @@ class PretrainParams(Section):
         number("pretrain.num_workers", self.num_workers, low=0, integer=True)
         number("pretrain.max_steps_per_epoch", self.max_steps_per_epoch, low=1, integer=True, allow_none=True)
         flag("pretrain.pair_batches", self.pair_batches)
+        flag("pretrain.live", self.live)
         if self.pair_batches and self.batch_size % 2:
             raise ConfigError(f"params pretrain.batch_size: paired batches need an even size, got {self.batch_size}")
 

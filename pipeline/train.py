@@ -59,6 +59,7 @@ from pipeline.params import (
     one_of,
     roles_from_params,
     section,
+    seed_value,
     stage_parser,
     stage_seed,
     start_stage,
@@ -125,7 +126,7 @@ class TrainParams(Section):
             number(f"train.{name}", getattr(self, name), low=0, low_open=True)
         number("train.weight_decay", self.weight_decay, low=0)
         number("train.dev_max_clips", self.dev_max_clips, low=1, integer=True)
-        number("train.seed", self.seed, integer=True, allow_none=True)
+        seed_value("train.seed", self.seed, allow_none=True)
         InitParams.from_params({"init": self.init, "init_mode": self.init_mode}, where="train")
         flag("train.pair_batches", self.pair_batches)
         if self.pair_batches and self.batch_size % 2:
