@@ -201,9 +201,8 @@ def process_batch(rows: pd.DataFrame, audio_dir: str, chain: Chain,
     clips, rejects = [], []
     for row in rows.itertuples(index=False):
         try:
-            raw, sr = read_audio(row.source_path)
-            # quantise=False: write_audio quantises to 16 bits itself
-            wave = apply_chain(raw, sr, chain, min_duration_s=min_duration_s, quantise=False)
+            raw, sr = read_audio(row.source_path, max_duration_s=chain.read_limit_s())  # a long file: its start
+            wave = apply_chain(raw, sr, chain, min_duration_s=min_duration_s)  # on the 16-bit grid write_audio keeps
             out = Path(audio_dir) / row.corpus / f"{row.clip_id}.flac"
             sha = write_audio(out, wave, sample_rate)
         except (AudioError, OSError, ValueError) as exc:
