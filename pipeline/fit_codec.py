@@ -26,9 +26,17 @@ import numpy as np
 import torch
 
 from pipeline.io import atomic_dir, write_json_atomic
-from pipeline.params import check_like_defaults, mapping, number, section, start_stage
+from pipeline.params import mapping, number, section, start_stage
 from pipeline.resynth.codec import SMALL_ENCODEC, make_encodec, save_codec
-from pipeline.resynth.fitting import FitParams, fit_parser, fit_steps, random_segments, run_fit, training_waves
+from pipeline.resynth.fitting import (
+    FitParams,
+    check_like_defaults,
+    fit_parser,
+    fit_steps,
+    random_segments,
+    run_fit,
+    training_waves,
+)
 from pipeline.resynth.losses import CodecLoss
 
 log = logging.getLogger("pipeline.fit_codec")

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from pipeline.io import atomic_dir, write_json_atomic
-from pipeline.params import check_like_defaults, mapping, number, section, start_stage
+from pipeline.params import mapping, number, section, start_stage
 from pipeline.resynth.common import resample_all
 from pipeline.resynth.diffusion import UNET_DEFAULTS, make_scheduler, make_unet, save_diffusion
-from pipeline.resynth.fitting import FitParams, fit_parser, fit_steps, run_fit, training_waves
+from pipeline.resynth.fitting import FitParams, check_like_defaults, fit_parser, fit_steps, run_fit, training_waves
 from pipeline.resynth.melspec import HIFIGAN_MEL, LogMel
 
 log = logging.getLogger("pipeline.fit_diffusion")

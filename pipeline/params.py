@@ -20,6 +20,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import yaml
 
+from pipeline.io import ParamsLoader, StrictYAMLError
 from pipeline.logs import setup_logging
 
 DEFAULT_PARAMS = "params.yaml"
@@ -39,51 +40,14 @@ class ConfigError(ValueError):
     """A params key or value that cannot work: raised at a stage's start, printed as one line."""
 
 
-class StrictYAMLError(yaml.YAMLError):
-    """A params file that is valid YAML but not allowed: a key given twice, an anchor or an alias."""
-
-
-class ParamsLoader(yaml.SafeLoader):
-    """yaml's SafeLoader, stricter for params files: a key given twice in one mapping, and any anchor, alias or
-    merge key (`&name`, `*name`, `<<: *name`), are a StrictYAMLError naming the line.
-
-    Why: SafeLoader keeps the last of two equal keys without a word (a second `train:` block silently replaces the
-    first), and aliases let a few lines expand into gigabytes when the values are walked or copied (the "billion
-    laughs" file). params.yaml needs neither; DVC's `-S` rewrite would not keep anchors anyway.
-    """
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise StrictYAMLError(f"line {event.start_mark.line + 1}: YAML anchors and aliases (&name, *name) are "
-                                  "not allowed in a params file; write the values out")
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> dict:
-        first: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise StrictYAMLError(f"line {key_node.start_mark.line + 1}: YAML merge keys (<<) are not allowed in "
-                                      "a params file; write the keys out")
-            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
-            try:
-                if key in first:
-                    raise StrictYAMLError(f"line {line}: key {key!r} is given twice in one mapping (first on line "
-                                          f"{first[key]}); YAML would silently keep only the last")
-                first[key] = line
-            except TypeError:  # an unhashable key: SafeLoader's own error follows
-                break
-        return super().construct_mapping(node, deep)
-
-
 def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     """The whole params file as a dict (a clear error when it is missing, not YAML, not a mapping, or has a key
-    twice or an anchor/alias: ParamsLoader)."""
+    twice or an anchor/alias)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path} not found: run from the repository root or pass --params")
     try:
-        data = yaml.load(path.read_text(), Loader=ParamsLoader) or {}
+        data = yaml.load(path.read_text(), Loader=ParamsLoader) or {}  # strict: see pipeline.io.ParamsLoader
     except StrictYAMLError as exc:
         raise ConfigError(f"{path} {exc}") from None
     except yaml.YAMLError as exc:
@@ -170,37 +134,6 @@ def flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"params {name}: expected true or false, got {value!r}")
     return value
-
-
-def like_default(name: str, value: Any, default: Any) -> Any:
-    """Check a value of a free-form config block (a model's overrides) against its default's kind; return it.
-
-    bool -> true/false; int -> an integer (>= 1 when the default is, else >= 0); float -> a number (> 0 when the
-    default is); list -> a list whose items are each like the default's first item; str -> a string. A bool is never
-    a number here either (YAML reads `yes` as true, and true would silently be 1).
-    """
-    if isinstance(default, bool):
-        return flag(name, value)
-    if isinstance(default, int):
-        return number(name, value, low=1 if default >= 1 else 0, integer=True)
-    if isinstance(default, float):
-        return number(name, value, low=0, low_open=default > 0)
-    if isinstance(default, (list, tuple)):
-        items = as_list(name, value)
-        for i, item in enumerate(items):
-            if default:
-                like_default(f"{name}[{i}]", item, default[0])
-        return items
-    if isinstance(default, str) and not isinstance(value, str):
-        raise ConfigError(f"params {name}: expected a string, got {value!r}")
-    return value
-
-
-def check_like_defaults(name: str, block: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
-    """Known keys (check_known_keys), then each value like its default (like_default)."""
-    check_known_keys(name, block, defaults)
-    for key, value in block.items():
-        like_default(f"{name}.{key}", value, defaults[key])
 
 
 def one_of(name: str, value: Any, known: Iterable[Any]) -> Any:

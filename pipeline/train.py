@@ -44,7 +44,7 @@ from pipeline.detector.finetune import InitParams, load_init
 from pipeline.detector.inference import load_waves, score_waves
 from pipeline.detector.loop import EpochResult, Phase, RunState, fit, live_log
 from pipeline.detector.losses import CrossEntropyLoss, RACLParams, SupConParams, build_loss
-from pipeline.io import write_json_atomic
+from pipeline.io import StagedDir, write_json_atomic
 from pipeline.logs import stage_timer
 from pipeline.metrics import compute_eer
 from pipeline.models import build_model, check_config, checkpointer
@@ -336,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     start, carried = None, {}
     if p.init is not None:  # config errors (a bad init dir, another arch) before anything is written
         start, carried = load_init(p.init, p.init_mode, p.arch, sample_rate, chain)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    staged = StagedDir(args.out, marker="model.pt")  # swapped in at the end: a failed run leaves the old model whole
+    out = staged.path
     # the effective seed is recorded once, top level (train.seed null or equal: the same config as before);
     # init keys only when an init is given (from scratch: the same config as before)
     train_cfg = {k: v for k, v in asdict(p).items() if k != "seed" and (p.init or k not in ("init", "init_mode"))}
@@ -358,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     save(model)  # the best state again: also covers a run whose first epoch was already the best
     write_json_atomic({**resolved, "model": dict(model.config)}, out / "config.json")
     write_json_atomic(summary, out / "metrics.json")
+    staged.commit()
     log.info("dev EER %.2f%% (best epoch %d of %d)", 100 * summary["dev_eer"], summary["best_epoch"],
              summary["epochs"])
     return 0

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from pipeline import __main__ as cli
-from pipeline.params import SEED_MAX, ConfigError, like_default, load_params
+from pipeline.params import SEED_MAX, ConfigError, load_params
+from pipeline.resynth.fitting import like_default
 from tests.test_params import BASE, parse_all, with_value
 
 # Keys whose value was taken as a number when it was `true` (true == 1 in Python), or as a flag when it was `1`.
