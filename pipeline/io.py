@@ -25,31 +25,37 @@ os.umask(_UMASK)
 
 
 class StrictYAMLError(yaml.YAMLError):
-    """A params file that is valid YAML but not allowed: a key given twice, an anchor or an alias."""
+    """A params file that is valid YAML but not allowed: a key given twice, or aliases that expand too far."""
+
+
+MAX_PARAMS_VALUES = 100_000  # params.yaml holds a few hundred; an alias may repeat a block, not explode it
 
 
 class ParamsLoader(yaml.SafeLoader):
-    """yaml's SafeLoader, stricter for params files: a key given twice in one mapping, and any anchor, alias or
-    merge key (`&name`, `*name`, `<<: *name`), are a StrictYAMLError naming the line.
+    """yaml's SafeLoader, stricter for params files (a StrictYAMLError naming the line or the count):
 
-    Why: SafeLoader keeps the last of two equal keys without a word (a second `train:` block silently replaces the
-    first), and aliases let a few lines expand into gigabytes when the values are walked or copied (the "billion
-    laughs" file). params.yaml needs neither; DVC's `-S` rewrite would not keep anchors anyway.
+    - a key given twice in one mapping: SafeLoader keeps the last without a word (a second `train:` block
+      silently replaces the first);
+    - anchors and aliases (`&name`, `*name`, `<<: *name`; yaml.safe_dump writes them for a block used twice) are
+      read, but the document may expand to at most MAX_PARAMS_VALUES values, counted on the node graph before
+      anything is built: a few lines of nested aliases (the "billion laughs") would expand into gigabytes as soon
+      as the values are walked or copied. An alias inside its own anchor (a recursive value) is refused too.
     """
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise StrictYAMLError(f"line {event.start_mark.line + 1}: YAML anchors and aliases (&name, *name) are "
-                                  "not allowed in a params file; write the values out")
-        return super().compose_node(parent, index)
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None:
+            n = expanded_values(node, {}, set())
+            if n > MAX_PARAMS_VALUES:
+                raise StrictYAMLError(f"its anchors and aliases expand to {n:,} values (at most {MAX_PARAMS_VALUES:,}"
+                                      " allowed); write the values out")
+        return node
 
     def construct_mapping(self, node: Any, deep: bool = False) -> dict:
         first: dict[Any, int] = {}
         for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise StrictYAMLError(f"line {key_node.start_mark.line + 1}: YAML merge keys (<<) are not allowed in "
-                                      "a params file; write the keys out")
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: merged keys may be overridden
+                continue
             key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
             try:
                 if key in first:
@@ -59,6 +65,21 @@ class ParamsLoader(yaml.SafeLoader):
             except TypeError:  # an unhashable key: SafeLoader's own error follows
                 break
         return super().construct_mapping(node, deep)
+
+
+def expanded_values(node: Any, memo: dict[int, int], active: set[int]) -> int:
+    """How many values (scalars, lists, mappings) a YAML node graph holds once every alias is expanded; each node is
+    visited once (memo), so a billion-laughs graph is counted in microseconds."""
+    if id(node) in memo:
+        return memo[id(node)]
+    if id(node) in active:
+        raise StrictYAMLError(f"line {node.start_mark.line + 1}: an alias inside its own anchor (a recursive value)")
+    active.add(id(node))
+    children = [] if isinstance(node, yaml.ScalarNode) else node.value
+    parts = [c for pair in children for c in pair] if isinstance(node, yaml.MappingNode) else children
+    memo[id(node)] = 1 + sum(expanded_values(c, memo, active) for c in parts)
+    active.discard(id(node))
+    return memo[id(node)]
 
 
 @contextmanager

@@ -42,14 +42,16 @@ class ConfigError(ValueError):
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     """The whole params file as a dict (a clear error when it is missing, not YAML, not a mapping, or has a key
-    twice or an anchor/alias)."""
+    twice or aliases that expand too far)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path} not found: run from the repository root or pass --params")
     try:
         data = yaml.load(path.read_text(), Loader=ParamsLoader) or {}  # strict: see pipeline.io.ParamsLoader
     except StrictYAMLError as exc:
-        raise ConfigError(f"{path} {exc}") from None
+        raise ConfigError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a params file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
