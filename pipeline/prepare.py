@@ -4,7 +4,7 @@ Reads the corpora named in params `prepare.corpora`; writes data/clips/<corpus>/
 (mono, 16-bit, `audio.sample_rate`), data/clips.parquet (DESIGN.md schema), data/rejects.parquet
 (every source row that could not be used, with its reason) and metrics/prepare.json.
 Corpora without an official split get a speaker-disjoint train/dev/test split, deterministic by seed.
-Every file goes through pipeline.chain.apply_chain (resample, VAD trim, length cap, low-pass): the one
+Every file goes through pipeline.chain.apply_chain (resample, low-pass, 16 bits, VAD trim, length cap): the one
 chain that train/pretrain record with the model and `score` applies to raw inputs. Each clip row's
 `source` is the file it was made from.
 """

@@ -18,8 +18,8 @@ Each INPUT is
 Each clip is scored on its first `--eval-s` seconds (tiled when shorter), as `evaluate` does.
 
 Preprocessing (no train/serve skew): audio files and folders are raw inputs: each goes through the
-preprocessing chain recorded in the model directory (`chain` in its config: prepare's resample, VAD
-trim, length cap, low-pass and 16-bit storage, pipeline/chain.py), so a raw file scores exactly as its
+preprocessing chain recorded in the model directory (`chain` in its config: prepare's resample, low-pass,
+16-bit storage, VAD trim and length cap, pipeline/chain.py), so a raw file scores exactly as its
 prepared clip does. Clip-table rows are prepared clips (prepare or reconstruct wrote them through that
 chain) and are read as they are, never processed twice. The per-row column `prepared` (False for
 files and folders, True for clip-table rows; `--prepared` makes every input True) decides. A model
