@@ -19,6 +19,9 @@ from pipeline.io import atomic_path
 
 SILENCE_DBFS = -45.0  # frame level below which a frame counts as silence
 FRAME_S = 0.02
+SILENT_PEAK = 10 ** (-60 / 20)  # check_audio: a peak (around the mean) below -60 dBFS is silence
+NO_POWER = 1e-20  # bandwidth_hz: a Welch density at or below this is numerical zero (float64 rounding)
+WAV_SAMPLE_FORMATS = (1, 3, 6, 7, 0xFFFE)  # PCM, float, A-law, mu-law, extensible: one block align per frame
 
 
 class AudioError(ValueError):
@@ -26,10 +29,11 @@ class AudioError(ValueError):
 
 
 def wav_declared_frames(path: str | Path) -> int | None:
-    """Frames a RIFF/WAVE header declares (data chunk size / block align); None when not a sized WAV.
+    """Frames a RIFF/WAVE header declares (data chunk size / block align); None when not a sized PCM WAV.
 
     libsndfile silently shortens a truncated WAV to the bytes present, so the header is read here.
-    Streaming writers leave the size 0 or 0xFFFFFFFF: those are unknown (None), as is RF64.
+    Streaming writers leave the size 0 or 0xFFFFFFFF: those are unknown (None), as is RF64, and so are
+    block codecs (GSM 6.10, ADPCM), whose block align spans many frames.
     """
     with open(path, "rb") as fh:
         head = fh.read(12)
@@ -44,6 +48,8 @@ def wav_declared_frames(path: str | Path) -> int | None:
             if cid == b"fmt ":
                 fmt = fh.read(size + (size & 1))
                 block_align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else None
+                if int.from_bytes(fmt[:2], "little") not in WAV_SAMPLE_FORMATS:
+                    return None
             elif cid == b"data":
                 if not block_align or size in (0, 0xFFFFFFFF):
                     return None
@@ -52,40 +58,74 @@ def wav_declared_frames(path: str | Path) -> int | None:
                 fh.seek(size + (size & 1), 1)
 
 
-def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+BLOCK_SAMPLES = 1 << 20  # samples (frames x channels) decoded per read: memory stays bounded whatever a header says
+UNKNOWN_FRAMES = 1 << 62  # libsndfile's frame count for a FLAC whose header gives none (a streamed FLAC)
+
+
+class _ForwardReader(sf.SoundFile):
+    """A SoundFile read front to back in blocks, never seeking: soundfile seeks after each read of a seekable file,
+    which libsndfile 1.2 fails at the end of a streamed FLAC (no sample count in its header: `Internal psf_fseek()
+    failed`), and a non-seekable format (GSM 6.10 in WAV) refuses a read of all frames at once."""
+
+    def seekable(self) -> bool:
+        return False
+
+
+def read_audio(path: str | Path, sample_rate: int | None = None,
+               max_duration_s: float | None = None) -> tuple[np.ndarray, int]:
     """Read an audio file as mono float32 in [-1, 1], resampled to `sample_rate` when given.
 
-    A file that holds fewer frames than its header declares (a cut-off copy or download) is an
-    AudioError naming both counts, never a silently shorter clip.
+    Decoded in blocks mixed to mono at once: memory holds the mono result and one block, whatever frames x channels
+    a header declares. `max_duration_s` (prepare and score pass Chain.read_limit_s()): only the first seconds are
+    decoded. A file holding fewer frames than its header declares (a cut-off copy) is an AudioError naming both.
     """
     try:
-        with sf.SoundFile(str(path)) as fh:
-            # FLAC's STREAMINFO count is exact; compressed formats' counts (MP3) can be estimates
-            declared = fh.frames if fh.format == "FLAC" else None
-            wave = fh.read(dtype="float32", always_2d=True)
-            sr = fh.samplerate
-        if fh.format == "WAV":
-            declared = wav_declared_frames(path)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        with _ForwardReader(str(path)) as fh:
+            sr, fmt = fh.samplerate, fh.format
+            limit = None if max_duration_s is None else max(1, int(np.ceil(max_duration_s * sr)))
+            # FLAC's STREAMINFO count is exact (or absent: streamed); compressed formats' counts (MP3) can be estimates
+            declared = fh.frames if fmt == "FLAC" and fh.frames < UNKNOWN_FRAMES else None
+            wave = _read_mono(fh, limit)
+        declared = wav_declared_frames(path) if fmt == "WAV" else declared
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioError(f"unreadable audio {path}: {exc}") from exc
-    if declared is not None and len(wave) < declared:
+    expected = declared if declared is None or limit is None else min(declared, limit)
+    if expected is not None and len(wave) < expected:
         raise AudioError(f"truncated audio {path}: the header declares {declared} frames, the file holds {len(wave)}")
-    wave = wave.mean(axis=1)
     if sample_rate is not None and sr != sample_rate:
         wave, sr = resample(wave, sr, sample_rate), sample_rate
     return wave.astype(np.float32, copy=False), int(sr)
 
 
+def _read_mono(fh: sf.SoundFile, limit: int | None) -> np.ndarray:
+    """Up to `limit` frames (None: all) of an open file, mixed to mono float32 block by block."""
+    per_block, parts, n = max(1, BLOCK_SAMPLES // max(1, fh.channels)), [], 0
+    while limit is None or n < limit:
+        want = per_block if limit is None else min(per_block, limit - n)
+        block = fh.read(want, dtype="float32", always_2d=True)
+        parts.append(block.mean(axis=1))
+        n += len(block)
+        if len(block) < want:
+            break
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
 def check_audio(wave: np.ndarray, sample_rate: int, min_duration_s: float = 0.1) -> None:
-    """Raise AudioError for empty, too short, non-finite or silent audio."""
+    """Raise AudioError for empty, too short, non-finite, silent, constant or DC-only audio (silence is judged
+    around the mean too: a DC offset with nothing above -60 dBFS on it carries no signal, whatever its peak)."""
     if wave.size == 0:
         raise AudioError("empty audio (0 samples)")
     if not np.isfinite(wave).all():
         raise AudioError("audio has NaN or infinite samples")
     if wave.size / sample_rate < min_duration_s:
         raise AudioError(f"audio shorter than {min_duration_s} s ({wave.size / sample_rate:.3f} s)")
-    if np.max(np.abs(wave)) < 10 ** (-60 / 20):
+    if np.max(np.abs(wave)) < SILENT_PEAK:
         raise AudioError("silent audio (peak below -60 dBFS)")
+    if np.min(wave) == np.max(wave):
+        raise AudioError(f"constant audio (every sample is {float(wave[0]):.6g}): no signal")
+    if np.max(np.abs(wave - np.mean(wave, dtype=np.float64))) < SILENT_PEAK:
+        raise AudioError(f"DC offset only (mean {float(np.mean(wave, dtype=np.float64)):.4g}; peak around it "
+                         "below -60 dBFS): no signal")
 
 
 def resample(wave: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -98,8 +138,9 @@ def resample(wave: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 
 
 def to_pcm16(wave: np.ndarray) -> np.ndarray:
-    """Clip to [-1, 1) and quantise to int16, as written on disk."""
-    return np.clip(np.round(wave * 32767.0), -32768, 32767).astype(np.int16)
+    """Quantise to int16 as written on disk: round(x * 32768), clipped, the scale reading uses (pcm / 32768), so a
+    clip read back and written again keeps its samples (with 32767 each round trip shrank loud samples a step)."""
+    return np.clip(np.round(np.asarray(wave, dtype=np.float64) * 32768.0), -32768, 32767).astype(np.int16)
 
 
 def write_audio(path: str | Path, wave: np.ndarray, sample_rate: int) -> str:
@@ -145,9 +186,13 @@ def bandwidth_hz(wave: np.ndarray, sample_rate: int, floor_db: float = -50.0) ->
 
     Measured from the Welch spectrum so that an 8 kHz corpus upsampled to 16 kHz reports
     about 4 kHz, not the container's Nyquist.
-    """
+    The 0 Hz bin is left out: a DC offset is no bandwidth, and a wave with no other power (a constant) has 0 Hz,
+    not the Nyquist frequency that the flat floor of rounding noise gave."""
     nper = min(1024, len(wave))
     freqs, psd = signal.welch(wave.astype(np.float64), fs=sample_rate, nperseg=nper)
+    freqs, psd = freqs[1:], psd[1:]
+    if not psd.size or psd.max() <= NO_POWER:
+        return 0.0
     db = 10.0 * np.log10(psd + 1e-20)
     above = np.nonzero(db > db.max() + floor_db)[0]
     return float(freqs[above[-1]]) if above.size else 0.0
@@ -195,10 +240,22 @@ def measure(wave: np.ndarray, sample_rate: int) -> dict[str, float]:
 
 
 def vad_trim(wave: np.ndarray, sample_rate: int, pad_s: float = 0.05) -> np.ndarray:
-    """Cut leading and trailing silence (keeping `pad_s`); applied to both classes alike."""
-    lead = max(0.0, leading_silence_s(wave, sample_rate) - pad_s)
-    trail = max(0.0, trailing_silence_s(wave, sample_rate) - pad_s)
-    start, stop = int(lead * sample_rate), len(wave) - int(trail * sample_rate)
+    """Cut leading and trailing silence, keeping `pad_s` (rounded up to whole 20 ms frames); both classes alike.
+
+    Loud frames as in `leading_silence_s`. The cuts fall on the wave's 20 ms frame grid, so the kept frames are the
+    input's and trimming the result again changes nothing (pipeline.chain relies on it). Without a loud frame, or
+    when 0.1 s or less would be kept, the wave is returned as it is."""
+    n = max(1, int(FRAME_S * sample_rate))
+    if len(wave) < n:
+        return wave
+    db = _frame_db(wave, sample_rate)
+    loud = np.nonzero(db > max(SILENCE_DBFS, db.max() - 40.0))[0]
+    if not loud.size:
+        return wave
+    pad = int(np.ceil(pad_s / FRAME_S - 1e-9))
+    start = max(0, int(loud[0]) - pad) * n
+    end = int(loud[-1]) + 1 + pad
+    stop = len(wave) if end >= len(db) else end * n  # the tail after the last whole frame stays with the last one
     return wave[start:stop] if stop - start > int(0.1 * sample_rate) else wave
 
 

@@ -66,6 +66,7 @@ from pipeline.params import (
     one_of,
     roles_from_params,
     section,
+    seed_value,
     stage_parser,
     stage_seed,
     start_stage,
@@ -112,7 +113,7 @@ class EvaluateParams(Section):
         number("evaluate.eval_s", self.eval_s, low=0, low_open=True)
         number("evaluate.max_reject_fraction", self.max_reject_fraction, low=0, high=1)
         number("evaluate.bootstrap", self.bootstrap, low=0, integer=True)
-        number("evaluate.seed", self.seed, integer=True, allow_none=True)
+        seed_value("evaluate.seed", self.seed, allow_none=True)
         one_of("evaluate.precision", self.precision, PRECISIONS)
         for name in self.conditions:
             if not is_channel_name(name) or name == CLEAN:

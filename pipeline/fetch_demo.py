@@ -79,6 +79,7 @@ from pipeline.params import (
     ConfigError,
     Section,
     as_list,
+    flag,
     number,
     section,
     stage_parser,
@@ -135,6 +136,10 @@ class FetchDemoParams(Section):
         return kw
 
     def check(self) -> None:
+        flag(f"{STAGE}.synthetic", self.synthetic)
+        flag(f"{STAGE}.codec2_examples", self.codec2_examples)
+        number(f"{STAGE}.min_duration_s", self.min_duration_s)  # a number, not true (= 1)
+        number(f"{STAGE}.max_duration_s", self.max_duration_s)
         if not 0 < self.min_duration_s < self.max_duration_s:
             raise ConfigError(f"params {STAGE}: need 0 < min_duration_s < max_duration_s, got "
                               f"{self.min_duration_s}, {self.max_duration_s}")

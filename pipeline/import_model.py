@@ -85,7 +85,7 @@ def check_state_dict(expected: dict[str, Any], given: dict[str, Any], arch: str)
 
 def run(arch: str, checkpoint: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Check and convert `checkpoint` into `out_dir` (model.pt + config.json); return config.json's content."""
-    from pipeline.io import write_json_atomic
+    from pipeline.io import atomic_dir, write_json_atomic
     from pipeline.models import build_model, save_checkpoint
 
     if arch not in IMPORTABLE:
@@ -97,13 +97,12 @@ def run(arch: str, checkpoint: str | Path, out_dir: str | Path) -> dict[str, Any
     model.eval()
     pre = PREPROCESSING[arch]
     source = {"checkpoint": str(checkpoint), "sha256": hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(model, {"eval_s": pre["eval_s"], "source": source, "preprocessing": pre}, out_dir / "model.pt")
     config = {"model": model.config, "source": source, "preprocessing": pre, "imported": True,
               "score": "logit[bonafide] (class index 1), as the authors score; higher = bona fide",
               "parameters": sum(p.numel() for p in model.parameters())}
-    write_json_atomic(config, out_dir / "config.json")
+    with atomic_dir(out_dir, marker="model.pt") as tmp:  # the whole model folder, or the previous one untouched
+        save_checkpoint(model, {"eval_s": pre["eval_s"], "source": source, "preprocessing": pre}, tmp / "model.pt")
+        write_json_atomic(config, tmp / "config.json")
     return config
 
 
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = run(args.arch, args.checkpoint, args.out)
-    except ImportError_ as exc:
+    except (ImportError_, FileExistsError) as exc:
         print(f"import_model: error: {exc}", file=sys.stderr)
         return 2
     print(f"import_model: {args.arch} ({config['parameters']} parameters) -> {args.out}")

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import yaml
 
+from pipeline.io import ParamsLoader, StrictYAMLError
 from pipeline.logs import setup_logging
 
 DEFAULT_PARAMS = "params.yaml"
@@ -40,12 +41,17 @@ class ConfigError(ValueError):
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
-    """The whole params file as a dict (a clear error when it is missing, not YAML or not a mapping)."""
+    """The whole params file as a dict (a clear error when it is missing, not YAML, not a mapping, or has a key
+    twice or aliases that expand too far)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path} not found: run from the repository root or pass --params")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=ParamsLoader) or {}  # strict: see pipeline.io.ParamsLoader
+    except StrictYAMLError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a params file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
@@ -106,10 +112,23 @@ def number(name: str, value: Any, low: float | None = None, high: float | None =
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise ConfigError(f"params {name}: expected {'an integer' if integer else 'a number'}, got {value!r}")
     if low is not None and (value <= low if low_open else value < low):
-        raise ConfigError(f"params {name}: must be {'>' if low_open else '>='} {low:g}, got {value!r}")
+        raise ConfigError(f"params {name}: must be {'>' if low_open else '>='} {_bound(low)}, got {value!r}")
     if high is not None and value > high:
-        raise ConfigError(f"params {name}: must be <= {high:g}, got {value!r}")
+        raise ConfigError(f"params {name}: must be <= {_bound(high)}, got {value!r}")
     return value
+
+
+def _bound(x: float) -> str:
+    """A bound in a message: an integer in full (a seed's 4294967295), a float short (0.5)."""
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+SEED_MAX = 2**32 - 1  # numpy's seed range (np.random.seed refuses more; default_rng refuses negative seeds)
+
+
+def seed_value(name: str, value: Any, allow_none: bool = False) -> Any:
+    """Check a seed param: an integer in [0, SEED_MAX] (a negative seed crashes numpy's generators mid-stage)."""
+    return number(name, value, low=0, high=SEED_MAX, integer=True, allow_none=allow_none)
 
 
 def flag(name: str, value: Any) -> bool:
@@ -292,7 +311,7 @@ def start_stage(parser: argparse.ArgumentParser, argv: list[str] | None) -> Stag
 
 def common_params(params: Mapping[str, Any]) -> Common:
     """Parse the shared top-level params (seed, audio, runtime) of the whole params dict."""
-    seed = number("seed", params.get("seed", 0), integer=True)
+    seed = seed_value("seed", params.get("seed", 0))
     return Common(seed=int(seed), audio=Audio.from_params(params.get("audio")),
                   runtime=Runtime.from_params(params.get("runtime")))
 
@@ -303,7 +322,7 @@ def stage_seed(name: str, value: Any, common: Common) -> int:
     params.yaml sets these explicitly (`dvc exp run -S train.seed=N` re-runs train and what follows only)."""
     if value is None:
         return common.seed
-    return int(number(name, value, integer=True))
+    return int(seed_value(name, value))
 
 
 def teacher_names(params: Mapping[str, Any]) -> list[str]:

@@ -4,7 +4,7 @@ Reads the corpora named in params `prepare.corpora`; writes data/clips/<corpus>/
 (mono, 16-bit, `audio.sample_rate`), data/clips.parquet (DESIGN.md schema), data/rejects.parquet
 (every source row that could not be used, with its reason) and metrics/prepare.json.
 Corpora without an official split get a speaker-disjoint train/dev/test split, deterministic by seed.
-Every file goes through pipeline.chain.apply_chain (resample, VAD trim, length cap, low-pass): the one
+Every file goes through pipeline.chain.apply_chain (resample, low-pass, 16 bits, VAD trim, length cap): the one
 chain that train/pretrain record with the model and `score` applies to raw inputs. Each clip row's
 `source` is the file it was made from.
 """
@@ -201,9 +201,8 @@ def process_batch(rows: pd.DataFrame, audio_dir: str, chain: Chain,
     clips, rejects = [], []
     for row in rows.itertuples(index=False):
         try:
-            raw, sr = read_audio(row.source_path)
-            # quantise=False: write_audio quantises to 16 bits itself
-            wave = apply_chain(raw, sr, chain, min_duration_s=min_duration_s, quantise=False)
+            raw, sr = read_audio(row.source_path, max_duration_s=chain.read_limit_s())  # a long file: its start
+            wave = apply_chain(raw, sr, chain, min_duration_s=min_duration_s)  # on the 16-bit grid write_audio keeps
             out = Path(audio_dir) / row.corpus / f"{row.clip_id}.flac"
             sha = write_audio(out, wave, sample_rate)
         except (AudioError, OSError, ValueError) as exc:

@@ -45,7 +45,7 @@ from pipeline.detector.batches import (
 )
 from pipeline.detector.inference import score_clips
 from pipeline.detector.loop import EpochResult, Phase, RunState, fit, live_log
-from pipeline.io import write_json_atomic
+from pipeline.io import StagedDir, write_json_atomic
 from pipeline.logs import stage_timer
 from pipeline.metrics import compute_eer
 from pipeline.models import Detector, build_model, check_config, load_checkpoint, save_checkpoint
@@ -108,6 +108,7 @@ class PretrainParams(Section):
         number("pretrain.num_workers", self.num_workers, low=0, integer=True)
         number("pretrain.max_steps_per_epoch", self.max_steps_per_epoch, low=1, integer=True, allow_none=True)
         flag("pretrain.pair_batches", self.pair_batches)
+        flag("pretrain.live", self.live)
         if self.pair_batches and self.batch_size % 2:
             raise ConfigError(f"params pretrain.batch_size: paired batches need an even size, got {self.batch_size}")
 
@@ -272,10 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         require_channels("pretrain.augment.codec_systems", p.augment.codec_systems, roles_from_params(params))
     device = setup_torch(common)
     clips = read_clip_tables(args.clips, stage="pretrain")
+    staged = StagedDir(args.out, marker="model.pt")  # swapped in at the end: a failed run leaves the old teacher
     with stage_timer(log, f"pretrain {args.teacher}") as stats:
-        metrics = run(args.teacher, clips, teacher, p, sample_rate, seed, args.out, device,
+        metrics = run(args.teacher, clips, teacher, p, sample_rate, seed, staged.path, device,
                       chain=chain_from_params(params, sample_rate).to_dict())
         stats.add("clips", int(metrics.get("steps", 0)) * p.batch_size)  # training examples seen
         stats.add("epochs", int(metrics.get("epochs_run", 0)))
+    staged.commit()
     log.info("teacher %s: dev EER %s", args.teacher, _fmt(metrics["dev_eer"]))
     return 0

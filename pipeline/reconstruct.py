@@ -376,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.paradigm not in PARADIGMS:
         parser.error(f"unknown paradigm {args.paradigm!r}; known: {list(PARADIGMS)}")
     p = ReconstructParams.from_params(section(params, "reconstruct"), paradigm=args.paradigm)
+    match, roles = Match.from_params(params.get("match")), roles_from_params(params)  # checked before any work
     from pipeline.runtime.devices import setup_torch
 
     seed = common.seed
@@ -385,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     with stage_timer(log, f"reconstruct {args.paradigm}") as stats:
         table, summary = run(clips, p, generator, Path(args.audio_dir), common.sample_rate, seed, device,
                              engine=EngineConfig.from_runtime(common.runtime, device),
-                             match=Match.from_params(params.get("match")), roles=roles_from_params(params))
+                             match=match, roles=roles)
         stats.add("clips", len(table))
         stats.add("rejected", summary["n_rejected"])
     log.info("quality of %s reconstructions:\n%s", args.paradigm, quality_table(summary))

@@ -51,10 +51,12 @@ from pipeline.params import (
     ConfigError,
     Section,
     all_of,
+    flag,
     mapping,
     number,
     one_of,
     section,
+    seed_value,
     stage_parser,
     stage_seed,
     start_stage,
@@ -110,10 +112,11 @@ class SampleParams(Section):
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         all_of("sample.class_ratio", list(self.class_ratio), LABELS)
+        flag("sample.normalize", self.normalize)
         number("sample.n_clusters", self.n_clusters, low=0, integer=True)
         for key in ("ivf_nlist", "ivf_nprobe", "max_points_per_centroid", "kmeans_iters"):
             number(f"sample.{key}", getattr(self, key), low=1, integer=True)
-        number("sample.seed", self.seed, integer=True, allow_none=True)
+        seed_value("sample.seed", self.seed, allow_none=True)
         number("sample.stream_above_rows", self.stream_above_rows, low=0, integer=True, allow_none=True)
         number("sample.stream_diagnostics_rows", self.stream_diagnostics_rows, low=2, integer=True)
 

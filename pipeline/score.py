@@ -18,8 +18,8 @@ Each INPUT is
 Each clip is scored on its first `--eval-s` seconds (tiled when shorter), as `evaluate` does.
 
 Preprocessing (no train/serve skew): audio files and folders are raw inputs: each goes through the
-preprocessing chain recorded in the model directory (`chain` in its config: prepare's resample, VAD
-trim, length cap, low-pass and 16-bit storage, pipeline/chain.py), so a raw file scores exactly as its
+preprocessing chain recorded in the model directory (`chain` in its config: prepare's resample, low-pass,
+16-bit storage, VAD trim and length cap, pipeline/chain.py), so a raw file scores exactly as its
 prepared clip does. Clip-table rows are prepared clips (prepare or reconstruct wrote them through that
 chain) and are read as they are, never processed twice. The per-row column `prepared` (False for
 files and folders, True for clip-table rows; `--prepared` makes every input True) decides. A model
@@ -127,13 +127,14 @@ def run(model, rows: pd.DataFrame, *, batch_size: int, sample_rate: int, seconds
     return format_scores(result.clip_ids, result.scores, fmt), result.rejects
 
 
-def _engine(name: str, concurrency: int, device: Any) -> Any:
+def _engine(name: str, concurrency: int, device: Any, threads: int = 0) -> Any:
     """The engine config for `--engine` (None for local: the plain loop, ray never imported)."""
     if name == "local":
         return None
     from pipeline.runtime.engine import EngineConfig
 
-    return EngineConfig(engine=name, concurrency=concurrency, num_gpus=1.0 if str(device).startswith("cuda") else 0.0)
+    return EngineConfig(engine=name, concurrency=concurrency, num_gpus=1.0 if str(device).startswith("cuda") else 0.0,
+                        threads=threads)  # actors score on --threads, as the local loop does
 
 
 ScoreBatch = Callable[[pd.DataFrame], tuple[list[str], list[float], list[dict]]]
@@ -318,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     lines, rejects = run(model, rows, batch_size=args.batch_size, sample_rate=int(config["sample_rate"]),
                          seconds=args.eval_s or float(config.get("eval_s", 4.0)), device=device, fmt=args.format,
-                         chain=chain, engine=_engine(args.engine, args.concurrency, device), model_path=args.model,
-                         precision=args.precision)
+                         chain=chain, engine=_engine(args.engine, args.concurrency, device, args.threads),
+                         model_path=args.model, precision=args.precision)
     for r in rejects:
         print(f"reject {r['clip_id']}: {r['reason']}", file=sys.stderr)
     if len(lines) <= (args.format == "tsv"):

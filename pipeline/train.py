@@ -44,7 +44,7 @@ from pipeline.detector.finetune import InitParams, load_init
 from pipeline.detector.inference import load_waves, score_waves
 from pipeline.detector.loop import EpochResult, Phase, RunState, fit, live_log
 from pipeline.detector.losses import CrossEntropyLoss, RACLParams, SupConParams, build_loss
-from pipeline.io import write_json_atomic
+from pipeline.io import StagedDir, write_json_atomic
 from pipeline.logs import stage_timer
 from pipeline.metrics import compute_eer
 from pipeline.models import build_model, check_config, checkpointer
@@ -59,6 +59,7 @@ from pipeline.params import (
     one_of,
     roles_from_params,
     section,
+    seed_value,
     stage_parser,
     stage_seed,
     start_stage,
@@ -125,7 +126,7 @@ class TrainParams(Section):
             number(f"train.{name}", getattr(self, name), low=0, low_open=True)
         number("train.weight_decay", self.weight_decay, low=0)
         number("train.dev_max_clips", self.dev_max_clips, low=1, integer=True)
-        number("train.seed", self.seed, integer=True, allow_none=True)
+        seed_value("train.seed", self.seed, allow_none=True)
         InitParams.from_params({"init": self.init, "init_mode": self.init_mode}, where="train")
         flag("train.pair_batches", self.pair_batches)
         if self.pair_batches and self.batch_size % 2:
@@ -335,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     start, carried = None, {}
     if p.init is not None:  # config errors (a bad init dir, another arch) before anything is written
         start, carried = load_init(p.init, p.init_mode, p.arch, sample_rate, chain)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    staged = StagedDir(args.out, marker="model.pt")  # swapped in at the end: a failed run leaves the old model whole
+    out = staged.path
     # the effective seed is recorded once, top level (train.seed null or equal: the same config as before);
     # init keys only when an init is given (from scratch: the same config as before)
     train_cfg = {k: v for k, v in asdict(p).items() if k != "seed" and (p.init or k not in ("init", "init_mode"))}
@@ -357,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     save(model)  # the best state again: also covers a run whose first epoch was already the best
     write_json_atomic({**resolved, "model": dict(model.config)}, out / "config.json")
     write_json_atomic(summary, out / "metrics.json")
+    staged.commit()
     log.info("dev EER %.2f%% (best epoch %d of %d)", 100 * summary["dev_eer"], summary["best_epoch"],
              summary["epochs"])
     return 0

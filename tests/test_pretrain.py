@@ -128,7 +128,7 @@ def test_main_runs_the_stage_from_params_with_a_dvclive_log(tmp_path, clips, mon
     assert json.loads((tmp_path / "teachers/t1/metrics.json").read_text())["epochs_run"] == 1
     assert (tmp_path / "teachers/t1/dvclive/metrics.json").exists()
     assert not (tmp_path / "dvc.yaml").exists()
-    chain = {"version": 1, "sample_rate": 16000, "vad_trim": False, "max_duration_s": 10.0, "lowpass_hz": None}
+    chain = {"version": 2, "sample_rate": 16000, "vad_trim": False, "max_duration_s": 10.0, "lowpass_hz": None}
     assert json.loads((tmp_path / "teachers/t1/config.json").read_text())["chain"] == chain
     assert load_checkpoint(tmp_path / "teachers/t1")[1]["chain"] == chain
     with pytest.raises(ConfigError, match=r"teacher 'nobody' is not in params `teachers:`; known: \['t1'\]"):

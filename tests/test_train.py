@@ -89,7 +89,7 @@ def test_main_writes_checkpoint_config_metrics_and_dvclive(clips, tmp_path):
     model, ckpt_config = load_checkpoint(out)
     assert ckpt_config["arch"] == "resnet" and ckpt_config["train"]["objective"] == "ce"
     # the preprocessing chain that `score` applies to raw inputs, recorded in both places
-    chain = {"version": 1, "sample_rate": 16000, "vad_trim": True, "max_duration_s": 10.0, "lowpass_hz": 4000}
+    chain = {"version": 2, "sample_rate": 16000, "vad_trim": True, "max_duration_s": 10.0, "lowpass_hz": 4000}
     assert config["chain"] == chain and ckpt_config["chain"] == chain
     assert config["train"]["augment"]["enabled"] is True and ckpt_config["train"]["augment"]["rawboost_prob"] == 0.5
     assert model(torch.zeros(2, 16000)).shape == (2, 2)

@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from pipeline.params import Section, number
+from pipeline.params import Section, flag, number
 from pipeline.reporting import html, plots, seeds
 from pipeline.reporting.detector_section import anchor
 from pipeline.reporting.experiments import ExperimentRuns
@@ -38,6 +38,8 @@ class ReportParams(Section):
     def check(self) -> None:
         number("report.pca_points", self.pca_points, low=1, integer=True)
         number("report.experiments_timeout_s", self.experiments_timeout_s, low=0, low_open=True)
+        flag("report.pca_normalize", self.pca_normalize)
+        flag("report.experiments", self.experiments)
 
 
 def pct(x: float) -> str:

@@ -30,6 +30,7 @@ import logging
 import os
 import pickle
 import shutil
+import sys
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ class EngineConfig:
     num_gpus: float = 0.0
     num_cpus: float = 1.0
     ray_num_cpus: int | None = None   # CPUs of a local Ray instance (None: all); ignored with RAY_ADDRESS
+    threads: int = 0                  # torch CPU threads in each actor (runtime.threads; 0: Ray's default, 1)
 
     def __post_init__(self) -> None:
         one_of("runtime.engine", self.engine, ENGINES)
@@ -71,7 +73,8 @@ class EngineConfig:
         """From params `runtime` (engine, concurrency, ray_num_cpus); one GPU per actor when `device` is CUDA."""
         cuda = str(device if device is not None else runtime.device).startswith("cuda")
         return cls(engine=runtime.engine, concurrency=runtime.concurrency, num_gpus=1.0 if cuda else 0.0,
-                   ray_num_cpus=runtime.ray_num_cpus)
+                   ray_num_cpus=runtime.ray_num_cpus,
+                   threads=runtime.threads if runtime.engine == "ray" else 0)  # local: the stage set them already
 
 
 LOCAL = EngineConfig()
@@ -104,7 +107,7 @@ class ShardWorker:
     """Runs the batch function over the batches of a shard; an actor's state on Ray (the model lives here)."""
 
     def __init__(self, fn: BatchFn | None, actor_factory: Callable[[], BatchFn] | None, batch_size: int,
-                 partial_dir: str | None, cwd: str | None = None) -> None:
+                 partial_dir: str | None, cwd: str | None = None, threads: int = 0) -> None:
         if (fn is None) == (actor_factory is None):
             raise ValueError("engine: give exactly one of a batch function and an actor_factory")
         if cwd is not None and os.path.isdir(cwd) and os.getcwd() != cwd:
@@ -112,9 +115,20 @@ class ShardWorker:
         self.fn = actor_factory() if actor_factory is not None else fn
         self.batch_size = int(batch_size)
         self.partial_dir = partial_dir
+        self.threads = int(threads)
+        self.pin_torch_threads()
+
+    def pin_torch_threads(self) -> None:
+        """Run torch on the driver's thread count (`threads`, runtime.threads) once the batch function has imported
+        it. Ray starts an actor with OMP_NUM_THREADS=1, and a reduction summed over 1 thread and over 2 rounds
+        differently: outputs then differed from the local engine's by a 16-bit step. Torch-free stages never
+        import it here."""
+        if self.threads > 0 and "torch" in sys.modules and sys.modules["torch"].get_num_threads() != self.threads:
+            sys.modules["torch"].set_num_threads(self.threads)
 
     def run_shard(self, rows: pd.DataFrame, k: int, key: str) -> list[Any]:
         """The per-batch results of one shard (written to the resume file first when there is one)."""
+        self.pin_torch_threads()
         results = [self.fn(rows.iloc[s:s + self.batch_size].reset_index(drop=True))
                    for s in range(0, len(rows), self.batch_size)]
         if self.partial_dir is not None:
@@ -212,7 +226,7 @@ def _ray_shards(fn, actor_factory, table, shards, keys, todo, batch_size, cfg, p
                                                   protocol=pickle.HIGHEST_PROTOCOL)]}) for k in todo]
     ds = ray.data.from_pandas(blocks).map_batches(
         ShardWorker, batch_size=None, batch_format="pandas",
-        fn_constructor_args=(fn, actor_factory, batch_size, part, os.getcwd()),
+        fn_constructor_args=(fn, actor_factory, batch_size, part, os.getcwd(), cfg.threads),
         compute=ray.data.ActorPoolStrategy(size=min(int(cfg.concurrency), len(todo))), num_gpus=cfg.num_gpus or None,
         num_cpus=cfg.num_cpus)
     seen = set()

@@ -16,7 +16,9 @@ log = logging.getLogger(__name__)
 
 
 def check_ratio(ratio: float, what: str = "ratio") -> float:
-    """Return `ratio` as a float or raise ValueError unless 0 < ratio <= 1."""
+    """Return `ratio` as a float or raise ValueError unless 0 < ratio <= 1 (a bool or a string is no ratio)."""
+    if isinstance(ratio, (bool, np.bool_, str, bytes)):
+        raise ValueError(f"{what} must be a number in (0, 1], got {ratio!r}")
     try:
         value = float(ratio)
     except (TypeError, ValueError) as exc:
