@@ -86,7 +86,7 @@ def check_state_dict(expected: dict[str, Any], given: dict[str, Any], arch: str)
 def run(arch: str, checkpoint: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Check and convert `checkpoint` into `out_dir` (model.pt + config.json); return config.json's content."""
     from pipeline.io import write_json_atomic
-    from pipeline.models import build_model, save_checkpoint
+    from pipeline.models import SCORE_RULE, build_model, save_checkpoint
 
     if arch not in IMPORTABLE:
         raise ImportError_(f"cannot import architecture {arch!r}; importable: {list(IMPORTABLE)}")
@@ -101,7 +101,8 @@ def run(arch: str, checkpoint: str | Path, out_dir: str | Path) -> dict[str, Any
     out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, {"eval_s": pre["eval_s"], "source": source, "preprocessing": pre}, out_dir / "model.pt")
     config = {"model": model.config, "source": source, "preprocessing": pre, "imported": True,
-              "score": "logit[bonafide] (class index 1), as the authors score; higher = bona fide",
+              "score": f"{SCORE_RULE} (higher = bona fide), the rule of every hardset model; the authors' score "
+                       "files hold logit[bonafide] alone",
               "parameters": sum(p.numel() for p in model.parameters())}
     write_json_atomic(config, out_dir / "config.json")
     return config
