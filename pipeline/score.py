@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         print("score: error: no audio files found in the inputs", file=sys.stderr)
         return 1
 
-    from pipeline.models import CheckpointError, load_checkpoint
+    from pipeline.models import DEFAULT_EVAL_S, CheckpointError, load_checkpoint
     from pipeline.runtime.devices import configure_torch, resolve_device
 
     configure_torch(args.threads, 0)
@@ -351,9 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"score: error: {exc}", file=sys.stderr)
         return 2
+    seconds = args.eval_s or float(config.get("eval_s", DEFAULT_EVAL_S))
     lines, rejects = run(model, rows, batch_size=args.batch_size, sample_rate=int(config["sample_rate"]),
-                         seconds=args.eval_s or float(config.get("eval_s", 4.0)), device=device, fmt=args.format,
-                         chain=chain, engine=_engine(args.engine, args.concurrency, device), model_path=args.model,
+                         seconds=seconds, device=device, fmt=args.format, chain=chain,
+                         engine=_engine(args.engine, args.concurrency, device), model_path=args.model,
                          precision=args.precision, threshold=threshold)
     for r in rejects:
         print(f"reject {r['clip_id']}: {r['reason']}", file=sys.stderr)

@@ -41,6 +41,10 @@ def test_imported_model_scores_as_the_module_does(official, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["preprocessing"]["n_samples"] == 64600 and config["preprocessing"]["sample_rate"] == 16000
     assert config["parameters"] == 85_306 and config["source"]["sha256"]
+    card = config["card"]
+    assert card["kind"] == "imported" and card["model"]["parameters"] == 85_306 and card["data"] is None
+    assert [e["licence"] for e in card["licences"]] == ["MIT", "ODC-By 1.0"]
+    assert card["params"]["checkpoint"] == config["source"] and "ODC-By 1.0" in (out / "MODEL_CARD.md").read_text()
     wave = make_wave(1.5, seed=4)
     write_wave(tmp_path / "in" / "a.wav", wave)
     assert score.main(["--model", str(out), "--out", str(tmp_path / "s.txt"), "--threads", "1",

@@ -160,6 +160,10 @@ def test_imported_aasist_fine_tunes_in_backend_mode_and_scores_by_the_one_rule(d
     config = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert "score_rule" not in config["model"] and config["eval_s"] == 4.0375
     assert config["preprocessing"]["n_samples"] == 64600 and config["init"]["arch"] == "aasist"
+    # the card names the init and carries the licences of what the init was trained on
+    card = config["card"]
+    assert card["kind"] == "fine-tuned detector" and card["init"]["dir"] == str(tmp_path / "imported")
+    assert [e["licence"] for e in card["init"]["licences"]] == ["MIT", "ODC-By 1.0"]
 
     dev = pd.read_parquet(data / "dev.parquet").iloc[:3]
     assert cli.main(["score", "--model", str(tmp_path / "ft"), "--eval-s", "0.5", "--threads", "1", "--prepared",

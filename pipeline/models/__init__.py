@@ -33,12 +33,13 @@ ARCHITECTURES: dict[str, type[Detector]] = {"resnet": ResNet, "convnext": ConvNe
                                              "aasist": AASIST, "aasist-l": AASISTL, "ssl": SSLDetector}
 CHECKPOINT_FORMAT = "hardset.detector/1"
 CHECKPOINT_NAME = "model.pt"
+DEFAULT_EVAL_S = 4.0  # seconds scored per clip when a model folder records no eval_s (score, the model card)
 SCORE_RULE = "logit[bonafide] - logit[spoof]"  # what config.json and the model card say the score is
 # A config key of checkpoints written before the one rule (imported AASIST: "bonafide_logit"); dropped on load.
 LEGACY_KEYS = ("score_rule",)
 
-__all__ = ["ARCHITECTURES", "CheckpointError", "Detector", "LABEL_INDEX", "SCORE_RULE", "bonafide_score", "build_model",
-           "check_config", "checkpointer", "load_checkpoint", "save_checkpoint"]
+__all__ = ["ARCHITECTURES", "CheckpointError", "DEFAULT_EVAL_S", "Detector", "LABEL_INDEX", "SCORE_RULE",
+           "bonafide_score", "build_model", "check_config", "checkpointer", "load_checkpoint", "save_checkpoint"]
 
 
 class CheckpointError(ValueError):
