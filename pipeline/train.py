@@ -32,7 +32,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 
@@ -66,7 +65,7 @@ from pipeline.params import (
     start_stage,
 )
 from pipeline.runtime.devices import setup_torch
-from pipeline.schema import MANIFEST_COLUMNS, PARADIGMS, read_clips
+from pipeline.schema import PARADIGMS, groups_of, read_clips
 
 log = logging.getLogger("pipeline.train")
 
@@ -332,9 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     seed = stage_seed("train.seed", p.seed, common)
     device = setup_torch(replace(common, seed=seed))
 
-    manifest = read_clips(args.manifest, stage="train", groups=_groups_of(args.manifest))
+    manifest = read_clips(args.manifest, stage="train", groups=groups_of(args.manifest))
     train_rows = select_training_rows(manifest, p.exclude_paradigms)
-    dev = read_clips(args.dev, stage="train", groups=_groups_of(args.dev))
+    dev = read_clips(args.dev, stage="train", groups=groups_of(args.dev))
     # A held-out paradigm must not steer early stopping either.
     dev = dev[~((dev["label"] == "spoof") & dev["paradigm"].isin(list(p.exclude_paradigms))).to_numpy()]
     dev_rows = select_dev_rows(dev, p.dev_max_clips, seed)
@@ -378,8 +377,3 @@ def main(argv: list[str] | None = None) -> int:
              summary["epochs"])
     return 0
 
-
-def _groups_of(path: str | Path) -> tuple[str, ...]:
-    """("manifest",) when the Parquet file has the manifest columns, else ()."""
-    names = set(pq.read_schema(path).names) if Path(path).exists() else set()
-    return ("manifest",) if set(MANIFEST_COLUMNS) <= names else ()
