@@ -67,6 +67,9 @@ def partition_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         mine = rows["split"].astype(str).map(keep[part]).to_numpy(dtype=bool)
         if not mine.all():
             log.info("%s: %d of %d rows have another split and are left out", part, int((~mine).sum()), len(rows))
+        if not mine.any():
+            log.warning("%s: the table has no rows of this partition's splits: the partition is empty", part)
+            continue
         frames.append(rows[mine].drop_duplicates("clip_id").assign(partition=part))
     if not frames:
         raise ExportError("nothing to export: the tables have no rows of their partitions' splits")
