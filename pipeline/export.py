@@ -142,10 +142,11 @@ def run(args: Any, formats: tuple[str, ...], with_model: bool, link: str, bundle
     table = partition_table(tables) if formats else None
     audio = table["path"].astype(str).tolist() if table is not None else []
     model_files = [str(Path(args.model) / f) for f in MODEL_FILES] if with_model else []
-    inputs = [p for p in [args.manifest, args.dev, *(args.eval or []), args.metrics] if p]
-    out = check_out(args.out, [*inputs, *audio, *model_files])
+    tables_in = [p for p in [args.manifest, args.dev, *(args.eval or [])] if p] if formats else []
+    model_in = [p for p in [*model_files[:1], args.metrics] if p] if with_model else []
+    out = check_out(args.out, [*tables_in, *audio, *model_files, *([args.metrics] if args.metrics else [])])
     summary: dict[str, Any] = {"hardset_export": 1, "formats": list(formats), "model": with_model, "link": link,
-                               "inputs": _inputs([*inputs, *(model_files[:1])])}
+                               "inputs": _inputs([*tables_in, *model_in])}
     with stage_timer(log, "export") as stats, atomic_dir(out) as tmp:
         for fmt in formats:
             summary[fmt] = write_format(table, fmt, tmp / fmt if bundle else tmp, link)

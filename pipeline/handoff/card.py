@@ -24,8 +24,9 @@ CARD_FORMAT = "hardset.model_card/1"
 CARD_NAME = "MODEL_CARD.md"
 REPO = Path(__file__).resolve().parents[2]  # the checkout whose code is running
 NOT_EVALUATED = {"status": "not evaluated yet",
-                 "how": "dvc repro evaluate, then python -m pipeline export --model <this folder> "
-                        "--metrics reports/metrics.json --out <hand-off folder>: the copy's card has the test EERs"}
+                 "how": "evaluate this model (dvc repro evaluate, for data/models/detector), then python -m pipeline "
+                        "export --model <this folder> --metrics <its metrics.json> --out <hand-off folder>: the "
+                        "copy's card has the test EERs"}
 INTENDED_USE = ("Research on audio anti-spoofing: ranking speech clips by how bona fide they sound (higher score = "
                 "more bona fide), as a baseline, a teacher or a starting point for fine-tuning, on 16-bit mono audio "
                 "passed through the recorded preprocessing chain (`python -m pipeline score` applies it).")
@@ -135,12 +136,12 @@ def render_card(config: dict[str, Any]) -> str:
     """MODEL_CARD.md from a model folder's config.json (its `card` and `dev`)."""
     card, dev = config["card"], config.get("dev") or {}
     m, code = card["model"], card["code"]
+    facts = [["architecture", m["arch"]], ["parameters", m["parameters"]], ["sample rate", f"{m['sample_rate']} Hz"],
+             ["scored window", f"{m['eval_s']} s"], ["score", m["score"]], ["git revision", code["git_revision"]],
+             ["pipeline/ modified", code["pipeline_modified"]]]
     lines = [f"# Model card: {card['name']} ({card['kind']})", "",
              "Written by hardset; the same facts are in config.json (`card`, `dev`).", "",
-             *_table(["fact", "value"], [["architecture", m["arch"]], ["parameters", m["parameters"]],
-                                         ["sample rate", f"{m['sample_rate']} Hz"], ["scored window", m["eval_s"]],
-                                         ["score", m["score"]], ["git revision", code["git_revision"]],
-                                         ["pipeline/ modified", code["pipeline_modified"]]]),
+             *_table(["fact", "value"], facts),
              "", "## Intended use", "", card["intended_use"], "", "## Limits", ""]
     lines += [f"- {text}" for text in card["limits"]]
     lines += ["", "## Training data", ""]
@@ -151,7 +152,7 @@ def render_card(config: dict[str, Any]) -> str:
                   f"Corpora: {', '.join(data['corpora'])}. Spoof paradigms: {', '.join(data['paradigms'])}. "
                   f"Systems: {', '.join(data['systems'])}."]
     else:
-        lines += ["Not trained by hardset (see Initialisation / source)."]
+        lines += ["Not trained by hardset: see Params (the source checkpoint and its sha256) and Licences."]
     lines += ["", "## Licences of the data", "",
               *_table(["corpus", "clips", "licence", "non-commercial", "where stated"],
                       [[e["corpus"], e.get("clips", ""), e["licence"], e["non_commercial"], e["url"]]
