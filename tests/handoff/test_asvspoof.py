@@ -44,3 +44,25 @@ def test_protocol_lines_have_five_single_space_fields_as_the_authors_loader_spli
         assert dash == "-" and label in ("bonafide", "spoof") and (system == "-") == (label == "bonafide")
         assert (out / "ASVspoof2019_LA_train" / "flac" / f"{key}.flac").is_file()
     assert not (out / "ASVspoof2019_LA_dev").exists()  # no dev table, no dev partition
+
+
+def test_hostile_clip_ids_speakers_and_systems_stay_inside_and_round_trip_through_the_map(tmp_path):
+    from pipeline.schema import validate_clips, write_clips
+    from tests.conftest import tiny_clip_table
+
+    clips = tiny_clip_table(tmp_path / "c", n_speakers=1, clips_per_speaker=3)
+    hostile = ["../../etc/passwd", "a b\tc\nd", "=cmd()|x", "日本語 clip", "x;touch pwned", "-rf"]
+    clips["clip_id"] = hostile
+    clips["speaker"] = "spk with space\tand tab"
+    clips.loc[clips["label"] == "spoof", "system"] = "sys/../../x y"
+    write_clips(validate_clips(clips), tmp_path / "t.parquet")
+    out = tmp_path / "la"
+    assert export.main(["--manifest", str(tmp_path / "t.parquet"), "--format", "asvspoof", "--out", str(out)]) == 0
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert all(out in p.resolve().parents for p in files) and not (tmp_path / "pwned").exists()
+    lines = (out / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.train.trn.txt").read_text().splitlines()
+    assert len(lines) == 6 and all(len(line.split(" ")) == 5 and line.isascii() for line in lines)
+    mapping = pd.read_csv(out / "clip_map.csv", keep_default_na=False)
+    assert sorted(mapping["clip_id"]) == sorted(hostile)
+    back = load_asvspoof2019_la(out, partitions=("train",))  # only a train table was given
+    assert back.rejects == [] and len(back.sources) == 6
