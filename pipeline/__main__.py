@@ -38,6 +38,7 @@ STAGES = (
     "evaluate",
     "audit",
     "report",
+    "export",
 )
 COMMANDS = ("score", "import_model")
 
@@ -58,6 +59,7 @@ stages (in dvc.yaml order):
   evaluate       EER per eval set and channel condition, score files, DET plots
   audit          shortcut audit (nuisance-only EER per set) and generator hardness for a reference model
   report         reports/index.html (static, offline)
+  export         curated subsets as ASVspoof 2019 LA / lhotse / Hugging Face datasets; a model folder with its card
 
 commands:
   score          score audio files, folders or a clip table with a trained detector

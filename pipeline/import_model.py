@@ -5,9 +5,10 @@
 Reads a torch state dict in the official layout of the architecture (clovaai/aasist's
 `models/weights/AASIST.pth` / `AASIST-L.pth`: a plain state dict; a `{"state_dict": ...}` or
 `{"model": ...}` wrapper and a DataParallel `module.` prefix are accepted too).
-Writes DIR/model.pt (the project's checkpoint format, pipeline.models.save_checkpoint) and
+Writes DIR/model.pt (the project's checkpoint format, pipeline.models.save_checkpoint),
 DIR/config.json (the model config, the source file and its sha256, the preprocessing the weights
-expect), so that `python -m pipeline score --model DIR` and `teachers.<T>.checkpoint: DIR` accept it.
+expect, the model card's facts) and DIR/MODEL_CARD.md, so that `python -m pipeline score --model DIR`
+and `teachers.<T>.checkpoint: DIR` accept it.
 
 The weights must fit the architecture exactly (strict: same keys, same shapes); otherwise nothing is
 written and the command exits 2 with one line naming the missing / unexpected keys or the shape
@@ -30,6 +31,9 @@ PREPROCESSING = {
                "normalisation": "none (raw waveform as read)", "channels": "mono"},
 }
 PREPROCESSING["aasist-l"] = PREPROCESSING["aasist"]
+# Where the official weights come from and what they were trained on (the model card's licences).
+UPSTREAM = {"weights": ("clovaai/aasist weights", "MIT", "https://github.com/clovaai/aasist"),
+            "data": ("asvspoof2019_la", "the authors' training data: ASVspoof 2019 LA train")}
 SHOWN = 5  # key names listed in an error before "... and N more"
 
 
@@ -85,8 +89,9 @@ def check_state_dict(expected: dict[str, Any], given: dict[str, Any], arch: str)
 
 def run(arch: str, checkpoint: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Check and convert `checkpoint` into `out_dir` (model.pt + config.json); return config.json's content."""
+    from pipeline.handoff.card import build_card, write_card
     from pipeline.io import atomic_dir, write_json_atomic
-    from pipeline.models import build_model, save_checkpoint
+    from pipeline.models import SCORE_RULE, build_model, save_checkpoint
 
     if arch not in IMPORTABLE:
         raise ImportError_(f"cannot import architecture {arch!r}; importable: {list(IMPORTABLE)}")
@@ -98,12 +103,31 @@ def run(arch: str, checkpoint: str | Path, out_dir: str | Path) -> dict[str, Any
     pre = PREPROCESSING[arch]
     source = {"checkpoint": str(checkpoint), "sha256": hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()}
     config = {"model": model.config, "source": source, "preprocessing": pre, "imported": True,
-              "score": "logit[bonafide] (class index 1), as the authors score; higher = bona fide",
+              "score": f"{SCORE_RULE} (higher = bona fide), the rule of every hardset model; the authors' score "
+                       "files hold logit[bonafide] alone",
               "parameters": sum(p.numel() for p in model.parameters())}
+    config["card"] = build_card(
+        "imported", arch, model, data=None, params={"arch": arch, "checkpoint": source}, preprocessing=pre,
+        licences=upstream_licences(), eval_s=pre["eval_s"],
+        limits=("Weights trained by their authors on ASVspoof 2019 LA train (VCTK studio speech, the 2019 TTS/VC "
+                "attacks); hardset checked that they load exactly (keys and shapes), not how they were trained.",))
     with atomic_dir(out_dir, marker="model.pt") as tmp:  # the whole model folder, or the previous one untouched
         save_checkpoint(model, {"eval_s": pre["eval_s"], "source": source, "preprocessing": pre}, tmp / "model.pt")
         write_json_atomic(config, tmp / "config.json")
+        write_card(tmp, config)
     return config
+
+
+def upstream_licences() -> list[dict[str, Any]]:
+    """The card's licences of an imported checkpoint: the weights' own and the data they were trained on."""
+    from pipeline.handoff.licences import LICENCES
+
+    name, licence, url = UPSTREAM["weights"]
+    corpus, what = UPSTREAM["data"]
+    data_licence, data_url, non_commercial = LICENCES[corpus]
+    return [{"corpus": name, "clips": "", "licence": licence, "url": url, "non_commercial": False},
+            {"corpus": f"{corpus} ({what})", "clips": "", "licence": data_licence, "url": data_url,
+             "non_commercial": non_commercial}]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,8 @@ from pipeline.detector.batches import (
 )
 from pipeline.detector.inference import score_clips
 from pipeline.detector.loop import EpochResult, Phase, RunState, fit, live_log
+from pipeline.handoff.card import build_card, data_facts, init_facts, write_card
+from pipeline.handoff.licences import data_licences
 from pipeline.io import StagedDir, write_json_atomic
 from pipeline.logs import stage_timer
 from pipeline.metrics import compute_eer
@@ -227,8 +229,10 @@ def adopt_checkpoint(path: str | Path, teacher: TeacherParams) -> Detector:
 
 
 def run(name: str, clips: pd.DataFrame, teacher: TeacherParams, p: PretrainParams, sample_rate: int, seed: int,
-        out_dir: str | Path, device: torch.device, chain: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train (or adopt) teacher `name` on its pool of `clips`; write model.pt, config.json, metrics.json.
+        out_dir: str | Path, device: torch.device, chain: dict[str, Any] | None = None,
+        inputs: list[str] | None = None) -> dict[str, Any]:
+    """Train (or adopt) teacher `name` on its pool of `clips`; write model.pt, config.json, metrics.json and the
+    model card (MODEL_CARD.md; `inputs`: the clip-table files, recorded with their sha256).
 
     `chain` (pipeline.chain.Chain.to_dict(), prepare's preprocessing) is recorded for a trained teacher;
     an adopted checkpoint keeps the chain it records, if any (its training audio is not ours).
@@ -250,12 +254,30 @@ def run(name: str, clips: pd.DataFrame, teacher: TeacherParams, p: PretrainParam
         metrics = {"source": "trained", **metrics}
     metrics.update(_counts(train, dev))   # no run time here: it is logged, and would change the output every run
     recorded = {"chain": chain} if chain is not None else {}
-    save_checkpoint(model, {"teacher": name, **recorded}, out_dir / "model.pt")
+    dev_facts = {"eer": metrics["dev_eer"], "threshold": metrics["dev_threshold"], "n_clips": len(dev)}
+    save_checkpoint(model, {"teacher": name, **recorded, "dev": dev_facts}, out_dir / "model.pt")
     config = {"teacher": name, "model": model.config, "pool": teacher.pool, "checkpoint": teacher.checkpoint,
-              "pretrain": asdict(p), "seed": seed, **recorded}
+              "pretrain": asdict(p), "seed": seed, **recorded, "dev": dev_facts}
+    used = pd.concat([train, dev], ignore_index=True)
+    adopted = init_facts({"dir": str(_model_dir(teacher.checkpoint)), "mode": "adopted as it is"}
+                         if teacher.checkpoint else None)
+    config["card"] = build_card(
+        "adopted teacher" if teacher.checkpoint else "teacher", name, model, init=adopted,
+        data=data_facts(used, {f"clip table {i + 1}": path for i, path in enumerate(inputs or [])}),
+        params={"teachers": {name: {"pool": teacher.pool, **teacher.model}}, "pretrain": asdict(p), "seed": seed},
+        preprocessing=chain, licences=data_licences(used), eval_s=p.eval_s,
+        limits=("A teacher embeds its own pool for the sample stage; it was trained and evaluated on that pool "
+                "only.",))
     write_json_atomic(config, out_dir / "config.json")
+    write_card(out_dir, config)
     write_json_atomic(metrics, out_dir / "metrics.json")
     return metrics
+
+
+def _model_dir(checkpoint: str | Path) -> Path:
+    """The folder of a checkpoint given as a folder or as its model.pt."""
+    path = Path(checkpoint)
+    return path if path.is_dir() else path.parent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     staged = StagedDir(args.out, marker="model.pt")  # swapped in at the end: a failed run leaves the old teacher
     with stage_timer(log, f"pretrain {args.teacher}") as stats:
         metrics = run(args.teacher, clips, teacher, p, sample_rate, seed, staged.path, device,
-                      chain=chain_from_params(params, sample_rate).to_dict())
+                      chain=chain_from_params(params, sample_rate).to_dict(), inputs=args.clips)
         stats.add("clips", int(metrics.get("steps", 0)) * p.batch_size)  # training examples seen
         stats.add("epochs", int(metrics.get("epochs_run", 0)))
     staged.commit()

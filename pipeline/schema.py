@@ -228,6 +228,12 @@ def read_clips(path: str | Path, stage: str = "", groups: Iterable[str] = ()) ->
     return validate_clips(pd.read_parquet(path), stage=stage or str(path), groups=groups)
 
 
+def groups_of(path: str | Path) -> tuple[str, ...]:
+    """("manifest",) when the Parquet file has the manifest columns, else (): the groups to read it with."""
+    names = set(pq.read_schema(path).names) if Path(path).exists() else set()
+    return ("manifest",) if set(MANIFEST_COLUMNS) <= names else ()
+
+
 def write_clips(df: pd.DataFrame, path: str | Path, stage: str = "", groups: Iterable[str] = ()) -> pd.DataFrame:
     """Validate and write a clip table atomically; return the validated table."""
     groups = tuple(groups)

@@ -2,13 +2,19 @@ r"""Command `score`: bona fide scores of audio files, folders or a clip table wi
 
     python -m pipeline score --model data/models/detector INPUT... --out scores.tsv
 
-Reads the detector checkpoint and the inputs; writes one score per clip (higher = bona fide) to
---out (atomically; `-` = stdout), in one of two formats (--format):
-- `tsv` (default): a header line `clip_id<TAB>score`, then one tab-separated line per clip. A
-  backslash, tab, newline or carriage return inside a clip id is written as `\\`, `\t`, `\n`, `\r`,
+Reads the detector checkpoint and the inputs; writes one score per clip to --out (atomically; `-` =
+stdout). The score is the one rule of every model, trained, fine-tuned or imported (pipeline.models.
+bonafide_score): logit[bonafide] - logit[spoof], the log-odds of bona fide; higher = more bona fide. Formats
+(--format):
+- `tsv` (default): a header line `clip_id<TAB>score`, then one tab-separated line per clip. When an input
+  is a labelled clip table, the header adds `label<TAB>system` and each line the clip's label and system
+  (empty for the rows of audio files and folders, which carry none). `--threshold dev` adds a `decision`
+  column (`bonafide` when score > t, else `spoof`, the side of t compute_eer counts) with t the dev-EER
+  threshold that train stored in the model folder (config `dev.threshold`); `--threshold X` uses X. A
+  backslash, tab, newline or carriage return inside a field is written as `\\`, `\t`, `\n`, `\r`,
   so any path stays one parseable field (`read_scores` undoes it);
 - `asvspoof`: `clip_id score` lines separated by one space, no header (the ASVspoof score-file
-  layout); a clip id with whitespace is refused before anything is scored.
+  layout); a clip id with whitespace is refused before anything is scored. No label, system or decision.
 (Only this command's output; evaluate's reports/scores/*.txt keep their own `clip_id score` layout.)
 Each INPUT is
 - an audio file: clip_id = the path as given;
@@ -42,7 +48,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -51,13 +56,27 @@ from typing import Any
 import pandas as pd
 import soundfile as sf
 
+from pipeline.detector.scorefile import (
+    FORMATS,
+    TSV_HEADER,
+    escape_field,
+    format_scores,
+    read_score_table,
+    read_scores,
+    unescape_field,
+)
 from pipeline.logs import setup_logging
 from pipeline.params import PRECISIONS
 
 log = logging.getLogger("pipeline.score")
 
+# the score-file format lives in pipeline/detector/scorefile.py; these names stay importable from here
+__all__ = ["FORMATS", "TSV_HEADER", "collect_inputs", "escape_field", "format_scores", "main", "read_score_table",
+           "read_scores", "run", "unescape_field"]
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64")
-INPUT_COLUMNS = ["clip_id", "path", "corpus", "label", "prepared"]
+INPUT_COLUMNS = ["clip_id", "path", "corpus", "label", "system", "prepared", "labelled"]
+LABELLED_COLUMNS = ("label", "system")   # written beside the score for the rows of a labelled clip table
 
 
 class InputError(ValueError):
@@ -65,12 +84,13 @@ class InputError(ValueError):
 
 
 def _audio_row(path: Path, shown: str) -> dict[str, str | bool]:
-    # label is a placeholder: score_clips wants one, and the scores do not depend on it.
-    return {"clip_id": shown, "path": str(path), "corpus": "input", "label": "bonafide", "prepared": False}
+    # label is a placeholder (labelled False): score_clips wants one, and the scores do not depend on it.
+    return {"clip_id": shown, "path": str(path), "corpus": "input", "label": "bonafide", "system": "",
+            "prepared": False, "labelled": False}
 
 
 def collect_inputs(inputs: list[str]) -> pd.DataFrame:
-    """The rows to score (clip_id, path, corpus, label, prepared) from files, folders and clip tables, in order."""
+    """The rows to score (INPUT_COLUMNS) from files, folders and clip tables, in order; only table rows are labelled."""
     from pipeline.schema import read_clips
 
     frames, skipped = [], 0
@@ -85,7 +105,7 @@ def collect_inputs(inputs: list[str]) -> pd.DataFrame:
             frames.append(pd.DataFrame([_audio_row(f, str(f)) for f in audio], columns=INPUT_COLUMNS))
         elif path.suffix.lower() == ".parquet":
             table = read_clips(path, stage="score")
-            frames.append(table[INPUT_COLUMNS[:-1]].astype(str).assign(prepared=True))
+            frames.append(table[INPUT_COLUMNS[:-2]].astype(str).assign(prepared=True, labelled=True))
         else:
             try:
                 sf.info(str(path))
@@ -102,11 +122,13 @@ def collect_inputs(inputs: list[str]) -> pd.DataFrame:
 
 def run(model, rows: pd.DataFrame, *, batch_size: int, sample_rate: int, seconds: float,
         device="cpu", fmt: str = "tsv", chain=None, engine: Any = None,
-        model_path: str | Path | None = None, precision: str = "fp32") -> tuple[list[str], list[dict]]:
+        model_path: str | Path | None = None, precision: str = "fp32",
+        threshold: float | None = None) -> tuple[list[str], list[dict]]:
     """Score the rows (`chain` on those not `prepared`); return (score-file lines, header first for tsv; rejects).
 
     With a ray `engine` (pipeline.runtime.engine.EngineConfig) the batches are scored by actors that each load the
-    detector from `model_path`; the lines come back in row order, as the local loop writes them.
+    detector from `model_path`; the lines come back in row order, as the local loop writes them. tsv lines carry
+    the label and system of labelled rows, and a decision at `threshold` when one is given.
     """
     if engine is not None and engine.engine == "ray":
         from functools import partial
@@ -119,12 +141,33 @@ def run(model, rows: pd.DataFrame, *, batch_size: int, sample_rate: int, seconds
         results = map_batch_results(None, rows, batch_size=batch_size, cfg=engine, actor_factory=factory, desc="score")
         ids = [i for r_ids, _, _ in results for i in r_ids]
         scores = [x for _, r_scores, _ in results for x in r_scores]
-        return format_scores(ids, scores, fmt), [r for _, _, rej in results for r in rej]
+        return (format_scores(ids, scores, fmt, score_columns(rows, ids, scores, threshold)),
+                [r for _, _, rej in results for r in rej])
     from pipeline.detector.inference import score_clips
 
     result = score_clips(model, rows, batch_size, sample_rate, seconds, device=device, stage="score", chain=chain,
                          precision=precision)
-    return format_scores(result.clip_ids, result.scores, fmt), result.rejects
+    columns = score_columns(rows, result.clip_ids, result.scores, threshold)
+    return format_scores(result.clip_ids, result.scores, fmt, columns), result.rejects
+
+
+def decide(scores, threshold: float) -> list[str]:
+    """`bonafide` where score > threshold, else `spoof`: the sides pipeline.metrics.compute_eer counts."""
+    return ["bonafide" if float(s) > threshold else "spoof" for s in scores]
+
+
+def score_columns(rows: pd.DataFrame, clip_ids: list[str], scores, threshold: float | None) -> dict[str, list[str]]:
+    """The tsv columns after the score, per scored clip: label and system when any row is labelled (empty for
+    unlabelled rows), and the decision at `threshold` when one is given."""
+    columns: dict[str, list[str]] = {}
+    if rows["labelled"].astype(bool).any():
+        by_id = rows.set_index("clip_id")
+        labelled = by_id["labelled"].astype(bool)
+        for name in LABELLED_COLUMNS:
+            columns[name] = [str(by_id.at[c, name]) if labelled.at[c] else "" for c in clip_ids]
+    if threshold is not None:
+        columns["decision"] = decide(scores, threshold)
+    return columns
 
 
 def _engine(name: str, concurrency: int, device: Any, threads: int = 0) -> Any:
@@ -154,53 +197,6 @@ def score_batch_function(model_path: str, device: str, sample_rate: int, seconds
         return r.clip_ids, [float(x) for x in r.scores], r.rejects
 
     return score_batch
-
-
-FORMATS = ("tsv", "asvspoof")
-TSV_HEADER = "clip_id\tscore"
-_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
-_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", "=": "=", "+": "+", "-": "-", "@": "@"}
-
-
-def escape_field(text: str) -> str:
-    """A TSV field: backslash, tab, newline and carriage return as two-character escapes, and a leading
-    `= + - @` as `\\=` ... so that a spreadsheet never runs the field as a formula (CSV injection)."""
-    out = "".join(_ESCAPES.get(ch, ch) for ch in text)
-    return "\\" + out if out.startswith(("=", "+", "-", "@")) else out
-
-
-def unescape_field(text: str) -> str:
-    """Undo escape_field (a lone or unknown escape is a ValueError)."""
-    return re.sub(r"\\(.?)", lambda m: _unescape(m.group(1), text), text)
-
-
-def _unescape(ch: str, text: str) -> str:
-    if ch not in _UNESCAPES:
-        raise ValueError(f"bad escape \\{ch} in score-file field {text!r}")
-    return _UNESCAPES[ch]
-
-
-def format_scores(clip_ids: list[str], scores, fmt: str = "tsv") -> list[str]:
-    """Score-file lines: tsv (header + escaped, tab-separated) or asvspoof (`clip_id score`)."""
-    if fmt == "asvspoof":
-        return [f"{cid} {s:.6f}" for cid, s in zip(clip_ids, scores)]
-    return [TSV_HEADER] + [f"{escape_field(cid)}\t{s:.6f}" for cid, s in zip(clip_ids, scores)]
-
-
-def read_scores(path: str | Path) -> dict[str, float]:
-    """{clip_id: score} of a tsv score file written by this command (escapes undone)."""
-    lines = Path(path).read_text(encoding="utf-8", errors="surrogateescape").split("\n")
-    if not lines or lines[0] != TSV_HEADER:
-        raise ValueError(f"{path}: not a score file of this command (first line {TSV_HEADER!r} expected)")
-    out = {}
-    for line_no, line in enumerate(lines[1:], start=2):
-        if not line:
-            continue
-        fields = line.split("\t")
-        if len(fields) != 2:
-            raise ValueError(f"{path}: line {line_no} has {len(fields)} tab-separated fields, expected 2")
-        out[unescape_field(fields[0])] = float(fields[1])
-    return out
 
 
 def _positive(kind: type) -> Callable[[str], float]:
@@ -263,7 +259,35 @@ def model_chain(config: dict, model: str, n_raw: int = 0):
     return chain
 
 
-def main(argv: list[str] | None = None) -> int:
+def threshold_arg(text: str) -> str | float:
+    """`--threshold`: `dev` (the model's stored dev-EER threshold) or a finite number."""
+    if text == "dev":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither `dev` nor a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def model_threshold(choice: str | float | None, config: dict, model: str) -> float | None:
+    """The decision threshold of `--threshold`: a number as given, or `dev` = the dev-EER threshold that train
+    stored in the model folder (config `dev.threshold`); ValueError when the model records none."""
+    if choice is None or not isinstance(choice, str):
+        return choice
+    stored = (config.get("dev") or {}).get("threshold")
+    if stored is None:
+        raise ValueError(f"--threshold dev: model {model} records no dev threshold (an imported model, or one "
+                         "trained before this version): give a number, e.g. --threshold 0 (the model's own "
+                         "decision, p(bonafide) = 0.5)")
+    log.info("decision threshold %.6f: the model's dev-EER threshold (dev EER %.2f%%)", float(stored),
+             100 * float(config["dev"].get("eer", float("nan"))))
+    return float(stored)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline score",
                                      description="score audio files, folders or a clip table with a trained detector")
     parser.add_argument("--model", required=True, help="detector directory (model.pt) or checkpoint file")
@@ -283,7 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="ray: score the batches on Ray Data actors (RAY_ADDRESS, else a local instance)")
     parser.add_argument("--concurrency", type=_positive(int), default=2, help="engine ray: actors")
-    args = parser.parse_args(argv)
+    parser.add_argument("--threshold", type=threshold_arg, default=None, metavar="dev|X",
+                        help="tsv: add a decision column (bonafide when score > t); t = the model's dev-EER "
+                             "threshold (dev) or the number X")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     setup_logging()
     try:
         rows = collect_inputs(args.inputs)
@@ -295,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
             if len(spaced):
                 raise InputError(f"clip id {spaced.iloc[0]!r} has whitespace, which --format asvspoof cannot "
                                  "write; use --format tsv")
+            if args.threshold is not None:
+                raise InputError("--threshold writes a decision column, which --format asvspoof has not; use "
+                                 "--format tsv")
     except (InputError, FileNotFoundError, ValueError) as exc:
         print(f"score: error: {exc}", file=sys.stderr)
         return 2
@@ -302,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         print("score: error: no audio files found in the inputs", file=sys.stderr)
         return 1
 
-    from pipeline.models import CheckpointError, load_checkpoint
+    from pipeline.models import DEFAULT_EVAL_S, CheckpointError, load_checkpoint
     from pipeline.runtime.devices import configure_torch, resolve_device
 
     configure_torch(args.threads, 0)
@@ -314,13 +348,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         chain = model_chain(config, args.model, n_raw=int((~rows["prepared"].astype(bool)).sum()))
+        threshold = model_threshold(args.threshold, config, args.model)
     except ValueError as exc:
         print(f"score: error: {exc}", file=sys.stderr)
         return 2
+    seconds = args.eval_s or float(config.get("eval_s", DEFAULT_EVAL_S))
     lines, rejects = run(model, rows, batch_size=args.batch_size, sample_rate=int(config["sample_rate"]),
-                         seconds=args.eval_s or float(config.get("eval_s", 4.0)), device=device, fmt=args.format,
-                         chain=chain, engine=_engine(args.engine, args.concurrency, device, args.threads),
-                         model_path=args.model, precision=args.precision)
+                         seconds=seconds, device=device, fmt=args.format, chain=chain,
+                         engine=_engine(args.engine, args.concurrency, device, args.threads), model_path=args.model,
+                         precision=args.precision, threshold=threshold)
     for r in rejects:
         print(f"reject {r['clip_id']}: {r['reason']}", file=sys.stderr)
     if len(lines) <= (args.format == "tsv"):

@@ -57,3 +57,26 @@ def test_bench_sampling_times_every_method_against_nc_in_one_run(tmp_path):
     # equal budgets: every method keeps round(0.25 x 1500) rows of each class
     assert {r["selected"] for r in rows} == {750}
     assert next(r for r in rows if r["method"] == "nc")["seconds_over_nc"] == 1.0
+
+
+def test_bench_score_rule_scores_both_rules_from_one_pass(tmp_path, monkeypatch):
+    import json
+
+    import torch
+
+    from benchmarks import bench_score_rule
+    from pipeline.models import build_model, save_checkpoint
+    from tests.conftest import tiny_clip_table
+
+    clips = tiny_clip_table(tmp_path / "audio", n_speakers=4, clips_per_speaker=2)
+    clips.loc[(clips["split"] == "dev") & (clips["label"] == "spoof"), "split"] = "eval:tts"
+    write_clips(clips, tmp_path / "clips.parquet")
+    torch.manual_seed(0)
+    save_checkpoint(build_model({"arch": "resnet", "width": 4, "embedding_dim": 8, "sample_rate": 16000}),
+                    {"eval_s": 0.5}, tmp_path / "m" / "model.pt")
+    monkeypatch.chdir(tmp_path)
+    assert bench_score_rule.main(["--model", "m", "--clips", "clips.parquet", "--threads", "1"]) == 0
+    rows = json.loads((tmp_path / "reports" / "bench.json").read_text())["score_rule"]["rows"]
+    assert len(rows) == 6 and {r["set"] for r in rows} == {"test_spoofs", "eval_spoofs", "pooled"}
+    assert all(r["n_bonafide"] == 2 for r in rows) and {r["n_spoof"] for r in rows} == {2, 4}
+    assert all(0 <= r["lo_pct"] <= r["hi_pct"] <= 100 for r in rows)

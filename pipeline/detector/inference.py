@@ -68,7 +68,7 @@ class _Accumulator:
         if labels is not None:
             y = torch.as_tensor(labels, device=logits.device)
             self.loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-        self.scores.append(bonafide_score(logits, getattr(self.model, "score_rule", "margin")).cpu().double().numpy())
+        self.scores.append(bonafide_score(logits).cpu().double().numpy())
 
     def result(self) -> tuple[np.ndarray, np.ndarray | None]:
         scores = np.concatenate(self.scores) if self.scores else np.zeros(0)
