@@ -24,12 +24,13 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from pipeline.audio import AudioError, match_to_parent, measure, read_audio, write_audio
+from pipeline.audio import AudioError, measure, read_audio, write_audio
 from pipeline.chain import CHAIN_PARAMS, Chain, apply_chain, chain_from_params
 from pipeline.corpora import ADAPTERS
 from pipeline.corpora.common import CorpusError, check_corpus_name
 from pipeline.io import atomic_dir, write_json_atomic
 from pipeline.logs import progress, stage_timer
+from pipeline.matching import match_to_parent
 from pipeline.params import (
     ConfigError,
     Match,

@@ -32,19 +32,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from pipeline.audio import (
-    AudioError,
-    check_audio,
-    match_record,
-    match_to_parent,
-    measure,
-    read_audio,
-    read_pcm16,
-    to_pcm16,
-    write_audio,
-)
+from pipeline.audio import AudioError, check_audio, measure, read_audio, read_pcm16, to_pcm16, write_audio
 from pipeline.io import write_json_atomic
 from pipeline.logs import stage_timer
+from pipeline.matching import match_record, match_to_parent
 from pipeline.params import (
     PRECISIONS,
     ConfigError,
@@ -143,9 +134,9 @@ def fake_path(audio_dir: Path, system: str, parent_id: str) -> Path:
 
 
 def code_hash() -> str:
-    """sha256 of the code that shapes a reconstruction (backends, mel, audio guards): a fix invalidates old files."""
+    """sha256 of the code that shapes a reconstruction (backends, mel, audio, matching): a fix invalidates old files."""
     root = Path(__file__).parent
-    return files_hash(sorted((root / "resynth").glob("*.py")) + [root / "audio.py"])
+    return files_hash(sorted((root / "resynth").glob("*.py")) + [root / "audio.py", root / "matching.py"])
 
 
 def prepare_system_dir(system_dir: Path, fingerprint: dict) -> ResumeDir:

@@ -142,7 +142,7 @@ def test_import_model_that_fails_mid_write_leaves_the_previous_folder_whole(tmp_
     assert code == 2 and "holds no model.pt" in capsys.readouterr().err
     assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
     assert import_model.main(["--arch", "aasist-l", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["MODEL_CARD.md", "config.json", "model.pt"]
 
 
 def test_a_staged_dir_swaps_whole_or_not_at_all(tmp_path):
