@@ -71,7 +71,27 @@ def _put_varint(value: int) -> bytes:
             return bytes(out)
 
 
-class XZBlocks(io.RawIOBase):
+class _Reader(io.RawIOBase):
+    """A read-only, seekable file of `length` bytes; a subclass fills `readinto` from position `pos`."""
+
+    length = 0
+    pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.pos = max(0, {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.length}[whence] + offset)
+        return self.pos
+
+
+class XZBlocks(_Reader):
     """The uncompressed bytes of a one-stream, multi-block .xz held at `offset`:`offset + size` of a file, as a
     seekable read-only file; each read decompresses only the blocks it needs (the last `cache` kept)."""
 
@@ -130,19 +150,6 @@ class XZBlocks(io.RawIOBase):
             self.cache.popitem(last=False)
         return data
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self.pos = max(0, {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.length}[whence] + offset)
-        return self.pos
-
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")
         done = 0
@@ -169,25 +176,12 @@ class XZBlocks(io.RawIOBase):
         super().close()
 
 
-class Window(io.RawIOBase):
+class Window(_Reader):
     """Bytes `start`:`start + length` of a seekable file, as a seekable read-only file (a tar member's data)."""
 
     def __init__(self, raw: BinaryIO, start: int, length: int) -> None:
         super().__init__()
         self.raw, self.start, self.length, self.pos = raw, start, length, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self.pos = max(0, {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.length}[whence] + offset)
-        return self.pos
 
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")
