@@ -19,13 +19,13 @@ write_audio quantises.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from pipeline.audio import check_audio, lowpass, resample, to_pcm16, vad_trim
-from pipeline.params import ConfigError, check_known_keys, mapping, number
+from pipeline.params import ConfigError, Section, check_known_keys, mapping, number
 
 __all__ = ["CHAIN_PARAMS", "Chain", "apply_chain", "chain_from_params"]
 
@@ -34,9 +34,15 @@ CHAIN_PARAMS = ("vad_trim", "max_duration_s", "lowpass_hz")
 
 
 @dataclass(frozen=True)
-class Chain:
-    """prepare's audio steps; `Chain.resample_only(sr)` for a model that recorded none."""
+class Chain(Section):
+    """prepare's audio steps; `Chain.resample_only(sr)` for a model that recorded none.
 
+    Made from params only by `chain_from_params` (the `prepare` keys CHAIN_PARAMS + audio.sample_rate) and
+    from a model's record only by `from_dict`, both through Section.from_params (checked, errors naming the key).
+    """
+
+    NAME: ClassVar[str] = "prepare"
+    SHARED: ClassVar[tuple[str, ...]] = ("sample_rate",)
     VERSION: ClassVar[int] = 1
 
     sample_rate: int
@@ -44,17 +50,20 @@ class Chain:
     max_duration_s: float | None = 10.0
     lowpass_hz: float | None = None
 
-    def __post_init__(self) -> None:
-        number("chain.sample_rate", self.sample_rate, low=1, integer=True)
+    def check(self) -> None:
+        where = self.where
+        number(f"{where}.sample_rate", self.sample_rate, low=1, integer=True)
         if not isinstance(self.vad_trim, bool):
-            raise ConfigError(f"chain.vad_trim: expected true or false, got {self.vad_trim!r}")
-        number("chain.max_duration_s", self.max_duration_s, low=0, low_open=True, allow_none=True)
-        number("chain.lowpass_hz", self.lowpass_hz, low=0, high=self.sample_rate / 2, low_open=True, allow_none=True)
+            raise ConfigError(f"params {where}.vad_trim: expected true or false, got {self.vad_trim!r}")
+        number(f"{where}.max_duration_s", self.max_duration_s, low=0, low_open=True, allow_none=True)
+        number(f"{where}.lowpass_hz", self.lowpass_hz, low=0, high=self.sample_rate / 2, low_open=True,
+               allow_none=True)
 
     @classmethod
     def resample_only(cls, sample_rate: int) -> Chain:
         """Only resampling: what score applies for a model without a recorded chain."""
-        return cls(int(sample_rate), vad_trim=False, max_duration_s=None, lowpass_hz=None)
+        return cls.from_params({"vad_trim": False, "max_duration_s": None, "lowpass_hz": None}, where="chain",
+                               sample_rate=int(sample_rate))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form recorded in a model's config (`chain` key)."""
@@ -64,19 +73,21 @@ class Chain:
     def from_dict(cls, d: dict[str, Any], where: str = "chain") -> Chain:
         """Parse a recorded chain; unknown keys or another version are a clear error."""
         d = mapping(where, d)
-        check_known_keys(where, d, ["version", *(f.name for f in fields(cls))])
+        check_known_keys(where, d, ["version", "sample_rate", *CHAIN_PARAMS])
         if d.pop("version", cls.VERSION) != cls.VERSION:
             raise ConfigError(f"{where}: chain version {d.get('version')!r} is not {cls.VERSION}")
         if "sample_rate" not in d:
             raise ConfigError(f"{where}: a recorded chain needs its sample_rate")
-        return cls(**d)
+        return cls.from_params(d, where=where, sample_rate=d.pop("sample_rate"))
 
 
 def chain_from_params(params: dict[str, Any], sample_rate: int) -> Chain:
-    """The chain that prepare applies under these params (`prepare` section + audio.sample_rate)."""
-    prep = mapping("prepare", params.get("prepare"))
-    defaults = {f.name: f.default for f in fields(Chain) if f.name in CHAIN_PARAMS}
-    return Chain(int(sample_rate), **{k: prep.get(k, v) for k, v in defaults.items()})
+    """The chain that prepare applies under these params: the `prepare` keys CHAIN_PARAMS + audio.sample_rate.
+
+    The one place a Chain is made from params (prepare's PrepareParams.chain() too); the other `prepare` keys
+    are prepare's to check.
+    """
+    return Chain.from_part(params.get("prepare"), sample_rate=int(sample_rate))
 
 
 def apply_chain(wave: np.ndarray, sr_in: int, chain: Chain, *, min_duration_s: float | None = None,

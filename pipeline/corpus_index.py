@@ -22,12 +22,14 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pipeline.io import write_text_atomic
-from pipeline.logs import progress, setup_logging, stage_timer
-from pipeline.params import load_params, stage_parser, teacher_names
+from pipeline.logs import progress, stage_timer
+from pipeline.params import ConfigError, Section, stage_parser, start_stage, teacher_names
 
 log = logging.getLogger("pipeline.corpus_index")
 
@@ -35,6 +37,23 @@ FORMAT = 1
 METADATA_SUFFIXES = (".csv", ".tsv", ".txt", ".lst", ".scp", ".json", ".yaml", ".yml", ".xml")
 MAX_METADATA_LISTED = 200  # the digest covers every file; this only keeps the index readable
 CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class CorpusRoots(Section):
+    """The `prepare.corpora` entries this stage indexes (`CorpusRoots.from_part(prepare section)`): a list is all
+    it asks; prepare checks each entry (a bad one is indexed as `invalid`, for prepare to report)."""
+
+    NAME: ClassVar[str] = "prepare"
+    corpora: tuple[Any, ...] = ()
+
+    @classmethod
+    def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
+        corpora = kw.get("corpora") or []
+        if not isinstance(corpora, list):
+            raise ConfigError(f"params prepare.corpora must be a list of {{name, root}} entries, "
+                              f"not {type(corpora).__name__}")
+        return {"corpora": tuple(corpora)}
 
 
 def file_sha256(path: str) -> str:
@@ -83,7 +102,7 @@ def index_root(root: Path, cache: dict[str, dict], seen: dict[str, dict], skip: 
     return {"exists": True, "files": len(files), "bytes": total, "digest": digest.hexdigest(), "metadata": metadata}
 
 
-def run(corpora: list[dict], cache: dict[str, dict], skip: set[str] = frozenset()) -> tuple[dict, dict]:
+def run(corpora: Sequence[Any], cache: dict[str, dict], skip: set[str] = frozenset()) -> tuple[dict, dict]:
     """(the index of every configured root, the refreshed hash cache)."""
     seen: dict[str, dict] = {}
     entries = []
@@ -117,18 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("corpus_index", __doc__.splitlines()[0])
     parser.add_argument("--out", default="data/corpus_index.json")
     parser.add_argument("--cache", default="data/.corpus_index.cache.json", help="sha256 cache (not a DVC output)")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    # This stage runs first on every `dvc repro`: refuse a teacher name that dvc.yaml would put into the shell
-    # commands of pretrain@/embed@ before DVC gets to run them (they are quoted there too).
+    args, params, _ = start_stage(parser, argv)
+    # This stage runs first on every `dvc repro`: refuse a teacher name that dvc.yaml would put into the commands
+    # and output paths of pretrain@/embed@ before DVC clears their outs or runs them.
     if params.get("teachers") is not None:
         teacher_names(params)
-    corpora = (params.get("prepare") or {}).get("corpora") or []
-    if not isinstance(corpora, list):
-        print(f"corpus_index: error: params prepare.corpora must be a list of {{name, root}} entries, "
-              f"not {type(corpora).__name__}", file=sys.stderr)
-        return 2
+    corpora = CorpusRoots.from_part(params.get("prepare")).corpora
     out, cache_path = Path(args.out), Path(args.cache)
     skip = {os.path.realpath(out), os.path.realpath(cache_path)}
     with stage_timer(log, "corpus_index") as stats:

@@ -42,20 +42,18 @@ from pipeline.detector.batches import check_pool, iter_batches, load_batch, sele
 from pipeline.detector.inference import embed_batch
 from pipeline.embstore import write_embeddings
 from pipeline.io import atomic_path, write_json_atomic, write_parquet_atomic
-from pipeline.logs import progress, setup_logging, stage_timer
+from pipeline.logs import progress, stage_timer
 from pipeline.models import Detector, check_config, load_checkpoint
 from pipeline.params import (
     PRECISIONS,
     ConfigError,
     Section,
     as_list,
-    common_params,
-    load_params,
     number,
     one_of,
     section,
     stage_parser,
-    teacher_model_keys,
+    start_stage,
     teacher_params,
 )
 from pipeline.resume import ResumeDir, digest, tree_hash
@@ -321,26 +319,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher-dir", required=True,
                         help="the teacher's directory (model.pt), e.g. data/teachers/<T>")
     parser.add_argument("--out", required=True, help="output directory, e.g. data/embeddings/<T>")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    common = common_params(params)
+    args, params, common = start_stage(parser, argv)
     teacher = teacher_params(params, args.teacher)
-    check_pool(teacher.get("pool"), f"teachers.{args.teacher}.pool")
-    check_config({**teacher_model_keys(teacher), "sample_rate": common.sample_rate}, f"teachers.{args.teacher}")
+    check_pool(teacher.pool, f"{teacher.where}.pool")
+    check_config(teacher.model_config(common.sample_rate), teacher.where)
     device = setup_torch(common)
     p = EmbedParams.from_params(section(params, "embed"))
     sample_rate = common.sample_rate
     checkpoint = Path(args.teacher_dir) / "model.pt"
     model = None
     if p.embedder != "resemblyzer":
-        model, _ = load_checkpoint(checkpoint, device=device, expected_arch=teacher.get("arch"))
-    pool = select_pool(read_clip_tables(args.clips, stage="embed"), teacher.get("pool"))
+        model, _ = load_checkpoint(checkpoint, device=device, expected_arch=teacher.arch)
+    pool = select_pool(read_clip_tables(args.clips, stage="embed"), teacher.pool)
     vectorize, dim = build_vectorizer(model, p, device)
     fp = fingerprint(checkpoint, p, sample_rate)
     with stage_timer(log, f"embed {args.teacher}") as stats:
-        engine = EngineConfig.from_params(params, device)
-        factory = functools.partial(batch_function, checkpoint, teacher.get("arch"), p, device, sample_rate)
+        engine = EngineConfig.from_runtime(common.runtime, device)
+        factory = functools.partial(batch_function, checkpoint, teacher.arch, p, device, sample_rate)
         summary = run(pool, vectorize, dim, p, sample_rate, args.out, fp, device, info={"teacher": args.teacher},
                       engine=engine, actor_factory=factory)
         stats.add("clips", summary["computed_clips"])

@@ -53,22 +53,22 @@ import pandas as pd
 
 from pipeline.detector.augment import require_channels
 from pipeline.io import atomic_path, csv_safe, write_json_atomic, write_text_atomic
-from pipeline.logs import setup_logging, stage_timer
+from pipeline.logs import stage_timer
 from pipeline.metrics import bootstrap_eer_ci, compute_det_curve, compute_eer
 from pipeline.params import (
     PRECISIONS,
     ConfigError,
     Section,
     as_list,
-    common_params,
-    load_params,
     number,
     one_of,
     roles_from_params,
     section,
     stage_parser,
     stage_seed,
+    start_stage,
 )
+from pipeline.reporting.detplot import write_plots
 from pipeline.resynth.channel import SYSTEMS as CHANNEL_SYSTEMS
 from pipeline.resynth.channel import is_channel_name
 from pipeline.schema import check_name, read_clip_tables
@@ -303,47 +303,6 @@ def det_table(scored: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["set", "far", "frr"])
 
 
-def write_plots(scored: dict[str, pd.DataFrame], eer: dict[str, float], out_dir: Path) -> None:
-    """det.csv (for the report and `dvc plots`), det.png (pipeline.reporting.detplot) and score histograms per set."""
-    from matplotlib.figure import Figure
-
-    from pipeline.reporting.detplot import det_figure
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "det.csv") as tmp:
-        csv_safe(det_table(scored)).to_csv(tmp, index=False, float_format="%.6f")
-    # drawn from the rounded points of det.csv, so det.png and the report's figure show the same curves
-    det = pd.read_csv(out_dir / "det.csv", dtype={"set": str})
-    curves = {str(name): (g["far"].to_numpy(), g["frr"].to_numpy()) for name, g in det.groupby("set", sort=False)}
-    _save_fig(det_figure(curves, eer), out_dir / "det.png")
-
-    n = len(scored)
-    cols = min(3, n)
-    rows = -(-n // cols)
-    fig = Figure(figsize=(4 * cols, 3 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, (name, df) in zip(axes.flat, scored.items()):
-        bins = np.histogram_bin_edges(df["score"].to_numpy(float), bins=40)
-        for label, color in (("bonafide", "tab:green"), ("spoof", "tab:red")):
-            ax.hist(df.loc[df["label"] == label, "score"], bins=bins, alpha=0.6, color=color, label=label,
-                    density=True)
-        ax.set_title(f"{name} (EER {100 * eer[name]:.1f}%)", fontsize=9)
-        ax.set_xlabel("score (higher = bona fide)", fontsize=8)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    _save_fig(fig, out_dir / "score_hist.png")
-
-
-def _save_fig(fig, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None})
-
-
 def write_outputs(metrics: dict[str, Any], table: pd.DataFrame, scored: dict[str, pd.DataFrame], out: Path,
                   conditions: dict[str, dict[str, pd.DataFrame]] | None = None) -> None:
     """Every file of the stage under `out`: scores/, eer.csv, plots/ (clean) and, last, metrics.json."""
@@ -353,7 +312,7 @@ def write_outputs(metrics: dict[str, Any], table: pd.DataFrame, scored: dict[str
             write_scores(cond_scored, out / "scores", condition)
     with atomic_path(out / "eer.csv") as tmp:
         csv_safe(table).to_csv(tmp, index=False, float_format="%.6f")
-    write_plots(scored, metrics["eer"], out / "plots")
+    write_plots(det_table(scored), scored, metrics["eer"], out / "plots")
     write_json_atomic(metrics, out / "metrics.json")
 
 
@@ -390,10 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="detector directory (model.pt)")
     parser.add_argument("--clips", nargs="+", required=True, help="clip tables (clips.parquet, data/recon/*.parquet)")
     parser.add_argument("--out", required=True, help="reports directory")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    common = common_params(params)
+    args, params, common = start_stage(parser, argv)
     p = EvaluateParams.from_params(section(params, "evaluate"))
     require_channels("evaluate.conditions", p.conditions, roles_from_params(params))
     sample_rate = common.sample_rate

@@ -1,8 +1,9 @@
 """Stage fetch_demo: build the embedded demo corpus data/raw/demo/ (path given by --out), without root.
 
-Demo corpus v3. Reads nothing from the repository: bona fide speech comes from Debian packages fetched
-with `apt-get download` and unpacked with `dpkg-deb -x` in a temp dir (no root needed), or read in place
-(the two game zips, pipeline/demo/debarchive.py):
+Demo corpus v3, output format 4 (pipeline/demo/common.FORMAT_VERSION, recorded in the `.completed` marker).
+Reads nothing from the repository: bona fide speech comes from Debian packages fetched with `apt-get download`
+and unpacked with `dpkg-deb -x` in a temp dir (no root needed), or read in place (the two game zips,
+pipeline/demo/debarchive.py):
 
 - wideband: `asterisk-core-sounds-<lang>-g722` (16 kHz G.722 prompts) with the transcripts of
   `asterisk-core-sounds-<lang>`; `tuxpaint-stamps-default` (spoken stamp descriptions + en_GB letters);
@@ -73,16 +74,15 @@ from pipeline.demo.synthetic import make_synthetic
 from pipeline.demo.tts import system_rng
 from pipeline.demo.tuxpaint import TUXPAINT, list_tuxpaint
 from pipeline.io import atomic_dir, write_json_atomic, write_text_atomic
-from pipeline.logs import setup_logging, stage_timer
+from pipeline.logs import stage_timer
 from pipeline.params import (
     ConfigError,
     Section,
     as_list,
-    common_params,
-    load_params,
     number,
     section,
     stage_parser,
+    start_stage,
 )
 from pipeline.resume import digest, read_marker
 
@@ -307,10 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(STAGE, "Build the demo corpus (Debian speech packages + offline TTS attacks).")
     parser.add_argument("--out", default="data/raw/demo", help="output dir (default: data/raw/demo)")
     parser.add_argument("--force", action="store_true", help="rebuild even when the marker matches")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    common = common_params(params)
+    args, params, common = start_stage(parser, argv)
     p = FetchDemoParams.from_params(section(params, STAGE), seed=common.seed)
     threads = common.runtime.threads
     if not args.force and completed_counts(Path(args.out), p) is not None:

@@ -8,9 +8,10 @@ records the source and reconstruct loads from it.
 
 Model: the encodec package's SEANetEncoder/SEANetDecoder and ResidualVectorQuantizer at
 audio.sample_rate (hop 320 at 16 kHz, 0.5 kbps per codebook), one of `bandwidths` drawn per step
-(quantizer dropout, as EnCodec trains). Loss = multi-resolution STFT (spectral convergence +
-log-magnitude L1 at FFT sizes 256/512/1024) + `mel_weight` * log-mel L1 + `commit_weight` *
-the quantizer's commitment penalty; the codebooks follow the package's EMA/k-means updates.
+(quantizer dropout, as EnCodec trains). Loss = pipeline.resynth.losses.CodecLoss (multi-resolution STFT
++ `mel_weight` * log-mel L1) + `commit_weight` * the quantizer's commitment penalty; the codebooks follow
+the package's EMA/k-means updates. The steps run on the one training loop (pipeline.resynth.fitting.fit_steps:
+Adam, gradient norm clipped to 10); this module supplies the batch, the step and the logged loss terms.
 """
 
 from __future__ import annotations
@@ -25,29 +26,25 @@ import numpy as np
 import torch
 
 from pipeline.io import atomic_dir, write_json_atomic
-from pipeline.logs import progress
-from pipeline.params import Section, check_known_keys, mapping, number
+from pipeline.params import check_known_keys, mapping, number, section, start_stage
 from pipeline.resynth.codec import SMALL_ENCODEC, make_encodec, save_codec
-from pipeline.resynth.common import check_fit_values, fit_stage_main, random_segments, read_waves
-from pipeline.resynth.melspec import LogMel, quality_mel
+from pipeline.resynth.fitting import FitParams, fit_parser, fit_steps, random_segments, run_fit, training_waves
+from pipeline.resynth.losses import CodecLoss
 
 log = logging.getLogger("pipeline.fit_codec")
 
-STFT_SIZES = (256, 512, 1024)
+STAGE = "fit_codec"
+MAX_GRAD_NORM = 10.0
 
 
 @dataclass(frozen=True)
-class FitCodecParams(Section):
+class FitCodecParams(FitParams):
     """The fit_codec section of params.yaml."""
 
-    NAME: ClassVar[str] = "fit_codec"
+    NAME: ClassVar[str] = STAGE
 
     pretrained: str | None = None
-    steps: int = 300
-    batch_size: int = 8
     segment_s: float = 1.0
-    lr: float = 2e-3
-    max_clips: int | None = None
     mel_weight: float = 1.0
     commit_weight: float = 1.0
     model: dict = field(default_factory=dict)  # overrides of SMALL_ENCODEC (n_filters, dimension, bandwidths, ...)
@@ -57,35 +54,11 @@ class FitCodecParams(Section):
         return {**kw, "model": mapping("fit_codec.model", kw.get("model"))}
 
     def check(self) -> None:
-        check_fit_values(self)
+        super().check()
         number("fit_codec.segment_s", self.segment_s, low=0, low_open=True)
         for key in ("mel_weight", "commit_weight"):
             number(f"fit_codec.{key}", getattr(self, key), low=0)
         check_known_keys("fit_codec.model", self.model, [k for k in SMALL_ENCODEC if k != "sample_rate"])
-
-
-class CodecLoss(torch.nn.Module):
-    """Multi-resolution STFT + log-mel reconstruction loss (returns named terms)."""
-
-    def __init__(self, sample_rate: int, mel_weight: float) -> None:
-        super().__init__()
-        self.mel = LogMel(quality_mel(sample_rate))
-        self.mel_weight = mel_weight
-        for n in STFT_SIZES:
-            self.register_buffer(f"win{n}", torch.hann_window(n), persistent=False)
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        sc, mag = pred.new_zeros(()), pred.new_zeros(())
-        for n in STFT_SIZES:
-            win = getattr(self, f"win{n}")
-            p = torch.stft(pred, n, n // 4, window=win, return_complex=True).abs() + 1e-7
-            t = torch.stft(target, n, n // 4, window=win, return_complex=True).abs() + 1e-7
-            sc = sc + torch.linalg.norm(t - p) / torch.linalg.norm(t)
-            mag = mag + torch.mean(torch.abs(torch.log(t) - torch.log(p)))
-        mel = torch.mean(torch.abs(self.mel(pred) - self.mel(target)))
-        k = len(STFT_SIZES)
-        return {"stft/sc": sc / k, "stft/mag": mag / k, "mel/l1": mel,
-                "total": sc / k + mag / k + self.mel_weight * mel}
 
 
 def codec_forward(model: torch.nn.Module, x: torch.Tensor, bandwidth: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,21 +81,25 @@ def train_codec(waves: list[np.ndarray], sample_rate: int, p: FitCodecParams, rn
     seg = int(p.segment_s * sample_rate)
     bandwidths = [float(b) for b in config["bandwidths"]]
     history: dict[str, float] = {}
-    for _ in progress(range(p.steps), desc="fit_codec", unit="step"):
+
+    def batch() -> tuple[torch.Tensor, float]:
+        """One step's draws, in this order: the segments, then the bandwidth."""
         x = torch.from_numpy(random_segments(waves, p.batch_size, seg, rng)).to(device)
-        bw = bandwidths[int(rng.integers(len(bandwidths)))]
+        return x, bandwidths[int(rng.integers(len(bandwidths)))]
+
+    def step(b: tuple[torch.Tensor, float]) -> torch.Tensor:
+        x, bw = b
         y, penalty = codec_forward(model, x, bw)
         scale = x.pow(2).mean(dim=1, keepdim=True).sqrt() + 1e-5 if model.normalize else 1.0
         terms = loss_fn(y, x / scale)
         loss = terms["total"] + p.commit_weight * penalty
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
         terms["vq/commit"] = penalty
         # Exponential moving average of each term for the log (the last batch alone is noisy).
         for k, v in terms.items():
             history[k] = 0.9 * history.get(k, float(v.detach())) + 0.1 * float(v.detach())
+        return loss
+
+    fit_steps(STAGE, model, opt, p.steps, batch, step, lambda: dict(history), MAX_GRAD_NORM)
     return model.eval(), config, history
 
 
@@ -134,13 +111,8 @@ def run(clips, out: Path, p: FitCodecParams, sample_rate: int, seed: int, device
             write_json_atomic(source, tmp / "config.json")
             log.info("fit_codec: using %s, nothing trained", source)
             return {"trained": False, **source}
-        train = clips[(clips["label"] == "bonafide") & (clips["split"] == "train")]
-        if train.empty:
-            raise ValueError("fit_codec: no bona fide train clips to train on")
         rng = np.random.default_rng(seed)
-        waves, _ = read_waves(train, sample_rate, p.max_clips, rng)
-        if not waves:
-            raise ValueError("fit_codec: none of the bona fide train clips could be read")
+        waves = training_waves(clips, STAGE, sample_rate, p.max_clips, rng)
         t0 = time.perf_counter()
         model, config, losses = train_codec(waves, sample_rate, p, rng, device)
         # metrics.json is part of the DVC output: no timing in it, or every re-run would change the output hash
@@ -162,6 +134,8 @@ def _pretrained_source(path: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: python -m pipeline fit_codec --clips ... --out ..."""
-    return fit_stage_main(
-        argv, "fit_codec", "train a small EnCodec on bona fide train clips (or record a pretrained one)",
-        FitCodecParams, run, "data/generators/codec")
+    parser = fit_parser(STAGE, "train a small EnCodec on bona fide train clips (or record a pretrained one)",
+                        "data/generators/codec")
+    args, params, common = start_stage(parser, argv)
+    run_fit(STAGE, run, FitCodecParams.from_params(section(params, STAGE)), args.clips, args.out, common)
+    return 0

@@ -8,7 +8,9 @@ records `{"source": "pretrained", "path": ...}` and reconstruct loads it with fr
 
 Training: the HiFi-GAN V1 log-mel (pipeline.resynth.melspec.HIFIGAN_MEL) of every clip, normalised by
 its global mean/std, random crops of `segment_frames`; the standard DDPM objective (predict the
-noise eps added at a uniformly drawn t: MSE(eps_theta(x_t, t), eps)) under a cosine schedule.
+noise eps added at a uniformly drawn t: MSE(eps_theta(x_t, t), eps)) under a cosine schedule, on the one
+training loop (pipeline.resynth.fitting.fit_steps: AdamW, gradient norm clipped to 1); this module supplies the
+batch, the step and the logged loss.
 """
 
 from __future__ import annotations
@@ -23,27 +25,27 @@ import numpy as np
 import torch
 
 from pipeline.io import atomic_dir, write_json_atomic
-from pipeline.logs import progress
-from pipeline.params import Section, check_known_keys, mapping, number
-from pipeline.resynth.common import check_fit_values, fit_stage_main, read_waves, resample_all
+from pipeline.params import check_known_keys, mapping, number, section, start_stage
+from pipeline.resynth.common import resample_all
 from pipeline.resynth.diffusion import UNET_DEFAULTS, make_scheduler, make_unet, save_diffusion
+from pipeline.resynth.fitting import FitParams, fit_parser, fit_steps, run_fit, training_waves
 from pipeline.resynth.melspec import HIFIGAN_MEL, LogMel
 
 log = logging.getLogger("pipeline.fit_diffusion")
 
+STAGE = "fit_diffusion"
+MAX_GRAD_NORM = 1.0
+
 
 @dataclass(frozen=True)
-class FitDiffusionParams(Section):
+class FitDiffusionParams(FitParams):
     """The fit_diffusion section of params.yaml."""
 
-    NAME: ClassVar[str] = "fit_diffusion"
+    NAME: ClassVar[str] = STAGE
 
-    model: str | None = None
-    steps: int = 300
-    batch_size: int = 8
-    segment_frames: int = 64
     lr: float = 2e-4
-    max_clips: int | None = None
+    model: str | None = None
+    segment_frames: int = 64
     unet: dict = field(default_factory=dict)  # overrides of UNET_DEFAULTS (block_out_channels, layers_per_block)
 
     @classmethod
@@ -51,7 +53,7 @@ class FitDiffusionParams(Section):
         return {**kw, "unet": mapping("fit_diffusion.unet", kw.get("unet"))}
 
     def check(self) -> None:
-        check_fit_values(self)
+        super().check()
         number("fit_diffusion.segment_frames", self.segment_frames, low=1, integer=True)
         check_known_keys("fit_diffusion.unet", self.unet, UNET_DEFAULTS)
 
@@ -94,19 +96,25 @@ def train_diffusion(mels: list[torch.Tensor], p: FitDiffusionParams, rng: np.ran
     opt = torch.optim.AdamW(unet.parameters(), lr=p.lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
     total_t = int(scheduler.config.num_train_timesteps)
-    ema = None
-    for _ in progress(range(p.steps), desc="fit_diffusion", unit="step"):
+    ema: dict[str, float] = {}
+
+    def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step's draws, in this order: the mel crops, then the noise, then the timesteps."""
         x0 = mel_crops(norm, p.batch_size, frames, floor, rng).to(device)
         noise = torch.randn(x0.shape, generator=gen).to(device)
         t = torch.randint(0, total_t, (x0.shape[0],), generator=gen).to(device)
+        return x0, noise, t
+
+    def step(b: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x0, noise, t = b
         pred = unet(scheduler.add_noise(x0, noise, t), t).sample
         loss = torch.nn.functional.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        ema = float(loss.detach()) if ema is None else 0.9 * ema + 0.1 * float(loss.detach())
-    return unet.eval(), scheduler, stats, float(ema if ema is not None else float("nan"))
+        value = float(loss.detach())  # exponential moving average for the log (the last batch alone is noisy)
+        ema["eps_mse"] = value if not ema else 0.9 * ema["eps_mse"] + 0.1 * value
+        return loss
+
+    fit_steps(STAGE, unet, opt, p.steps, batch, step, lambda: dict(ema), MAX_GRAD_NORM)
+    return unet.eval(), scheduler, stats, float(ema.get("eps_mse", float("nan")))
 
 
 def run(clips, out: Path, p: FitDiffusionParams, sample_rate: int, seed: int, device: torch.device) -> dict:
@@ -119,13 +127,8 @@ def run(clips, out: Path, p: FitDiffusionParams, sample_rate: int, seed: int, de
             write_json_atomic({"source": "pretrained", "path": str(path)}, tmp / "config.json")
             log.info("fit_diffusion: using %s, nothing trained", path)
             return {"trained": False, "source": "pretrained", "path": str(path)}
-        train = clips[(clips["label"] == "bonafide") & (clips["split"] == "train")]
-        if train.empty:
-            raise ValueError("fit_diffusion: no bona fide train clips to train on")
         rng = np.random.default_rng(seed)
-        waves, _ = read_waves(train, sample_rate, p.max_clips, rng)
-        if not waves:
-            raise ValueError("fit_diffusion: none of the bona fide train clips could be read")
+        waves = training_waves(clips, STAGE, sample_rate, p.max_clips, rng)
         t0 = time.perf_counter()
         mels = clip_mels(waves, sample_rate)
         unet, scheduler, stats, loss = train_diffusion(mels, p, rng, device)
@@ -139,6 +142,7 @@ def run(clips, out: Path, p: FitDiffusionParams, sample_rate: int, seed: int, de
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: python -m pipeline fit_diffusion --clips ... --out ..."""
-    return fit_stage_main(
-        argv, "fit_diffusion", "train a mel diffusion UNet on bona fide train clips",
-        FitDiffusionParams, run, "data/generators/diffusion")
+    parser = fit_parser(STAGE, "train a mel diffusion UNet on bona fide train clips", "data/generators/diffusion")
+    args, params, common = start_stage(parser, argv)
+    run_fit(STAGE, run, FitDiffusionParams.from_params(section(params, STAGE)), args.clips, args.out, common)
+    return 0

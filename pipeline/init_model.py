@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.detector.finetune import init_digest
+from pipeline.detector.finetune import InitParams, init_digest
 from pipeline.io import write_text_atomic
-from pipeline.logs import setup_logging
-from pipeline.params import ConfigError, load_params, stage_parser
+from pipeline.params import ConfigError, stage_parser, start_stage
 
 log = logging.getLogger("pipeline.init_model")
 
@@ -36,11 +35,8 @@ def stamp(init_dir: str | None) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("init_model", "record train.init's identity (path + sha256) for DVC")
     parser.add_argument("--out", default="data/models/init.json")
-    args = parser.parse_args(argv)
-    setup_logging()
-    init = (load_params(args.params).get("train") or {}).get("init")
-    if init is not None and not isinstance(init, str):
-        raise ConfigError(f"params train.init: a model directory path or null, not {init!r}")
+    args, params, _ = start_stage(parser, argv)
+    init = InitParams.from_part(params.get("train")).init
     text = json.dumps(stamp(init), indent=1, sort_keys=True) + "\n"
     out = Path(args.out)
     if out.is_file() and out.read_bytes() == text.encode("utf-8"):

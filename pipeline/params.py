@@ -1,10 +1,12 @@
 """Read params.yaml once, at a stage's edge; nothing below `main` opens it.
 
-A stage opens with `params = load_params(path)`, `common = common_params(params)` (seed,
-audio.sample_rate and runtime, parsed once for every stage) and `XParams.from_params(section(params, "x"))`.
-Every section is a frozen dataclass deriving `Section`: one constructor, `from_params(section, **extra)`,
-that refuses unknown keys, then converts and checks values. A bad key or value is a `ConfigError`,
-which `python -m pipeline` prints as one `error: ...` line (exit code 2) before any work is done.
+A stage opens with `args, params, common = start_stage(parser, argv)` (arguments, logging, the params file and
+`common`: seed, audio.sample_rate and runtime, parsed once for every stage), then
+`XParams.from_params(section(params, "x"))`. Every section and every nested block (a chain, augment, a teacher,
+init, ...) is a frozen dataclass deriving `Section`: one constructor, `from_params(block, where=..., **extra)`,
+that refuses unknown keys, then converts and checks values. A bad key or value is a `ConfigError` naming the
+key's full path (`params train.augment.codec_prob: ...`), which `python -m pipeline` prints as one
+`error: ...` line (exit code 2) before any work is done.
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import yaml
+
+from pipeline.logs import setup_logging
 
 DEFAULT_PARAMS = "params.yaml"
 TEACHER_KEYS = ("pool", "checkpoint")  # the keys of a `teachers.<T>` entry that are not model config
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+ENGINES = ("local", "ray")  # runtime.engine (pipeline.runtime.engine)
 PRECISIONS = ("fp32", "bf16", "fp16")  # inference autocast (pipeline.runtime.devices.inference_precision)
+WHERE = "_where"  # the instance attribute that keeps a parsed block's path in params.yaml (Section.where)
 # A params key that dvc.yaml's foreach puts into stage commands and paths (teachers): no shell or path characters,
 # no `.` (DVC reads `teachers.<key>` as a params path).
 KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -134,24 +140,43 @@ def all_of(name: str, values: Iterable[Any], known: Iterable[Any]) -> list:
 
 
 class Section:
-    """Base of every params dataclass: one constructor, `from_params(section, **extra)`.
+    """Base of every params dataclass: one constructor, `from_params(block, where=..., **extra)`.
 
-    `NAME` is the block's path in params.yaml (used in messages). `extra` fills fields that do not come
-    from the section (seed, sample_rate, a stage argument); they are not accepted as section keys.
-    Subclasses override `convert` (e.g. lists -> tuples) and `check` (value checks raising ConfigError).
+    `NAME` is the block's path in params.yaml; a block that sits in several places (augment in train and
+    pretrain, a teacher) is given its path as `where`, and `self.where` names it in messages. `extra`
+    fills fields (or init-only values) that do not come from the block (seed, sample_rate, a stage
+    argument); they are not accepted as block keys. Subclasses override `convert` (e.g. lists -> tuples)
+    and `check` (value checks raising ConfigError). `from_part` parses the keys of another stage's section
+    that a class names (the chain of `prepare`, the init of `train`): that stage checks the rest.
     """
 
     NAME: ClassVar[str] = ""
     SHARED: ClassVar[tuple[str, ...]] = ()  # fields filled from the shared params (seed, ...), never section keys
+    OPEN_KEYS: ClassVar[bool] = False  # True: keys beyond the fields go to `convert` (a teacher's model keys)
 
     @classmethod
-    def from_params(cls: type[S], sec: Mapping[str, Any] | None, **extra: Any) -> S:
-        """Parse a section: unknown keys, then values, are a ConfigError naming the key."""
-        kw = mapping(cls.NAME, sec)
-        check_known_keys(cls.NAME, kw, cls.known_keys(extra))
+    def from_params(cls: type[S], sec: Mapping[str, Any] | None, *, where: str | None = None, **extra: Any) -> S:
+        """Parse a block: unknown keys, then values, are a ConfigError naming the key's full path."""
+        where = where or cls.NAME
+        kw = mapping(where, sec)
+        if not cls.OPEN_KEYS:
+            check_known_keys(where, kw, cls.known_keys(extra))
         obj = cls(**cls.convert({**kw, **extra}))
+        object.__setattr__(obj, WHERE, where)  # not a field: asdict() and equality ignore it
         obj.check()
         return obj
+
+    @classmethod
+    def from_part(cls: type[S], sec: Mapping[str, Any] | None, *, where: str | None = None, **extra: Any) -> S:
+        """Parse only the keys of `sec` that this class names (a view of a section another stage owns)."""
+        names = set(cls.known_keys(extra))
+        kw = mapping(where or cls.NAME, sec)
+        return cls.from_params({k: v for k, v in kw.items() if k in names}, where=where, **extra)
+
+    @property
+    def where(self) -> str:
+        """The block's path in params.yaml (NAME unless it was parsed from another place)."""
+        return getattr(self, WHERE, self.NAME)
 
     @classmethod
     def known_keys(cls, extra: Mapping[str, Any]) -> list[str]:
@@ -184,7 +209,7 @@ class Runtime(Section):
         if not isinstance(self.device, str) or not DEVICE.match(self.device):
             raise ConfigError(f"params runtime.device: expected auto, cpu, cuda or cuda:<n>, got {self.device!r}")
         number("runtime.threads", self.threads, low=0, integer=True)
-        one_of("runtime.engine", self.engine, ("local", "ray"))
+        one_of("runtime.engine", self.engine, ENGINES)
         number("runtime.concurrency", self.concurrency, low=1, integer=True)
         number("runtime.ray_num_cpus", self.ray_num_cpus, low=1, integer=True, allow_none=True)
 
@@ -249,6 +274,22 @@ class Common:
         return int(self.audio.sample_rate)
 
 
+class StageStart(NamedTuple):
+    """What a stage's main starts from: its arguments, the whole params dict and the shared params."""
+
+    args: argparse.Namespace
+    params: dict[str, Any]
+    common: Common
+
+
+def start_stage(parser: argparse.ArgumentParser, argv: list[str] | None) -> StageStart:
+    """The opening of every stage's main: parse the arguments, set up logging, load params, parse the shared ones."""
+    args = parser.parse_args(argv)
+    setup_logging()
+    params = load_params(args.params)
+    return StageStart(args, params, common_params(params))
+
+
 def common_params(params: Mapping[str, Any]) -> Common:
     """Parse the shared top-level params (seed, audio, runtime) of the whole params dict."""
     seed = number("seed", params.get("seed", 0), integer=True)
@@ -277,30 +318,51 @@ def teacher_names(params: Mapping[str, Any]) -> list[str]:
     return names
 
 
-def teacher_params(params: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """One teacher of params `teachers:` (arch, frontend, pool, checkpoint, ...), or a ConfigError.
+@dataclasses.dataclass(frozen=True)
+class TeacherParams(Section):
+    """params `teachers.<T>`: the teacher's `pool` filters, an optional `checkpoint` to adopt, and its model keys.
 
-    Checked here: the name, `arch`, `checkpoint` and that `pool` is a mapping; the model keys are checked
-    by pipeline.models.check_config and the pool filters by pipeline.detector.batches.check_pool.
+    Every key but TEACHER_KEYS is model config (`arch`, `frontend`, `width`, ...), kept in `model` in the order
+    given; checked here: `arch`, `checkpoint` and that `pool` is a mapping. The model keys are checked by
+    pipeline.models.check_config and the pool filters by pipeline.detector.batches.check_pool.
     """
+
+    NAME: ClassVar[str] = "teachers"
+    OPEN_KEYS: ClassVar[bool] = True
+    name: str
+    model: dict[str, Any]
+    pool: dict[str, Any] = dataclasses.field(default_factory=dict)
+    checkpoint: str | None = None
+
+    @classmethod
+    def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
+        model = {k: v for k, v in kw.items() if k not in (*TEACHER_KEYS, "name")}
+        return {"name": kw["name"], "model": model, "pool": kw.get("pool") or {}, "checkpoint": kw.get("checkpoint")}
+
+    def check(self) -> None:
+        if "arch" not in self.model:
+            raise ConfigError(f"params {self.where}: needs an `arch` (one of pipeline.models.ARCHITECTURES)")
+        mapping(f"{self.where}.pool", self.pool)
+        if self.checkpoint is not None and not isinstance(self.checkpoint, str):
+            raise ConfigError(f"params {self.where}.checkpoint: expected a path or null, got {self.checkpoint!r}")
+
+    @property
+    def arch(self) -> str:
+        """The teacher's architecture (a key of pipeline.models.ARCHITECTURES)."""
+        return self.model["arch"]
+
+    def model_config(self, sample_rate: int) -> dict[str, Any]:
+        """The config for pipeline.models.build_model: the model keys plus the sample rate."""
+        return {**self.model, "sample_rate": int(sample_rate)}
+
+
+def teacher_params(params: Mapping[str, Any], name: str) -> TeacherParams:
+    """One teacher of params `teachers:`, parsed, or a ConfigError (an unknown name, no arch, a bad pool)."""
     teachers = section(params, "teachers")
     teacher_names(params)
     if name not in teachers:
         raise ConfigError(f"teacher {name!r} is not in params `teachers:`; known: {sorted(teachers)}")
-    where = f"teachers.{name}"
-    teacher = mapping(where, teachers[name])
-    if "arch" not in teacher:
-        raise ConfigError(f"params {where}: needs an `arch` (one of pipeline.models.ARCHITECTURES)")
-    mapping(f"{where}.pool", teacher.get("pool"))
-    checkpoint = teacher.get("checkpoint")
-    if checkpoint is not None and not isinstance(checkpoint, str):
-        raise ConfigError(f"params {where}.checkpoint: expected a path or null, got {checkpoint!r}")
-    return teacher
-
-
-def teacher_model_keys(teacher: Mapping[str, Any]) -> dict[str, Any]:
-    """The model config part of a teacher (every key but TEACHER_KEYS)."""
-    return {k: v for k, v in teacher.items() if k not in TEACHER_KEYS}
+    return TeacherParams.from_params(teachers[name], where=f"teachers.{name}", name=name)
 
 
 def merge_params(base: Mapping[str, Any], overrides: Mapping[str, Any], path: str = "") -> dict[str, Any]:

@@ -25,25 +25,24 @@ import numpy as np
 import pandas as pd
 
 from pipeline.audio import AudioError, match_to_parent, measure, read_audio, write_audio
-from pipeline.chain import Chain, apply_chain
+from pipeline.chain import CHAIN_PARAMS, Chain, apply_chain, chain_from_params
 from pipeline.corpora import ADAPTERS
 from pipeline.corpora.common import CorpusError, check_corpus_name
 from pipeline.io import atomic_dir, write_json_atomic
-from pipeline.logs import progress, setup_logging, stage_timer
+from pipeline.logs import progress, stage_timer
 from pipeline.params import (
     ConfigError,
     Match,
     Section,
     as_list,
     check_known_keys,
-    common_params,
-    load_params,
     mapping,
     number,
     one_of,
     roles_from_params,
     section,
     stage_parser,
+    start_stage,
 )
 from pipeline.runtime.engine import EngineConfig, map_batch_results
 from pipeline.schema import (
@@ -112,8 +111,7 @@ class PrepareParams(Section):
 
     def chain(self) -> Chain:
         """The preprocessing chain these params apply (recorded with every model trained on the clips)."""
-        return Chain(self.sample_rate, vad_trim=self.vad_trim, max_duration_s=self.max_duration_s,
-                     lowpass_hz=self.lowpass_hz)
+        return chain_from_params({"prepare": {k: getattr(self, k) for k in CHAIN_PARAMS}}, self.sample_rate)
 
 
 class TooManyRejects(RuntimeError):
@@ -201,13 +199,13 @@ def assign_splits(sources: pd.DataFrame, dev_fraction: float, test_fraction: flo
     return out
 
 
-def process_batch(rows: pd.DataFrame, audio_dir: str, sample_rate: int, min_duration_s: float,
-                  max_duration_s: float, trim: bool, lowpass_hz: float | None = None) -> tuple[list[dict], list[dict]]:
+def process_batch(rows: pd.DataFrame, audio_dir: str, chain: Chain,
+                  min_duration_s: float) -> tuple[list[dict], list[dict]]:
     """Read, normalise (pipeline.chain.apply_chain), write and measure a batch of source rows.
 
     Returns (clip rows, rejects); each clip row's `source` is the file it was made from.
     """
-    chain = Chain(sample_rate, vad_trim=bool(trim), max_duration_s=max_duration_s, lowpass_hz=lowpass_hz)
+    sample_rate = chain.sample_rate
     clips, rejects = [], []
     for row in rows.itertuples(index=False):
         try:
@@ -343,8 +341,7 @@ def _parent_id(row: Any) -> str | None:
 def _batch_worker(audio_dir: str, p: PrepareParams) -> Callable:
     from functools import partial
 
-    return partial(process_batch, audio_dir=audio_dir, sample_rate=p.sample_rate, min_duration_s=p.min_duration_s,
-                   max_duration_s=p.max_duration_s, trim=p.vad_trim, lowpass_hz=p.lowpass_hz)
+    return partial(process_batch, audio_dir=audio_dir, chain=p.chain(), min_duration_s=p.min_duration_s)
 
 
 def summarise_rejects(rejects: pd.DataFrame, limit: int = 10) -> str:
@@ -359,10 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rejects", default="data/rejects.parquet")
     parser.add_argument("--audio-dir", default="data/clips")
     parser.add_argument("--metrics", default="metrics/prepare.json")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    common = common_params(params)
+    args, params, common = start_stage(parser, argv)
     p = PrepareParams.from_params(section(params, "prepare"), sample_rate=common.sample_rate, seed=common.seed)
     audio_dir = Path(args.audio_dir)
     made_parent = not audio_dir.parent.exists()
@@ -370,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         # The audio is written into a temp folder that replaces audio_dir only when the stage succeeds, so a
         # failed or killed run leaves the previous clips and table together (the table follows the swap).
         with atomic_dir(audio_dir) as tmp:
-            clips, rejects, metrics = run(p, tmp, engine=EngineConfig.from_params(params, device="cpu"),
+            clips, rejects, metrics = run(p, tmp, engine=EngineConfig.from_runtime(common.runtime, device="cpu"),
                                           match=Match.from_params(params.get("match")), roles=roles_from_params(params))
             write_rejects(rejects, args.rejects)  # written even when the stage fails, so the reasons can be read
             if metrics["reject_fraction"] > p.max_reject_fraction or clips.empty:

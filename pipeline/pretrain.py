@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -46,21 +46,20 @@ from pipeline.detector.batches import (
 from pipeline.detector.inference import score_clips
 from pipeline.detector.loop import EpochResult, Phase, RunState, fit, live_log
 from pipeline.io import write_json_atomic
-from pipeline.logs import setup_logging, stage_timer
+from pipeline.logs import stage_timer
 from pipeline.metrics import compute_eer
 from pipeline.models import Detector, build_model, check_config, load_checkpoint, save_checkpoint
 from pipeline.params import (
     ConfigError,
     Section,
-    common_params,
+    TeacherParams,
     flag,
-    load_params,
     number,
     one_of,
     roles_from_params,
     section,
     stage_parser,
-    teacher_model_keys,
+    start_stage,
     teacher_params,
 )
 from pipeline.runtime.devices import setup_torch
@@ -91,10 +90,12 @@ class PretrainParams(Section):
     live: bool = True                   # dvclive log under <out>/dvclive
     augment: AugmentParams = field(default_factory=AugmentParams)  # training crops only (pipeline/detector/augment.py)
     pair_batches: bool = False          # batches hold clips with their parent / fakes (detector.batches.PairedSampler)
+    sample_rate: InitVar[int | None] = None  # audio.sample_rate: augment's codecs are checked at it
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
-        return {**kw, "augment": AugmentParams.from_params(kw.get("augment"), "pretrain.augment")}
+        return {**kw, "augment": AugmentParams.from_params(kw.get("augment"), where="pretrain.augment",
+                                                           sample_rate=kw.get("sample_rate"))}
 
     def check(self) -> None:
         one_of("pretrain.balance", self.balance, BALANCE_MODES)
@@ -109,13 +110,6 @@ class PretrainParams(Section):
         flag("pretrain.pair_batches", self.pair_batches)
         if self.pair_batches and self.batch_size % 2:
             raise ConfigError(f"params pretrain.batch_size: paired batches need an even size, got {self.batch_size}")
-
-
-def model_config(teacher: dict[str, Any], sample_rate: int) -> dict[str, Any]:
-    """The model config of a teacher's params: every key but pool/checkpoint, plus the sample rate."""
-    if "arch" not in teacher:
-        raise ValueError("a teacher needs an `arch` (one of pipeline.models.ARCHITECTURES)")
-    return {**teacher_model_keys(teacher), "sample_rate": int(sample_rate)}
 
 
 def split_pool(pool: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -221,17 +215,17 @@ def _counts(train: pd.DataFrame, dev: pd.DataFrame) -> dict[str, int]:
             "n_train_spoof": int((label_indices(train["label"]) == 0).sum())}
 
 
-def adopt_checkpoint(path: str | Path, teacher: dict[str, Any]) -> Detector:
+def adopt_checkpoint(path: str | Path, teacher: TeacherParams) -> Detector:
     """Load a given teacher checkpoint, checking its architecture and front end against the params."""
-    model, config = load_checkpoint(path, expected_arch=teacher["arch"])
-    want = teacher.get("frontend")
+    model, config = load_checkpoint(path, expected_arch=teacher.arch)
+    want = teacher.model.get("frontend")
     if want is not None and config.get("frontend") != want:
         raise ValueError(f"checkpoint {path} uses front end {config.get('frontend')!r}, but the teacher's params "
                          f"say {want!r}: fix `frontend` or `checkpoint`")
     return model
 
 
-def run(name: str, clips: pd.DataFrame, teacher: dict[str, Any], p: PretrainParams, sample_rate: int, seed: int,
+def run(name: str, clips: pd.DataFrame, teacher: TeacherParams, p: PretrainParams, sample_rate: int, seed: int,
         out_dir: str | Path, device: torch.device, chain: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train (or adopt) teacher `name` on its pool of `clips`; write model.pt, config.json, metrics.json.
 
@@ -240,24 +234,24 @@ def run(name: str, clips: pd.DataFrame, teacher: dict[str, Any], p: PretrainPara
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pool = select_pool(clips, teacher.get("pool"))
+    pool = select_pool(clips, teacher.pool)
     train, dev = split_pool(pool)
     log.info("teacher %s: pool %d clips (train %d, dev %d)", name, len(pool), len(train), len(dev))
-    if teacher.get("checkpoint"):
-        model = adopt_checkpoint(teacher["checkpoint"], teacher).to(device)
-        chain = load_checkpoint(teacher["checkpoint"])[1].get("chain")
-        metrics = {"source": "checkpoint", "checkpoint": str(teacher["checkpoint"]),
+    if teacher.checkpoint:
+        model = adopt_checkpoint(teacher.checkpoint, teacher).to(device)
+        chain = load_checkpoint(teacher.checkpoint)[1].get("chain")
+        metrics = {"source": "checkpoint", "checkpoint": str(teacher.checkpoint),
                    **dev_eer(model, dev, p, sample_rate, device)}
     else:
-        model = build_model(model_config(teacher, sample_rate))
+        model = build_model(teacher.model_config(sample_rate))
         with live_log(out_dir / "dvclive", {"teacher": name, **model.config, **asdict(p)}, enabled=p.live) as live:
             model, metrics = train_teacher(model, train, dev, p, sample_rate, seed, device, live)
         metrics = {"source": "trained", **metrics}
     metrics.update(_counts(train, dev))   # no run time here: it is logged, and would change the output every run
     recorded = {"chain": chain} if chain is not None else {}
     save_checkpoint(model, {"teacher": name, **recorded}, out_dir / "model.pt")
-    config = {"teacher": name, "model": model.config, "pool": teacher.get("pool") or {},
-              "checkpoint": teacher.get("checkpoint"), "pretrain": asdict(p), "seed": seed, **recorded}
+    config = {"teacher": name, "model": model.config, "pool": teacher.pool, "checkpoint": teacher.checkpoint,
+              "pretrain": asdict(p), "seed": seed, **recorded}
     write_json_atomic(config, out_dir / "config.json")
     write_json_atomic(metrics, out_dir / "metrics.json")
     return metrics
@@ -268,15 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("teacher", help="teacher name, a key of params `teachers:`")
     parser.add_argument("--clips", nargs="+", required=True, help="clip tables (clips.parquet, recon/*.parquet)")
     parser.add_argument("--out", required=True, help="output directory, e.g. data/teachers/<T>")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    common = common_params(params)
-    teacher = teacher_params(params, args.teacher)
-    check_pool(teacher.get("pool"), f"teachers.{args.teacher}.pool")
+    args, params, common = start_stage(parser, argv)
     seed, sample_rate = common.seed, common.sample_rate
-    check_config(model_config(teacher, sample_rate), f"teachers.{args.teacher}")
-    p = PretrainParams.from_params(section(params, "pretrain"))
+    teacher = teacher_params(params, args.teacher)
+    check_pool(teacher.pool, f"{teacher.where}.pool")
+    check_config(teacher.model_config(sample_rate), teacher.where)
+    p = PretrainParams.from_params(section(params, "pretrain"), sample_rate=sample_rate)
     if p.augment.enabled and p.augment.codec_prob > 0:
         require_channels("pretrain.augment.codec_systems", p.augment.codec_systems, roles_from_params(params))
     device = setup_torch(common)

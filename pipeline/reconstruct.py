@@ -44,33 +44,30 @@ from pipeline.audio import (
     write_audio,
 )
 from pipeline.io import write_json_atomic
-from pipeline.logs import setup_logging, stage_timer
+from pipeline.logs import stage_timer
 from pipeline.params import (
     PRECISIONS,
     ConfigError,
     Match,
     Section,
     as_list,
-    common_params,
-    load_params,
     number,
     one_of,
     roles_from_params,
     section,
     stage_parser,
+    start_stage,
 )
 from pipeline.resume import ResumeDir, files_hash, tree_hash
-from pipeline.resynth.common import unit_draw
+from pipeline.resynth.plan import PLAN_KEYS, parent_key, plan_jobs, spoof_systems, system_settings
 from pipeline.resynth.quality import quality_table, summarise
 from pipeline.runtime.cpu_isa import kernel_paths
 from pipeline.runtime.engine import LOCAL, EngineConfig, map_batch_results
-from pipeline.schema import read_clips, split_ok, system_role, write_clips
+from pipeline.schema import read_clips, split_ok, write_clips
 
 log = logging.getLogger("pipeline.reconstruct")
 
 MARKER = ".fingerprint.json"  # a system directory's ResumeDir marker
-PLAN_KEYS = ("systems_per_parent", "parent_fraction")  # change who is reconstructed, not how
-LIST_KEYS = ("systems", "strengths")  # which systems run, not what one system makes
 
 
 @dataclass(frozen=True)
@@ -132,30 +129,6 @@ class BatchResult:
     audio_s: float = 0.0
 
 
-# ----------------------------------------------------------------------------- planning
-
-
-def plan_jobs(parents: pd.DataFrame, systems: list[str], seed: int, systems_per_parent: int | None = None,
-              parent_fraction: float = 1.0) -> pd.DataFrame:
-    """(parent row, system) jobs, decided per parent from (seed, parent_id): stable when the corpus grows."""
-    if not systems:
-        raise ValueError("reconstruct: no systems configured")
-    if not 0.0 < parent_fraction <= 1.0:
-        raise ValueError(f"reconstruct: parent_fraction must be in (0, 1], got {parent_fraction}")
-    k = len(systems) if systems_per_parent is None else int(systems_per_parent)
-    if not 1 <= k <= len(systems):
-        raise ValueError(f"reconstruct: systems_per_parent must be in 1..{len(systems)}, got {systems_per_parent}")
-    jobs = []
-    for row in parents.to_dict("records"):
-        pid = row["clip_id"]
-        if unit_draw(seed, f"keep:{pid}") >= parent_fraction:
-            continue
-        ranked = sorted(systems, key=lambda s: unit_draw(seed, f"{pid}:{s}"))
-        jobs += [{**row, "system": s} for s in ranked[:k]]
-    cols = list(parents.columns) + ([] if "system" in parents.columns else ["system"])
-    return pd.DataFrame(jobs, columns=cols) if jobs else pd.DataFrame(columns=cols)
-
-
 # ----------------------------------------------------------------------------- files
 
 
@@ -167,24 +140,6 @@ def safe_name(clip_id: str) -> str:
 def fake_path(audio_dir: Path, system: str, parent_id: str) -> Path:
     """Where a reconstruction's FLAC lives."""
     return audio_dir / safe_name(system) / f"{safe_name(parent_id)}.flac"
-
-
-def system_settings(system: str, settings: dict, systems: list[str]) -> dict:
-    """The settings that shape `system`'s files: the paradigm's shared keys plus its own.
-
-    A key whose first word names a system (`griffinlim_iters`, `hifigan_jit`, `world_frame_period_ms`)
-    belongs to that system alone, so changing it redoes only that system; the plan keys and the
-    system lists (`systems`, `strengths`) decide which files exist, not what is in them.
-    """
-    prefixes = {s.split("_")[0] for s in systems}
-    own = system.split("_")[0]
-    return {k: v for k, v in sorted(settings.items())
-            if k not in PLAN_KEYS + LIST_KEYS and (k.split("_")[0] not in prefixes or k.split("_")[0] == own)}
-
-
-def parent_key(job: dict) -> str:
-    """What a fake is made from, besides the settings: its parent's audio (sha256) and measured bandwidth."""
-    return f"{job['sha256']}:{float(job['bandwidth_hz'])!r}"
 
 
 def code_hash() -> str:
@@ -341,16 +296,6 @@ def batch_function(paradigm: str, system: str, cfg: dict, device: Any, audio_dir
                    match=match)
 
 
-def spoof_systems(systems: list[str], roles: dict[str, str] | None, paradigm: str) -> list[str]:
-    """The systems whose role is spoof: a channel (mp3, opus, codec2, telephone codecs by default, or a system that
-    params `roles` flips to channel) keeps the label, so it never makes a spoof row; each one left out is logged."""
-    keep = [s for s in systems if system_role(s, roles) == "spoof"]
-    for s in sorted(set(systems) - set(keep)):
-        log.warning("reconstruct %s: %s has role channel (it keeps the label), so it makes no spoof rows; channels "
-                    "belong in train.augment.codec_systems and evaluate.conditions", paradigm, s)
-    return keep
-
-
 def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_dir: Path, sample_rate: int,
         seed: int, device: Any, engine: EngineConfig | None = None, match: Match | None = None,
         roles: dict[str, str] | None = None) -> tuple[pd.DataFrame, dict]:
@@ -425,10 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="clip table of the fakes (data/recon/<paradigm>.parquet)")
     parser.add_argument("--audio-dir", required=True, help="audio directory (data/recon/<paradigm>)")
     parser.add_argument("--quality", required=True, help="quality JSON (reports/reconstruction/<paradigm>.json)")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    common = common_params(params)
+    args, params, common = start_stage(parser, argv)
     from pipeline.resynth import PARADIGMS
 
     if args.paradigm not in PARADIGMS:
@@ -442,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     generator = args.generator  # for vocoder: the module itself, hashed into the fingerprint
     with stage_timer(log, f"reconstruct {args.paradigm}") as stats:
         table, summary = run(clips, p, generator, Path(args.audio_dir), common.sample_rate, seed, device,
-                             engine=EngineConfig.from_params(params, device),
+                             engine=EngineConfig.from_runtime(common.runtime, device),
                              match=Match.from_params(params.get("match")), roles=roles_from_params(params))
         stats.add("clips", len(table))
         stats.add("rejected", summary["n_rejected"])

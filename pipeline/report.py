@@ -25,8 +25,8 @@ from typing import Any
 import pandas as pd
 
 from pipeline.io import write_text_atomic
-from pipeline.logs import setup_logging, stage_timer
-from pipeline.params import common_params, load_params, mapping, stage_parser
+from pipeline.logs import stage_timer
+from pipeline.params import mapping, stage_parser, start_stage
 from pipeline.reporting import detector_section, html, inputs, sampling_section, sections
 from pipeline.reporting.experiments import ExperimentRuns, eer_metrics, load_experiments
 from pipeline.reporting.sections import ReportParams
@@ -148,10 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teachers", type=Path, default=Path("data/teachers"))
     parser.add_argument("--repo", type=Path, default=Path("."), help="repository root for `dvc exp show`")
     parser.add_argument("--out", type=Path, default=Path("reports/index.html"))
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    common = common_params(params)
+    args, params, common = start_stage(parser, argv)
     p = parse_params(params.get("report"), common.seed)
     src = ReportInputs(reports=args.reports, clips=tuple(args.clips), rejects=args.rejects,
                        embeddings=args.embeddings, manifests=args.manifests, teachers=args.teachers, repo=args.repo)

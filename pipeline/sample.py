@@ -35,19 +35,18 @@ import numpy as np
 import pandas as pd
 
 from pipeline.io import atomic_path, write_json_atomic
-from pipeline.logs import progress, setup_logging, stage_timer
+from pipeline.logs import progress, stage_timer
 from pipeline.params import (
     ConfigError,
     Section,
     all_of,
-    common_params,
-    load_params,
     mapping,
     number,
     one_of,
     section,
     stage_parser,
     stage_seed,
+    start_stage,
     teacher_names,
 )
 from pipeline.schema import CLIP_COLUMNS, LABELS, SchemaError, read_clip_tables, write_clips
@@ -365,11 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embeddings", required=True, type=Path, help="data/embeddings (one folder per teacher)")
     parser.add_argument("--out", required=True, type=Path, help="manifest folder (data/manifests)")
     parser.add_argument("--diagnostics", required=True, type=Path, help="NC diagnostics JSON (reports/sampling.json)")
-    args = parser.parse_args(argv)
-    setup_logging()
+    args, params, common = start_stage(parser, argv)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-    params = load_params(args.params)
-    common = common_params(params)
     p = SampleParams.from_params(section(params, "sample"))
     teachers = teacher_names(params)
     seed = stage_seed("sample.seed", p.seed, common)

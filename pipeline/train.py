@@ -26,7 +26,7 @@ scratch; `init_mode` all | backend (the front part frozen). Rules: pipeline/dete
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import InitVar, asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,23 +40,20 @@ from pipeline.chain import chain_from_params
 from pipeline.detector.augment import AugmentParams, make_augmenter, require_channels
 from pipeline.detector.batches import ClipDataset, PairedSampler, balanced_sampler, parent_indices
 from pipeline.detector.class_means import ClassMeans, init_head_from_means, ncm_scores
-from pipeline.detector.finetune import INIT_MODES, load_init
+from pipeline.detector.finetune import InitParams, load_init
 from pipeline.detector.inference import load_waves, score_waves
-from pipeline.detector.loop import EpochResult, Phase, RunState, checkpointer, fit, live_log
-from pipeline.detector.losses import LOSS_KEYS, CrossEntropyLoss, build_loss
+from pipeline.detector.loop import EpochResult, Phase, RunState, fit, live_log
+from pipeline.detector.losses import CrossEntropyLoss, RACLParams, SupConParams, build_loss
 from pipeline.io import write_json_atomic
-from pipeline.logs import setup_logging, stage_timer
+from pipeline.logs import stage_timer
 from pipeline.metrics import compute_eer
-from pipeline.models import build_model, check_config
+from pipeline.models import build_model, check_config, checkpointer
 from pipeline.params import (
     ConfigError,
     Section,
     all_of,
     as_list,
-    check_known_keys,
-    common_params,
     flag,
-    load_params,
     mapping,
     number,
     one_of,
@@ -64,6 +61,7 @@ from pipeline.params import (
     section,
     stage_parser,
     stage_seed,
+    start_stage,
 )
 from pipeline.runtime.devices import setup_torch
 from pipeline.schema import MANIFEST_COLUMNS, PARADIGMS, read_clips
@@ -102,11 +100,16 @@ class TrainParams(Section):
     init: str | None = None   # a model dir to start from (null = from scratch); pipeline/detector/finetune.py
     init_mode: str = "all"    # all | backend (front part frozen)
     pair_batches: bool = False  # batches hold clips with their parent / fakes (detector.batches.PairedSampler)
+    sample_rate: InitVar[int | None] = None  # audio.sample_rate: checks the model config and augment's codecs
+
+    def __post_init__(self, sample_rate: int | None) -> None:
+        object.__setattr__(self, "_sample_rate", sample_rate)
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
         kw["exclude_paradigms"] = tuple(as_list("train.exclude_paradigms", kw.get("exclude_paradigms")))
-        kw["augment"] = AugmentParams.from_params(kw.get("augment"), "train.augment")
+        kw["augment"] = AugmentParams.from_params(kw.get("augment"), where="train.augment",
+                                                  sample_rate=kw.get("sample_rate"))
         for key in ("model", "supcon", "racl"):
             kw[key] = mapping(f"train.{key}", kw.get(key))
         return kw
@@ -123,15 +126,13 @@ class TrainParams(Section):
         number("train.weight_decay", self.weight_decay, low=0)
         number("train.dev_max_clips", self.dev_max_clips, low=1, integer=True)
         number("train.seed", self.seed, integer=True, allow_none=True)
-        one_of("train.init_mode", self.init_mode, INIT_MODES)
+        InitParams.from_params({"init": self.init, "init_mode": self.init_mode}, where="train")
         flag("train.pair_batches", self.pair_batches)
         if self.pair_batches and self.batch_size % 2:
             raise ConfigError(f"params train.batch_size: paired batches need an even size, got {self.batch_size}")
-        if self.init is not None and not (isinstance(self.init, str) and self.init):
-            raise ConfigError(f"params train.init: a model directory path or null, not {self.init!r}")
         all_of("train.exclude_paradigms", list(self.exclude_paradigms), [x for x in PARADIGMS if x != "bonafide"])
-        for key in ("supcon", "racl"):
-            check_known_keys(f"train.{key}", getattr(self, key), LOSS_KEYS[key])
+        SupConParams.from_params(self.supcon)   # the loss blocks are kept as given (recorded with the model)
+        RACLParams.from_params(self.racl)
         if self.objective == "supcon" and int(self.supcon.get("head_epochs", 3)) <= 0:
             raise ConfigError("params train.supcon.head_epochs: must be positive (stage 2 trains the classifier)")
         repeated = sorted(set(self.model) & {"arch", "width", "embedding_dim", "frontend", "sample_rate"})
@@ -140,7 +141,7 @@ class TrainParams(Section):
         if self.arch is None and self.init is None:
             raise ConfigError("params train.arch: null (follow the init model) needs train.init")
         if self.init is None:  # with init the model config is the init model's (checked when it loads)
-            check_config(self.model_config(16000), "train.model")
+            check_config(self.model_config(self._sample_rate or 16000), "train.model")
 
     def model_config(self, sample_rate: int) -> dict[str, Any]:
         """The config dict for pipeline.models.build_model."""
@@ -316,14 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", required=True, help="training manifest (clip table + manifest columns)")
     parser.add_argument("--dev", required=True, help="dev clip table (early stopping)")
     parser.add_argument("--out", required=True, help="output directory (model.pt, config.json, metrics.json)")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    common = common_params(params)
-    p = TrainParams.from_params(section(params, "train"))
+    args, params, common = start_stage(parser, argv)
+    sample_rate = common.sample_rate
+    p = TrainParams.from_params(section(params, "train"), sample_rate=sample_rate)
     if p.augment.enabled and p.augment.codec_prob > 0:
         require_channels("train.augment.codec_systems", p.augment.codec_systems, roles_from_params(params))
-    seed, sample_rate = stage_seed("train.seed", p.seed, common), common.sample_rate
+    seed = stage_seed("train.seed", p.seed, common)
     device = setup_torch(replace(common, seed=seed))
 
     manifest = read_clips(args.manifest, stage="train", groups=_groups_of(args.manifest))

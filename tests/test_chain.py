@@ -132,8 +132,10 @@ def test_chain_params_defaults_match_prepare_and_bad_chains_are_clear_errors():
         Chain.from_dict({**p.chain().to_dict(), "denoise": True})
     with pytest.raises(ConfigError, match="version"):
         Chain.from_dict({**p.chain().to_dict(), "version": 99})
-    with pytest.raises(ConfigError, match="lowpass_hz"):
-        Chain(16000, lowpass_hz=9000)
+    with pytest.raises(ConfigError, match=r"params prepare.lowpass_hz: must be <= 8000"):
+        chain_from_params({"prepare": {"lowpass_hz": 9000}}, 16000)
+    with pytest.raises(ConfigError, match=r"params chain.vad_trim: expected true or false"):
+        Chain.from_dict({"sample_rate": 16000, "vad_trim": "yes"})
     with pytest.raises(ConfigError, match="sample_rate"):
         Chain.from_dict({"vad_trim": True})
 

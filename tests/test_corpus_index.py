@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pipeline import corpus_index
+from pipeline.params import ConfigError
 from tests.conftest import make_wave, write_wave
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,11 +88,12 @@ def test_the_hash_cache_spares_rereading_unchanged_files(tmp_path, monkeypatch):
     assert _index(tmp_path, params) == first and len(calls) == 4
 
 
-def test_corpora_that_are_not_a_list_are_a_clear_error(tmp_path, capsys):
+def test_corpora_that_are_not_a_list_are_a_clear_error(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"prepare": {"corpora": "data/raw/demo"}}))
-    assert corpus_index.main(["--params", str(params), "--out", str(tmp_path / "i.json")]) == 2
-    assert "must be a list" in capsys.readouterr().err and not (tmp_path / "i.json").exists()
+    with pytest.raises(ConfigError, match="params prepare.corpora must be a list"):
+        corpus_index.main(["--params", str(params), "--out", str(tmp_path / "i.json")])
+    assert not (tmp_path / "i.json").exists()
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from pipeline import embed
 from pipeline.audio import to_pcm16
 from pipeline.embed import EmbedParams, build_vectorizer, check_layers, fingerprint
 from pipeline.models import CheckpointError, build_model, save_checkpoint
-from pipeline.params import ConfigError, teacher_model_keys
+from pipeline.params import ConfigError, TeacherParams
 from pipeline.schema import read_rejects, write_clips
 from tests.conftest import make_wave, tiny_clip_table, write_wave
 
@@ -33,7 +33,7 @@ def clips(tmp_path_factory):
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     torch.manual_seed(0)
-    model = build_model({**teacher_model_keys(TEACHER), "sample_rate": 16000}).eval()
+    model = build_model(TeacherParams.from_params(TEACHER, name="t").model_config(16000)).eval()
     path = save_checkpoint(model, None, tmp_path_factory.mktemp("teacher") / "model.pt")
     return model, path
 

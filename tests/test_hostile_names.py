@@ -123,7 +123,7 @@ def test_dvc_repro_with_a_hostile_teacher_key_runs_no_injected_command(tmp_path)
     cmd = _foreach_stages()["pretrain"]["do"]["cmd"]
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(
         {"stages": {"pretrain": {"foreach": "${teachers}", "do": {"cmd": cmd}}}}))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"teachers": {
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"seed": 1, "audio": {"sample_rate": 16000}, "teachers": {
         "t1; touch pwned; echo": {"arch": "resnet"}, "t2'; touch pwned2; echo '": {"arch": "resnet"}}}))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DVC_NO_ANALYTICS": "1"}
     subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=tmp_path, env=env, check=True)

@@ -13,6 +13,7 @@ from pipeline import import_model, score
 from pipeline.detector.batches import crop_or_tile
 from pipeline.embed import EmbedParams, build_vectorizer
 from pipeline.models import build_model, load_checkpoint
+from pipeline.params import TeacherParams
 from pipeline.pretrain import adopt_checkpoint
 from tests.conftest import make_wave, write_wave
 
@@ -55,12 +56,12 @@ def test_imported_model_scores_as_the_module_does(official, tmp_path):
 def test_imported_dir_is_a_teacher_that_embeds(official, tmp_path):
     path, _ = official
     assert _run(tmp_path, path) == 0
-    teacher = adopt_checkpoint(tmp_path / "out", {"arch": ARCH})
+    teacher = adopt_checkpoint(tmp_path / "out", TeacherParams.from_params({"arch": ARCH}, name="t"))
     vectorize, dim = build_vectorizer(teacher, EmbedParams(layers=["penultimate", "gat_t"]), torch.device("cpu"))
     assert dim == 160 + 24
     assert vectorize(0.1 * torch.randn(2, 16000)).shape == (2, dim)
     with pytest.raises(Exception, match="holds a 'aasist-l' model"):
-        adopt_checkpoint(tmp_path / "out", {"arch": "aasist"})
+        adopt_checkpoint(tmp_path / "out", TeacherParams.from_params({"arch": "aasist"}, name="t"))
 
 
 def test_wrapped_and_data_parallel_checkpoints_are_accepted(official, tmp_path):

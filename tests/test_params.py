@@ -41,7 +41,6 @@ from pipeline.params import (
     merge_params,
     roles_from_params,
     section,
-    teacher_model_keys,
     teacher_params,
 )
 from pipeline.runtime.devices import resolve_device, setup_torch
@@ -62,12 +61,12 @@ def parse_all(params: dict[str, Any]) -> None:
         reconstruct.ReconstructParams.from_params(section(params, "reconstruct"), paradigm=paradigm)
     for name in section(params, "teachers"):
         teacher = teacher_params(params, name)
-        check_pool(teacher.get("pool"), f"teachers.{name}.pool")
-        check_config({**teacher_model_keys(teacher), "sample_rate": common.sample_rate}, f"teachers.{name}")
-    pretrain.PretrainParams.from_params(section(params, "pretrain"))
+        check_pool(teacher.pool, f"{teacher.where}.pool")
+        check_config(teacher.model_config(common.sample_rate), teacher.where)
+    pretrain.PretrainParams.from_params(section(params, "pretrain"), sample_rate=common.sample_rate)
     embed.EmbedParams.from_params(section(params, "embed"))
     sample.SampleParams.from_params(section(params, "sample"))
-    train.TrainParams.from_params(section(params, "train"))
+    train.TrainParams.from_params(section(params, "train"), sample_rate=common.sample_rate)
     evaluate.EvaluateParams.from_params(section(params, "evaluate"))
     audit.AuditParams.from_params(section(params, "audit"), seed=common.seed)
     Match.from_params(params.get("match"))
@@ -140,12 +139,25 @@ CASES = [
     ("train.racl.wieght", 0.1, r"train.racl: unknown keys \['wieght'\]"),
     ("train.exclude_paradigms", ["codecs"],
      r"train.exclude_paradigms: unknown names \['codecs'\]; known: \['diffusion', 'codec', 'vocoder', 'tts', "
-     r"'corpus'\]"),
+     r"'vc', 'corpus'\]"),
     ("train.exclude_paradigms", "codec", r"train.exclude_paradigms: expected a list, got str 'codec'"),
     ("train.objective", "hinge", r"train.objective: unknown value 'hinge'; known: \['ce'"),
     ("train.lr", -1, r"train.lr: must be > 0, got -1"),
     ("train.eval_s", -2.0, r"train.eval_s: must be > 0"),
     ("train.epochs", "8", r"train.epochs: expected an integer, got '8'"),
+    # nested blocks: augment, init, a teacher's checkpoint and pool, prepare's chain
+    ("train.augment.codec_prob", 1.5, r"params train.augment.codec_prob: a probability in \[0, 1\]"),
+    ("train.augment.codec_systems", "mp3_16kbps", r"params train.augment.codec_systems: expected a list"),
+    ("pretrain.augment.rawboost_algos", ["boost"], r"params pretrain.augment.rawboost_algos: unknown \['boost'\]"),
+    ("pretrain.augment.rawboost", {"snr": 3}, r"params pretrain.augment.rawboost: unknown keys \['snr'\]"),
+    ("train.init_mode", "head", r"params train.init_mode: unknown value 'head'"),
+    ("train.supcon.temperature", 0, r"params train.supcon.temperature: must be > 0"),
+    ("train.supcon.similarity", "dot", r"params train.supcon.similarity: unknown value 'dot'"),
+    ("train.racl.layers", "layer2", r"params train.racl.layers: expected a list"),
+    ("train.init", "", r"params train.init: a model directory path or null"),
+    ("teachers.resnet_vocoder.checkpoint", 3, r"params teachers.resnet_vocoder.checkpoint: expected a path or null"),
+    ("teachers.resnet_vocoder.pool", [1], r"params teachers.resnet_vocoder.pool: expected a mapping"),
+    ("prepare.vad_trim", "yes", r"params prepare.vad_trim: expected true or false"),
     # the other stages
     ("pretrain.lr", -1, r"pretrain.lr: must be > 0"),
     ("pretrain.crop_s", -1.0, r"pretrain.crop_s: must be > 0"),
@@ -245,7 +257,7 @@ def _params_file(tmp_path: Path, dotted: str, value: Any) -> str:
      "reconstruct.vocoder.parent_fractoin", 1.0, "error: params reconstruct.vocoder: unknown keys ['parent_fractoin']"),
     (["train", "--manifest", "m", "--dev", "d", "--out", "o"], "train.exclude_paradigms", ["codecs"],
      "error: params train.exclude_paradigms: unknown names ['codecs']; known: ['diffusion', 'codec', 'vocoder', "
-     "'tts', 'corpus']"),
+     "'tts', 'vc', 'corpus']"),
     (["pretrain", "resnet_vocoder", "--clips", "c", "--out", "o"], "teachers.resnet_vocoder.widht", 16,
      "error: params teachers.resnet_vocoder (resnet): unknown keys ['widht']"),
     (["sample", "--clips", "c", "--embeddings", "e", "--out", "o", "--diagnostics", "d"], "runtime.thread", 2,
@@ -272,3 +284,20 @@ def test_the_real_command_line_gives_one_line_and_exit_code_2(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pipeline", "prepare", "--params",
                           _params_file(tmp_path, "audio.sample_rate", 0)], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and out.stderr == "error: params audio.sample_rate: must be > 0, got 0\n"
+
+
+def test_augment_checks_its_codecs_at_the_audio_sample_rate():
+    block = {"augment": {"enabled": True, "codec_prob": 0.5, "codec_systems": ["mp3_96kbps"]}}
+    train.TrainParams.from_params(block, sample_rate=16000)  # 8-160 kbps at 16 kHz
+    with pytest.raises(ConfigError, match=r"params train.augment.codec_systems: mp3_96kbps: MP3 at 8000 Hz"):
+        train.TrainParams.from_params(block, sample_rate=8000)  # 8-64 kbps at 8 kHz
+
+
+def test_the_stages_that_read_another_stages_section_parse_only_their_keys():
+    from pipeline.chain import Chain, chain_from_params
+    from pipeline.corpus_index import CorpusRoots
+    from pipeline.detector.finetune import InitParams
+
+    assert chain_from_params(BASE, 16000) == Chain(16000, vad_trim=True, max_duration_s=10.0, lowpass_hz=None)
+    assert InitParams.from_part(BASE["train"]) == InitParams(None, "all")
+    assert CorpusRoots.from_part(BASE["prepare"]).corpora == ({"name": "demo", "root": "data/raw/demo"},)

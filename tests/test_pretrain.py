@@ -10,13 +10,21 @@ import yaml
 
 from pipeline import pretrain
 from pipeline.models import CheckpointError, build_model, load_checkpoint, save_checkpoint
-from pipeline.params import ConfigError
-from pipeline.pretrain import PretrainParams, model_config
+from pipeline.params import ConfigError, TeacherParams
+from pipeline.pretrain import PretrainParams
 from pipeline.schema import write_clips
 from tests.conftest import tiny_clip_table
 
-TEACHER = {"arch": "resnet", "frontend": "logmel", "width": 4, "embedding_dim": 8, "n_bins": 32,
-           "pool": {"paradigms": ["bonafide", "vocoder"]}, "checkpoint": None}
+TEACHER_KEYS = {"arch": "resnet", "frontend": "logmel", "width": 4, "embedding_dim": 8, "n_bins": 32,
+                "pool": {"paradigms": ["bonafide", "vocoder"]}, "checkpoint": None}
+
+
+def teacher(**over) -> TeacherParams:
+    """The test teacher's params `teachers.t` (with keys replaced), parsed as the stage parses them."""
+    return TeacherParams.from_params({**TEACHER_KEYS, **over}, where="teachers.t", name="t")
+
+
+TEACHER = teacher()
 FAST = PretrainParams(epochs=6, batch_size=4, crop_s=0.5, eval_s=0.5, lr=0.01, patience=0, live=False)
 
 
@@ -36,7 +44,7 @@ def test_a_tiny_teacher_lowers_its_loss_and_separates_the_classes(tmp_path, clip
     assert not {"seconds", "step_s"} & set(saved)    # timings are logged: the output is the same on every re-run
     assert saved["dev_eer"] == m["dev_eer"]
     config = json.loads((tmp_path / "t" / "config.json").read_text())
-    assert config["model"]["arch"] == "resnet" and config["pool"] == TEACHER["pool"]
+    assert config["model"]["arch"] == "resnet" and config["pool"] == TEACHER.pool
     model, cfg = load_checkpoint(tmp_path / "t", expected_arch="resnet")
     assert cfg["teacher"] == "t" and cfg["width"] == 4
 
@@ -68,8 +76,8 @@ def test_class_weighted_loss_and_early_stopping(tmp_path, clips, monkeypatch):
 
 
 def test_a_given_checkpoint_is_adopted_without_training(tmp_path, clips):
-    src = save_checkpoint(build_model(model_config(TEACHER, 16000)), None, tmp_path / "given" / "model.pt")
-    m = pretrain.run("t", clips, {**TEACHER, "checkpoint": str(src)}, FAST, 16000, 0, tmp_path / "t",
+    src = save_checkpoint(build_model(TEACHER.model_config(16000)), None, tmp_path / "given" / "model.pt")
+    m = pretrain.run("t", clips, teacher(checkpoint=str(src)), FAST, 16000, 0, tmp_path / "t",
                      torch.device("cpu"))
     assert m["source"] == "checkpoint" and "steps" not in m and m["dev_eer"] is not None
     assert (tmp_path / "t" / "model.pt").exists() and (tmp_path / "t" / "config.json").exists()
@@ -81,21 +89,21 @@ def test_a_given_checkpoint_is_adopted_without_training(tmp_path, clips):
 def test_a_checkpoint_of_the_wrong_architecture_is_a_clear_error(tmp_path, clips):
     src = save_checkpoint(build_model({"arch": "convnext", "width": 4}), None, tmp_path / "model.pt")
     with pytest.raises(CheckpointError, match="'convnext' model, but architecture 'resnet'"):
-        pretrain.run("t", clips, {**TEACHER, "checkpoint": str(src)}, FAST, 16000, 0, tmp_path / "t",
+        pretrain.run("t", clips, teacher(checkpoint=str(src)), FAST, 16000, 0, tmp_path / "t",
                      torch.device("cpu"))
 
 
 def test_a_checkpoint_with_another_frontend_is_a_clear_error(tmp_path, clips):
-    src = save_checkpoint(build_model({**model_config(TEACHER, 16000), "frontend": "lfcc"}), None,
+    src = save_checkpoint(build_model({**TEACHER.model_config(16000), "frontend": "lfcc"}), None,
                           tmp_path / "model.pt")
     with pytest.raises(ValueError, match="front end 'lfcc'"):
-        pretrain.run("t", clips, {**TEACHER, "checkpoint": str(src)}, FAST, 16000, 0, tmp_path / "t",
+        pretrain.run("t", clips, teacher(checkpoint=str(src)), FAST, 16000, 0, tmp_path / "t",
                      torch.device("cpu"))
 
 
 def test_a_pool_without_spoofs_in_train_is_a_clear_error(tmp_path, clips):
     with pytest.raises(ValueError, match=r"no \['spoof'\] clips"):
-        pretrain.run("t", clips, {**TEACHER, "pool": {"paradigms": ["bonafide"]}}, FAST, 16000, 0, tmp_path,
+        pretrain.run("t", clips, teacher(pool={"paradigms": ["bonafide"]}), FAST, 16000, 0, tmp_path,
                      torch.device("cpu"))
 
 
@@ -104,15 +112,15 @@ def test_bad_params_are_clear_errors():
         PretrainParams.from_params({"epoch": 3})
     with pytest.raises(ValueError, match="balance"):
         PretrainParams.from_params({"balance": "oversample"})
-    with pytest.raises(ValueError, match="needs an `arch`"):
-        model_config({"frontend": "lfcc"}, 16000)
+    with pytest.raises(ValueError, match="params teachers.t: needs an `arch`"):
+        TeacherParams.from_params({"frontend": "lfcc"}, where="teachers.t", name="t")
 
 
 def test_main_runs_the_stage_from_params_with_a_dvclive_log(tmp_path, clips, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_clips(clips, tmp_path / "clips.parquet")
     params = {"seed": 1, "audio": {"sample_rate": 16000}, "runtime": {"device": "cpu", "threads": 1},
-              "teachers": {"t1": TEACHER},
+              "teachers": {"t1": TEACHER_KEYS},
               "pretrain": {"epochs": 1, "batch_size": 4, "crop_s": 0.25, "eval_s": 0.25, "max_steps_per_epoch": 2,
                            "augment": {"enabled": True, "rawboost_prob": 1.0, "gain_prob": 1.0}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -14,6 +14,7 @@ import yaml
 
 from pipeline import reconstruct
 from pipeline.audio import measure, read_audio, rms_dbfs, to_pcm16
+from pipeline.resynth import plan
 from pipeline.schema import read_clips, write_clips
 from tests.conftest import make_wave, tiny_clip_table, write_wave
 
@@ -136,19 +137,19 @@ def test_unknown_paradigm_is_a_usage_error(tmp_path, monkeypatch):
 def test_plan_jobs_is_deterministic_and_balanced():
     parents = pd.DataFrame({"clip_id": [f"c{i}" for i in range(300)]})
     systems = ["a", "b", "c"]
-    one = reconstruct.plan_jobs(parents, systems, seed=1, systems_per_parent=1)
-    assert one.equals(reconstruct.plan_jobs(parents, systems, seed=1, systems_per_parent=1))
+    one = plan.plan_jobs(parents, systems, seed=1, systems_per_parent=1)
+    assert one.equals(plan.plan_jobs(parents, systems, seed=1, systems_per_parent=1))
     counts = one["system"].value_counts()
     assert len(one) == 300 and counts.min() > 70
-    half = reconstruct.plan_jobs(parents, systems, seed=1, parent_fraction=0.5)
+    half = plan.plan_jobs(parents, systems, seed=1, parent_fraction=0.5)
     assert 120 < half["clip_id"].nunique() < 180 and len(half) == 3 * half["clip_id"].nunique()
     # a parent's systems do not depend on the other parents
-    sub = reconstruct.plan_jobs(parents.iloc[:10], systems, seed=1, systems_per_parent=1)
+    sub = plan.plan_jobs(parents.iloc[:10], systems, seed=1, systems_per_parent=1)
     assert sub.equals(one.iloc[:10])
     with pytest.raises(ValueError, match="systems_per_parent"):
-        reconstruct.plan_jobs(parents, systems, seed=1, systems_per_parent=4)
+        plan.plan_jobs(parents, systems, seed=1, systems_per_parent=4)
     with pytest.raises(ValueError, match="parent_fraction"):
-        reconstruct.plan_jobs(parents, systems, seed=1, parent_fraction=0.0)
+        plan.plan_jobs(parents, systems, seed=1, parent_fraction=0.0)
 
 
 def test_safe_name_keeps_files_inside_their_directory():
@@ -231,8 +232,8 @@ def test_system_settings_split_shared_and_own_keys():
     settings = {"systems": ["world", "griffinlim"], "griffinlim_iters": 8, "hifigan_jit": True,
                 "world_frame_period_ms": 5.0, "systems_per_parent": 1, "ddim_steps": 10}
     known = ["hifigan_universal", "world", "griffinlim"]
-    assert reconstruct.system_settings("world", settings, known) == {"ddim_steps": 10, "world_frame_period_ms": 5.0}
-    assert reconstruct.system_settings("griffinlim", settings, known) == {"ddim_steps": 10, "griffinlim_iters": 8}
+    assert plan.system_settings("world", settings, known) == {"ddim_steps": 10, "world_frame_period_ms": 5.0}
+    assert plan.system_settings("griffinlim", settings, known) == {"ddim_steps": 10, "griffinlim_iters": 8}
 
 
 def test_another_cpu_kernel_path_invalidates_old_files(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import pytest
 from pipeline import evaluate, prepare, reconstruct
 from pipeline.detector.augment import require_channels
 from pipeline.params import ConfigError, roles_from_params
+from pipeline.resynth import plan
 from tests.conftest import make_wave, tiny_clip_table, write_wave
 
 SR = 16000
@@ -15,10 +16,10 @@ SR = 16000
 
 def test_reconstruct_keeps_only_spoof_systems_and_honours_a_flip(caplog):
     systems = ["encodec_6kbps", "encodec_1.5kbps", "mp3_16kbps", "codec2_1300"]
-    assert reconstruct.spoof_systems(systems, {}, "codec") == ["encodec_6kbps", "encodec_1.5kbps"]
+    assert plan.spoof_systems(systems, {}, "codec") == ["encodec_6kbps", "encodec_1.5kbps"]
     assert "mp3_16kbps has role channel" in caplog.text
     flipped = {"encodec_6kbps": "channel", "mp3_16kbps": "spoof"}
-    assert reconstruct.spoof_systems(systems, flipped, "codec") == ["encodec_1.5kbps", "mp3_16kbps"]
+    assert plan.spoof_systems(systems, flipped, "codec") == ["encodec_1.5kbps", "mp3_16kbps"]
 
 
 def test_a_codec_paradigm_of_channels_only_makes_no_spoof_row(tmp_path):

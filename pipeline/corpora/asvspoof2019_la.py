@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.corpora.common import AdapterResult, CorpusError, finish, make_clip_id, normalise_label, reject
+from pipeline.corpora.common import AdapterResult, CorpusError, finish, key_records, known_label, make_clip_id
 
 CORPUS = "asvspoof2019_la"
 PROTOCOLS = {
@@ -49,19 +49,12 @@ def load_asvspoof2019_la(root: Path, partitions: tuple[str, ...] = ("train", "de
             raise CorpusError(f"{CORPUS}: protocol {proto} not found: root must be the LA folder holding "
                               f"ASVspoof2019_LA_cm_protocols/ and ASVspoof2019_LA_{{train,dev,eval}}/flac/")
         text = proto.read_text(encoding="utf-8-sig", errors="replace")
-        for line_no, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                speaker, file_id, system, key = parse_protocol_line(line)
-            except ValueError as exc:
-                rejects.append(reject(CORPUS, f"malformed protocol line {proto.name}:{line_no}: {exc}"))
-                continue
-            label = normalise_label(key)
+        lines = key_records(text, parse_protocol_line, CORPUS, rejects, "protocol line", proto.name)
+        for where, (speaker, file_id, system, key) in lines:
             clip_id = make_clip_id(CORPUS, file_id)
             path = root / audio_dir / "flac" / f"{file_id}.flac"
+            label = known_label(key, CORPUS, rejects, where, clip_id, path)
             if label is None:
-                rejects.append(reject(CORPUS, f"unknown label {key!r} ({proto.name}:{line_no})", clip_id, path))
                 continue
             rows.append({
                 "clip_id": clip_id, "source_path": str(path), "corpus": CORPUS, "speaker": speaker,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.corpora.common import AdapterResult, CorpusError, finish, make_clip_id, normalise_label, reject
+from pipeline.corpora.common import AdapterResult, CorpusError, finish, key_records, known_label, make_clip_id
 
 TRACKS = ("LA", "DF")
 
@@ -49,22 +49,14 @@ def load_asvspoof2021(root: Path, track: str = "LA", codecs: tuple[str, ...] | N
         raise CorpusError(f"{corpus}: codecs and phases are lists (e.g. codecs: [none, alaw]), not strings")
     rows, rejects = [], []
     text = keys.read_text(encoding="utf-8-sig", errors="replace")
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = parse_key_line(line)
-        except ValueError as exc:
-            rejects.append(reject(corpus, f"malformed key line {line_no}: {exc}"))
-            continue
+    for where, rec in key_records(text, parse_key_line, corpus, rejects, "key"):
         if (codecs and rec["codec"] not in codecs) or (trim != "any" and rec["trim"] != trim) \
                 or rec["phase"] not in phases:
             continue
-        label = normalise_label(rec["key"])
         clip_id = make_clip_id(corpus, rec["file"])
         path = root / "flac" / f"{rec['file']}.flac"
+        label = known_label(rec["key"], corpus, rejects, where, clip_id, path)
         if label is None:
-            rejects.append(reject(corpus, f"unknown label {rec['key']!r} (line {line_no})", clip_id, path))
             continue
         rows.append({
             "clip_id": clip_id, "source_path": str(path), "corpus": corpus, "speaker": rec["speaker"],

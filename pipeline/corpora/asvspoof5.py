@@ -19,7 +19,7 @@ import csv
 import re
 from pathlib import Path
 
-from pipeline.corpora.common import AdapterResult, finish, make_clip_id, normalise_label, reject
+from pipeline.corpora.common import AdapterResult, finish, key_records, known_label, make_clip_id
 from pipeline.corpora.sources import as_set, first_existing, require_dir, source_row
 
 CORPUS = "asvspoof5"
@@ -103,19 +103,12 @@ def load_asvspoof5(root: Path, partitions: tuple[str, ...] = ("train", "dev", "e
         name, audio_dirs, split = PARTS[part]
         proto = first_existing([d / name for d in proto_dirs], CORPUS, f"protocol {name}")
         audio = first_existing([root / d for d in audio_dirs], CORPUS, f"{part} audio folder")
-        for line_no, line in enumerate(proto.read_text(encoding="utf-8-sig").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = parse_protocol_line(line)
-            except ValueError as exc:
-                rejects.append(reject(CORPUS, f"malformed protocol line {proto.name}:{line_no}: {exc}"))
-                continue
-            label = normalise_label(rec["key"])
+        text = proto.read_text(encoding="utf-8-sig")
+        for where, rec in key_records(text, parse_protocol_line, CORPUS, rejects, "protocol line", proto.name):
             clip_id = make_clip_id(CORPUS, rec["file"])
             path = audio / f"{rec['file']}.flac"
+            label = known_label(rec["key"], CORPUS, rejects, where, clip_id, path)
             if label is None:
-                rejects.append(reject(CORPUS, f"unknown label {rec['key']!r} ({proto.name}:{line_no})", clip_id, path))
                 continue
             spoof = label == "spoof"
             if (spoof and keep_attacks is not None and rec["attack"] not in keep_attacks) \

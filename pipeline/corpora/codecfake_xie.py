@@ -16,9 +16,10 @@ one EER per condition). System: `F<nn>` from the codec index (train/dev) or the 
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 
-from pipeline.corpora.common import AdapterResult, finish, make_clip_id, normalise_label, reject
+from pipeline.corpora.common import AdapterResult, finish, key_records, make_clip_id, normalise_label, reject
 from pipeline.corpora.sources import first_existing, join_inside, require_dir, source_row
 
 CORPUS = "codecfake_xie"
@@ -44,6 +45,13 @@ def parse_label_line(line: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2] if len(parts) == 3 else "-"
 
 
+def _label_line(line: str, audio: Path) -> tuple[str, str, str]:
+    """A label line whose file stays inside the part's audio folder (ValueError otherwise)."""
+    name, word, index = parse_label_line(line)
+    join_inside(audio, name)
+    return name, word, index
+
+
 def load_codecfake_xie(root: Path, partitions: list[str] | None = None, official_split: bool = True) -> AdapterResult:
     """Read the label files of the chosen parts (default: every part whose label file exists)."""
     root = require_dir(Path(root), CORPUS, "root")
@@ -61,21 +69,14 @@ def load_codecfake_xie(root: Path, partitions: list[str] | None = None, official
         else:
             audio = first_existing([root / "test" / part, root / part], CORPUS, f"audio folder of {part}")
             split = f"eval:{CORPUS}_{part.lower()}"
-        for line_no, line in enumerate(proto.read_text(encoding="utf-8-sig").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                name, word, index = parse_label_line(line)
-                join_inside(audio, name)
-            except ValueError as exc:
-                rejects.append(reject(CORPUS, f"malformed label line {proto.name}:{line_no}: {exc}"))
-                continue
+        lines = key_records(proto.read_text(encoding="utf-8-sig"), partial(_label_line, audio=audio), CORPUS,
+                            rejects, "label line", proto.name)
+        for where, (name, word, index) in lines:
             stem = Path(name).stem
             clip_id = make_clip_id(CORPUS, f"{part}_{stem}")
             label = WORDS.get(word.lower()) or normalise_label(word)
             if label is None:
-                why = f"unknown label {word!r} ({proto.name}:{line_no})"
-                rejects.append(reject(CORPUS, why, clip_id, audio / name))
+                rejects.append(reject(CORPUS, f"unknown label {word!r} ({where})", clip_id, audio / name))
                 continue
             fake = FAKE_PREFIX.fullmatch(stem)
             parent = make_clip_id(CORPUS, f"{part}_{fake.group(2)}") if fake else None

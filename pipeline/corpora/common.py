@@ -16,14 +16,17 @@ import logging
 import os
 import re
 import unicodedata
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 
 from pipeline.schema import SOURCE_COLUMNS, fix_clips, validate_sources
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".raw", ".sln")
 
@@ -114,6 +117,33 @@ def reject(corpus: str, reason: str, clip_id: str | None = None, path: str | Pat
     """A rejects-table row from an adapter."""
     return {"clip_id": clip_id, "path": None if path is None else str(path), "corpus": corpus,
             "stage": "prepare", "reason": reason}
+
+
+def key_records(text: str, parse: Callable[[str], T], corpus: str, rejects: list[dict], kind: str,
+                file_name: str | None = None) -> Iterator[tuple[str, T]]:
+    """(where the line is, record) of every non-blank line of a key or protocol file that `parse` reads.
+
+    A line that `parse` refuses (ValueError) becomes a reject `malformed <kind> <where>: <reason>`; `where`
+    (`<file_name>:<n>`, or `line <n>` without a file name) names the line in the adapter's later rejects too.
+    """
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{file_name}:{line_no}" if file_name else f"line {line_no}"
+        try:
+            rec = parse(line)
+        except ValueError as exc:
+            rejects.append(reject(corpus, f"malformed {kind} {where}: {exc}"))
+            continue
+        yield where, rec
+
+
+def known_label(word: str, corpus: str, rejects: list[dict], where: str, clip_id: str, path: Path) -> str | None:
+    """normalise_label(word), or None after a reject `unknown label <word> (<where>)` for the clip."""
+    label = normalise_label(word)
+    if label is None:
+        rejects.append(reject(corpus, f"unknown label {word!r} ({where})", clip_id, path))
+    return label
 
 
 def finish(rows: list[dict], rejects: list[dict], corpus: str, root: Path | None = None) -> AdapterResult:

@@ -45,11 +45,6 @@ def espeak_voice(language: str) -> str:
     return ESPEAK_VOICE_OF.get(language) or language.replace("_", "-").lower()
 
 
-def voice_language(voice: str) -> str:
-    """espeak voice name -> transcript language (`en-gb+f3` -> `en`)."""
-    return voice.split("+")[0].split("-")[0].lower()
-
-
 def system_rng(seed: int, system: str) -> np.random.Generator:
     """The generator of one attack system: its clips do not depend on which other systems run, or in what order."""
     return np.random.default_rng([seed, zlib.crc32(system.encode())])

@@ -28,13 +28,13 @@ index), so augmentation is reproducible and independent of batching and worker c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import InitVar, dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import signal
 
-from pipeline.params import ConfigError, check_known_keys, mapping, number
+from pipeline.params import ConfigError, Section, check_known_keys, mapping, number
 
 RAWBOOST_ALGOS = ("lnl", "isd", "ssi")
 
@@ -45,10 +45,16 @@ RAWBOOST_DEFAULTS: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True)
-class AugmentParams:
-    """The `augment` block of `train` / `pretrain` (off unless `enabled`)."""
+LIST_KEYS = ("rawboost_algos", "codec_systems", "gain_db")  # YAML lists, held as tuples
 
+
+@dataclass(frozen=True)
+class AugmentParams(Section):
+    """The `augment` block of `train` / `pretrain` (off unless `enabled`), parsed with
+    `from_params(block, where="train.augment", sample_rate=...)`: the codec systems are checked at
+    audio.sample_rate (an init-only value, not part of the recorded params)."""
+
+    NAME: ClassVar[str] = "augment"
     enabled: bool = False
     rawboost_prob: float = 0.5
     rawboost_algos: tuple[str, ...] = RAWBOOST_ALGOS
@@ -57,42 +63,50 @@ class AugmentParams:
     codec_systems: tuple[str, ...] = ("mp3_16kbps", "opus_8kbps", "codec2_1300")
     gain_prob: float = 0.0
     gain_db: tuple[float, float] = (-6.0, 6.0)
+    sample_rate: InitVar[int | None] = None
+
+    def __post_init__(self, sample_rate: int | None) -> None:
+        object.__setattr__(self, "_sample_rate", sample_rate)
 
     @classmethod
-    def from_params(cls, p: dict[str, Any] | None, name: str = "augment") -> AugmentParams:
-        """Parse and check an `augment` block; unknown keys, algorithms or bad ranges are clear errors."""
-        p = mapping(name, p)
-        check_known_keys(name, p, cls.__dataclass_fields__)
-        p["rawboost"] = mapping(f"{name}.rawboost", p.get("rawboost"))
-        check_known_keys(f"{name}.rawboost", p["rawboost"], RAWBOOST_DEFAULTS)
-        for key in ("rawboost_algos", "codec_systems", "gain_db"):
-            if key in p:
-                if isinstance(p[key], str):
-                    raise ConfigError(f"params {name}.{key}: expected a list, got the string {p[key]!r}")
-                p[key] = tuple(p[key])
-        out = cls(**p)
-        bad = sorted(set(out.rawboost_algos) - set(RAWBOOST_ALGOS))
+    def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
+        # a bare string stays a string here, for check() to refuse by name (tuple() would split it into letters)
+        lists = {k: tuple(kw[k]) for k in LIST_KEYS if k in kw and not isinstance(kw[k], str)}
+        return {**kw, **lists, "rawboost": {} if kw.get("rawboost") is None else kw["rawboost"]}
+
+    def check(self) -> None:
+        """Unknown keys, algorithms or codec systems and bad ranges are a ConfigError naming the key."""
+        name = self.where
+        check_known_keys(f"{name}.rawboost", mapping(f"{name}.rawboost", self.rawboost), RAWBOOST_DEFAULTS)
+        for key in LIST_KEYS:
+            if isinstance(getattr(self, key), str):
+                raise ConfigError(f"params {name}.{key}: expected a list, got the string {getattr(self, key)!r}")
+        bad = sorted(set(self.rawboost_algos) - set(RAWBOOST_ALGOS))
         if bad:
             raise ConfigError(f"params {name}.rawboost_algos: unknown {bad}; known: {list(RAWBOOST_ALGOS)}")
-        if not isinstance(out.enabled, bool):
-            raise ConfigError(f"params {name}.enabled: expected true or false, got {out.enabled!r}")
+        if not isinstance(self.enabled, bool):
+            raise ConfigError(f"params {name}.enabled: expected true or false, got {self.enabled!r}")
         for key in ("rawboost_prob", "codec_prob", "gain_prob"):
-            if not 0.0 <= number(f"{name}.{key}", getattr(out, key)) <= 1.0:
-                raise ConfigError(f"params {name}.{key}: a probability in [0, 1], got {getattr(out, key)}")
-        if len(out.gain_db) != 2 or out.gain_db[0] > out.gain_db[1]:
-            raise ConfigError(f"params {name}.gain_db: expected [min_db, max_db], got {list(out.gain_db)}")
-        if out.codec_prob > 0:
-            from pipeline.resynth.channel import SYSTEMS, build, is_channel_name
+            if not 0.0 <= number(f"{name}.{key}", getattr(self, key)) <= 1.0:
+                raise ConfigError(f"params {name}.{key}: a probability in [0, 1], got {getattr(self, key)}")
+        if len(self.gain_db) != 2 or self.gain_db[0] > self.gain_db[1]:
+            raise ConfigError(f"params {name}.gain_db: expected [min_db, max_db], got {list(self.gain_db)}")
+        if self.codec_prob > 0:
+            self._check_codecs()
 
-            for system in out.codec_systems:
-                if not is_channel_name(system):
-                    raise ConfigError(f"params {name}.codec_systems: {system} is not a channel that runs without a "
-                                      f"trained generator; use one of {list(SYSTEMS)}")
-                try:
-                    build(system, 16000)
-                except (KeyError, ValueError) as exc:
-                    raise ConfigError(f"params {name}.codec_systems: {system}: {exc}") from None
-        return out
+    def _check_codecs(self) -> None:
+        """Every codec system is a channel (pipeline.resynth.channel) that builds at the clips' rate."""
+        from pipeline.resynth.channel import SYSTEMS, build, is_channel_name
+
+        rate = getattr(self, "_sample_rate", None)
+        for system in self.codec_systems:
+            if not is_channel_name(system):
+                raise ConfigError(f"params {self.where}.codec_systems: {system} is not a channel that runs without a "
+                                  f"trained generator; use one of {list(SYSTEMS)}")
+            try:
+                build(system, 16000 if rate is None else int(rate))
+            except (KeyError, ValueError) as exc:
+                raise ConfigError(f"params {self.where}.codec_systems: {system}: {exc}") from None
 
 
 def require_channels(where: str, systems: tuple[str, ...] | list[str], roles: dict[str, str] | None) -> None:
@@ -205,5 +219,5 @@ def make_augmenter(params: AugmentParams | dict[str, Any] | None, sample_rate: i
                    name: str = "augment") -> Augmenter | None:
     """The Augmenter for a ClipDataset, or None when augmentation is off (the crops are then untouched)."""
     if not isinstance(params, AugmentParams):
-        params = AugmentParams.from_params(params, name)
+        params = AugmentParams.from_params(params, where=name, sample_rate=sample_rate)
     return Augmenter(params, sample_rate) if params.enabled else None

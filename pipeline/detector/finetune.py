@@ -28,16 +28,32 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pipeline.params import ConfigError
+from pipeline.params import ConfigError, Section, one_of
 
 log = logging.getLogger("pipeline.detector.finetune")
 
 INIT_MODES = ("all", "backend")
 CNN_BACKEND = ("embed", "dropout", "classifier")  # Detector's common head (pipeline/models/base.py)
 CARRIED = ("eval_s", "preprocessing")             # init config keys a fine-tuned model keeps
+
+
+@dataclass(frozen=True)
+class InitParams(Section):
+    """The init keys of params `train` (`init`, `init_mode`): parsed by train with the rest of its section, and
+    alone by init_model (`InitParams.from_part(train_section)`)."""
+
+    NAME: ClassVar[str] = "train"
+    init: str | None = None     # a model dir to start from (null = from scratch)
+    init_mode: str = "all"      # all | backend (front part frozen)
+
+    def check(self) -> None:
+        one_of(f"{self.where}.init_mode", self.init_mode, INIT_MODES)
+        if self.init is not None and not (isinstance(self.init, str) and self.init):
+            raise ConfigError(f"params {self.where}.init: a model directory path or null, not {self.init!r}")
 
 
 def init_files(init_dir: str | Path) -> list[Path]:

@@ -1,7 +1,8 @@
-"""One training loop for the stages that train a detector (pretrain, train).
+"""The one training loop of every model the pipeline fits: the teachers (pretrain), the detector (train) and
+the generators (fit_codec, fit_diffusion, through pipeline.resynth.fitting.fit_steps).
 
 Reads nothing; writes only through what it is handed: the best state's checkpoint (`Phase.checkpoint`,
-e.g. `checkpointer(path, extra)`) and a dvclive log (`live_log`: dvcyaml=False and no experiment
+e.g. pipeline.models.checkpointer(path, extra)) and a dvclive log (`live_log`: dvcyaml=False and no experiment
 commits, so DVC sees only the stage's own outs).
 
 A stage describes a run as one or more `Phase`s. A phase supplies what differs between stages: its
@@ -13,8 +14,10 @@ at the lowest key (ties keep the earlier epoch), the checkpoint of that best sta
 after `patience` epochs without improvement, and the best state loaded back at the end. `RunState`
 carries what lasts across epochs and phases (model, optimiser, counters, best state), so a second
 phase (train's SupCon head on the frozen encoder) continues the epoch and step numbering.
-The split follows the structure of audiocraft's solvers (a base class with run_epoch, best state
-and should_stop; a solver overrides only its step) and DAC's `State` dataclass; the code is ours.
+The generators run their steps as one epoch whose evaluation is their running loss (no dev split), so
+their best state is their last. The split follows the structure of audiocraft's solvers (a base class with
+run_epoch, best state and should_stop; a solver overrides only its step) and DAC's `State` dataclass; the
+code is ours.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from pipeline.logs import progress
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EpochResult", "Phase", "RunState", "checkpointer", "fit", "live_log", "open_live", "optimizer_step",
+__all__ = ["EpochResult", "Phase", "RunState", "fit", "live_log", "open_live", "optimizer_step",
            "run_epoch"]
 
 
@@ -161,16 +164,6 @@ def _fmt(v: Any) -> str:
     if v is None:
         return "n/a"
     return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-
-def checkpointer(path: str | Path, extra: dict[str, Any] | None = None) -> Callable[[torch.nn.Module], None]:
-    """A `Phase.checkpoint` that saves the model (with `extra` config keys) to `path` atomically."""
-    from pipeline.models import save_checkpoint  # here: the loop itself works with any nn.Module
-
-    def save(model: torch.nn.Module) -> None:
-        save_checkpoint(model, extra, path)
-
-    return save
 
 
 def open_live(path: str | Path) -> Any:

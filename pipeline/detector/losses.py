@@ -41,12 +41,14 @@ Objectives and the formulas implemented (z are L2-normalised embeddings, tau a t
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.params import ConfigError, Section, as_list, number, one_of
 from pipeline.schema import BONAFIDE, SPOOF
 
 SIMILARITIES = ("cosine", "angular")
@@ -110,12 +112,6 @@ class SupConLoss(nn.Module):
     def queue_active(self) -> bool:
         """True once the warm-up is over and the queue holds entries."""
         return self.queue_size > 0 and self.steps >= self.warmup_steps and self.queue.shape[0] > 0
-
-    def reset_queue(self) -> None:
-        """Empty the queue and restart the warm-up count."""
-        self.queue = self.queue.new_zeros(0, 0)
-        self.queue_labels = self.queue_labels.new_zeros(0)
-        self.steps = 0
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         z = F.normalize(pred.float(), dim=1)
@@ -207,11 +203,49 @@ class RACLLoss(nn.Module):
         return loss
 
 
-# The keys of the train.supcon / train.racl blocks (head_epochs, head_lr: the train stage's SupCon head phase).
-LOSS_KEYS: dict[str, tuple[str, ...]] = {
-    "supcon": ("similarity", "temperature", "queue_size", "warmup_steps", "head_epochs", "head_lr"),
-    "racl": ("layers", "weight", "temperature", "reg_weight", "similarity"),
-}
+@dataclass(frozen=True)
+class SupConParams(Section):
+    """params `train.supcon`: the loss (similarity, temperature, queue) and train's head phase (head_epochs,
+    head_lr: null = 10 x train.lr)."""
+
+    NAME: ClassVar[str] = "train.supcon"
+    similarity: str = "cosine"
+    temperature: float = 0.07
+    queue_size: int = 0
+    warmup_steps: int = 0
+    head_epochs: int = 3
+    head_lr: float | None = None
+
+    def check(self) -> None:
+        one_of(f"{self.where}.similarity", self.similarity, SIMILARITIES)
+        number(f"{self.where}.temperature", self.temperature, low=0, low_open=True)
+        for key in ("queue_size", "warmup_steps", "head_epochs"):
+            number(f"{self.where}.{key}", getattr(self, key), low=0, integer=True)
+        number(f"{self.where}.head_lr", self.head_lr, low=0, low_open=True, allow_none=True)
+
+
+@dataclass(frozen=True)
+class RACLParams(Section):
+    """params `train.racl`: the layers aggregated and the weights of the RACL terms."""
+
+    NAME: ClassVar[str] = "train.racl"
+    layers: tuple[str, ...] = ("penultimate",)
+    weight: float = 0.1
+    temperature: float = 0.1
+    reg_weight: float = 0.1
+    similarity: str = "cosine"
+
+    @classmethod
+    def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
+        return {**kw, "layers": tuple(as_list(f"{cls.NAME}.layers", kw.get("layers", ["penultimate"])))}
+
+    def check(self) -> None:
+        if not self.layers:
+            raise ConfigError(f"params {self.where}.layers: name at least one layer (e.g. [penultimate])")
+        one_of(f"{self.where}.similarity", self.similarity, SIMILARITIES)
+        number(f"{self.where}.temperature", self.temperature, low=0, low_open=True)
+        for key in ("weight", "reg_weight"):
+            number(f"{self.where}.{key}", getattr(self, key), low=0)
 
 LOSSES: dict[str, type[nn.Module]] = {
     "ce": CrossEntropyLoss,
@@ -222,17 +256,16 @@ LOSSES: dict[str, type[nn.Module]] = {
 
 
 def build_loss(objective: str, params: dict[str, Any] | None = None) -> nn.Module:
-    """The loss for `train.objective`; `params` is the train section (its `supcon` / `racl` sub-dicts)."""
+    """The loss for `train.objective`; `params` holds the train section's `supcon` / `racl` blocks."""
     params = params or {}
     if objective not in LOSSES:
         raise ValueError(f"unknown objective {objective!r}; known: {list(LOSSES)}")
     if objective == "supcon":
-        sc = dict(params.get("supcon") or {})
-        return SupConLoss(similarity=sc.get("similarity", "cosine"), temperature=float(sc.get("temperature", 0.07)),
-                          queue_size=int(sc.get("queue_size", 0)), warmup_steps=int(sc.get("warmup_steps", 0)))
+        sc = SupConParams.from_params(params.get("supcon"))
+        return SupConLoss(similarity=sc.similarity, temperature=float(sc.temperature), queue_size=int(sc.queue_size),
+                          warmup_steps=int(sc.warmup_steps))
     if objective == "racl":
-        rc = dict(params.get("racl") or {})
-        return RACLLoss(layers=list(rc.get("layers", ["penultimate"])), weight=float(rc.get("weight", 0.1)),
-                        temperature=float(rc.get("temperature", 0.1)), reg_weight=float(rc.get("reg_weight", 0.1)),
-                        similarity=rc.get("similarity", "cosine"))
+        rc = RACLParams.from_params(params.get("racl"))
+        return RACLLoss(layers=list(rc.layers), weight=float(rc.weight), temperature=float(rc.temperature),
+                        reg_weight=float(rc.reg_weight), similarity=rc.similarity)
     return LOSSES[objective]()

@@ -13,6 +13,7 @@ Label index: spoof = 0, bonafide = 1. The score (higher = bona fide) follows the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ CHECKPOINT_NAME = "model.pt"
 SCORE_RULES = ("margin", "bonafide_logit")
 
 __all__ = ["ARCHITECTURES", "CheckpointError", "Detector", "LABEL_INDEX", "bonafide_score", "build_model",
-           "check_config", "load_checkpoint", "save_checkpoint"]
+           "check_config", "checkpointer", "load_checkpoint", "save_checkpoint"]
 
 
 class CheckpointError(ValueError):
@@ -76,6 +77,15 @@ def save_checkpoint(model: Detector, config: dict[str, Any] | None, path: str | 
                "extra": {k: v for k, v in (config or {}).items() if k not in model.config}, "state_dict": state}
     write_torch_atomic(payload, path)
     return path
+
+
+def checkpointer(path: str | Path, extra: dict[str, Any] | None = None) -> Callable[[torch.nn.Module], None]:
+    """A `Phase.checkpoint` of pipeline.detector.loop: saves the model (with `extra` config keys) to `path`."""
+
+    def save(model: torch.nn.Module) -> None:
+        save_checkpoint(model, extra, path)
+
+    return save
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",

@@ -2,15 +2,17 @@
 
 Used by `evaluate` (reports/plots/det.png) and by `report` (the Detector section, drawn from
 reports/plots/det.csv), so both show the same axes. Draws given points only: the curve points and the
-EERs come from `evaluate` (pipeline.metrics), nothing is computed here. Reads and writes no file;
-returns a matplotlib Figure (no pyplot, so no global figure state).
+EERs come from `evaluate` (pipeline.metrics), nothing is computed here. `det_figure` returns a matplotlib
+Figure (no pyplot, so no global figure state); `write_plots` writes evaluate's plots/ files with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from scipy.stats import norm
 
@@ -44,3 +46,48 @@ def det_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], eers: Mappin
     if curves:
         ax.legend(fontsize=7, loc="lower left")   # DET curves run from top left to bottom right
     return fig
+
+
+def write_plots(det: pd.DataFrame, scored: Mapping[str, pd.DataFrame], eer: Mapping[str, float], out_dir: Path) -> None:
+    """evaluate's plots/: det.csv (the DET points, for the report and `dvc plots`), det.png and score histograms."""
+    from pipeline.io import atomic_path, csv_safe
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "det.csv") as tmp:
+        csv_safe(det).to_csv(tmp, index=False, float_format="%.6f")
+    # drawn from the rounded points of det.csv, so det.png and the report's figure show the same curves
+    det = pd.read_csv(out_dir / "det.csv", dtype={"set": str})
+    curves = {str(name): (g["far"].to_numpy(), g["frr"].to_numpy()) for name, g in det.groupby("set", sort=False)}
+    _save_fig(det_figure(curves, eer), out_dir / "det.png")
+    _save_fig(score_histograms(scored, eer), out_dir / "score_hist.png")
+
+
+def score_histograms(scored: Mapping[str, pd.DataFrame], eer: Mapping[str, float]) -> Figure:
+    """Bona fide and spoof score histograms, one panel per eval set."""
+    n = len(scored)
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(4 * cols, 3 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, (name, df) in zip(axes.flat, scored.items()):
+        bins = np.histogram_bin_edges(df["score"].to_numpy(float), bins=40)
+        for label, color in (("bonafide", "tab:green"), ("spoof", "tab:red")):
+            ax.hist(df.loc[df["label"] == label, "score"], bins=bins, alpha=0.6, color=color, label=label,
+                    density=True)
+        ax.set_title(f"{name} (EER {100 * eer[name]:.1f}%)", fontsize=9)
+        ax.set_xlabel("score (higher = bona fide)", fontsize=8)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _save_fig(fig: Figure, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from pipeline.io import atomic_path
+
+    FigureCanvasAgg(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None})

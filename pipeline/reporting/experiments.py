@@ -22,6 +22,8 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.reporting.inputs import flatten
+
 log = logging.getLogger(__name__)
 
 UNFINISHED = ("queued", "running", "failed")
@@ -48,17 +50,6 @@ class Freshness:
 
     state: str
     detail: str = ""
-
-
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Flatten nested dicts to dotted keys, as `dvc metrics show` names them (`eer.test`)."""
-    out: dict[str, Any] = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    else:
-        out[prefix] = obj
-    return out
 
 
 def eer_metrics(metrics: dict[str, Any]) -> dict[str, float]:

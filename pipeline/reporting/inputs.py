@@ -124,7 +124,7 @@ def load_teachers(teachers_dir: Path) -> pd.DataFrame | None:
     rows = []
     for path in sorted(teachers_dir.glob("*/metrics.json")):
         doc = json.loads(path.read_text())
-        scalars = {k: v for k, v in _flat(doc).items() if isinstance(v, (int, float, str, bool))}
+        scalars = {k: v for k, v in flatten(doc).items() if isinstance(v, (int, float, str, bool))}
         config = read_json(path.parent / "config.json") or {}
         extra = {k: config[k] for k in ("arch", "frontend") if isinstance(config.get(k), str)}
         rows.append({"teacher": path.parent.name, **extra, **scalars})
@@ -135,11 +135,12 @@ def load_teachers(teachers_dir: Path) -> pd.DataFrame | None:
     return df[first + [c for c in df.columns if c not in first]]
 
 
-def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts to dotted keys, as `dvc metrics show` names them (`eer.test`)."""
     out: dict[str, Any] = {}
     if isinstance(obj, dict):
         for k, v in obj.items():
-            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
     else:
         out[prefix] = obj
     return out

@@ -1,6 +1,6 @@
 """What every resynthesis backend shares: the Resynthesizer base, alignment, seeds, quality measures.
 
-Only `read_waves` reads files (the fit stages' training audio). A Resynthesizer maps a batch
+Reads and writes no files. A Resynthesizer maps a batch
 of mono float32 waves at one sample rate to a batch of reconstructions at the same rate;
 `keys` (the parent clip ids) seed any per-clip randomness, and each clip goes through the backend
 alone, so that a clip's output does not depend on the batch it landed in (bit for bit).
@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from scipy import signal
 
-from pipeline.audio import AudioError, check_audio, read_audio, resample
+from pipeline.audio import resample
 from pipeline.resynth.melspec import logmel_np
-
-log = logging.getLogger(__name__)
 
 MAX_LAG_S = 0.1  # codec delays (MP3 ~70 ms at 16 kHz) are compensated up to this
 
@@ -153,74 +149,3 @@ def noise_reference_distance(ref: np.ndarray, sample_rate: int, seed: int = 0) -
     rms = float(np.sqrt(np.mean(np.square(ref, dtype=np.float64)))) + 1e-9
     noise = (rng.standard_normal(len(ref)) * rms).astype(np.float32)
     return logmel_distance(ref, noise, sample_rate)
-
-
-def read_waves(clips, sample_rate: int, max_clips: int | None = None,
-               rng: np.random.Generator | None = None) -> tuple[list[np.ndarray], list[str]]:
-    """Read the audio of a clip table (optionally a seeded subset) -> (waves, clip_ids); unusable clips skipped."""
-    rows = clips
-    if max_clips and len(rows) > max_clips:
-        pick = (rng or np.random.default_rng(0)).choice(len(rows), size=max_clips, replace=False)
-        rows = rows.iloc[np.sort(pick)]
-    waves, ids = [], []
-    for path, clip_id in zip(rows["path"].tolist(), rows["clip_id"].tolist()):
-        try:
-            wave, _ = read_audio(path, sample_rate)
-            check_audio(wave, sample_rate)
-        except AudioError as exc:
-            log.warning("skipping %s: %s", clip_id, exc)
-            continue
-        waves.append(wave)
-        ids.append(clip_id)
-    return waves, ids
-
-
-def random_segments(waves: Sequence[np.ndarray], n: int, length: int, rng: np.random.Generator) -> np.ndarray:
-    """n random crops of `length` samples (short clips zero-padded) -> float32 [n, length]."""
-    out = np.zeros((n, length), dtype=np.float32)
-    for k, i in enumerate(rng.integers(0, len(waves), size=n)):
-        w = waves[i]
-        if len(w) > length:
-            start = int(rng.integers(0, len(w) - length + 1))
-            out[k] = w[start: start + length]
-        else:
-            out[k, : len(w)] = w
-    return out
-
-
-def check_fit_values(p: Any) -> None:
-    """The value checks shared by the fit_* params sections (steps, batch_size, lr, max_clips)."""
-    from pipeline.params import number
-
-    number(f"{p.NAME}.steps", p.steps, low=1, integer=True)
-    number(f"{p.NAME}.batch_size", p.batch_size, low=1, integer=True)
-    number(f"{p.NAME}.lr", p.lr, low=0, low_open=True)
-    number(f"{p.NAME}.max_clips", p.max_clips, low=1, integer=True, allow_none=True)
-
-
-def fit_stage_main(argv: list[str] | None, stage: str, description: str, params_cls: type,
-                   run: Callable[..., dict], out_help: str) -> int:
-    """The shared CLI of the fit_* stages: parse, read params and clips, run, log the closing line."""
-    from pathlib import Path
-
-    from pipeline.logs import setup_logging, stage_timer
-    from pipeline.params import common_params, load_params, section, stage_parser
-    from pipeline.runtime.devices import setup_torch
-    from pipeline.schema import read_clips
-
-    parser = stage_parser(stage, description)
-    parser.add_argument("--clips", required=True, help="clip table (data/clips.parquet)")
-    parser.add_argument("--out", required=True, help=f"output directory ({out_help})")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    common = common_params(params)
-    p = params_cls.from_params(section(params, stage))
-    device = setup_torch(common)
-    clips = read_clips(args.clips, stage=stage)
-    stage_log = logging.getLogger(f"pipeline.{stage}")
-    with stage_timer(stage_log, stage, unit_key="steps") as stats:
-        metrics = run(clips, Path(args.out), p, common.sample_rate, common.seed, device)
-        stats.add("steps", p.steps if metrics.get("trained") else 0)
-    stage_log.info("%s: %s", stage, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
-    return 0

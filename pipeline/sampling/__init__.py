@@ -1,23 +1,15 @@
 """Training-set samplers over teacher embeddings: neural-collapse class-mean selection and baselines.
 
 `nc_select` is the method (pipeline/sampling/nc.py); `random_select`, `full_select`, `kcenter_select` and
-`farthest_select` are the baselines (baselines.py); `nc1` and friends are diagnostics (diagnostics.py).
+`farthest_select` are the baselines (baselines.py); `nc1` and friends are diagnostics (diagnostics.py); the
+quota maths (ratios per class, rows kept) is quotas.py's.
 `SAMPLERS` maps each `sample.method` name to its function. Imports faiss only when a function runs.
 """
 
 from pipeline.sampling.baselines import farthest_select, full_select, kcenter_select, random_select
 from pipeline.sampling.diagnostics import counts, mean_distances, nc1
-from pipeline.sampling.nc import (
-    NCRanking,
-    check_inputs,
-    check_ratio,
-    class_ratios,
-    n_keep_for,
-    nc_rank,
-    nc_select,
-    proportional_quotas,
-    select_from_ranking,
-)
+from pipeline.sampling.nc import NCRanking, check_inputs, nc_rank, nc_select, select_from_ranking
+from pipeline.sampling.quotas import check_ratio, class_ratios, n_keep_for, proportional_quotas
 
 SAMPLERS = {
     "nc": nc_select,

@@ -20,16 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.sampling.nc import (
-    DEFAULT_CHUNK_ROWS,
-    _rows_f32,
-    check_inputs,
-    check_ratio,
-    class_ratios,
-    n_keep_for,
-    nc_rank,
-    select_from_ranking,
-)
+from pipeline.sampling.nc import DEFAULT_CHUNK_ROWS, check_inputs, nc_rank, rows_f32, select_from_ranking
+from pipeline.sampling.quotas import check_ratio, class_ratios, n_keep_for
 
 
 def _per_class(embeddings: np.ndarray, labels: Any, ratio: float, class_ratio: Mapping | None,
@@ -96,7 +88,7 @@ def kcenter_select(embeddings: np.ndarray, labels: Any, ratio: float, *, seed: i
     """k-center greedy coreset per class (O(n_c * n_keep * D); see the module docstring)."""
     rng = np.random.default_rng(seed)
     return _per_class(embeddings, labels, ratio, class_ratio, classes,
-                      lambda rows, n_keep: rows[kcenter_greedy(_rows_f32(embeddings, rows, normalize), n_keep, rng)])
+                      lambda rows, n_keep: rows[kcenter_greedy(rows_f32(embeddings, rows, normalize), n_keep, rng)])
 
 
 def farthest_select(embeddings: np.ndarray, labels: Any, ratio: float, *, seed: int = 0,

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.sampling.nc import class_ratios, n_keep_for, proportional_quotas
+from pipeline.sampling.quotas import class_ratios, n_keep_for, proportional_quotas
 
 KEY = "_order_key"
 POOL = "_pool"

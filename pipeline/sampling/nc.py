@@ -27,16 +27,14 @@ Time: two sequential passes, O(N * D * (C + k)), plus a constant k-means trainin
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from pipeline.sampling.quotas import check_ratio, class_ratios, n_keep_for, proportional_quotas
 from pipeline.schema import LABEL_INDEX, LABELS
-
-log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_ROWS = 65536
 STRING_CLASSES = LABELS
@@ -55,21 +53,11 @@ class NCRanking:
     centroids: np.ndarray | None = field(default=None, repr=False)
 
 
-def _faiss():
-    import faiss  # imported lazily: the stage dispatcher must not pay for it
+def load_faiss():
+    """The faiss module, imported on first use: the stage dispatcher must not pay for it."""
+    import faiss
 
     return faiss
-
-
-def check_ratio(ratio: float, what: str = "ratio") -> float:
-    """Return `ratio` as a float or raise ValueError unless 0 < ratio <= 1."""
-    try:
-        value = float(ratio)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} must be a number in (0, 1], got {ratio!r}") from exc
-    if not (0.0 < value <= 1.0):
-        raise ValueError(f"{what} must be in (0, 1], got {ratio!r}")
-    return value
 
 
 def default_classes(labels: np.ndarray) -> tuple:
@@ -115,34 +103,13 @@ def check_inputs(embeddings: np.ndarray, labels: Any, classes: Sequence | None =
     return labels, classes
 
 
-def n_keep_for(n: int, ratio: float) -> int:
-    """Rows kept from a class of n rows at `ratio`: round half up, at least 1 (0 for an empty class)."""
-    if n <= 0:
-        return 0
-    return int(min(n, max(1, np.floor(ratio * n + 0.5))))
-
-
-def class_ratios(classes: Sequence, ratio: float, class_ratio: Mapping | None = None) -> dict:
-    """The ratio of every class: `class_ratio[c]` where given, else `ratio` (each checked in (0, 1])."""
-    ratio = check_ratio(ratio)
-    class_ratio = dict(class_ratio or {})
-    names = {str(c): c for c in classes}
-    unknown = sorted(str(k) for k in class_ratio if str(k) not in names)
-    if unknown:
-        raise ValueError(f"class_ratio names unknown classes {unknown}; known: {list(classes)}")
-    out = {c: ratio for c in classes}
-    for k, v in class_ratio.items():
-        out[names[str(k)]] = check_ratio(v, f"class_ratio[{k!r}]")
-    return out
-
-
 def _check_finite(finite_rows: np.ndarray, start: int) -> None:
     if not finite_rows.all():
         row = start + int(np.argmin(finite_rows))
         raise ValueError(f"embeddings contain NaN or inf (first at row {row}); re-run the embed stage")
 
 
-def _to_f32(block: np.ndarray, normalize: bool, start: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+def as_f32(block: np.ndarray, normalize: bool, start: int = 0, out: np.ndarray | None = None) -> np.ndarray:
     """A block of rows as contiguous float32 (a copy, written into `out` when given), checked finite,
     L2-normalised when asked (zero rows stay zero)."""
     if out is None:
@@ -159,9 +126,9 @@ def _to_f32(block: np.ndarray, normalize: bool, start: int = 0, out: np.ndarray 
     return x
 
 
-def _rows_f32(embeddings: np.ndarray, rows: np.ndarray, normalize: bool) -> np.ndarray:
-    """Selected rows of the matrix as float32 (see _to_f32)."""
-    return _to_f32(embeddings[rows], normalize)
+def rows_f32(embeddings: np.ndarray, rows: np.ndarray, normalize: bool) -> np.ndarray:
+    """Selected rows of the matrix as float32 (see as_f32)."""
+    return as_f32(embeddings[rows], normalize)
 
 
 def _chunks(rows: np.ndarray, chunk_rows: int):
@@ -176,7 +143,22 @@ def iter_blocks(embeddings: np.ndarray, normalize: bool, chunk_rows: int = DEFAU
     """
     buf = np.empty((min(chunk_rows, len(embeddings)), embeddings.shape[1]), dtype=np.float32)
     for start in range(0, len(embeddings), chunk_rows):
-        yield start, _to_f32(embeddings[start:start + chunk_rows], normalize, start, out=buf)
+        yield start, as_f32(embeddings[start:start + chunk_rows], normalize, start, out=buf)
+
+
+def class_sums(blocks: Iterable[tuple[int, np.ndarray]], codes: np.ndarray, n_classes: int,
+               dim: int) -> np.ndarray:
+    """float64 [n_classes, dim] sums of the float32 row blocks (start, block) per class code (-1: no class)."""
+    sums = np.zeros((n_classes, dim), dtype=np.float64)
+    for start, x in blocks:
+        onehot = np.zeros((len(x), n_classes), dtype=np.float32)
+        code = codes[start:start + len(x)]
+        ok = code >= 0
+        onehot[np.flatnonzero(ok), code[ok]] = 1.0
+        # per-class sums in one BLAS call; written x.T @ onehot because OpenBLAS is ~40x slower on the
+        # transposed form (onehot.T @ x, a 2-row left operand) on this machine
+        sums += (x.T @ onehot).T
+    return sums
 
 
 def class_means(embeddings: np.ndarray, labels: np.ndarray, classes: Sequence, normalize: bool = True,
@@ -185,15 +167,7 @@ def class_means(embeddings: np.ndarray, labels: np.ndarray, classes: Sequence, n
     codes = np.full(len(labels), -1, dtype=np.int64)
     for k, c in enumerate(classes):
         codes[labels == c] = k
-    sums = np.zeros((len(classes), embeddings.shape[1]), dtype=np.float64)
-    for start, x in iter_blocks(embeddings, normalize, chunk_rows):
-        onehot = np.zeros((len(x), len(classes)), dtype=np.float32)
-        code = codes[start:start + len(x)]
-        ok = code >= 0
-        onehot[np.flatnonzero(ok), code[ok]] = 1.0
-        # per-class sums in one BLAS call; written x.T @ onehot because OpenBLAS is ~40x slower on the
-        # transposed form (onehot.T @ x, a 2-row left operand) on this machine
-        sums += (x.T @ onehot).T
+    sums = class_sums(iter_blocks(embeddings, normalize, chunk_rows), codes, len(classes), embeddings.shape[1])
     n = np.array([(codes == k).sum() for k in range(len(classes))], dtype=np.float64)
     return {c: sums[k] / max(n[k], 1.0) for k, c in enumerate(classes)}
 
@@ -203,51 +177,36 @@ def class_mean(embeddings: np.ndarray, rows: np.ndarray, normalize: bool = True,
     """Mean of the given rows (after L2 normalisation by default), float64."""
     total = np.zeros(embeddings.shape[1], dtype=np.float64)
     for part in _chunks(rows, chunk_rows):
-        total += _rows_f32(embeddings, part, normalize).sum(axis=0, dtype=np.float64)
+        total += rows_f32(embeddings, part, normalize).sum(axis=0, dtype=np.float64)
     return total / max(len(rows), 1)
 
 
-def train_kmeans(embeddings: np.ndarray, rows: np.ndarray, n_clusters: int, seed: int, normalize: bool = True,
-                 max_points_per_centroid: int = 256, niter: int = 20) -> np.ndarray:
-    """faiss.Kmeans centroids (k x D float32) of the given rows, trained on a seeded subsample of at most
-    `max_points_per_centroid * k` rows, so that its cost does not grow with N."""
-    faiss = _faiss()
-    k = int(min(n_clusters, len(rows)))
-    rng = np.random.default_rng(seed)
+def kmeans_rows(rows: np.ndarray, k: int, seed: int, max_points_per_centroid: int = 256) -> np.ndarray:
+    """The rows k-means trains on: all of them up to `max_points_per_centroid * k`, else a seeded subsample
+    of that many (ascending), so that its cost does not grow with N (nc_rank and the streamed passes alike)."""
     limit = max_points_per_centroid * k
-    train_rows = rows if len(rows) <= limit else np.sort(rng.choice(rows, size=limit, replace=False))
-    x = _rows_f32(embeddings, train_rows, normalize)
-    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=int(seed) % (2**31), verbose=False,
-                      max_points_per_centroid=max_points_per_centroid, min_points_per_centroid=1)
+    if len(rows) <= limit:
+        return rows
+    return np.sort(np.random.default_rng(seed).choice(rows, size=limit, replace=False))
+
+
+def fit_kmeans(x: np.ndarray, k: int, seed: int, niter: int = 20, max_points_per_centroid: int = 256) -> np.ndarray:
+    """faiss.Kmeans centroids (k x D float32) of the float32 rows `x` (kmeans_rows' subsample)."""
+    km = load_faiss().Kmeans(x.shape[1], k, niter=niter, seed=int(seed) % (2**31), verbose=False,
+                             max_points_per_centroid=max_points_per_centroid, min_points_per_centroid=1)
     km.train(x)
     return np.asarray(km.centroids, dtype=np.float32).reshape(k, -1)
 
 
-def proportional_quotas(sizes: np.ndarray, n_keep: int) -> np.ndarray:
-    """Split n_keep over groups of the given sizes in proportion (largest remainder, ties to the lower id),
-    giving every non-empty group at least one row when n_keep allows it."""
-    sizes = np.asarray(sizes, dtype=np.int64)
-    total = int(sizes.sum())
-    if total == 0 or n_keep <= 0:
-        return np.zeros_like(sizes)
-    exact = n_keep * sizes / total
-    quota = np.floor(exact).astype(np.int64)
-    rest = n_keep - int(quota.sum())
-    order = np.lexsort((np.arange(len(sizes)), -(exact - quota)))
-    quota[order[:rest]] += 1
-    nonempty = sizes > 0
-    if n_keep < int(nonempty.sum()):
-        log.warning("only %d rows kept for %d non-empty clusters: some clusters go unrepresented",
-                    n_keep, int(nonempty.sum()))
-        return np.minimum(quota, sizes)
-    for j in np.flatnonzero(nonempty & (quota == 0)):
-        donor = int(np.argmax(quota))       # the largest quota always has more than one row here
-        quota[donor] -= 1
-        quota[j] += 1
-    return np.minimum(quota, sizes)
+def train_kmeans(embeddings: np.ndarray, rows: np.ndarray, n_clusters: int, seed: int, normalize: bool = True,
+                 max_points_per_centroid: int = 256, niter: int = 20) -> np.ndarray:
+    """faiss.Kmeans centroids (k x D float32) of the given rows, trained on their kmeans_rows subsample."""
+    k = int(min(n_clusters, len(rows)))
+    x = rows_f32(embeddings, kmeans_rows(rows, k, seed, max_points_per_centroid), normalize)
+    return fit_kmeans(x, k, seed, niter, max_points_per_centroid)
 
 
-def _nearest(rows: np.ndarray, distance: np.ndarray, n: int) -> np.ndarray:
+def nearest_rows(rows: np.ndarray, distance: np.ndarray, n: int) -> np.ndarray:
     """The n rows with the smallest distance (ties to the lower row index), in ascending distance."""
     if n >= len(rows):
         order = np.lexsort((rows, distance))
@@ -264,7 +223,7 @@ def _ivf_nearest(embeddings: np.ndarray, rows: np.ndarray, mean: np.ndarray, n: 
                  nlist: int, nprobe: int, seed: int, chunk_rows: int) -> np.ndarray:
     """Approximate n nearest rows to the mean with an IndexIVFFlat over the class rows (nprobe grows until
     n results come back)."""
-    faiss = _faiss()
+    faiss = load_faiss()
     d = embeddings.shape[1]
     nlist = int(max(1, min(nlist, len(rows) // 39 or 1)))
     quantizer = faiss.IndexFlatL2(d)
@@ -273,9 +232,9 @@ def _ivf_nearest(embeddings: np.ndarray, rows: np.ndarray, mean: np.ndarray, n: 
     limit = 256 * nlist
     train_rows = rows if len(rows) <= limit else np.sort(rng.choice(rows, size=limit, replace=False))
     index.cp.seed = int(seed) % (2**31)
-    index.train(_rows_f32(embeddings, train_rows, normalize))
+    index.train(rows_f32(embeddings, train_rows, normalize))
     for part in _chunks(rows, chunk_rows):
-        index.add(_rows_f32(embeddings, part, normalize))
+        index.add(rows_f32(embeddings, part, normalize))
     probe = max(1, min(nprobe, nlist))
     query = np.asarray(mean, dtype=np.float32).reshape(1, -1)
     while True:
@@ -295,7 +254,7 @@ def nc_rank(embeddings: np.ndarray, labels: Any, *, n_clusters: int, seed: int, 
     Two sequential passes over the matrix: class means, then one FAISS pairwise-distance call per block
     against [class means; k-means centroids] gives every row its distance to its class mean and its cluster.
     """
-    faiss = _faiss()
+    faiss = load_faiss()
     labels, classes = check_inputs(embeddings, labels, classes, chunk_rows, check_finite=False)
     fake = default_fake_class(classes) if fake_class == "auto" else fake_class
     class_rows = {c: np.flatnonzero(labels == c) for c in classes}
@@ -342,9 +301,9 @@ def select_from_ranking(ranking: NCRanking, ratio: float, class_ratio: Mapping |
             for j, q in zip(ids, proportional_quotas(sizes, n_keep)):
                 if q:
                     sub = rows[clusters == j]
-                    picked.append(_nearest(sub, ranking.distance[sub], int(q)))
+                    picked.append(nearest_rows(sub, ranking.distance[sub], int(q)))
         else:
-            picked.append(_nearest(rows, sign * ranking.distance[rows], n_keep))
+            picked.append(nearest_rows(rows, sign * ranking.distance[rows], n_keep))
     return np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
 
 

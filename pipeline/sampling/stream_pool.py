@@ -37,8 +37,9 @@ import pandas as pd
 from pipeline.sampling import budget as bd
 from pipeline.sampling.baselines import random_rows
 from pipeline.sampling.diagnostics import COUNT_COLUMNS, counts, mean_distances, nc1
-from pipeline.sampling.nc import DEFAULT_CHUNK_ROWS, class_ratios, n_keep_for
-from pipeline.sampling.streaming import StreamedNC, _take, as_shards, stream_nc
+from pipeline.sampling.nc import DEFAULT_CHUNK_ROWS
+from pipeline.sampling.quotas import class_ratios, n_keep_for
+from pipeline.sampling.streaming import StreamedNC, as_shards, stream_nc, take_rows
 from pipeline.schema import LABELS
 
 CHUNK_ROWS = DEFAULT_CHUNK_ROWS          # read at call time (tests shrink it)
@@ -120,12 +121,12 @@ class _Slim:
 
 def _farthest(distance: np.ndarray, codes: np.ndarray, ratios: dict) -> np.ndarray:
     """select_from_ranking(farthest=True): per class, the n_keep rows farthest from the mean (ties: lower row)."""
-    from pipeline.sampling.nc import _nearest
+    from pipeline.sampling.nc import nearest_rows
 
     picked = []
     for k in CODES:
         rows = np.flatnonzero(codes == k)
-        picked.append(_nearest(rows, -distance[rows], n_keep_for(len(rows), ratios[k])))
+        picked.append(nearest_rows(rows, -distance[rows], n_keep_for(len(rows), ratios[k])))
     return np.sort(np.concatenate(picked))
 
 
@@ -151,7 +152,7 @@ def _nc1_sample(embeddings: Any, rows: np.ndarray, codes: np.ndarray, normalize:
     """NC1 of the given matrix rows (a bounded sample), None unless both classes are in it (or not finite)."""
     if len(np.unique(codes)) < len(CODES):
         return None
-    value = nc1(_take(as_shards(embeddings), rows), np.array(LABELS)[codes], normalize=normalize)
+    value = nc1(take_rows(as_shards(embeddings), rows), np.array(LABELS)[codes], normalize=normalize)
     return float(value) if np.isfinite(value) else None
 
 

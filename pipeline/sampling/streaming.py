@@ -37,14 +37,15 @@ import numpy as np
 from pipeline.embstore import ShardedEmbeddings, iter_row_blocks
 from pipeline.sampling.nc import (
     DEFAULT_CHUNK_ROWS,
-    _faiss,
-    _to_f32,
-    class_ratios,
+    as_f32,
+    class_sums,
     default_classes,
     default_fake_class,
-    n_keep_for,
-    proportional_quotas,
+    fit_kmeans,
+    kmeans_rows,
+    load_faiss,
 )
+from pipeline.sampling.quotas import class_ratios, n_keep_for, proportional_quotas
 
 
 def as_shards(embeddings: Any) -> list[np.ndarray]:
@@ -61,7 +62,12 @@ def as_shards(embeddings: Any) -> list[np.ndarray]:
     return shards
 
 
-class _TopK:
+def take_rows(shards: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """The given rows of the sharded matrix, in order (releases the file pages it maps: embstore.release_pages)."""
+    return ShardedEmbeddings(shards)[rows]
+
+
+class TopK:
     """The `k` (distance, row) pairs with the smallest distance seen so far, ties to the lower row."""
 
     def __init__(self, k: int) -> None:
@@ -87,20 +93,6 @@ class _TopK:
         self.rows, self.dist = rows, dist
 
 
-def _codes(labels: np.ndarray, classes: Sequence) -> np.ndarray:
-    codes = np.full(len(labels), -1, dtype=np.int8)
-    for k, c in enumerate(classes):
-        codes[labels == c] = k
-    if (codes < 0).any():
-        bad = labels[np.argmax(codes < 0)]
-        raise ValueError(f"label {bad!r} is not among the classes {list(classes)}")
-    return codes
-
-
-def _take(shards: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
-    return ShardedEmbeddings(shards)[rows]       # releases the file pages it maps (embstore.release_pages)
-
-
 @dataclass(frozen=True)
 class StreamedNC:
     """What the streamed passes found: the selection and the per-row quantities they kept."""
@@ -118,26 +110,49 @@ class StreamedNC:
         return np.sqrt(np.maximum(self.sq_distance[rows].astype(np.float64), 0.0))
 
 
-def _check_rows(rows: Any, total: int) -> np.ndarray:
-    rows = np.asarray(rows, dtype=np.int64)
-    if rows.ndim != 1 or (len(rows) and (rows[0] < 0 or rows[-1] >= total)) or np.any(np.diff(rows) <= 0):
-        raise ValueError(f"rows must be ascending distinct indices into the {total} embedding rows")
-    return rows
+@dataclass
+class StreamPlan:
+    """The checked inputs of the streamed passes: the shards, the rows read, the class code of every row."""
+
+    shards: list[np.ndarray]
+    subset: np.ndarray | None            # ascending rows of the matrix (None: all of them)
+    classes: tuple
+    codes: np.ndarray                    # int8 class code per row read
+    counts: np.ndarray                   # rows per class
+    fake_code: int                       # the k-means class's code (-1: none)
+    normalize: bool
+    chunk_rows: int
+
+    @property
+    def n(self) -> int:
+        return len(self.codes)
+
+    @property
+    def dim(self) -> int:
+        return self.shards[0].shape[1]
+
+    def blocks(self, buf: np.ndarray):
+        """(start, float32 block) over the rows read, in `chunk_rows` blocks at nc.py's boundaries (one buffer:
+        use each block before asking for the next); a subset is gathered block by block, never as a whole."""
+        if self.subset is None:
+            for start, block in iter_row_blocks(self.shards, self.chunk_rows):
+                yield start, as_f32(block, self.normalize, start, out=buf)
+        else:
+            for start in range(0, self.n, self.chunk_rows):
+                rows = self.subset[start:start + self.chunk_rows]
+                yield start, as_f32(take_rows(self.shards, rows), self.normalize, start, out=buf)
+
+    def buffer(self) -> np.ndarray:
+        return np.empty((max(min(self.chunk_rows, self.n), 1), self.dim), dtype=np.float32)
+
+    def matrix_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Rows counted in the subset -> rows of the matrix."""
+        return rows if self.subset is None else self.subset[rows]
 
 
-def stream_nc_select(embeddings: Any, labels: Any, ratio: float, **kwargs: Any) -> np.ndarray:
-    """NC class-mean selection over row shards in three streamed passes; row indices ascending (see module doc).
-
-    Takes the arguments of `stream_nc` (`rows` for a subset of the matrix)."""
-    return stream_nc(embeddings, labels, ratio, **kwargs).indices
-
-
-def stream_nc(embeddings: Any, labels: Any, ratio: float, *, n_clusters: int, seed: int,
-              class_ratio: Mapping | None = None, normalize: bool = True, classes: Sequence | None = None,
-              fake_class: Any = "auto", max_points_per_centroid: int = 256, kmeans_iters: int = 20,
-              chunk_rows: int = DEFAULT_CHUNK_ROWS, rows: Any = None, keep_distances: bool = False) -> StreamedNC:
-    """The streamed selection (see the module doc) with its distances, class means and clusters."""
-    faiss = _faiss()
+def plan_stream(embeddings: Any, labels: Any, classes: Sequence | None, fake_class: Any, rows: Any,
+                normalize: bool, chunk_rows: int) -> StreamPlan:
+    """Check the inputs of stream_nc (shards, rows, labels, every class present) and code the labels."""
     shards = as_shards(embeddings)
     total, dim = sum(len(s) for s in shards), shards[0].shape[1]
     subset = None if rows is None else _check_rows(rows, total)
@@ -153,69 +168,82 @@ def stream_nc(embeddings: Any, labels: Any, ratio: float, *, n_clusters: int, se
     for k, c in enumerate(classes):
         if counts[k] == 0:
             raise ValueError(f"class {c!r} has no rows: NC sampling needs every class {list(classes)} in the pool")
-    ratios = class_ratios(classes, ratio, class_ratio)
     fake = default_fake_class(classes) if fake_class == "auto" else fake_class
-    fake_code = classes.index(fake) if fake in classes else -1
-    buf = np.empty((max(min(chunk_rows, n), 1), dim), dtype=np.float32)
+    return StreamPlan(shards, subset, classes, codes, counts, classes.index(fake) if fake in classes else -1,
+                      normalize, chunk_rows)
 
-    def blocks():
-        if subset is None:
-            for start, block in iter_row_blocks(shards, chunk_rows):
-                yield start, _to_f32(block, normalize, start, out=buf)
-        else:   # the subset's blocks, gathered one at a time: never the whole embeddings[rows]
-            for start in range(0, n, chunk_rows):
-                yield start, _to_f32(_take(shards, subset[start:start + chunk_rows]), normalize, start, out=buf)
 
-    # pass 1: class means (float64 sums of the same float32 block products as nc.class_means)
-    sums = np.zeros((len(classes), dim), dtype=np.float64)
-    for start, x in blocks():
-        onehot = np.zeros((len(x), len(classes)), dtype=np.float32)
-        onehot[np.arange(len(x)), codes[start:start + len(x)]] = 1.0
-        sums += (x.T @ onehot).T
-    means = sums / np.maximum(counts, 1)[:, None]
-    refs = means.astype(np.float32)
-
-    # k-means over the fake class on nc.train_kmeans' seeded subsample
-    centroids = None
-    if fake_code >= 0 and n_clusters and n_clusters > 1 and counts[fake_code] > 1:
-        fake_rows = np.flatnonzero(codes == fake_code)
-        k = int(min(n_clusters, len(fake_rows)))
-        limit = max_points_per_centroid * k
-        rng = np.random.default_rng(seed)
-        train_rows = fake_rows if len(fake_rows) <= limit else np.sort(rng.choice(fake_rows, size=limit,
-                                                                                  replace=False))
-        del fake_rows
-        km = faiss.Kmeans(dim, k, niter=kmeans_iters, seed=int(seed) % (2**31), verbose=False,
-                          max_points_per_centroid=max_points_per_centroid, min_points_per_centroid=1)
-        km.train(_to_f32(_take(shards, train_rows if subset is None else subset[train_rows]), normalize))
-        centroids = np.asarray(km.centroids, dtype=np.float32).reshape(k, -1)
-        refs = np.concatenate([refs, centroids])
-
-    # pass 2: the nearest centroid of every fake row (one small integer per row) -> cluster sizes
-    cluster = None
-    if centroids is not None:
-        cluster = np.full(n, -1, dtype=np.int16 if len(centroids) < 2**15 else np.int32)
-        for start, x in blocks():
-            f = np.flatnonzero(codes[start:start + len(x)] == fake_code)
-            if len(f):
-                d2 = faiss.pairwise_distances(x, refs)  # the whole block against every ref, as nc.py computes it
-                cluster[start + f] = np.argmin(d2[f, len(classes):], axis=1)
-
-    # quotas per group: (class code, cluster or -1)
-    groups: dict[tuple[int, int], _TopK] = {}
+def _codes(labels: np.ndarray, classes: Sequence) -> np.ndarray:
+    codes = np.full(len(labels), -1, dtype=np.int8)
     for k, c in enumerate(classes):
-        n_keep = n_keep_for(int(counts[k]), ratios[c])
-        if k == fake_code and cluster is not None:
+        codes[labels == c] = k
+    if (codes < 0).any():
+        bad = labels[np.argmax(codes < 0)]
+        raise ValueError(f"label {bad!r} is not among the classes {list(classes)}")
+    return codes
+
+
+def _check_rows(rows: Any, total: int) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.ndim != 1 or (len(rows) and (rows[0] < 0 or rows[-1] >= total)) or np.any(np.diff(rows) <= 0):
+        raise ValueError(f"rows must be ascending distinct indices into the {total} embedding rows")
+    return rows
+
+
+def stream_class_means(plan: StreamPlan, buf: np.ndarray) -> np.ndarray:
+    """Pass 1: float64 class means [C, D] (the same float32 block products as nc.class_means)."""
+    sums = class_sums(plan.blocks(buf), plan.codes, len(plan.classes), plan.dim)
+    return sums / np.maximum(plan.counts, 1)[:, None]
+
+
+def stream_kmeans(plan: StreamPlan, n_clusters: int, seed: int, max_points_per_centroid: int,
+                  kmeans_iters: int) -> np.ndarray | None:
+    """The fake class's k-means centroids, trained on nc's seeded subsample (random row reads); None without."""
+    if not (plan.fake_code >= 0 and n_clusters and n_clusters > 1 and plan.counts[plan.fake_code] > 1):
+        return None
+    fake_rows = np.flatnonzero(plan.codes == plan.fake_code)
+    k = int(min(n_clusters, len(fake_rows)))
+    train_rows = kmeans_rows(fake_rows, k, seed, max_points_per_centroid)
+    x = as_f32(take_rows(plan.shards, plan.matrix_rows(train_rows)), plan.normalize)
+    return fit_kmeans(x, k, seed, kmeans_iters, max_points_per_centroid)
+
+
+def stream_clusters(plan: StreamPlan, refs: np.ndarray, n_centroids: int, buf: np.ndarray) -> np.ndarray:
+    """Pass 2: the nearest centroid of every fake row, one small integer per row (-1 for the other classes)."""
+    faiss = load_faiss()
+    n_classes = len(plan.classes)
+    cluster = np.full(plan.n, -1, dtype=np.int16 if n_centroids < 2**15 else np.int32)
+    for start, x in plan.blocks(buf):
+        f = np.flatnonzero(plan.codes[start:start + len(x)] == plan.fake_code)
+        if len(f):
+            d2 = faiss.pairwise_distances(x, refs)  # the whole block against every ref, as nc.py computes it
+            cluster[start + f] = np.argmin(d2[f, n_classes:], axis=1)
+    return cluster
+
+
+def group_quotas(plan: StreamPlan, ratios: Mapping, cluster: np.ndarray | None) -> dict[tuple[int, int], TopK]:
+    """A TopK per group (class code, k-means cluster or -1) holding its quota, split as nc.py splits it."""
+    groups: dict[tuple[int, int], TopK] = {}
+    for k, c in enumerate(plan.classes):
+        n_keep = n_keep_for(int(plan.counts[k]), ratios[c])
+        if k == plan.fake_code and cluster is not None:
             sizes = np.bincount(cluster[cluster >= 0])
             for j, q in enumerate(proportional_quotas(sizes, n_keep)):
-                groups[(k, j)] = _TopK(int(q))
+                groups[(k, j)] = TopK(int(q))
         else:
-            groups[(k, -1)] = _TopK(n_keep)
+            groups[(k, -1)] = TopK(n_keep)
+    return groups
 
-    # pass 3: distance to the class mean, each group keeping its quota of nearest rows
-    sq_distance = np.empty(n, dtype=np.float32) if keep_distances else None
-    for start, x in blocks():
-        code = codes[start:start + len(x)].astype(np.int64)
+
+def stream_nearest(plan: StreamPlan, refs: np.ndarray, cluster: np.ndarray | None, groups: dict[tuple[int, int], TopK],
+                   buf: np.ndarray, keep_distances: bool) -> np.ndarray | None:
+    """Pass 3: each row's distance to its class mean; every group keeps its quota of nearest rows.
+
+    Returns every row's squared distance (float32) with `keep_distances`, else None."""
+    faiss = load_faiss()
+    sq_distance = np.empty(plan.n, dtype=np.float32) if keep_distances else None
+    for start, x in plan.blocks(buf):
+        code = plan.codes[start:start + len(x)].astype(np.int64)
         d2 = faiss.pairwise_distances(x, refs)
         own = d2[np.arange(len(x)), code]
         if sq_distance is not None:
@@ -227,9 +255,36 @@ def stream_nc(embeddings: Any, labels: Any, ratio: float, *, n_clusters: int, se
             m = (code == k) & (sub == j)
             if m.any():
                 top.push(rows[m], dist[m])
+    return sq_distance
+
+
+def stream_nc_select(embeddings: Any, labels: Any, ratio: float, **kwargs: Any) -> np.ndarray:
+    """NC class-mean selection over row shards in three streamed passes; row indices ascending (see module doc).
+
+    Takes the arguments of `stream_nc` (`rows` for a subset of the matrix)."""
+    return stream_nc(embeddings, labels, ratio, **kwargs).indices
+
+
+def stream_nc(embeddings: Any, labels: Any, ratio: float, *, n_clusters: int, seed: int,
+              class_ratio: Mapping | None = None, normalize: bool = True, classes: Sequence | None = None,
+              fake_class: Any = "auto", max_points_per_centroid: int = 256, kmeans_iters: int = 20,
+              chunk_rows: int = DEFAULT_CHUNK_ROWS, rows: Any = None, keep_distances: bool = False) -> StreamedNC:
+    """The streamed selection (see the module doc) with its distances, class means and clusters."""
+    plan = plan_stream(embeddings, labels, classes, fake_class, rows, normalize, chunk_rows)
+    ratios = class_ratios(plan.classes, ratio, class_ratio)
+    buf = plan.buffer()
+    means = stream_class_means(plan, buf)
+    refs = means.astype(np.float32)
+    centroids = stream_kmeans(plan, n_clusters, seed, max_points_per_centroid, kmeans_iters)
+    cluster = None
+    if centroids is not None:
+        refs = np.concatenate([refs, centroids])
+        cluster = stream_clusters(plan, refs, len(centroids), buf)
+    groups = group_quotas(plan, ratios, cluster)
+    sq_distance = stream_nearest(plan, refs, cluster, groups, buf, keep_distances)
     tops = [top for top in groups.values() if len(top.rows)]
     picked = np.concatenate([t.rows for t in tops]) if tops else np.empty(0, dtype=np.int64)
     dist = np.concatenate([t.dist for t in tops]) if tops else np.empty(0, dtype=np.float64)
     order = np.argsort(picked, kind="stable")
     return StreamedNC(indices=picked[order], distance=dist[order],
-                      means={c: means[k] for k, c in enumerate(classes)}, cluster=cluster, sq_distance=sq_distance)
+                      means={c: means[k] for k, c in enumerate(plan.classes)}, cluster=cluster, sq_distance=sq_distance)

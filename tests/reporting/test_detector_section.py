@@ -159,7 +159,7 @@ def test_a_malformed_eer_or_det_csv_is_reported_not_fatal(tmp_path):
 def test_evaluate_and_report_draw_det_curves_with_the_one_plotter():
     src = {name: (Path(evaluate.__file__).parent / name).read_text()
            for name in ("evaluate.py", "reporting/plots.py", "reporting/detector_section.py")}
-    assert "from pipeline.reporting.detplot import det_figure" in src["evaluate.py"]
+    assert "from pipeline.reporting.detplot import write_plots" in src["evaluate.py"]  # which draws with det_figure
     assert "from pipeline.reporting.detplot import det_figure" in src["reporting/detector_section.py"]
     assert "norm.ppf" not in src["evaluate.py"] + src["reporting/plots.py"]
     assert "compute_eer" not in src["reporting/detector_section.py"]

@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.runtime.cpu_isa import ATEN_VAR, PIN_VAR, PINS, cpu_flags, pin_cpu_isa
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 AVX2_CPU = "processor\t: 0\nflags\t\t: fpu sse2 avx fma avx2 avx512f\n"
 OLD_CPU = "processor\t: 0\nflags\t\t: fpu sse2 sse4_2 avx\n"
 LIB_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")

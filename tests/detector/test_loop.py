@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.detector.loop import EpochResult, Phase, RunState, checkpointer, fit, live_log, optimizer_step
+from pipeline.detector.loop import EpochResult, Phase, RunState, fit, live_log, optimizer_step
+from pipeline.models import checkpointer
 
 
 class FakeLive:

@@ -12,11 +12,11 @@ import pytest
 from pipeline import reconstruct
 from pipeline.runtime import engine
 from tests.conftest import tiny_clip_table
-from tests.test_engine import _table, square
+from tests.runtime.test_engine import _table, square
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # a Ray start and its actor pools take minutes on 2 shared cores
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RAY2 = engine.EngineConfig(engine="ray", concurrency=2)
 
 
@@ -130,12 +130,12 @@ def test_embed_on_ray_writes_the_local_embeddings(tmp_path):
 
     from pipeline import embed
     from pipeline.models import build_model, save_checkpoint
-    from pipeline.params import teacher_model_keys
+    from pipeline.params import TeacherParams
     from tests.test_embed import TEACHER
 
     clips = tiny_clip_table(tmp_path / "audio", n_speakers=4, clips_per_speaker=3, seconds=0.5)
     torch.manual_seed(0)
-    model = build_model({**teacher_model_keys(TEACHER), "sample_rate": 16000}).eval()
+    model = build_model(TeacherParams.from_params(TEACHER, name="t").model_config(16000)).eval()
     path = save_checkpoint(model, None, tmp_path / "teacher" / "model.pt")
     p = embed.EmbedParams(batch_size=4, eval_s=0.5, shard_batches=1)
     cpu = torch.device("cpu")
@@ -168,13 +168,13 @@ def test_score_on_ray_writes_the_local_scores(tmp_path):
 
     from pipeline import score
     from pipeline.models import build_model, save_checkpoint
-    from pipeline.params import teacher_model_keys
+    from pipeline.params import TeacherParams
     from pipeline.schema import write_clips
     from tests.test_embed import TEACHER
 
     clips = tiny_clip_table(tmp_path / "audio", n_speakers=3, clips_per_speaker=3, seconds=0.5)
     torch.manual_seed(0)
-    model = build_model({**teacher_model_keys(TEACHER), "sample_rate": 16000}).eval()
+    model = build_model(TeacherParams.from_params(TEACHER, name="t").model_config(16000)).eval()
     save_checkpoint(model, None, tmp_path / "model" / "model.pt")
     write_clips(clips, tmp_path / "clips.parquet")
     common = ["--model", str(tmp_path / "model"), str(tmp_path / "clips.parquet"), "--batch-size", "4",

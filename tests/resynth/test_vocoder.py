@@ -9,9 +9,9 @@ import torch
 from pipeline.resynth import build, list_systems, resynthesize, vocoder
 from pipeline.resynth.common import logmel_distance
 from tests.conftest import make_wave
+from tests.resynth.hifigan import TINY_HIFIGAN, make_hifigan, save_hifigan
 
 SR = 16000
-TINY_HIFIGAN = {"upsample_initial_channel": 32, "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3, 5]]}
 
 
 def _check(wave: np.ndarray, out: np.ndarray, max_db: float) -> float:
@@ -40,16 +40,18 @@ def test_griffinlim_is_time_aligned_with_its_input():
     assert abs(best) <= 16
 
 
-def test_hifigan_universal_from_the_wheel_reconstructs_a_second():
+@pytest.mark.parametrize("system", ["hifigan_universal", "hifigan_ljspeech"])
+def test_the_wheels_pretrained_hifigans_reconstruct_a_second(system):
     wave = make_wave(1.0, SR)
-    out = build("vocoder", "hifigan_universal", {"sample_rate": SR})([wave, wave[:8000]])
+    out = build("vocoder", system, {"sample_rate": SR})([wave, wave[:8000]])
     assert len(out[1]) == 8000
     _check(wave, out[0], max_db=12.0)
+    assert system in vocoder.SYSTEMS
 
 
 def test_hifigan_loads_a_locally_saved_checkpoint(tmp_path):
-    generator, cfg = vocoder.make_hifigan(TINY_HIFIGAN)
-    vocoder.save_hifigan(generator, cfg, tmp_path / "g.pth.tar", tmp_path / "config.json")
+    generator, cfg = make_hifigan(TINY_HIFIGAN)
+    save_hifigan(generator, cfg, tmp_path / "g.pth.tar", tmp_path / "config.json")
     r = vocoder.build("hifigan_tiny", {"sample_rate": SR, "hifigan_checkpoint": tmp_path / "g.pth.tar",
                                        "hifigan_config": tmp_path / "config.json"})
     wave = make_wave(1.0, SR)
@@ -60,8 +62,8 @@ def test_hifigan_loads_a_locally_saved_checkpoint(tmp_path):
 
 
 def test_hifigan_config_with_another_mel_is_refused(tmp_path):
-    generator, cfg = vocoder.make_hifigan(TINY_HIFIGAN)
-    vocoder.save_hifigan(generator, {**cfg, "num_mels": 100}, tmp_path / "g.pth.tar", tmp_path / "config.json")
+    generator, cfg = make_hifigan(TINY_HIFIGAN)
+    save_hifigan(generator, {**cfg, "num_mels": 100}, tmp_path / "g.pth.tar", tmp_path / "config.json")
     with pytest.raises(ValueError, match="num_mels"):
         vocoder.load_hifigan(tmp_path / "g.pth.tar", tmp_path / "config.json")
 
@@ -101,8 +103,8 @@ def test_vocoders_are_deterministic():
 
 def test_frozen_torchscript_generator_matches_eager():
     torch.manual_seed(0)
-    generator, _ = vocoder.make_hifigan(TINY_HIFIGAN)
-    vocoder._remove_weight_norm(generator)
+    generator, _ = make_hifigan(TINY_HIFIGAN)
+    vocoder.remove_weight_norm(generator)
     frozen = vocoder.freeze_generator(generator)
     mel = torch.randn(2, 80, 40)
     with torch.inference_mode():

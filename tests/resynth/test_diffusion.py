@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.resynth import build, diffusion, vocoder
+from pipeline.resynth import build, diffusion
 from pipeline.resynth.common import logmel_distance
 from tests.conftest import make_wave
+from tests.resynth.hifigan import TINY_HIFIGAN, make_hifigan, save_hifigan
 
 SR = 16000
 TINY_UNET = {"block_out_channels": [8, 16], "layers_per_block": 1}
-TINY_HIFIGAN = {"upsample_initial_channel": 32, "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3, 5]]}
 
 
 @pytest.fixture()
@@ -23,8 +23,8 @@ def models(tmp_path):
     unet_dir = tmp_path / "diffusion"
     diffusion.save_diffusion(diffusion.make_unet(TINY_UNET), diffusion.make_scheduler(),
                              {"mel_mean": -6.0, "mel_std": 3.0}, unet_dir)
-    generator, cfg = vocoder.make_hifigan(TINY_HIFIGAN)
-    vocoder.save_hifigan(generator, cfg, tmp_path / "g.pth.tar", tmp_path / "hifigan.json")
+    generator, cfg = make_hifigan(TINY_HIFIGAN)
+    save_hifigan(generator, cfg, tmp_path / "g.pth.tar", tmp_path / "hifigan.json")
     return {"generator": str(unet_dir), "hifigan_checkpoint": str(tmp_path / "g.pth.tar"),
             "hifigan_config": str(tmp_path / "hifigan.json"), "sample_rate": SR, "seed": 7, "ddim_steps": 3}
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline.params import ConfigError, Runtime
 from pipeline.runtime import engine
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _table(n: int = 23) -> pd.DataFrame:
@@ -93,10 +94,10 @@ def test_shards_of_another_table_are_not_reused(tmp_path):
 
 
 def test_bad_engine_settings_are_clear_errors():
-    with pytest.raises(ValueError, match="runtime.engine"):
+    with pytest.raises(ConfigError, match="params runtime.engine: unknown value 'spark'"):
         engine.EngineConfig(engine="spark")
-    with pytest.raises(ValueError, match="concurrency"):
-        engine.EngineConfig.from_params({"runtime": {"engine": "ray", "concurrency": 0}})
+    with pytest.raises(ConfigError, match="params runtime.concurrency: must be >= 1"):
+        engine.EngineConfig(engine="ray", concurrency=0)
     with pytest.raises(ValueError, match="batch_size"):
         engine.map_batches(square, _table(), batch_size=0)
     with pytest.raises(ValueError, match="exactly one"):
@@ -106,9 +107,9 @@ def test_bad_engine_settings_are_clear_errors():
 
 
 def test_engine_config_from_params_asks_a_gpu_per_actor_only_on_cuda():
-    cfg = engine.EngineConfig.from_params({"runtime": {"engine": "ray", "concurrency": 3}}, device="cuda:0")
+    cfg = engine.EngineConfig.from_runtime(Runtime.from_params({"engine": "ray", "concurrency": 3}), device="cuda:0")
     assert (cfg.engine, cfg.concurrency, cfg.num_gpus) == ("ray", 3, 1.0)
-    assert engine.EngineConfig.from_params({"runtime": {"device": "cpu"}}) == engine.LOCAL
+    assert engine.EngineConfig.from_runtime(Runtime.from_params({"device": "cpu"})) == engine.LOCAL
 
 
 def test_an_empty_table_gives_an_empty_frame():

@@ -1,0 +1,132 @@
+"""What the generator fit stages (fit_codec, fit_diffusion) share: their params base, their training audio and
+their pass over the one training loop.
+
+Reads the audio of the bona fide train clips (`read_waves`); writes nothing (each stage saves its own model).
+Both stages train on the loop of every fitted model, pipeline.detector.loop.fit: `fit_steps` runs a stage's
+`steps` optimiser steps as the one epoch of one phase, so the optimiser step (zero_grad, backward, gradient
+clipping, step), the best state, early stopping and the epoch log are the detectors'. A stage supplies its
+batch (the random draws of one step, in step order), its step (batch -> loss) and its evaluation: the running
+loss terms it logs. There is no dev split of generator training and one epoch has nothing to stop early, so
+the best state is the last step's, and the saved weights are those of the last step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.audio import AudioError, check_audio, read_audio
+from pipeline.detector.loop import EpochResult, Phase, RunState, fit
+from pipeline.logs import stage_timer
+from pipeline.params import Common, Section, number, stage_parser
+from pipeline.runtime.devices import setup_torch
+from pipeline.schema import read_clips
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FitParams(Section):
+    """The keys every fit_* section has; a stage's class adds its own (and its defaults)."""
+
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 2e-3
+    max_clips: int | None = None   # null = every bona fide train clip
+
+    def check(self) -> None:
+        number(f"{self.where}.steps", self.steps, low=1, integer=True)
+        number(f"{self.where}.batch_size", self.batch_size, low=1, integer=True)
+        number(f"{self.where}.lr", self.lr, low=0, low_open=True)
+        number(f"{self.where}.max_clips", self.max_clips, low=1, integer=True, allow_none=True)
+
+
+def fit_parser(stage: str, description: str, out_help: str):
+    """The command line of a fit stage: --clips (the clip table) and --out (the generator directory)."""
+    parser = stage_parser(stage, description)
+    parser.add_argument("--clips", required=True, help="clip table (data/clips.parquet)")
+    parser.add_argument("--out", required=True, help=f"output directory ({out_help})")
+    return parser
+
+
+def run_fit(stage: str, run: Callable[..., dict], p: FitParams, clips_path: str, out: str, common: Common) -> dict:
+    """What a fit stage's main does after parsing: torch set up from `common`, the clip table read, `run` timed
+    (steps/s) and its metrics logged; returns them."""
+    device = setup_torch(common)
+    clips = read_clips(clips_path, stage=stage)
+    stage_log = logging.getLogger(f"pipeline.{stage}")
+    with stage_timer(stage_log, stage, unit_key="steps") as stats:
+        metrics = run(clips, Path(out), p, common.sample_rate, common.seed, device)
+        stats.add("steps", p.steps if metrics.get("trained") else 0)
+    stage_log.info("%s: %s", stage, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    return metrics
+
+
+def read_waves(clips: pd.DataFrame, sample_rate: int, max_clips: int | None = None,
+               rng: np.random.Generator | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """Read the audio of a clip table (optionally a seeded subset) -> (waves, clip_ids); unusable clips skipped."""
+    rows = clips
+    if max_clips and len(rows) > max_clips:
+        pick = (rng or np.random.default_rng(0)).choice(len(rows), size=max_clips, replace=False)
+        rows = rows.iloc[np.sort(pick)]
+    waves, ids = [], []
+    for path, clip_id in zip(rows["path"].tolist(), rows["clip_id"].tolist()):
+        try:
+            wave, _ = read_audio(path, sample_rate)
+            check_audio(wave, sample_rate)
+        except AudioError as exc:
+            log.warning("skipping %s: %s", clip_id, exc)
+            continue
+        waves.append(wave)
+        ids.append(clip_id)
+    return waves, ids
+
+
+def training_waves(clips: pd.DataFrame, stage: str, sample_rate: int, max_clips: int | None,
+                   rng: np.random.Generator) -> list[np.ndarray]:
+    """The audio of the bona fide train clips (a seeded subset of `max_clips`); a ValueError when there is none."""
+    train = clips[(clips["label"] == "bonafide") & (clips["split"] == "train")]
+    if train.empty:
+        raise ValueError(f"{stage}: no bona fide train clips to train on")
+    waves, _ = read_waves(train, sample_rate, max_clips, rng)
+    if not waves:
+        raise ValueError(f"{stage}: none of the bona fide train clips could be read")
+    return waves
+
+
+def random_segments(waves: Sequence[np.ndarray], n: int, length: int, rng: np.random.Generator) -> np.ndarray:
+    """n random crops of `length` samples (short clips zero-padded) -> float32 [n, length]."""
+    out = np.zeros((n, length), dtype=np.float32)
+    for k, i in enumerate(rng.integers(0, len(waves), size=n)):
+        w = waves[i]
+        if len(w) > length:
+            start = int(rng.integers(0, len(w) - length + 1))
+            out[k] = w[start: start + length]
+        else:
+            out[k, : len(w)] = w
+    return out
+
+
+def fit_steps(name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int,
+              batch: Callable[[], Any], step: Callable[[Any], torch.Tensor], terms: Callable[[], dict[str, float]],
+              max_norm: float) -> RunState:
+    """`steps` optimiser steps of `step(batch())` as one epoch of the one training loop; returns its RunState.
+
+    `batch()` is called right before each step, so its random draws come in step order; `terms()` gives the
+    loss terms logged after the epoch; the gradient norm over the optimiser's parameters is clipped to `max_norm`.
+    """
+    state = RunState(model=model, optimizer=optimizer)
+
+    def evaluate(epoch: int, losses: list[float]) -> EpochResult:
+        logged = terms()
+        return EpochResult(float(np.mean(losses)), logged, {"epoch": epoch, "steps": state.step, **logged})
+
+    fit(state, Phase(name, 1, lambda epoch: (batch() for _ in range(steps)), step, evaluate, max_norm=max_norm))
+    return state
