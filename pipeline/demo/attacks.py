@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -251,13 +252,16 @@ def piper_job(build: Build, plan: AttackPlan) -> list[Job]:
     return [Job(AttackSystem("piper_joe", "piper", {"en": "joe"}, plan.piper_clips, UNSEEN_SPLIT), "piper", PIPER)]
 
 
-def run_job(job: Job, ctx: EngineContext, sources: list[TextSource], min_s: float, max_s: float) -> list[dict]:
-    """Make one attack system (in whichever process runs it): its engine, its clips written, -> its metadata rows."""
+def run_job(job: Job, ctx: EngineContext, sources: list[TextSource], min_s: float,
+            max_s: float) -> tuple[list[dict], float]:
+    """Make one attack system (in whichever process runs it): its engine, its clips written; -> (its metadata
+    rows, the CPU seconds it took, engine loading included: what a system costs, for tuning the clip counts)."""
+    start = time.process_time()
     build = Build(root=ctx.root)
     make_attacks(build, job.spec, ENGINES[job.engine](ctx), sources, min_s, max_s,
-                     system_rng(ctx.seed, job.spec.system), job.source)
+                 system_rng(ctx.seed, job.spec.system), job.source)
     check_modules()  # no engine may pull in a reserved module (Open JTalk through a front end, ...)
-    return build.rows
+    return build.rows, time.process_time() - start
 
 
 def make_all_attacks(build: Build, plan: AttackPlan, apt: Apt | None) -> None:
@@ -283,7 +287,8 @@ def make_all_attacks(build: Build, plan: AttackPlan, apt: Apt | None) -> None:
             order = sorted(range(len(jobs)), key=lambda i: (-COST[jobs[i].engine], i))
             futures = {i: pool.submit(run_job, jobs[i], ctx, sources, *bounds) for i in order}
             results = [futures[i].result() for i in range(len(jobs))]
-    for job, rows in zip(jobs, results):  # recorded in the plan's order, whatever order the jobs finished in
+    for job, (rows, cpu_s) in zip(jobs, results):  # recorded in the plan's order, whatever order they finished in
         for row in rows:
             build.add(**row)
-        log.info("%s (%s attack): %d clips", job.spec.system, job.spec.split or "training", len(rows))
+        log.info("%s (%s attack): %d clips, %.1f CPU-s", job.spec.system, job.spec.split or "training", len(rows),
+                 cpu_s)

@@ -7,6 +7,7 @@ Writes only inside the build directory (atomically, through pipeline.io).
 from __future__ import annotations
 
 import shutil
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,16 +112,16 @@ def select_clips(clips: list[Clip], per_speaker: int, min_s: float, max_s: float
     """Up to `per_speaker` clips of `min_s`-`max_s` s per speaker, drawn with `rng`; clips with a transcript
     first (the attacks re-speak transcripts), the others only to fill a speaker's quota. Sorted by path.
 
-    Speakers are visited in sorted order and each draws one permutation, so the choice for a speaker does
-    not depend on the clips of the others beyond their count of draws.
+    Each speaker draws from its own generator (one seed from `rng`, then the speaker's name), so a change in
+    one speaker's clips does not change what the others give.
     """
     by_speaker: dict[str, list[Clip]] = {}
     for clip in sorted(clips, key=lambda c: c.rel):
         by_speaker.setdefault(clip.speaker, []).append(clip)
     chosen = []
-    for speaker in sorted(by_speaker):
+    for speaker, speaker_rng in speaker_rngs(sorted(by_speaker), rng):
         items = by_speaker[speaker]
-        order = rng.permutation(len(items))
+        order = speaker_rng.permutation(len(items))
         ranked = [items[i] for i in order if items[i].text] + [items[i] for i in order if not items[i].text]
         kept = 0
         for clip in ranked:
@@ -130,6 +131,12 @@ def select_clips(clips: list[Clip], per_speaker: int, min_s: float, max_s: float
                 chosen.append(clip)
                 kept += 1
     return sorted(chosen, key=lambda c: c.rel)
+
+
+def speaker_rngs(speakers: list[str], rng: np.random.Generator) -> list[tuple[str, np.random.Generator]]:
+    """One generator per speaker, from one draw of `rng` and the speaker's name (stable when others change)."""
+    base = int(rng.integers(2**63))
+    return [(spk, np.random.default_rng([base, zlib.crc32(spk.encode())])) for spk in speakers]
 
 
 def add_clips(build: Build, clips: list[Clip]) -> None:

@@ -154,10 +154,12 @@ def list_klettres(build: Build, apt: Apt, deb: Path, voices: tuple[str, ...]) ->
         xml = (base / voice / "sounds.xml").read_text(encoding="utf-8", errors="replace")
         speaker, desc = describe(f"klettres_{voice}", f"KLettres {voice} voice (letters and syllables)")
         info.speakers[speaker] = desc
+        seen: set[str] = set()  # a file listed under two names (lt has one) is one clip, with its first name
         for name, file in sorted(set(re.findall(r'<sound\s+name="([^"]*)"\s+file="([^"]*)"', xml))):
             path = base / file
             # keep only the voice's own recordings (some sounds.xml point into another language's dir)
-            if file.split("/")[0] == voice and path.is_file():
+            if file.split("/")[0] == voice and path.is_file() and file not in seen:
+                seen.add(file)
                 clips.append(Clip(str(Path("audio") / KLETTRES / file), speaker, voice, name, KLETTRES,
                                   probe=lambda p=path: duration(p), write=copier(path)))
     return clips

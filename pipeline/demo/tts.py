@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.audio import write_audio
-from pipeline.demo.common import Build, FetchError
+from pipeline.demo.common import Build, FetchError, speaker_rngs
 from pipeline.logs import progress
 
 log = logging.getLogger("pipeline.fetch_demo")
@@ -116,16 +116,17 @@ def speaker_interleave(sources: list[TextSource], rng: np.random.Generator) -> l
     A compromise between following the bona fide mix (proportional: the big asterisk voices, in few
     splits, would take nearly every clip) and spreading a system over speakers, hence over splits
     (round-robin: single words of small speakers would dominate). Speaker s's k-th clip (seeded order)
-    sits at (k + u_s) / sqrt(n_s), u_s uniform per speaker.
+    sits at (k + u_s) / sqrt(n_s), u_s uniform per speaker. Each speaker draws from its own generator
+    (pipeline.demo.common.speaker_rngs), so one speaker's clips do not reorder the others'.
     """
     by_speaker: dict[str, list[TextSource]] = {}
     for src in sources:
         by_speaker.setdefault(src.speaker, []).append(src)
     keyed = []
-    for spk in sorted(by_speaker):
+    for spk, spk_rng in speaker_rngs(sorted(by_speaker), rng):
         items = by_speaker[spk]
-        offset, weight = rng.uniform(), float(np.sqrt(len(items)))
-        keyed += [((k + offset) / weight, spk, items[i]) for k, i in enumerate(rng.permutation(len(items)))]
+        offset, weight = spk_rng.uniform(), float(np.sqrt(len(items)))
+        keyed += [((k + offset) / weight, spk, items[i]) for k, i in enumerate(spk_rng.permutation(len(items)))]
     return [src for _, _, src in sorted(keyed, key=lambda t: (t[0], t[1]))]
 
 
