@@ -167,25 +167,33 @@ def load_sources(corpora: tuple[dict, ...]) -> tuple[pd.DataFrame, list[dict]]:
 
 def assign_splits(sources: pd.DataFrame, dev_fraction: float, test_fraction: float,
                   rng: np.random.Generator) -> pd.DataFrame:
-    """Fill missing splits speaker-disjointly, per corpus, aiming at the clip fractions given."""
+    """Fill missing splits speaker-disjointly, per corpus, aiming at the clip fractions given.
+
+    A speaker who also has evaluation-only rows (`eval:<set>`) in the corpus goes to test: an evaluation attack
+    that keeps a real speaker's id (the demo's voice conversions of bona fide clips) must not meet that person
+    in training. Those speakers are placed first and count towards test's share.
+    """
     if not 0 <= dev_fraction < 1 or not 0 <= test_fraction < 1 or dev_fraction + test_fraction >= 1:
         raise ValueError("prepare: dev_fraction and test_fraction must be in [0, 1) and sum below 1")
     out = sources.copy()
     todo = out["split"].isna()
     for corpus in sorted(out.loc[todo, "corpus"].unique()):
         rows = todo & (out["corpus"] == corpus)
+        evaluated = ~todo & (out["corpus"] == corpus) & out["split"].astype(str).str.startswith("eval:")
+        claimed = set(out.loc[evaluated, "speaker"])
         counts = out[rows].groupby("speaker").size().sort_index()
         shuffled = counts.iloc[rng.permutation(len(counts))]
         # Largest speakers first (ties in seeded order), each to the split furthest below its target
         # clip count: a few big speakers (the demo's asterisk voices) cannot swamp one split.
         order = shuffled.sort_values(ascending=False, kind="stable")
+        order = order.iloc[np.argsort(~order.index.isin(claimed), kind="stable")]
         total = counts.sum()
         targets = {"test": test_fraction * total, "dev": dev_fraction * total,
                    "train": (1 - dev_fraction - test_fraction) * total}
         filled = dict.fromkeys(targets, 0)
         assigned = {}
         for spk, n in order.items():
-            split = max(targets, key=lambda s: (targets[s] - filled[s], s == "train"))
+            split = "test" if spk in claimed else max(targets, key=lambda s: (targets[s] - filled[s], s == "train"))
             assigned[spk] = split
             filled[split] += n
         out.loc[rows, "split"] = out.loc[rows, "speaker"].map(assigned)
