@@ -96,6 +96,11 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        # a write that fails (a full disk) names no file; the message must say which output it was
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

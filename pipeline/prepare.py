@@ -24,12 +24,13 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from pipeline.audio import AudioError, match_to_parent, measure, read_audio, write_audio
+from pipeline.audio import AudioError, measure, read_audio, write_audio
 from pipeline.chain import CHAIN_PARAMS, Chain, apply_chain, chain_from_params
 from pipeline.corpora import ADAPTERS
 from pipeline.corpora.common import CorpusError, check_corpus_name
 from pipeline.io import atomic_dir, write_json_atomic
 from pipeline.logs import progress, stage_timer
+from pipeline.match import match_to_parent
 from pipeline.params import (
     ConfigError,
     Match,
@@ -222,7 +223,7 @@ def process_batch(rows: pd.DataFrame, audio_dir: str, chain: Chain,
 def match_batch(rows: pd.DataFrame, sample_rate: int, match: Match) -> tuple[list[dict], list[dict]]:
     """Match prepared fakes to their prepared parents (`parent_path` column), rewrite them -> (clip rows, rejects).
 
-    The TTS and corpus-fake side of pipeline.audio.match_to_parent (reconstruct is the other): the generator's
+    The TTS and corpus-fake side of pipeline.match.match_to_parent (reconstruct is the other): the generator's
     length is kept; band, level, silences and the noise in pauses become the parent's.
     """
     clips, rejects = [], []

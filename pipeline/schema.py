@@ -57,7 +57,7 @@ CLIP_FIELDS = [
     pa.field("sha256", pa.string(), nullable=False),
     # provenance: the corpus file prepare read (for a reconstruction: its parent's)
     pa.field("source", pa.string(), nullable=False),
-    # for a fake matched to its parent (pipeline.audio.match_to_parent): what was matched, e.g.
+    # for a fake matched to its parent (pipeline.match.match_to_parent): what was matched, e.g.
     # "length,band,level,silence,gate:parent"; null for bona fide and unmatched fakes
     pa.field("matched", pa.string(), nullable=True),
 ]
