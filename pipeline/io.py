@@ -106,6 +106,20 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def check_writable(path: str | Path) -> Path:
+    """`path` when a file can be created beside it (its folder made if missing), else an OSError naming `path` and
+    the cause. Called before a stage's work, so that an unwritable output fails at once, not after an hour."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write this output ({exc.strerror})", str(path)) from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection, OWASP).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|nan)", re.I)
