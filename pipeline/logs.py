@@ -24,6 +24,7 @@ T = TypeVar("T")
 # OSErrors of the machine (disk, permissions, paths), reported as one line naming the file and the cause
 MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
                   errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EIO}
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # after one of these no later write can succeed: stop
 SHOWN = 5  # log_some: warnings logged one by one before the rest are counted
 
 
@@ -33,7 +34,10 @@ class StageError(ValueError):
 
 
 def os_error_line(exc: OSError) -> str | None:
-    """`<file>: <cause>` of a machine OSError (MACHINE_ERRNOS), for a one-line error; None for any other."""
+    """`<file>: <cause>` of a machine OSError (MACHINE_ERRNOS), or the message of a FileNotFoundError raised with one
+    (`clip table X does not exist: run the stage that writes it first`), for a one-line error; None for any other."""
+    if isinstance(exc, FileNotFoundError) and exc.errno is None:
+        return str(exc)
     if exc.errno not in MACHINE_ERRNOS:
         return None
     cause = exc.strerror or errno.errorcode.get(exc.errno, str(exc.errno))
