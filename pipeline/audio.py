@@ -1,7 +1,7 @@
 """Audio I/O and measurements with soundfile: read mono float32, resample, write 16-bit FLAC.
 
-Also the measured clip properties of the schema (duration, bandwidth, silences, RMS, noise floor, spectral tilt),
-the VAD trim and the low-pass. (Matching a fake to its parent is pipeline.match's.)
+Also the measured clip properties of the schema (duration, bandwidth, silences, RMS, noise floor, spectral tilt);
+pipeline.matching builds the shortcut guards (a fake matched to its parent) on them. read_audio checks a file first.
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def rms_dbfs(wave: np.ndarray) -> float:
 
 
 def frame_db(wave: np.ndarray, sample_rate: int) -> np.ndarray:
-    """The level in dB of each whole 20 ms frame (the silence measures, the VAD trim and pipeline.match)."""
+    """Level in dB of each FRAME_S frame (the silence, speech and noise-floor measures read it)."""
     n = max(1, int(FRAME_S * sample_rate))
     frames = wave[: len(wave) // n * n].reshape(-1, n) if len(wave) >= n else wave.reshape(1, -1)
     return 10.0 * np.log10(np.mean(np.square(frames, dtype=np.float64), axis=1) + 1e-12)

@@ -46,7 +46,7 @@ from pipeline.detector.inference import embed_batch
 from pipeline.embstore import write_embeddings
 from pipeline.io import atomic_path, write_json_atomic, write_parquet_atomic
 from pipeline.logs import StageError, progress, stage_timer
-from pipeline.models import Detector, check_config, load_checkpoint
+from pipeline.models import SCORE_RULE, Detector, check_config, load_checkpoint
 from pipeline.params import (
     PRECISIONS,
     ConfigError,
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = EngineConfig.from_runtime(common.runtime, device)
         factory = functools.partial(batch_function, checkpoint, teacher.arch, p, device, sample_rate)
         info = {"teacher": args.teacher, "score_threshold": threshold, "score_threshold_source": source,
-                "score_rule": getattr(model, "score_rule", None)}
+                "score_rule": SCORE_RULE}
         summary = run(pool, vectorize, dim, p, sample_rate, args.out, fp, device, info=info, engine=engine,
                       actor_factory=factory)
         stats.add("clips", summary["computed_clips"])

@@ -246,7 +246,7 @@ class Audio(Section):
 
 @dataclasses.dataclass(frozen=True)
 class Match(Section):
-    """params `match`: how a fake is matched to its parent (pipeline.match.match_to_parent), in reconstruct and in
+    """params `match`: how a fake is matched to its parent (pipeline.matching.match_to_parent), in reconstruct and in
     prepare (the fakes of `prepare.match_fakes` corpora). `gate`: `parent` fills a fake's non-speech regions with
     its parent's audio there (TTS: the parent's silences and pause noise), `none` leaves them as generated."""
 
@@ -256,7 +256,7 @@ class Match(Section):
     fade_s: float = 0.01        # crossfade between speech and non-speech
 
     def check(self) -> None:
-        one_of("match.gate", self.gate, ("parent", "none"))  # = pipeline.match.GATES
+        one_of("match.gate", self.gate, ("parent", "none"))  # = pipeline.matching.GATES
         number("match.hang_s", self.hang_s, low=0, high=1)
         number("match.fade_s", self.fade_s, low=0, high=0.1)
 

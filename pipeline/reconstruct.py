@@ -35,7 +35,7 @@ import pandas as pd
 from pipeline.audio import AudioError, check_audio, measure, read_audio, read_pcm16, to_pcm16, write_audio
 from pipeline.io import write_json_atomic
 from pipeline.logs import StageError, stage_timer
-from pipeline.match import match_record, match_to_parent
+from pipeline.matching import match_record, match_to_parent
 from pipeline.params import (
     PRECISIONS,
     ConfigError,
@@ -141,10 +141,9 @@ def fake_path(audio_dir: Path, system: str, parent_id: str) -> Path:
 
 
 def code_hash() -> str:
-    """sha256 of the code that shapes a reconstruction (backends, mel, audio guards, matching): a fix invalidates
-    old files."""
+    """sha256 of the code that shapes a reconstruction (backends, mel, audio, matching): a fix invalidates old files."""
     root = Path(__file__).parent
-    return files_hash(sorted((root / "resynth").glob("*.py")) + [root / "audio.py", root / "match.py"])
+    return files_hash(sorted((root / "resynth").glob("*.py")) + [root / "audio.py", root / "matching.py"])
 
 
 def prepare_system_dir(system_dir: Path, fingerprint: dict) -> ResumeDir:
@@ -219,7 +218,7 @@ def reuse_batch(jobs: pd.DataFrame, paradigm: str, audio_dir: Path, sample_rate:
 def reconstruct_batch(jobs: pd.DataFrame, resynth: Any, paradigm: str, audio_dir: Path,
                       sample_rate: int, match: Match | None = None) -> BatchResult:
     """Read the parents, resynthesise, match each fake to its parent (band, level, length, silences, non-speech
-    gate: pipeline.match.match_to_parent), write FLACs -> rows, rejects, quality."""
+    gate: pipeline.matching.match_to_parent), write FLACs -> rows, rejects, quality."""
     match = match or Match()
     out = BatchResult()
     ready, waves = [], []

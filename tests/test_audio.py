@@ -13,7 +13,7 @@ from pipeline.audio import (
     rms_dbfs,
     write_audio,
 )
-from pipeline.match import match_to_parent
+from pipeline.matching import match_to_parent
 from tests.conftest import make_wave, write_wave
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.audio import bandwidth_hz, leading_silence_s, noise_floor_dbfs, resample, rms_dbfs, trailing_silence_s
-from pipeline.match import match_record, match_to_parent, speech_mask
+from pipeline.matching import match_record, match_to_parent, speech_mask
 from tests.conftest import make_wave
 
 SR = 16000

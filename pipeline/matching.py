@@ -1,9 +1,10 @@
-"""Matching a fake to its parent: the one step that makes a fake differ from its parent only by the generator.
+"""Match a fake to its parent: the one step that makes them differ only by the generator (DESIGN.md's shortcut guards).
 
-DESIGN.md's shortcut guards: band (low-passed to the parent's measured band), level (RMS), length where the
-generator keeps it, leading/trailing silence, and no generator noise in the parent's non-speech regions. Used by
-reconstruct (copy-syntheses) and prepare (TTS and corpus fakes that name a parent); params `match`
-(pipeline.params.Match) chooses the gate. Pure numpy on waves: no file I/O.
+`match_to_parent` gives a fake its parent's band, level, length (where the generator keeps it), leading and trailing
+silence, and, with the parent gate, the parent's own non-speech audio, so that no generator noise or digital silence
+in pauses tells the class. reconstruct (copy-syntheses) and prepare (the TTS and corpus fakes that name a parent)
+both call it and record `match_record` in the clip table's `matched` column. Pure functions on waves (numpy); the
+measures are pipeline.audio's.
 """
 
 from __future__ import annotations
