@@ -38,6 +38,7 @@ STAGES = (
     "evaluate",
     "audit",
     "report",
+    "export",
 )
 COMMANDS = ("score", "import_model")
 
@@ -58,6 +59,7 @@ stages (in dvc.yaml order):
   evaluate       EER per eval set and channel condition, score files, DET plots
   audit          shortcut audit (nuisance-only EER per set) and generator hardness for a reference model
   report         reports/index.html (static, offline)
+  export         curated subsets as ASVspoof 2019 LA / lhotse / Hugging Face datasets; a model folder with its card
 
 commands:
   score          score audio files, folders or a clip table with a trained detector
@@ -81,13 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     if CPU_PIN_ERROR:
         print(f"error: {CPU_PIN_ERROR}", file=sys.stderr)
         return 2
-    from pipeline.params import ConfigError
+    from pipeline.logs import StageError, os_error_line
 
     module = importlib.import_module(f"pipeline.{name}")
     try:
         return int(module.main(rest) or 0)
-    except ConfigError as exc:  # a params typo or impossible value: one line, no traceback
+    except StageError as exc:  # a params typo, an impossible value or input (ConfigError, ...): one line
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, an unwritable folder: the file and the cause, one line
+        line = os_error_line(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 2
 
 

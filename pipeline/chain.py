@@ -6,31 +6,44 @@ every source file; train and pretrain record the chain (`Chain.to_dict()`) in th
 and checkpoint (key `chain`); `python -m pipeline score` applies the recorded chain to raw inputs.
 
 The chain, in order (each step is pipeline.audio's):
+0. (prepare, score) only the first `read_limit_s()` seconds of a source file are decoded;
 1. mono mix-down (read_audio) and polyphase resampling to `sample_rate`;
-2. (`min_duration_s` given, as in prepare) check_audio: empty, too short, non-finite or silent is an AudioError;
-3. `vad_trim`: leading/trailing silence cut (both classes alike);
-4. `max_duration_s`: the first seconds kept;
-5. `lowpass_hz`: zero-phase FFT low-pass;
-6. a float peak above full scale normalised to 0.99;
-7. (`quantise`) the 16-bit round trip of the written FLAC: pcm16 / 32768, what reading the clip gives back.
-Step 7 makes a raw file and its prepared clip bit-identical model inputs; prepare skips it because
-write_audio quantises.
+2. (`min_duration_s` given, as in prepare) check_audio: empty, too short, non-finite, silent, constant or DC-only
+   audio is an AudioError;
+3. `lowpass_hz`: zero-phase FFT low-pass, skipped when the wave has no content above the cut-off beyond what
+   16-bit rounding puts there (has_power_above: a clip this chain made);
+4. a float peak above full scale normalised to 0.99;
+5. the 16-bit round trip of the written FLAC: round(x * 32768) / 32768, what reading the clip gives back;
+6. `vad_trim` (leading/trailing silence cut, both classes alike) and `max_duration_s` (the first seconds kept),
+   repeated until neither changes the wave (a cut can leave a pause at the end, which the trim then removes).
+Idempotent: apply_chain(apply_chain(x)) == apply_chain(x), sample for sample. Steps 5-6 are slices of 16-bit
+values and step 3 leaves a clip of this chain alone, so a prepared clip scored as a raw file (`score` without
+`--prepared`) or prepared again is the same clip. Recorded chains of version 1 (steps 1, 2, trim, cap,
+low-pass, peak, 16-bit with the 32767 scale) are applied in this version's order.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy import signal
 
 from pipeline.audio import check_audio, lowpass, resample, to_pcm16, vad_trim
 from pipeline.params import ConfigError, Section, check_known_keys, mapping, number
 
-__all__ = ["CHAIN_PARAMS", "Chain", "apply_chain", "chain_from_params"]
+__all__ = ["CHAIN_PARAMS", "Chain", "apply_chain", "chain_from_params", "has_power_above", "trim_and_cap"]
+
+log = logging.getLogger(__name__)
 
 # The prepare params keys that are chain steps (audio.sample_rate is the chain's rate).
 CHAIN_PARAMS = ("vad_trim", "max_duration_s", "lowpass_hz")
+READ_MARGIN_S = 1.0  # decoded beyond what the chain keeps: the resampler's and the low-pass's edges
+LSB = 1.0 / 32768.0  # one step of the 16-bit clips
+GUARD_HZ = 150.0  # has_power_above looks above cutoff + this (the low-pass's own taper width)
+HF_MARGIN = 4.0  # has_power_above: content counts when its density is over 4x (6 dB) that of 16-bit rounding
 
 
 @dataclass(frozen=True)
@@ -43,7 +56,7 @@ class Chain(Section):
 
     NAME: ClassVar[str] = "prepare"
     SHARED: ClassVar[tuple[str, ...]] = ("sample_rate",)
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2  # 2: low-pass before trim, 16-bit at the 32768 scale, trim on the frame grid
 
     sample_rate: int
     vad_trim: bool = False
@@ -65,6 +78,18 @@ class Chain(Section):
         return cls.from_params({"vad_trim": False, "max_duration_s": None, "lowpass_hz": None}, where="chain",
                                sample_rate=int(sample_rate))
 
+    def read_limit_s(self, kept_s: float | None = None) -> float | None:
+        """Seconds decoded from the start of a raw file (pipeline.audio.read_audio's bound; None = all of it).
+
+        What the chain keeps (`max_duration_s`, else `kept_s`: the seconds a scorer uses), twice that with
+        `vad_trim` (room for the silence the trim removes), plus READ_MARGIN_S. A file longer than this is
+        prepared from its first seconds alone; memory and time no longer grow with its length.
+        """
+        keep = self.max_duration_s if self.max_duration_s is not None else kept_s
+        if keep is None:
+            return None
+        return float(keep) * (2 if self.vad_trim else 1) + READ_MARGIN_S
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form recorded in a model's config (`chain` key)."""
         return {"version": self.VERSION, **asdict(self)}
@@ -74,8 +99,12 @@ class Chain(Section):
         """Parse a recorded chain; unknown keys or another version are a clear error."""
         d = mapping(where, d)
         check_known_keys(where, d, ["version", "sample_rate", *CHAIN_PARAMS])
-        if d.pop("version", cls.VERSION) != cls.VERSION:
-            raise ConfigError(f"{where}: chain version {d.get('version')!r} is not {cls.VERSION}")
+        version = d.pop("version", cls.VERSION)
+        if version not in (1, cls.VERSION):
+            raise ConfigError(f"{where}: chain version {version!r} is not {cls.VERSION} (or 1)")
+        if version == 1:
+            log.warning("%s: a version 1 chain (a model trained before chain version 2) is applied as version 2: "
+                        "clips may differ by a 16-bit step and trim points by up to 20 ms", where)
         if "sample_rate" not in d:
             raise ConfigError(f"{where}: a recorded chain needs its sample_rate")
         return cls.from_params(d, where=where, sample_rate=d.pop("sample_rate"))
@@ -90,25 +119,48 @@ def chain_from_params(params: dict[str, Any], sample_rate: int) -> Chain:
     return Chain.from_part(params.get("prepare"), sample_rate=int(sample_rate))
 
 
-def apply_chain(wave: np.ndarray, sr_in: int, chain: Chain, *, min_duration_s: float | None = None,
-                quantise: bool = True) -> np.ndarray:
-    """A mono float wave at `sr_in` -> float32 at `chain.sample_rate`, as prepare makes a clip (steps above).
-
-    AudioError (from step 2, only with `min_duration_s`) for audio prepare would reject.
-    """
+def apply_chain(wave: np.ndarray, sr_in: int, chain: Chain, *, min_duration_s: float | None = None) -> np.ndarray:
+    """A mono float wave at `sr_in` -> float32 at `chain.sample_rate` on the 16-bit grid, as prepare makes a clip
+    (steps above). AudioError (from step 2, only with `min_duration_s`) for audio prepare would reject."""
     sr = chain.sample_rate
     wave = resample(np.asarray(wave, dtype=np.float32).reshape(-1), int(sr_in), sr)
     if min_duration_s is not None:
         check_audio(wave, sr, min_duration_s)
-    if chain.vad_trim:
-        wave = vad_trim(wave, sr)
-    if chain.max_duration_s is not None:
-        wave = wave[: int(chain.max_duration_s * sr)]
-    if chain.lowpass_hz:
+    if chain.lowpass_hz and has_power_above(wave, sr, chain.lowpass_hz):
         wave = lowpass(wave, sr, chain.lowpass_hz)
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
     if peak > 1.0:  # float files can exceed full scale: normalise rather than clip
         wave = wave / peak * 0.99
-    if quantise:
-        return to_pcm16(wave).astype(np.float32) / np.float32(32768.0)
-    return wave
+    wave = to_pcm16(wave).astype(np.float32) / np.float32(32768.0)
+    return trim_and_cap(wave, chain)
+
+
+def has_power_above(wave: np.ndarray, sample_rate: int, cutoff_hz: float) -> bool:
+    """Whether `wave` has content above `cutoff_hz` (+ GUARD_HZ) beyond what rounding to 16 bits puts there.
+
+    The mean Welch density (Blackman-Harris windows, so that in-band content does not leak across the guard band)
+    above the cut-off, against HF_MARGIN x the density of 16-bit rounding noise (white, LSB**2 / 12). A clip that
+    was low-passed and stored in 16 bits sits near 1x, so the low-pass leaves it alone (the chain is idempotent);
+    broadband content above the cut-off is caught down to about -90 dBFS. Welch's windows do not wrap around, so a
+    clip cut out of a longer band-limited wave still counts as band-limited.
+    """
+    if len(wave) < 2:
+        return False
+    freqs, psd = signal.welch(np.asarray(wave, dtype=np.float64), fs=sample_rate, window="blackmanharris",
+                              nperseg=min(1024, len(wave)))
+    band = freqs > cutoff_hz + GUARD_HZ
+    rounding = 2.0 * (LSB**2 / 12.0) / sample_rate  # one-sided density of white noise of variance LSB**2 / 12
+    return bool(band.any()) and float(np.mean(psd[band])) > HF_MARGIN * rounding
+
+
+def trim_and_cap(wave: np.ndarray, chain: Chain) -> np.ndarray:
+    """`vad_trim` then the `max_duration_s` cap, repeated until neither changes the wave (at most three rounds:
+    the trim alone is idempotent, and only a cut that leaves a pause at the end asks for one more)."""
+    sr = chain.sample_rate
+    while True:
+        out = vad_trim(wave, sr) if chain.vad_trim else wave
+        if chain.max_duration_s is not None:
+            out = out[: int(chain.max_duration_s * sr)]
+        if len(out) == len(wave):  # both steps only slice from the start: same length = same wave
+            return out
+        wave = out

@@ -23,8 +23,10 @@ they are ("trained" = the systems/paradigms of the detector's training manifest,
   leave-one-paradigm-out run, `train.exclude_paradigms=[P]`); `paradigm_seen[P]` says which
   (`leave_out` in `evaluate.sets` is the same kind);
 - `corpus`: every `eval:<name>` split with bona fide rows of its own becomes a set `<name>`;
-- `test` (legacy: all test-split spoofs) or any eval split name (e.g. `tts`, `itw`) picks that set alone.
-`pooled` is the EER over the union of all the sets' clips. A set with no bona fide or no spoof
+- `test` (legacy: all test-split spoofs) or any eval split name (e.g. `tts`, `itw`) picks that set alone;
+- `dev` (not in the default sets): every dev-split clip, the held-out speakers of the training distribution,
+  for choices made on dev (scripts/sweep.sh EVAL_SETS); it is left out of `pooled` and of eer_by_system.
+`pooled` is the EER over the union of all the other sets' clips. A set with no bona fide or no spoof
 clips is skipped with a warning. Per-system EERs are taken against the bona fide clips of the set the
 system appears in (paradigm sets repeat the test systems and are not counted twice).
 Renamed in this version: test -> seen_attacks, tts -> unseen_attacks, leave_out_<P> -> paradigm_<P> when
@@ -53,7 +55,7 @@ import pandas as pd
 
 from pipeline.detector.augment import require_channels
 from pipeline.io import atomic_path, csv_safe, write_json_atomic, write_text_atomic
-from pipeline.logs import stage_timer
+from pipeline.logs import StageError, log_some, stage_timer
 from pipeline.metrics import bootstrap_eer_ci, compute_det_curve, compute_eer
 from pipeline.params import (
     PRECISIONS,
@@ -64,6 +66,7 @@ from pipeline.params import (
     one_of,
     roles_from_params,
     section,
+    seed_value,
     stage_parser,
     stage_seed,
     start_stage,
@@ -76,7 +79,8 @@ from pipeline.schema import check_name, read_clip_tables
 log = logging.getLogger("pipeline.evaluate")
 
 CLEAN = "clean"  # the condition of the clips as they are
-SET_KINDS = ("seen_attacks", "unseen_attacks", "paradigm", "leave_out", "corpus", "test")
+SET_KINDS = ("seen_attacks", "unseen_attacks", "paradigm", "leave_out", "corpus", "test", "dev")
+DEV = "dev"
 LEAVE_OUT_PREFIX = "leave_out_"
 PARADIGM_PREFIX = "paradigm_"
 
@@ -109,7 +113,7 @@ class EvaluateParams(Section):
         number("evaluate.eval_s", self.eval_s, low=0, low_open=True)
         number("evaluate.max_reject_fraction", self.max_reject_fraction, low=0, high=1)
         number("evaluate.bootstrap", self.bootstrap, low=0, integer=True)
-        number("evaluate.seed", self.seed, integer=True, allow_none=True)
+        seed_value("evaluate.seed", self.seed, allow_none=True)
         one_of("evaluate.precision", self.precision, PRECISIONS)
         for name in self.conditions:
             if not is_channel_name(name) or name == CLEAN:
@@ -164,6 +168,8 @@ def build_eval_sets(clips: pd.DataFrame, sets: tuple[str, ...],
             out[kind] = pd.concat([bona_test, unseen])
         elif kind == "test":
             out["test"] = pd.concat([bona_test, test_spoof])
+        elif kind == DEV:
+            out[DEV] = clips[split == DEV]
         elif kind in ("paradigm", "leave_out"):
             for paradigm in sorted(test_spoof["paradigm"].unique()):
                 unseen = paradigms is not None and paradigm not in paradigms
@@ -227,12 +233,12 @@ def run(sets: dict[str, pd.DataFrame], scores: pd.Series, seen_paradigms: list[s
             paradigm = ",".join(sorted(group["paradigm"].astype(str).unique()))
             srow = _eer_row(name, str(system), paradigm, bona_scores, group["score"].to_numpy(float))
             rows.append(srow)
-            if not name.startswith(SET_PREFIXES):
+            if not name.startswith(SET_PREFIXES) and name != DEV:
                 key = str(system) if system not in by_system else f"{name}:{system}"
                 by_system[key] = srow["eer"]
     if not scored:
-        raise ValueError("no evaluation set has both bona fide and spoof scored clips: nothing to evaluate")
-    pooled = pd.concat(scored.values()).drop_duplicates("clip_id")
+        raise StageError("no evaluation set has both bona fide and spoof scored clips: nothing to evaluate")
+    pooled = pd.concat([v for k, v in scored.items() if k != DEV] or list(scored.values())).drop_duplicates("clip_id")
     is_bona = (pooled["label"] == "bonafide").to_numpy()
     prow = _eer_row("pooled", "all", "all", pooled.loc[is_bona, "score"].to_numpy(float),
                     pooled.loc[~is_bona, "score"].to_numpy(float), n_boot, seed)
@@ -336,11 +342,15 @@ def score_sets(model, sets: dict[str, pd.DataFrame], p: EvaluateParams, sample_r
                          stage="evaluate" if condition == CLEAN else f"evaluate {condition}", precision=p.precision,
                          transform=condition_transform(condition, sample_rate))
     n_bad = len(result.rejects)
-    for r in result.rejects[:20]:
-        log.warning("clip %s not scored: %s", r["clip_id"], r["reason"])
+    log_some(log, [(r["clip_id"], r["reason"]) for r in result.rejects], "clip not scored")
     if unique.shape[0] and n_bad / unique.shape[0] > p.max_reject_fraction:
-        raise RuntimeError(f"{n_bad} of {len(unique)} eval clips could not be read "
-                           f"(more than evaluate.max_reject_fraction={p.max_reject_fraction})")
+        raise StageError(f"{n_bad} of {len(unique)} eval clips could not be read "
+                         f"(more than evaluate.max_reject_fraction={p.max_reject_fraction})")
+    bad = ~np.isfinite(result.scores)
+    if bad.any():  # the model, not the sets: they would be dropped as unscored and the EER blamed on the sets
+        raise StageError(f"the detector gave {int(bad.sum())} of {bad.size} eval clips a NaN or infinite score (first: "
+                         f"{result.clip_ids[int(np.argmax(bad))]}, evaluate.precision {p.precision}): its output is "
+                         "not a number")
     return pd.Series(result.scores, index=result.clip_ids, dtype=float), result.rejects
 
 
@@ -360,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     device = setup_torch(common)
     model, config = load_checkpoint(args.model, device=device)
     if int(config.get("sample_rate", sample_rate)) != sample_rate:
-        raise ValueError(f"detector was trained at {config['sample_rate']} Hz but audio.sample_rate is {sample_rate}")
+        raise StageError(f"detector was trained at {config['sample_rate']} Hz but audio.sample_rate is {sample_rate}")
     present = [path for path in args.clips if Path(path).exists()]
     if len(present) < len(args.clips):  # a missing table is an error only when none is there
         log.warning("clip tables not found, evaluating without them: %s", sorted(set(args.clips) - set(present)))
@@ -369,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     with stage_timer(log, "evaluate") as stats:
         sets = build_eval_sets(clips, p.sets, config)
         if not sets:
-            raise ValueError(f"no evaluation set could be built from {args.clips} with sets {list(p.sets)}")
+            raise StageError(f"no evaluation set could be built from {args.clips} with sets {list(p.sets)}")
         scores, rejects = {}, []
         for condition in (CLEAN, *p.conditions):
             scores[condition], rej = score_sets(model, sets, p, sample_rate, device, condition)

@@ -26,9 +26,17 @@ import numpy as np
 import torch
 
 from pipeline.io import atomic_dir, write_json_atomic
-from pipeline.params import check_known_keys, mapping, number, section, start_stage
+from pipeline.params import mapping, number, section, start_stage
 from pipeline.resynth.codec import SMALL_ENCODEC, make_encodec, save_codec
-from pipeline.resynth.fitting import FitParams, fit_parser, fit_steps, random_segments, run_fit, training_waves
+from pipeline.resynth.fitting import (
+    FitParams,
+    check_like_defaults,
+    fit_parser,
+    fit_steps,
+    random_segments,
+    run_fit,
+    training_waves,
+)
 from pipeline.resynth.losses import CodecLoss
 
 log = logging.getLogger("pipeline.fit_codec")
@@ -58,7 +66,8 @@ class FitCodecParams(FitParams):
         number("fit_codec.segment_s", self.segment_s, low=0, low_open=True)
         for key in ("mel_weight", "commit_weight"):
             number(f"fit_codec.{key}", getattr(self, key), low=0)
-        check_known_keys("fit_codec.model", self.model, [k for k in SMALL_ENCODEC if k != "sample_rate"])
+        overridable = {k: v for k, v in SMALL_ENCODEC.items() if k != "sample_rate"}
+        check_like_defaults("fit_codec.model", self.model, overridable)
 
 
 def codec_forward(model: torch.nn.Module, x: torch.Tensor, bandwidth: float) -> tuple[torch.Tensor, torch.Tensor]:

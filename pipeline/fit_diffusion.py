@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from pipeline.io import atomic_dir, write_json_atomic
-from pipeline.params import check_known_keys, mapping, number, section, start_stage
+from pipeline.params import mapping, number, section, start_stage
 from pipeline.resynth.common import resample_all
 from pipeline.resynth.diffusion import UNET_DEFAULTS, make_scheduler, make_unet, save_diffusion
-from pipeline.resynth.fitting import FitParams, fit_parser, fit_steps, run_fit, training_waves
+from pipeline.resynth.fitting import FitParams, check_like_defaults, fit_parser, fit_steps, run_fit, training_waves
 from pipeline.resynth.melspec import HIFIGAN_MEL, LogMel
 
 log = logging.getLogger("pipeline.fit_diffusion")
@@ -55,7 +55,7 @@ class FitDiffusionParams(FitParams):
     def check(self) -> None:
         super().check()
         number("fit_diffusion.segment_frames", self.segment_frames, low=1, integer=True)
-        check_known_keys("fit_diffusion.unet", self.unet, UNET_DEFAULTS)
+        check_like_defaults("fit_diffusion.unet", self.unet, UNET_DEFAULTS)
 
 
 def clip_mels(waves: list[np.ndarray], sample_rate: int) -> list[torch.Tensor]:

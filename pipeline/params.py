@@ -20,7 +20,8 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import yaml
 
-from pipeline.logs import setup_logging
+from pipeline.io import ParamsLoader, StrictYAMLError
+from pipeline.logs import StageError, setup_logging
 
 DEFAULT_PARAMS = "params.yaml"
 TEACHER_KEYS = ("pool", "checkpoint")  # the keys of a `teachers.<T>` entry that are not model config
@@ -35,17 +36,22 @@ KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 S = TypeVar("S", bound="Section")
 
 
-class ConfigError(ValueError):
+class ConfigError(StageError):
     """A params key or value that cannot work: raised at a stage's start, printed as one line."""
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
-    """The whole params file as a dict (a clear error when it is missing, not YAML or not a mapping)."""
+    """The whole params file as a dict (a clear error when it is missing, not YAML, not a mapping, or has a key
+    twice or aliases that expand too far)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path} not found: run from the repository root or pass --params")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=ParamsLoader) or {}  # strict: see pipeline.io.ParamsLoader
+    except StrictYAMLError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a params file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
@@ -106,10 +112,23 @@ def number(name: str, value: Any, low: float | None = None, high: float | None =
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise ConfigError(f"params {name}: expected {'an integer' if integer else 'a number'}, got {value!r}")
     if low is not None and (value <= low if low_open else value < low):
-        raise ConfigError(f"params {name}: must be {'>' if low_open else '>='} {low:g}, got {value!r}")
+        raise ConfigError(f"params {name}: must be {'>' if low_open else '>='} {_bound(low)}, got {value!r}")
     if high is not None and value > high:
-        raise ConfigError(f"params {name}: must be <= {high:g}, got {value!r}")
+        raise ConfigError(f"params {name}: must be <= {_bound(high)}, got {value!r}")
     return value
+
+
+def _bound(x: float) -> str:
+    """A bound in a message: an integer in full (a seed's 4294967295), a float short (0.5)."""
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+SEED_MAX = 2**32 - 1  # numpy's seed range (np.random.seed refuses more; default_rng refuses negative seeds)
+
+
+def seed_value(name: str, value: Any, allow_none: bool = False) -> Any:
+    """Check a seed param: an integer in [0, SEED_MAX] (a negative seed crashes numpy's generators mid-stage)."""
+    return number(name, value, low=0, high=SEED_MAX, integer=True, allow_none=allow_none)
 
 
 def flag(name: str, value: Any) -> bool:
@@ -227,7 +246,7 @@ class Audio(Section):
 
 @dataclasses.dataclass(frozen=True)
 class Match(Section):
-    """params `match`: how a fake is matched to its parent (pipeline.audio.match_to_parent), in reconstruct and in
+    """params `match`: how a fake is matched to its parent (pipeline.matching.match_to_parent), in reconstruct and in
     prepare (the fakes of `prepare.match_fakes` corpora). `gate`: `parent` fills a fake's non-speech regions with
     its parent's audio there (TTS: the parent's silences and pause noise), `none` leaves them as generated."""
 
@@ -237,7 +256,7 @@ class Match(Section):
     fade_s: float = 0.01        # crossfade between speech and non-speech
 
     def check(self) -> None:
-        one_of("match.gate", self.gate, ("parent", "none"))  # = pipeline.audio.GATES
+        one_of("match.gate", self.gate, ("parent", "none"))  # = pipeline.matching.GATES
         number("match.hang_s", self.hang_s, low=0, high=1)
         number("match.fade_s", self.fade_s, low=0, high=0.1)
 
@@ -292,7 +311,7 @@ def start_stage(parser: argparse.ArgumentParser, argv: list[str] | None) -> Stag
 
 def common_params(params: Mapping[str, Any]) -> Common:
     """Parse the shared top-level params (seed, audio, runtime) of the whole params dict."""
-    seed = number("seed", params.get("seed", 0), integer=True)
+    seed = seed_value("seed", params.get("seed", 0))
     return Common(seed=int(seed), audio=Audio.from_params(params.get("audio")),
                   runtime=Runtime.from_params(params.get("runtime")))
 
@@ -303,7 +322,7 @@ def stage_seed(name: str, value: Any, common: Common) -> int:
     params.yaml sets these explicitly (`dvc exp run -S train.seed=N` re-runs train and what follows only)."""
     if value is None:
         return common.seed
-    return int(number(name, value, integer=True))
+    return int(seed_value(name, value))
 
 
 def teacher_names(params: Mapping[str, Any]) -> list[str]:

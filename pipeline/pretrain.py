@@ -45,8 +45,10 @@ from pipeline.detector.batches import (
 )
 from pipeline.detector.inference import score_clips
 from pipeline.detector.loop import EpochResult, Phase, RunState, fit, live_log
-from pipeline.io import write_json_atomic
-from pipeline.logs import stage_timer
+from pipeline.handoff.card import build_card, data_facts, init_facts, write_card
+from pipeline.handoff.licences import data_licences
+from pipeline.io import StagedDir, write_json_atomic
+from pipeline.logs import StageError, stage_timer
 from pipeline.metrics import compute_eer
 from pipeline.models import Detector, build_model, check_config, load_checkpoint, save_checkpoint
 from pipeline.params import (
@@ -108,17 +110,20 @@ class PretrainParams(Section):
         number("pretrain.num_workers", self.num_workers, low=0, integer=True)
         number("pretrain.max_steps_per_epoch", self.max_steps_per_epoch, low=1, integer=True, allow_none=True)
         flag("pretrain.pair_batches", self.pair_batches)
+        flag("pretrain.live", self.live)
         if self.pair_batches and self.batch_size % 2:
             raise ConfigError(f"params pretrain.batch_size: paired batches need an even size, got {self.batch_size}")
 
 
-def split_pool(pool: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, dev) rows of a pool; a clear error when train lacks a class."""
+def split_pool(pool: pd.DataFrame, name: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, dev) rows of teacher `name`'s pool; a one-line StageError when train lacks a class (an empty pool,
+    a corpus of one class)."""
     train = pool[pool["split"] == "train"].reset_index(drop=True)
     dev = pool[pool["split"] == "dev"].reset_index(drop=True)
     missing = [c for c in ("bonafide", "spoof") if not (train["label"] == c).any()]
     if missing:
-        raise ValueError(f"the pool's train split has no {missing} clips ({len(train)} rows): check the pool filters")
+        raise StageError(f"teacher {name}: the pool's train split has no {' or '.join(missing)} clips ({len(pool)} "
+                         f"clips in the pool, {len(train)} in train): check teachers.{name}.pool and the corpus labels")
     return train, dev
 
 
@@ -220,14 +225,16 @@ def adopt_checkpoint(path: str | Path, teacher: TeacherParams) -> Detector:
     model, config = load_checkpoint(path, expected_arch=teacher.arch)
     want = teacher.model.get("frontend")
     if want is not None and config.get("frontend") != want:
-        raise ValueError(f"checkpoint {path} uses front end {config.get('frontend')!r}, but the teacher's params "
+        raise StageError(f"checkpoint {path} uses front end {config.get('frontend')!r}, but the teacher's params "
                          f"say {want!r}: fix `frontend` or `checkpoint`")
     return model
 
 
 def run(name: str, clips: pd.DataFrame, teacher: TeacherParams, p: PretrainParams, sample_rate: int, seed: int,
-        out_dir: str | Path, device: torch.device, chain: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train (or adopt) teacher `name` on its pool of `clips`; write model.pt, config.json, metrics.json.
+        out_dir: str | Path, device: torch.device, chain: dict[str, Any] | None = None,
+        inputs: list[str] | None = None) -> dict[str, Any]:
+    """Train (or adopt) teacher `name` on its pool of `clips`; write model.pt, config.json, metrics.json and the
+    model card (MODEL_CARD.md; `inputs`: the clip-table files, recorded with their sha256).
 
     `chain` (pipeline.chain.Chain.to_dict(), prepare's preprocessing) is recorded for a trained teacher;
     an adopted checkpoint keeps the chain it records, if any (its training audio is not ours).
@@ -235,7 +242,7 @@ def run(name: str, clips: pd.DataFrame, teacher: TeacherParams, p: PretrainParam
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pool = select_pool(clips, teacher.pool)
-    train, dev = split_pool(pool)
+    train, dev = split_pool(pool, name)
     log.info("teacher %s: pool %d clips (train %d, dev %d)", name, len(pool), len(train), len(dev))
     if teacher.checkpoint:
         model = adopt_checkpoint(teacher.checkpoint, teacher).to(device)
@@ -249,12 +256,30 @@ def run(name: str, clips: pd.DataFrame, teacher: TeacherParams, p: PretrainParam
         metrics = {"source": "trained", **metrics}
     metrics.update(_counts(train, dev))   # no run time here: it is logged, and would change the output every run
     recorded = {"chain": chain} if chain is not None else {}
-    save_checkpoint(model, {"teacher": name, **recorded}, out_dir / "model.pt")
+    dev_facts = {"eer": metrics["dev_eer"], "threshold": metrics["dev_threshold"], "n_clips": len(dev)}
+    save_checkpoint(model, {"teacher": name, **recorded, "dev": dev_facts}, out_dir / "model.pt")
     config = {"teacher": name, "model": model.config, "pool": teacher.pool, "checkpoint": teacher.checkpoint,
-              "pretrain": asdict(p), "seed": seed, **recorded}
+              "pretrain": asdict(p), "seed": seed, **recorded, "dev": dev_facts}
+    used = pd.concat([train, dev], ignore_index=True)
+    adopted = init_facts({"dir": str(_model_dir(teacher.checkpoint)), "mode": "adopted as it is"}
+                         if teacher.checkpoint else None)
+    config["card"] = build_card(
+        "adopted teacher" if teacher.checkpoint else "teacher", name, model, init=adopted,
+        data=data_facts(used, {f"clip table {i + 1}": path for i, path in enumerate(inputs or [])}),
+        params={"teachers": {name: {"pool": teacher.pool, **teacher.model}}, "pretrain": asdict(p), "seed": seed},
+        preprocessing=chain, licences=data_licences(used), eval_s=p.eval_s,
+        limits=("A teacher embeds its own pool for the sample stage; it was trained and evaluated on that pool "
+                "only.",))
     write_json_atomic(config, out_dir / "config.json")
+    write_card(out_dir, config)
     write_json_atomic(metrics, out_dir / "metrics.json")
     return metrics
+
+
+def _model_dir(checkpoint: str | Path) -> Path:
+    """The folder of a checkpoint given as a folder or as its model.pt."""
+    path = Path(checkpoint)
+    return path if path.is_dir() else path.parent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,10 +297,12 @@ def main(argv: list[str] | None = None) -> int:
         require_channels("pretrain.augment.codec_systems", p.augment.codec_systems, roles_from_params(params))
     device = setup_torch(common)
     clips = read_clip_tables(args.clips, stage="pretrain")
+    staged = StagedDir(args.out, marker="model.pt")  # swapped in at the end: a failed run leaves the old teacher
     with stage_timer(log, f"pretrain {args.teacher}") as stats:
-        metrics = run(args.teacher, clips, teacher, p, sample_rate, seed, args.out, device,
-                      chain=chain_from_params(params, sample_rate).to_dict())
+        metrics = run(args.teacher, clips, teacher, p, sample_rate, seed, staged.path, device,
+                      chain=chain_from_params(params, sample_rate).to_dict(), inputs=args.clips)
         stats.add("clips", int(metrics.get("steps", 0)) * p.batch_size)  # training examples seen
         stats.add("epochs", int(metrics.get("epochs_run", 0)))
+    staged.commit()
     log.info("teacher %s: dev EER %s", args.teacher, _fmt(metrics["dev_eer"]))
     return 0

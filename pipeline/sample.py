@@ -2,8 +2,9 @@
 
 Reads: the clip tables (`--clips`: data/clips.parquet + data/recon/*.parquet) and, for every teacher in
 params `teachers`, data/embeddings/<T>/emb.npy (float16, N x D) + ids.parquet (clip_id, row order).
-Writes (`--out`, data/manifests/): one manifest per sampler, {nc,random,full,kcenter,farthest}.parquet
-(clip-table columns + teacher, distance, cluster, sampler), train.parquet = a copy of the one named by
+Writes (`--out`, data/manifests/): one manifest per sampler,
+{nc,random,full,kcenter,farthest,margin,generator_balanced}.parquet (clip-table columns + teacher, distance,
+cluster, sampler), train.parquet = a copy of the one named by
 `sample.method`, dev.parquet = the dev split of the merged pools (sampler 'dev'); and `--diagnostics`
 (reports/sampling.json): per pool NC1, distances between class means, counts per label, paradigm,
 system and speaker before and after sampling.
@@ -16,17 +17,26 @@ the earlier teacher in params order), and the union is topped up (or trimmed) to
 method's own order. `full` keeps every train clip. reports/sampling.json `budget` has the counts.
 `distance` is the L2 distance to the clip's class mean in its teacher's (normalised) embedding space for
 every sampler, so the manifests compare directly; `cluster` is the fake class's k-means cluster (null for
-bona fide). `sample.seed` (null = the global seed) seeds k-means, random and k-center.
+bona fide). `sample.seed` (null = the global seed) seeds k-means, random, k-center and the stratified draw.
+
+Beyond the most typical (pipeline/sampling/orders.py, methods.py): `sample.nc.order` (nearest: the paper;
+farthest; stratified: equal shares of every distance quantile) sets the order of the nc manifest; `margin`
+keeps the clips the teachers are least sure of (embed's per-clip scores against each teacher's dev EER
+threshold, averaged over the pools holding the clip), mixed with `sample.margin.typical_share` NC-nearest
+ones; `generator_balanced` spreads the fake budget evenly over generator systems and parents. Without teacher
+scores (old embeddings, the resemblyzer embedder) margin is skipped (an error when it is `sample.method`).
 
 Large pools: when a pool has more train rows than `sample.stream_above_rows`, every pool is sampled
 without copying its matrix and without a pandas clip table (pipeline/sampling/stream_stage.py): the clip
 tables are checked batch by batch into a memory-mapped Arrow copy (a temporary `.sample-*` folder beside
---out), the manifests are written from it 64K rows at a time; the same nc, random, farthest and full
-manifests, no kcenter (a ConfigError when it is `sample.method`), NC1 on a bounded row sample.
+--out), the manifests are written from it 64K rows at a time; the same nc (every order), random, farthest,
+full, margin and generator_balanced manifests (the orders read per-row arrays, never the matrix), no kcenter
+(a ConfigError when it is `sample.method`), NC1 on a bounded row sample.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -40,15 +50,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.io import atomic_path, write_json_atomic
-from pipeline.logs import progress, stage_timer
+from pipeline.logs import StageError, progress, stage_timer
 from pipeline.params import (
     ConfigError,
     Section,
     all_of,
+    flag,
     mapping,
     number,
     one_of,
     section,
+    seed_value,
     stage_parser,
     stage_seed,
     start_stage,
@@ -56,12 +68,12 @@ from pipeline.params import (
 )
 from pipeline.sampling.budget import merge_picks, pool_seed
 from pipeline.sampling.diagnostics import stage_header
+from pipeline.sampling.methods import METHODS
+from pipeline.sampling.orders import MarginParams, NCOrderParams
+from pipeline.sampling.pools import Pool, pool_positions
 from pipeline.schema import CLIP_COLUMNS, LABELS, SchemaError, read_clip_tables, write_clips
 
 log = logging.getLogger("pipeline.sample")
-
-METHODS = ("nc", "random", "full", "kcenter", "farthest")
-
 
 @dataclass(frozen=True)
 class SampleParams(Section):
@@ -82,10 +94,14 @@ class SampleParams(Section):
     seed: int | None = None   # null = the global seed
     stream_above_rows: int | None = 1_000_000   # a pool with more train rows: streamed (sampling/stream_pool.py)
     stream_diagnostics_rows: int = 100_000      # streamed: NC1 on a seeded sample of at most this many rows
+    nc: NCOrderParams = field(default_factory=NCOrderParams)      # sample.nc: order (nearest|farthest|stratified)
+    margin: MarginParams = field(default_factory=MarginParams)    # sample.margin: typical_share, teachers
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
-        return {k: (mapping("sample.class_ratio", v) if k == "class_ratio" else v) for k, v in kw.items()}
+        blocks = {"class_ratio": lambda v: mapping("sample.class_ratio", v), "nc": NCOrderParams.from_params,
+                  "margin": MarginParams.from_params}
+        return {k: (blocks[k](v) if k in blocks else v) for k, v in kw.items()}
 
     def check(self) -> None:
         """Refuse bad values with a clear error."""
@@ -100,26 +116,19 @@ class SampleParams(Section):
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         all_of("sample.class_ratio", list(self.class_ratio), LABELS)
+        flag("sample.normalize", self.normalize)
         number("sample.n_clusters", self.n_clusters, low=0, integer=True)
         for key in ("ivf_nlist", "ivf_nprobe", "max_points_per_centroid", "kmeans_iters"):
             number(f"sample.{key}", getattr(self, key), low=1, integer=True)
-        number("sample.seed", self.seed, integer=True, allow_none=True)
+        seed_value("sample.seed", self.seed, allow_none=True)
         number("sample.stream_above_rows", self.stream_above_rows, low=0, integer=True, allow_none=True)
         number("sample.stream_diagnostics_rows", self.stream_diagnostics_rows, low=2, integer=True)
 
 
-@dataclass
-class Pool:
-    """One teacher's embedded pool: clip ids in row order (Arrow strings) and the embedding matrix (may be a
-    memory map)."""
-
-    teacher: str
-    ids: pa.ChunkedArray
-    embeddings: np.ndarray              # or a ShardedEmbeddings (emb-*.npy): rows are read as `embeddings[rows]`
-
-
 def load_pool(teacher: str, directory: Path) -> Pool:
-    """Read data/embeddings/<T>/{emb.npy or emb-*.npy, ids.parquet} (memory-mapped), checking that they line up."""
+    """Read data/embeddings/<T>/{emb.npy or emb-*.npy, ids.parquet, info.json} (memory-mapped), checking that
+    they line up; the clip ids stay Arrow strings (~20 bytes an id), the scores and threshold when embed wrote
+    them."""
     from pipeline.embstore import read_embeddings
 
     emb_path, ids_path = directory / "emb.npy", directory / "ids.parquet"
@@ -132,25 +141,17 @@ def load_pool(teacher: str, directory: Path) -> Pool:
     columns = pq.read_schema(ids_path).names
     if "clip_id" not in columns:
         raise SchemaError(f"{ids_path}: no clip_id column (columns: {columns})")
-    ids = pq.read_table(ids_path, columns=["clip_id"]).column("clip_id").cast(pa.string())   # ~20 bytes an id
+    table = pq.read_table(ids_path, columns=["clip_id"] + (["score"] if "score" in columns else []))
+    ids = table.column("clip_id").cast(pa.string())
     if emb.ndim != 2 or len(ids) != emb.shape[0]:
-        raise ValueError(f"teacher {teacher}: {emb_path} has shape {emb.shape} but {ids_path} has {len(ids)} ids: "
+        raise StageError(f"teacher {teacher}: {emb_path} has shape {emb.shape} but {ids_path} has {len(ids)} ids: "
                          f"misaligned embeddings; re-run the embed stage")
-    return Pool(teacher=teacher, ids=ids, embeddings=emb)
-
-
-def _pool_positions(pool: Pool, clips: pd.DataFrame) -> np.ndarray:
-    """The rows of `clips` holding a pool's clips, in embedding row order (clear error for unknown or duplicate ids)."""
-    ids = np.asarray(pool.ids.to_pylist(), dtype=object)
-    dup = pd.Series(ids).duplicated()
-    if dup.any():
-        raise ValueError(f"teacher {pool.teacher}: ids.parquet repeats clip_id {ids[dup.to_numpy()][0]!r}")
-    pos = pd.Index(clips["clip_id"]).get_indexer(ids)      # clip ids are unique (validate_clips)
-    missing = pos < 0
-    if missing.any():
-        raise ValueError(f"teacher {pool.teacher}: {int(missing.sum())} embedded ids are not in the clip tables "
-                         f"(first: {ids[missing][0]!r}); embeddings and clip tables are out of date")
-    return pos
+    scores = (table.column("score").to_numpy().astype(np.float64) if "score" in columns else None)
+    info = json.loads((directory / "info.json").read_text()) if (directory / "info.json").is_file() else {}
+    return Pool(teacher=teacher, ids=ids, embeddings=emb,
+                scores=None if scores is None or np.isnan(scores).all() else scores,
+                threshold=float(info.get("score_threshold") or 0.0),
+                threshold_source=str(info.get("score_threshold_source", "none (0)")))
 
 
 def _manifest_rows(rows: pd.DataFrame, teacher: str | np.ndarray, sampler: str, distance: np.ndarray | None,
@@ -169,24 +170,10 @@ def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
-def _select(method: str, emb: np.ndarray, labels: np.ndarray, p: SampleParams, seed: int, ranking) -> np.ndarray:
-    from pipeline.sampling import SAMPLERS, select_from_ranking
-
-    if method == "nc" and p.index == "flat":
-        return select_from_ranking(ranking, p.ratio, p.class_ratio)     # same as nc_select, without re-ranking
-    if method == "farthest":
-        return select_from_ranking(ranking, p.ratio, p.class_ratio, farthest=True)
-    kwargs = dict(seed=seed, class_ratio=p.class_ratio, normalize=p.normalize)
-    if method == "nc":
-        kwargs.update(n_clusters=p.n_clusters, index=p.index, ivf_nlist=p.ivf_nlist, ivf_nprobe=p.ivf_nprobe,
-                      max_points_per_centroid=p.max_points_per_centroid, kmeans_iters=p.kmeans_iters)
-    return SAMPLERS[method](emb, labels, p.ratio, **kwargs)
-
-
 def _finish(manifests: dict[str, pd.DataFrame], fill: dict, diag: dict[str, Any], dev_frames: list[pd.DataFrame],
             budgets: dict[str, int], merged_sizes: dict[str, int], pools: list[Pool], pool_sizes: list, quotas: list,
             p: SampleParams) -> tuple[dict[str, pd.DataFrame], dict]:
-    """Add the dev manifest and the merged/budget diagnostics (both paths)."""
+    """Add the dev manifest and the merged/budget diagnostics."""
     from pipeline.sampling import budget as bd
     from pipeline.sampling import counts
 
@@ -206,45 +193,49 @@ def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> t
     instead when a pool has more than `stream_above_rows` train rows."""
     from pipeline.sampling import budget as bd
     from pipeline.sampling import counts, mean_distances, nc1, nc_rank
+    from pipeline.sampling import methods as mt
 
-    positions = [_pool_positions(pool, clips) for pool in pools]
-    picks: dict[str, list[pd.DataFrame]] = {m: [] for m in METHODS}
-    candidates: dict[str, list[pd.DataFrame]] = {m: [] for m in METHODS if m != "full"}
-    dev_frames = []
-    diag = stage_header(p, seed)
+    positions = [pool_positions(pool, clips) for pool in pools]
+    is_train = (clips["split"] == "train").to_numpy()
     pool_rows = [clips.take(pos).reset_index(drop=True) for pos in positions]
     train_parts = [rows[(rows["split"] == "train").to_numpy()] for rows in pool_rows]
     merged = pd.concat([t[["clip_id", "label"]] for t in train_parts]).drop_duplicates("clip_id")
     budgets = bd.class_budgets(merged["label"].astype(str), LABELS, p.ratio, p.class_ratio)
     pool_sizes = [{c: int((t["label"] == c).sum()) for c in LABELS} for t in train_parts]
     quotas = bd.split_budget(budgets, pool_sizes)
+    train_idx = [np.flatnonzero(is_train[pos]) for pos in positions]          # rows of each pool's matrix
+    cols = mt.ClipColumns.of_frame(clips)
+    train_pos = [pos[t] for pos, t in zip(positions, train_idx)]
+    inputs = mt.prepare_inputs(p, pools, cols, train_pos, train_idx, budgets)
+    methods = mt.runnable(p.method, inputs.skipped, log)
+    picks: dict[str, list[pd.DataFrame]] = {m: [] for m in methods}
+    candidates: dict[str, list[pd.DataFrame]] = {m: [] for m in methods if m != "full"}
+    dev_frames, diag = [], stage_header(p, seed, inputs)
     for i, pool in enumerate(progress(pools, desc="sample pools", total=len(pools), unit="pool")):
         pseed = pool_seed(seed, i)
         rows = pool_rows[i]
-        train_mask = (rows["split"] == "train").to_numpy()
-        train_rows = rows[train_mask].reset_index(drop=True)
+        train_rows = train_parts[i].reset_index(drop=True)
         dev_frames.append(_manifest_rows(rows[(rows["split"] == "dev").to_numpy()], pool.teacher, "dev", None, None))
         if not len(train_rows):
-            raise ValueError(f"teacher {pool.teacher}: no train-split rows in its pool")
-        emb = pool.embeddings[np.flatnonzero(train_mask)]
+            raise StageError(f"teacher {pool.teacher}: no train-split rows in its pool")
+        emb = pool.embeddings[train_idx[i]]
         labels = train_rows["label"].astype(str).to_numpy()
         try:
             ranking = nc_rank(emb, labels, n_clusters=p.n_clusters, seed=pseed, normalize=p.normalize,
                               max_points_per_centroid=p.max_points_per_centroid, kmeans_iters=p.kmeans_iters)
         except ValueError as exc:
-            raise ValueError(f"teacher {pool.teacher}: {exc}") from exc
+            raise StageError(f"teacher {pool.teacher}: {exc}") from exc
         pool_diag: dict[str, Any] = {
             "n_rows": int(len(rows)), "n_train": int(len(train_rows)), "dim": int(emb.shape[1]),
             "nc1": _finite(nc1(emb, labels, normalize=p.normalize)),
             "class_mean_distance": mean_distances(ranking.means),
             "before": counts(train_rows), "after": {},
         }
-        pq = replace(p, class_ratio=bd.quota_ratios(quotas[i], pool_sizes[i]))
+        pool_p = replace(p, class_ratio=bd.quota_ratios(quotas[i], pool_sizes[i]))
+        pool_in = mt.pool_inputs(inputs, i, cols, train_pos[i])
         everything = _manifest_rows(train_rows, pool.teacher, "", ranking.distance, ranking.cluster)
-        for method in METHODS:
-            idx = _select(method, emb, labels, pq, pseed, ranking)
-            key = np.zeros(len(labels)) if method == "full" else bd.order_key(method, ranking.distance, labels,
-                                                                               pseed)
+        for method in methods:
+            idx, key = mt.pick_pool(method, emb, labels, pool_p, pseed, ranking, quotas[i], pool_in)
             if method != "full":   # a class whose quota in this pool is 0 (a budget below the number of pools)
                 idx = idx[np.array([quotas[i][lab] > 0 for lab in labels[idx]], dtype=bool)]
                 candidates[method].append(everything.assign(sampler=method, **{bd.KEY: key, bd.POOL: i}))
@@ -258,7 +249,7 @@ def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> t
                  pool_diag["before"]["label"], pool_diag["after"]["nc"]["n"], pool_diag["after"]["nc"]["label"])
         diag["pools"][pool.teacher] = pool_diag
     manifests, fill = {}, {}
-    for m in METHODS:
+    for m in methods:
         union = merge_picks(picks[m])
         if m == "full":
             manifests[m] = union.drop(columns=[bd.KEY, bd.POOL])

@@ -2,13 +2,19 @@ r"""Command `score`: bona fide scores of audio files, folders or a clip table wi
 
     python -m pipeline score --model data/models/detector INPUT... --out scores.tsv
 
-Reads the detector checkpoint and the inputs; writes one score per clip (higher = bona fide) to
---out (atomically; `-` = stdout), in one of two formats (--format):
-- `tsv` (default): a header line `clip_id<TAB>score`, then one tab-separated line per clip. A
-  backslash, tab, newline or carriage return inside a clip id is written as `\\`, `\t`, `\n`, `\r`,
+Reads the detector checkpoint and the inputs; writes one score per clip to --out (atomically; `-` =
+stdout). The score is the one rule of every model, trained, fine-tuned or imported (pipeline.models.
+bonafide_score): logit[bonafide] - logit[spoof], the log-odds of bona fide; higher = more bona fide. Formats
+(--format):
+- `tsv` (default): a header line `clip_id<TAB>score`, then one tab-separated line per clip. When an input
+  is a labelled clip table, the header adds `label<TAB>system` and each line the clip's label and system
+  (empty for the rows of audio files and folders, which carry none). `--threshold dev` adds a `decision`
+  column (`bonafide` when score > t, else `spoof`, the side of t compute_eer counts) with t the dev-EER
+  threshold that train stored in the model folder (config `dev.threshold`); `--threshold X` uses X. A
+  backslash, tab, newline or carriage return inside a field is written as `\\`, `\t`, `\n`, `\r`,
   so any path stays one parseable field (`read_scores` undoes it);
 - `asvspoof`: `clip_id score` lines separated by one space, no header (the ASVspoof score-file
-  layout); a clip id with whitespace is refused before anything is scored.
+  layout); a clip id with whitespace is refused before anything is scored. No label, system or decision.
 (Only this command's output; evaluate's reports/scores/*.txt keep their own `clip_id score` layout.)
 Each INPUT is
 - an audio file: clip_id = the path as given;
@@ -18,8 +24,8 @@ Each INPUT is
 Each clip is scored on its first `--eval-s` seconds (tiled when shorter), as `evaluate` does.
 
 Preprocessing (no train/serve skew): audio files and folders are raw inputs: each goes through the
-preprocessing chain recorded in the model directory (`chain` in its config: prepare's resample, VAD
-trim, length cap, low-pass and 16-bit storage, pipeline/chain.py), so a raw file scores exactly as its
+preprocessing chain recorded in the model directory (`chain` in its config: prepare's resample, low-pass,
+16-bit storage, VAD trim and length cap, pipeline/chain.py), so a raw file scores exactly as its
 prepared clip does. Clip-table rows are prepared clips (prepare or reconstruct wrote them through that
 chain) and are read as they are, never processed twice. The per-row column `prepared` (False for
 files and folders, True for clip-table rows; `--prepared` makes every input True) decides. A model
@@ -42,7 +48,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -51,26 +56,45 @@ from typing import Any
 import pandas as pd
 import soundfile as sf
 
-from pipeline.logs import setup_logging
+from pipeline.detector.score_checks import (
+    AUDIO_EXTENSIONS,
+    InputError,
+    check_out,
+    check_scores,
+    eval_s_bound,
+    print_rejects,
+)
+from pipeline.detector.scorefile import (
+    FORMATS,
+    TSV_HEADER,
+    escape_field,
+    format_scores,
+    read_score_table,
+    read_scores,
+    unescape_field,
+)
+from pipeline.io import atomic_path
+from pipeline.logs import StageError, os_error_line, setup_logging
 from pipeline.params import PRECISIONS
 
 log = logging.getLogger("pipeline.score")
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64")
-INPUT_COLUMNS = ["clip_id", "path", "corpus", "label", "prepared"]
+# the score-file format lives in pipeline/detector/scorefile.py; these names stay importable from here
+__all__ = ["AUDIO_EXTENSIONS", "FORMATS", "TSV_HEADER", "InputError", "check_out", "collect_inputs", "escape_field",
+           "format_scores", "main", "read_score_table", "read_scores", "run", "unescape_field"]
 
-
-class InputError(ValueError):
-    """An input that cannot be scored at all (missing path, a named file that is not audio)."""
+INPUT_COLUMNS = ["clip_id", "path", "corpus", "label", "system", "prepared", "labelled"]
+LABELLED_COLUMNS = ("label", "system")   # written beside the score for the rows of a labelled clip table
 
 
 def _audio_row(path: Path, shown: str) -> dict[str, str | bool]:
-    # label is a placeholder: score_clips wants one, and the scores do not depend on it.
-    return {"clip_id": shown, "path": str(path), "corpus": "input", "label": "bonafide", "prepared": False}
+    # label is a placeholder (labelled False): score_clips wants one, and the scores do not depend on it.
+    return {"clip_id": shown, "path": str(path), "corpus": "input", "label": "bonafide", "system": "",
+            "prepared": False, "labelled": False}
 
 
 def collect_inputs(inputs: list[str]) -> pd.DataFrame:
-    """The rows to score (clip_id, path, corpus, label, prepared) from files, folders and clip tables, in order."""
+    """The rows to score (INPUT_COLUMNS) from files, folders and clip tables, in order; only table rows are labelled."""
     from pipeline.schema import read_clips
 
     frames, skipped = [], 0
@@ -85,7 +109,7 @@ def collect_inputs(inputs: list[str]) -> pd.DataFrame:
             frames.append(pd.DataFrame([_audio_row(f, str(f)) for f in audio], columns=INPUT_COLUMNS))
         elif path.suffix.lower() == ".parquet":
             table = read_clips(path, stage="score")
-            frames.append(table[INPUT_COLUMNS[:-1]].astype(str).assign(prepared=True))
+            frames.append(table[INPUT_COLUMNS[:-2]].astype(str).assign(prepared=True, labelled=True))
         else:
             try:
                 sf.info(str(path))
@@ -102,11 +126,14 @@ def collect_inputs(inputs: list[str]) -> pd.DataFrame:
 
 def run(model, rows: pd.DataFrame, *, batch_size: int, sample_rate: int, seconds: float,
         device="cpu", fmt: str = "tsv", chain=None, engine: Any = None,
-        model_path: str | Path | None = None, precision: str = "fp32") -> tuple[list[str], list[dict]]:
+        model_path: str | Path | None = None, precision: str = "fp32",
+        threshold: float | None = None) -> tuple[list[str], list[dict]]:
     """Score the rows (`chain` on those not `prepared`); return (score-file lines, header first for tsv; rejects).
+    A NaN or infinite score is an InputError (check_scores): nothing is written.
 
     With a ray `engine` (pipeline.runtime.engine.EngineConfig) the batches are scored by actors that each load the
-    detector from `model_path`; the lines come back in row order, as the local loop writes them.
+    detector from `model_path`; the lines come back in row order, as the local loop writes them. tsv lines carry
+    the label and system of labelled rows, and a decision at `threshold` when one is given.
     """
     if engine is not None and engine.engine == "ray":
         from functools import partial
@@ -119,21 +146,45 @@ def run(model, rows: pd.DataFrame, *, batch_size: int, sample_rate: int, seconds
         results = map_batch_results(None, rows, batch_size=batch_size, cfg=engine, actor_factory=factory, desc="score")
         ids = [i for r_ids, _, _ in results for i in r_ids]
         scores = [x for _, r_scores, _ in results for x in r_scores]
-        return format_scores(ids, scores, fmt), [r for _, _, rej in results for r in rej]
+        check_scores(ids, scores)
+        return (format_scores(ids, scores, fmt, score_columns(rows, ids, scores, threshold)),
+                [r for _, _, rej in results for r in rej])
     from pipeline.detector.inference import score_clips
 
     result = score_clips(model, rows, batch_size, sample_rate, seconds, device=device, stage="score", chain=chain,
                          precision=precision)
-    return format_scores(result.clip_ids, result.scores, fmt), result.rejects
+    check_scores(result.clip_ids, result.scores)
+    columns = score_columns(rows, result.clip_ids, result.scores, threshold)
+    return format_scores(result.clip_ids, result.scores, fmt, columns), result.rejects
 
 
-def _engine(name: str, concurrency: int, device: Any) -> Any:
+def decide(scores, threshold: float) -> list[str]:
+    """`bonafide` where score > threshold, else `spoof`: the sides pipeline.metrics.compute_eer counts."""
+    return ["bonafide" if float(s) > threshold else "spoof" for s in scores]
+
+
+def score_columns(rows: pd.DataFrame, clip_ids: list[str], scores, threshold: float | None) -> dict[str, list[str]]:
+    """The tsv columns after the score, per scored clip: label and system when any row is labelled (empty for
+    unlabelled rows), and the decision at `threshold` when one is given."""
+    columns: dict[str, list[str]] = {}
+    if rows["labelled"].astype(bool).any():
+        by_id = rows.set_index("clip_id")
+        labelled = by_id["labelled"].astype(bool)
+        for name in LABELLED_COLUMNS:
+            columns[name] = [str(by_id.at[c, name]) if labelled.at[c] else "" for c in clip_ids]
+    if threshold is not None:
+        columns["decision"] = decide(scores, threshold)
+    return columns
+
+
+def _engine(name: str, concurrency: int, device: Any, threads: int = 0) -> Any:
     """The engine config for `--engine` (None for local: the plain loop, ray never imported)."""
     if name == "local":
         return None
     from pipeline.runtime.engine import EngineConfig
 
-    return EngineConfig(engine=name, concurrency=concurrency, num_gpus=1.0 if str(device).startswith("cuda") else 0.0)
+    return EngineConfig(engine=name, concurrency=concurrency, num_gpus=1.0 if str(device).startswith("cuda") else 0.0,
+                        threads=threads)  # actors score on --threads, as the local loop does
 
 
 ScoreBatch = Callable[[pd.DataFrame], tuple[list[str], list[float], list[dict]]]
@@ -155,53 +206,6 @@ def score_batch_function(model_path: str, device: str, sample_rate: int, seconds
     return score_batch
 
 
-FORMATS = ("tsv", "asvspoof")
-TSV_HEADER = "clip_id\tscore"
-_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
-_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", "=": "=", "+": "+", "-": "-", "@": "@"}
-
-
-def escape_field(text: str) -> str:
-    """A TSV field: backslash, tab, newline and carriage return as two-character escapes, and a leading
-    `= + - @` as `\\=` ... so that a spreadsheet never runs the field as a formula (CSV injection)."""
-    out = "".join(_ESCAPES.get(ch, ch) for ch in text)
-    return "\\" + out if out.startswith(("=", "+", "-", "@")) else out
-
-
-def unescape_field(text: str) -> str:
-    """Undo escape_field (a lone or unknown escape is a ValueError)."""
-    return re.sub(r"\\(.?)", lambda m: _unescape(m.group(1), text), text)
-
-
-def _unescape(ch: str, text: str) -> str:
-    if ch not in _UNESCAPES:
-        raise ValueError(f"bad escape \\{ch} in score-file field {text!r}")
-    return _UNESCAPES[ch]
-
-
-def format_scores(clip_ids: list[str], scores, fmt: str = "tsv") -> list[str]:
-    """Score-file lines: tsv (header + escaped, tab-separated) or asvspoof (`clip_id score`)."""
-    if fmt == "asvspoof":
-        return [f"{cid} {s:.6f}" for cid, s in zip(clip_ids, scores)]
-    return [TSV_HEADER] + [f"{escape_field(cid)}\t{s:.6f}" for cid, s in zip(clip_ids, scores)]
-
-
-def read_scores(path: str | Path) -> dict[str, float]:
-    """{clip_id: score} of a tsv score file written by this command (escapes undone)."""
-    lines = Path(path).read_text(encoding="utf-8", errors="surrogateescape").split("\n")
-    if not lines or lines[0] != TSV_HEADER:
-        raise ValueError(f"{path}: not a score file of this command (first line {TSV_HEADER!r} expected)")
-    out = {}
-    for line_no, line in enumerate(lines[1:], start=2):
-        if not line:
-            continue
-        fields = line.split("\t")
-        if len(fields) != 2:
-            raise ValueError(f"{path}: line {line_no} has {len(fields)} tab-separated fields, expected 2")
-        out[unescape_field(fields[0])] = float(fields[1])
-    return out
-
-
 def _positive(kind: type) -> Callable[[str], float]:
     def parse(text: str):
         try:
@@ -213,33 +217,6 @@ def _positive(kind: type) -> Callable[[str], float]:
         return value
     parse.__name__ = kind.__name__
     return parse
-
-
-def check_out(out: str, inputs: list[str], rows: pd.DataFrame, model: str) -> None:
-    """Raise InputError when writing --out could destroy data: a folder, an input, audio, the model."""
-    if out == "-":
-        return
-    path = Path(out)
-    if path.parent.exists() and not path.parent.is_dir():
-        raise InputError(f"--out {out}: {path.parent} is not a folder")
-    if path.is_dir():
-        raise InputError(f"--out {out} is a folder; give a file name (e.g. {path / 'scores.tsv'})")
-    target = path.resolve()
-    model_file = Path(model) / "model.pt" if Path(model).is_dir() else Path(model)
-    protected = {Path(p).resolve(): p for p in [*inputs, *rows["path"].astype(str)]}
-    protected.setdefault(model_file.resolve(), str(model_file))
-    if target in protected:
-        raise InputError(f"--out {out} is an input or the model ({protected[target]}): refusing to overwrite it "
-                         "with scores")
-    if path.suffix.lower() in AUDIO_EXTENSIONS + (".parquet", ".pt"):
-        raise InputError(f"--out {out} has an audio/data extension ({path.suffix}): refusing to write scores "
-                         f"there; use e.g. scores.tsv")
-    if path.is_file():
-        try:
-            sf.info(str(path))
-        except (sf.LibsndfileError, RuntimeError, TypeError):
-            return
-        raise InputError(f"--out {out} is an existing audio file: refusing to overwrite it with scores")
 
 
 def model_chain(config: dict, model: str, n_raw: int = 0):
@@ -262,7 +239,35 @@ def model_chain(config: dict, model: str, n_raw: int = 0):
     return chain
 
 
-def main(argv: list[str] | None = None) -> int:
+def threshold_arg(text: str) -> str | float:
+    """`--threshold`: `dev` (the model's stored dev-EER threshold) or a finite number."""
+    if text == "dev":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither `dev` nor a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def model_threshold(choice: str | float | None, config: dict, model: str) -> float | None:
+    """The decision threshold of `--threshold`: a number as given, or `dev` = the dev-EER threshold that train
+    stored in the model folder (config `dev.threshold`); ValueError when the model records none."""
+    if choice is None or not isinstance(choice, str):
+        return choice
+    stored = (config.get("dev") or {}).get("threshold")
+    if stored is None:
+        raise ValueError(f"--threshold dev: model {model} records no dev threshold (an imported model, or one "
+                         "trained before this version): give a number, e.g. --threshold 0 (the model's own "
+                         "decision, p(bonafide) = 0.5)")
+    log.info("decision threshold %.6f: the model's dev-EER threshold (dev EER %.2f%%)", float(stored),
+             100 * float(config["dev"].get("eer", float("nan"))))
+    return float(stored)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline score",
                                      description="score audio files, folders or a clip table with a trained detector")
     parser.add_argument("--model", required=True, help="detector directory (model.pt) or checkpoint file")
@@ -282,46 +287,70 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="ray: score the batches on Ray Data actors (RAY_ADDRESS, else a local instance)")
     parser.add_argument("--concurrency", type=_positive(int), default=2, help="engine ray: actors")
-    args = parser.parse_args(argv)
+    parser.add_argument("--threshold", type=threshold_arg, default=None, metavar="dev|X",
+                        help="tsv: add a decision column (bonafide when score > t); t = the model's dev-EER "
+                             "threshold (dev) or the number X")
+    return parser
+
+
+def _inputs(args: argparse.Namespace) -> pd.DataFrame:
+    """The rows to score, after every check of the arguments that needs no model (InputError, OSError)."""
+    rows = collect_inputs(args.inputs)
+    if args.prepared:
+        rows["prepared"] = True
+    check_out(args.out, args.inputs, rows, args.model)
+    if args.format == "asvspoof":
+        spaced = rows["clip_id"][rows["clip_id"].str.contains(r"\s", regex=True)]
+        if len(spaced):
+            raise InputError(f"clip id {spaced.iloc[0]!r} has whitespace, which --format asvspoof cannot "
+                             "write; use --format tsv")
+        if args.threshold is not None:
+            raise InputError("--threshold writes a decision column, which --format asvspoof has not; use "
+                             "--format tsv")
+    return rows
+
+
+def _error(exc: Exception) -> int:
+    """Print a one-line `score: error:` for a bad argument, input or model (exit code 2)."""
+    line = os_error_line(exc) if isinstance(exc, OSError) else str(exc)
+    if line is None:
+        raise exc
+    print(f"score: error: {line}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     setup_logging()
     try:
-        rows = collect_inputs(args.inputs)
-        if args.prepared:
-            rows["prepared"] = True
-        check_out(args.out, args.inputs, rows, args.model)
-        if args.format == "asvspoof":
-            spaced = rows["clip_id"][rows["clip_id"].str.contains(r"\s", regex=True)]
-            if len(spaced):
-                raise InputError(f"clip id {spaced.iloc[0]!r} has whitespace, which --format asvspoof cannot "
-                                 "write; use --format tsv")
-    except (InputError, FileNotFoundError, ValueError) as exc:
-        print(f"score: error: {exc}", file=sys.stderr)
-        return 2
+        rows = _inputs(args)
+    except (StageError, FileNotFoundError, ValueError, OSError) as exc:
+        return _error(exc)
     if rows.empty:
         print("score: error: no audio files found in the inputs", file=sys.stderr)
         return 1
 
-    from pipeline.models import CheckpointError, load_checkpoint
+    from pipeline.models import DEFAULT_EVAL_S, load_checkpoint
     from pipeline.runtime.devices import configure_torch, resolve_device
 
     configure_torch(args.threads, 0)
     device = resolve_device(args.device)
     try:
         model, config = load_checkpoint(args.model, device=device)
-    except CheckpointError as exc:
-        print(f"score: error: {exc}", file=sys.stderr)
-        return 2
-    try:
         chain = model_chain(config, args.model, n_raw=int((~rows["prepared"].astype(bool)).sum()))
-    except ValueError as exc:
+        threshold = model_threshold(args.threshold, config, args.model)
+        seconds = eval_s_bound(args.eval_s, chain) if args.eval_s else float(config.get("eval_s", DEFAULT_EVAL_S))
+    except ValueError as exc:  # CheckpointError, InputError
+        return _error(exc)
+    try:
+        lines, rejects = run(model, rows, batch_size=args.batch_size, sample_rate=int(config["sample_rate"]),
+                             seconds=seconds, device=device, fmt=args.format, chain=chain,
+                             engine=_engine(args.engine, args.concurrency, device, args.threads),
+                             model_path=args.model, precision=args.precision, threshold=threshold)
+    except InputError as exc:  # non-finite scores
         print(f"score: error: {exc}", file=sys.stderr)
-        return 2
-    lines, rejects = run(model, rows, batch_size=args.batch_size, sample_rate=int(config["sample_rate"]),
-                         seconds=args.eval_s or float(config.get("eval_s", 4.0)), device=device, fmt=args.format,
-                         chain=chain, engine=_engine(args.engine, args.concurrency, device), model_path=args.model,
-                         precision=args.precision)
-    for r in rejects:
-        print(f"reject {r['clip_id']}: {r['reason']}", file=sys.stderr)
+        return 1
+    print_rejects(rejects)
     if len(lines) <= (args.format == "tsv"):
         print(f"score: error: none of the {len(rows)} inputs could be scored", file=sys.stderr)
         return 1
@@ -329,9 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out == "-":
         sys.stdout.write(text)
     else:
-        from pipeline.io import atomic_path
-
-        with atomic_path(args.out) as tmp:  # utf-8 whatever the locale; file names may hold any character
-            tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
+        try:
+            with atomic_path(args.out) as tmp:  # utf-8 whatever the locale; file names may hold any character
+                tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
+        except OSError as exc:  # a disk that filled up during the run
+            return _error(exc)
     log.info("scored %d clips (%d rejected) -> %s", len(lines) - (args.format == "tsv"), len(rejects), args.out)
     return 0

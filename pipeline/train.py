@@ -32,7 +32,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 
@@ -44,10 +43,12 @@ from pipeline.detector.finetune import InitParams, load_init
 from pipeline.detector.inference import load_waves, score_waves
 from pipeline.detector.loop import EpochResult, Phase, RunState, fit, live_log
 from pipeline.detector.losses import CrossEntropyLoss, RACLParams, SupConParams, build_loss
-from pipeline.io import write_json_atomic
-from pipeline.logs import stage_timer
+from pipeline.handoff.card import build_card, data_facts, init_facts, write_card
+from pipeline.handoff.licences import data_licences
+from pipeline.io import StagedDir, write_json_atomic
+from pipeline.logs import StageError, log_some, stage_timer
 from pipeline.metrics import compute_eer
-from pipeline.models import build_model, check_config, checkpointer
+from pipeline.models import DEFAULT_EVAL_S, build_model, check_config, checkpointer
 from pipeline.params import (
     ConfigError,
     Section,
@@ -59,12 +60,13 @@ from pipeline.params import (
     one_of,
     roles_from_params,
     section,
+    seed_value,
     stage_parser,
     stage_seed,
     start_stage,
 )
 from pipeline.runtime.devices import setup_torch
-from pipeline.schema import MANIFEST_COLUMNS, PARADIGMS, read_clips
+from pipeline.schema import PARADIGMS, groups_of, read_clips
 
 log = logging.getLogger("pipeline.train")
 
@@ -125,7 +127,7 @@ class TrainParams(Section):
             number(f"train.{name}", getattr(self, name), low=0, low_open=True)
         number("train.weight_decay", self.weight_decay, low=0)
         number("train.dev_max_clips", self.dev_max_clips, low=1, integer=True)
-        number("train.seed", self.seed, integer=True, allow_none=True)
+        seed_value("train.seed", self.seed, allow_none=True)
         InitParams.from_params({"init": self.init, "init_mode": self.init_mode}, where="train")
         flag("train.pair_batches", self.pair_batches)
         if self.pair_batches and self.batch_size % 2:
@@ -161,7 +163,7 @@ def select_training_rows(manifest: pd.DataFrame, exclude_paradigms: tuple[str, .
     counts = rows["label"].value_counts()
     for label in ("bonafide", "spoof"):
         if counts.get(label, 0) == 0:
-            raise ValueError(f"training manifest has no {label} rows (after exclude_paradigms): nothing to learn")
+            raise StageError(f"training manifest has no {label} rows (after exclude_paradigms): nothing to learn")
     return rows.reset_index(drop=True)
 
 
@@ -177,9 +179,9 @@ def select_dev_rows(dev: pd.DataFrame, max_clips: int, seed: int) -> pd.DataFram
     return pd.concat(parts).reset_index(drop=True)
 
 
-def dev_eer(scores: np.ndarray, labels: np.ndarray) -> float:
-    """EER of dev scores (labels: 1 = bona fide)."""
-    return compute_eer(scores[labels == 1], scores[labels == 0])[0]
+def dev_eer(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(EER, threshold) of dev scores (labels: 1 = bona fide): the threshold is what `score --threshold dev` uses."""
+    return compute_eer(scores[labels == 1], scores[labels == 0])
 
 
 def _batches(ds: ClipDataset, p: TrainParams, seed: int, epoch: int, parents: np.ndarray | None = None) -> DataLoader:
@@ -226,10 +228,9 @@ def run(train_rows: pd.DataFrame, dev_rows: pd.DataFrame, p: TrainParams, *, sam
     """
     model = (build_model(p.model_config(sample_rate)) if model is None else model).to(device)
     _, dev_waves, dev_labels, rejects = load_waves(dev_rows, sample_rate, p.eval_s, stage="train")
-    for r in rejects:
-        log.warning("dev clip %s skipped: %s", r["clip_id"], r["reason"])
+    log_some(log, [(r["clip_id"], r["reason"]) for r in rejects], "dev clip skipped")
     if (dev_labels == 1).sum() == 0 or (dev_labels == 0).sum() == 0:
-        raise ValueError("dev set needs bona fide and spoof clips for an EER")
+        raise StageError("dev set needs bona fide and spoof clips for an EER")
     ds = ClipDataset(train_rows, sample_rate, p.crop_s, train=True, seed=seed,
                      augment=make_augmenter(p.augment, sample_rate))
     parents = parent_indices(train_rows) if p.pair_batches else None
@@ -252,8 +253,8 @@ def run(train_rows: pd.DataFrame, dev_rows: pd.DataFrame, p: TrainParams, *, sam
         if two_stage:  # the head is untrained: score by the nearest class mean of the training embeddings
             means_at[epoch] = step.class_means.means()
             scores = ncm_scores(embs, means_at[epoch]["normed"])
-        eer = dev_eer(scores, dev_labels)
-        return _epoch_result(state, loss, {"train/loss": _mean(losses), "dev/eer": eer}, epoch)
+        eer, threshold = dev_eer(scores, dev_labels)
+        return _epoch_result(state, loss, {"train/loss": _mean(losses), "dev/eer": eer}, epoch, threshold)
 
     fit(state, Phase("train", p.epochs, batches, step, evaluate, patience=p.patience,
                      checkpoint=None if two_stage else save), live)
@@ -263,7 +264,9 @@ def run(train_rows: pd.DataFrame, dev_rows: pd.DataFrame, p: TrainParams, *, sam
             live)
         for param in model.parameters():
             param.requires_grad_(True)
-    summary = {"dev_eer": float(state.best_key), "best_epoch": int(state.best_epoch), "epochs": int(state.epoch),
+    best = next(r for r in state.history if r["epoch"] == state.best_epoch)
+    summary = {"dev_eer": float(state.best_key), "dev_threshold": float(best["dev_threshold"]),
+               "best_epoch": int(state.best_epoch), "epochs": int(state.epoch),
                "steps": int(state.step),
                "n_train": int(len(train_rows)), "n_dev": int(len(dev_labels)), "objective": p.objective}
     if two_stage:
@@ -291,17 +294,20 @@ def _head_phase(state: RunState, ds: ClipDataset, dev_waves: torch.Tensor, dev_l
 
     def evaluate(epoch: int, losses: list[float]) -> EpochResult:
         scores, _ = score_waves(model, dev_waves, 2 * p.batch_size, device)
-        return _epoch_result(state, loss, {"head/loss": _mean(losses), "dev/eer": dev_eer(scores, dev_labels)}, epoch)
+        eer, threshold = dev_eer(scores, dev_labels)
+        return _epoch_result(state, loss, {"head/loss": _mean(losses), "dev/eer": eer}, epoch, threshold)
 
     return Phase("head", int(p.supcon.get("head_epochs", 3)), lambda epoch: _batches(ds, p, seed, epoch), step,
                  evaluate, patience=p.patience, train_mode=False, checkpoint=save)
 
 
-def _epoch_result(state: RunState, loss: torch.nn.Module, metrics: dict[str, float], epoch: int) -> EpochResult:
-    """Dev EER as the key; the metrics plus the loss's last named terms are logged."""
+def _epoch_result(state: RunState, loss: torch.nn.Module, metrics: dict[str, float], epoch: int,
+                  threshold: float) -> EpochResult:
+    """Dev EER as the key; the metrics plus the loss's last named terms are logged; the history row keeps the
+    dev-EER threshold (the best epoch's goes to the model folder)."""
     extra = {k: float(v) for k, v in (getattr(loss, "terms", {}) or {}).items()}
     return EpochResult(metrics["dev/eer"], {**{k: float(v) for k, v in metrics.items()}, **extra},
-                       {**metrics, **extra, "epoch": epoch, "steps": state.step})
+                       {**metrics, **extra, "epoch": epoch, "steps": state.step, "dev_threshold": float(threshold)})
 
 
 def _mean(losses: list[float]) -> float:
@@ -325,9 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     seed = stage_seed("train.seed", p.seed, common)
     device = setup_torch(replace(common, seed=seed))
 
-    manifest = read_clips(args.manifest, stage="train", groups=_groups_of(args.manifest))
+    manifest = read_clips(args.manifest, stage="train", groups=groups_of(args.manifest))
     train_rows = select_training_rows(manifest, p.exclude_paradigms)
-    dev = read_clips(args.dev, stage="train", groups=_groups_of(args.dev))
+    dev = read_clips(args.dev, stage="train", groups=groups_of(args.dev))
     # A held-out paradigm must not steer early stopping either.
     dev = dev[~((dev["label"] == "spoof") & dev["paradigm"].isin(list(p.exclude_paradigms))).to_numpy()]
     dev_rows = select_dev_rows(dev, p.dev_max_clips, seed)
@@ -335,8 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     start, carried = None, {}
     if p.init is not None:  # config errors (a bad init dir, another arch) before anything is written
         start, carried = load_init(p.init, p.init_mode, p.arch, sample_rate, chain)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    staged = StagedDir(args.out, marker="model.pt")  # swapped in at the end: a failed run leaves the old model whole
+    out = staged.path
     # the effective seed is recorded once, top level (train.seed null or equal: the same config as before);
     # init keys only when an init is given (from scratch: the same config as before)
     train_cfg = {k: v for k, v in asdict(p).items() if k != "seed" and (p.init or k not in ("init", "init_mode"))}
@@ -354,15 +360,21 @@ def main(argv: list[str] | None = None) -> int:
                              save=save, live=live, model=start)
         stats.add("steps", summary["steps"])
         stats.add("epochs", summary["epochs"])
-    save(model)  # the best state again: also covers a run whose first epoch was already the best
-    write_json_atomic({**resolved, "model": dict(model.config)}, out / "config.json")
+    # the best state again (also covers a run whose first epoch was already the best), now with its dev threshold
+    resolved["dev"] = {"eer": summary["dev_eer"], "threshold": summary["dev_threshold"], "n_clips": summary["n_dev"]}
+    save(model)
+    used = pd.concat([train_rows, dev_rows], ignore_index=True)
+    card = build_card("fine-tuned detector" if p.init else "detector", Path(args.out).name, model,
+                      data=data_facts(used, {"manifest": args.manifest, "dev": args.dev}),
+                      params={"train": resolved["train"], "seed": seed}, preprocessing=chain,
+                      licences=data_licences(used), init=init_facts(carried.get("init")),
+                      eval_s=float(resolved.get("eval_s", DEFAULT_EVAL_S)))
+    config = {**resolved, "model": dict(model.config), "card": card}
+    write_json_atomic(config, out / "config.json")
+    write_card(out, config)
     write_json_atomic(summary, out / "metrics.json")
+    staged.commit()
     log.info("dev EER %.2f%% (best epoch %d of %d)", 100 * summary["dev_eer"], summary["best_epoch"],
              summary["epochs"])
     return 0
 
-
-def _groups_of(path: str | Path) -> tuple[str, ...]:
-    """("manifest",) when the Parquet file has the manifest columns, else ()."""
-    names = set(pq.read_schema(path).names) if Path(path).exists() else set()
-    return ("manifest",) if set(MANIFEST_COLUMNS) <= names else ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,42 @@ def tiny_clip_table(root: Path, n_speakers: int = 4, clips_per_speaker: int = 3,
                     "matched": None,
                 })
     return pd.DataFrame(rows)
+
+
+HANDOFF_SYSTEMS = ("hifigan_universal", "encodec_1.5kbps")
+
+
+def colliding_tables(root: Path) -> dict[str, pd.DataFrame]:
+    """{train, dev, eval} clip tables: bona fide parents in clips/, and per parent one fake per system in
+    recon/<system>/<the parent's file name>, as reconstruct writes them (train rows carry manifest columns)."""
+    from pipeline.schema import validate_clips
+
+    clips = validate_clips(tiny_clip_table(root / "clips", n_speakers=4, clips_per_speaker=2, with_spoof=False))
+    fakes = []
+    for system in HANDOFF_SYSTEMS:
+        for row in clips.to_dict("records"):
+            path = root / "recon" / system / Path(row["path"]).name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(row["path"], path)
+            fakes.append({**row, "clip_id": f"{row['clip_id']}__{system}", "path": str(path), "label": "spoof",
+                          "system": system, "paradigm": "codec" if "encodec" in system else "vocoder",
+                          "parent_id": row["clip_id"]})
+    table = validate_clips(pd.concat([clips, pd.DataFrame(fakes)], ignore_index=True))
+    manifest = table[table["split"] == "train"].assign(teacher="t", distance=0.5, cluster=0, sampler="nc")
+    return {"train": validate_clips(manifest, groups=("manifest",)), "dev": table[table["split"] == "dev"],
+            "eval": table[table["split"].isin(["test", "train"])]}  # eval gets train rows too: they are left out
+
+
+@pytest.fixture
+def handoff_tables(tmp_path) -> dict[str, Path]:
+    """The colliding tables written as Parquet files: {train, dev, eval} -> path."""
+    from pipeline.schema import write_clips
+
+    out = {}
+    for part, df in colliding_tables(tmp_path / "corpus").items():
+        out[part] = tmp_path / f"{part}.parquet"
+        write_clips(df, out[part], groups=("manifest",) if part == "train" else ())
+    return out
 
 
 @pytest.fixture(autouse=True)

@@ -118,14 +118,24 @@ def test_sinc_bank_is_a_fixed_symmetric_mel_spaced_band_pass_bank():
     assert torch.all(gains[1:] >= gains[:-1])  # pass bands rise with the filter index
 
 
-def test_imported_aasist_scores_with_the_bonafide_logit():
-    model = build_model({"arch": "aasist"})
+def test_aasist_scores_by_the_one_rule_of_every_model():
+    model = build_model({"arch": "aasist-l"}).eval()
+    assert "score_rule" not in model.config
     logits = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
-    assert model.score_rule == "bonafide_logit"
-    assert torch.equal(bonafide_score(logits, model.score_rule), torch.tensor([-2.0, 3.0]))
     assert torch.equal(bonafide_score(logits), torch.tensor([-3.0, 2.5]))
-    with pytest.raises(ValueError, match="unknown score rule"):
-        bonafide_score(logits, "softmax")
+    # the rule ignores a constant added to both logits (the softmax's own freedom); logit[bonafide] alone does not
+    assert torch.equal(bonafide_score(logits + 7.0), bonafide_score(logits))
+
+
+def test_a_checkpoint_that_records_the_old_score_rule_still_loads(tmp_path):
+    from pipeline.models import load_checkpoint, save_checkpoint
+
+    path = save_checkpoint(build_model({"arch": "aasist-l"}), None, tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["score_rule"] = "bonafide_logit"  # what import_model wrote before the one rule
+    torch.save(payload, path)
+    model, config = load_checkpoint(path)
+    assert "score_rule" not in config and model.arch == "aasist-l"
 
 
 def test_a_waveform_of_the_wrong_rank_is_a_clear_error():

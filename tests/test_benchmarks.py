@@ -35,6 +35,40 @@ def test_bench_sampling_times_nc_select_per_size(bench_json):
     assert all(r["seconds"] > 0 and r["cpu_s"] > 0 and r["peak_rss_bytes"] > 0 for r in rows)
 
 
+def test_bench_sampling_times_every_method_against_nc_in_one_run(bench_json):
+    from benchmarks import bench_sampling
+
+    assert bench_sampling.main(["--sizes", "3000", "--dim", "16", "--threads", "1", "--n-clusters", "4",
+                                "--methods", "all", "--repeats", "2"]) == 0
+    rows = _rows(bench_json, "sampling_methods")
+    assert [r["method"] for r in rows] == list(bench_sampling.METHODS)
+    assert all(r["n"] == 3000 and 0 < r["seconds"] <= r["seconds_median"] and r["repeats"] == 2 for r in rows)
+    # equal budgets: every method keeps round(0.25 x 1500) rows of each class
+    assert {r["selected"] for r in rows} == {750}
+    assert next(r for r in rows if r["method"] == "nc")["seconds_over_nc"] == 1.0
+
+
+def test_bench_score_rule_scores_both_rules_from_one_pass(bench_json, tmp_path, monkeypatch):
+    import torch
+
+    from benchmarks import bench_score_rule
+    from pipeline.models import build_model, save_checkpoint
+    from tests.conftest import tiny_clip_table
+
+    clips = tiny_clip_table(tmp_path / "audio", n_speakers=4, clips_per_speaker=2)
+    clips.loc[(clips["split"] == "dev") & (clips["label"] == "spoof"), "split"] = "eval:tts"
+    write_clips(clips, tmp_path / "clips.parquet")
+    torch.manual_seed(0)
+    save_checkpoint(build_model({"arch": "resnet", "width": 4, "embedding_dim": 8, "sample_rate": 16000}),
+                    {"eval_s": 0.5}, tmp_path / "m" / "model.pt")
+    monkeypatch.chdir(tmp_path)
+    assert bench_score_rule.main(["--model", "m", "--clips", "clips.parquet", "--threads", "1"]) == 0
+    rows = _rows(bench_json, "score_rule")
+    assert len(rows) == 6 and {r["set"] for r in rows} == {"test_spoofs", "eval_spoofs", "pooled"}
+    assert all(r["n_bonafide"] == 2 for r in rows) and {r["n_spoof"] for r in rows} == {2, 4}
+    assert all(0 <= r["lo_pct"] <= r["hi_pct"] <= 100 for r in rows)
+
+
 def test_bench_sampling_stream_writes_the_in_memory_baseline_beside_the_streamed_time(bench_json, tmp_path):
     from benchmarks import bench_sampling_stream
 

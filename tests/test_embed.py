@@ -41,7 +41,7 @@ def teacher(tmp_path_factory):
 def _run(clips, teacher, out, **kw):
     model, path = teacher
     p = EmbedParams(**{"batch_size": 4, "eval_s": 0.5, "shard_batches": 2, **kw})
-    vec, dim = build_vectorizer(model, p, CPU)
+    vec, dim = build_vectorizer(model, p, CPU, with_scores=True)
     return embed.run(clips, vec, dim, p, 16000, out, fingerprint(path, p, 16000), CPU)
 
 
@@ -50,15 +50,18 @@ def test_embeddings_have_the_shape_dtype_and_row_order_of_the_ids(tmp_path, clip
     emb = np.load(tmp_path / "emb.npy")
     ids = pd.read_parquet(tmp_path / "ids.parquet")
     assert emb.dtype == np.float16 and emb.shape == (len(clips), 8) == (s["n"], s["dim"])
-    assert list(ids.columns) == ["clip_id"] and ids["clip_id"].tolist() == clips["clip_id"].tolist()
+    assert list(ids.columns) == ["clip_id", "score"] and ids["clip_id"].tolist() == clips["clip_id"].tolist()
     assert not (tmp_path / ".partial").exists()
-    # Row i is the teacher's penultimate vector of clip i.
+    # Row i is the teacher's penultimate vector of clip i, and its score the teacher's bona fide score.
     model, _ = teacher
     wave = torch.from_numpy(np.tile(embed.iter_batches(clips.iloc[[5]], 1, 16000, 0.5).__next__()[1].waves.numpy(),
                                     (1, 1)))
     with torch.no_grad():
-        ref = model.features(wave)["penultimate"].numpy()[0]
+        logits, feats = model.forward_with_features(wave)
+        ref = feats["penultimate"].numpy()[0]
     assert np.allclose(emb[5].astype(np.float32), ref, atol=2e-2 * max(1.0, np.abs(ref).max()))
+    assert ids["score"].iloc[5] == pytest.approx(float(logits[0, 1] - logits[0, 0]), rel=1e-5, abs=1e-6)
+    assert ids["score"].notna().all() and ids["score"].nunique() > 1
     info = json.loads((tmp_path / "info.json").read_text())
     assert s["clips_per_s"] > 0 and info["rejected"] == 0
     assert not {"seconds", "clips_per_s", "computed_clips"} & set(info)  # timing is logged, not in the DVC output
@@ -127,6 +130,10 @@ def test_resemblyzer_embedder_from_a_local_weights_file(tmp_path, clips):
     emb = np.load(tmp_path / "r/emb.npy").astype(np.float32)
     assert out["dim"] == 256 and emb.shape == (4, 256)
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-2)
+    # no teacher, no score: the margin sampler cannot use this pool (the column is null)
+    vec, _ = build_vectorizer(None, p, CPU, with_scores=True)
+    embed.run(clips.iloc[:4], vec, dim, p, 16000, tmp_path / "s", "fp", CPU)
+    assert pd.read_parquet(tmp_path / "s/ids.parquet")["score"].isna().all()
 
 
 def test_bad_params_are_clear_errors():
@@ -153,6 +160,13 @@ def test_main_embeds_the_pool_and_refuses_a_teacher_of_another_architecture(tmp_
     assert embed.main(["t1", "--clips", "clips.parquet", "--teacher-dir", tdir, "--out", "emb/t1"]) == 0
     ids = pd.read_parquet(tmp_path / "emb/t1/ids.parquet")["clip_id"]
     assert len(ids) == len(clips)  # the pool: all splits of bonafide + vocoder
+    info = json.loads((tmp_path / "emb/t1/info.json").read_text())
+    assert info["score_threshold"] == 0.0 and info["score_threshold_source"] == "none (0)"   # no metrics.json
+    (teacher[1].parent / "metrics.json").write_text(json.dumps({"dev_eer": 0.1, "dev_threshold": -0.25}))
+    assert embed.score_threshold(teacher[1].parent) == (-0.25, "dev_threshold")
+    (teacher[1].parent / "metrics.json").write_text("{not json")
+    assert embed.score_threshold(teacher[1].parent) == (0.0, "none (0)")
+    (teacher[1].parent / "metrics.json").unlink()
     with pytest.raises(CheckpointError, match="'resnet' model, but architecture 'convnext'"):
         embed.main(["t2", "--clips", "clips.parquet", "--teacher-dir", tdir, "--out", "emb/t2"])
 

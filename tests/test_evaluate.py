@@ -230,3 +230,18 @@ def test_a_condition_that_is_no_channel_is_refused(clips, tmp_path):
     with pytest.raises(ConfigError, match="mp3_16kbps has role spoof"):
         evaluate.main(["--params", str(path), "--model", str(tmp_path / "detector"), "--clips",
                        str(tmp_path / "clips.parquet"), "--out", str(tmp_path / "r")])
+
+
+def test_the_dev_set_is_every_dev_clip_and_stays_out_of_pooled(clips):
+    sets = evaluate.build_eval_sets(clips, ("test", "dev"))
+    dev = sets["dev"]
+    assert set(dev["split"]) == {"dev"} and set(dev["label"]) == {"bonafide", "spoof"}
+    assert len(dev) == (clips["split"] == "dev").sum()
+    scores = pd.Series(np.where(clips["label"] == "bonafide", 1.0, -1.0), index=clips["clip_id"].to_numpy())
+    scores[(clips["split"] == "dev").to_numpy()] = 0.0                    # dev: no separation at all
+    with_dev, _, _ = evaluate.run(sets, scores, seen_paradigms=["vocoder"])
+    without, _, _ = evaluate.run({"test": sets["test"]}, scores, seen_paradigms=["vocoder"])
+    assert with_dev["eer"]["dev"] == 0.5 and with_dev["eer"]["test"] == 0.0
+    assert with_dev["eer"]["pooled"] == without["eer"]["pooled"] == 0.0
+    assert with_dev["n_clips"]["pooled"] == without["n_clips"]["pooled"]
+    assert with_dev["eer_by_system"] == without["eer_by_system"]

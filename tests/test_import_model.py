@@ -41,6 +41,10 @@ def test_imported_model_scores_as_the_module_does(official, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["preprocessing"]["n_samples"] == 64600 and config["preprocessing"]["sample_rate"] == 16000
     assert config["parameters"] == 85_306 and config["source"]["sha256"]
+    card = config["card"]
+    assert card["kind"] == "imported" and card["model"]["parameters"] == 85_306 and card["data"] is None
+    assert [e["licence"] for e in card["licences"]] == ["MIT", "ODC-By 1.0"]
+    assert card["params"]["checkpoint"] == config["source"] and "ODC-By 1.0" in (out / "MODEL_CARD.md").read_text()
     wave = make_wave(1.5, seed=4)
     write_wave(tmp_path / "in" / "a.wav", wave)
     assert score.main(["--model", str(out), "--out", str(tmp_path / "s.txt"), "--threads", "1",
@@ -49,8 +53,8 @@ def test_imported_model_scores_as_the_module_does(official, tmp_path):
     pcm = torch.from_numpy(np.round(wave * 32767) / 32767).float()  # the file is 16-bit PCM
     x = torch.from_numpy(crop_or_tile(pcm.numpy(), 64600)).unsqueeze(0)  # the model's eval_s: 64600 samples
     with torch.no_grad():
-        expected = float(model(x)[0, 1])  # the bona fide logit, as the authors score
-    assert got == pytest.approx(expected, abs=1e-4)
+        logits = model(x)[0]  # the authors' logits; their score file holds logits[1]
+    assert got == pytest.approx(float(logits[1] - logits[0]), abs=1e-4)  # the one rule: bona fide - spoof
 
 
 def test_imported_dir_is_a_teacher_that_embeds(official, tmp_path):

@@ -144,7 +144,7 @@ def test_arch_null_needs_an_init():
         train.TrainParams.from_params({**TINY, "arch": None})
 
 
-def test_imported_aasist_fine_tunes_in_backend_mode_and_scores_by_the_bonafide_logit(data, tmp_path, capsys):
+def test_imported_aasist_fine_tunes_in_backend_mode_and_scores_by_the_one_rule(data, tmp_path, capsys):
     torch.manual_seed(0)
     official = build_model({"arch": "aasist"}).eval()
     torch.save(official.state_dict(), tmp_path / "AASIST.pth")
@@ -158,8 +158,12 @@ def test_imported_aasist_fine_tunes_in_backend_mode_and_scores_by_the_bonafide_l
     assert front and all(torch.equal(init[k], after[k]) for k in front)
     assert not torch.equal(init["out_layer.weight"], after["out_layer.weight"])
     config = json.loads((tmp_path / "ft" / "config.json").read_text())
-    assert config["model"]["score_rule"] == "bonafide_logit" and config["eval_s"] == 4.0375
+    assert "score_rule" not in config["model"] and config["eval_s"] == 4.0375
     assert config["preprocessing"]["n_samples"] == 64600 and config["init"]["arch"] == "aasist"
+    # the card names the init and carries the licences of what the init was trained on
+    card = config["card"]
+    assert card["kind"] == "fine-tuned detector" and card["init"]["dir"] == str(tmp_path / "imported")
+    assert [e["licence"] for e in card["init"]["licences"]] == ["MIT", "ODC-By 1.0"]
 
     dev = pd.read_parquet(data / "dev.parquet").iloc[:3]
     assert cli.main(["score", "--model", str(tmp_path / "ft"), "--eval-s", "0.5", "--threads", "1", "--prepared",
@@ -167,7 +171,8 @@ def test_imported_aasist_fine_tunes_in_backend_mode_and_scores_by_the_bonafide_l
     model, _ = load_checkpoint(tmp_path / "ft")
     waves = torch.stack([torch.from_numpy(crop_or_tile(load_wave(p, 16000), 8000)) for p in dev["path"]])
     with torch.no_grad():
-        expected = model(waves)[:, 1]  # logit[bonafide], as the authors score
+        logits = model(waves)
+        expected = logits[:, 1] - logits[:, 0]  # the one score rule: logit[bonafide] - logit[spoof]
     got = [float(line.split("\t")[1]) for line in (tmp_path / "s.tsv").read_text().splitlines()[1:]]
     assert got == pytest.approx(expected.tolist(), abs=1e-4)
 

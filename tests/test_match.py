@@ -5,17 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.audio import (
-    bandwidth_hz,
-    leading_silence_s,
-    match_record,
-    match_to_parent,
-    noise_floor_dbfs,
-    resample,
-    rms_dbfs,
-    speech_mask,
-    trailing_silence_s,
-)
+from pipeline.audio import bandwidth_hz, leading_silence_s, noise_floor_dbfs, resample, rms_dbfs, trailing_silence_s
+from pipeline.matching import match_record, match_to_parent, speech_mask
 from tests.conftest import make_wave
 
 SR = 16000
@@ -78,6 +69,22 @@ def test_a_tts_fake_keeps_its_length_and_gets_the_parents_silences_noise_and_lev
     assert noise_floor_dbfs(out, SR) == pytest.approx(noise_floor_dbfs(parent, SR), abs=3.0)
     unmatched_floor = noise_floor_dbfs(tts, SR)
     assert abs(unmatched_floor - noise_floor_dbfs(parent, SR)) > 6.0  # the shortcut the matching removes
+
+
+def test_the_matched_band_measures_exactly_the_parents_band():
+    """A plain low-pass at the parent's measured band would measure a few bins lower, every time: a shortcut."""
+    from pipeline.audio import lowpass, to_pcm16
+
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        wave = make_wave(2.0, SR, seed=k, noise=0.02) + 0.01 * rng.standard_normal(2 * SR).astype(np.float32)
+        parent = to_pcm16(lowpass(wave, SR, 3000 + 300 * k)).astype(np.float32) / 32768
+        fake = parent + 0.003 * rng.standard_normal(len(parent)).astype(np.float32)
+        out, _ = match_to_parent(fake, parent, SR, parent_bandwidth_hz=bandwidth_hz(parent, SR))
+        out = to_pcm16(out).astype(np.float32) / 32768
+        assert bandwidth_hz(out, SR) == bandwidth_hz(parent, SR), k
+        plain = to_pcm16(lowpass(fake, SR, bandwidth_hz(parent, SR))).astype(np.float32) / 32768
+        assert bandwidth_hz(plain, SR) < bandwidth_hz(parent, SR)
 
 
 def test_matching_is_deterministic_and_rejects_an_unknown_gate():

@@ -152,3 +152,38 @@ def test_mean_ci_over_seeds() -> None:
     assert one[0] == 0.2 and np.isnan(one[1]) and np.isnan(one[2])
     with pytest.raises(ValueError):
         mean_ci([float("nan")])
+
+
+def test_paired_difference_matches_a_hand_computation() -> None:
+    from pipeline.metrics import paired_difference
+
+    # a - b = [1, 2, 3, 4, 5] points: mean 3, sd sqrt(2.5), se sqrt(0.5), t(0.975, 4) = 2.7764451
+    a = np.array([11.0, 22.0, 33.0, 44.0, 55.0])
+    b = np.array([10.0, 20.0, 30.0, 40.0, 50.0])
+    res = paired_difference(a, b)
+    half = 2.7764451052 * np.sqrt(2.5) / np.sqrt(5)
+    assert res.n == 5 and res.diffs == (1.0, 2.0, 3.0, 4.0, 5.0)
+    assert res.mean == pytest.approx(3.0)
+    assert (res.lo, res.hi) == (pytest.approx(3.0 - half), pytest.approx(3.0 + half))
+    # all five differences positive: sign test 2 x (1/2)^5; Wilcoxon W- = 0, exact two-sided p = 2/32
+    assert res.sign_p == pytest.approx(0.0625)
+    assert res.wilcoxon_p == pytest.approx(0.0625)
+
+
+def test_paired_difference_with_mixed_signs_zeros_and_missing_values() -> None:
+    from pipeline.metrics import paired_difference
+
+    # d = [-1, 2, 0, 3] after dropping the nan pair; zeros leave the sign and Wilcoxon tests (n' = 3):
+    # sign: 2 of 3 positive -> p = 1; Wilcoxon ranks |d| = 1, 2, 3, W+ = 5, W- = 1 -> exact p = 2 x 2/8 = 0.5
+    res = paired_difference([0.0, 4.0, 1.0, 5.0, np.nan], [1.0, 2.0, 1.0, 2.0, 0.3])
+    assert res.n == 4 and res.mean == pytest.approx(1.0)
+    assert res.sign_p == pytest.approx(1.0)
+    assert res.wilcoxon_p == pytest.approx(0.5)
+    one = paired_difference([0.3], [0.1])
+    assert one.mean == pytest.approx(0.2) and np.isnan(one.lo) and np.isnan(one.hi)
+    same = paired_difference([0.3, 0.2], [0.3, 0.2])
+    assert same.mean == 0.0 and np.isnan(same.sign_p) and np.isnan(same.wilcoxon_p)
+    with pytest.raises(ValueError, match="pairs need one value each"):
+        paired_difference([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="no pair with two finite values"):
+        paired_difference([np.nan], [1.0])

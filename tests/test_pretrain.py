@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from pipeline import pretrain
+from pipeline.handoff.card import file_sha256
 from pipeline.models import CheckpointError, build_model, load_checkpoint, save_checkpoint
 from pipeline.params import ConfigError, TeacherParams
 from pipeline.pretrain import PretrainParams
@@ -47,6 +48,11 @@ def test_a_tiny_teacher_lowers_its_loss_and_separates_the_classes(tmp_path, clip
     assert config["model"]["arch"] == "resnet" and config["pool"] == TEACHER.pool
     model, cfg = load_checkpoint(tmp_path / "t", expected_arch="resnet")
     assert cfg["teacher"] == "t" and cfg["width"] == 4
+    # the card's numbers are metrics.json's (config.json `dev`, in the checkpoint too, for score --threshold dev)
+    assert config["dev"] == cfg["dev"] == {"eer": saved["dev_eer"], "threshold": saved["dev_threshold"],
+                                           "n_clips": saved["n_dev"]}
+    assert config["card"]["kind"] == "teacher" and config["card"]["data"]["clips"]["train_spoof"] == 8
+    assert f"{100 * saved['dev_eer']:.2f}%" in (tmp_path / "t" / "MODEL_CARD.md").read_text()
 
 
 def test_a_train_split_that_is_not_a_multiple_of_the_batch_trains(tmp_path, clips):
@@ -84,6 +90,8 @@ def test_a_given_checkpoint_is_adopted_without_training(tmp_path, clips):
     # its training audio is not ours: the prepare chain is not claimed for it (score then only resamples)
     assert "chain" not in json.loads((tmp_path / "t" / "config.json").read_text())
     assert "chain" not in load_checkpoint(tmp_path / "t")[1]
+    card = json.loads((tmp_path / "t" / "config.json").read_text())["card"]
+    assert card["kind"] == "adopted teacher" and card["init"]["dir"] == str(tmp_path / "given")
 
 
 def test_a_checkpoint_of_the_wrong_architecture_is_a_clear_error(tmp_path, clips):
@@ -128,8 +136,10 @@ def test_main_runs_the_stage_from_params_with_a_dvclive_log(tmp_path, clips, mon
     assert json.loads((tmp_path / "teachers/t1/metrics.json").read_text())["epochs_run"] == 1
     assert (tmp_path / "teachers/t1/dvclive/metrics.json").exists()
     assert not (tmp_path / "dvc.yaml").exists()
-    chain = {"version": 1, "sample_rate": 16000, "vad_trim": False, "max_duration_s": 10.0, "lowpass_hz": None}
+    chain = {"version": 2, "sample_rate": 16000, "vad_trim": False, "max_duration_s": 10.0, "lowpass_hz": None}
     assert json.loads((tmp_path / "teachers/t1/config.json").read_text())["chain"] == chain
     assert load_checkpoint(tmp_path / "teachers/t1")[1]["chain"] == chain
+    files = json.loads((tmp_path / "teachers/t1/config.json").read_text())["card"]["data"]["files"]
+    assert files == {"clip table 1": {"path": "clips.parquet", "sha256": file_sha256(tmp_path / "clips.parquet")}}
     with pytest.raises(ConfigError, match=r"teacher 'nobody' is not in params `teachers:`; known: \['t1'\]"):
         pretrain.main(["nobody", "--clips", "clips.parquet", "--out", "x"])

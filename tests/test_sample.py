@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pipeline import sample
+from pipeline.sampling.budget import merge_picks
 from pipeline.schema import MANIFEST_COLUMNS, read_clips, write_clips
 
 
@@ -41,8 +42,10 @@ def clip_rows(n_speakers: int = 10, per_speaker: int = 6) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_pool(root, teacher: str, clips: pd.DataFrame, paradigms, d: int = 12, seed: int = 0):
-    """emb.npy + ids.parquet for the pool of `teacher` (rows of the given paradigms), class-separated."""
+def write_pool(root, teacher: str, clips: pd.DataFrame, paradigms, d: int = 12, seed: int = 0,
+               scores: bool = True, threshold: float = 0.0):
+    """emb.npy + ids.parquet (+ the teacher's scores: confident, sure of the class) + info.json for the pool of
+    `teacher` (rows of the given paradigms), class-separated."""
     pool = clips[clips["paradigm"].isin(paradigms)]
     rng = np.random.default_rng(seed)
     emb = rng.normal(0, 1, (len(pool), d))
@@ -51,7 +54,11 @@ def write_pool(root, teacher: str, clips: pd.DataFrame, paradigms, d: int = 12, 
     out = root / teacher
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "emb.npy", emb.astype(np.float16))
-    pd.DataFrame({"clip_id": pool["clip_id"].to_numpy()}).to_parquet(out / "ids.parquet")
+    ids = pd.DataFrame({"clip_id": pool["clip_id"].to_numpy()})
+    if scores:
+        ids["score"] = threshold + np.where(pool["label"] == "bonafide", 5.0, -5.0) + rng.normal(0, 1, len(pool))
+    ids.to_parquet(out / "ids.parquet")
+    (out / "info.json").write_text(json.dumps({"score_threshold": threshold, "score_threshold_source": "test"}))
     return pool
 
 
@@ -98,8 +105,11 @@ def test_stage_writes_every_manifest_train_dev_and_diagnostics(tmp_path):
     nc = manifests["nc"]
     assert (nc["system"] == "hifigan").sum() + (nc["system"] == "world").sum() == 36
     assert (nc["system"] == "encodec").sum() == 18
-    for m in ("nc", "random", "kcenter", "farthest"):
+    for m in ("nc", "random", "kcenter", "farthest", "margin", "generator_balanced"):
         assert manifests[m]["label"].value_counts().to_dict() == {"bonafide": 18, "spoof": 54}, m
+    # generator_balanced: 54 fakes over 3 systems, 18 each (hifigan + world from one pool, encodec the other)
+    assert manifests["generator_balanced"]["system"].value_counts().to_dict() == {"-": 18, "hifigan": 18,
+                                                                                  "world": 18, "encodec": 18}
     dev = manifests["dev"]
     assert (dev["split"] == "dev").all() and (dev["sampler"] == "dev").all()
     assert set(dev["clip_id"]) == set(clips.loc[clips["split"] == "dev", "clip_id"])
@@ -114,7 +124,7 @@ def test_stage_writes_every_manifest_train_dev_and_diagnostics(tmp_path):
     assert budget["per_class"] == {"bonafide": 18, "spoof": 54}
     assert budget["train_clips"] == {"bonafide": 36, "spoof": 108}
     assert budget["pools"]["t_codec"]["quota"] == {"bonafide": 9, "spoof": 18}
-    for m in ("nc", "random", "kcenter", "farthest"):
+    for m in ("nc", "random", "kcenter", "farthest", "margin", "generator_balanced"):
         assert diag["merged"][m]["label"] == budget["per_class"], m
         fill = budget["fill"][m]["bonafide"]
         assert fill["picked"] + fill["added"] - fill["trimmed"] == 18
@@ -126,7 +136,7 @@ def test_stage_writes_every_manifest_train_dev_and_diagnostics(tmp_path):
 def test_a_clip_picked_by_several_pools_keeps_its_smallest_distance_row():
     a = pd.DataFrame({"clip_id": ["x", "y"], "distance": [0.5, 0.1], "teacher": ["A", "A"]})
     b = pd.DataFrame({"clip_id": ["x", "z"], "distance": [0.2, 0.3], "teacher": ["B", "B"]})
-    merged = sample.merge_picks([a, b])
+    merged = merge_picks([a, b])
     assert merged["clip_id"].tolist() == ["y", "x", "z"]
     assert merged.set_index("clip_id").loc["x", "teacher"] == "B"
 
@@ -210,6 +220,10 @@ def test_missing_embeddings_name_the_embed_stage(tmp_path):
     ({"stream_above_rows": -1}, "sample.stream_above_rows: must be >= 0"),
     ({"stream_above_rows": 1.5}, "sample.stream_above_rows: expected an integer"),
     ({"stream_diagnostics_rows": 1}, "sample.stream_diagnostics_rows: must be >= 2"),
+    ({"nc": {"order": "middle"}}, r"sample.nc.order: unknown value 'middle'; known: \['nearest', 'farthest', "),
+    ({"nc": {"orders": "x"}}, r"params sample.nc: unknown keys \['orders'\]"),
+    ({"margin": {"typical_share": -0.1}}, "sample.margin.typical_share: must be >= 0"),
+    ({"margin": "half"}, "sample.margin: expected a mapping"),
 ])
 def test_bad_sample_params_give_a_clear_error(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -222,7 +236,7 @@ def test_a_budget_smaller_than_the_number_of_pools_is_still_exact(tmp_path):
     diag = json.loads((tmp_path / "sampling.json").read_text())
     assert diag["budget"]["per_class"] == {"bonafide": 1, "spoof": 2}
     assert diag["budget"]["pools"]["t_codec"]["quota"]["bonafide"] == 0
-    for m in ("nc", "random", "kcenter", "farthest"):
+    for m in ("nc", "random", "kcenter", "farthest", "margin", "generator_balanced"):
         df = pd.read_parquet(tmp_path / "manifests" / f"{m}.parquet")
         assert df["label"].value_counts().to_dict() == {"bonafide": 1, "spoof": 2}, m
 
@@ -247,7 +261,7 @@ def _shard(tmp_path, rows: int = 50):
         write_embeddings(np.load(d / "emb.npy"), d, max_rows_per_file=rows)
 
 
-STREAMED = ("nc", "random", "farthest", "full", "dev", "train")
+STREAMED = ("nc", "random", "farthest", "full", "margin", "generator_balanced", "dev", "train")
 
 
 @pytest.mark.parametrize("ratio", [0.5, 0.4, 0.02])
@@ -326,3 +340,74 @@ def test_kcenter_on_a_streamed_pool_is_a_one_line_error(tmp_path, capsys):
     # below the threshold (108 train rows per pool at most) kcenter still runs in memory
     assert main(["sample", *_stream(params, argv, tmp_path, "memory", stream_above_rows=108)]) == 0
     assert (tmp_path / "memory" / "kcenter.parquet").exists()
+
+
+def _plant_scores(tmp_path, teacher: str, scores: dict[str, float]) -> None:
+    path = tmp_path / "embeddings" / teacher / "ids.parquet"
+    ids = pd.read_parquet(path)
+    ids["score"] = [scores.get(c, s) for c, s in zip(ids["clip_id"], ids["score"])]
+    ids.to_parquet(path)
+
+
+def test_margin_keeps_the_clips_the_teachers_are_least_sure_of(tmp_path):
+    clips, params, argv = setup_stage(tmp_path, ratio=0.2)          # 36 bona fide train clips -> 7 kept
+    write_pool(tmp_path / "embeddings", "t_codec", clips, ["bonafide", "codec"], seed=2, threshold=-2.0)
+    train_bona = clips[(clips["split"] == "train") & (clips["label"] == "bonafide")]["clip_id"].tolist()
+    at_threshold, disputed = train_bona[:4], train_bona[10:12]
+    _plant_scores(tmp_path, "t_vocoder", {**{c: 0.0 for c in at_threshold}, **{c: 4.0 for c in disputed}})
+    _plant_scores(tmp_path, "t_codec", {**{c: -2.0 for c in at_threshold}, **{c: -6.0 for c in disputed}})
+    argv = _stream(params, argv, tmp_path, "out", margin={"typical_share": 0.0})
+    assert sample.main(argv) == 0
+    margin = pd.read_parquet(tmp_path / "out" / "margin.parquet")
+    bona = margin.loc[margin["label"] == "bonafide", "clip_id"].tolist()
+    # at the threshold in both pools, or sure of opposite classes (the scaled margins average to ~0)
+    assert len(bona) == 7 and set(at_threshold + disputed) <= set(bona)
+    nc = pd.read_parquet(tmp_path / "out" / "nc.parquet")
+    assert not set(at_threshold + disputed) <= set(nc["clip_id"])
+    diag = json.loads((tmp_path / "out.json").read_text())["methods"]
+    assert diag["margin"]["teachers"]["t_codec"] == {"threshold": -2.0, "threshold_source": "test"}
+    assert diag["margin"]["typical_share"] == 0.0 and diag["skipped"] == {}
+
+
+def test_nc_order_sets_the_nc_manifest_at_the_same_budget(tmp_path):
+    _, params, argv = setup_stage(tmp_path, ratio=0.25)
+    dist = {}
+    for order in ("nearest", "farthest", "stratified"):
+        assert sample.main(_stream(params, argv, tmp_path, order, nc={"order": order, "strata": 3})) == 0
+        nc = pd.read_parquet(tmp_path / order / "nc.parquet")
+        assert nc["label"].value_counts().to_dict() == {"bonafide": 9, "spoof": 27}, order
+        dist[order] = nc.groupby("label")["distance"].mean()
+        assert json.loads((tmp_path / f"{order}.json").read_text())["methods"]["nc_order"]["order"] == order
+    assert (dist["nearest"] < dist["stratified"]).all() and (dist["stratified"] < dist["farthest"]).all()
+    near = pd.read_parquet(tmp_path / "nearest" / "nc.parquet")
+    assert (near["sampler"] == "nc").all() and near["cluster"].notna().sum() == 27
+
+
+@pytest.mark.parametrize("order", ["farthest", "stratified"])
+def test_streamed_pools_give_the_in_memory_nc_orders(tmp_path, order):
+    _, params, argv = setup_stage(tmp_path, ratio=0.4)
+    _shard(tmp_path)
+    assert sample.main(_stream(params, argv, tmp_path, "memory", nc={"order": order})) == 0
+    assert sample.main(_stream(params, argv, tmp_path, "streamed", stream_above_rows=10)) == 0
+    for m in ("nc", "margin", "generator_balanced", "train"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "streamed" / f"{m}.parquet"),
+                                      pd.read_parquet(tmp_path / "memory" / f"{m}.parquet"))
+
+
+def test_without_teacher_scores_margin_is_skipped_and_as_the_method_a_one_line_error(tmp_path, capsys):
+    from pipeline.__main__ import main
+
+    clips, params, argv = setup_stage(tmp_path)
+    for name, paradigms in (("t_vocoder", ["bonafide", "vocoder"]), ("t_codec", ["bonafide", "codec"])):
+        write_pool(tmp_path / "embeddings", name, clips, paradigms, seed=1, scores=False)
+    assert sample.main(argv) == 0
+    assert not (tmp_path / "manifests" / "margin.parquet").exists()
+    assert (tmp_path / "manifests" / "generator_balanced.parquet").exists()
+    assert "no teacher scores" in json.loads((tmp_path / "sampling.json").read_text())["methods"]["skipped"]["margin"]
+    assert main(["sample", *_stream(params, argv, tmp_path, "m", method="margin")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "error: params sample.method: margin cannot run: no teacher scores")
+    assert main(["sample", *_stream(params, argv, tmp_path, "n", method="nc", margin={"teachers": ["t_codec"]})]) == 2
+    assert "sample.margin.teachers: ['t_codec'] have no scores" in capsys.readouterr().err
+    assert main(["sample", *_stream(params, argv, tmp_path, "u", margin={"teachers": ["nope"]})]) == 2
+    assert "params sample.margin.teachers: unknown names ['nope']" in capsys.readouterr().err

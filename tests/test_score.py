@@ -133,10 +133,10 @@ def test_out_refuses_an_existing_audio_file_whatever_its_name(detector, folder, 
     disguised = tmp_path / "results.txt"
     disguised.write_bytes((folder / "a.wav").read_bytes())
     assert score.main(_argv(detector, disguised, folder / "sub")) == 2
-    assert "existing audio file" in capsys.readouterr().err
+    assert "exists and is not a score file" in capsys.readouterr().err
     assert disguised.read_bytes() == (folder / "a.wav").read_bytes()
     old = tmp_path / "old_scores.tsv"   # an old score file is replaced, as expected
-    old.write_text("stale\n")
+    old.write_text("clip_id\tscore\nstale\t0.5\n")
     assert score.main(_argv(detector, old, folder / "a.wav")) == 0 and len(_read(old)) == 1
 
 
@@ -188,3 +188,55 @@ def test_a_checkpoint_without_state_dict_is_exit_2(detector, folder, tmp_path, c
     out = tmp_path / "s.tsv"
     assert score.main(_argv(tmp_path / "m", out, folder / "a.wav")) == 2
     assert "damaged hardset checkpoint" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_labelled_table_writes_label_and_system_beside_the_score(detector, folder, tmp_path):
+    clips = validate_clips(tiny_clip_table(tmp_path / "clips", n_speakers=2, clips_per_speaker=1))
+    write_clips(clips, tmp_path / "clips.parquet")
+    out = tmp_path / "scores.tsv"
+    assert score.main(_argv(detector, out, tmp_path / "clips.parquet", folder / "a.wav")) == 0
+    assert out.read_text().splitlines()[0] == "clip_id\tscore\tlabel\tsystem"
+    table = score.read_score_table(out).set_index("clip_id")
+    truth = clips.set_index("clip_id")
+    assert list(table.loc[truth.index, "label"]) == list(truth["label"])
+    assert list(table.loc[truth.index, "system"]) == list(truth["system"])  # `-` for bona fide, as in the table
+    assert table.loc[str(folder / "a.wav"), ["label", "system"]].tolist() == ["", ""]  # an audio file has no label
+    assert "\\-" not in out.read_text()  # a bona fide system `-` is written plainly
+
+
+def _with_dev_threshold(detector: Path, tmp_path: Path, threshold: float) -> Path:
+    from pipeline.models import load_checkpoint
+
+    model, _ = load_checkpoint(detector)
+    save_checkpoint(model, {"sample_rate": 16000, "dev": {"eer": 0.25, "threshold": threshold}},
+                    tmp_path / "thr" / "model.pt")
+    return tmp_path / "thr"
+
+
+def test_threshold_dev_writes_the_decision_at_the_models_stored_threshold(detector, tmp_path):
+    clips = validate_clips(tiny_clip_table(tmp_path / "clips", n_speakers=2, clips_per_speaker=2))
+    write_clips(clips, tmp_path / "clips.parquet")
+    assert score.main(_argv(detector, tmp_path / "plain.tsv", tmp_path / "clips.parquet")) == 0
+    plain = _read(tmp_path / "plain.tsv")
+    t = float(np.median(list(plain.values())))
+    model_dir = _with_dev_threshold(detector, tmp_path, t)
+    out = tmp_path / "decided.tsv"
+    assert score.main([*_argv(model_dir, out, tmp_path / "clips.parquet"), "--threshold", "dev"]) == 0
+    table = score.read_score_table(out)
+    assert list(table.columns) == ["clip_id", "score", "label", "system", "decision"]
+    expected = ["bonafide" if plain[c] > t else "spoof" for c in table["clip_id"]]
+    assert list(table["decision"]) == expected and {"bonafide", "spoof"} == set(expected)
+    assert score.main([*_argv(detector, tmp_path / "n.tsv", tmp_path / "clips.parquet"), "--threshold=-1e9"]) == 0
+    assert set(score.read_score_table(tmp_path / "n.tsv")["decision"]) == {"bonafide"}
+
+
+def test_threshold_dev_without_a_stored_threshold_and_with_asvspoof_format_are_errors(detector, folder, tmp_path,
+                                                                                      capsys):
+    out = tmp_path / "s.tsv"
+    assert score.main([*_argv(detector, out, folder / "a.wav"), "--threshold", "dev"]) == 2
+    assert "records no dev threshold" in capsys.readouterr().err and not out.exists()
+    assert score.main([*_argv(detector, out, folder / "a.wav"), "--threshold", "0", "--format", "asvspoof"]) == 2
+    assert "use --format tsv" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit):
+        score.main([*_argv(detector, out, folder / "a.wav"), "--threshold", "median"])
+    assert "neither `dev` nor a number" in capsys.readouterr().err

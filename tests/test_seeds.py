@@ -42,10 +42,12 @@ def rerun_by_param(key: str) -> set[str]:
     return done
 
 
-def test_a_train_seed_reruns_only_train_evaluate_and_report():
-    assert rerun_by_param("train.seed") == {"train", "evaluate", "report"}
-    assert rerun_by_param("sample.seed") == {"sample", "train", "evaluate", "report"}
-    assert rerun_by_param("evaluate.seed") == {"evaluate", "report"}
+def test_a_train_seed_reruns_only_train_evaluate_report_and_export():
+    # export (off by default: then it only writes a note) follows the manifests, the detector and its metrics
+    assert rerun_by_param("train.seed") == {"train", "evaluate", "report", "export"}
+    assert rerun_by_param("sample.seed") == {"sample", "train", "evaluate", "report", "export"}
+    assert rerun_by_param("evaluate.seed") == {"evaluate", "report", "export"}
+    assert rerun_by_param("export.formats") == {"export"}
 
 
 def test_the_seeded_stages_do_not_track_the_global_seed_and_params_set_their_own():

@@ -89,11 +89,37 @@ def test_main_writes_checkpoint_config_metrics_and_dvclive(clips, tmp_path):
     model, ckpt_config = load_checkpoint(out)
     assert ckpt_config["arch"] == "resnet" and ckpt_config["train"]["objective"] == "ce"
     # the preprocessing chain that `score` applies to raw inputs, recorded in both places
-    chain = {"version": 1, "sample_rate": 16000, "vad_trim": True, "max_duration_s": 10.0, "lowpass_hz": 4000}
+    chain = {"version": 2, "sample_rate": 16000, "vad_trim": True, "max_duration_s": 10.0, "lowpass_hz": 4000}
     assert config["chain"] == chain and ckpt_config["chain"] == chain
     assert config["train"]["augment"]["enabled"] is True and ckpt_config["train"]["augment"]["rawboost_prob"] == 0.5
     assert model(torch.zeros(2, 16000)).shape == (2, 2)
     assert any((out / "dvclive").rglob("dev/eer.tsv"))
+    _check_card(out, metrics, config, ckpt_config, clips, tmp_path)
+
+
+def _check_card(out: Path, metrics: dict, config: dict, ckpt_config: dict, clips: pd.DataFrame, tmp_path: Path):
+    """The card's numbers are metrics.json's; the dev threshold is the EER point of the dev clips' scores."""
+    from pipeline.detector.inference import score_clips
+    from pipeline.handoff.card import file_sha256
+    from pipeline.handoff.licences import UNKNOWN
+    from pipeline.metrics import compute_eer
+
+    assert config["dev"] == ckpt_config["dev"] == {"eer": metrics["dev_eer"], "threshold": metrics["dev_threshold"],
+                                                   "n_clips": metrics["n_dev"]}
+    model, _ = load_checkpoint(out)
+    dev = clips[clips["split"] == "dev"]
+    s = score_clips(model, dev, 8, 16000, TINY["eval_s"], stage="test")
+    assert compute_eer(s.scores[s.labels == 1], s.scores[s.labels == 0]) == (metrics["dev_eer"],
+                                                                             metrics["dev_threshold"])
+    card = config["card"]
+    assert card["data"]["files"]["manifest"]["sha256"] == file_sha256(tmp_path / "train.parquet")
+    assert card["data"]["clips"] == {"dev_bonafide": 4, "dev_spoof": 4, "train_bonafide": 8, "train_spoof": 8}
+    assert card["test"]["status"] == "not evaluated yet" and card["params"]["train"]["width"] == 4
+    assert card["licences"] == [{"corpus": "tiny", "clips": 24, "licence": UNKNOWN, "url": "", "non_commercial": False}]
+    assert card["preprocessing"] == config["chain"] and card["init"] is None
+    text = (out / "MODEL_CARD.md").read_text()
+    assert f"{100 * metrics['dev_eer']:.2f}%" in text and repr(metrics["dev_threshold"]) in text
+    assert card["data"]["files"]["manifest"]["sha256"] in text and "not evaluated yet" in text
 
 
 def test_exclude_paradigms_drops_spoofs_and_refuses_an_empty_class(clips):

@@ -109,14 +109,15 @@ def crop_or_tile(wave: np.ndarray, n_samples: int, rng: np.random.Generator | No
     return np.ascontiguousarray(wave[start:start + n_samples])
 
 
-def load_wave(path: str, sample_rate: int, chain: Chain | None = None) -> np.ndarray:
-    """Read and check one clip (AudioError when unusable); a raw file goes through `chain` (pipeline.chain)."""
+def load_wave(path: str, sample_rate: int, chain: Chain | None = None, scored_s: float | None = None) -> np.ndarray:
+    """Read and check one clip (AudioError when unusable); a raw file goes through `chain` (pipeline.chain), read up
+    to the chain's bound (`scored_s`: the seconds used, for a chain without a length cap)."""
     if chain is None:
         wave, _ = read_audio(path, sample_rate)
     else:
         if chain.sample_rate != sample_rate:
             raise ValueError(f"chain rate {chain.sample_rate} Hz differs from the model's {sample_rate} Hz")
-        raw, sr = read_audio(path)
+        raw, sr = read_audio(path, max_duration_s=chain.read_limit_s(scored_s))
         wave = apply_chain(raw, sr, chain)
     check_audio(wave, sample_rate, min_duration_s=0.01)
     return wave
@@ -283,7 +284,7 @@ def load_batch(rows: pd.DataFrame, sample_rate: int, n_samples: int, stage: str 
     for row in rows.itertuples(index=False):
         try:
             raw = chain is not None and not getattr(row, "prepared", True)
-            wave = load_wave(row.path, sample_rate, chain if raw else None)
+            wave = load_wave(row.path, sample_rate, chain if raw else None, scored_s=n_samples / sample_rate)
             if transform is not None:
                 wave = transform(wave, str(row.clip_id))
                 check_audio(wave, sample_rate, min_duration_s=0.01)

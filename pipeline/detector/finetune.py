@@ -2,7 +2,7 @@
 
 `train.init: DIR` is a model directory (an `import_model` output, a `train` output or a teacher of
 `pretrain`); train then starts the student from its weights instead of from scratch, and the model
-config (architecture, sizes, score rule) is the init model's: `train.arch` must equal its architecture
+config (architecture, sizes) is the init model's: `train.arch` must equal its architecture
 or be null (follow the init); train.width / embedding_dim / frontend / model are not used.
 `train.init_mode`:
 - `all`: every parameter the architecture trains is fine-tuned (a frozen SSL model stays frozen);
@@ -14,10 +14,9 @@ or be null (follow the init); train.width / embedding_dim / frontend / model are
   end, its batch norm and the residual encoder are frozen; ssl: everything after the SSL model
   (layer weights and the linear or graph back end).
 What carries over to the trained model directory (so `score` and `evaluate` treat it as the init):
-the model config with its `score_rule` (imported AASIST: logit[bonafide]), the init's `eval_s` and
-`preprocessing` note when it records them, and an `init` block (dir, sha256 of its model.pt, mode,
-arch). The preprocessing chain recorded is the one the fine-tuning data went through (prepare's,
-from params): a different chain in the init is logged as a warning.
+the model config, the init's `eval_s` and `preprocessing` note when it records them, and an `init`
+block (dir, sha256 of its model.pt, mode, arch). The preprocessing chain recorded is the one the
+fine-tuning data went through (prepare's, from params): a different chain in the init is logged as a warning.
 DVC: train.init is a params value, so the stage `init_model` (pipeline/init_model.py) stamps the init
 dir's content into data/models/init.json, a dep of train (no dvc.yaml edit when train.init changes).
 

@@ -9,7 +9,8 @@ mode without gradients, and the model's train/eval mode is restored afterwards.
   rejects; optionally the L2-normalised penultimate embeddings), in row order.
 - `load_waves(clips, ...)` + `score_waves(model, waves, ...)`: the same for a set held in memory
   (train reads its dev set once and scores it every epoch).
-- `embed_batch(model, waves, layers, aggregate)`: pooled layer outputs of one wave batch (embed).
+- `embed_batch(model, waves, layers, aggregate)`: pooled layer outputs of one wave batch (embed), and with
+  `scores=True` the bona fide scores of the same forward pass.
 Score = logit[bonafide] - logit[spoof] (pipeline.models.bonafide_score): higher = more bona fide.
 """
 
@@ -67,7 +68,7 @@ class _Accumulator:
         if labels is not None:
             y = torch.as_tensor(labels, device=logits.device)
             self.loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-        self.scores.append(bonafide_score(logits, getattr(self.model, "score_rule", "margin")).cpu().double().numpy())
+        self.scores.append(bonafide_score(logits).cpu().double().numpy())
 
     def result(self) -> tuple[np.ndarray, np.ndarray | None]:
         scores = np.concatenate(self.scores) if self.scores else np.zeros(0)
@@ -141,10 +142,14 @@ def score_waves(model: torch.nn.Module, waves: torch.Tensor, batch_size: int, de
 
 
 def embed_batch(model: torch.nn.Module, waves: torch.Tensor, layers: list[str], aggregate: str,
-                precision: str = "fp32") -> np.ndarray:
-    """Vectors [B, D] float32 of a wave batch: pooled `layers` concatenated or averaged (`aggregate` "mean")."""
+                precision: str = "fp32", scores: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Vectors [B, D] float32 of a wave batch: pooled `layers` concatenated or averaged (`aggregate` "mean");
+    with `scores`, (vectors, bona fide scores float64 [B]) from the same forward pass."""
     with torch.inference_mode(), inference_precision(waves.device, precision):
-        feats = model.features(waves)
+        logits, feats = model.forward_with_features(waves)
         parts = [feats[name].float() for name in layers]
         out = torch.cat(parts, dim=1) if aggregate == "concat" else torch.stack(parts).mean(dim=0)
-    return out.cpu().numpy()
+    vectors = out.cpu().numpy()
+    if not scores:
+        return vectors
+    return vectors, bonafide_score(logits.float()).cpu().double().numpy()

@@ -11,8 +11,8 @@ clovaai/aasist, so that `models/weights/AASIST*.pth` load with a strict key and 
   the union of both node types plus a learned master node; the element-wise max of both branches;
 - the readout [max|T|, mean T, max|S|, mean S, master] (5 x gat_dims[1]) -> a 2-way linear layer.
 
-Class order: index 0 = spoof, 1 = bona fide, as in the authors' code (their score is logit[1]);
-`score_rule: bonafide_logit` in the config makes pipeline.models.bonafide_score use it.
+Class order: index 0 = spoof, 1 = bona fide, as in the authors' code. Their score is logit[1]; this project
+scores every model by logit[1] - logit[0] (pipeline.models.bonafide_score), the logits being the authors'.
 Faithful to the released code where it departs from the paper: each residual block's `bn1` exists
 (and is loaded) but its output is never used, and the HS-GAL master node is the unexpanded parameter.
 
@@ -44,7 +44,6 @@ AASIST_DEFAULTS: dict[str, Any] = {
     "gat_dims": [64, 32],
     "pool_ratios": [0.5, 0.7, 0.5, 0.5],
     "temperatures": [2.0, 2.0, 100.0, 100.0],
-    "score_rule": "bonafide_logit",
     "fast": True,               # eval-mode fused/chunked path (same outputs)
     "chunk": 2,                 # clips per chunk through the front end and encoder in eval mode
     "tiled_blocks": 2,          # eval mode: the front end and this many encoder blocks run in time tiles

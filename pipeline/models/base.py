@@ -69,11 +69,6 @@ class Detector(nn.Module):
         """Size of the penultimate embedding."""
         return int(self.config["embedding_dim"])
 
-    @property
-    def score_rule(self) -> str:
-        """How pipeline.models.bonafide_score turns this model's logits into a score (see SCORE_RULES)."""
-        return str(self.config.get("score_rule", "margin"))
-
     def layer_dims(self) -> dict[str, int]:
         """Pooled size of each layer that `features` returns."""
         dims = dict(zip(self.layer_names, self._stage_dims))

@@ -9,8 +9,9 @@ differs from their first parent's (found by comparing blob ids in git, about 1 m
 experiments and HEAD; a commit that repeats its parent's numbers would fold into it anyway. That, and one DVC
 start instead of two, is what turned the tens of seconds of `dvc exp show --all-commits` + `dvc status` into
 about a second. The result is flattened into rows of kind `workspace`, `experiment` or `baseline`: name, rev,
-sample.method, sample.ratio, a note and every `eer.*` metric of the detector's metrics file. Commits that carry
-the same committed numbers are one row; queued, running and failed experiments are counted, not listed.
+the method (sample.method, `nc:<order>` when sample.nc.order is not nearest), sample.ratio, a note and every
+`eer.*` metric of the detector's metrics file. Commits that carry the same committed numbers are one row;
+queued, running and failed experiments are counted, not listed.
 `status <stage> --with-deps`, once, says whether the workspace's numbers are current, stale or unverified.
 """
 
@@ -95,8 +96,14 @@ def _row(entry: dict[str, Any], kind: str, metrics_file: str | None) -> dict[str
     short = "" if rev == "workspace" else rev[:7]
     ci = eer_cis(_pick(data.get("metrics"), metrics_file))
     # params and ci: object columns (not `eer*`), read by pipeline/reporting/seeds.py to group seeds
-    return {"name": entry.get("name") or rev[:7], "rev": short, "kind": kind, "method": params.get("sample.method"),
+    return {"name": entry.get("name") or rev[:7], "rev": short, "kind": kind, "method": method_label(params),
             "ratio": params.get("sample.ratio"), "note": "", **eers, "params": params, "ci": ci}
+
+
+def method_label(params: dict[str, Any]) -> Any:
+    """sample.method, with the NC order when it is not the paper's nearest (`nc:farthest`, `nc:stratified`)."""
+    method, order = params.get("sample.method"), params.get("sample.nc.order")
+    return f"{method}:{order}" if method == "nc" and order not in (None, "nearest") else method
 
 
 def eer_cis(metrics: dict[str, Any]) -> dict[str, tuple[float, float]]:

@@ -16,8 +16,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 LABEL_COLOURS = {"bonafide": "#1f77b4", "spoof": "#d62728"}
-METHOD_STYLES = {"nc": "-", "random": "--", "full": ":", "kcenter": "-.", "farthest": (0, (3, 1, 1, 1))}
-METHOD_MARKERS = {"nc": "o", "random": "s", "full": "D", "kcenter": "^", "farthest": "v"}
+METHOD_STYLES = {"nc": "-", "random": "--", "full": ":", "kcenter": "-.", "farthest": (0, (3, 1, 1, 1)),
+                 "nc:farthest": "-", "nc:stratified": "-", "margin": (0, (5, 1)), "generator_balanced": (0, (1, 1))}
+METHOD_MARKERS = {"nc": "o", "random": "s", "full": "D", "kcenter": "^", "farthest": "v", "nc:farthest": "<",
+                  "nc:stratified": ">", "margin": "P", "generator_balanced": "X"}
 DPI = 96
 
 

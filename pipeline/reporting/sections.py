@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from pipeline.params import Section, number
+from pipeline.params import Section, flag, number
 from pipeline.reporting import html, plots, seeds
 from pipeline.reporting.detector_section import anchor
 from pipeline.reporting.experiments import ExperimentRuns
@@ -38,6 +38,8 @@ class ReportParams(Section):
     def check(self) -> None:
         number("report.pca_points", self.pca_points, low=1, integer=True)
         number("report.experiments_timeout_s", self.experiments_timeout_s, low=0, low_open=True)
+        flag("report.pca_normalize", self.pca_normalize)
+        flag("report.experiments", self.experiments)
 
 
 def pct(x: float) -> str:
@@ -204,6 +206,9 @@ def experiments_section(exps: ExperimentRuns | None, own_eers: dict[str, float] 
             sec.add(html.image(plots.seeds_curve(groups, seeds.shown_sets(groups)), "EER vs ratio, mean and CI",
                                "Mean over seeds with a 95% CI band; x: sample.ratio (log scale); n = seeds."))
         sec.add(html.table(seeds.groups_table(groups)))
+        sec.add(html.p("Paired by seed: EER(method) - EER(reference) in points, mean of the per-seed differences "
+                       "[95% t-interval] (sign and Wilcoxon p); the verdicts in the summary read these.", "note"))
+        sec.add(html.table(seeds.paired_display(groups)))
         sec.add(html.p("Every run:", "note"))
     elif usable["ratio"].nunique() >= 2:
         sec.add(html.image(plots.sweep_curve(usable, eer_cols), "EER vs sampling ratio",

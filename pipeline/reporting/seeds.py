@@ -1,5 +1,5 @@
 """Experiments grouped over seeds: mean and 95% CI per (method, ratio, other changed params) and eval set,
-the curve with CI bands, and the one-sentence result of the summary.
+the curve with CI bands, paired comparisons by seed, and the one-sentence result of the summary.
 
 Reads nothing: takes the runs table of pipeline/reporting/experiments.py (rows with `params`, `ci`, `base`).
 Only the experiments of ONE sweep are grouped: those of the newest commit that has experiments (plus the
@@ -9,7 +9,16 @@ runs (e.g. `train.exclude_paradigms` of the ablation) makes its own group (`vari
 differ from the most common one: the sweep's main runs have variant "").
 A group of n >= 2 seeds: mean and Student-t 95% CI over the seeds (pipeline.metrics.mean_ci). A group of one
 seed: its EER and the evaluate stage's bootstrap CI over clips, marked as single-seed (a narrower kind of
-interval: it ignores training noise).
+interval: it ignores training noise). A method's label is `sample.method`, with the NC order when it is not
+the paper's nearest (`nc:farthest`, `nc:stratified`).
+
+Paired comparisons (`paired`, `paired_table`): the sweep runs every method with the same seeds (train.seed =
+sample.seed = s), so two groups are compared seed by seed: d_s = EER(method, s) - EER(reference, s), with
+the mean, the Student-t 95% interval and sign / Wilcoxon p-values of pipeline.metrics.paired_difference.
+The reference is `full` (any ratio) or `random` at the same ratio, of the same variant (else the main runs'
+variant ""). Verdicts read from the paired interval: lower (CI below 0), HIGHER (above 0) or no significant
+difference; groups without two shared seeds fall back to comparing the two CIs. Data efficiency: the smallest
+ratio at which a method's paired mean difference to full is at most GOAL (2 EER points), with its CI.
 """
 
 from __future__ import annotations
@@ -20,10 +29,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.metrics import mean_ci
+from pipeline.metrics import PairedDifference, mean_ci, paired_difference
 
 SEED_KEYS = ("train.seed", "sample.seed", "evaluate.seed")
-POINT_KEYS = ("sample.method", "sample.ratio")
+POINT_KEYS = ("sample.method", "sample.ratio", "sample.nc.order")   # the method label carries the NC order
+GOAL = 0.02                                                        # "within 2 EER points of full"
+REFERENCES = ("full", "random")
 PREFERRED_SETS = ("eer.unseen_attacks", "eer.seen_attacks", "eer.pooled")
 HARD_FAKES = "train.exclude_paradigms"
 AUGMENT = "train.augment"
@@ -47,8 +58,9 @@ def _variant_keys(params: list[dict[str, Any]]) -> list[str]:
 
 
 def group_runs(runs: pd.DataFrame | None) -> pd.DataFrame | None:
-    """One row per (method, ratio, variant): n_seeds, seeds, and per `eer.<set>`: mean, lo, hi (fractions)
-    and `<set>.kind` ('seeds' or 'bootstrap' for one seed). None when there is no sweep to group."""
+    """One row per (method, ratio, variant): n_seeds, seeds, per `eer.<set>`: mean, lo, hi (fractions) and
+    `<set>.kind` ('seeds' or 'bootstrap' for one seed), and `per_seed` ({eer col: {seed: EER}}, the mean of
+    a seed's runs) for the paired comparisons. None when there is no sweep to group."""
     if runs is None or runs.empty:
         return None
     rows = _sweep_rows(runs)
@@ -67,6 +79,8 @@ def group_runs(runs: pd.DataFrame | None) -> pd.DataFrame | None:
     for (method, ratio, var), g in rows.groupby(["method", "ratio", "_variant"], sort=True):
         row: dict[str, Any] = {"method": method, "ratio": float(ratio), "variant": var, "n_seeds": len(g),
                                "seeds": sorted(map(str, g["_seed"]))}
+        row["per_seed"] = {col: g.dropna(subset=[col]).groupby(g["_seed"].astype(str))[col].mean().to_dict()
+                           for col in eer_cols}
         for col in eer_cols:
             values = g[col].dropna().to_numpy(float)
             if values.size == 0:
@@ -119,6 +133,132 @@ def groups_table(groups: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
+# ---------------------------------------------------------------- paired comparisons
+
+
+def paired(a: pd.Series, b: pd.Series, col: str) -> PairedDifference | None:
+    """EER(a) - EER(b) on `col`, paired by seed (None with fewer than two seeds in common)."""
+    pa, pb = (r.get("per_seed", {}) for r in (a, b))
+    va = pa.get(col, {}) if isinstance(pa, dict) else {}
+    vb = pb.get(col, {}) if isinstance(pb, dict) else {}
+    common = sorted(set(va) & set(vb))
+    if len(common) < 2:
+        return None
+    return paired_difference([va[s] for s in common], [vb[s] for s in common])
+
+
+def reference(groups: pd.DataFrame, row: pd.Series, ref: str) -> pd.Series | None:
+    """The `ref` group a row is compared with: full (any ratio) or random at the row's ratio; same variant,
+    else the main runs' ("")."""
+    ratio = None if ref == "full" else float(row["ratio"])
+    same = _point(groups, ref, ratio, str(row["variant"]))
+    return same if same is not None else _point(groups, ref, ratio)
+
+
+def verdict(d: PairedDifference | None) -> str:
+    """lower / HIGHER / no significant difference, from the paired 95% interval (or: too few pairs)."""
+    if d is None or not np.isfinite(d.lo):
+        return "too few pairs"
+    return "lower" if d.hi < 0 else ("HIGHER" if d.lo > 0 else "no significant difference")
+
+
+def _fmt_p(p: float) -> str:
+    return "-" if not np.isfinite(p) else (f"{p:.3g}" if p >= 0.001 else "<0.001")
+
+
+def fmt_paired(d: PairedDifference | None, tests: bool = True) -> str:
+    """'+1.2 [-0.8, +3.2] (5 seeds; sign p 0.375, Wilcoxon p 0.0625)' in EER points ('-' for None); without
+    `tests`: '+1.2 [-0.8, +3.2] points, 5 seeds'."""
+    if d is None:
+        return "-"
+    ci = f" [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]" if np.isfinite(d.lo) else ""
+    if not tests:
+        return f"{100 * d.mean:+.1f}{ci} points, {d.n} seeds"
+    return f"{100 * d.mean:+.1f}{ci} ({d.n} seeds; sign p {_fmt_p(d.sign_p)}, Wilcoxon p {_fmt_p(d.wilcoxon_p)})"
+
+
+def paired_table(groups: pd.DataFrame, sets: list[str] | None = None) -> pd.DataFrame:
+    """Every method against full and against random at every ratio, per eval set: one row each with the
+    pairs, mean difference, CI, p-values (EER fractions) and the verdict."""
+    sets = sets or [c for c in groups.columns if c.startswith("eer.") and c.count(".") == 1]
+    out = []
+    for _, row in groups.sort_values(["variant", "method", "ratio"], kind="mergesort").iterrows():
+        for ref in REFERENCES:
+            other = reference(groups, row, ref)
+            if row["method"] == ref or row["method"] == "full" or other is None:
+                continue
+            for col in sets:
+                d = paired(row, other, col)
+                out.append({"method": row["method"], "ratio": float(row["ratio"]), "variant": row["variant"],
+                            "reference": ref, "reference_variant": other["variant"], "set": col.removeprefix("eer."),
+                            "n_pairs": 0 if d is None else d.n,
+                            "diff_mean": math.nan if d is None else d.mean, "diff_lo": math.nan if d is None else d.lo,
+                            "diff_hi": math.nan if d is None else d.hi,
+                            "sign_p": math.nan if d is None else d.sign_p,
+                            "wilcoxon_p": math.nan if d is None else d.wilcoxon_p, "verdict": verdict(d),
+                            "_d": d})
+    return pd.DataFrame(out)
+
+
+def paired_display(groups: pd.DataFrame) -> pd.DataFrame:
+    """paired_table for the report: method, ratio, variant, vs, then one display column per shown eval set."""
+    sets = shown_sets(groups)
+    table = paired_table(groups, sets)
+    rows = []
+    for (method, ratio, variant, ref), g in table.groupby(["method", "ratio", "variant", "reference"], sort=False):
+        cells = {f"eer.{r['set']}": fmt_paired(r["_d"]) for _, r in g.iterrows()}
+        rows.append({"method": method, "ratio": ratio, "variant": variant, "vs": ref,
+                     **{c.removeprefix("eer.") + " (points)": cells.get(c, "-") for c in sets}})
+    return pd.DataFrame(rows)
+
+
+def efficiency(groups: pd.DataFrame, col: str) -> list[tuple[str, float | None, PairedDifference | None, float]]:
+    """Per method of the main runs: (method, the smallest ratio whose paired mean difference to full is at most
+    GOAL or None, that difference, else the closest one's ratio)."""
+    full = _point(groups, "full", None)
+    out = []
+    main = groups[(groups["variant"] == "") & (groups["method"] != "full") & (groups["ratio"] < 1)]
+    for method in _ordered(main["method"].unique()):
+        best: tuple[float, PairedDifference | None, float] = (math.nan, None, math.inf)
+        for _, row in main[main["method"] == method].sort_values("ratio").iterrows():
+            d = paired(row, full, col) if full is not None else None
+            if d is None:
+                continue
+            if d.mean <= GOAL:
+                best = (float(row["ratio"]), d, -math.inf)
+                break
+            if d.mean < best[2]:
+                best = (float(row["ratio"]), d, d.mean)
+        out.append((method, best[0] if best[2] == -math.inf else None, best[1], best[0]))
+    return out
+
+
+def _ordered(methods) -> list[str]:
+    """nc first, then its orders, then the rest by name."""
+    return sorted(map(str, methods), key=lambda m: (not m.startswith("nc"), m))
+
+
+def _name(method: str) -> str:
+    return "NC" + method[2:] if method.startswith("nc") else method
+
+
+def efficiency_sentence(groups: pd.DataFrame, col: str) -> str:
+    """The data-efficiency headline: per method, the smallest ratio within GOAL of full (paired), with its CI."""
+    set_name = col.removeprefix("eer.").replace("_", "-")
+    parts = []
+    for method, ratio, d, closest in efficiency(groups, col):
+        if d is None:
+            parts.append(f"{_name(method)}: no paired comparison with full")
+        elif ratio is not None:
+            parts.append(f"{_name(method)} from {100 * ratio:g}% ({fmt_paired(d, tests=False)})")
+        else:
+            parts.append(f"{_name(method)} at no ratio run (closest {100 * closest:g}%: {fmt_paired(d, tests=False)})")
+    if not parts:
+        return f"No sampled run to compare with full on {set_name}."
+    return (f"Smallest ratio within {100 * GOAL:g} EER points of full on {set_name} (paired by seed: mean "
+            f"difference in points [95% CI]): " + "; ".join(parts) + ".")
+
+
 # ---------------------------------------------------------------- the one-sentence result
 
 
@@ -130,7 +270,16 @@ def _point(groups: pd.DataFrame, method: str, ratio: float | None, variant: str 
 
 
 def compare(a: pd.Series, b: pd.Series, col: str, name_a: str, name_b: str) -> str:
-    """Plain verdict on 'a has a lower EER than b': the CIs decide, overlap = no significant difference."""
+    """Plain verdict on 'a has a lower EER than b': the paired 95% CI of the per-seed difference decides; without
+    two shared seeds, the two groups' CIs (overlap = no significant difference)."""
+    d = paired(a, b, col)
+    if d is not None and np.isfinite(d.lo):
+        says = f"{fmt_paired(d).replace(' (', ' EER points (paired over ', 1)}"
+        if d.hi < 0:
+            return f"{name_a} is lower than {name_b}: {says}"
+        if d.lo > 0:
+            return f"{name_a} is HIGHER than {name_b}: {says}: the claim does not hold"
+        return f"no significant difference between {name_a} and {name_b}: {says}, the CI includes 0"
     la, ha, lb, hb = (_num(r.get(f"{col}.{end}")) for r in (a, b) for end in ("lo", "hi"))
     if not all(np.isfinite(x) for x in (la, ha, lb, hb)):
         return f"{name_a} vs {name_b}: no CI, so no claim can be made"
@@ -141,44 +290,65 @@ def compare(a: pd.Series, b: pd.Series, col: str, name_a: str, name_b: str) -> s
     return f"no significant difference between {name_a} and {name_b} (95% CIs overlap)"
 
 
+def _goal(row: pd.Series, full: pd.Series, col: str, name: str, set_name: str) -> str:
+    d = paired(row, full, col)
+    gap = d.mean if d is not None else float(row[col] - full[col])
+    how = f" (paired over {d.n} seeds, 95% CI [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}])" \
+        if d is not None and np.isfinite(d.lo) else ""
+    return (f"{name} is {100 * gap:+.1f} EER points from the full set on {set_name}{how}: "
+            + ("within the 2-point goal" if gap <= GOAL else "the 2-point goal does NOT hold"))
+
+
 def headline(groups: pd.DataFrame | None, metrics: dict[str, Any] | None = None) -> tuple[str, list[str]]:
-    """(one sentence with numbers and CIs, verdicts) from the grouped sweep; without one, from the workspace run."""
+    """(the data-efficiency sentence, then the NC point with CIs; verdicts from the paired comparisons) from
+    the grouped sweep; without one, from the workspace run."""
     if groups is None or groups.empty:
         return _single_run(metrics)
     col = shown_sets(groups)[0]
     set_name = col.removeprefix("eer.").replace("_", "-")
-    sampled = groups[(groups["method"] == "nc") & (groups["ratio"] < 1) & (groups["variant"] == "")]
-    ratio = 0.1 if np.isclose(sampled["ratio"], 0.1).any() else (sampled["ratio"].min() if len(sampled) else None)
+    main = groups[(groups["variant"] == "") & (groups["ratio"] < 1) & (groups["method"] != "full")]
+    ratio = 0.1 if np.isclose(main["ratio"], 0.1).any() else (main["ratio"].min() if len(main) else None)
     nc = _point(groups, "nc", ratio) if ratio is not None else None
     full = _point(groups, "full", None)
-    if nc is None:
-        return (f"No NC run below ratio 1 in the sweep: no data-efficiency claim ({len(groups)} groups).", [])
-    parts = [f"NC at {100 * ratio:g}%: {set_name} EER {fmt_ci(nc, col)}"]
-    verdicts = []
+    if ratio is None:
+        return (f"No sampled run below ratio 1 in the sweep: no data-efficiency claim ({len(groups)} groups).", [])
+    lead = efficiency_sentence(groups, col) if full is not None else ""
+    anchor = nc if nc is not None else _point(groups, _ordered(main["method"].unique())[0], ratio)
+    parts = [f"{_name(str(anchor['method']))} at {100 * ratio:g}%: {set_name} EER {fmt_ci(anchor, col)}"]
     if full is not None:
         parts.append(f"vs full {fmt_ci(full, col)}")
-        gap = float(nc[col] - full[col])
-        verdicts.append(f"NC at {100 * ratio:g}% is {100 * gap:+.1f} EER points from the full set on {set_name} "
-                        + ("(within the 2-point goal)" if gap <= 0.02 else "(the 2-point goal does NOT hold)"))
-        verdicts.append(compare(nc, full, col, f"NC at {100 * ratio:g}%", "full"))
-    for other in ("random", "kcenter"):
-        o = _point(groups, other, ratio)
-        if o is not None:
-            parts.append(f"{other} {fmt_ci(o, col)}")
-        for r in sorted({ratio, *[x for x in sampled["ratio"] if x < ratio]}):   # the headline ratio and below
-            o, n = _point(groups, other, r), _point(groups, "nc", r)
+    methods = _ordered(m for m in main["method"].unique() if m != anchor["method"])
+    parts += [f"{m} {fmt_ci(o, col)}" for m in methods if (o := _point(groups, m, ratio)) is not None]
+    verdicts = []
+    for m in _ordered(main["method"].unique()):
+        row = _point(groups, m, ratio)
+        if row is not None and full is not None:
+            name = f"{_name(m)} at {100 * ratio:g}%"
+            verdicts.append(_goal(row, full, col, name, set_name))
+            if m != "random":       # the baseline's gap is the context, not a claim
+                verdicts.append(compare(row, full, col, name, "full"))
+    for m in (m for m in _ordered(main["method"].unique()) if m != "random"):
+        for r in sorted(x for x in main.loc[main["method"] == m, "ratio"].unique() if x <= ratio):
+            o, n = _point(groups, "random", r), _point(groups, m, r)
             if o is not None and n is not None:
-                verdicts.append(compare(n, o, col, f"NC at {100 * r:g}%", f"{other} at {100 * r:g}%"))
+                verdicts.append(compare(n, o, col, f"{_name(m)} at {100 * r:g}%", f"random at {100 * r:g}%"))
+    verdicts += _variant_verdicts(groups, col, ratio)
+    return (f"{lead} " if lead else "") + "; ".join(parts) + ".", verdicts
+
+
+def _variant_verdicts(groups: pd.DataFrame, col: str, ratio: float) -> list[str]:
+    """Hard fakes on vs off and augmentation on vs off, for nc at the headline ratio and full."""
+    out = []
     for var in sorted(v for v in groups["variant"].unique() if v and (HARD_FAKES in v or AUGMENT in v)):
         for method, r in (("nc", ratio), ("full", None)):
             changed, plain = _point(groups, method, r, var), _point(groups, method, r)
             if changed is None or plain is None:
                 continue
             if HARD_FAKES in var:   # the claim: hard fakes (the plain runs) lower the EER
-                verdicts.append(compare(plain, changed, col, f"{method} with hard fakes", f"without ({var})"))
+                out.append(compare(plain, changed, col, f"{method} with hard fakes", f"without ({var})"))
             else:                   # the claim: augmentation (the changed runs) lowers the EER
-                verdicts.append(compare(changed, plain, col, f"{method} with augmentation ({var})", "without"))
-    return "; ".join(parts) + ".", verdicts
+                out.append(compare(changed, plain, col, f"{method} with augmentation ({var})", "without"))
+    return out
 
 
 def _single_run(metrics: dict[str, Any] | None) -> tuple[str, list[str]]:

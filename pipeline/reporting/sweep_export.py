@@ -1,9 +1,13 @@
-"""`python -m pipeline.reporting.sweep_export`: the seeded sweep as committed text (reports/sweep.csv, sweep.md).
+"""`python -m pipeline.reporting.sweep_export`: the seeded sweep as committed text (reports/sweep.csv, sweep.md,
+sweep_paired.csv).
 
 DVC experiments live in local git refs: a fresh clone has none, so a sweep's evidence would leave with the
 machine that ran it. scripts/sweep.sh calls this when its queue is done; the two files are plain text that a
-reviewer reads in a diff. The grouping, CIs and verdicts are the report's own (pipeline/reporting/seeds.py).
-Reads `dvc exp show` through experiments.load_experiments; writes both files atomically.
+reviewer reads in a diff. The grouping, CIs, paired differences and verdicts are the report's own
+(pipeline/reporting/seeds.py): sweep.csv one row per (method, ratio, variant); sweep_paired.csv one row per
+(method, ratio, variant, reference full|random, eval set) with the per-seed paired difference (EER points:
+pairs, mean, 95% t-interval, sign and Wilcoxon p, verdict); sweep.md both as tables, the sentence and the
+verdicts. Reads `dvc exp show` through experiments.load_experiments; writes the files atomically.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pipeline.io import csv_safe, write_text_atomic
 from pipeline.reporting import seeds
 from pipeline.reporting.experiments import load_experiments
 
-SETS = ("eer.seen_attacks", "eer.unseen_attacks", "eer.pooled")
+SETS = ("eer.seen_attacks", "eer.unseen_attacks", "eer.pooled", "eer.dev")   # dev: when evaluate.sets has it
 
 
 def sweep_frame(groups: pd.DataFrame) -> pd.DataFrame:
@@ -33,6 +37,37 @@ def sweep_frame(groups: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["variant", "method", "ratio"], kind="mergesort").reset_index(drop=True)
 
 
+def paired_frame(groups: pd.DataFrame) -> pd.DataFrame:
+    """seeds.paired_table with the differences in EER points (2 decimals) and p-values (4 decimals)."""
+    table = seeds.paired_table(groups)
+    if table.empty:
+        return table
+    out = table.drop(columns="_d")
+    for c in ("diff_mean", "diff_lo", "diff_hi"):
+        out[c] = (100 * out[c].astype(float)).round(2)
+    for c in ("sign_p", "wilcoxon_p"):
+        out[c] = out[c].astype(float).round(4)
+    return out
+
+
+def paired_markdown(groups: pd.DataFrame, sets: list[str]) -> list[str]:
+    """The paired comparisons as markdown: one row per (method, ratio, variant, reference), a cell per set."""
+    table = seeds.paired_table(groups, sets)
+    if table.empty:
+        return []
+    head = ["method", "ratio", "variant", "vs"] + [c.removeprefix("eer.").replace("_", " ") for c in sets]
+    lines = ["", "## Paired by seed: method - reference, EER points", "",
+             "Mean of the per-seed differences [95% t-interval] (seeds in common; two-sided sign and Wilcoxon "
+             "signed-rank p). Negative = the method has the lower EER. With 5 seeds neither test can go below "
+             "p = 0.0625: the verdicts read the interval.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (method, ratio, variant, ref), g in table.groupby(["method", "ratio", "variant", "reference"], sort=False):
+        cells = {row["set"]: seeds.fmt_paired(row["_d"]) for _, row in g.iterrows()}
+        lines.append("| " + " | ".join([str(method), f"{float(ratio):g}", str(variant) or "-", str(ref)]
+                                       + [cells.get(c.removeprefix("eer."), "-") for c in sets]) + " |")
+    return lines
+
+
 def sweep_markdown(groups: pd.DataFrame, base: str = "") -> str:
     """The sweep as a markdown table (mean ± CI half-width over seeds) with the report's sentence and verdicts."""
     sets = [c for c in SETS if c in groups.columns] or seeds.shown_sets(groups)
@@ -45,6 +80,7 @@ def sweep_markdown(groups: pd.DataFrame, base: str = "") -> str:
     for _, r in ordered.iterrows():
         cells = [str(r["method"]), f"{float(r['ratio']):g}", str(r["variant"]) or "-", str(r["n_seeds"])]
         lines.append("| " + " | ".join(cells + [seeds.fmt_ci(r, c) for c in sets]) + " |")
+    lines += paired_markdown(groups, sets)
     sentence, verdicts = seeds.headline(groups)
     lines += ["", sentence, ""] + [f"- {v}" for v in verdicts]
     return "\n".join(lines) + "\n"
@@ -65,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     base = str(experiments["base"].iloc[0]) if "base" in experiments.columns and len(experiments) else ""
     args.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(csv_safe(sweep_frame(groups)).to_csv(index=False), args.out / "sweep.csv")
+    write_text_atomic(csv_safe(paired_frame(groups)).to_csv(index=False), args.out / "sweep_paired.csv")
     write_text_atomic(sweep_markdown(groups, base), args.out / "sweep.md")
-    print(f"wrote {args.out / 'sweep.csv'} and {args.out / 'sweep.md'} ({len(groups)} groups)")
+    print(f"wrote {args.out / 'sweep.csv'}, {args.out / 'sweep_paired.csv'} and {args.out / 'sweep.md'} "
+          f"({len(groups)} groups)")
     return 0
 
 

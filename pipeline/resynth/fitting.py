@@ -1,5 +1,5 @@
-"""What the generator fit stages (fit_codec, fit_diffusion) share: their params base, their training audio and
-their pass over the one training loop.
+"""What the generator fit stages (fit_codec, fit_diffusion) share: their params base (and the check of their model
+overrides against the defaults, check_like_defaults), their training audio and their pass over the one training loop.
 
 Reads the audio of the bona fide train clips (`read_waves`); writes nothing (each stage saves its own model).
 Both stages train on the loop of every fitted model, pipeline.detector.loop.fit: `fit_steps` runs a stage's
@@ -13,7 +13,7 @@ the best state is the last step's, and the saved weights are those of the last s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,17 @@ import torch
 
 from pipeline.audio import AudioError, check_audio, read_audio
 from pipeline.detector.loop import EpochResult, Phase, RunState, fit
-from pipeline.logs import stage_timer
-from pipeline.params import Common, Section, number, stage_parser
+from pipeline.logs import StageError, log_some, stage_timer
+from pipeline.params import (
+    Common,
+    ConfigError,
+    Section,
+    as_list,
+    check_known_keys,
+    flag,
+    number,
+    stage_parser,
+)
 from pipeline.runtime.devices import setup_torch
 from pipeline.schema import read_clips
 
@@ -46,6 +55,37 @@ class FitParams(Section):
         number(f"{self.where}.batch_size", self.batch_size, low=1, integer=True)
         number(f"{self.where}.lr", self.lr, low=0, low_open=True)
         number(f"{self.where}.max_clips", self.max_clips, low=1, integer=True, allow_none=True)
+
+
+def like_default(name: str, value: Any, default: Any) -> Any:
+    """Check a value of a free-form params block (a fit stage's model overrides) against its default's kind.
+
+    bool -> true/false; int -> an integer (>= 1 when the default is, else >= 0); float -> a number (> 0 when the
+    default is); list -> a list whose items are each like the default's first item; str -> a string. A bool is never
+    a number here either (YAML reads `yes` as true, and true would silently be 1).
+    """
+    if isinstance(default, bool):
+        return flag(name, value)
+    if isinstance(default, int):
+        return number(name, value, low=1 if default >= 1 else 0, integer=True)
+    if isinstance(default, float):
+        return number(name, value, low=0, low_open=default > 0)
+    if isinstance(default, (list, tuple)):
+        items = as_list(name, value)
+        for i, item in enumerate(items):
+            if default:
+                like_default(f"{name}[{i}]", item, default[0])
+        return items
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"params {name}: expected a string, got {value!r}")
+    return value
+
+
+def check_like_defaults(name: str, block: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+    """Known keys (check_known_keys), then each value like its default (like_default)."""
+    check_known_keys(name, block, defaults)
+    for key, value in block.items():
+        like_default(f"{name}.{key}", value, defaults[key])
 
 
 def fit_parser(stage: str, description: str, out_help: str):
@@ -76,16 +116,17 @@ def read_waves(clips: pd.DataFrame, sample_rate: int, max_clips: int | None = No
     if max_clips and len(rows) > max_clips:
         pick = (rng or np.random.default_rng(0)).choice(len(rows), size=max_clips, replace=False)
         rows = rows.iloc[np.sort(pick)]
-    waves, ids = [], []
+    waves, ids, skipped = [], [], []
     for path, clip_id in zip(rows["path"].tolist(), rows["clip_id"].tolist()):
         try:
             wave, _ = read_audio(path, sample_rate)
             check_audio(wave, sample_rate)
         except AudioError as exc:
-            log.warning("skipping %s: %s", clip_id, exc)
+            skipped.append((clip_id, str(exc)))
             continue
         waves.append(wave)
         ids.append(clip_id)
+    log_some(log, skipped, "skipping")
     return waves, ids
 
 
@@ -94,10 +135,10 @@ def training_waves(clips: pd.DataFrame, stage: str, sample_rate: int, max_clips:
     """The audio of the bona fide train clips (a seeded subset of `max_clips`); a ValueError when there is none."""
     train = clips[(clips["label"] == "bonafide") & (clips["split"] == "train")]
     if train.empty:
-        raise ValueError(f"{stage}: no bona fide train clips to train on")
+        raise StageError(f"{stage}: no bona fide train clips to train on (the clip table has none in split train)")
     waves, _ = read_waves(train, sample_rate, max_clips, rng)
     if not waves:
-        raise ValueError(f"{stage}: none of the bona fide train clips could be read")
+        raise StageError(f"{stage}: none of the bona fide train clips could be read")
     return waves
 
 

@@ -57,6 +57,7 @@ class EngineConfig:
     num_gpus: float = 0.0
     num_cpus: float = 1.0
     ray_num_cpus: int | None = None   # CPUs of a local Ray instance (None: all); ignored with RAY_ADDRESS
+    threads: int = 0                  # torch CPU threads in each actor (runtime.threads; 0: Ray's default, 1)
 
     def __post_init__(self) -> None:
         one_of("runtime.engine", self.engine, ENGINES)
@@ -69,7 +70,8 @@ class EngineConfig:
         """From params `runtime` (engine, concurrency, ray_num_cpus); one GPU per actor when `device` is CUDA."""
         cuda = str(device if device is not None else runtime.device).startswith("cuda")
         return cls(engine=runtime.engine, concurrency=runtime.concurrency, num_gpus=1.0 if cuda else 0.0,
-                   ray_num_cpus=runtime.ray_num_cpus)
+                   ray_num_cpus=runtime.ray_num_cpus,
+                   threads=runtime.threads if runtime.engine == "ray" else 0)  # local: the stage set them already
 
 
 LOCAL = EngineConfig()

@@ -55,7 +55,7 @@ class EngineActor:
         self.files: dict[str, Any] = {}
 
     def run(self, token: str, make: list, batch_size: int, partial: str | None, source: Any, first: int,
-            stop: int, k: int, key: str, cwd: str) -> tuple[Any, float, float]:
+            stop: int, k: int, key: str, cwd: str, threads: int = 0) -> tuple[Any, float, float]:
         """Batches first..stop of the rows -> (per-batch results, or None when written to partial; seconds of the
         batches; seconds spent building the batch function first)."""
         import ray
@@ -68,8 +68,9 @@ class EngineActor:
         if token != self.token:
             t0 = time.perf_counter()
             fn, factory = ray.get(make[0])
-            self.worker, self.token = ShardWorker(fn, factory, batch_size, partial), token
+            self.worker, self.token = ShardWorker(fn, factory, batch_size, partial, threads), token
             build = time.perf_counter() - t0
+        self.worker.threads = int(threads)       # runtime.threads of this call (run_shard pins torch to it)
         rows = self._rows(source, first, stop)
         t0 = time.perf_counter()
         results = self.worker.run_shard(rows, k, key)
@@ -183,7 +184,7 @@ def run_tasks(fn: Any, factory: Any, table: pd.DataFrame, *, batch_size: int, cf
                     src = source or ("rows", pickle.dumps(table.iloc[task.first * batch_size:task.stop * batch_size],
                                                           protocol=pickle.HIGHEST_PROTOCOL))
                     flight[actor.run.remote(token, make, batch_size, partial, src, task.first, task.stop, task.k,
-                                            task.key, os.getcwd())] = task
+                                            task.key, os.getcwd(), int(getattr(cfg, "threads", 0)))] = task
             if not flight:
                 break
             done, _ = ray.wait(list(flight), num_returns=1)

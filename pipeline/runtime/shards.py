@@ -7,6 +7,7 @@ pipeline/runtime/engine.py (the local loop) and pipeline/runtime/ray_pool.py (th
 from __future__ import annotations
 
 import pickle
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,15 +29,26 @@ class ShardWorker:
     lives here)."""
 
     def __init__(self, fn: BatchFn | None, actor_factory: Callable[[], BatchFn] | None, batch_size: int,
-                 partial_dir: str | None) -> None:
+                 partial_dir: str | None, threads: int = 0) -> None:
         if (fn is None) == (actor_factory is None):
             raise ValueError("engine: give exactly one of a batch function and an actor_factory")
         self.fn = actor_factory() if actor_factory is not None else fn
         self.batch_size = int(batch_size)
         self.partial_dir = partial_dir
+        self.threads = int(threads)
+        self.pin_torch_threads()
+
+    def pin_torch_threads(self) -> None:
+        """Run torch on the driver's thread count (`threads`, runtime.threads) once the batch function has imported
+        it. Ray starts an actor with OMP_NUM_THREADS=1, and a reduction summed over 1 thread and over 2 rounds
+        differently: outputs then differed from the local engine's by a 16-bit step. Torch-free stages never
+        import it here."""
+        if self.threads > 0 and "torch" in sys.modules and sys.modules["torch"].get_num_threads() != self.threads:
+            sys.modules["torch"].set_num_threads(self.threads)
 
     def run_shard(self, rows: pd.DataFrame, k: int, key: str) -> list[Any]:
         """The per-batch results of one shard (written to the resume file first when there is one)."""
+        self.pin_torch_threads()
         results = [self.fn(rows.iloc[s:s + self.batch_size].reset_index(drop=True))
                    for s in range(0, len(rows), self.batch_size)]
         if self.partial_dir is not None:

@@ -17,7 +17,9 @@ a different total. Here:
 
 `order_key`: nc, the distance to the class mean (nearest first); farthest, the same reversed; random and
 kcenter, a seeded permutation (kcenter's greedy order lives in one pool's space and does not extend
-across pools; the top-up is a small remainder). `full` keeps every train clip and has no budget.
+across pools; the top-up is a small remainder); the orders of pipeline/sampling/orders.py (nc farthest or
+stratified, margin, generator_balanced) give their own value to `rank_key`. `full` keeps every train clip
+and has no budget.
 """
 
 from __future__ import annotations
@@ -66,22 +68,28 @@ def quota_ratios(quota: Mapping[str, int], sizes: Mapping[str, int]) -> dict[str
 def order_key(method: str, distance: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
     """Per row, its rank within its class as a quantile in [0, 1): the top-up order of `method` (see above)."""
     n = len(labels)
-    key = np.zeros(n, dtype=np.float64)
     if method in ("nc", "farthest"):
-        value = distance if method == "nc" else -distance
-        for c in np.unique(labels):
-            rows = np.flatnonzero(labels == c)
-            order = rows[np.argsort(value[rows], kind="stable")]      # ties: the lower row (rows ascend)
-            key[order] = np.arange(len(rows)) / len(rows)
-        return key
+        return rank_key(distance if method == "nc" else -distance, labels)
     # a seeded permutation: its values are distinct, so each class's order is the permutation's order
     # restricted to the class, read off the inverse permutation without a sort
+    key = np.zeros(n, dtype=np.float64)
     by_value = np.empty(n, dtype=np.int64)
     by_value[np.random.default_rng(seed).permutation(n)] = np.arange(n)     # by_value[v] = the row holding v
     sorted_labels = labels[by_value]
     for c in np.unique(labels):
         order = by_value[sorted_labels == c]
         key[order] = np.arange(len(order)) / len(order)
+    return key
+
+
+def rank_key(value: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per row, its rank by `value` (smaller first; ties: the lower row) within its class, divided by the
+    class size: a quantile in [0, 1), so that pools of different sizes interleave."""
+    key = np.zeros(len(labels), dtype=np.float64)
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        order = rows[np.argsort(value[rows], kind="stable")]      # ties: the lower row (rows ascend)
+        key[order] = np.arange(len(rows)) / len(rows)
     return key
 
 

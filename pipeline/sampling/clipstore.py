@@ -93,6 +93,17 @@ class ClipStore:
                              f"{first!r}); embeddings and clip tables are out of date")
         return found.to_numpy(zero_copy_only=False).astype(np.int64)
 
+    def strings(self, name: str) -> np.ndarray:
+        """Every row's value of a CODE_COLUMNS column as a str object array (one string object per value)."""
+        return np.asarray(self.values[name], dtype=object)[self.codes[name]]
+
+    def value_codes(self, name: str) -> np.ndarray:
+        """Every row's value of any string column as an int32 code (-1: null): rows share a code exactly when
+        they share the value (e.g. parent_id, which has too many values to keep as CODE_COLUMNS)."""
+        column = self.table.column(name)
+        found = pc.index_in(column, value_set=pc.drop_null(pc.unique(column)))
+        return pc.fill_null(found, -1).to_numpy().astype(np.int32)
+
     def counts(self, pos: np.ndarray, columns: Iterable[str] = ("label", "paradigm", "system", "speaker")) -> dict:
         """diagnostics.counts of the rows at `pos`: row count and value counts per column, sorted by value."""
         out: dict[str, Any] = {"n": int(len(pos))}

@@ -64,7 +64,9 @@ def counts(df: pd.DataFrame, columns: Sequence[str] = COUNT_COLUMNS) -> dict[str
     return out
 
 
-def stage_header(p: Any, seed: int) -> dict[str, Any]:
-    """The head of reports/sampling.json: the sampling params of the run (`p`: the stage's SampleParams)."""
+def stage_header(p: Any, seed: int, inputs: Any) -> dict[str, Any]:
+    """The head of reports/sampling.json: the sampling params of the run (`p`: the stage's SampleParams) and
+    what the methods beyond nc read (`inputs`: methods.MethodInputs)."""
     return {"seed": seed, "method": p.method, "ratio": p.ratio, "class_ratio": p.class_ratio,
-            "n_clusters": p.n_clusters, "normalize": p.normalize, "index": p.index, "pools": {}}
+            "n_clusters": p.n_clusters, "normalize": p.normalize, "index": p.index, "pools": {},
+            "methods": {**inputs.diag, "skipped": dict(inputs.skipped)}}

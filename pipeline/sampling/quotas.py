@@ -1,4 +1,5 @@
-"""How many rows a sampler keeps: ratios per class, rows kept of a class, a class's quota split over groups.
+"""How many rows a sampler keeps: ratios per class, rows kept of a class, a class's quota split over groups
+(in proportion to their sizes, or evenly: `balanced_quotas`).
 
 Pure functions on counts; used by NC selection (nc.py, streaming.py), the baselines and the equal budgets
 (budget.py).
@@ -15,7 +16,9 @@ log = logging.getLogger(__name__)
 
 
 def check_ratio(ratio: float, what: str = "ratio") -> float:
-    """Return `ratio` as a float or raise ValueError unless 0 < ratio <= 1."""
+    """Return `ratio` as a float or raise ValueError unless 0 < ratio <= 1 (a bool or a string is no ratio)."""
+    if isinstance(ratio, (bool, np.bool_, str, bytes)):
+        raise ValueError(f"{what} must be a number in (0, 1], got {ratio!r}")
     try:
         value = float(ratio)
     except (TypeError, ValueError) as exc:
@@ -68,3 +71,23 @@ def proportional_quotas(sizes: np.ndarray, n_keep: int) -> np.ndarray:
         quota[donor] -= 1
         quota[j] += 1
     return np.minimum(quota, sizes)
+
+
+def balanced_quotas(sizes: np.ndarray, total: int) -> np.ndarray:
+    """Split `total` evenly over groups of the given sizes, never past a group's size (water filling): a
+    group with fewer rows than its share keeps them all and the rest goes to the others; the last rows go
+    to the first groups (lower index) with room left. The same counts as taking one row of every group with
+    rows left in turn, in index order."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    quota = np.zeros_like(sizes)
+    left = int(min(total, sizes.sum()))
+    while left > 0:
+        open_ = np.flatnonzero(sizes - quota > 0)
+        share = left // len(open_)
+        if share == 0:
+            quota[open_[:left]] += 1
+            break
+        add = np.minimum(share, (sizes - quota)[open_])
+        quota[open_] += add
+        left -= int(add.sum())
+    return quota

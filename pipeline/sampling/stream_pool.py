@@ -9,6 +9,8 @@ the stage's ClipStore (clipstore.py): a clip is its row there (an int), never it
   `embeddings[train_rows]`), the same picks, distances and clusters as the in-memory path (same blocks);
 - farthest: the rows farthest from their class mean, from the per-row distances that the same pass keeps;
   random and full need the labels only. Same picks as in memory;
+- the orders of orders.py (nc farthest/stratified, margin, generator_balanced) read the same per-row distances
+  and clusters: the caller passes them as `ordered` functions (methods.pick), the in-memory picks again;
 - kcenter is skipped (see SKIPPED): greedy k-center costs O(n_c x n_keep x D), days at 10M rows;
 - the top-up candidates of `fill_to_budget` (budget.py) are, per pool and class, only the first
   T = min(n_c, 2 x budget_c) rows in the method's order, not every row. That is enough: the top-up takes
@@ -27,6 +29,7 @@ rows instead of id strings give the in-memory manifests.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,10 +63,12 @@ class PoolPicks:
 
 def sample_pool(embeddings: Any, train_rows: np.ndarray, clip_pos: np.ndarray, codes: np.ndarray, store: Any,
                 p: Any, *, teacher: str, pool: int, seed: int, quota: dict[str, int],
-                budgets: dict[str, int]) -> PoolPicks:
+                budgets: dict[str, int], ordered: Mapping[str, Callable] | None = None) -> PoolPicks:
     """Pick from one pool's train rows (`train_rows`: rows of its matrix, ascending; `clip_pos`: their rows
-    in the ClipStore `store`; `codes`: their label codes) with every method of METHODS; `p` is the stage's
-    SampleParams."""
+    in the ClipStore `store`; `codes`: their label codes) with every method of METHODS, and of `ordered`
+    ({method: f(distance, cluster) -> (rows, order key)}, which replaces a method of METHODS it names); `p` is
+    the stage's SampleParams."""
+    ordered = ordered or {}
     sizes = {LABELS[k]: int((codes == k).sum()) for k in CODES}
     for c, n in sizes.items():
         if not n:
@@ -78,18 +83,22 @@ def sample_pool(embeddings: Any, train_rows: np.ndarray, clip_pos: np.ndarray, c
     distance = st.row_distance(np.arange(len(codes)))
     kept = np.array([quota[c] > 0 for c in LABELS], dtype=bool)    # a class whose quota in this pool is 0
     nc_idx = st.indices[kept[codes[st.indices]]]
-    for method in METHODS:
+    for method in (*METHODS, *(m for m in ordered if m not in METHODS)):
         if method == "full":
             out.picks[method] = frame(np.arange(len(codes)), np.zeros(len(codes)), distance)
             continue
-        if method == "nc":
-            idx = nc_idx
-        elif method == "random":      # random_select's draw, from the labels alone
-            idx = random_rows(codes, CODES, ratios, seed)
+        if method in ordered:
+            idx, key = ordered[method](distance, st.cluster)
+            nc_idx = idx[kept[codes[idx]]] if method == "nc" else nc_idx
         else:
-            idx = _farthest(distance, codes, ratios)
+            if method == "nc":
+                idx = nc_idx
+            elif method == "random":      # random_select's draw, from the labels alone
+                idx = random_rows(codes, CODES, ratios, seed)
+            else:
+                idx = _farthest(distance, codes, ratios)
+            key = bd.order_key(method, distance, codes, seed)
         idx = idx[kept[codes[idx]]]
-        key = bd.order_key(method, distance, codes, seed)
         out.picks[method] = frame(idx, key, distance)
         out.candidates[method] = frame(_first_rows(key, codes, budgets), key, distance)
     out.diag = _diagnostics(embeddings, train_rows, codes, st, nc_idx, store, clip_pos, p, seed)

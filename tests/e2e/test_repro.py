@@ -47,6 +47,12 @@ def test_dvc_repro_on_the_tiny_profile(tmp_path):
     assert 0.0 <= metrics["eer"]["pooled"] <= 1.0
     html = (work / "reports/index.html").read_text()
     assert "<img" in html and "http://" not in html and "https://" not in html
+    # the export stage (every format and the model in the tiny profile): the card's test EERs are metrics.json's
+    summary = json.loads((work / "exports/EXPORT.json").read_text())
+    assert summary["formats"] == ["asvspoof", "lhotse", "hf"] and summary["clips"]["train_spoof"] > 0
+    assert (work / "exports/asvspoof/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.train.trn.txt").is_file()
+    card = json.loads((work / "exports/model/config.json").read_text())["card"]
+    assert {k: v["eer"] for k, v in card["test"]["sets"].items()} == metrics["eer"]
     # A second repro with nothing changed runs nothing but the two always-run stamp stages (corpus_index,
     # init_model), which find their inputs unchanged and leave their files as they were: every other stage
     # is cached.

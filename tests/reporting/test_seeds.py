@@ -17,8 +17,8 @@ METRICS = "reports/metrics.json"
 
 
 def _exp(name: str, method: str, ratio: float, seed: int, eers: dict, ci: dict | None = None,
-         exclude: list | None = None, augment: bool = False) -> dict:
-    params = {"sample": {"method": method, "ratio": ratio, "seed": seed},
+         exclude: list | None = None, augment: bool = False, order: str = "nearest") -> dict:
+    params = {"sample": {"method": method, "ratio": ratio, "seed": seed, "nc": {"order": order}},
               "train": {"seed": seed, "exclude_paradigms": exclude or [], "epochs": 8,
                         "augment": {"enabled": augment}}}
     metrics = {"eer": eers, **({"eer_ci": ci} if ci else {})}
@@ -31,7 +31,9 @@ def _sweep(nc_shift: float = 0.0, seeds_n: int = 5, ablation: bool = False, augm
     exps = []
     for s in range(1, seeds_n + 1):
         noise = 0.004 * (s - 3)
-        exps.append(_exp(f"nc{s}", "nc", 0.1, s, {"unseen_attacks": 0.20 + nc_shift + noise, "pooled": 0.1}))
+        jitter = 0.002 * ((s * 7) % 5 - 2)       # NC's own seed noise: the paired differences are not constant
+        exps.append(_exp(f"nc{s}", "nc", 0.1, s, {"unseen_attacks": 0.20 + nc_shift + noise + jitter,
+                                                  "pooled": 0.1}))
         exps.append(_exp(f"rd{s}", "random", 0.1, s, {"unseen_attacks": 0.30 + noise, "pooled": 0.1}))
         exps.append(_exp(f"nc5_{s}", "nc", 0.05, s, {"unseen_attacks": 0.25 + noise, "pooled": 0.1}))
         exps.append(_exp(f"fu{s}", "full", 1.0, s, {"unseen_attacks": 0.19 + noise, "pooled": 0.1}))
@@ -69,22 +71,32 @@ def test_a_single_seed_point_carries_its_bootstrap_ci_and_says_so():
     assert seeds.fmt_ci(row, "eer.unseen_attacks") == "20.0% [15.0, 26.0] (1 seed, bootstrap CI over clips)"
 
 
-def test_headline_states_numbers_cis_and_plain_verdicts():
+def test_headline_states_the_data_efficiency_numbers_cis_and_paired_verdicts():
     groups = seeds.group_runs(parse_exp_show(_sweep(ablation=True)).runs)
     sentence, verdicts = seeds.headline(groups)
-    assert sentence.startswith("NC at 10%: unseen-attacks EER 20.0 ± ") and "vs full 19.0 ± " in sentence
+    # NC - full per seed: +1.0 + jitter [0, +0.4, -0.2, +0.2, -0.4] points: mean +1.0, sd 0.316, t 2.776
+    assert sentence.startswith("Smallest ratio within 2 EER points of full on unseen-attacks (paired by seed: mean "
+                               "difference in points [95% CI]): NC from 10% (+1.0 [+0.6, +1.4] points, 5 seeds); "
+                               "random at no ratio run (closest 10%: +11.0 [+11.0, +11.0] points, 5 seeds). ")
+    assert "NC at 10%: unseen-attacks EER 20.0 ± " in sentence and "vs full 19.0 ± " in sentence
     assert "random 30.0 ± " in sentence and "(5 seeds)" in sentence
-    assert "NC at 10% is +1.0 EER points from the full set on unseen-attacks (within the 2-point goal)" in verdicts
-    assert "no significant difference between NC at 10% and full (95% CIs overlap)" in verdicts
-    assert "NC at 10% is lower than random at 10% (95% CIs do not overlap)" in verdicts
+    assert ("NC at 10% is +1.0 EER points from the full set on unseen-attacks (paired over 5 seeds, 95% CI "
+            "[+0.6, +1.4]): within the 2-point goal") in verdicts
+    # the paired CI excludes 0 although the two groups' CIs overlap: the pairing removes the shared seed noise
+    assert ("NC at 10% is HIGHER than full: +1.0 [+0.6, +1.4] EER points (paired over 5 seeds; sign p 0.0625, "
+            "Wilcoxon p 0.0625): the claim does not hold") in verdicts
+    assert "NC at 10% is lower than random at 10%: -10.0 [-10.4, -9.6] EER points (paired over 5 seeds" in \
+        "\n".join(verdicts)
     assert any(v.startswith("full with hard fakes is lower than without") for v in verdicts)
     # augmentation on vs off, and NC vs random at every ratio up to the headline one
     _, more = seeds.headline(seeds.group_runs(parse_exp_show(_sweep(ablation=True, augment=True)).runs))
-    assert "nc with augmentation (train.augment.enabled=True) is lower than without (95% CIs do not overlap)" in more
-    assert "NC at 5% is HIGHER than random at 5% (95% CIs do not overlap): the claim does not hold" in more
+    assert any(v.startswith("nc with augmentation (train.augment.enabled=True) is lower than without: -8.0 [")
+               for v in more)
+    assert any(v.startswith("NC at 5% is HIGHER than random at 5%: +5.0 [+5.0, +5.0] EER points") and
+               v.endswith("the claim does not hold") for v in more)
     # NC worse than random: the claim does not hold, and the sentence says so
     _, bad = seeds.headline(seeds.group_runs(parse_exp_show(_sweep(nc_shift=0.2)).runs))
-    assert "NC at 10% is HIGHER than random at 10% (95% CIs do not overlap): the claim does not hold" in bad
+    assert any(v.startswith("NC at 10% is HIGHER than random at 10%: +10.0 [") for v in bad)
     assert any("the 2-point goal does NOT hold" in v for v in bad)
 
 
@@ -104,8 +116,10 @@ def test_sections_draw_the_band_curve_and_put_the_sentence_in_the_summary(monkey
     assert drawn and drawn[0][1] == ["eer.unseen_attacks", "eer.pooled"]
     assert "40.0 ± " in body and "(5 seeds)" in body
     summary = html.unescape("".join(summary_section(["unseen_attacks"], None, exps).parts))
-    assert '<p class="headline">NC at 10%: unseen-attacks EER 40.0 ± ' in summary
+    assert '<p class="headline">Smallest ratio within 2 EER points of full on unseen-attacks' in summary
+    assert "NC at 10%: unseen-attacks EER 40.0 ± " in summary
     assert '<span class="warn">NC at 10% is HIGHER than random' in summary
+    assert "Paired by seed" in body and "+21.0 [" in body          # the paired table: NC at 10% vs full
 
 
 def test_the_band_curve_renders():
@@ -129,8 +143,44 @@ def test_sweep_export_writes_the_grouped_table_and_the_verdicts(tmp_path, monkey
     doc = (tmp_path / "reports" / "sweep.md").read_text()
     assert "(baseline commit bbbbbbb)" in doc and "| nc | 0.1 | - | 5 | " in doc
     assert "NC at 10%: unseen-attacks EER 20.0 ± " in doc and "- NC at 10% is lower than random at 10%" in doc
+    assert "## Paired by seed" in doc and "| nc | 0.1 | - | full | +1.0 [+0.6, +1.4] (5 seeds; sign p 0.0625" in doc
+    paired = pd.read_csv(tmp_path / "reports" / "sweep_paired.csv", keep_default_na=False)
+    row = paired[(paired["method"] == "nc") & (paired["ratio"] == 0.1) & (paired["reference"] == "random")
+                 & (paired["set"] == "unseen_attacks")].iloc[0]
+    assert row["n_pairs"] == 5 and row["diff_mean"] == pytest.approx(-10.0) and row["verdict"] == "lower"
     # nothing to export: a clear error, no file written
     monkeypatch.setattr(sweep_export, "load_experiments",
                         lambda repo, metrics_file=None: ExperimentRuns(None, "dvc is not installed"))
     assert sweep_export.main(["--repo", str(tmp_path), "--out", str(tmp_path / "empty")]) == 1
     assert not (tmp_path / "empty").exists()
+
+
+def test_paired_table_matches_a_hand_computation_and_pairs_by_seed_value():
+    # margin at 5% and full, seeds listed in different orders, seed 4 missing from full: 3 pairs (1, 2, 3)
+    runs = [_exp("m3", "margin", 0.05, 3, {"unseen_attacks": 0.30}), _exp("m1", "margin", 0.05, 1,
+            {"unseen_attacks": 0.25}), _exp("m2", "margin", 0.05, 2, {"unseen_attacks": 0.20}),
+            _exp("m4", "margin", 0.05, 4, {"unseen_attacks": 0.90}),
+            _exp("f2", "full", 1.0, 2, {"unseen_attacks": 0.22}), _exp("f1", "full", 1.0, 1, {"unseen_attacks": 0.20}),
+            _exp("f3", "full", 1.0, 3, {"unseen_attacks": 0.24})]
+    doc = [{"rev": "b" * 40, "name": "main", "error": None, "data": {"params": {}, "metrics": {}}, "experiments": runs}]
+    groups = seeds.group_runs(parse_exp_show(doc).runs)
+    table = seeds.paired_table(groups)
+    row = table[(table["method"] == "margin") & (table["reference"] == "full")].iloc[0]
+    # d = [0.05, -0.02, 0.06]: mean 0.03, sd 0.043589, half = 4.302653 x 0.043589 / sqrt(3)
+    half = 4.302652730 * 0.0435889894 / np.sqrt(3)
+    assert row["n_pairs"] == 3 and row["diff_mean"] == pytest.approx(0.03)
+    assert (row["diff_lo"], row["diff_hi"]) == (pytest.approx(0.03 - half), pytest.approx(0.03 + half))
+    # sign: 2 of 3 positive -> p = 1; Wilcoxon: |d| ranks 2, 1, 3, W- = 1 -> exact p = 2 x 2/8 = 0.5
+    assert row["sign_p"] == pytest.approx(1.0) and row["wilcoxon_p"] == pytest.approx(0.5)
+    assert row["verdict"] == "no significant difference"
+    assert table["reference"].tolist() == ["full"]                 # no random runs: nothing to pair with
+
+
+def test_the_nc_order_is_part_of_the_method_label_not_a_variant():
+    runs = [_exp(f"{o}{s}", "nc", 0.1, s, {"unseen_attacks": 0.2 + 0.01 * s}, order=o)
+            for o in ("nearest", "stratified") for s in (1, 2)]
+    runs += [_exp(f"r{s}", "random", 0.1, s, {"unseen_attacks": 0.3}) for s in (1, 2)]
+    doc = [{"rev": "b" * 40, "name": "main", "error": None, "data": {"params": {}, "metrics": {}}, "experiments": runs}]
+    groups = seeds.group_runs(parse_exp_show(doc).runs)
+    assert sorted(zip(groups["method"], groups["variant"])) == [("nc", ""), ("nc:stratified", ""), ("random", "")]
+    assert (groups["n_seeds"] == 2).all()

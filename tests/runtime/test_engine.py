@@ -121,3 +121,21 @@ def test_the_local_engine_never_imports_ray():
             "engine.map_batches(lambda b: b, pd.DataFrame({'clip_id': ['a', 'b']}), batch_size=1); "
             "assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_a_shard_worker_runs_torch_on_the_threads_it_is_given():
+    """What a Ray actor does (issue 27, case 15): torch on runtime.threads, once the batch function imported it."""
+    import torch
+
+    def factory():
+        import torch  # noqa: F401  the batch function's module imports torch, as a stage's model code does
+
+        return square
+
+    torch.set_num_threads(1)
+    engine.ShardWorker(None, factory, 4, None, threads=3)
+    assert torch.get_num_threads() == 3
+    engine.ShardWorker(None, factory, 4, None, threads=0)   # 0: left as the process has it
+    assert torch.get_num_threads() == 3
+    assert engine.EngineConfig.from_runtime(Runtime(engine="ray", threads=2)).threads == 2
+    torch.set_num_threads(1)

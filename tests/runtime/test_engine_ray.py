@@ -139,7 +139,7 @@ def test_embed_on_ray_writes_the_local_embeddings(tmp_path):
     path = save_checkpoint(model, None, tmp_path / "teacher" / "model.pt")
     p = embed.EmbedParams(batch_size=4, eval_s=0.5, shard_batches=1)
     cpu = torch.device("cpu")
-    vec, dim = embed.build_vectorizer(model, p, cpu)
+    vec, dim = embed.build_vectorizer(model, p, cpu, with_scores=True)   # as embed.main and the actors do
     fp = embed.fingerprint(path, p, 16000)
     factory = functools.partial(embed.batch_function, path, "resnet", p, cpu, 16000)
     embed.run(clips, vec, dim, p, 16000, tmp_path / "local", fp, cpu)
@@ -178,9 +178,39 @@ def test_score_on_ray_writes_the_local_scores(tmp_path):
     save_checkpoint(model, None, tmp_path / "model" / "model.pt")
     write_clips(clips, tmp_path / "clips.parquet")
     common = ["--model", str(tmp_path / "model"), str(tmp_path / "clips.parquet"), "--batch-size", "4",
-              "--eval-s", "0.5", "--device", "cpu", "--threads", "1"]
+              "--eval-s", "0.5", "--device", "cpu", "--threads", "2"]
     assert score.main([*common, "--out", str(tmp_path / "local.tsv")]) == 0
     assert score.main([*common, "--out", str(tmp_path / "ray.tsv"), "--engine", "ray"]) == 0
     local, on_ray = score.read_scores(tmp_path / "local.tsv"), score.read_scores(tmp_path / "ray.tsv")
     assert list(on_ray) == list(local) == list(clips["clip_id"])  # every clip, in row order
-    np.testing.assert_allclose([on_ray[k] for k in local], list(local.values()), atol=2e-6)
+    assert on_ray == local   # to the last digit: the actors score on --threads too (issue 27, case 15)
+
+
+def threaded_sum_factory():
+    """A batch function whose result depends on torch's thread count: a long float32 sum is split per thread."""
+    import torch
+
+    x = torch.randn(4_000_000, generator=torch.Generator().manual_seed(0))
+
+    def total(batch: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"clip_id": batch["clip_id"], "threads": torch.get_num_threads(),
+                             "sum": float(x.sum())})
+
+    return total
+
+
+def test_actors_run_torch_on_the_driver_threads_so_sums_match_the_local_engine():
+    """Before: Ray started each actor with OMP_NUM_THREADS=1 while the driver ran runtime.threads (2); a torch
+    reduction then rounded differently, and reconstructions and scores moved by a 16-bit step (issue 27, case 15)."""
+    import torch
+
+    table = _table(8)
+    torch.set_num_threads(2)
+    local = engine.map_batches(None, table, batch_size=4, actor_factory=threaded_sum_factory)
+    one = threaded_sum_factory()(table.iloc[:1])
+    torch.set_num_threads(1)
+    assert one["sum"][0] != threaded_sum_factory()(table.iloc[:1])["sum"][0]   # the thread count matters here
+    got = engine.map_batches(None, table, batch_size=4, actor_factory=threaded_sum_factory,
+                             cfg=engine.EngineConfig(engine="ray", concurrency=2, threads=2))
+    assert got["threads"].tolist() == [2] * 8
+    pd.testing.assert_frame_equal(got, local)
