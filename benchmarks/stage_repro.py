@@ -188,8 +188,7 @@ def main(args: argparse.Namespace) -> int:
         load = os.getloadavg()[0]
         rep = timed_repro(root)
         diag = json.loads((root / "reports" / "sampling.json").read_text())
-        sizes = {m: (root / "data" / "manifests" / f"{m}.parquet").stat().st_size / 2**20
-                 for m in ("nc", "random", "farthest", "full", "dev", "train")}
+        sizes = {f.stem: f.stat().st_size / 2**20 for f in sorted((root / "data" / "manifests").glob("*.parquet"))}
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
