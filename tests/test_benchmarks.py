@@ -176,3 +176,26 @@ def test_bench_sampling_stream_stage_times_dvc_repro_against_the_library_call(be
     assert row["train_rows"] == 18000 and row["nc_selected"] == 4500
     assert row["manifest_rows"]["nc"] == 4500 and row["manifest_rows"]["full"] == 18000
     assert row["repro_s"] > row["library_s"] > 0 and row["stage_peak_anon_mb"] > 0
+
+
+@pytest.mark.slow
+def test_bench_report_experiments_times_both_routes_on_one_repository(bench_json, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from benchmarks import bench_report_experiments
+
+    repo = tmp_path / "repo"
+    (repo / "reports").mkdir(parents=True)
+    (repo / "reports" / "metrics.json").write_text(json.dumps({"eer": {"test": 0.1}}))
+    (repo / "dvc.yaml").write_text("stages:\n  report:\n    cmd: 'true'\n    metrics:\n"
+                                   "      - reports/metrics.json:\n          cache: false\n")
+    dvc = str(Path(sys.executable).parent / "dvc")
+    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one"]):
+        subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
+    assert bench_report_experiments.main(["--repo", str(repo)]) == 0
+    (row,) = _rows(bench_json, "report_experiments")
+    assert row["commits"] == 1 and row["in_process_s"] > 0 and row["subprocess_s"] > 0
+    assert row["subprocess_over_in_process"] == pytest.approx(row["subprocess_s"] / row["in_process_s"])
