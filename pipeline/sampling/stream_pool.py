@@ -18,18 +18,20 @@ the stage's ClipStore (clipstore.py): a clip is its row there (an int), never it
   |union|), rows it takes (< need) or rows whose clip it already took from another pool (< need), so
   it never reads past row |union| + 2 need - 1 < 2 budget of any pool's order: the same rows as with
   every candidate. The picked rows never exceed the budget (the quotas sum to it), so nothing is trimmed;
+  and a pool's own picks are left out of its candidates (the top-up skips every picked clip: same rows);
 - diagnostics: NC1 on a seeded sample of at most `sample.stream_diagnostics_rows` train rows (and of
   the nc picks); class-mean distances from the exact streamed means; counts from the store's codes.
 
-Slim frames (`clip_id` = the clip's row in the store, label, teacher, distance, cluster, order key, pool) hold
-the picks and candidates (~2 x budget rows per method) and `full`'s every train row: ~50 bytes a row. The
+Slim frames (`clip_id` = the clip's row in the store, label and teacher as categoricals, distance, cluster, order
+key, pool) hold the picks and candidates (~budget rows each per method) and `full`'s every train row (no order
+key): ~32 bytes a row (24 for `full`). The
 budget's tie rule never reaches the clip id (two rows of one class and pool never share an order key), so
 rows instead of id strings give the in-memory manifests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,11 +65,13 @@ class PoolPicks:
 
 def sample_pool(embeddings: Any, train_rows: np.ndarray, clip_pos: np.ndarray, codes: np.ndarray, store: Any,
                 p: Any, *, teacher: str, pool: int, seed: int, quota: dict[str, int],
-                budgets: dict[str, int], ordered: Mapping[str, Callable] | None = None) -> PoolPicks:
+                budgets: dict[str, int], ordered: Mapping[str, Callable] | None = None,
+                teachers: Sequence[str] | None = None) -> PoolPicks:
     """Pick from one pool's train rows (`train_rows`: rows of its matrix, ascending; `clip_pos`: their rows
     in the ClipStore `store`; `codes`: their label codes) with every method of METHODS, and of `ordered`
     ({method: f(distance, cluster) -> (rows, order key)}, which replaces a method of METHODS it names); `p` is
-    the stage's SampleParams."""
+    the stage's SampleParams; `teachers`: every pool's teacher (the categories of the slim `teacher` column),
+    None: this pool's alone."""
     ordered = ordered or {}
     sizes = {LABELS[k]: int((codes == k).sum()) for k in CODES}
     for c, n in sizes.items():
@@ -79,13 +83,13 @@ def sample_pool(embeddings: Any, train_rows: np.ndarray, clip_pos: np.ndarray, c
                    max_points_per_centroid=p.max_points_per_centroid, kmeans_iters=p.kmeans_iters,
                    chunk_rows=CHUNK_ROWS, rows=train_rows, keep_distances=True)
     out = PoolPicks()
-    frame = _Slim(clip_pos, codes, st, teacher, pool)
+    frame = _Slim(clip_pos, codes, st, tuple(teachers or (teacher,)), teacher, pool)
     distance = st.row_distance(np.arange(len(codes)))
     kept = np.array([quota[c] > 0 for c in LABELS], dtype=bool)    # a class whose quota in this pool is 0
     nc_idx = st.indices[kept[codes[st.indices]]]
     for method in (*METHODS, *(m for m in ordered if m not in METHODS)):
         if method == "full":
-            out.picks[method] = frame(np.arange(len(codes)), np.zeros(len(codes)), distance)
+            out.picks[method] = frame(np.arange(len(codes)), None, distance)      # no top-up: no order key
             continue
         if method in ordered:
             idx, key = ordered[method](distance, st.cluster)
@@ -100,24 +104,33 @@ def sample_pool(embeddings: Any, train_rows: np.ndarray, clip_pos: np.ndarray, c
             key = bd.order_key(method, distance, codes, seed)
         idx = idx[kept[codes[idx]]]
         out.picks[method] = frame(idx, key, distance)
-        out.candidates[method] = frame(_first_rows(key, codes, budgets), key, distance)
+        picked = np.zeros(len(codes), dtype=bool)
+        picked[idx] = True
+        first = _first_rows(key, codes, budgets)       # less the picks: the top-up passes over picked clips anyway
+        out.candidates[method] = frame(first[~picked[first]], key, distance)
     out.diag = _diagnostics(embeddings, train_rows, codes, st, nc_idx, store, clip_pos, p, seed)
     return out
 
 
 class _Slim:
-    """Slim frames of a pool's train rows: clip_id (the store row), label, teacher, distance, cluster, KEY, POOL."""
+    """Slim frames of a pool's train rows: clip_id (the store row), label and teacher (categorical: a byte a row),
+    distance, cluster, KEY (not for `full`: it has no top-up) and POOL (int16): ~32 bytes a row."""
 
-    def __init__(self, clip_pos: np.ndarray, codes: np.ndarray, st: StreamedNC, teacher: str, pool: int) -> None:
+    def __init__(self, clip_pos: np.ndarray, codes: np.ndarray, st: StreamedNC, teachers: tuple, teacher: str,
+                 pool: int) -> None:
         self.pos, self.codes = clip_pos, codes
-        self.cluster, self.teacher, self.pool = st.cluster, teacher, pool
-        self.labels = np.array(LABELS, dtype=object)
+        self.cluster, self.teachers, self.pool = st.cluster, teachers, pool
+        self.teacher_code = teachers.index(teacher)
 
-    def __call__(self, idx: np.ndarray, key: np.ndarray, distance: np.ndarray) -> pd.DataFrame:
-        cluster = np.full(len(idx), -1, dtype=np.int32) if self.cluster is None else self.cluster[idx]
-        return pd.DataFrame({"clip_id": self.pos[idx], "label": self.labels[self.codes[idx]], "teacher": self.teacher,
-                             "distance": distance[idx], "cluster": cluster.astype(np.int32), bd.KEY: key[idx],
-                             bd.POOL: self.pool})
+    def __call__(self, idx: np.ndarray, key: np.ndarray | None, distance: np.ndarray) -> pd.DataFrame:
+        n = len(idx)
+        cluster = np.full(n, -1, dtype=np.int32) if self.cluster is None else self.cluster[idx]
+        cols = {"clip_id": self.pos[idx], "label": pd.Categorical.from_codes(self.codes[idx], LABELS),
+                "teacher": pd.Categorical.from_codes(np.full(n, self.teacher_code, dtype=np.int8), self.teachers),
+                "distance": distance[idx], "cluster": cluster.astype(np.int32)}
+        if key is not None:
+            cols[bd.KEY] = key[idx]
+        return pd.DataFrame({**cols, bd.POOL: np.full(n, self.pool, dtype=np.int16)})
 
 
 def _farthest(distance: np.ndarray, codes: np.ndarray, ratios: dict) -> np.ndarray:

@@ -8,8 +8,8 @@ manifests (tested): the same picks (stream_pool.py; the orders of orders.py thro
 per-row distances and clusters, every sample.nc.order), the same merge and budget top-up (budget.py) over clip
 rows instead of id strings, the same columns and values; kcenter is not run (stream_pool.SKIPPED). What it holds
 per clip: the store's codes (14 bytes), each pool's clip rows (8 bytes), the orders' columns (system and parent:
-12 bytes), the per-row NC arrays of the pool being sampled (~30 bytes) and the slim frames of the picks (~50
-bytes a picked row; `full`: every train row), never a pandas clip table.
+12 bytes), the per-row NC arrays of the pool being sampled (~30 bytes) and the slim frames of the picks and
+top-up candidates (~32 bytes a row; `full`: every train row, 24 bytes), never a pandas clip table.
 """
 
 from __future__ import annotations
@@ -92,12 +92,12 @@ def run(pools: list[Any], store: ClipStore, positions: list[np.ndarray], p: Any,
         for m in methods:
             union = bd.merge_picks(picks.pop(m))
             if m == "full":
-                slim = union.drop(columns=[bd.KEY, bd.POOL])
+                slim = union.drop(columns=[bd.POOL])
             else:
                 slim, fill[m] = bd.fill_to_budget(union, pd.concat(candidates.pop(m), ignore_index=True), budgets)
             pos = slim["clip_id"].to_numpy(np.int64)
             jobs[m] = writers.submit(store.write_manifest, out_dir / f"{m}.parquet", pos, {
-                "teacher": slim["teacher"].to_numpy(), "distance": slim["distance"].to_numpy(np.float64),
+                "teacher": slim["teacher"].to_numpy(object), "distance": slim["distance"].to_numpy(np.float64),
                 "cluster": slim["cluster"].to_numpy(np.int64), "sampler": m}, stage=f"sample {m}")
             merged_counts[m] = store.counts(pos)
         dev_pos, dev_teacher = _dev_rows(pools, positions, store.split_is("dev"))
@@ -138,7 +138,8 @@ def _sample_pools(pools: list[Any], store: ClipStore, positions: list[np.ndarray
                                         seed=pseed) for m in methods if mt.ordered(m, p)}
         try:
             res = sp.sample_pool(pool.embeddings, train, pos[train], pool_codes, store, p, teacher=pool.teacher,
-                                 pool=i, seed=pseed, quota=quotas[i], budgets=budgets, ordered=ordered)
+                                 pool=i, seed=pseed, quota=quotas[i], budgets=budgets, ordered=ordered,
+                                 teachers=[pl.teacher for pl in pools])
         except ValueError as exc:
             raise StageError(f"teacher {pool.teacher}: {exc}") from exc
         for m in methods:
