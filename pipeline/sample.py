@@ -130,6 +130,7 @@ def load_pool(teacher: str, directory: Path) -> Pool:
     they line up; the clip ids stay Arrow strings (~20 bytes an id), the scores and threshold when embed wrote
     them."""
     from pipeline.embstore import read_embeddings
+    from pipeline.sampling.clipstore import release_arrow
 
     emb_path, ids_path = directory / "emb.npy", directory / "ids.parquet"
     try:
@@ -147,6 +148,7 @@ def load_pool(teacher: str, directory: Path) -> Pool:
         raise StageError(f"teacher {teacher}: {emb_path} has shape {emb.shape} but {ids_path} has {len(ids)} ids: "
                          f"misaligned embeddings; re-run the embed stage")
     scores = (table.column("score").to_numpy().astype(np.float64) if "score" in columns else None)
+    release_arrow()                     # the Parquet reader's buffers
     info = json.loads((directory / "info.json").read_text()) if (directory / "info.json").is_file() else {}
     return Pool(teacher=teacher, ids=ids, embeddings=emb,
                 scores=None if scores is None or np.isnan(scores).all() else scores,

@@ -84,7 +84,7 @@ def sample_pool(embeddings: Any, train_rows: np.ndarray, clip_pos: np.ndarray, c
                    chunk_rows=CHUNK_ROWS, rows=train_rows, keep_distances=True)
     out = PoolPicks()
     frame = _Slim(clip_pos, codes, st, tuple(teachers or (teacher,)), teacher, pool)
-    distance = st.row_distance(np.arange(len(codes)))
+    distance = st.all_distance          # every row's, as kept by the pass (not a copy)
     kept = np.array([quota[c] > 0 for c in LABELS], dtype=bool)    # a class whose quota in this pool is 0
     nc_idx = st.indices[kept[codes[st.indices]]]
     for method in (*METHODS, *(m for m in ordered if m not in METHODS)):
