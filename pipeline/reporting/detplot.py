@@ -85,7 +85,7 @@ def write_plots(scored: Mapping[str, pd.DataFrame], eer: Mapping[str, float], ou
 
 
 def score_histograms(scored: Mapping[str, pd.DataFrame], eer: Mapping[str, float]) -> Figure:
-    """Bona fide and spoof score histograms, one panel per eval set."""
+    """Bona fide and spoof score histograms, one panel per eval set (or any named group of scored clips)."""
     n = len(scored)
     cols = min(3, n)
     rows = -(-n // cols)
@@ -96,7 +96,7 @@ def score_histograms(scored: Mapping[str, pd.DataFrame], eer: Mapping[str, float
         for label, color in (("bonafide", "tab:green"), ("spoof", "tab:red")):
             ax.hist(df.loc[df["label"] == label, "score"], bins=bins, alpha=0.6, color=color, label=label,
                     density=True)
-        ax.set_title(f"{name} (EER {100 * eer[name]:.1f}%)", fontsize=9)
+        ax.set_title(f"{name} (EER {100 * eer[name]:.1f}%)" if name in eer else str(name), fontsize=9)
         ax.set_xlabel("score (higher = bona fide)", fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
