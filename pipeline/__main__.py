@@ -83,13 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     if CPU_PIN_ERROR:
         print(f"error: {CPU_PIN_ERROR}", file=sys.stderr)
         return 2
-    from pipeline.params import ConfigError
+    from pipeline.logs import StageError, os_error_line
 
     module = importlib.import_module(f"pipeline.{name}")
     try:
         return int(module.main(rest) or 0)
-    except ConfigError as exc:  # a params typo or impossible value: one line, no traceback
+    except StageError as exc:  # a params typo, an impossible value or input (ConfigError, ...): one line
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, an unwritable folder: the file and the cause, one line
+        line = os_error_line(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 2
 
 

@@ -1,21 +1,25 @@
 """Audio I/O and measurements with soundfile: read mono float32, resample, write 16-bit FLAC.
 
-Also the measured clip properties of the schema (duration, bandwidth, silences, RMS, noise floor, spectral tilt)
-and `match_to_parent`, the one step that makes a fake differ from its parent only by the generator (DESIGN.md's
-shortcut guards: band, level, length where the generator keeps it, silences, no generator noise in non-speech).
+Also the measured clip properties of the schema (duration, bandwidth, silences, RMS, noise floor, spectral tilt);
+pipeline.matching builds the shortcut guards (a fake matched to its parent) on them. read_audio checks a file first.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
+from contextlib import nullcontext
 from fractions import Fraction
+from io import BytesIO
 from pathlib import Path
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import soundfile as sf
 from scipy import signal
 
-from pipeline.io import atomic_path
+from pipeline.io import write_bytes_atomic
 
 SILENCE_DBFS = -45.0  # frame level below which a frame counts as silence
 FRAME_S = 0.02
@@ -28,38 +32,101 @@ class AudioError(ValueError):
     """Audio that cannot be used: unreadable, empty, silent or not finite."""
 
 
-def wav_declared_frames(path: str | Path) -> int | None:
-    """Frames a RIFF/WAVE header declares (data chunk size / block align); None when not a sized PCM WAV.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4000, 384000  # a header rate outside this is damaged (a "1 Hz" WAV), not audio
+BLOCK_SAMPLES = 1 << 20  # samples (frames x channels) decoded per read: memory stays bounded whatever a header says
+FLAC_TOTAL = slice(21, 26)  # STREAMINFO's 36-bit sample count: the low 4 bits of byte 21, then bytes 22-25
 
-    libsndfile silently shortens a truncated WAV to the bytes present, so the header is read here.
-    Streaming writers leave the size 0 or 0xFFFFFFFF: those are unknown (None), as is RF64, and so are
-    block codecs (GSM 6.10, ADPCM), whose block align spans many frames.
+
+class Header(NamedTuple):
+    """What read_audio takes from a file's own header: the frames it declares (None: unknown or not exact) and the
+    bytes to read in place of the header's (offset -> bytes) so that libsndfile decodes the data to its true end."""
+
+    declared: int | None = None
+    overlay: dict[int, bytes] = {}
+
+
+def audio_header(path: str | Path) -> Header:
+    """The declared length of a FLAC (STREAMINFO) or sized PCM WAV (data chunk size / block align).
+
+    libsndfile stops where a header says the data ends and silently shortens a file holding less, so the header is
+    read here: a FLAC is always decoded as if streamed (its sample count read as 0, the overlay), to its last frame;
+    a WAV whose data chunk is followed by more data than chunks (a size written too small by a recorder that was
+    stopped) gets the data size of the bytes really there. Streaming writers' 0 or 0xFFFFFFFF sizes, RF64 and block
+    codecs (GSM 6.10, ADPCM: a block align spans many frames) declare nothing; neither do other formats.
     """
     with open(path, "rb") as fh:
-        head = fh.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return None
-        block_align = None
-        while True:
-            chunk = fh.read(8)
-            if len(chunk) < 8:
-                return None
-            cid, size = chunk[:4], int.from_bytes(chunk[4:], "little")
-            if cid == b"fmt ":
-                fmt = fh.read(size + (size & 1))
-                block_align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else None
-                if int.from_bytes(fmt[:2], "little") not in WAV_SAMPLE_FORMATS:
-                    return None
-            elif cid == b"data":
-                if not block_align or size in (0, 0xFFFFFFFF):
-                    return None
-                return size // block_align
-            else:
-                fh.seek(size + (size & 1), 1)
+        head = fh.read(26)
+        if head[:4] == b"fLaC" and len(head) == 26 and head[4] & 0x7F == 0:  # STREAMINFO is the first block
+            total = int.from_bytes(head[FLAC_TOTAL], "big") & ((1 << 36) - 1)
+            return Header(total or None, {21: bytes([head[21] & 0xF0]), 22: bytes(4)} if total else {})
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return Header()
+        fh.seek(12)
+        return _wav_header(fh, os.fstat(fh.fileno()).st_size)
 
 
-BLOCK_SAMPLES = 1 << 20  # samples (frames x channels) decoded per read: memory stays bounded whatever a header says
-UNKNOWN_FRAMES = 1 << 62  # libsndfile's frame count for a FLAC whose header gives none (a streamed FLAC)
+def _wav_header(fh: BinaryIO, file_size: int) -> Header:
+    block_align = None
+    while True:
+        chunk = fh.read(8)
+        if len(chunk) < 8:
+            return Header()
+        cid, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+        if cid == b"fmt ":
+            fmt = fh.read(size + (size & 1))
+            block_align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else None
+            if int.from_bytes(fmt[:2], "little") not in WAV_SAMPLE_FORMATS:
+                return Header()
+        elif cid == b"data":
+            if not block_align or size in (0, 0xFFFFFFFF):
+                return Header()
+            start, end = fh.tell(), fh.tell() + size + (size & 1)
+            if end >= file_size or _chunks_to_end(fh, end, file_size):
+                return Header(size // block_align)
+            true = (file_size - start) // block_align
+            return Header(true, {start - 4: (true * block_align).to_bytes(4, "little")})
+        else:
+            fh.seek(size + (size & 1), 1)
+
+
+def _chunks_to_end(fh: BinaryIO, offset: int, file_size: int) -> bool:
+    """Whether the bytes from `offset` to the end of a RIFF file are whole chunks (LIST, id3 ...), not audio."""
+    fh.seek(offset)
+    while offset < file_size:
+        chunk = fh.read(8)
+        if len(chunk) < 8 or not all(32 <= c < 127 for c in chunk[:4]):
+            return False
+        size = int.from_bytes(chunk[4:], "little")
+        offset += 8 + size + (size & 1)
+        fh.seek(offset)
+    return offset <= file_size + 1
+
+
+class _Overlaid:
+    """A file read with some of its bytes replaced (Header.overlay): libsndfile's view of a corrected header."""
+
+    def __init__(self, path: str | Path, overlay: dict[int, bytes]) -> None:
+        self.fh, self.overlay = open(path, "rb"), overlay
+
+    def read(self, n: int = -1) -> bytes:
+        pos, data = self.fh.tell(), self.fh.read(n)
+        for at, patch in self.overlay.items():
+            lo, hi = max(at, pos), min(at + len(patch), pos + len(data))
+            if lo < hi:
+                data = data[: lo - pos] + patch[lo - at: hi - at] + data[hi - pos:]
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.fh.tell()
+
+    def __enter__(self) -> _Overlaid:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fh.close()
 
 
 class _ForwardReader(sf.SoundFile):
@@ -71,24 +138,49 @@ class _ForwardReader(sf.SoundFile):
         return False
 
 
+def check_source(path: str | Path) -> None:
+    """AudioError unless `path` is a regular file this process may read: a missing file, a FIFO or device (reading
+    one blocks or never ends: /dev/zero), a folder or an unreadable file, each named in words."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise AudioError(f"missing file {path}") from None
+    except OSError as exc:
+        raise AudioError(f"cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device"
+        raise AudioError(f"not a regular file: {path} is {kind}")
+    if not os.access(path, os.R_OK):
+        raise AudioError(f"cannot read {path}: permission denied")
+
+
 def read_audio(path: str | Path, sample_rate: int | None = None,
                max_duration_s: float | None = None) -> tuple[np.ndarray, int]:
     """Read an audio file as mono float32 in [-1, 1], resampled to `sample_rate` when given.
 
     Decoded in blocks mixed to mono at once: memory holds the mono result and one block, whatever frames x channels
     a header declares. `max_duration_s` (prepare and score pass Chain.read_limit_s()): only the first seconds are
-    decoded. A file holding fewer frames than its header declares (a cut-off copy) is an AudioError naming both.
+    decoded. AudioError, each in words: not a regular readable file (check_source), a header rate outside
+    MIN_SAMPLE_RATE-MAX_SAMPLE_RATE (before anything is decoded), fewer frames than the header declares (a cut-off
+    copy; both counts named), channels that cancel in the mono mix-down. Data beyond a header's count is read
+    (audio_header).
     """
+    check_source(path)
     try:
-        with _ForwardReader(str(path)) as fh:
-            sr, fmt = fh.samplerate, fh.format
+        header = audio_header(path)
+        with (_Overlaid(path, header.overlay) if header.overlay else nullcontext(str(path))) as source, \
+                _ForwardReader(source) as fh:
+            sr = fh.samplerate
+            if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+                raise AudioError(f"implausible sample rate {sr} Hz in the header of {path} (a damaged header: "
+                                 f"audio is {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz)")
             limit = None if max_duration_s is None else max(1, int(np.ceil(max_duration_s * sr)))
-            # FLAC's STREAMINFO count is exact (or absent: streamed); compressed formats' counts (MP3) can be estimates
-            declared = fh.frames if fmt == "FLAC" and fh.frames < UNKNOWN_FRAMES else None
-            wave = _read_mono(fh, limit)
-        declared = wav_declared_frames(path) if fmt == "WAV" else declared
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+            wave = _read_mono(fh, limit, path)
+    except AudioError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
         raise AudioError(f"unreadable audio {path}: {exc}") from exc
+    declared = header.declared
     expected = declared if declared is None or limit is None else min(declared, limit)
     if expected is not None and len(wave) < expected:
         raise AudioError(f"truncated audio {path}: the header declares {declared} frames, the file holds {len(wave)}")
@@ -97,17 +189,24 @@ def read_audio(path: str | Path, sample_rate: int | None = None,
     return wave.astype(np.float32, copy=False), int(sr)
 
 
-def _read_mono(fh: sf.SoundFile, limit: int | None) -> np.ndarray:
-    """Up to `limit` frames (None: all) of an open file, mixed to mono float32 block by block."""
-    per_block, parts, n = max(1, BLOCK_SAMPLES // max(1, fh.channels)), [], 0
+def _read_mono(fh: sf.SoundFile, limit: int | None, path: str | Path) -> np.ndarray:
+    """Up to `limit` frames (None: all) of an open file, mixed to mono float32 block by block; AudioError when the
+    channels cancel (x and -x: the mix is silent where a channel is not)."""
+    per_block, parts, n, loudest = max(1, BLOCK_SAMPLES // max(1, fh.channels)), [], 0, 0.0
     while limit is None or n < limit:
         want = per_block if limit is None else min(per_block, limit - n)
         block = fh.read(want, dtype="float32", always_2d=True)
         parts.append(block.mean(axis=1))
+        loudest = max(loudest, float(np.max(np.abs(block), initial=0.0)))
         n += len(block)
         if len(block) < want:
             break
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    wave = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    if fh.channels > 1 and loudest >= SILENT_PEAK and np.max(np.abs(wave), initial=0.0) < SILENT_PEAK:
+        raise AudioError(f"the {fh.channels} channels of {path} cancel in the mono mix-down (out of phase: the mix is "
+                         f"silent, a channel peaks at {20 * np.log10(loudest):.1f} dBFS); keep one channel, e.g. "
+                         "`sox in.wav out.wav remix 1`")
+    return wave
 
 
 def check_audio(wave: np.ndarray, sample_rate: int, min_duration_s: float = 0.1) -> None:
@@ -144,14 +243,18 @@ def to_pcm16(wave: np.ndarray) -> np.ndarray:
 
 
 def write_audio(path: str | Path, wave: np.ndarray, sample_rate: int) -> str:
-    """Write mono 16-bit FLAC/WAV atomically; return the sha256 of the int16 samples written."""
+    """Write mono 16-bit FLAC/WAV atomically; return the sha256 of the int16 samples written.
+
+    Encoded in memory, then written as bytes (the same bytes): a full disk is an OSError naming the file and its
+    cause (`No space left on device`), where libsndfile writing the file itself said only `System error.`."""
     pcm = to_pcm16(np.asarray(wave, dtype=np.float32).reshape(-1))
     path = Path(path)
     fmt = {".flac": "FLAC", ".wav": "WAV"}.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"write_audio writes .flac or .wav, not {path.suffix!r}")
-    with atomic_path(path) as tmp:
-        sf.write(str(tmp), pcm, sample_rate, subtype="PCM_16", format=fmt)
+    encoded = BytesIO()
+    sf.write(encoded, pcm, sample_rate, subtype="PCM_16", format=fmt)
+    write_bytes_atomic(encoded.getvalue(), path)
     return hashlib.sha256(pcm.tobytes()).hexdigest()
 
 
@@ -161,7 +264,8 @@ def rms_dbfs(wave: np.ndarray) -> float:
     return max(20.0 * np.log10(rms + 1e-12), -120.0)
 
 
-def _frame_db(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+def frame_db(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Level in dB of each FRAME_S frame (the silence, speech and noise-floor measures read it)."""
     n = max(1, int(FRAME_S * sample_rate))
     frames = wave[: len(wave) // n * n].reshape(-1, n) if len(wave) >= n else wave.reshape(1, -1)
     return 10.0 * np.log10(np.mean(np.square(frames, dtype=np.float64), axis=1) + 1e-12)
@@ -169,7 +273,7 @@ def _frame_db(wave: np.ndarray, sample_rate: int) -> np.ndarray:
 
 def leading_silence_s(wave: np.ndarray, sample_rate: int, threshold_dbfs: float = SILENCE_DBFS) -> float:
     """Seconds before the first frame louder than `threshold_dbfs` (and louder than peak-40 dB)."""
-    db = _frame_db(wave, sample_rate)
+    db = frame_db(wave, sample_rate)
     thr = max(threshold_dbfs, db.max() - 40.0)
     loud = np.nonzero(db > thr)[0]
     n = max(1, int(FRAME_S * sample_rate))
@@ -203,7 +307,7 @@ def noise_floor_dbfs(wave: np.ndarray, sample_rate: int) -> float:
 
     A generator that leaves digital silence in pauses, or adds its own hiss there, moves this number.
     """
-    return float(max(np.percentile(_frame_db(wave, sample_rate), 10), -120.0)) if wave.size else -120.0
+    return float(max(np.percentile(frame_db(wave, sample_rate), 10), -120.0)) if wave.size else -120.0
 
 
 TILT_BAND_HZ = (100.0, 4000.0)  # the band every clip has, telephone speech included
@@ -248,7 +352,7 @@ def vad_trim(wave: np.ndarray, sample_rate: int, pad_s: float = 0.05) -> np.ndar
     n = max(1, int(FRAME_S * sample_rate))
     if len(wave) < n:
         return wave
-    db = _frame_db(wave, sample_rate)
+    db = frame_db(wave, sample_rate)
     loud = np.nonzero(db > max(SILENCE_DBFS, db.max() - 40.0))[0]
     if not loud.size:
         return wave
@@ -283,140 +387,12 @@ def match_length(wave: np.ndarray, n_samples: int) -> np.ndarray:
     return np.pad(wave, (0, n_samples - len(wave)))
 
 
-GATES = ("parent", "none")  # what fills a fake's non-speech regions: its parent's audio there, or nothing changed
-
-
-def speech_mask(wave: np.ndarray, sample_rate: int, hang_s: float = 0.1, fade_s: float = 0.01) -> np.ndarray:
-    """A per-sample weight in [0, 1]: 1 in speech, 0 in non-speech, raised-cosine ramps of `fade_s` between.
-
-    Speech frames are the 20 ms frames above the silence threshold of `leading_silence_s` (-45 dBFS or peak - 40 dB),
-    widened by `hang_s` on each side so that soft onsets and word endings count as speech.
-    """
-    n = max(1, int(FRAME_S * sample_rate))
-    db = _frame_db(wave, sample_rate)
-    loud = db > max(SILENCE_DBFS, float(db.max()) - 40.0)
-    hang = int(round(hang_s / FRAME_S))
-    if hang and loud.any():
-        loud = np.convolve(loud.astype(np.int32), np.ones(2 * hang + 1, dtype=np.int32), mode="same") > 0
-    mask = np.repeat(loud.astype(np.float64), n)[: len(wave)]
-    mask = np.pad(mask, (0, len(wave) - len(mask)), mode="edge") if len(mask) < len(wave) else mask
-    ramp = max(1, int(fade_s * sample_rate))
-    if ramp > 1 and len(mask) > ramp:
-        window = np.hanning(2 * ramp + 1)
-        mask = np.convolve(mask, window / window.sum(), mode="same")
-    return np.clip(mask, 0.0, 1.0)
-
-
-def _speech_span(mask: np.ndarray) -> tuple[int, int]:
-    """First and one-past-last sample whose mask weight is above one half ((0, 0) when none)."""
-    idx = np.nonzero(mask > 0.5)[0]
-    return (int(idx[0]), int(idx[-1]) + 1) if idx.size else (0, 0)
-
-
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
-
-
-def _noise_bed(parent: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
-    """n samples of the parent's own non-speech audio (its pauses, tiled), for a fake's pauses; zeros when none."""
-    quiet = parent[mask < 0.5]
-    if quiet.size < 16 or n <= 0:
-        return np.zeros(max(n, 0), dtype=np.float64)
-    return np.tile(quiet.astype(np.float64), -(-n // quiet.size))[:n]
-
-
-def match_band(wave: np.ndarray, bandwidth: float, sample_rate: int, max_steps: int = 16) -> np.ndarray:
-    """`wave` low-passed so that its measured bandwidth (bandwidth_hz) is `bandwidth`, as far as its content allows.
-
-    A low-pass at cutoff c measures about 6 Welch bins below c (the 150 Hz taper and the window's leakage), so a
-    fake cut at its parent's measured band would measure lower than the parent, every time: a band shortcut made
-    by the matching itself. The cutoff therefore starts at `bandwidth` and rises a bin at a time until the fake
-    measures at least `bandwidth` (or the cutoff reaches Nyquist: the generator made less band than the parent).
-    """
-    nyq, step = sample_rate / 2.0, sample_rate / 1024.0
-    cutoff = float(bandwidth)
-    out = lowpass(wave, sample_rate, cutoff)
-    for _ in range(max_steps):
-        if bandwidth_hz(out, sample_rate) >= bandwidth or cutoff >= 0.98 * nyq:
-            break
-        cutoff += step
-        out = lowpass(wave, sample_rate, cutoff)
-    return out
-
-
-def match_record(gate: str, same_length: bool) -> str:
-    """What match_to_parent matches under these settings: the clip table's `matched` value."""
-    done = (["length"] if same_length else []) + ["band", "level"]
-    if gate == "parent":
-        done += ["silence", "gate:parent" if same_length else "gate:noise"]
-    return ",".join(done)
-
-
-def _speech_gain(fake: np.ndarray, f_mask: np.ndarray, parent: np.ndarray, p_mask: np.ndarray) -> float:
-    """The factor that brings the fake's speech (mask > 0.5) to the level of the parent's speech (1 when silent)."""
-    a, b = _rms(fake[f_mask > 0.5]), _rms(parent[p_mask > 0.5])
-    return b / a if a > 0 and b > 0 else 1.0
-
-
-def _splice_tts(fake: np.ndarray, parent: np.ndarray, p_mask: np.ndarray, sample_rate: int, gate: str,
-                margin: int) -> np.ndarray:
-    """A TTS fake's speech (its loud frames, `margin` samples either side) at the parent's speech level; with the
-    parent gate: between the parent's own leading and trailing silence, the parent's pause noise added under it."""
-    f0, f1 = _speech_span(speech_mask(fake, sample_rate, 0.0, 0.0))
-    core = fake[max(0, f0 - margin): min(len(fake), f1 + margin)] if f1 > f0 else fake
-    core = core * _speech_gain(core, speech_mask(core, sample_rate, 0.0, 0.0), parent, p_mask)
-    if gate != "parent":
-        return core
-    p0, p1 = _speech_span(speech_mask(parent, sample_rate, 0.0, 0.0))
-    core = core + _noise_bed(parent, p_mask, len(core))  # room noise lies under a recording's speech too
-    return np.concatenate([parent[: max(0, p0 - margin)], core, parent[min(len(parent), p1 + margin):]])
-
-
-def match_to_parent(fake: np.ndarray, parent: np.ndarray, sample_rate: int, *,
-                    parent_bandwidth_hz: float | None = None, gate: str = "parent", same_length: bool = True,
-                    hang_s: float = 0.1, fade_s: float = 0.01) -> tuple[np.ndarray, str]:
-    """Make a fake differ from its parent only by the generator: band, level, silences, non-speech; -> (wave, matched).
-
-    The one matching step of every fake with a parent (reconstruct's copy-syntheses, the demo's TTS, corpus fakes
-    that name a parent). `same_length` (a reconstruction): the fake is cut or padded to the parent's length, its
-    speech scaled to the parent's speech level, and with `gate="parent"` its non-speech regions (the parent's speech
-    mask: `hang_s` around loud frames, `fade_s` crossfades) are the parent's own audio, so leading and trailing
-    silence and the noise floor are the parent's and no generator noise remains there. Otherwise (TTS: the length
-    is the generator's): the fake's speech (its loud frames) at the parent's speech level, and with the parent gate
-    the parent's own leading and trailing silence around it and the parent's pause noise (its non-speech, tiled)
-    under it, so that the TTS's digital silence in pauses cannot give it away. Always: the whole is low-passed so
-    that it measures the parent's band (`parent_bandwidth_hz`, else measured; match_band) and scaled to the parent's
-    RMS (peak below full scale).
-    `matched` lists what was matched, e.g. "length,band,level,silence,gate:parent" (recorded per clip-table row).
-    """
-    if gate not in GATES:
-        raise ValueError(f"match gate {gate!r} unknown; known: {list(GATES)}")
-    fake = np.nan_to_num(np.asarray(fake, dtype=np.float64).reshape(-1))
-    parent = np.asarray(parent, dtype=np.float64).reshape(-1)
-    p_mask = speech_mask(parent, sample_rate, hang_s, fade_s)
-    if same_length:
-        fake = match_length(fake, len(parent))
-        fake = fake * _speech_gain(fake, p_mask, parent, p_mask)
-        if gate == "parent":
-            fake = p_mask * fake + (1.0 - p_mask) * parent
-    else:
-        fake = _splice_tts(fake, parent, p_mask, sample_rate, gate, margin=int(fade_s * sample_rate))
-    bw = bandwidth_hz(parent.astype(np.float32), sample_rate) if parent_bandwidth_hz is None else parent_bandwidth_hz
-    out = match_band(fake.astype(np.float32), bw, sample_rate)
-    target, have = rms_dbfs(parent), rms_dbfs(out)
-    if have > -120.0:
-        out = out * np.float32(10 ** ((target - have) / 20.0))
-    peak = float(np.max(np.abs(out))) if out.size else 0.0
-    if peak > 0.999:  # matching the level must not clip: scale down rather than distort
-        out = out * np.float32(0.999 / peak)
-    return out.astype(np.float32), match_record(gate, same_length)
-
-
 def read_pcm16(path: str | Path) -> tuple[np.ndarray, int]:
     """Read a 16-bit file's samples as int16 (first channel) -> (pcm, sample_rate).
 
     sha256(pcm.tobytes()) equals what write_audio returned for the file.
     """
+    check_source(path)
     try:
         pcm, sr = sf.read(str(path), dtype="int16", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pipeline.io import write_text_atomic
-from pipeline.logs import progress, stage_timer
+from pipeline.logs import log_some, progress, stage_timer
 from pipeline.params import ConfigError, Section, stage_parser, start_stage, teacher_names
 
 log = logging.getLogger("pipeline.corpus_index")
@@ -77,11 +78,24 @@ def list_files(root: Path, skip: set[str]) -> list[str]:
     return sorted(out)
 
 
+def special_kind(mode: int) -> str | None:
+    """What a stat mode is when it is not a regular file (None for a regular file): only those are indexed."""
+    if stat.S_ISREG(mode):
+        return None
+    return ("folder" if stat.S_ISDIR(mode) else "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
+            else "device")
+
+
 def index_root(root: Path, cache: dict[str, dict], seen: dict[str, dict], skip: set[str]) -> dict[str, Any]:
-    """The index entry of one root: files, bytes, digest and metadata hashes (cache read and filled)."""
+    """The index entry of one root: files, bytes, digest and metadata hashes (cache read and filled).
+
+    Only regular files are read: a FIFO would block the stage and a link to a device (/dev/zero) never ends, so
+    they are listed by kind (`special`) and left unread; a file that cannot be read (permissions) is listed
+    under `unreadable` with the cause, and prepare rejects it. Both enter the digest, so a fix re-runs prepare.
+    """
     if not root.is_dir():
         return {"exists": False}
-    digest, total, metadata = hashlib.sha256(), 0, {}
+    digest, total, metadata, special, unreadable = hashlib.sha256(), 0, {}, {}, {}
     files = list_files(root, skip)
     for rel in progress(files, f"corpus_index {root}", unit="file"):
         full = os.path.join(root, rel)
@@ -90,16 +104,30 @@ def index_root(root: Path, cache: dict[str, dict], seen: dict[str, dict], skip: 
         except OSError:  # a broken symlink: listed, so that fixing it changes the index
             digest.update(f"{rel}\t-1\tbroken\n".encode("utf-8", "surrogateescape"))
             continue
+        if (kind := special_kind(st.st_mode)) is not None:
+            special[rel] = kind
+            digest.update(f"{rel}\t-1\t{kind}\n".encode("utf-8", "surrogateescape"))
+            continue
         key = os.path.realpath(full)
         stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
         hit = cache.get(key)
-        sha = hit["sha256"] if hit and all(hit.get(k) == v for k, v in stamp.items()) else file_sha256(full)
+        try:
+            sha = hit["sha256"] if hit and all(hit.get(k) == v for k, v in stamp.items()) else file_sha256(full)
+        except OSError as exc:
+            unreadable[rel] = exc.strerror or type(exc).__name__
+            digest.update(f"{rel}\t{st.st_size}\tunreadable\n".encode("utf-8", "surrogateescape"))
+            continue
         seen[key] = {**stamp, "sha256": sha}
         total += st.st_size
         digest.update(f"{rel}\t{st.st_size}\t{sha}\n".encode("utf-8", "surrogateescape"))
         if rel.lower().endswith(METADATA_SUFFIXES) and len(metadata) < MAX_METADATA_LISTED:
             metadata[rel] = sha
-    return {"exists": True, "files": len(files), "bytes": total, "digest": digest.hexdigest(), "metadata": metadata}
+    problems = [(f"{root}/{r}", f"not a regular file ({k}): not read") for r, k in special.items()]
+    log_some(log, problems + [(f"{root}/{r}", f"unreadable: {why}") for r, why in unreadable.items()],
+             "corpus_index")
+    return {"exists": True, "files": len(files) - len(special) - len(unreadable), "bytes": total,
+            "digest": digest.hexdigest(), "metadata": metadata,
+            **({"special": special} if special else {}), **({"unreadable": unreadable} if unreadable else {})}
 
 
 def run(corpora: Sequence[Any], cache: dict[str, dict], skip: set[str] = frozenset()) -> tuple[dict, dict]:

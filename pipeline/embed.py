@@ -45,8 +45,8 @@ from pipeline.detector.batches import check_pool, iter_batches, load_batch, sele
 from pipeline.detector.inference import embed_batch
 from pipeline.embstore import write_embeddings
 from pipeline.io import atomic_path, write_json_atomic, write_parquet_atomic
-from pipeline.logs import progress, stage_timer
-from pipeline.models import Detector, check_config, load_checkpoint
+from pipeline.logs import StageError, progress, stage_timer
+from pipeline.models import SCORE_RULE, Detector, check_config, load_checkpoint
 from pipeline.params import (
     PRECISIONS,
     ConfigError,
@@ -303,7 +303,7 @@ def _assemble(partial: Path, results: list[tuple[str, tuple[np.ndarray, float] |
     n_pool = len(results)
     write_rejects(make_rejects(rejects), out_dir / "rejects.parquet")
     if n_pool and len(rejects) / n_pool > p.max_reject_fraction:
-        raise RuntimeError(f"embed: {len(rejects)} of {n_pool} clips unreadable (> {p.max_reject_fraction:.0%}); "
+        raise StageError(f"embed: {len(rejects)} of {n_pool} clips unreadable (> {p.max_reject_fraction:.0%}); "
                            f"see {out_dir / 'rejects.parquet'}")
     write_embeddings(emb.astype(np.float16), out_dir, p.max_rows_per_file)  # emb.npy, or emb-*.npy past the limit
     write_parquet_atomic(pa.table({"clip_id": pa.array(ids, pa.string()),
@@ -377,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     if p.embedder != "resemblyzer":
         model, _ = load_checkpoint(checkpoint, device=device, expected_arch=teacher.arch)
     pool = select_pool(read_clip_tables(args.clips, stage="embed"), teacher.pool)
+    if pool.empty:
+        raise StageError(f"teacher {args.teacher}: its pool ({teacher.where}.pool) selects no clips of {args.clips}")
     vectorize, dim = build_vectorizer(model, p, device, with_scores=True)
     fp = fingerprint(checkpoint, p, sample_rate)
     threshold, source = score_threshold(Path(args.teacher_dir))
@@ -384,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = EngineConfig.from_runtime(common.runtime, device)
         factory = functools.partial(batch_function, checkpoint, teacher.arch, p, device, sample_rate)
         info = {"teacher": args.teacher, "score_threshold": threshold, "score_threshold_source": source,
-                "score_rule": getattr(model, "score_rule", None)}
+                "score_rule": SCORE_RULE}
         summary = run(pool, vectorize, dim, p, sample_rate, args.out, fp, device, info=info, engine=engine,
                       actor_factory=factory)
         stats.add("clips", summary["computed_clips"])

@@ -58,7 +58,7 @@ import pandas as pd
 
 from pipeline.detector.augment import require_channels
 from pipeline.io import atomic_path, csv_safe, write_json_atomic, write_text_atomic
-from pipeline.logs import stage_timer
+from pipeline.logs import StageError, log_some, stage_timer
 from pipeline.metrics import DCF_COSTS, act_dcf, bootstrap_eer_ci, cllr, compute_eer, min_dcf
 from pipeline.params import (
     PRECISIONS,
@@ -245,7 +245,7 @@ def run(sets: dict[str, pd.DataFrame], scores: pd.Series, seen_paradigms: list[s
                 key = str(system) if system not in by_system else f"{name}:{system}"
                 by_system[key] = srow["eer"]
     if not scored:
-        raise ValueError("no evaluation set has both bona fide and spoof scored clips: nothing to evaluate")
+        raise StageError("no evaluation set has both bona fide and spoof scored clips: nothing to evaluate")
     pooled = pd.concat([v for k, v in scored.items() if k != DEV] or list(scored.values())).drop_duplicates("clip_id")
     is_bona = (pooled["label"] == "bonafide").to_numpy()
     prow = _eer_row("pooled", "all", "all", pooled.loc[is_bona, "score"].to_numpy(float),
@@ -335,11 +335,15 @@ def score_sets(model, sets: dict[str, pd.DataFrame], p: EvaluateParams, sample_r
                          stage="evaluate" if condition == CLEAN else f"evaluate {condition}", precision=p.precision,
                          transform=condition_transform(condition, sample_rate))
     n_bad = len(result.rejects)
-    for r in result.rejects[:20]:
-        log.warning("clip %s not scored: %s", r["clip_id"], r["reason"])
+    log_some(log, [(r["clip_id"], r["reason"]) for r in result.rejects], "clip not scored")
     if unique.shape[0] and n_bad / unique.shape[0] > p.max_reject_fraction:
-        raise RuntimeError(f"{n_bad} of {len(unique)} eval clips could not be read "
-                           f"(more than evaluate.max_reject_fraction={p.max_reject_fraction})")
+        raise StageError(f"{n_bad} of {len(unique)} eval clips could not be read "
+                         f"(more than evaluate.max_reject_fraction={p.max_reject_fraction})")
+    bad = ~np.isfinite(result.scores)
+    if bad.any():  # the model, not the sets: they would be dropped as unscored and the EER blamed on the sets
+        raise StageError(f"the detector gave {int(bad.sum())} of {bad.size} eval clips a NaN or infinite score (first: "
+                         f"{result.clip_ids[int(np.argmax(bad))]}, evaluate.precision {p.precision}): its output is "
+                         "not a number")
     return pd.Series(result.scores, index=result.clip_ids, dtype=float), result.rejects
 
 
@@ -359,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     device = setup_torch(common)
     model, config = load_checkpoint(args.model, device=device)
     if int(config.get("sample_rate", sample_rate)) != sample_rate:
-        raise ValueError(f"detector was trained at {config['sample_rate']} Hz but audio.sample_rate is {sample_rate}")
+        raise StageError(f"detector was trained at {config['sample_rate']} Hz but audio.sample_rate is {sample_rate}")
     present = [path for path in args.clips if Path(path).exists()]
     if len(present) < len(args.clips):  # a missing table is an error only when none is there
         log.warning("clip tables not found, evaluating without them: %s", sorted(set(args.clips) - set(present)))
@@ -368,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     with stage_timer(log, "evaluate") as stats:
         sets = build_eval_sets(clips, p.sets, config)
         if not sets:
-            raise ValueError(f"no evaluation set could be built from {args.clips} with sets {list(p.sets)}")
+            raise StageError(f"no evaluation set could be built from {args.clips} with sets {list(p.sets)}")
         scores, rejects = {}, []
         for condition in (CLEAN, *p.conditions):
             scores[condition], rej = score_sets(model, sets, p, sample_rate, device, condition)

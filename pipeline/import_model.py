@@ -12,7 +12,10 @@ and `teachers.<T>.checkpoint: DIR` accept it.
 
 The weights must fit the architecture exactly (strict: same keys, same shapes); otherwise nothing is
 written and the command exits 2 with one line naming the missing / unexpected keys or the shape
-mismatches. A file that is not a readable torch state dict is the same kind of error.
+mismatches. A file that is not a readable torch state dict, or weights holding NaN or infinity, are the same
+kind of error. DIR must be new or empty: a folder holding files is refused (a trained model's metrics.json and
+dvclive/ would stay beside the imported weights), unless `--force`, which replaces a model folder whole and
+atomically (the old folder stays until the new one is complete; a folder without model.pt is never replaced).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import hashlib
 import sys
 from pathlib import Path
 from typing import Any
+
+from pipeline.logs import StageError
 
 IMPORTABLE = ("aasist", "aasist-l")
 # What the official weights were trained on (their config's nb_samp; data_utils crops/tiles to it).
@@ -37,7 +42,7 @@ UPSTREAM = {"weights": ("clovaai/aasist weights", "MIT", "https://github.com/clo
 SHOWN = 5  # key names listed in an error before "... and N more"
 
 
-class ImportError_(ValueError):
+class ImportError_(StageError):
     """A checkpoint that cannot become a model of the requested architecture."""
 
 
@@ -87,15 +92,31 @@ def check_state_dict(expected: dict[str, Any], given: dict[str, Any], arch: str)
         raise ImportError_(f"weights do not fit {arch!r}: " + "; ".join(problems))
 
 
-def run(arch: str, checkpoint: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Check and convert `checkpoint` into `out_dir` (model.pt + config.json); return config.json's content."""
+def check_out(out_dir: str | Path, force: bool) -> None:
+    """ImportError_ for an --out that holds files, unless `force` (which replaces a model folder whole)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ImportError_(f"--out {out} exists and is not a folder")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not force:
+        raise ImportError_(f"--out {out} is not empty (it holds {', '.join(held[:4])}{' ...' if len(held) > 4 else ''})"
+                           ": give a new or empty folder, or --force to replace the whole model folder")
+
+
+def run(arch: str, checkpoint: str | Path, out_dir: str | Path, force: bool = False) -> dict[str, Any]:
+    """Check and convert `checkpoint` into `out_dir` (model.pt + config.json); return config.json's content.
+
+    A non-empty `out_dir` is refused unless `force`; then it is replaced whole (atomically: the old folder stays
+    until the new one is complete), and only when it is a model folder (it holds model.pt)."""
     from pipeline.handoff.card import build_card, write_card
     from pipeline.io import atomic_dir, write_json_atomic
-    from pipeline.models import SCORE_RULE, build_model, save_checkpoint
+    from pipeline.models import SCORE_RULE, build_model, check_finite, save_checkpoint
 
     if arch not in IMPORTABLE:
         raise ImportError_(f"cannot import architecture {arch!r}; importable: {list(IMPORTABLE)}")
+    check_out(out_dir, force)
     state = read_state_dict(checkpoint)
+    check_finite(state, str(checkpoint))
     model = build_model({"arch": arch})
     check_state_dict(model.state_dict(), state, arch)
     model.load_state_dict(state, strict=True)
@@ -135,11 +156,15 @@ def main(argv: list[str] | None = None) -> int:
                                      description="turn an external detector checkpoint into a model directory")
     parser.add_argument("--arch", required=True, choices=IMPORTABLE)
     parser.add_argument("--checkpoint", required=True, help="the external weights file (e.g. AASIST.pth)")
-    parser.add_argument("--out", required=True, help="the model directory to write (model.pt, config.json)")
+    parser.add_argument("--out", required=True, help="the model directory to write (model.pt, config.json): new or "
+                                                      "empty")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing model folder --out whole (atomically; a folder without model.pt "
+                             "is never replaced)")
     args = parser.parse_args(argv)
     try:
-        config = run(args.arch, args.checkpoint, args.out)
-    except (ImportError_, FileExistsError) as exc:
+        config = run(args.arch, args.checkpoint, args.out, force=args.force)
+    except (StageError, FileExistsError) as exc:
         print(f"import_model: error: {exc}", file=sys.stderr)
         return 2
     print(f"import_model: {args.arch} ({config['parameters']} parameters) -> {args.out}")

@@ -6,6 +6,7 @@ that the next stage would read as finished. Also the strict YAML loader of param
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -96,9 +97,36 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        # a write that fails (a full disk) names no file; the message must say which output it was
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def check_writable(path: str | Path) -> Path:
+    """`path` when a file can be created there, else an OSError naming `path` and the cause; nothing is left behind
+    (a probe file in an existing folder; for a folder still to be made, its nearest existing parent's access).
+    Called before a stage's work, so that an unwritable output fails at once, not after an hour of work."""
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        existing = next(p for p in [folder, *folder.parents] if p.exists())
+        if not existing.is_dir():
+            raise OSError(errno.ENOTDIR, f"{existing} is a file, not a folder", str(path))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OSError(errno.EACCES, f"cannot create folders in {existing}", str(path))
+        return path
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write this output ({exc.strerror})", str(path)) from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
 
 
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection, OWASP).

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 import yaml
 
 from pipeline.io import ParamsLoader, StrictYAMLError
-from pipeline.logs import setup_logging
+from pipeline.logs import StageError, setup_logging
 
 DEFAULT_PARAMS = "params.yaml"
 TEACHER_KEYS = ("pool", "checkpoint")  # the keys of a `teachers.<T>` entry that are not model config
@@ -36,7 +36,7 @@ KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 S = TypeVar("S", bound="Section")
 
 
-class ConfigError(ValueError):
+class ConfigError(StageError):
     """A params key or value that cannot work: raised at a stage's start, printed as one line."""
 
 
@@ -246,7 +246,7 @@ class Audio(Section):
 
 @dataclasses.dataclass(frozen=True)
 class Match(Section):
-    """params `match`: how a fake is matched to its parent (pipeline.audio.match_to_parent), in reconstruct and in
+    """params `match`: how a fake is matched to its parent (pipeline.matching.match_to_parent), in reconstruct and in
     prepare (the fakes of `prepare.match_fakes` corpora). `gate`: `parent` fills a fake's non-speech regions with
     its parent's audio there (TTS: the parent's silences and pause noise), `none` leaves them as generated."""
 
@@ -256,7 +256,7 @@ class Match(Section):
     fade_s: float = 0.01        # crossfade between speech and non-speech
 
     def check(self) -> None:
-        one_of("match.gate", self.gate, ("parent", "none"))  # = pipeline.audio.GATES
+        one_of("match.gate", self.gate, ("parent", "none"))  # = pipeline.matching.GATES
         number("match.hang_s", self.hang_s, low=0, high=1)
         number("match.fade_s", self.fade_s, low=0, high=0.1)
 

@@ -11,6 +11,7 @@ chain that train/pretrain record with the model and `score` applies to raw input
 
 from __future__ import annotations
 
+import csv
 import inspect
 import logging
 import os
@@ -24,12 +25,13 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from pipeline.audio import AudioError, match_to_parent, measure, read_audio, write_audio
+from pipeline.audio import AudioError, measure, read_audio, write_audio
 from pipeline.chain import CHAIN_PARAMS, Chain, apply_chain, chain_from_params
 from pipeline.corpora import ADAPTERS
 from pipeline.corpora.common import CorpusError, check_corpus_name
-from pipeline.io import atomic_dir, write_json_atomic
-from pipeline.logs import progress, stage_timer
+from pipeline.io import atomic_dir, check_writable, write_json_atomic
+from pipeline.logs import DISK_ERRNOS, progress, stage_timer
+from pipeline.matching import match_to_parent
 from pipeline.params import (
     ConfigError,
     Match,
@@ -134,7 +136,10 @@ def load_sources(corpora: tuple[dict, ...]) -> tuple[pd.DataFrame, list[dict]]:
         root = entry.pop("root", None)
         if root is None:
             raise CorpusError(f"prepare.corpora entry {name!r} needs a root")
-        result = ADAPTERS[name](Path(root), **entry)
+        try:
+            result = ADAPTERS[name](Path(root), **entry)
+        except (UnicodeDecodeError, csv.Error) as exc:  # an adapter's own metadata reader (read_csv_rows names lines)
+            raise CorpusError(f"{name}: a metadata file under {root} cannot be read: {exc}") from None
         for corpus in sorted(set(result.sources["corpus"])):
             check_corpus_name(corpus)
             if corpus in made_by:
@@ -166,25 +171,33 @@ def load_sources(corpora: tuple[dict, ...]) -> tuple[pd.DataFrame, list[dict]]:
 
 def assign_splits(sources: pd.DataFrame, dev_fraction: float, test_fraction: float,
                   rng: np.random.Generator) -> pd.DataFrame:
-    """Fill missing splits speaker-disjointly, per corpus, aiming at the clip fractions given."""
+    """Fill missing splits speaker-disjointly, per corpus, aiming at the clip fractions given.
+
+    A speaker who also has evaluation-only rows (`eval:<set>`) in the corpus goes to test: an evaluation attack
+    that keeps a real speaker's id (the demo's voice conversions of bona fide clips) must not meet that person
+    in training. Those speakers are placed first and count towards test's share.
+    """
     if not 0 <= dev_fraction < 1 or not 0 <= test_fraction < 1 or dev_fraction + test_fraction >= 1:
         raise ValueError("prepare: dev_fraction and test_fraction must be in [0, 1) and sum below 1")
     out = sources.copy()
     todo = out["split"].isna()
     for corpus in sorted(out.loc[todo, "corpus"].unique()):
         rows = todo & (out["corpus"] == corpus)
+        evaluated = ~todo & (out["corpus"] == corpus) & out["split"].astype(str).str.startswith("eval:")
+        claimed = set(out.loc[evaluated, "speaker"])
         counts = out[rows].groupby("speaker").size().sort_index()
         shuffled = counts.iloc[rng.permutation(len(counts))]
         # Largest speakers first (ties in seeded order), each to the split furthest below its target
         # clip count: a few big speakers (the demo's asterisk voices) cannot swamp one split.
         order = shuffled.sort_values(ascending=False, kind="stable")
+        order = order.iloc[np.argsort(~order.index.isin(claimed), kind="stable")]
         total = counts.sum()
         targets = {"test": test_fraction * total, "dev": dev_fraction * total,
                    "train": (1 - dev_fraction - test_fraction) * total}
         filled = dict.fromkeys(targets, 0)
         assigned = {}
         for spk, n in order.items():
-            split = max(targets, key=lambda s: (targets[s] - filled[s], s == "train"))
+            split = "test" if spk in claimed else max(targets, key=lambda s: (targets[s] - filled[s], s == "train"))
             assigned[spk] = split
             filled[split] += n
         out.loc[rows, "split"] = out.loc[rows, "speaker"].map(assigned)
@@ -193,10 +206,8 @@ def assign_splits(sources: pd.DataFrame, dev_fraction: float, test_fraction: flo
 
 def process_batch(rows: pd.DataFrame, audio_dir: str, chain: Chain,
                   min_duration_s: float) -> tuple[list[dict], list[dict]]:
-    """Read, normalise (pipeline.chain.apply_chain), write and measure a batch of source rows.
-
-    Returns (clip rows, rejects); each clip row's `source` is the file it was made from.
-    """
+    """Read, normalise (pipeline.chain.apply_chain), write and measure a batch of source rows -> (clip rows, rejects);
+    each clip row's `source` is the file it was made from. A full or read-only disk stops the stage (DISK_ERRNOS)."""
     sample_rate = chain.sample_rate
     clips, rejects = [], []
     for row in rows.itertuples(index=False):
@@ -206,6 +217,8 @@ def process_batch(rows: pd.DataFrame, audio_dir: str, chain: Chain,
             out = Path(audio_dir) / row.corpus / f"{row.clip_id}.flac"
             sha = write_audio(out, wave, sample_rate)
         except (AudioError, OSError, ValueError) as exc:
+            if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+                raise  # every later clip would fail too: the stage stops, naming the file
             rejects.append({"clip_id": row.clip_id, "path": row.source_path, "corpus": row.corpus,
                             "stage": "prepare", "reason": str(exc)})
             continue
@@ -222,7 +235,7 @@ def process_batch(rows: pd.DataFrame, audio_dir: str, chain: Chain,
 def match_batch(rows: pd.DataFrame, sample_rate: int, match: Match) -> tuple[list[dict], list[dict]]:
     """Match prepared fakes to their prepared parents (`parent_path` column), rewrite them -> (clip rows, rejects).
 
-    The TTS and corpus-fake side of pipeline.audio.match_to_parent (reconstruct is the other): the generator's
+    The TTS and corpus-fake side of pipeline.matching.match_to_parent (reconstruct is the other): the generator's
     length is kept; band, level, silences and the noise in pauses become the parent's.
     """
     clips, rejects = [], []
@@ -281,6 +294,8 @@ def run(p: PrepareParams, audio_dir: Path, engine: EngineConfig | None = None, m
     The batches run on `engine` (params `runtime.engine`) when it is ray, else locally (`workers` processes).
     """
     sources, rejects = load_sources(p.corpora)
+    if sources.empty and not rejects:
+        raise CorpusError(f"the corpora of prepare.corpora list no files ({[c.get('root') for c in p.corpora]})")
     sources, channel_rows = channel_rejects(sources, roles)
     rejects += channel_rows
     n_adapter_rejects = len(rejects)
@@ -350,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     args, params, common = start_stage(parser, argv)
     p = PrepareParams.from_params(section(params, "prepare"), sample_rate=common.sample_rate, seed=common.seed)
     audio_dir = Path(args.audio_dir)
+    for out in (args.clips, args.rejects, args.metrics, audio_dir):
+        check_writable(out)  # an unwritable output fails now, not after every clip is made
     made_parent = not audio_dir.parent.exists()
     try:
         # The audio is written into a temp folder that replaces audio_dir only when the stage succeeds, so a

@@ -48,7 +48,7 @@ from pipeline.detector.loop import EpochResult, Phase, RunState, fit, live_log
 from pipeline.handoff.card import build_card, data_facts, init_facts, write_card
 from pipeline.handoff.licences import data_licences
 from pipeline.io import StagedDir, write_json_atomic
-from pipeline.logs import stage_timer
+from pipeline.logs import StageError, stage_timer
 from pipeline.metrics import compute_eer
 from pipeline.models import Detector, build_model, check_config, load_checkpoint, save_checkpoint
 from pipeline.params import (
@@ -115,13 +115,15 @@ class PretrainParams(Section):
             raise ConfigError(f"params pretrain.batch_size: paired batches need an even size, got {self.batch_size}")
 
 
-def split_pool(pool: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, dev) rows of a pool; a clear error when train lacks a class."""
+def split_pool(pool: pd.DataFrame, name: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, dev) rows of teacher `name`'s pool; a one-line StageError when train lacks a class (an empty pool,
+    a corpus of one class)."""
     train = pool[pool["split"] == "train"].reset_index(drop=True)
     dev = pool[pool["split"] == "dev"].reset_index(drop=True)
     missing = [c for c in ("bonafide", "spoof") if not (train["label"] == c).any()]
     if missing:
-        raise ValueError(f"the pool's train split has no {missing} clips ({len(train)} rows): check the pool filters")
+        raise StageError(f"teacher {name}: the pool's train split has no {' or '.join(missing)} clips ({len(pool)} "
+                         f"clips in the pool, {len(train)} in train): check teachers.{name}.pool and the corpus labels")
     return train, dev
 
 
@@ -223,7 +225,7 @@ def adopt_checkpoint(path: str | Path, teacher: TeacherParams) -> Detector:
     model, config = load_checkpoint(path, expected_arch=teacher.arch)
     want = teacher.model.get("frontend")
     if want is not None and config.get("frontend") != want:
-        raise ValueError(f"checkpoint {path} uses front end {config.get('frontend')!r}, but the teacher's params "
+        raise StageError(f"checkpoint {path} uses front end {config.get('frontend')!r}, but the teacher's params "
                          f"say {want!r}: fix `frontend` or `checkpoint`")
     return model
 
@@ -240,7 +242,7 @@ def run(name: str, clips: pd.DataFrame, teacher: TeacherParams, p: PretrainParam
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pool = select_pool(clips, teacher.pool)
-    train, dev = split_pool(pool)
+    train, dev = split_pool(pool, name)
     log.info("teacher %s: pool %d clips (train %d, dev %d)", name, len(pool), len(train), len(dev))
     if teacher.checkpoint:
         model = adopt_checkpoint(teacher.checkpoint, teacher).to(device)

@@ -32,19 +32,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from pipeline.audio import (
-    AudioError,
-    check_audio,
-    match_record,
-    match_to_parent,
-    measure,
-    read_audio,
-    read_pcm16,
-    to_pcm16,
-    write_audio,
-)
+from pipeline.audio import AudioError, check_audio, measure, read_audio, read_pcm16, to_pcm16, write_audio
 from pipeline.io import write_json_atomic
-from pipeline.logs import stage_timer
+from pipeline.logs import StageError, stage_timer
+from pipeline.matching import match_record, match_to_parent
 from pipeline.params import (
     PRECISIONS,
     ConfigError,
@@ -59,7 +50,14 @@ from pipeline.params import (
     start_stage,
 )
 from pipeline.resume import ResumeDir, files_hash, tree_hash
-from pipeline.resynth.plan import PLAN_KEYS, parent_key, plan_jobs, spoof_systems, system_settings
+from pipeline.resynth.plan import (
+    PLAN_KEYS,
+    check_parent_audio,
+    parent_key,
+    plan_jobs,
+    spoof_systems,
+    system_settings,
+)
 from pipeline.resynth.quality import quality_table, summarise
 from pipeline.runtime.cpu_isa import kernel_paths
 from pipeline.runtime.engine import LOCAL, EngineConfig, map_batch_results
@@ -143,9 +141,9 @@ def fake_path(audio_dir: Path, system: str, parent_id: str) -> Path:
 
 
 def code_hash() -> str:
-    """sha256 of the code that shapes a reconstruction (backends, mel, audio guards): a fix invalidates old files."""
+    """sha256 of the code that shapes a reconstruction (backends, mel, audio, matching): a fix invalidates old files."""
     root = Path(__file__).parent
-    return files_hash(sorted((root / "resynth").glob("*.py")) + [root / "audio.py"])
+    return files_hash(sorted((root / "resynth").glob("*.py")) + [root / "audio.py", root / "matching.py"])
 
 
 def prepare_system_dir(system_dir: Path, fingerprint: dict) -> ResumeDir:
@@ -220,7 +218,7 @@ def reuse_batch(jobs: pd.DataFrame, paradigm: str, audio_dir: Path, sample_rate:
 def reconstruct_batch(jobs: pd.DataFrame, resynth: Any, paradigm: str, audio_dir: Path,
                       sample_rate: int, match: Match | None = None) -> BatchResult:
     """Read the parents, resynthesise, match each fake to its parent (band, level, length, silences, non-speech
-    gate: pipeline.audio.match_to_parent), write FLACs -> rows, rejects, quality."""
+    gate: pipeline.matching.match_to_parent), write FLACs -> rows, rejects, quality."""
     match = match or Match()
     out = BatchResult()
     ready, waves = [], []
@@ -313,6 +311,7 @@ def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_
     systems = spoof_systems(backends.list_systems(p.paradigm, cfg), roles, p.paradigm)
     if not systems:
         raise ConfigError(f"params reconstruct.{p.paradigm}.systems: no system with role spoof (see params roles)")
+    check_parent_audio(parents, p.paradigm, p.max_reject_fraction)  # before any generator is built
     jobs = plan_jobs(parents, systems, seed, p.systems_per_parent, p.parent_fraction)
     log.info("reconstruct %s: %d parents, %d jobs over %s", p.paradigm, len(parents), len(jobs), systems)
     fingerprint_base = {"paradigm": p.paradigm, "sample_rate": sample_rate, "seed": seed, "precision": p.precision,
@@ -356,7 +355,7 @@ def run(clips: pd.DataFrame, p: ReconstructParams, generator: str | None, audio_
         rdir.compact()
     summary = summarise(p.paradigm, results, len(jobs), len(parents))
     if len(jobs) and summary["n_rejected"] / len(jobs) > p.max_reject_fraction:
-        raise RuntimeError(f"reconstruct {p.paradigm}: {summary['n_rejected']} of {len(jobs)} jobs rejected "
+        raise StageError(f"reconstruct {p.paradigm}: {summary['n_rejected']} of {len(jobs)} jobs rejected "
                            f"(> {p.max_reject_fraction:.0%}); first: {summary['rejects'][0]}")
     return table, summary
 

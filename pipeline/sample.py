@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.io import atomic_path, write_json_atomic
-from pipeline.logs import progress, stage_timer
+from pipeline.logs import StageError, progress, stage_timer
 from pipeline.params import (
     ConfigError,
     Section,
@@ -138,7 +138,7 @@ def load_pool(teacher: str, directory: Path) -> Pool:
         raise SchemaError(f"{ids_path}: no clip_id column (columns: {list(ids_df.columns)})")
     ids = ids_df["clip_id"].astype(str).to_numpy()
     if emb.ndim != 2 or len(ids) != emb.shape[0]:
-        raise ValueError(f"teacher {teacher}: {emb_path} has shape {emb.shape} but {ids_path} has {len(ids)} ids: "
+        raise StageError(f"teacher {teacher}: {emb_path} has shape {emb.shape} but {ids_path} has {len(ids)} ids: "
                          f"misaligned embeddings; re-run the embed stage")
     scores = ids_df["score"].to_numpy(np.float64) if "score" in ids_df.columns else None
     info = json.loads((directory / "info.json").read_text()) if (directory / "info.json").is_file() else {}
@@ -232,14 +232,14 @@ def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> t
         train_rows = train_parts[i].reset_index(drop=True)
         dev_frames.append(_manifest_rows(rows[(rows["split"] == "dev").to_numpy()], pool.teacher, "dev", None, None))
         if not len(train_rows):
-            raise ValueError(f"teacher {pool.teacher}: no train-split rows in its pool")
+            raise StageError(f"teacher {pool.teacher}: no train-split rows in its pool")
         emb = pool.embeddings[train_idx[i]]
         labels = train_rows["label"].astype(str).to_numpy()
         try:
             ranking = nc_rank(emb, labels, n_clusters=p.n_clusters, seed=pool_seed, normalize=p.normalize,
                               max_points_per_centroid=p.max_points_per_centroid, kmeans_iters=p.kmeans_iters)
         except ValueError as exc:
-            raise ValueError(f"teacher {pool.teacher}: {exc}") from exc
+            raise StageError(f"teacher {pool.teacher}: {exc}") from exc
         pool_diag: dict[str, Any] = {
             "n_rows": int(len(rows)), "n_train": int(len(train_rows)), "dim": int(emb.shape[1]),
             "nc1": _finite(nc1(emb, labels, normalize=p.normalize)),
@@ -312,7 +312,7 @@ def _run_streamed(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed:
         pos, train = positions[i], train_idx[i]
         dev_frames.append(_manifest_rows(clips.take(pos[split[pos] == "dev"]), pool.teacher, "dev", None, None))
         if not len(train):
-            raise ValueError(f"teacher {pool.teacher}: no train-split rows in its pool")
+            raise StageError(f"teacher {pool.teacher}: no train-split rows in its pool")
         pool_in, pool_codes = mt.pool_inputs(inputs, i, clips, train_pos[i]), codes[train_pos[i]]
         code_quota = {LABELS.index(c): n for c, n in quotas[i].items()}
         ordered = {m: functools.partial(_ordered_pick, m, labels=pool_codes, quota=code_quota, pool_in=pool_in, p=p,
@@ -321,7 +321,7 @@ def _run_streamed(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed:
             res = sp.sample_pool(pool.embeddings, train, train_pos[i], pool_codes, clips, p, teacher=pool.teacher,
                                  pool=i, seed=_pool_seed(seed, i), quota=quotas[i], budgets=budgets, ordered=ordered)
         except ValueError as exc:
-            raise ValueError(f"teacher {pool.teacher}: {exc}") from exc
+            raise StageError(f"teacher {pool.teacher}: {exc}") from exc
         for m in methods:
             picks[m].append(res.picks[m])
             if m in candidates:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.io import write_parquet_atomic
+from pipeline.logs import StageError, log_some
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +27,11 @@ LABELS = ("bonafide", "spoof")
 # The label index of every model, loss and class-mean: spoof = 0, bonafide = 1 (score = logit[1] - logit[0]).
 LABEL_INDEX = {"spoof": 0, "bonafide": 1}
 SPOOF, BONAFIDE = LABEL_INDEX["spoof"], LABEL_INDEX["bonafide"]
-PARADIGMS = ("bonafide", "diffusion", "codec", "vocoder", "tts", "corpus")
+PARADIGMS = ("bonafide", "diffusion", "codec", "vocoder", "tts", "vc", "corpus")  # vc: voice conversion
 # What a system's output is: `spoof` (a generator made it: a fake) or `channel` (a transmission or compression
 # effect that keeps the label, applied to both classes). Default by family; params `roles` may flip any system.
 ROLES = ("spoof", "channel")
-CHANNEL_FAMILIES = ("mp3", "opus", "codec2", "g711", "gsm", "g726")  # = pipeline.resynth.channel.FAMILIES
+CHANNEL_FAMILIES = ("mp3", "opus", "codec2", "g711", "gsm", "g726", "g722")  # = pipeline.resynth.channel.FAMILIES
 BASE_SPLITS = ("train", "dev", "test")
 # A name that becomes a file or folder name (an eval set, a teacher, a corpus, a paradigm): no path separator,
 # no leading dot or dash, nothing a shell or a spreadsheet would act on.
@@ -57,7 +58,7 @@ CLIP_FIELDS = [
     pa.field("sha256", pa.string(), nullable=False),
     # provenance: the corpus file prepare read (for a reconstruction: its parent's)
     pa.field("source", pa.string(), nullable=False),
-    # for a fake matched to its parent (pipeline.audio.match_to_parent): what was matched, e.g.
+    # for a fake matched to its parent (pipeline.matching.match_to_parent): what was matched, e.g.
     # "length,band,level,silence,gate:parent"; null for bona fide and unmatched fakes
     pa.field("matched", pa.string(), nullable=True),
 ]
@@ -84,7 +85,7 @@ REJECT_COLUMNS = tuple(f.name for f in REJECT_FIELDS)
 COLUMN_GROUPS: dict[str, list[pa.Field]] = {"manifest": MANIFEST_FIELDS}
 
 
-class SchemaError(ValueError):
+class SchemaError(StageError):
     """A table does not have the clip-table schema (or names the offending row)."""
 
 
@@ -147,8 +148,7 @@ def fix_clips(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     reasons[bad_label & (reasons == "")] = "unknown label " + df["label"].astype(str)
     bad = reasons != ""
     dropped = df[bad].assign(reason=reasons[bad])
-    for _, row in dropped.iterrows():
-        log.warning("dropping clip %s: %s", row["clip_id"], row["reason"])
+    log_some(log, list(zip(dropped["clip_id"].astype(str), dropped["reason"])), "dropping clip")
     return df[~bad].reset_index(drop=True), dropped.reset_index(drop=True)
 
 

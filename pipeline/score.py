@@ -56,6 +56,14 @@ from typing import Any
 import pandas as pd
 import soundfile as sf
 
+from pipeline.detector.score_checks import (
+    AUDIO_EXTENSIONS,
+    InputError,
+    check_out,
+    check_scores,
+    eval_s_bound,
+    print_rejects,
+)
 from pipeline.detector.scorefile import (
     FORMATS,
     TSV_HEADER,
@@ -65,22 +73,18 @@ from pipeline.detector.scorefile import (
     read_scores,
     unescape_field,
 )
-from pipeline.logs import setup_logging
+from pipeline.io import atomic_path
+from pipeline.logs import StageError, os_error_line, setup_logging
 from pipeline.params import PRECISIONS
 
 log = logging.getLogger("pipeline.score")
 
 # the score-file format lives in pipeline/detector/scorefile.py; these names stay importable from here
-__all__ = ["FORMATS", "TSV_HEADER", "collect_inputs", "escape_field", "format_scores", "main", "read_score_table",
-           "read_scores", "run", "unescape_field"]
+__all__ = ["AUDIO_EXTENSIONS", "FORMATS", "TSV_HEADER", "InputError", "check_out", "collect_inputs", "escape_field",
+           "format_scores", "main", "read_score_table", "read_scores", "run", "unescape_field"]
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64")
 INPUT_COLUMNS = ["clip_id", "path", "corpus", "label", "system", "prepared", "labelled"]
 LABELLED_COLUMNS = ("label", "system")   # written beside the score for the rows of a labelled clip table
-
-
-class InputError(ValueError):
-    """An input that cannot be scored at all (missing path, a named file that is not audio)."""
 
 
 def _audio_row(path: Path, shown: str) -> dict[str, str | bool]:
@@ -125,6 +129,7 @@ def run(model, rows: pd.DataFrame, *, batch_size: int, sample_rate: int, seconds
         model_path: str | Path | None = None, precision: str = "fp32",
         threshold: float | None = None) -> tuple[list[str], list[dict]]:
     """Score the rows (`chain` on those not `prepared`); return (score-file lines, header first for tsv; rejects).
+    A NaN or infinite score is an InputError (check_scores): nothing is written.
 
     With a ray `engine` (pipeline.runtime.engine.EngineConfig) the batches are scored by actors that each load the
     detector from `model_path`; the lines come back in row order, as the local loop writes them. tsv lines carry
@@ -141,12 +146,14 @@ def run(model, rows: pd.DataFrame, *, batch_size: int, sample_rate: int, seconds
         results = map_batch_results(None, rows, batch_size=batch_size, cfg=engine, actor_factory=factory, desc="score")
         ids = [i for r_ids, _, _ in results for i in r_ids]
         scores = [x for _, r_scores, _ in results for x in r_scores]
+        check_scores(ids, scores)
         return (format_scores(ids, scores, fmt, score_columns(rows, ids, scores, threshold)),
                 [r for _, _, rej in results for r in rej])
     from pipeline.detector.inference import score_clips
 
     result = score_clips(model, rows, batch_size, sample_rate, seconds, device=device, stage="score", chain=chain,
                          precision=precision)
+    check_scores(result.clip_ids, result.scores)
     columns = score_columns(rows, result.clip_ids, result.scores, threshold)
     return format_scores(result.clip_ids, result.scores, fmt, columns), result.rejects
 
@@ -210,33 +217,6 @@ def _positive(kind: type) -> Callable[[str], float]:
         return value
     parse.__name__ = kind.__name__
     return parse
-
-
-def check_out(out: str, inputs: list[str], rows: pd.DataFrame, model: str) -> None:
-    """Raise InputError when writing --out could destroy data: a folder, an input, audio, the model."""
-    if out == "-":
-        return
-    path = Path(out)
-    if path.parent.exists() and not path.parent.is_dir():
-        raise InputError(f"--out {out}: {path.parent} is not a folder")
-    if path.is_dir():
-        raise InputError(f"--out {out} is a folder; give a file name (e.g. {path / 'scores.tsv'})")
-    target = path.resolve()
-    model_file = Path(model) / "model.pt" if Path(model).is_dir() else Path(model)
-    protected = {Path(p).resolve(): p for p in [*inputs, *rows["path"].astype(str)]}
-    protected.setdefault(model_file.resolve(), str(model_file))
-    if target in protected:
-        raise InputError(f"--out {out} is an input or the model ({protected[target]}): refusing to overwrite it "
-                         "with scores")
-    if path.suffix.lower() in AUDIO_EXTENSIONS + (".parquet", ".pt"):
-        raise InputError(f"--out {out} has an audio/data extension ({path.suffix}): refusing to write scores "
-                         f"there; use e.g. scores.tsv")
-    if path.is_file():
-        try:
-            sf.info(str(path))
-        except (sf.LibsndfileError, RuntimeError, TypeError):
-            return
-        raise InputError(f"--out {out} is an existing audio file: refusing to overwrite it with scores")
 
 
 def model_chain(config: dict, model: str, n_raw: int = 0):
@@ -313,52 +293,64 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _inputs(args: argparse.Namespace) -> pd.DataFrame:
+    """The rows to score, after every check of the arguments that needs no model (InputError, OSError)."""
+    rows = collect_inputs(args.inputs)
+    if args.prepared:
+        rows["prepared"] = True
+    check_out(args.out, args.inputs, rows, args.model)
+    if args.format == "asvspoof":
+        spaced = rows["clip_id"][rows["clip_id"].str.contains(r"\s", regex=True)]
+        if len(spaced):
+            raise InputError(f"clip id {spaced.iloc[0]!r} has whitespace, which --format asvspoof cannot "
+                             "write; use --format tsv")
+        if args.threshold is not None:
+            raise InputError("--threshold writes a decision column, which --format asvspoof has not; use "
+                             "--format tsv")
+    return rows
+
+
+def _error(exc: Exception) -> int:
+    """Print a one-line `score: error:` for a bad argument, input or model (exit code 2)."""
+    line = os_error_line(exc) if isinstance(exc, OSError) else str(exc)
+    if line is None:
+        raise exc
+    print(f"score: error: {line}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging()
     try:
-        rows = collect_inputs(args.inputs)
-        if args.prepared:
-            rows["prepared"] = True
-        check_out(args.out, args.inputs, rows, args.model)
-        if args.format == "asvspoof":
-            spaced = rows["clip_id"][rows["clip_id"].str.contains(r"\s", regex=True)]
-            if len(spaced):
-                raise InputError(f"clip id {spaced.iloc[0]!r} has whitespace, which --format asvspoof cannot "
-                                 "write; use --format tsv")
-            if args.threshold is not None:
-                raise InputError("--threshold writes a decision column, which --format asvspoof has not; use "
-                                 "--format tsv")
-    except (InputError, FileNotFoundError, ValueError) as exc:
-        print(f"score: error: {exc}", file=sys.stderr)
-        return 2
+        rows = _inputs(args)
+    except (StageError, FileNotFoundError, ValueError, OSError) as exc:
+        return _error(exc)
     if rows.empty:
         print("score: error: no audio files found in the inputs", file=sys.stderr)
         return 1
 
-    from pipeline.models import DEFAULT_EVAL_S, CheckpointError, load_checkpoint
+    from pipeline.models import DEFAULT_EVAL_S, load_checkpoint
     from pipeline.runtime.devices import configure_torch, resolve_device
 
     configure_torch(args.threads, 0)
     device = resolve_device(args.device)
     try:
         model, config = load_checkpoint(args.model, device=device)
-    except CheckpointError as exc:
-        print(f"score: error: {exc}", file=sys.stderr)
-        return 2
-    try:
         chain = model_chain(config, args.model, n_raw=int((~rows["prepared"].astype(bool)).sum()))
         threshold = model_threshold(args.threshold, config, args.model)
-    except ValueError as exc:
+        seconds = eval_s_bound(args.eval_s, chain) if args.eval_s else float(config.get("eval_s", DEFAULT_EVAL_S))
+    except ValueError as exc:  # CheckpointError, InputError
+        return _error(exc)
+    try:
+        lines, rejects = run(model, rows, batch_size=args.batch_size, sample_rate=int(config["sample_rate"]),
+                             seconds=seconds, device=device, fmt=args.format, chain=chain,
+                             engine=_engine(args.engine, args.concurrency, device, args.threads),
+                             model_path=args.model, precision=args.precision, threshold=threshold)
+    except InputError as exc:  # non-finite scores
         print(f"score: error: {exc}", file=sys.stderr)
-        return 2
-    seconds = args.eval_s or float(config.get("eval_s", DEFAULT_EVAL_S))
-    lines, rejects = run(model, rows, batch_size=args.batch_size, sample_rate=int(config["sample_rate"]),
-                         seconds=seconds, device=device, fmt=args.format, chain=chain,
-                         engine=_engine(args.engine, args.concurrency, device, args.threads), model_path=args.model,
-                         precision=args.precision, threshold=threshold)
-    for r in rejects:
-        print(f"reject {r['clip_id']}: {r['reason']}", file=sys.stderr)
+        return 1
+    print_rejects(rejects)
     if len(lines) <= (args.format == "tsv"):
         print(f"score: error: none of the {len(rows)} inputs could be scored", file=sys.stderr)
         return 1
@@ -366,9 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out == "-":
         sys.stdout.write(text)
     else:
-        from pipeline.io import atomic_path
-
-        with atomic_path(args.out) as tmp:  # utf-8 whatever the locale; file names may hold any character
-            tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
+        try:
+            with atomic_path(args.out) as tmp:  # utf-8 whatever the locale; file names may hold any character
+                tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
+        except OSError as exc:  # a disk that filled up during the run
+            return _error(exc)
     log.info("scored %d clips (%d rejected) -> %s", len(lines) - (args.format == "tsv"), len(rejects), args.out)
     return 0

@@ -46,7 +46,7 @@ from pipeline.detector.losses import CrossEntropyLoss, RACLParams, SupConParams,
 from pipeline.handoff.card import build_card, data_facts, init_facts, write_card
 from pipeline.handoff.licences import data_licences
 from pipeline.io import StagedDir, write_json_atomic
-from pipeline.logs import stage_timer
+from pipeline.logs import StageError, log_some, stage_timer
 from pipeline.metrics import compute_eer
 from pipeline.models import DEFAULT_EVAL_S, build_model, check_config, checkpointer
 from pipeline.params import (
@@ -163,7 +163,7 @@ def select_training_rows(manifest: pd.DataFrame, exclude_paradigms: tuple[str, .
     counts = rows["label"].value_counts()
     for label in ("bonafide", "spoof"):
         if counts.get(label, 0) == 0:
-            raise ValueError(f"training manifest has no {label} rows (after exclude_paradigms): nothing to learn")
+            raise StageError(f"training manifest has no {label} rows (after exclude_paradigms): nothing to learn")
     return rows.reset_index(drop=True)
 
 
@@ -228,10 +228,9 @@ def run(train_rows: pd.DataFrame, dev_rows: pd.DataFrame, p: TrainParams, *, sam
     """
     model = (build_model(p.model_config(sample_rate)) if model is None else model).to(device)
     _, dev_waves, dev_labels, rejects = load_waves(dev_rows, sample_rate, p.eval_s, stage="train")
-    for r in rejects:
-        log.warning("dev clip %s skipped: %s", r["clip_id"], r["reason"])
+    log_some(log, [(r["clip_id"], r["reason"]) for r in rejects], "dev clip skipped")
     if (dev_labels == 1).sum() == 0 or (dev_labels == 0).sum() == 0:
-        raise ValueError("dev set needs bona fide and spoof clips for an EER")
+        raise StageError("dev set needs bona fide and spoof clips for an EER")
     ds = ClipDataset(train_rows, sample_rate, p.crop_s, train=True, seed=seed,
                      augment=make_augmenter(p.augment, sample_rate))
     parents = parent_indices(train_rows) if p.pair_batches else None

@@ -19,6 +19,9 @@
 # ABLATION=1 adds, for the methods in ABLATION_METHODS (default "nc full"), the same runs trained without the
 # hard fakes (`-S 'train.exclude_paradigms=[vocoder,codec,diffusion]'`: bona fide + training attacks only):
 # 20 more by default (70 in all). ABLATION_RATIOS limits those to some ratios (default: all; full runs always).
+# PAIR=1 adds, for PAIR_METHODS (default "nc full") at PAIR_RATIOS, the same runs with parent-paired batches
+# (PAIR_ARGS, default `-S train.pair_batches=true`). COMMON_ARGS (space-separated `-S key=value`) go into every run,
+# e.g. the fine-tune of an imported AASIST (README, "Pretrained detectors") or `-S evaluate.conditions=[]`.
 # AUGMENT=1 adds, for AUGMENT_METHODS (default "nc full") at AUGMENT_RATIOS (default: all), the same runs with
 # training augmentation on (AUGMENT_ARGS, default RawBoost p 0.5 + gain p 0.5): augmentation on vs off over seeds. The report groups experiments by (method, ratio, other changed params) and
 # shows the mean and 95% CI over seeds (pipeline/reporting/seeds.py).
@@ -47,6 +50,11 @@ ABLATION=${ABLATION:-0}
 ABLATION_METHODS=${ABLATION_METHODS:-"nc full"}
 ABLATION_EXCLUDE=${ABLATION_EXCLUDE:-"[vocoder,codec,diffusion]"}
 ABLATION_RATIOS=${ABLATION_RATIOS:-$RATIOS}
+COMMON_ARGS=${COMMON_ARGS:-""}   # extra `-S key=value` args for every run, e.g. an AASIST fine-tune (README)
+PAIR=${PAIR:-0}
+PAIR_METHODS=${PAIR_METHODS:-"nc full"}
+PAIR_RATIOS=${PAIR_RATIOS:-$RATIOS}
+PAIR_ARGS=${PAIR_ARGS:-"-S train.pair_batches=true"}
 AUGMENT=${AUGMENT:-0}
 AUGMENT_METHODS=${AUGMENT_METHODS:-"nc full"}
 AUGMENT_RATIOS=${AUGMENT_RATIOS:-$RATIOS}
@@ -133,9 +141,14 @@ for seed in $(seq 1 "$SEEDS"); do
         if [[ "$order" != nearest || -n "$EXPLICIT_ORDERS" ]]; then args+=(-S "sample.nc.order=$order"); fi
       fi
       if [[ -n "$EVAL_SETS" ]]; then args+=(-S "evaluate.sets=[$EVAL_SETS]"); fi
+      if [[ -n "$COMMON_ARGS" ]]; then read -r -a common <<<"$COMMON_ARGS"; args+=("${common[@]}"); fi
       queue "${args[@]}"
       if [[ "$ABLATION" == 1 ]] && [[ " $ABLATION_METHODS " == *" $label "* ]] && in_list "$ratio" "$ABLATION_RATIOS"; then
         queue "${args[@]}" -S "train.exclude_paradigms=$ABLATION_EXCLUDE"
+      fi
+      if [[ "$PAIR" == 1 ]] && [[ " $PAIR_METHODS " == *" $label "* ]] && in_list "$ratio" "$PAIR_RATIOS"; then
+        read -r -a extra <<<"$PAIR_ARGS"
+        queue "${args[@]}" "${extra[@]}"
       fi
       if [[ "$AUGMENT" == 1 ]] && [[ " $AUGMENT_METHODS " == *" $label "* ]] && in_list "$ratio" "$AUGMENT_RATIOS"; then
         read -r -a extra <<<"$AUGMENT_ARGS"

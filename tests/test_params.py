@@ -139,7 +139,7 @@ CASES = [
     ("train.racl.wieght", 0.1, r"train.racl: unknown keys \['wieght'\]"),
     ("train.exclude_paradigms", ["codecs"],
      r"train.exclude_paradigms: unknown names \['codecs'\]; known: \['diffusion', 'codec', 'vocoder', 'tts', "
-     r"'corpus'\]"),
+     r"'vc', 'corpus'\]"),
     ("train.exclude_paradigms", "codec", r"train.exclude_paradigms: expected a list, got str 'codec'"),
     ("train.objective", "hinge", r"train.objective: unknown value 'hinge'; known: \['ce'"),
     ("train.lr", -1, r"train.lr: must be > 0, got -1"),
@@ -257,7 +257,7 @@ def _params_file(tmp_path: Path, dotted: str, value: Any) -> str:
      "reconstruct.vocoder.parent_fractoin", 1.0, "error: params reconstruct.vocoder: unknown keys ['parent_fractoin']"),
     (["train", "--manifest", "m", "--dev", "d", "--out", "o"], "train.exclude_paradigms", ["codecs"],
      "error: params train.exclude_paradigms: unknown names ['codecs']; known: ['diffusion', 'codec', 'vocoder', "
-     "'tts', 'corpus']"),
+     "'tts', 'vc', 'corpus']"),
     (["pretrain", "resnet_vocoder", "--clips", "c", "--out", "o"], "teachers.resnet_vocoder.widht", 16,
      "error: params teachers.resnet_vocoder (resnet): unknown keys ['widht']"),
     (["sample", "--clips", "c", "--embeddings", "e", "--out", "o", "--diagnostics", "d"], "runtime.thread", 2,
@@ -298,6 +298,6 @@ def test_the_stages_that_read_another_stages_section_parse_only_their_keys():
     from pipeline.corpus_index import CorpusRoots
     from pipeline.detector.finetune import InitParams
 
-    assert chain_from_params(BASE, 16000) == Chain(16000, vad_trim=True, max_duration_s=10.0, lowpass_hz=4000)
+    assert chain_from_params(BASE, 16000) == Chain(16000, vad_trim=True, max_duration_s=10.0, lowpass_hz=None)
     assert InitParams.from_part(BASE["train"]) == InitParams(None, "all")
     assert CorpusRoots.from_part(BASE["prepare"]).corpora == ({"name": "demo", "root": "data/raw/demo"},)

@@ -325,3 +325,24 @@ def test_prepare_matches_a_tts_fake_to_the_parent_it_respeaks(tmp_path):
     spoof = (plain["label"] == "spoof") & plain["parent_id"].isin(plain["clip_id"])
     assert plain.loc[spoof, "matched"].isna().all()
     assert plain.loc[spoof, "noise_floor_dbfs"].max() < plain.loc[~spoof, "noise_floor_dbfs"].min() - 20
+
+
+def test_a_speaker_an_eval_only_attack_keeps_goes_to_test(tmp_path):
+    # a voice conversion of spk3's clip keeps spk3's id and is evaluation-only: spk3 must be a test speaker
+    root = tmp_path / "raw"
+    lines = []
+    for s in range(6):
+        for c in range(4 if s != 3 else 2):
+            write_wave(root / f"audio/s{s}/{c}.wav", make_wave(1.0, 16000, f0=100 + 20 * s, seed=c))
+            lines.append(f"audio/s{s}/{c}.wav,spk{s},bonafide,-,bonafide,en,hi,test,,")
+    write_wave(root / "audio/vc/0.wav", make_wave(1.0, 16000, seed=5))
+    lines.append("audio/vc/0.wav,spk3,spoof,world_vc_hifigan,vc,en,hi,test,eval:unseen_tts,audio/s3/0.wav")
+    (root / "metadata.csv").write_text(HEADER.strip() + ",split,parent\n" + "\n".join(lines) + "\n")
+    for seed in (1, 2, 3):
+        sources = prepare.load_sources(({"name": "demo", "root": str(root)},))[0]
+        out = prepare.assign_splits(sources, 0.2, 0.2, np.random.default_rng(seed))
+        bona = out[out["label"] == "bonafide"]
+        assert set(bona.loc[bona["speaker"] == "spk3", "split"]) == {"test"}
+        assert (bona.groupby("speaker")["split"].nunique() == 1).all()
+        assert set(bona["split"]) == {"train", "dev", "test"}  # the others still fill every split
+        assert out.loc[out["system"] == "world_vc_hifigan", "split"].tolist() == ["eval:unseen_tts"]

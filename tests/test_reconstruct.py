@@ -14,6 +14,7 @@ import yaml
 
 from pipeline import reconstruct
 from pipeline.audio import measure, read_audio, rms_dbfs, to_pcm16
+from pipeline.logs import StageError
 from pipeline.resynth import plan
 from pipeline.schema import read_clips, write_clips
 from tests.conftest import make_wave, tiny_clip_table, write_wave
@@ -123,7 +124,7 @@ def test_too_many_rejects_fail_the_stage(tmp_path, monkeypatch):
     clips = _setup(tmp_path, monkeypatch, max_reject_fraction=0.0)
     Path("gen.py").write_text("# v1\n")
     Path(clips[clips["label"] == "bonafide"].iloc[0]["path"]).write_bytes(b"not audio")
-    with pytest.raises(RuntimeError, match="rejected"):
+    with pytest.raises(StageError, match="rejected"):   # one line, exit code 2 (python -m pipeline)
         reconstruct.main(ARGS)
     assert not Path("recon/vocoder.parquet").exists()
 

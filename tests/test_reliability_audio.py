@@ -216,6 +216,7 @@ def _inputs() -> list[tuple[np.ndarray, int]]:
 CHAINS = {
     "default": Chain.from_params({}, sample_rate=16000),
     "demo": chain_from_params(load_params(ROOT / "params.yaml"), 16000),
+    "telephone": Chain.from_params({"vad_trim": True, "max_duration_s": 10.0, "lowpass_hz": 4000}, sample_rate=16000),
     "tiny": chain_from_params({"prepare": load_params(ROOT / "params.tiny.yaml")["prepare"]}, 16000),
     "trim_and_short_cap": Chain.from_params({"vad_trim": True, "max_duration_s": 2.0, "lowpass_hz": 3000},
                                             sample_rate=16000),
@@ -227,7 +228,7 @@ def test_the_chain_applied_twice_is_the_chain_applied_once(name):
     """Before: the default chain moved loud samples by one 16-bit step per pass (the 32767 scale), the demo's
     re-trimmed its own pads and low-passed its own output again (hundreds of steps)."""
     chain = CHAINS[name]
-    assert name != "demo" or (chain.vad_trim and chain.lowpass_hz == 4000)
+    assert name != "telephone" or (chain.vad_trim and chain.lowpass_hz == 4000)
     for wave, sr in _inputs():
         once = apply_chain(wave, sr, chain)
         twice = apply_chain(once, chain.sample_rate, chain)
@@ -260,7 +261,7 @@ def test_vad_trim_cuts_on_the_frame_grid_and_keeps_the_pad():
 
 
 def test_the_low_pass_leaves_a_band_limited_16_bit_clip_alone_and_filters_real_content():
-    chain = CHAINS["demo"]
+    chain = CHAINS["telephone"]
     made = apply_chain(make_wave(2.0, 22050, noise=0.05), 22050, chain)
     assert not has_power_above(made, 16000, 4000) and not has_power_above(made[4321:20000], 16000, 4000)
     hiss = made + np.float32(10 ** (-80 / 20)) * np.random.default_rng(0).standard_normal(len(made)).astype(np.float32)

@@ -133,16 +133,36 @@ def test_import_model_that_fails_mid_write_leaves_the_previous_folder_whole(tmp_
 
     monkeypatch.setattr(pipeline.io, "write_json_atomic", fail)   # after model.pt
     with pytest.raises(OSError):
-        import_model.main(["--arch", "aasist-l", "--checkpoint", str(checkpoint), "--out", str(out)])
+        import_model.main(["--arch", "aasist-l", "--checkpoint", str(checkpoint), "--out", str(out), "--force"])
     assert _same(out, old) and _no_temp_dirs(tmp_path)
     monkeypatch.undo()
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
-    code = import_model.main(["--arch", "aasist-l", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "notes")])
+    code = import_model.main(["--arch", "aasist-l", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "notes"),
+                              "--force"])
     assert code == 2 and "holds no model.pt" in capsys.readouterr().err
     assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
-    assert import_model.main(["--arch", "aasist-l", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.pt"]
+    assert import_model.main(["--arch", "aasist-l", "--checkpoint", str(checkpoint), "--out", str(out), "--force"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["MODEL_CARD.md", "config.json", "model.pt"]
+
+
+def test_import_model_refuses_a_non_empty_out_without_force(tmp_path, capsys):
+    """Case 6. Before: model.pt and config.json were replaced, the trained model's metrics.json and dvclive/ stayed:
+    a folder that said it was the imported AASIST-L with the metrics of another model."""
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "AASIST-L.pth"
+    torch.save(build_model({"arch": "aasist-l"}).state_dict(), checkpoint)
+    trained = tmp_path / "detector"
+    old = _old_model(trained)
+    argv = ["--arch", "aasist-l", "--checkpoint", str(checkpoint), "--out", str(trained)]
+    assert import_model.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out {trained} is not empty (it holds config.json, dvclive, model.pt)" in err
+    assert "--force" in err and _same(trained, old)
+    (tmp_path / "empty").mkdir()
+    assert import_model.main([*argv[:-1], str(tmp_path / "empty")]) == 0   # an empty folder is a new folder
+    assert import_model.main([*argv, "--force"]) == 0                       # the whole folder replaced
+    assert sorted(p.name for p in trained.iterdir()) == ["MODEL_CARD.md", "config.json", "model.pt"]
 
 
 def test_a_staged_dir_swaps_whole_or_not_at_all(tmp_path):

@@ -133,10 +133,10 @@ def test_out_refuses_an_existing_audio_file_whatever_its_name(detector, folder, 
     disguised = tmp_path / "results.txt"
     disguised.write_bytes((folder / "a.wav").read_bytes())
     assert score.main(_argv(detector, disguised, folder / "sub")) == 2
-    assert "existing audio file" in capsys.readouterr().err
+    assert "exists and is not a score file" in capsys.readouterr().err
     assert disguised.read_bytes() == (folder / "a.wav").read_bytes()
     old = tmp_path / "old_scores.tsv"   # an old score file is replaced, as expected
-    old.write_text("stale\n")
+    old.write_text("clip_id\tscore\nstale\t0.5\n")
     assert score.main(_argv(detector, old, folder / "a.wav")) == 0 and len(_read(old)) == 1
 
 

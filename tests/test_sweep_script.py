@@ -86,3 +86,11 @@ def test_unknown_methods_and_orders_are_clear_errors(tmp_path):
                       ({"METHODS": "nc:middle"}, "unknown NC order 'middle'")):
         res = sweep(tmp_path, **env)
         assert res.returncode == 2 and says in res.stderr and "queue:" not in res.stdout
+
+
+def test_paired_batches_and_common_args_are_queued(tmp_path):
+    runs = dry_run(tmp_path, SEEDS="2", METHODS="nc full", RATIOS="0.1", PAIR="1",
+                   COMMON_ARGS="-S train.init=/models/aasist -S evaluate.conditions=[]")
+    paired = [r for r in runs if "train.pair_batches=true" in r]
+    assert len(runs) == 8 and len(paired) == 4                 # (nc 0.1 + full) x 2 seeds, each also paired
+    assert all("train.init=/models/aasist" in r and "evaluate.conditions=[]" in r for r in runs)

@@ -17,12 +17,14 @@ import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import pandas as pd
 
+from pipeline.logs import StageError, log_some
 from pipeline.schema import SOURCE_COLUMNS, fix_clips, validate_sources
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ class AdapterResult:
 CORPUS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
-class CorpusError(ValueError):
+class CorpusError(StageError):
     """A corpus that cannot be read at all: wrong root, missing/empty metadata, a bad option or name."""
 
 
@@ -93,19 +95,52 @@ def resolve_inside(root: Path, path: str | Path) -> Path | None:
 
 
 def read_csv_rows(table: Path, required: tuple[str, ...], corpus: str):
-    """Yield (line number, row) of a CSV (UTF-8 with or without BOM); CorpusError for a bad header."""
+    """Yield (line number, row) of a CSV (UTF-8 with or without BOM); CorpusError for a bad header, a file that is
+    not UTF-8 or a field over the csv module's limit (each naming the line), or a header with no row under it."""
     with table.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        if reader.fieldnames is None:
+        with csv_errors(table, corpus, lambda: reader.line_num + 1):
+            fieldnames = reader.fieldnames
+        if fieldnames is None:
             raise CorpusError(f"{corpus}: {table} is empty; expected a header line with columns {','.join(required)}")
-        have = [(f or "").strip() for f in reader.fieldnames]
+        have = [(f or "").strip() for f in fieldnames]
         missing = [c for c in required if c not in have]
         if missing:
             raise CorpusError(f"{corpus}: {table} lacks columns {missing}; expected {','.join(required)} "
                               f"(header has {have})")
         reader.fieldnames = have
-        for line_no, rec in enumerate(reader, start=2):
-            yield line_no, {k: (v or "") for k, v in rec.items() if k is not None}
+        n = 0
+        with csv_errors(table, corpus, lambda: reader.line_num + 1):
+            for line_no, rec in enumerate(reader, start=2):
+                n += 1
+                yield line_no, {k: (v or "") for k, v in rec.items() if k is not None}
+        if n == 0:
+            raise CorpusError(f"{corpus}: {table} has a header but no rows: list one file per line under "
+                              f"{','.join(have)}")
+
+
+@contextmanager
+def csv_errors(table: Path, corpus: str, line: Callable[[], int]) -> Iterator[None]:
+    """Turn a metadata file's decoding or csv errors into a CorpusError naming the file, the line and the cause."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise CorpusError(f"{corpus}: {table} is not UTF-8 ({not_utf8(table)}): save it as UTF-8 (e.g. `iconv -f "
+                          "latin1 -t utf-8`)") from None
+    except csv.Error as exc:
+        raise CorpusError(f"{corpus}: {table} line {line()}: {exc} (a field that long is no file name or label: "
+                          "a broken quote?)") from None
+
+
+def not_utf8(path: Path) -> str:
+    """Where a text file first stops being UTF-8: `line N, byte 0xXX` (the decoder reads ahead, so it cannot say)."""
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"line {line_no}, byte 0x{raw[exc.start]:02x}"
+    return "a multi-byte character cut at the end"
 
 
 def normalise_label(word: str) -> str | None:
@@ -154,7 +189,7 @@ def finish(rows: list[dict], rejects: list[dict], corpus: str, root: Path | None
     """
     check_corpus_name(corpus)
     df = pd.DataFrame(rows, columns=list(SOURCE_COLUMNS))
-    keep, real = [], []
+    keep, real, missing = [], [], []
     for row in df.itertuples(index=False):
         inside = resolve_inside(root, row.source_path) if root is not None else Path(os.path.realpath(row.source_path))
         ok = inside is not None and inside.is_file()
@@ -162,10 +197,12 @@ def finish(rows: list[dict], rejects: list[dict], corpus: str, root: Path | None
             rejects.append(reject(corpus, f"outside the corpus root {root}: {row.source_path} resolves to "
                                           f"{os.path.realpath(row.source_path)}", row.clip_id, row.source_path))
         elif not ok:
-            log.warning("%s: missing file %s", corpus, row.source_path)
-            rejects.append(reject(corpus, "missing file", row.clip_id, row.source_path))
+            reason = "missing file" if not inside.exists() else "not a regular file (a folder, FIFO or device)"
+            missing.append((str(row.source_path), reason))
+            rejects.append(reject(corpus, reason, row.clip_id, row.source_path))
         keep.append(ok)
         real.append(str(inside))
+    log_some(log, missing, corpus)
     df = df.assign(_real=real)[pd.Series(keep, index=df.index, dtype=bool)].reset_index(drop=True)
     df = _drop_duplicate_rows(df, rejects, corpus)
     df = _separate_collisions(df, corpus, root)

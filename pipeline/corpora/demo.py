@@ -1,13 +1,14 @@
 """The embedded demo corpus built by `fetch_demo` (data/raw/demo/).
 
-Bona fide speech from Debian packages (asterisk prompts, ktuberling, klettres, codec2; see
-data/raw/demo/SOURCES) and offline TTS attacks made from their transcripts.
+Bona fide speech from Debian packages (asterisk prompts, Tux Paint, Fish Fillets, klettres, ktuberling,
+0 A.D., Warzone 2100, codec2; see data/raw/demo/SOURCES) and offline attacks made from their transcripts
+(TTS) or their audio (voice conversion, paradigm `vc`).
 metadata.csv: file,speaker,label,system,paradigm,language,text,source,split,parent.
 
 The corpus has no official split. A row with an empty `split` gets prepare's speaker-disjoint split
 (bona fide clips and the training TTS attacks, which take their source clip's speaker, so an attack
 lands in its source speaker's split); `eval:<set>` rows (the unseen attacks, `eval:unseen_tts`) are
-evaluation-only. `parent` (the bona fide file a TTS clip re-speaks) becomes that clip's parent_id.
+evaluation-only. `parent` (the bona fide file an attack re-speaks or converts) becomes that clip's parent_id.
 A metadata.csv of format 2 (no split column) keeps its old rule: every spoof row is `eval:tts`.
 """
 

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from pipeline.demo.common import Build, FetchError, keep_copyright
+from pipeline.demo.reserved import check_packages
 
 log = logging.getLogger("pipeline.fetch_demo")
 
@@ -37,6 +38,7 @@ class Apt:
         self.debs.mkdir(parents=True, exist_ok=True)
         self.extra: list[str] = []  # apt options for a private package-list dir, after our own update
         self._updated = False
+        self._unpacked: set[tuple[Path, Path]] = set()  # (deb, dir) already unpacked: a second extract is free
 
     def _run(self, args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
@@ -53,7 +55,11 @@ class Apt:
         return None if res.returncode == 0 else (res.stderr or res.stdout).strip()[-800:]
 
     def download(self, packages: list[str]) -> dict[str, Path]:
-        """Download .debs of `packages` (one apt-get call); return package -> .deb path."""
+        """Download .debs of `packages` (one apt-get call); return package -> .deb path.
+
+        A reserved package (pipeline.demo.reserved) is a FetchError before anything is downloaded.
+        """
+        check_packages(packages)
         res = self._run(["apt-get", *self.extra, "download", *packages], cwd=self.debs)
         if res.returncode != 0 and not self._updated:
             log.warning("apt-get download failed (%s); trying `apt-get update` once (private lists dir)",
@@ -80,10 +86,13 @@ class Apt:
     def extract(self, deb: Path, into: Path | None = None) -> Path:
         """Unpack a .deb (no maintainer scripts run) into its own dir (or `into`, shared); return that dir."""
         dest = into if into is not None else self.workdir / "x" / deb.name.split("_")[0]
+        if (deb, dest) in self._unpacked:
+            return dest
         dest.mkdir(parents=True, exist_ok=True)
         res = self._run(["dpkg-deb", "-x", str(deb), str(dest)])
         if res.returncode != 0:
             raise FetchError(f"dpkg-deb -x {deb.name} failed: {res.stderr.strip()}")
+        self._unpacked.add((deb, dest))
         return dest
 
     def version(self, deb: Path) -> str:

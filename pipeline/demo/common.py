@@ -1,4 +1,5 @@
-"""What every demo source shares: the build record, its SOURCES entries, FetchError, file helpers.
+"""What every demo source shares: the build record, its SOURCES entries, FetchError, the bona fide clips a
+source offers and their per-speaker selection, file helpers.
 
 Writes only inside the build directory (atomically, through pipeline.io).
 """
@@ -6,6 +7,8 @@ Writes only inside the build directory (atomically, through pipeline.io).
 from __future__ import annotations
 
 import shutil
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import numpy as np
 
 from pipeline.io import atomic_path, write_text_atomic
 
-FORMAT_VERSION = 3  # bump when the output layout changes, so an old marker no longer matches
+FORMAT_VERSION = 4  # bump when the output layout changes, so an old marker no longer matches
 UNSEEN_SPLIT = "eval:unseen_tts"  # the split of attack systems held out of training
 
 
@@ -85,3 +88,64 @@ def keep_copyright(build: Build, pkg: str, text: str) -> None:
     """Store a package's copyright file under licenses/ (CC-BY-SA asks for the licence text)."""
     if text:
         write_text_atomic(text, build.root / "licenses" / f"{pkg}.copyright")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A bona fide recording a source offers: its path in the build, who says what, and how to get it.
+
+    `probe` returns its duration in seconds (-1 when unreadable) and `write` puts its audio at a path; both
+    are called only for the clips the per-speaker selection looks at, so listing a large package stays cheap.
+    """
+
+    rel: str
+    speaker: str
+    language: str
+    text: str
+    source: str
+    probe: Callable[[], float] = field(compare=False, repr=False)
+    write: Callable[[Path], None] = field(compare=False, repr=False)
+
+
+def select_clips(clips: list[Clip], per_speaker: int, min_s: float, max_s: float,
+                 rng: np.random.Generator) -> list[Clip]:
+    """Up to `per_speaker` clips of `min_s`-`max_s` s per speaker, drawn with `rng`; clips with a transcript
+    first (the attacks re-speak transcripts), the others only to fill a speaker's quota. Sorted by path.
+
+    Each speaker draws from its own generator (one seed from `rng`, then the speaker's name), so a change in
+    one speaker's clips does not change what the others give.
+    """
+    by_speaker: dict[str, list[Clip]] = {}
+    for clip in sorted(clips, key=lambda c: c.rel):
+        by_speaker.setdefault(clip.speaker, []).append(clip)
+    chosen = []
+    for speaker, speaker_rng in speaker_rngs(sorted(by_speaker), rng):
+        items = by_speaker[speaker]
+        order = speaker_rng.permutation(len(items))
+        ranked = [items[i] for i in order if items[i].text] + [items[i] for i in order if not items[i].text]
+        kept = 0
+        for clip in ranked:
+            if kept >= per_speaker:
+                break
+            if min_s <= clip.probe() <= max_s:
+                chosen.append(clip)
+                kept += 1
+    return sorted(chosen, key=lambda c: c.rel)
+
+
+def speaker_rngs(speakers: list[str], rng: np.random.Generator) -> list[tuple[str, np.random.Generator]]:
+    """One generator per speaker, from one draw of `rng` and the speaker's name (stable when others change)."""
+    base = int(rng.integers(2**63))
+    return [(spk, np.random.default_rng([base, zlib.crc32(spk.encode())])) for spk in speakers]
+
+
+def add_clips(build: Build, clips: list[Clip]) -> None:
+    """Write the chosen bona fide clips into the build and record their metadata rows."""
+    for clip in clips:
+        clip.write(build.root / clip.rel)
+        build.add(clip.rel, clip.speaker, "bonafide", "-", "bonafide", clip.language, clip.text, clip.source)
+
+
+def copier(src: Path) -> Callable[[Path], None]:
+    """A Clip writer that copies `src` as it is (the original format: prepare reads ogg, opus, wav)."""
+    return lambda dst: copy_atomic(src, dst)

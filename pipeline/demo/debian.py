@@ -1,10 +1,12 @@
-"""Which clips of the Debian speech packages go into the demo corpus, and who speaks them.
+"""Which clips of the Debian speech packages the demo corpus offers, and who speaks them.
 
-- `asterisk-core-sounds-<lang>-wav` (8 kHz telephone prompts) with the transcripts of
-  `asterisk-core-sounds-<lang>`: one voice per language pack, named by its sound directory;
-- `klettres-data` (44.1 kHz ogg letters/syllables): one voice per language directory;
+- `asterisk-core-sounds-<lang>-g722` (wideband G.722 prompts, decoded to 16 kHz wav with the G722 wheel) with
+  the transcripts of `asterisk-core-sounds-<lang>`: one voice per language pack, named by its sound directory;
+- `klettres-data` (44.1 kHz ogg letters/syllables): one voice per language directory (`nn` left out: its
+  sounds.xml names CereVoice TTS files, which the package does not ship);
 - `codec2-examples` (8 kHz test speech): one talker per named file, long files cut into segments.
-Reads the unpacked package trees (through an `Apt`); writes the chosen clips into the build.
+The list functions read the unpacked package trees (through an `Apt`) and return `Clip`s; only the clips the
+per-speaker selection (pipeline.demo.common.select_clips) picks are written into the build.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ import soundfile as sf
 
 from pipeline.audio import read_audio, write_audio
 from pipeline.demo.apt import Apt, licence_from_copyright, unpack_licensed
-from pipeline.demo.common import Build, FetchError, SourceInfo, copy_atomic, pick, spread
+from pipeline.demo.common import Build, Clip, FetchError, SourceInfo, copier
+from pipeline.demo.speakers import describe
 
 log = logging.getLogger("pipeline.fetch_demo")
 
-ASTERISK_WAV = "asterisk-core-sounds-{lang}-wav"
+ASTERISK_AUDIO = "asterisk-core-sounds-{lang}-g722"
 ASTERISK_TEXT = "asterisk-core-sounds-{lang}"
 KLETTRES = "klettres-data"
 CODEC2 = "codec2-examples"
+G722_RATE, G722_BYTES_PER_S = 16000, 8000  # G.722 at 64 kbit/s: 16 kHz audio, 8000 bytes a second
+KLETTRES_TTS = ("nn",)  # voice dirs whose sounds are text-to-speech, not recordings
 
 # codec2-examples files that are plain speech of one named talker (file -> speaker). Left out:
 # m2400/f2400 (codec2 2400 bit/s output, i.e. already coded), all.wav (a compilation), off-air HF radio
@@ -78,12 +83,20 @@ def _asterisk_speaker(voice_dir: str) -> tuple[str, str]:
     return f"asterisk_{re.sub(r'[^a-z0-9]+', '', name.lower())}", f"{name} ({sex}, voice dir {voice_dir})"
 
 
-def fetch_asterisk(build: Build, apt: Apt, debs: dict[str, Path], languages: tuple[str, ...],
-                   text_languages: list[str], clips_per_language: int, min_s: float, max_s: float,
-                   rng: np.random.Generator) -> dict[str, dict[str, str]]:
-    """Copy `clips_per_language` prompts of `min_s`-`max_s` s per language; return {lang: transcripts} for TTS."""
+def decode_g722(path: Path) -> np.ndarray:
+    """A headerless 64 kbit/s G.722 file (asterisk's .g722) as float32 samples at 16 kHz (a fresh decoder each)."""
+    try:
+        import G722
+    except ImportError as exc:
+        raise FetchError("the asterisk G.722 prompts need the G722 wheel: pip install G722==1.2.8") from exc
+    pcm = np.asarray(G722.G722(G722_RATE, 64000).decode(path.read_bytes()), dtype=np.int16)
+    return pcm.astype(np.float32) / 32768.0
+
+
+def read_transcripts(apt: Apt, debs: dict[str, Path], languages: list[str]) -> dict[str, dict[str, str]]:
+    """{lang: {prompt name: text}} from the core-sounds-<lang>.txt of each `asterisk-core-sounds-<lang>` given."""
     transcripts: dict[str, dict[str, str]] = {}
-    for lang in text_languages:
+    for lang in languages:
         pkg = ASTERISK_TEXT.format(lang=lang)
         if pkg not in debs:
             continue
@@ -93,8 +106,15 @@ def fetch_asterisk(build: Build, apt: Apt, debs: dict[str, Path], languages: tup
             raise FetchError(f"{pkg} has no core-sounds-{lang}.txt transcript in usr/share/doc/{pkg}/")
         raw = gzip.decompress(txt.read_bytes()) if txt.suffix == ".gz" else txt.read_bytes()
         transcripts[lang] = parse_transcripts(raw.decode("utf-8-sig", errors="replace"))
+    return transcripts
+
+
+def list_asterisk(build: Build, apt: Apt, debs: dict[str, Path], languages: tuple[str, ...],
+                  transcripts: dict[str, dict[str, str]]) -> list[Clip]:
+    """The G.722 prompts with a transcript of each language pack (written as 16 kHz wav when chosen)."""
+    clips = []
     for lang in languages:
-        pkg = ASTERISK_WAV.format(lang=lang)
+        pkg = ASTERISK_AUDIO.format(lang=lang)
         root, copyright_text = unpack_licensed(build, apt, debs[pkg], pkg)
         sounds = root / "usr" / "share" / "asterisk" / "sounds"
         voice_dirs = sorted(d for d in sounds.iterdir() if d.is_dir()) if sounds.exists() else []
@@ -104,70 +124,56 @@ def fetch_asterisk(build: Build, apt: Apt, debs: dict[str, Path], languages: tup
         speaker, desc = _asterisk_speaker(voice.name)
         build.sources[pkg] = SourceInfo(pkg, apt.version(debs[pkg]),
                                         licence_from_copyright(copyright_text, hint=f"{lang}-prompt"),
-                                        "Debian (apt-get download)", {speaker: desc})
-        texts = transcripts.get(lang, {})
-        cands = []
-        for key, txt in sorted(texts.items()):
-            wav = voice / f"{key}.wav"
-            if key.startswith("silence/") or not wav.exists():
+                                        "Debian (apt-get download); G.722 decoded to 16 kHz wav", {speaker: desc})
+        found = 0
+        for key, txt in sorted(transcripts.get(lang, {}).items()):
+            path = voice / f"{key}.g722"
+            if key.startswith("silence/") or not path.is_file():
                 continue
-            if min_s <= duration(wav) <= max_s:
-                cands.append((key, txt, wav))
-        chosen = pick(cands, clips_per_language, rng)
-        for key, txt, wav in chosen:
-            rel = Path("audio") / pkg / f"{key}.wav"
-            copy_atomic(wav, build.root / rel)
-            build.add(str(rel), speaker, "bonafide", "-", "bonafide", lang, txt, pkg)
-        log.info("%s %s: %d of %d prompts in %.1f-%.1f s (speaker %s)", pkg, build.sources[pkg].version,
-                 len(chosen), len(cands), min_s, max_s, speaker)
-    return transcripts
+            found += 1
+            clips.append(Clip(str(Path("audio") / pkg / f"{key}.wav"), speaker, lang, txt, pkg,
+                              probe=lambda p=path: p.stat().st_size / G722_BYTES_PER_S,
+                              write=lambda dst, p=path: write_audio(dst, decode_g722(p), G722_RATE)))
+        log.info("%s %s: %d prompts with a transcript (speaker %s)", pkg, build.sources[pkg].version, found, speaker)
+    return clips
 
 
-def fetch_klettres(build: Build, apt: Apt, deb: Path, voices: tuple[str, ...], n_clips: int, min_s: float,
-                   max_s: float, rng: np.random.Generator) -> None:
-    """Copy `n_clips` ogg letters/syllables of `min_s`-`max_s` s spread over the voice dirs `voices`."""
+def list_klettres(build: Build, apt: Apt, deb: Path, voices: tuple[str, ...]) -> list[Clip]:
+    """The ogg letters/syllables of the voice dirs `voices` (text: the letter or syllable of sounds.xml)."""
     root, copyright_text = unpack_licensed(build, apt, deb, KLETTRES)
     info = SourceInfo(KLETTRES, apt.version(deb), licence_from_copyright(copyright_text, hint="sounds/x.ogg"),
                       "Debian (apt-get download)")
     build.sources[KLETTRES] = info
     base = root / "usr" / "share" / "klettres"
-    wanted = voices
-    voices = tuple(v for v in wanted if (base / v / "sounds.xml").exists())
-    missing = sorted(set(wanted) - set(voices))
+    have = sorted(d.name for d in base.iterdir() if (d / "sounds.xml").exists()) if base.is_dir() else []
+    missing = sorted(set(voices) - set(have))
     if missing:
-        log.warning("klettres-data has no voice dirs %s (have: %s)", missing,
-                    sorted(d.name for d in base.iterdir() if (d / "sounds.xml").exists()))
-    per_voice = spread(n_clips, len(voices))
-    for voice, n in zip(voices, per_voice):
+        log.warning("klettres-data has no voice dirs %s (have: %s)", missing, have)
+    clips = []
+    for voice in (v for v in voices if v in have and v not in KLETTRES_TTS):
         xml = (base / voice / "sounds.xml").read_text(encoding="utf-8", errors="replace")
-        cands = []
+        speaker, desc = describe(f"klettres_{voice}", f"KLettres {voice} voice (letters and syllables)")
+        info.speakers[speaker] = desc
+        seen: set[str] = set()  # a file listed under two names (lt has one) is one clip, with its first name
         for name, file in sorted(set(re.findall(r'<sound\s+name="([^"]*)"\s+file="([^"]*)"', xml))):
             path = base / file
             # keep only the voice's own recordings (some sounds.xml point into another language's dir)
-            if file.split("/")[0] == voice and path.exists() and \
-                    min_s <= duration(path) <= max_s:
-                cands.append((file, name, path))
-        cands.sort()
-        chosen = pick(cands, n, rng)
-        speaker = f"klettres_{voice}"
-        if chosen:
-            info.speakers[speaker] = f"KLettres {voice} voice (letters and syllables)"
-        for file, name, path in chosen:
-            rel = Path("audio") / KLETTRES / file
-            copy_atomic(path, build.root / rel)
-            build.add(str(rel), speaker, "bonafide", "-", "bonafide", voice, name, KLETTRES)
-        log.info("%s %s: %d of %d clips in %.1f-%.1f s", KLETTRES, voice, len(chosen), len(cands),
-                 min_s, max_s)
+            if file.split("/")[0] == voice and path.is_file() and file not in seen:
+                seen.add(file)
+                clips.append(Clip(str(Path("audio") / KLETTRES / file), speaker, voice, name, KLETTRES,
+                                  probe=lambda p=path: duration(p), write=copier(path)))
+    return clips
 
 
-def fetch_codec2(build: Build, apt: Apt, deb: Path, segments_per_file: int, min_s: float, max_s: float) -> None:
-    """Write the named codec2-examples talkers as wav (files over `max_s` cut into `segments_per_file` segments)."""
+def list_codec2(build: Build, apt: Apt, deb: Path, segments_per_file: int, min_s: float, max_s: float) -> list[Clip]:
+    """The named codec2-examples talkers as wav clips (files over `max_s` cut into `segments_per_file` segments)."""
     root, copyright_text = unpack_licensed(build, apt, deb, CODEC2)
     info = SourceInfo(CODEC2, apt.version(deb), licence_from_copyright(copyright_text, hint="wav/x.wav"),
                       "Debian (apt-get download)")
     build.sources[CODEC2] = info
     base = root / "usr" / "share" / "codec2"
     seg_s = min(max_s, max(min_s, 4.0))
+    clips = []
     for file, name in CODEC2_VOICES.items():
         path = base / file
         if not path.exists():
@@ -178,10 +184,7 @@ def fetch_codec2(build: Build, apt: Apt, deb: Path, segments_per_file: int, min_
             wave, sr = wave.astype(np.float32) / 32768.0, CODEC2_RAW_RATE
         else:
             wave, sr = read_audio(path)
-        dur = len(wave) / sr
-        if dur < min_s:
-            continue
-        if dur <= max_s:
+        if len(wave) <= max_s * sr:
             segments = [wave]
         else:
             n = int(seg_s * sr)
@@ -190,7 +193,7 @@ def fetch_codec2(build: Build, apt: Apt, deb: Path, segments_per_file: int, min_
         info.speakers[speaker] = f"talker of codec2 example {file}"
         for k, seg in enumerate(segments):
             stem = Path(file).stem if len(segments) == 1 else f"{Path(file).stem}_{k}"
-            rel = Path("audio") / CODEC2 / f"{stem}.wav"
-            write_audio(build.root / rel, seg, sr)
-            build.add(str(rel), speaker, "bonafide", "-", "bonafide", "en", "", CODEC2)
-    log.info("%s %s: %d clips of %d talkers", CODEC2, info.version, info.clips, len(info.speakers))
+            clips.append(Clip(str(Path("audio") / CODEC2 / f"{stem}.wav"), speaker, "en", "", CODEC2,
+                              probe=lambda w=seg, r=sr: len(w) / r,
+                              write=lambda dst, w=seg, r=sr: write_audio(dst, w, r)))
+    return clips

@@ -4,8 +4,9 @@ LD_LIBRARY_PATH at its libraries. Shared libraries the host lacks (libestools, l
 found with `ldd` and fetched the same way (LIB_PACKAGES).
 
 Only the voices of FESTIVAL_VOICES may be used. Reserved for independent evaluation and never fetched
-here: flite and its voices, festvox-kallpc16k/8k, festvox-us-slt-hts (and festvox-ru is left out for its
-179 MB). One festival process per voice synthesises a batch of texts; a text festival fails on is skipped.
+here (pipeline.demo.reserved): flite and its voices, festvox-kallpc16k/8k, festvox-us-slt-hts (and festvox-ru
+is left out for its 179 MB). One festival process per voice synthesises a batch of texts; a text festival
+fails on is skipped.
 Writes only under its work dir.
 """
 
@@ -23,6 +24,7 @@ import numpy as np
 from pipeline.audio import read_audio
 from pipeline.demo.apt import Apt, licence_from_copyright, read_copyright
 from pipeline.demo.common import FetchError
+from pipeline.demo.reserved import check_packages
 
 log = logging.getLogger("pipeline.fetch_demo")
 
@@ -37,7 +39,6 @@ FESTIVAL_VOICES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "suo_fi_lj_diphone": (("festvox-suopuhe-lj", "festvox-suopuhe-common"), ("fi", "it")),
     "hy_fi_mv_diphone": (("festvox-suopuhe-mv", "festvox-suopuhe-common"), ("fi", "es")),
 }
-RESERVED = ("flite", "festvox-kallpc16k", "festvox-kallpc8k", "festvox-us-slt-hts")
 # shared library -> the bookworm package that ships it (fetched only when the host lacks the library)
 LIB_PACKAGES = {
     "libestools.so.2.5": "libestools2.5", "libestbase.so.2.5": "libestools2.5",
@@ -54,7 +55,7 @@ def festival_packages(voices: tuple[str, ...]) -> list[str]:
     if unknown:
         raise FetchError(f"festival voices {unknown} are not allowed here; allowed: {sorted(FESTIVAL_VOICES)}")
     pkgs = sorted({*FESTIVAL_CORE, *(p for v in voices for p in FESTIVAL_VOICES[v][0])})
-    assert not set(pkgs) & set(RESERVED)
+    check_packages(pkgs)
     return pkgs
 
 

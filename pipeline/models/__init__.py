@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from pipeline.io import write_torch_atomic
+from pipeline.logs import StageError
 from pipeline.models.aasist import AASIST, AASISTL
 from pipeline.models.base import Detector, resolve_config
 from pipeline.models.convnext import ConvNeXt
@@ -39,11 +40,13 @@ SCORE_RULE = "logit[bonafide] - logit[spoof]"  # what config.json and the model 
 LEGACY_KEYS = ("score_rule",)
 
 __all__ = ["ARCHITECTURES", "CheckpointError", "DEFAULT_EVAL_S", "Detector", "LABEL_INDEX", "SCORE_RULE",
-           "bonafide_score", "build_model", "check_config", "checkpointer", "load_checkpoint", "save_checkpoint"]
+           "bonafide_score", "build_model", "check_config", "check_finite", "checkpointer", "load_checkpoint",
+           "save_checkpoint"]
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, not ours, or of another architecture than expected."""
+class CheckpointError(StageError):
+    """A checkpoint that is missing, not ours, of another architecture than expected or than its weights, or with
+    weights that are not finite (printed as one line: pipeline.logs.StageError)."""
 
 
 def build_model(config: dict[str, Any]) -> Detector:
@@ -104,8 +107,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a file that is not a checkpoint
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {exc}") from exc
+    except Exception as exc:  # torch raises several types for a file that is not a checkpoint (or pickles code)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable torch checkpoint (weights only, no pickled code): "
+                              f"{first}") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a hardset detector checkpoint (format {CHECKPOINT_FORMAT!r} expected)")
     missing = [k for k, kind in (("arch", str), ("config", dict), ("state_dict", dict))
@@ -114,9 +119,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         raise CheckpointError(f"{path} is a damaged hardset checkpoint: {missing} missing or of the wrong type "
                               "(expected keys format, arch, config, state_dict; re-run the stage that wrote it)")
     arch = payload["arch"]
+    if payload["config"].get("arch", arch) != arch:
+        raise CheckpointError(f"{path} records architecture {arch!r} but its model config (and weights) say "
+                              f"{payload['config']['arch']!r}: a damaged or hand-edited checkpoint")
     if expected_arch is not None and arch != expected_arch:
         raise CheckpointError(f"{path} holds a {arch!r} model, but architecture {expected_arch!r} was expected "
                               f"(fix the teacher's `arch` or its `checkpoint` path)")
+    check_finite(payload["state_dict"], str(path))
     model_config = {k: v for k, v in payload["config"].items() if k not in LEGACY_KEYS}
     config = {**(payload.get("extra") or {}), **model_config}
     try:
@@ -125,6 +134,17 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     except (RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: weights do not fit a {arch!r} model of its own config: {exc}") from exc
     return model.to(device).eval(), config
+
+
+def check_finite(state: dict[str, Any], where: str) -> None:
+    """CheckpointError when a weight tensor holds NaN or infinity (a diverged run or a damaged file): such a model
+    scores NaN for every clip, which no later step can tell from a real score."""
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" ... and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(f"{where}: {len(bad)} weight tensors hold NaN or infinite values ({shown}): a diverged "
+                              "training run or a damaged file; refusing to load it")
 
 
 def bonafide_score(logits: torch.Tensor) -> torch.Tensor:

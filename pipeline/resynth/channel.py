@@ -7,7 +7,9 @@ ASVspoof 2021 LA/DF and ASVspoof 5 apply codecs and transmission to both classes
 - `opus_<kbps>kbps`: Opus in Ogg through soundfile (libsndfile's VBR target);
 - `codec2_<mode>`: Codec2 (pycodec2) at 8 kHz, mode 3200/2400/1600/1400/1300/1200/700;
 - telephone codecs at 8 kHz through libsndfile's WAV subtypes: `g711_mulaw` and `g711_alaw` (G.711, 64 kbit/s),
-  `gsm_fr` (GSM 06.10 full rate, 13 kbit/s), `g726_32` (G.721/G.726 ADPCM, 32 kbit/s).
+  `gsm_fr` (GSM 06.10 full rate, 13 kbit/s), `g726_32` (G.721/G.726 ADPCM, 32 kbit/s);
+- `g722`: wideband telephony, G.722 sub-band ADPCM at 64 kbit/s and 16 kHz (7 kHz audio band), through the
+  public-domain G722 wheel (the codec of the demo's asterisk prompts).
 AMR and Speex have no offline encoder on PyPI or in Debian's Python packages here, so they are not offered.
 Every round trip is deterministic for a clip (Codec2's random phases included, see Codec2), reads and writes no
 file, and returns a wave at the input's rate and length (encoder delay removed by cross-correlation).
@@ -30,15 +32,16 @@ import soundfile as sf
 
 from pipeline.resynth.common import Resynthesizer, resample_all
 
-SYSTEMS = ("mp3_16kbps", "opus_8kbps", "codec2_1300", "g711_mulaw", "g711_alaw", "gsm_fr", "g726_32")
-FAMILIES = ("mp3", "opus", "codec2", "g711", "gsm", "g726")  # pipeline.schema.CHANNEL_FAMILIES mirrors this
+SYSTEMS = ("mp3_16kbps", "opus_8kbps", "codec2_1300", "g711_mulaw", "g711_alaw", "gsm_fr", "g726_32", "g722")
+FAMILIES = ("mp3", "opus", "codec2", "g711", "gsm", "g726", "g722")  # pipeline.schema.CHANNEL_FAMILIES mirrors this
 CODEC2_MODES = (3200, 2400, 1600, 1400, 1300, 1200, 700)
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 TELEPHONE = {"g711_mulaw": "ULAW", "g711_alaw": "ALAW", "gsm_fr": "GSM610", "g726_32": "G721_32"}
 TELEPHONE_RATE = 8000
+G722_RATE, G722_BITRATE = 16000, 64000
 
-NAME = re.compile(r"^(mp3|opus)_(\d+(?:\.\d+)?)kbps$|^codec2_(\d+)$|^(g711_mulaw|g711_alaw|gsm_fr|g726_32)$")
+NAME = re.compile(r"^(mp3|opus)_(\d+(?:\.\d+)?)kbps$|^codec2_(\d+)$|^(g711_mulaw|g711_alaw|gsm_fr|g726_32)$|^(g722)$")
 
 
 def is_channel_name(system: str) -> bool:
@@ -220,6 +223,26 @@ class SoundfileCodec(Resynthesizer):
         return resample_all(outs, self.rate, self.sample_rate)
 
 
+class G722Codec(Resynthesizer):
+    """G.722 at 64 kbit/s: 16 kHz sub-band ADPCM (a fresh encoder and decoder per clip: no state between clips)."""
+
+    def __init__(self, system: str, sample_rate: int) -> None:
+        self.system, self.sample_rate = system, sample_rate
+        self.align = True  # the QMF filter bank delays the decoded signal by a few samples
+
+    def process(self, waves: list[np.ndarray], keys: list[str]) -> list[np.ndarray]:
+        try:
+            import G722 as g722
+        except ImportError as exc:
+            raise RuntimeError("the g722 channel needs the G722 wheel: pip install G722==1.2.8") from exc
+        outs = []
+        for w in resample_all(waves, self.sample_rate, G722_RATE):
+            pcm = np.clip(np.round(w * 32767.0), -32768, 32767).astype(np.int16)
+            coded = g722.G722(G722_RATE, G722_BITRATE).encode(pcm)
+            outs.append(np.asarray(g722.G722(G722_RATE, G722_BITRATE).decode(coded), dtype=np.float32) / 32768.0)
+        return resample_all(outs, G722_RATE, self.sample_rate)
+
+
 # ----------------------------------------------------------------------------- entry points
 
 
@@ -229,7 +252,7 @@ def systems(names: Any = None) -> list[str]:
     unknown = [s for s in names if not is_channel_name(s)]
     if unknown:
         raise ValueError(f"unknown channel systems {unknown}: expected mp3_<kbps>kbps, opus_<kbps>kbps, "
-                         f"codec2_<mode>, g711_mulaw, g711_alaw, gsm_fr or g726_32 (e.g. {list(SYSTEMS)})")
+                         f"codec2_<mode>, g711_mulaw, g711_alaw, gsm_fr, g726_32 or g722 (e.g. {list(SYSTEMS)})")
     return names
 
 
@@ -243,4 +266,6 @@ def build(system: str, sample_rate: int = 16000) -> Resynthesizer:
         return Codec2(system, sample_rate, int(m.group(3)))
     if m.group(4):
         return SoundfileCodec(system, sample_rate, m.group(4))
+    if m.group(5):
+        return G722Codec(system, sample_rate)
     return SoundfileCodec(system, sample_rate, m.group(1), float(m.group(2)))

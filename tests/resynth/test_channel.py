@@ -30,9 +30,19 @@ def test_telephone_channels_carry_the_telephone_band_only(system):
     assert bandwidth_hz(channel.build(system, SR)([wave])[0], SR) < 4500  # the 8 kHz round trip (+ filter slope)
 
 
+def test_g722_is_wideband_telephony_and_keeps_the_signal_in_time():
+    pytest.importorskip("G722")
+    wave = (make_wave(1.0, SR, noise=0.0) + 0.05 * np.random.default_rng(0).standard_normal(SR)).astype(np.float32)
+    out = channel.build("g722", SR)([wave])[0]
+    assert 6500 < bandwidth_hz(out, SR) <= 8000  # the 7 kHz band of G.722, where G.711 keeps 4 kHz
+    assert np.corrcoef(out, wave)[0, 1] > 0.95  # aligned: no delay left after the QMF filter bank
+    assert channel.build("g722", 22050)([wave[:8000]])[0].shape == (8000,)  # other clip rates go through 16 kHz
+    assert default_role("g722") == "channel" and "g722" in CHANNEL_FAMILIES
+
+
 def test_channel_round_trips_are_deterministic_per_clip_in_any_order():
     a, b = make_wave(1.0, SR, seed=3), make_wave(0.7, SR, seed=4)
-    for system in ("codec2_1300", "opus_8kbps", "gsm_fr"):
+    for system in ("codec2_1300", "opus_8kbps", "gsm_fr", "g722"):
         r = channel.build(system, SR)
         alone = r([a])[0]
         np.testing.assert_array_equal(r([b, b, a])[2], alone)

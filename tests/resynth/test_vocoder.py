@@ -40,11 +40,13 @@ def test_griffinlim_is_time_aligned_with_its_input():
     assert abs(best) <= 16
 
 
-def test_hifigan_universal_from_the_wheel_reconstructs_a_second():
+@pytest.mark.parametrize("system", ["hifigan_universal", "hifigan_ljspeech"])
+def test_the_wheels_pretrained_hifigans_reconstruct_a_second(system):
     wave = make_wave(1.0, SR)
-    out = build("vocoder", "hifigan_universal", {"sample_rate": SR})([wave, wave[:8000]])
+    out = build("vocoder", system, {"sample_rate": SR})([wave, wave[:8000]])
     assert len(out[1]) == 8000
     _check(wave, out[0], max_db=12.0)
+    assert system in vocoder.SYSTEMS
 
 
 def test_hifigan_loads_a_locally_saved_checkpoint(tmp_path):
