@@ -88,10 +88,27 @@ def _sweep_parts(sec: html.Section, sweep: Sweep) -> None:
         sec.add(html.p("Paired by seed: EER(method) - EER(reference) in points, mean of the per-seed differences "
                        "[95% t-interval] (sign and Wilcoxon p); the summary reads these.", "note"),
                 html.table(seeds.paired_display(groups)))
+    elif sweep.pairs is not None and len(sweep.pairs):
+        sec.add(html.p("Paired by seed, as reports/sweep_paired.csv recorded it: EER(method) - EER(reference) in "
+                       "points, mean of the per-seed differences [95% t-interval]; the summary reads these.", "note"),
+                html.table(recorded_display(sweep.pairs, sets)))
     else:
         sec.add(html.p(f"{sweep.source} has no per-seed values: no paired interval (re-run "
                        "python -m pipeline.reporting.sweep_export where the experiments are, which writes "
-                       "reports/sweep_runs.csv).", "note"))
+                       "reports/sweep_paired.csv and sweep_runs.csv).", "note"))
+
+
+def recorded_display(pairs: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
+    """sweep_paired.csv as the report shows paired differences: method, ratio, variant, vs, a cell per shown set."""
+    names = [c.removeprefix("eer.") for c in sets]
+    rows = []
+    for (method, ratio, variant, ref), g in pairs.groupby(["method", "ratio", "variant", "reference"], sort=False):
+        cells = {r["set"]: ("-" if not pd.notna(r["diff_mean"]) else
+                            f"{r['diff_mean']:+.1f} [{r['diff_lo']:+.1f}, {r['diff_hi']:+.1f}] "
+                            f"({int(r['n_pairs'])} seeds): {r.get('verdict', '')}") for _, r in g.iterrows()}
+        rows.append({"method": method, "ratio": ratio, "variant": variant, "vs": ref,
+                     **{name: cells.get(name, "-") for name in names}})
+    return pd.DataFrame(rows)
 
 
 def experiments_section(exps: ExperimentRuns | None, sweep: Sweep | None = None,

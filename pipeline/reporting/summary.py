@@ -20,7 +20,7 @@ from pipeline.metrics import PairedDifference
 from pipeline.reporting import html, seeds
 from pipeline.reporting.detector_section import anchor, fmt_ci_row
 from pipeline.reporting.experiments import ExperimentRuns
-from pipeline.reporting.sweep import Head, Sweep, same_commit
+from pipeline.reporting.sweep import Head, RecordedDifference, Sweep, recorded, same_commit
 
 MAIN_SETS = ("eer.unseen_attacks", "eer.seen_attacks", "eer.pooled", "eer.dev")
 
@@ -35,9 +35,10 @@ def _set_name(col: str) -> str:
     return col.removeprefix("eer.").replace("_", " ")
 
 
-def _gap(a: pd.Series, b: pd.Series, col: str) -> tuple[float, PairedDifference | None]:
-    """EER(a) - EER(b) on `col`: the paired mean (with its difference) when seeds pair, else the group means'."""
-    d = seeds.paired(a, b, col)
+def _gap(a: pd.Series, b: pd.Series, col: str) -> tuple[float, PairedDifference | RecordedDifference | None]:
+    """EER(a) - EER(b) on `col`: the paired mean (with its difference) when seeds pair or sweep_paired.csv recorded
+    it, else the group means'."""
+    d = seeds.paired(a, b, col) or recorded(a, b, col)
     return (d.mean, d) if d is not None else (float(a[col] - b[col]), None)
 
 
@@ -137,7 +138,7 @@ def _sweep_parts(sweep: Sweep, head: Head | None) -> list[str]:
     parts.append(html.p("Differences are EER(best) - EER(other) in points: the mean of the per-seed differences "
                         "[95% t-interval] (pipeline.metrics.paired_difference); lower = the best method's EER is "
                         "lower. The runner-up is the method with the next lowest mean at that ratio.", "note"))
-    _, verdicts = seeds.headline(sweep.groups)
+    _, verdicts = seeds.headline(sweep.groups) if sweep.paired else (None, [])   # verdicts need per-seed values
     if verdicts:
         items = [html.esc(v) if "does not hold" not in v and "NOT" not in v and "HIGHER" not in v
                  else f'<span class="warn">{html.esc(v)}</span>' for v in verdicts]

@@ -196,3 +196,34 @@ def test_the_nc_order_is_part_of_the_method_label_not_a_variant():
     groups = seeds.group_runs(parse_exp_show(doc).runs)
     assert sorted(zip(groups["method"], groups["variant"])) == [("nc", ""), ("nc:stratified", ""), ("random", "")]
     assert (groups["n_seeds"] == 2).all()
+
+
+def test_the_summary_reads_the_committed_sweep_files_with_their_paired_intervals(tmp_path, monkeypatch):
+    from pipeline.reporting import sweep_export
+    from pipeline.reporting.sweep import load_sweep
+
+    exps = parse_exp_show(_sweep())
+    monkeypatch.setattr(sweep_export, "load_experiments", lambda repo, metrics_file=None: exps)
+    reports = tmp_path / "reports"
+    assert sweep_export.main(["--repo", str(tmp_path), "--out", str(reports)]) == 0
+    with_runs = load_sweep(None, reports)                       # sweep_runs.csv: per-seed values, paired here
+    (reports / "sweep_runs.csv").unlink()
+    committed = load_sweep(None, reports)                       # sweep.csv + sweep_paired.csv: paired as recorded
+    assert with_runs.paired and with_runs.source == "reports/sweep_runs.csv"
+    assert not committed.paired and committed.source == "reports/sweep.csv and reports/sweep_paired.csv"
+    assert committed.commit == with_runs.commit == "bbbbbbb"
+    pages = [html.unescape("".join(summary_section([], None, None, sweep=s, head=Head("ddddddd", 2)).parts))
+             for s in (with_runs, committed)]
+    for page in pages:
+        assert page.startswith('<p class="headline">The smallest ratio within 2 EER points of full on unseen '
+                               "attacks: 10% with nc (+1.0 [+0.6, +1.4] points, 5 seeds vs full, paired by seed; "
+                               "its upper bound is within the goal: shown).</p>")
+        assert "run on commit bbbbbbb" in page and "The workspace is at commit ddddddd, 2 commits later" in page
+        assert "-10.0 [-10.4, -9.6] points, 5 seeds: lower" in page   # nc vs random at 10%, paired
+    body = html.unescape("".join(experiments_section(None, committed).parts))
+    assert "as reports/sweep_paired.csv recorded it" in body and "-10.0 [-10.4, -9.6] (5 seeds): lower" in body
+    # a paired file of another commit than the table is refused, not mixed in
+    paired = pd.read_csv(reports / "sweep_paired.csv", dtype=str, keep_default_na=False)
+    paired.assign(commit="eeeeeee").to_csv(reports / "sweep_paired.csv", index=False)
+    with pytest.raises(ValueError, match="paired intervals of commit eeeeeee, but .*sweep.csv is of commit bbbbbbb"):
+        load_sweep(None, reports)
