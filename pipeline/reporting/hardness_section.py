@@ -164,8 +164,10 @@ def summary_lines(facts: pd.DataFrame) -> list[str]:
     def names(rows: pd.DataFrame) -> str:
         return ", ".join(f"{r.system} {fmt_eer(r.eer)}" for r in rows.itertuples())
 
+    k = min(3, max(1, len(ok) // 2))                  # hardest and easiest never name one system twice
+    easy = ok.iloc[k:].tail(3).iloc[::-1]
     lines = [f'Generators (<a href="#hardness">Generator hardness</a>): hardest for the detector '
-             f"{html.esc(names(ok.head(3)))}; easiest {html.esc(names(ok.tail(3).iloc[::-1]))}"]
+             f"{html.esc(names(ok.head(k)))}" + (f"; easiest {html.esc(names(easy))}" if len(easy) else "")]
     wrong = ok[ok["reading"].str.contains("wrong reason")]
     if len(wrong):
         lines.append(f'<span class="warn">Easy for the wrong reason (clip properties alone separate them): '

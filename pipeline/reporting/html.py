@@ -30,7 +30,7 @@ summary { cursor: pointer; color: #1f3b57; }
 table.tbl { border-collapse: collapse; font-size: .88em; margin: 8px 0 16px 0; background: #fff; }
 table.tbl th, table.tbl td { border: 1px solid #d5dde5; padding: 3px 8px; text-align: right; vertical-align: top; }
 table.tbl td { max-width: 36em; overflow-wrap: break-word; }
-table.tbl.left td { text-align: left; }
+table.tbl.left td, table.tbl.left th { text-align: left; }
 table.tbl tr.small td { color: #9aa4ad; }
 table.tbl th { background: #eef2f6; }
 table.tbl td:first-child, table.tbl th:first-child { text-align: left; }
