@@ -147,6 +147,9 @@ def seeds_curve(groups: pd.DataFrame, sets: list[str]) -> str:
         ax.set_ylabel("EER (%)")
         ax.set_title(col.removeprefix("eer."), fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:   # below the panels: inside one it hides the curves
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(3, len(sets) + 1),
+                   fontsize=7, frameon=False)
     fig.suptitle("EER vs ratio: mean over seeds, 95% CI band (hollow: one seed, bootstrap CI)", fontsize=10)
     return to_data_uri(fig)
