@@ -185,3 +185,26 @@ def test_report_of_a_stale_clone_says_so_and_lists_one_row(tmp_path, monkeypatch
     cells = re.findall(r"<td>([^<]*)</td>", rows[0])
     assert cells[0] == "workspace" and cells[6] == "STALE: left out"
     assert cells[5] == ", ".join(f"{k} {100 * v:.1f}" for k, v in metrics["eer"].items())   # its EERs, once
+
+
+def test_the_curve_never_averages_across_commits_or_renamed_sets(monkeypatch):
+    import pandas as pd
+
+    drawn = []
+    monkeypatch.setattr(plots, "sweep_curve",
+                        lambda points, commit: drawn.append((points, commit)) or "data:image/png;base64,")
+    old = pd.DataFrame({"name": ["o1", "o2", "o3"], "rev": ["o1", "o2", "o3"], "kind": "experiment",
+                        "base": "aaaaaaa", "method": "nc", "ratio": [0.25, 0.25, 0.1],
+                        "eer.test": [0.4048, 0.3394, 0.30], "note": ""})        # an older commit, the old set name
+    new = pd.DataFrame({"name": ["n1", "n2"], "rev": ["n1", "n2"], "kind": "experiment", "base": "bbbbbbb",
+                        "method": "nc", "ratio": [0.25, 0.1], "eer.seen_attacks": [0.20, 0.25], "note": ""})
+    runs = pd.concat([old, new], ignore_index=True)
+    body = "".join(experiments_section(ExperimentRuns(runs), head=Head("bbbbbbb")).parts)
+    points, commit = drawn[0]
+    assert commit == "bbbbbbb" and set(points["set"]) == {"seen_attacks"}     # the workspace's commit, its names
+    assert sorted(points["eer"]) == [0.20, 0.25]                              # no older run in any point
+    assert "3 runs of other commits or stale left out" in body and body.count("other commit: left out") == 3
+    # without the workspace's commit, the first commit with two ratios is drawn: the older one, alone
+    experiments_section(ExperimentRuns(old.assign(kind="experiment")), head=None)
+    points, commit = drawn[1]
+    assert commit == "aaaaaaa" and set(points["set"]) == {"test"} and len(points) == 3
