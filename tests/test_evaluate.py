@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from pipeline import evaluate
+from pipeline.logs import StageError
 from pipeline.models import build_model, save_checkpoint
 from pipeline.schema import validate_clips, write_clips
 from tests.conftest import tiny_clip_table
@@ -172,7 +173,7 @@ def test_unreadable_clips_are_rejects_until_too_many(clips, tmp_path):
     assert evaluate.main(["--params", str(_params(tmp_path, max_reject_fraction=0.5)), *argv]) == 0
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
     assert "itw" not in metrics["eer"] and metrics["n_rejected"] == 6
-    with pytest.raises(RuntimeError, match="could not be read"):
+    with pytest.raises(StageError, match="could not be read"):
         evaluate.main(["--params", str(_params(tmp_path, max_reject_fraction=0.01)), *argv])
 
 
