@@ -51,13 +51,11 @@ def prepared(tmp_path_factory):
 
 
 def _detector(path, chain: Chain | None):
-    """A tiny detector in path/model (score refuses an --out inside the model folder, so scores go beside it)."""
-    path = path / "model"
-    path.mkdir(parents=True, exist_ok=True)
+    """A tiny detector in `path`/model (score refuses an --out inside a model folder, issue 27 case 5)."""
     torch.manual_seed(0)
     model = build_model({"arch": "resnet", "width": 4, "embedding_dim": 8, "sample_rate": 16000}).eval()
-    save_checkpoint(model, {"chain": chain.to_dict()} if chain else {}, path / "model.pt")
-    return path
+    save_checkpoint(model, {"chain": chain.to_dict()} if chain else {}, path / "model" / "model.pt")
+    return path / "model"
 
 
 def _score(model_dir, out, *inputs) -> dict[str, float]:
