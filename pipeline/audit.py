@@ -6,8 +6,11 @@ reference model (`audit.reference`: any model dir, e.g. an imported AASIST) or, 
 - audit.json (a DVC metrics file): per audited set its nuisance-only EER (`eer`: the lower of the two classifiers
   on all features), `eer_no_duration` (the same without duration, which fixed-length crops hide from a detector),
   the feature that separates the classes best on its own and that feature's EER; `warnings` (sets below
-  `audit.min_eer`); `hardness`: per spoof system, the reference (or each teacher's) EER on the test clips.
-- audit.csv: one row per (set, classifier or single feature); hardness.csv: one row per (model, system).
+  `audit.min_eer`); `hardness`: per spoof system, the reference (or each teacher's) EER on the test clips;
+  `by_system`: the same audit per spoof system (the test bona fide against that system's test and attack-only
+  eval clips: a generator that is easy for the wrong reason) and `system_warnings`.
+- audit.csv: one row per (set or `system:<system>`, classifier or single feature); hardness.csv: one row per
+  (model, system).
 
 The audit (DESIGN.md, "Labels and shortcut guards"): a detector could separate the classes by trivial clip
 properties instead of generator artefacts. Two small models, a standardised logistic regression and a shallow
@@ -32,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.io import atomic_path, csv_safe, write_json_atomic
-from pipeline.logs import setup_logging, stage_timer
+from pipeline.logs import progress, setup_logging, stage_timer
 from pipeline.metrics import compute_eer
 from pipeline.params import ConfigError, Section, common_params, load_params, number, section, stage_parser
 
@@ -41,6 +44,7 @@ log = logging.getLogger("pipeline.audit")
 FEATURES = ("duration_s", "leading_silence_s", "trailing_silence_s", "bandwidth_hz", "rms_dbfs", "noise_floor_dbfs",
             "spectral_tilt_db")
 MODELS = ("logreg", "gbt")
+SYSTEM_PREFIX = "system:"   # audit.csv rows of the per-system audit
 
 
 @dataclass(frozen=True)
@@ -168,12 +172,41 @@ def audit_one(rows: pd.DataFrame, p: AuditParams) -> tuple[dict[str, Any], list[
 
 def run_audit(clips: pd.DataFrame, p: AuditParams) -> tuple[dict[str, Any], pd.DataFrame]:
     """Audit every set of `audit_sets` -> ({set: summary}, table of every (set, classifier/feature) EER)."""
+    _check_features(clips)
+    return _audit_all(audit_sets(clips), p, "audit sets")
+
+
+def system_sets(clips: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """{system: rows}: the test bona fide against one spoof system's clips of the test split and of the attack-only
+    eval splits (the clips the detector's per-system EERs and the hardness view score)."""
+    split = clips["split"].astype(str)
+    bona = clips["label"] == "bonafide"
+    own_bona = {s for s in split[bona] if s.startswith("eval:")}
+    spoof = clips[~bona & ((split == "test") | (split.str.startswith("eval:") & ~split.isin(own_bona)))]
+    test_bona = clips[bona & (split == "test")]
+    return {str(system): pd.concat([test_bona, g]).reset_index(drop=True)
+            for system, g in spoof.groupby("system", sort=True)}
+
+
+def run_system_audit(clips: pd.DataFrame, p: AuditParams) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The audit of every spoof system against the test bona fide (`system_sets`): is a generator easy for the wrong
+    reason? -> ({system: summary}, table rows with set `system:<system>`)."""
+    _check_features(clips)
+    summaries, table = _audit_all(system_sets(clips), p, "audit systems")
+    return summaries, table.assign(set=SYSTEM_PREFIX + table["set"].astype(str))
+
+
+
+def _check_features(clips: pd.DataFrame) -> None:
     missing = [f for f in FEATURES if f not in clips.columns]
     if missing:
         raise ValueError(f"shortcut audit: clip table lacks {missing}")
+
+
+def _audit_all(sets: dict[str, pd.DataFrame], p: AuditParams, desc: str) -> tuple[dict[str, Any], pd.DataFrame]:
     rng = np.random.default_rng(p.seed)
     summaries, rows = {}, []
-    for name, sub in audit_sets(clips).items():
+    for name, sub in progress(list(sets.items()), desc, unit="set"):
         if len(sub) > p.max_clips:
             sub = sub.iloc[np.sort(rng.choice(len(sub), p.max_clips, replace=False))].reset_index(drop=True)
         summary, table = audit_one(sub, p)
@@ -235,8 +268,10 @@ def score_hardness(clips: pd.DataFrame, models: dict[str, Path], p: AuditParams,
 
 
 def write_outputs(summaries: dict[str, Any], table: pd.DataFrame, hard: pd.DataFrame, p: AuditParams,
-                  out: Path) -> None:
-    """audit.csv, hardness.csv and, last, audit.json under `out`."""
+                  out: Path, by_system: tuple[dict[str, Any], pd.DataFrame] | None = None) -> None:
+    """audit.csv, hardness.csv and, last, audit.json under `out` (`by_system`: run_system_audit's result)."""
+    systems, system_table = by_system if by_system is not None else ({}, table.iloc[:0])
+    table = pd.concat([table, system_table], ignore_index=True)
     for name, df in (("audit.csv", table), ("hardness.csv", hard)):
         with atomic_path(out / name) as tmp:
             csv_safe(df).to_csv(tmp, index=False, float_format="%.6f")
@@ -245,7 +280,9 @@ def write_outputs(summaries: dict[str, Any], table: pd.DataFrame, hard: pd.DataF
     for r in hard.itertuples():
         by_model.setdefault(str(r.model), {})[str(r.system)] = float(r.eer)
     write_json_atomic({"audit": summaries, "min_eer": p.min_eer, "features": list(FEATURES), "warnings": warned,
-                       "hardness": by_model}, out / "audit.json")
+                       "hardness": by_model, "by_system": systems,
+                       "system_warnings": sorted(k for k, v in systems.items() if v.get("status") == "warning")},
+                      out / "audit.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     clips = read_clip_tables([c for c in args.clips if Path(c).exists()] or args.clips, stage="audit")
     with stage_timer(log, "audit") as stats:
         summaries, table = run_audit(clips, p)
+        by_system = run_system_audit(clips, p)
         models = reference_models(p, Path(args.teachers) if args.teachers else None)
         hard = pd.DataFrame(columns=["model", "system", "paradigm", "n_spoof", "eer"])
         if models:
@@ -270,8 +308,9 @@ def main(argv: list[str] | None = None) -> int:
 
             hard = score_hardness(clips, models, p, common.sample_rate, setup_torch(common))
         stats.add("sets", len(summaries))
+        stats.add("systems", len(by_system[0]))
         stats.add("clips", len(clips))
-    write_outputs(summaries, table, hard, p, Path(args.out))
+    write_outputs(summaries, table, hard, p, Path(args.out), by_system)
     for name, s in summaries.items():
         if "eer" in s:
             log.info("audit %-22s EER %5.1f%% (no duration %5.1f%%), best single feature %s %5.1f%%", name,

@@ -29,13 +29,16 @@ they are ("trained" = the systems/paradigms of the detector's training manifest,
 `pooled` is the EER over the union of all the other sets' clips. A set with no bona fide or no spoof
 clips is skipped with a warning. Per-system EERs are taken against the bona fide clips of the set the
 system appears in (paradigm sets repeat the test systems and are not counted twice).
-Renamed in this version: test -> seen_attacks, tts -> unseen_attacks, leave_out_<P> -> paradigm_<P> when
-P was seen (README, "Eval set names").
 
-Confidence intervals: every set's EER gets a 95% percentile-bootstrap interval over its clips
-(pipeline.metrics.bootstrap_eer_ci, `evaluate.bootstrap` resamples, seed `evaluate.seed`, null = the
-global seed): eer.csv columns eer_lo, eer_hi (empty for per-system rows), metrics.json `eer_ci.<set>.{lo,hi}`.
-The `eer.<set>` keys are unchanged, so `dvc metrics show` compares runs as before.
+Confidence intervals: every row's EER (a set's and each of its systems') gets a 95% percentile-bootstrap interval
+over its clips (pipeline.metrics.bootstrap_eer_ci, `evaluate.bootstrap` resamples, seed `evaluate.seed`, null = the
+global seed): eer.csv columns eer_lo, eer_hi, metrics.json `eer_ci.<set>.{lo,hi}`. A system with fewer than
+`evaluate.min_system_clips` spoof clips keeps its row; metrics.json records the minimum, and the report greys such
+rows and leaves them out of its rankings.
+
+ASVspoof 5's metrics (pipeline.metrics: Pspoof 0.05, Cmiss 1, Cfa 10): eer.csv columns min_dcf, act_dcf (at the
+Bayes threshold, the raw logit margin taken as an LLR: meaningful for calibrated scores only) and cllr (bits) on
+every row; metrics.json `min_dcf.<set>`, `act_dcf.<set>`, `cllr.<set>` and the cost model under `dcf`.
 
 Conditions (`evaluate.conditions`, channel systems of pipeline.resynth.channel: MP3, Opus, Codec2, G.711, GSM,
 G.726): every eval clip, bona fide and spoof alike, is scored again after the channel's round trip (deterministic
@@ -56,7 +59,7 @@ import pandas as pd
 from pipeline.detector.augment import require_channels
 from pipeline.io import atomic_path, csv_safe, write_json_atomic, write_text_atomic
 from pipeline.logs import StageError, log_some, stage_timer
-from pipeline.metrics import bootstrap_eer_ci, compute_det_curve, compute_eer
+from pipeline.metrics import DCF_COSTS, act_dcf, bootstrap_eer_ci, cllr, compute_eer, min_dcf
 from pipeline.params import (
     PRECISIONS,
     ConfigError,
@@ -99,6 +102,7 @@ class EvaluateParams(Section):
     seed: int | None = None     # bootstrap seed; null = the global seed
     precision: str = "fp32"     # fp32 | bf16 | fp16: autocast of the detector (GPU speed; fp32 bit-stable)
     conditions: tuple[str, ...] = ()  # channels applied to every eval clip, both classes (pipeline.resynth.channel)
+    min_system_clips: int = 20  # per-system rows with fewer spoof clips: greyed and unranked in the report
 
     @classmethod
     def convert(cls, kw: dict[str, Any]) -> dict[str, Any]:
@@ -113,6 +117,7 @@ class EvaluateParams(Section):
         number("evaluate.eval_s", self.eval_s, low=0, low_open=True)
         number("evaluate.max_reject_fraction", self.max_reject_fraction, low=0, high=1)
         number("evaluate.bootstrap", self.bootstrap, low=0, integer=True)
+        number("evaluate.min_system_clips", self.min_system_clips, low=1, integer=True)
         seed_value("evaluate.seed", self.seed, allow_none=True)
         one_of("evaluate.precision", self.precision, PRECISIONS)
         for name in self.conditions:
@@ -196,17 +201,20 @@ def build_eval_sets(clips: pd.DataFrame, sets: tuple[str, ...],
 
 
 EER_COLUMNS = ["set", "condition", "system", "paradigm", "n_bonafide", "n_spoof", "eer", "threshold", "eer_lo",
-               "eer_hi"]
+               "eer_hi", "min_dcf", "act_dcf", "cllr"]
+SCORE_METRICS = ("min_dcf", "act_dcf", "cllr")   # metrics.json groups, one value per set
 SET_PREFIXES = (LEAVE_OUT_PREFIX, PARADIGM_PREFIX)
 
 
 def _eer_row(set_name: str, system: str, paradigm: str, bona: np.ndarray, spoof: np.ndarray,
              n_boot: int = 0, seed: int = 0) -> dict[str, Any]:
-    """One eer.csv row; with n_boot > 0, the 95% bootstrap CI over the clips (eer_lo, eer_hi), else NaN."""
+    """One eer.csv row: EER, its threshold, with n_boot > 0 the 95% bootstrap CI over the clips (eer_lo, eer_hi;
+    else NaN), minDCF, actDCF and Cllr."""
     eer, thr = compute_eer(bona, spoof)
     lo, hi = bootstrap_eer_ci(bona, spoof, n_boot=n_boot, seed=seed) if n_boot > 0 else (np.nan, np.nan)
     return {"set": set_name, "condition": CLEAN, "system": system, "paradigm": paradigm, "n_bonafide": int(bona.size),
-            "n_spoof": int(spoof.size), "eer": float(eer), "threshold": float(thr), "eer_lo": lo, "eer_hi": hi}
+            "n_spoof": int(spoof.size), "eer": float(eer), "threshold": float(thr), "eer_lo": lo, "eer_hi": hi,
+            "min_dcf": min_dcf(bona, spoof)[0], "act_dcf": act_dcf(bona, spoof)[0], "cllr": cllr(bona, spoof)}
 
 
 def run(sets: dict[str, pd.DataFrame], scores: pd.Series, seen_paradigms: list[str] | None = None,
@@ -214,7 +222,7 @@ def run(sets: dict[str, pd.DataFrame], scores: pd.Series, seen_paradigms: list[s
     """EERs of scored sets: (metrics dict, eer table, {set: DataFrame clip_id, score, label, system}).
 
     `scores` maps clip_id -> score; clips without a score (rejected) are dropped from their sets. With
-    n_boot > 0, every set's EER (and pooled) gets a bootstrap CI over its clips (metrics `eer_ci`).
+    n_boot > 0, every row's EER (sets, pooled and systems) gets a bootstrap CI over its clips (metrics `eer_ci`).
     """
     rows, scored, eer, by_system, n_clips, ci = [], {}, {}, {}, {}, {}
     for name, clips in sets.items():
@@ -231,7 +239,7 @@ def run(sets: dict[str, pd.DataFrame], scores: pd.Series, seen_paradigms: list[s
         eer[name], n_clips[name], scored[name] = row["eer"], len(df), df
         for system, group in df[~is_bona].groupby("system", sort=True):
             paradigm = ",".join(sorted(group["paradigm"].astype(str).unique()))
-            srow = _eer_row(name, str(system), paradigm, bona_scores, group["score"].to_numpy(float))
+            srow = _eer_row(name, str(system), paradigm, bona_scores, group["score"].to_numpy(float), n_boot, seed)
             rows.append(srow)
             if not name.startswith(SET_PREFIXES) and name != DEV:
                 key = str(system) if system not in by_system else f"{name}:{system}"
@@ -246,6 +254,10 @@ def run(sets: dict[str, pd.DataFrame], scores: pd.Series, seen_paradigms: list[s
     ci["pooled"] = prow
     eer["pooled"], n_clips["pooled"] = prow["eer"], len(pooled)
     metrics: dict[str, Any] = {"eer": eer, "eer_by_system": by_system, "n_clips": n_clips}
+    for key in SCORE_METRICS:
+        metrics[key] = {k: float(r[key]) for k, r in ci.items()}
+    metrics["dcf"] = {"p_spoof": DCF_COSTS.p_spoof, "c_miss": DCF_COSTS.c_miss, "c_fa": DCF_COSTS.c_fa,
+                      "act_threshold": DCF_COSTS.bayes_threshold}
     if n_boot > 0:
         metrics["eer_ci"] = {k: {"lo": r["eer_lo"], "hi": r["eer_hi"]} for k, r in ci.items()}
         metrics["ci"] = {"level": 0.95, "bootstrap": int(n_boot), "seed": int(seed)}
@@ -290,25 +302,6 @@ def write_scores(scored: dict[str, pd.DataFrame], out_dir: Path, condition: str 
         write_text_atomic("\n".join(lines) + "\n", out_dir / f"{name}{suffix}.txt")
 
 
-def det_points(bona: np.ndarray, spoof: np.ndarray, max_points: int = 200) -> tuple[np.ndarray, np.ndarray]:
-    """(far, frr) of the DET curve, thinned to about `max_points` points (ends kept)."""
-    frr, far, _ = compute_det_curve(bona, spoof)
-    if len(frr) > max_points:
-        idx = np.unique(np.linspace(0, len(frr) - 1, max_points).round().astype(int))
-        frr, far = frr[idx], far[idx]
-    return far, frr
-
-
-def det_table(scored: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The DET points of every set (set, far, frr): reports/plots/det.csv, which the report draws."""
-    frames = []
-    for name, df in scored.items():
-        far, frr = det_points(df.loc[df["label"] == "bonafide", "score"].to_numpy(float),
-                              df.loc[df["label"] == "spoof", "score"].to_numpy(float))
-        frames.append(pd.DataFrame({"set": name, "far": far, "frr": frr}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["set", "far", "frr"])
-
-
 def write_outputs(metrics: dict[str, Any], table: pd.DataFrame, scored: dict[str, pd.DataFrame], out: Path,
                   conditions: dict[str, dict[str, pd.DataFrame]] | None = None) -> None:
     """Every file of the stage under `out`: scores/, eer.csv, plots/ (clean) and, last, metrics.json."""
@@ -318,7 +311,7 @@ def write_outputs(metrics: dict[str, Any], table: pd.DataFrame, scored: dict[str
             write_scores(cond_scored, out / "scores", condition)
     with atomic_path(out / "eer.csv") as tmp:
         csv_safe(table).to_csv(tmp, index=False, float_format="%.6f")
-    write_plots(det_table(scored), scored, metrics["eer"], out / "plots")
+    write_plots(scored, metrics["eer"], out / "plots")
     write_json_atomic(metrics, out / "metrics.json")
 
 
@@ -387,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics, table, scored = run_conditions(sets, scores, config.get("train_paradigms"), p.bootstrap,
                                                 stage_seed("evaluate.seed", p.seed, common))
         metrics["n_rejected"] = len(rejects)
+        metrics["min_system_clips"] = p.min_system_clips
         stats.add("clips", int(sum(len(s) for s in scores.values())))
         stats.add("sets", len(scored[CLEAN]))
     write_outputs(metrics, table, scored[CLEAN], out, scored)

@@ -1,4 +1,8 @@
-"""Stage logging: one logger format, a progress bar helper, a per-stage summary line, and the one-line errors.
+"""Stage logging: one logger format, progress on long loops, a per-stage summary line, and the one-line errors.
+
+`progress` shows a tqdm bar when stderr is a terminal; when it is not (a log file: DVC, CI, a cluster job), it
+logs a line `<desc>: done/total (pct%), rate unit/s, ETA` every PROGRESS_INTERVAL_S seconds or every
+PROGRESS_STEP of the total, whichever comes first (never more often than PROGRESS_MIN_GAP_S), and a closing line.
 
 `StageError` (and its kind ConfigError, CheckpointError, CorpusError, ...) is what `python -m pipeline` prints as
 one `error: ...` line with exit code 2; `os_error_line` names the file and the cause of an OSError that is the
@@ -15,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
@@ -63,10 +67,88 @@ def setup_logging(level: int = logging.INFO) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
 
 
-def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "clip") -> Iterable[T]:
-    """A tqdm progress bar on stderr when it is a terminal (logs and CI get the closing log line instead)."""
-    return tqdm(items, desc=desc, total=total, unit=unit, file=sys.stderr, mininterval=1.0,
-                disable=None, dynamic_ncols=True, leave=False)
+PROGRESS_INTERVAL_S = 10.0   # a line at least this often ...
+PROGRESS_STEP = 0.05         # ... and at every further 5% of the total ...
+PROGRESS_MIN_GAP_S = 5.0     # ... but not more often than this (a loop shorter than this stays silent)
+_progress_log = logging.getLogger("pipeline.progress")
+
+
+def progress(items: Iterable[T] | None, desc: str, total: int | None = None, unit: str = "clip") -> Any:
+    """Iterate `items` with progress: a tqdm bar on a terminal, else periodic log lines (`LogProgress`).
+
+    Both support `update(n)` and `close()` for work advanced by hand (`items` None, `total` given).
+    """
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    if sys.stderr.isatty():
+        return tqdm(items, desc=desc, total=total, unit=unit, file=sys.stderr, mininterval=1.0,
+                    dynamic_ncols=True, leave=False)
+    return LogProgress(items, desc, total, unit)
+
+
+def plural(noun: str, n: int = 2) -> str:
+    """`noun` for n == 1, else its English plural (clips, batches): counts in log lines and the report read right."""
+    if n == 1:
+        return noun
+    return noun + ("es" if noun.endswith(("s", "sh", "ch", "x")) else "s")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class LogProgress:
+    """Progress as log lines for a stream that is not a terminal: done/total, percent, rate and ETA."""
+
+    def __init__(self, items: Iterable[T] | None, desc: str, total: int | None = None, unit: str = "clip",
+                 log: logging.Logger | None = None) -> None:
+        self.items, self.desc, self.total, self.unit = items, desc, total, unit
+        self.log = log or _progress_log
+        self.n = 0
+        self.t0 = self.last_t = time.perf_counter()
+        self.last_n = 0
+        self.lines = 0
+        self.closed = False
+
+    def __iter__(self) -> Iterator[T]:
+        try:
+            for item in self.items or ():
+                yield item
+                self.update(1)
+        finally:
+            self.close()
+
+    def __len__(self) -> int:
+        return int(self.total or 0)
+
+    def update(self, n: int = 1) -> None:
+        """Count n more items done; log a line when the interval or the next step of the total is reached."""
+        self.n += n
+        now = time.perf_counter()
+        gap = now - self.last_t
+        stepped = bool(self.total) and (self.n - self.last_n) >= PROGRESS_STEP * self.total
+        if gap >= PROGRESS_INTERVAL_S or (stepped and gap >= PROGRESS_MIN_GAP_S):
+            self._line(now)
+
+    def _line(self, now: float, final: bool = False) -> None:
+        elapsed = now - self.t0
+        rate = self.n / elapsed if elapsed > 0 else 0.0
+        done = f"{self.n}/{self.total} ({100 * self.n / self.total:.0f}%)" if self.total else f"{self.n}"
+        tail = f"in {_duration(elapsed)}" if final else (
+            f"ETA {_duration((self.total - self.n) / rate)}" if self.total and rate > 0 else "ETA unknown")
+        self.log.info("%s: %s %s, %.1f %s/s, %s", self.desc, done, plural(self.unit), rate, self.unit, tail)
+        self.last_t, self.last_n = now, self.n
+        self.lines += 1
+
+    def close(self) -> None:
+        """Log the closing line (only after a periodic one: a short loop stays silent)."""
+        if not self.closed:
+            self.closed = True
+            if self.lines:
+                self._line(time.perf_counter(), final=True)
 
 
 class StageStats:

@@ -19,6 +19,10 @@ points inside a tie group that no threshold can realise (two identical score lis
 there). Here every distinct score is one threshold, so tied scores move together: identical
 distributions give 0.5, as they should.
 
+The ASVspoof 5 metrics (`min_dcf`, `act_dcf`, `cllr`, `DCF_COSTS`), as its evaluation plan defines them and its
+evaluation package computes them (asvspoof-challenge/asvspoof5, evaluation-package/calculate_modules.py:
+compute_mindcf, compute_actDCF, calculate_CLLR): see each function.
+
 Over training seeds: `mean_ci` (one group's mean and Student-t interval) and `paired_difference` (two
 groups run with the same seeds: the per-seed differences, their mean and t-interval, and two-sided sign
 and Wilcoxon signed-rank p-values).
@@ -30,8 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PairedDifference", "bootstrap_eer_ci", "compute_det_curve", "compute_eer", "mean_ci",
-           "paired_difference"]
+__all__ = ["DCF_COSTS", "DcfCosts", "PairedDifference", "act_dcf", "bootstrap_eer_ci", "cllr", "compute_det_curve",
+           "compute_eer", "mean_ci", "min_dcf", "paired_difference"]
 
 
 def _as_scores(scores: np.ndarray, name: str) -> np.ndarray:
@@ -69,18 +73,115 @@ def bootstrap_eer_ci(bonafide_scores: np.ndarray, spoof_scores: np.ndarray, n_bo
 
     Says how much the EER of ONE trained model moves with the choice of test clips; the spread over
     training seeds is a separate source of noise (`mean_ci` over the per-seed EERs).
+    Resample b draws the bona fide indices, then the spoof indices, from one seeded generator; its EER is that of
+    `compute_eer` on the resampled scores, computed for a block of resamples at once from per-score counts on the
+    distinct scores of the full set (a threshold between two resampled scores repeats the point below it, so the
+    curve's first closest point, hence the EER, is the same).
     """
     bona = _as_scores(bonafide_scores, "bonafide_scores")
     spoof = _as_scores(spoof_scores, "spoof_scores")
     if n_boot <= 0 or not 0.0 < level < 1.0:
         raise ValueError(f"bootstrap_eer_ci: need n_boot > 0 and 0 < level < 1, got {n_boot}, {level}")
     rng = np.random.default_rng(seed)
+    distinct, inverse = np.unique(np.concatenate([bona, spoof]), return_inverse=True)
+    bona_at, spoof_at = inverse[:bona.size], inverse[bona.size:]
     eers = np.empty(n_boot)
-    for b in range(n_boot):
-        eers[b] = compute_eer(rng.choice(bona, bona.size), rng.choice(spoof, spoof.size))[0]
+    block = max(1, min(n_boot, 2_000_000 // (distinct.size + 1)))   # memory: block x distinct counts per class
+    for start in range(0, n_boot, block):
+        stop = min(n_boot, start + block)
+        counts_b = np.zeros((stop - start, distinct.size))
+        counts_s = np.zeros((stop - start, distinct.size))
+        for k in range(stop - start):
+            # rng.choice(x, n) draws rng.integers(0, n, n): the same stream as the per-resample code before
+            counts_b[k] = np.bincount(bona_at[rng.integers(0, bona.size, bona.size)], minlength=distinct.size)
+            counts_s[k] = np.bincount(spoof_at[rng.integers(0, spoof.size, spoof.size)], minlength=distinct.size)
+        eers[start:stop] = _eer_from_counts(counts_b, counts_s)
     tail = (1.0 - level) / 2.0
     lo, hi = np.quantile(eers, [tail, 1.0 - tail])
     return float(lo), float(hi)
+
+
+def _eer_from_counts(counts_b: np.ndarray, counts_s: np.ndarray) -> np.ndarray:
+    """EER of each row of per-distinct-score counts [R, D] (bona fide, spoof), as `compute_eer` defines it."""
+    n_b = counts_b.sum(axis=1, keepdims=True)
+    n_s = counts_s.sum(axis=1, keepdims=True)
+    zeros = np.zeros((counts_b.shape[0], 1))
+    frr = np.concatenate([zeros, np.cumsum(counts_b, axis=1)], axis=1) / n_b
+    far = 1.0 - np.concatenate([zeros, np.cumsum(counts_s, axis=1)], axis=1) / n_s
+    i = np.argmin(np.abs(frr - far), axis=1)
+    rows = np.arange(frr.shape[0])
+    return (frr[rows, i] + far[rows, i]) / 2.0
+
+
+@dataclass(frozen=True)
+class DcfCosts:
+    """A detection cost model: prior of a spoof trial and the costs of the two errors."""
+
+    p_spoof: float = 0.05
+    c_miss: float = 1.0         # a bona fide trial rejected
+    c_fa: float = 10.0          # a spoof trial accepted
+
+    @property
+    def default(self) -> float:
+        """The cost of the better of the two fixed decisions (accept all, reject all): the DCF's normaliser."""
+        return min(self.c_miss * (1.0 - self.p_spoof), self.c_fa * self.p_spoof)
+
+    @property
+    def bayes_threshold(self) -> float:
+        """-log(beta), beta = Cmiss (1 - Pspoof) / (Cfa Pspoof): accept as bona fide when the LLR is at least this."""
+        return float(-np.log(self.c_miss * (1.0 - self.p_spoof) / (self.c_fa * self.p_spoof)))
+
+
+DCF_COSTS = DcfCosts()   # ASVspoof 5: Pspoof 0.05, Cmiss 1, Cfa 10 (normalised DCF = 1.9 Pmiss + Pfa)
+
+
+def min_dcf(bonafide_scores: np.ndarray, spoof_scores: np.ndarray, costs: DcfCosts = DCF_COSTS) -> tuple[float, float]:
+    """(minDCF, threshold): the normalised detection cost at the best threshold of the DET curve.
+
+    ASVspoof 5 evaluation plan (Wang et al. 2024; evaluation package compute_mindcf), with a = bona fide (the
+    target) and Pmiss(t) = FRR(t), Pfa(t) = FAR(t) of `compute_det_curve`:
+        DCF(t) = [Cmiss (1 - Pspoof) Pmiss(t) + Cfa Pspoof Pfa(t)] / min(Cmiss (1 - Pspoof), Cfa Pspoof)
+    minimised over the curve's thresholds (the first minimum). 1.0 = no better than a fixed decision; 0 = perfect.
+    It needs no calibration: it reads only the order of the scores.
+    """
+    frr, far, thresholds = compute_det_curve(bonafide_scores, spoof_scores)
+    dcf = (costs.c_miss * (1.0 - costs.p_spoof) * frr + costs.c_fa * costs.p_spoof * far) / costs.default
+    i = int(np.argmin(dcf))
+    return float(dcf[i]), float(thresholds[i])
+
+
+def act_dcf(bonafide_scores: np.ndarray, spoof_scores: np.ndarray, costs: DcfCosts = DCF_COSTS,
+            threshold: float | None = None) -> tuple[float, float]:
+    """(actDCF, threshold): the normalised DCF of `min_dcf` at a fixed threshold, by default the Bayes threshold.
+
+    ASVspoof 5 (evaluation package compute_actDCF): a score is taken as a log-likelihood ratio of bona fide over
+    spoof and accepted when score >= -log(Cmiss (1 - Pspoof) / (Cfa Pspoof)) (= -0.642 for the ASVspoof 5 costs);
+    Pmiss = #{bona fide < threshold} / N, Pfa = #{spoof >= threshold} / N. This project's score is the detector's
+    logit margin, logit[bonafide] - logit[spoof]: the log posterior odds under its (class-balanced) training
+    prior, taken here as the LLR, uncalibrated. actDCF therefore measures the calibration of those raw scores as
+    much as the detector: it is comparable with published actDCFs only for calibrated scores; minDCF is not
+    affected. `threshold` overrides the Bayes threshold.
+    """
+    bona = _as_scores(bonafide_scores, "bonafide_scores")
+    spoof = _as_scores(spoof_scores, "spoof_scores")
+    t = costs.bayes_threshold if threshold is None else float(threshold)
+    p_miss = float(np.mean(bona < t))
+    p_fa = float(np.mean(spoof >= t))
+    cost = costs.c_miss * (1.0 - costs.p_spoof) * p_miss + costs.c_fa * costs.p_spoof * p_fa
+    return cost / costs.default, t
+
+
+def cllr(bonafide_scores: np.ndarray, spoof_scores: np.ndarray) -> float:
+    """Cllr in bits: the log-likelihood-ratio cost of the scores taken as natural-log LLRs (bona fide over spoof).
+
+    Cllr = 1/(2 ln 2) [mean over bona fide log(1 + exp(-s)) + mean over spoof log(1 + exp(s))] (Brümmer & du Preez
+    2006; ASVspoof 5 evaluation package calculate_CLLR). 0 = perfect and calibrated, 1 = an uninformative
+    constant score of 0, above 1 = worse than that (confident errors); like actDCF, it is meaningful for
+    calibrated LLRs and here reads the raw logit margin.
+    """
+    bona = _as_scores(bonafide_scores, "bonafide_scores")
+    spoof = _as_scores(spoof_scores, "spoof_scores")
+    return float((np.mean(np.logaddexp(0.0, -bona)) + np.mean(np.logaddexp(0.0, spoof))) / (2.0 * np.log(2.0)))
 
 
 def mean_ci(values: np.ndarray | list[float], level: float = 0.95) -> tuple[float, float, float]:

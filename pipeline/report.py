@@ -1,14 +1,17 @@
 """Stage `report`: reports/index.html, a static page that opens with no network.
 
 Reads: the clip tables and rejects (data/), reports/{metrics.json, eer.csv, plots/det.csv, scores/*.txt,
-sampling.json, reconstruction/*.json}, data/teachers/*/metrics.json, data/embeddings/<T>/, data/manifests/
-and, for the data-efficiency view, `dvc exp show --json` and `dvc status` of the repository. Writes:
-reports/index.html (atomically).
+sampling.json, reconstruction/*.json, audit.json, hardness.csv}, data/teachers/*/metrics.json,
+data/embeddings/<T>/, data/manifests/ and, for the sweep and the data-efficiency view, `dvc exp show --json`,
+`dvc status` and `git rev-parse HEAD` of the repository and the committed reports/sweep_runs.csv (or
+sweep.csv). Writes: reports/index.html (atomically).
 
-Sections: summary, data counts and rejects, reconstruction quality, teachers, sampling (NC diagnostics
-and PCA maps of each pool), detector EER per set and per attack system with DET curves (read from the
-evaluate stage's files, never recomputed), the shortcut audit, and EER against sampling ratio over the
-workspace run, the DVC experiments and the distinct commits. Images are inline PNG data URIs, the
+Sections: the summary (which method and ratio, with the sweep's paired intervals; this run's EER, minDCF,
+actDCF, Cllr; the generators), data counts and rejects, reconstruction quality, teachers, sampling (NC
+diagnostics and PCA maps of each pool), detector tables per eval set and attack system with DET curves and score
+histograms (read from the evaluate stage's files, never recomputed), generator hardness (one row per spoof
+system), the shortcut audit, and EER against sampling ratio (the sweep of one commit; every run labelled by
+commit). Images are inline PNG data URIs, the
 CSS is inline, and the page has no script and no external address. A missing input makes its section
 say "not available" instead of failing the stage.
 """
@@ -27,9 +30,11 @@ import pandas as pd
 from pipeline.io import write_text_atomic
 from pipeline.logs import stage_timer
 from pipeline.params import mapping, stage_parser, start_stage
-from pipeline.reporting import detector_section, html, inputs, sampling_section, sections
-from pipeline.reporting.experiments import ExperimentRuns, eer_metrics, load_experiments
+from pipeline.reporting import detector_section, efficiency, hardness_section, html, inputs, sampling_section, sections
+from pipeline.reporting import sweep as sweeps
+from pipeline.reporting.experiments import ExperimentRuns, load_experiments
 from pipeline.reporting.sections import ReportParams
+from pipeline.reporting.summary import summary_section
 
 log = logging.getLogger("pipeline.report")
 
@@ -71,7 +76,7 @@ def run(src: ReportInputs, p: ReportParams, seed: int = 0) -> tuple[str, dict[st
     det = _soft(lambda: inputs.load_det(src.reports / "plots" / "det.csv"), None, errors)
     scores = _soft(lambda: inputs.load_scores(src.reports / "scores"), {}, errors)
     audit_json = _soft(lambda: inputs.read_json(src.reports / "audit.json"), None, errors)
-    hardness = _soft(lambda: inputs.load_hardness(src.reports / "hardness.csv"), None, errors)
+    hardness_csv = _soft(lambda: inputs.load_hardness(src.reports / "hardness.csv"), None, errors)
     exps: ExperimentRuns | None = None
     stale = None
     if p.experiments:
@@ -82,38 +87,45 @@ def run(src: ReportInputs, p: ReportParams, seed: int = 0) -> tuple[str, dict[st
                      if exps.freshness.state == "stale" else
                      f"the inputs of {metrics_file} are absent here ({exps.freshness.detail}): these are the "
                      "committed numbers, not re-run")
-    own_eers = eer_metrics(metrics) if isinstance(metrics, dict) else None
+    sweep = _soft(lambda: sweeps.load_sweep(exps.runs if exps is not None else None, src.reports), None, errors)
+    head = sweeps.head_commit(src.repo, sweep.commit if sweep is not None else "")
     if eer is not None:
         set_names = list(dict.fromkeys(eer["set"]))
     else:
         set_names = list((metrics or {}).get("eer") or {}) if isinstance(metrics, dict) else []
-
+    recon = _soft(lambda: inputs.load_reconstruction(src.reports / "reconstruction"), None, errors)
     audit_table: list[pd.DataFrame | None] = [None]
+    generators: list[list[str]] = [[]]
 
     def audit() -> html.Section:
-        sec, audit_table[0] = sections.audit_section(audit_json, hardness)
+        sec, audit_table[0] = sections.audit_section(audit_json)
+        return sec
+
+    def hardness() -> html.Section:
+        sec, generators[0] = hardness_section.hardness_section(eer, recon, audit_json, hardness_csv, metrics)
         return sec
 
     body = [
         _guarded("Data", "data", lambda: sections.data_section(clips, missing_tables, rejects)),
-        _guarded("Reconstruction quality", "reconstruction",
-                 lambda: sections.reconstruction_section(inputs.load_reconstruction(src.reports / "reconstruction"))),
+        _guarded("Reconstruction quality", "reconstruction", lambda: sections.reconstruction_section(recon)),
         _guarded("Teachers", "teachers", lambda: sections.teachers_section(inputs.load_teachers(src.teachers))),
         _guarded("Sampling", "sampling", lambda: sampling_section.sampling_section(
             inputs.read_json(src.reports / "sampling.json"), src.embeddings, inputs.load_manifest(src.manifests),
             clips, p, seed)),
-        _guarded("Detector", "detector", lambda: detector_section.detector_section(eer, det, metrics, stale)),
+        _guarded("Detector", "detector",
+                 lambda: detector_section.detector_section(eer, det, metrics, stale, scores, clips)),
+        _guarded("Generator hardness", "hardness", hardness),
         _guarded("Shortcut audit", "audit", audit),
         _guarded("Data efficiency (DVC experiments)", "experiments",
-                 lambda: sections.experiments_section(exps, own_eers)),
+                 lambda: efficiency.experiments_section(exps, sweep, head)),
     ]
-    summary = _guarded("Summary", "summary",
-                       lambda: sections.summary_section(set_names, audit_table[0], exps, stale,
-                                                          metrics if isinstance(metrics, dict) else None))
+    summary = _guarded("Summary", "summary", lambda: summary_section(
+        set_names, audit_table[0], exps, stale, metrics if isinstance(metrics, dict) else None, sweep, head, eer,
+        generators[0]))
     for err in errors:
         summary.add(html.p(f"unreadable input: {err}", "warn"))
-    page = html.page("hardset report", "hard training sets for audio deepfake detection: data, sampling, "
-                     "detector EER, shortcut audit, data efficiency", [summary, *body])
+    page = html.page("hardset report", "hard training sets for audio deepfake detection: which method and ratio, "
+                     "how sure, how hard each generator is", [summary, *body])
     counts = {"clips": 0 if clips is None else len(clips), "score_sets": len(scores),
               "experiments": 0 if exps is None or exps.runs is None else len(exps.runs),
               "images": page.count("<img "), "kbytes": len(page) // 1024}

@@ -28,7 +28,7 @@
 # Each experiment runs the pipeline up to TARGET (default `evaluate`): the report stage reads every experiment
 # at the end, so running it inside each one would only cost time (~45 s each).
 # Then it starts the queue (`dvc queue start`), waits until no experiment is queued or running, lists them
-# (`dvc exp show`), writes reports/sweep.csv, sweep_paired.csv and sweep.md (grouped table, paired differences, verdicts:
+# (`dvc exp show`), writes reports/sweep.csv, sweep_paired.csv, sweep_runs.csv and sweep.md (grouped table, paired differences, verdicts:
 # commit them, experiments stay local) and re-runs the `report` stage.
 # Queued experiments run in temporary copies of the last commit (plus uncommitted changes at queue time):
 # run `dvc repro` and commit dvc.lock first, so that the stages up to `embed` come from the DVC cache

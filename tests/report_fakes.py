@@ -33,8 +33,10 @@ def _clip(clip_id: str, speaker: str, label: str, system: str, paradigm: str, sp
 
 
 def make_fake_run(root: Path, n_speakers: int = 8, clips_per_speaker: int = 6, shortcut: bool = False,
-                  seed: int = 0) -> dict[str, Path]:
-    """Write a tiny run under root (data/, reports/, params.yaml); return the report's paths."""
+                  seed: int = 0, min_system_clips: int = 8) -> dict[str, Path]:
+    """Write a tiny run under root (data/, reports/, params.yaml); return the report's paths. evaluate's
+    min_system_clips (8) ranks the unseen TTS systems (10 clips each) and greys the vocoder systems of the test
+    set (6 each with the defaults)."""
     rng = np.random.default_rng(seed)
     splits = ["train", "train", "train", "train", "dev", "dev", "test", "test"]
     bona, recon, tts = [], [], []
@@ -106,13 +108,14 @@ def make_fake_run(root: Path, n_speakers: int = 8, clips_per_speaker: int = 6, s
     sets = evaluate.build_eval_sets(allc, ("test", "tts", "leave_out"), {"train_paradigms": ["vocoder"]})
     scores = pd.Series(np.where(allc["label"] == "bonafide", 1.0, -1.0) + rng.standard_normal(len(allc)),
                        index=allc["clip_id"].to_numpy())
-    metrics, table, scored = evaluate.run(sets, scores, seen_paradigms=["vocoder"])
+    metrics, table, scored = evaluate.run(sets, scores, seen_paradigms=["vocoder"], n_boot=50, seed=7)
+    metrics["min_system_clips"] = min_system_clips
     evaluate.write_outputs(metrics, table, scored, reports)
     # the audit stage's own code writes audit.json / audit.csv / hardness.csv
     audit_p = audit.AuditParams(folds=3, seed=7)
     summaries, audit_table = audit.run_audit(allc, audit_p)
     hard = audit.hardness(allc, scores, "teacher:resnet_vocoder")
-    audit.write_outputs(summaries, audit_table, hard, audit_p, reports)
+    audit.write_outputs(summaries, audit_table, hard, audit_p, reports, audit.run_system_audit(allc, audit_p))
     (root / "params.yaml").write_text("seed: 7\nreport:\n  pca_points: 500\n  experiments: true\n")
     return {
         "root": root, "reports": reports, "clips": data / "clips.parquet",

@@ -51,14 +51,15 @@ def prepared(tmp_path_factory):
 
 
 def _detector(path, chain: Chain | None):
+    """A tiny detector in `path`/model (score refuses an --out inside a model folder, issue 27 case 5)."""
     torch.manual_seed(0)
     model = build_model({"arch": "resnet", "width": 4, "embedding_dim": 8, "sample_rate": 16000}).eval()
-    save_checkpoint(model, {"chain": chain.to_dict()} if chain else {}, path / "model.pt")
-    return path
+    save_checkpoint(model, {"chain": chain.to_dict()} if chain else {}, path / "model" / "model.pt")
+    return path / "model"
 
 
 def _score(model_dir, out, *inputs) -> dict[str, float]:
-    assert score.main(["--model", str(model_dir), "--out", str(out), "--eval-s", "2.0", "--threads", "1",
+    assert score.main(["--model", str(model_dir), "--out", str(out), "--eval-s", "1.5", "--threads", "1",
                        *map(str, inputs)]) == 0
     return score.read_scores(out)
 
@@ -119,7 +120,7 @@ def test_prepared_flag_skips_the_chain_for_files(prepared, tmp_path):
     model = _detector(tmp_path, chain_from_params(params, 16000))
     row = clips.iloc[0]
     by_table = _score(model, tmp_path / "t.tsv", tmp / "clips.parquet")[row["clip_id"]]
-    assert score.main(["--model", str(model), "--out", str(tmp_path / "f.tsv"), "--eval-s", "2.0", "--threads", "1",
+    assert score.main(["--model", str(model), "--out", str(tmp_path / "f.tsv"), "--eval-s", "1.5", "--threads", "1",
                        "--prepared", row["path"]]) == 0
     assert score.read_scores(tmp_path / "f.tsv")[row["path"]] == pytest.approx(by_table, abs=1e-6)
 

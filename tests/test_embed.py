@@ -15,6 +15,7 @@ import yaml
 from pipeline import embed
 from pipeline.audio import to_pcm16
 from pipeline.embed import EmbedParams, build_vectorizer, check_layers, fingerprint
+from pipeline.logs import StageError
 from pipeline.models import CheckpointError, build_model, save_checkpoint
 from pipeline.params import ConfigError, TeacherParams
 from pipeline.schema import read_rejects, write_clips
@@ -113,7 +114,7 @@ def test_unreadable_clips_become_rejects_and_too_many_fail(tmp_path, clips, teac
     assert bad.loc[2, "clip_id"] not in pd.read_parquet(tmp_path / "one/ids.parquet")["clip_id"].tolist()
     assert read_rejects(tmp_path / "one/rejects.parquet")["clip_id"].tolist() == [bad.loc[2, "clip_id"]]
     bad.loc[:10, "path"] = str(tmp_path / "gone.flac")
-    with pytest.raises(RuntimeError, match="unreadable"):
+    with pytest.raises(StageError, match="unreadable"):
         _run(bad, teacher, tmp_path / "many")
 
 

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from pipeline import evaluate
+from pipeline.logs import StageError
 from pipeline.models import build_model, save_checkpoint
 from pipeline.schema import validate_clips, write_clips
 from tests.conftest import tiny_clip_table
@@ -90,12 +91,18 @@ def test_run_gives_eers_per_set_system_and_pooled(clips):
     assert metrics["paradigm_seen"] == {"vocoder": True, "codec": False}
     assert metrics["n_clips"]["test"] == len(sets["test"])
     assert list(table.columns) == ["set", "condition", "system", "paradigm", "n_bonafide", "n_spoof", "eer",
-                                   "threshold", "eer_lo", "eer_hi"]
+                                   "threshold", "eer_lo", "eer_hi", "min_dcf", "act_dcf", "cllr"]
     assert set(table["condition"]) == {"clean"}
-    # a 95% bootstrap CI per set (not per system), in eer.csv and metrics.json alike, around the EER
-    per_set = table[table["system"] == "all"]
-    assert (per_set["eer_lo"] <= per_set["eer"] + 1e-9).all() and (per_set["eer"] <= per_set["eer_hi"] + 1e-9).all()
-    assert table.loc[table["system"] != "all", "eer_lo"].isna().all()
+    # a 95% bootstrap CI on every row (sets and systems), in eer.csv and metrics.json alike, around the EER
+    assert (table["eer_lo"] <= table["eer"] + 1e-9).all() and (table["eer"] <= table["eer_hi"] + 1e-9).all()
+    assert table[["eer_lo", "eer_hi", "min_dcf", "act_dcf", "cllr"]].notna().all().all()
+    # ASVspoof 5 metrics per set in metrics.json, the same numbers as the set rows of eer.csv
+    for key in ("min_dcf", "act_dcf", "cllr"):
+        per_set = table[table["system"] == "all"].set_index("set")[key]
+        assert metrics[key] == pytest.approx(per_set.to_dict())
+    assert metrics["dcf"] == {"p_spoof": 0.05, "c_miss": 1.0, "c_fa": 10.0,
+                              "act_threshold": pytest.approx(-np.log(0.95 / 0.5))}
+    assert metrics["min_dcf"]["paradigm_vocoder"] == 0.0 and metrics["min_dcf"]["paradigm_codec"] == 1.0
     assert set(metrics["eer_ci"]) == set(metrics["eer"]) and metrics["ci"]["bootstrap"] == 50
     lo, hi = metrics["eer_ci"]["pooled"]["lo"], metrics["eer_ci"]["pooled"]["hi"]
     assert lo < metrics["eer"]["pooled"] < hi or lo <= metrics["eer"]["pooled"] <= hi
@@ -172,7 +179,7 @@ def test_unreadable_clips_are_rejects_until_too_many(clips, tmp_path):
     assert evaluate.main(["--params", str(_params(tmp_path, max_reject_fraction=0.5)), *argv]) == 0
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
     assert "itw" not in metrics["eer"] and metrics["n_rejected"] == 6
-    with pytest.raises(RuntimeError, match="could not be read"):
+    with pytest.raises(StageError, match="could not be read"):
         evaluate.main(["--params", str(_params(tmp_path, max_reject_fraction=0.01)), *argv])
 
 

@@ -1,11 +1,23 @@
-"""compute_det_curve / compute_eer against hand-made cases and an independent computation."""
+"""compute_det_curve / compute_eer against hand-made cases and an independent computation; the bootstrap CI; the
+ASVspoof 5 metrics (minDCF, actDCF, Cllr) against a hand computation."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 
-from pipeline.metrics import compute_det_curve, compute_eer
+from pipeline.metrics import (
+    DCF_COSTS,
+    DcfCosts,
+    act_dcf,
+    bootstrap_eer_ci,
+    cllr,
+    compute_det_curve,
+    compute_eer,
+    min_dcf,
+)
 
 
 def _asvspoof_style_eer(bona: np.ndarray, spoof: np.ndarray) -> tuple[float, float]:
@@ -187,3 +199,53 @@ def test_paired_difference_with_mixed_signs_zeros_and_missing_values() -> None:
         paired_difference([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="no pair with two finite values"):
         paired_difference([np.nan], [1.0])
+
+
+def test_bootstrap_ci_is_the_per_resample_eer_of_the_same_draws() -> None:
+    """The block computation equals compute_eer on each resample drawn as rng.choice draws them (ties included)."""
+    rng = np.random.default_rng(4)
+    bona, spoof = np.round(rng.normal(1, 1, 60), 1), np.round(rng.normal(0, 1, 7), 1)
+    draws = np.random.default_rng(9)
+    eers = [compute_eer(draws.choice(bona, bona.size), draws.choice(spoof, spoof.size))[0] for _ in range(300)]
+    assert bootstrap_eer_ci(bona, spoof, n_boot=300, seed=9) == tuple(np.quantile(eers, [0.025, 0.975]))
+
+
+# A small score table for the ASVspoof 5 metrics (higher = bona fide).
+BONA = np.array([2.0, 1.0, -1.0, 0.5])
+SPOOF = np.array([-2.0, 0.0, -0.8, 1.5, -3.0])
+
+
+def test_min_dcf_matches_a_hand_computation() -> None:
+    # normalised DCF(t) = (1 x 0.95 Pmiss + 10 x 0.05 Pfa) / min(0.95, 0.5) = 1.9 Pmiss + Pfa, Pmiss = #bona <= t / 4,
+    # Pfa = #spoof > t / 5: below all 1.0; t=-3: 0 + 4/5; t=-2: 0 + 3/5 = 0.6 (the minimum); t=-1: 0.475 + 0.6;
+    # t=-0.8: 0.475 + 0.4; t=0: 0.475 + 0.2; t=0.5: 0.95 + 0.2; t=1: 1.425 + 0.2; t=1.5: 1.425; t=2: 1.9
+    value, threshold = min_dcf(BONA, SPOOF)
+    assert value == pytest.approx(0.6) and threshold == -2.0
+    assert DCF_COSTS.default == pytest.approx(0.5)
+    # a perfect detector costs nothing; a useless one costs the better fixed decision (accept all): 1
+    assert min_dcf(np.array([1.0, 2.0]), np.array([-1.0]))[0] == 0.0
+    assert min_dcf(np.zeros(3), np.zeros(3))[0] == pytest.approx(1.0)
+
+
+def test_act_dcf_matches_a_hand_computation_at_the_bayes_threshold() -> None:
+    # tau = -ln(Cmiss (1 - Pspoof) / (Cfa Pspoof)) = -ln(0.95 / 0.5) = -0.6419; bona < tau: {-1} -> Pmiss 1/4;
+    # spoof >= tau: {0, 1.5} -> Pfa 2/5; DCF = 1.9 x 0.25 + 0.4 = 0.875
+    value, threshold = act_dcf(BONA, SPOOF)
+    assert threshold == pytest.approx(-math.log(0.95 / 0.5)) and value == pytest.approx(0.875)
+    # at threshold 0: bona < 0: {-1}; spoof >= 0: {0, 1.5}: the same rates
+    assert act_dcf(BONA, SPOOF, threshold=0.0)[0] == pytest.approx(0.875)
+    # at 1.2: bona < 1.2: {1, -1, 0.5} -> 3/4; spoof >= 1.2: {1.5} -> 1/5: 1.425 + 0.2
+    assert act_dcf(BONA, SPOOF, threshold=1.2)[0] == pytest.approx(1.625)
+    # another cost model: Pspoof 0.5, Cmiss = Cfa = 1: tau = 0, DCF = (0.5 Pmiss + 0.5 Pfa) / 0.5
+    assert act_dcf(BONA, SPOOF, DcfCosts(0.5, 1.0, 1.0)) == (pytest.approx(0.25 + 0.4), pytest.approx(0.0))
+
+
+def test_cllr_matches_a_hand_computation() -> None:
+    bona_cost = sum(math.log2(1 + math.exp(-s)) for s in BONA) / len(BONA)
+    spoof_cost = sum(math.log2(1 + math.exp(s)) for s in SPOOF) / len(SPOOF)
+    assert cllr(BONA, SPOOF) == pytest.approx(0.5 * (bona_cost + spoof_cost))
+    assert cllr(np.zeros(2), np.zeros(3)) == pytest.approx(1.0)            # a constant 0 LLR: 1 bit
+    assert cllr(np.array([50.0]), np.array([-50.0])) == pytest.approx(0.0, abs=1e-12)
+    assert cllr(np.array([-800.0]), np.array([800.0])) > 500              # confident errors: no overflow
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        cllr(np.array([np.nan]), SPOOF)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -214,3 +215,32 @@ def test_dvc_repro_with_a_bad_train_value_keeps_the_model_only_with_persist(tmp_
         assert _same(model, old)
     else:         # what DVC does to an ordinary out: gone before the command even starts
         assert not model.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("persist", [True, False])
+def test_dvc_exp_run_with_a_bad_value_keeps_the_model_and_the_comments_of_params_yaml(tmp_path, persist):
+    """The issue's own command, in a git repository: `dvc exp run -S train.epochs=abc` writes `abc` into
+    params.yaml (its comments kept), train stops with one line, the model folder is untouched, and
+    `git checkout -- params.yaml` undoes the edit (README, "What -S does to params.yaml"). Without `persist` (an
+    ordinary out), DVC deletes the model before train even reads its params."""
+    dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
+    old = _dvc_repo(tmp_path, persist)
+    text = (tmp_path / "params.yaml").read_text().replace("  epochs: abc\n", "  epochs: 2   # passes\n", 1)
+    (tmp_path / "params.yaml").write_text("# my notes\n" + text)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run = lambda *cmd: subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)  # noqa: E731
+    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"], [dvc, "commit", "-f", "-q", "train"],  # model in dvc.lock
+                ["git", "add", "-A"], ["git", "commit", "-qm", "base"]):
+        assert run(*cmd).returncode == 0, cmd
+    out = run(dvc, "exp", "run", "-S", "train.epochs=abc")
+    assert out.returncode != 0
+    assert "error: params train.epochs: expected an integer, got 'abc'" in out.stdout + out.stderr
+    model = tmp_path / "data" / "models" / "detector"
+    assert _same(model, old) if persist else not model.exists()
+    edited = (tmp_path / "params.yaml").read_text()
+    assert edited.startswith("# my notes\n") and re.search(r"\n  epochs: abc +# passes\n", edited)
+    assert run("git", "checkout", "--", "params.yaml").returncode == 0
+    assert (tmp_path / "params.yaml").read_text() == "# my notes\n" + text

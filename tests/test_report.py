@@ -18,7 +18,7 @@ from pipeline.reporting import html, plots
 from pipeline.reporting.experiments import eer_metrics, load_experiments, parse_exp_show
 from tests.report_fakes import make_fake_run, report_argv
 
-SECTIONS = ("summary", "data", "reconstruction", "teachers", "sampling", "detector", "audit", "experiments")
+SECTIONS = ("summary", "data", "reconstruction", "teachers", "sampling", "detector", "hardness", "audit", "experiments")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -39,8 +39,8 @@ def test_report_builds_from_a_tiny_run_with_every_section(built):
     for anchor in SECTIONS:
         assert f'<section id="{anchor}">' in doc
     assert "this section failed" not in doc
-    # PCA map per teacher pool, per-system bars, DET curves
-    assert doc.count('<img src="data:image/png;base64,') == 4
+    # PCA map per teacher pool, per-system bars, DET curves by eval set and by paradigm, score histograms
+    assert doc.count('<img src="data:image/png;base64,') == 6
     assert "EER per attack system" in doc and "piper_joe" in doc and "hifigan_universal" in doc
     assert "silent audio (peak below -60 dBFS)" in doc  # rejects table
     assert "logmel_distance" in doc and "dev EER (%)" in doc
@@ -166,17 +166,19 @@ def test_eer_metrics_takes_the_per_set_eers_only():
     assert eer_metrics({"eer": 0.4, "eer/flag": True}) == {"eer": 0.4}
 
 
-def test_experiments_section_draws_the_curve_when_there_are_several_ratios():
+def test_experiments_section_draws_the_curve_of_one_commit_with_several_ratios():
+    from pipeline.reporting.efficiency import experiments_section
     from pipeline.reporting.experiments import ExperimentRuns
-    from pipeline.reporting.sections import experiments_section
-    runs = pd.DataFrame({"name": list("abcd"), "rev": list("abcd"), "kind": "experiment",
+    runs = pd.DataFrame({"name": list("abcd"), "rev": list("abcd"), "kind": "experiment", "base": "b" * 7,
                          "method": ["nc", "nc", "random", "random"], "ratio": [0.01, 0.1, 0.01, 0.1],
-                         "eer.test": [0.2, 0.1, 0.3, 0.15]})
-    sec = experiments_section(ExperimentRuns(runs))
-    body = "".join(sec.parts)
-    assert body.count("<img ") == 1 and "EER vs sampling ratio" in body
-    one = experiments_section(ExperimentRuns(runs.iloc[:1]))
-    assert "<img " not in "".join(one.parts) and "at least two sampling ratios" in "".join(one.parts)
+                         "eer.test": [0.2, 0.1, 0.3, 0.15], "note": ""})
+    body = "".join(experiments_section(ExperimentRuns(runs)).parts)
+    assert body.count("<img ") == 1 and "EER vs sampling ratio" in body and "Runs of commit bbbbbbb only" in body
+    one = "".join(experiments_section(ExperimentRuns(runs.iloc[:1])).parts)
+    assert "<img " not in one and "the curve needs two sampling ratios from one commit" in one
+    # the same runs made by four commits: no commit has two ratios, so nothing is drawn across them
+    apart = "".join(experiments_section(ExperimentRuns(runs.drop(columns="base").assign(kind="baseline"))).parts)
+    assert "<img " not in apart and apart.count("other commit: left out") == 4
 
 
 def test_load_experiments_says_why_when_not_a_dvc_git_repo(tmp_path):

@@ -1,4 +1,5 @@
-"""The report renders in a real headless browser (Debian's chromium) with no network: every image decodes.
+"""The report renders in a real headless browser (Debian's chromium) with no network: every image decodes, and
+at 1,400 px no table makes the page scroll sideways (a wide table scrolls inside its box) or a row tall.
 
 The test copies the page, appends a small script that writes each image's naturalWidth into the DOM
 after the load event, and reads the DOM back with `chromium --headless --dump-dom`. The report itself
@@ -85,3 +86,45 @@ def test_the_probe_detects_a_broken_image(page, tmp_path):
     res = _chromium(tmp_path, "--dump-dom", probed.as_uri())
     match = re.search(r"BROKEN=(\d+)", res.stdout)
     assert match and int(match.group(1)) == 1
+
+
+LAYOUT_PROBE = """
+<script>
+window.addEventListener("load", function () {
+  var root = document.documentElement;
+  var rows = Array.prototype.slice.call(document.querySelectorAll("table.tbl tr"));
+  var tallest = rows.reduce(function (m, r) { return Math.max(m, r.getBoundingClientRect().height); }, 0);
+  var wide = Array.prototype.slice.call(document.querySelectorAll("section")).filter(function (s) {
+    return s.scrollWidth > s.clientWidth + 1 || s.getBoundingClientRect().right > window.innerWidth + 1;
+  }).map(function (s) { return s.id; });
+  var out = document.createElement("pre");
+  out.id = "layout";
+  out.textContent = "VIEW=" + window.innerWidth + " PAGE=" + root.scrollWidth + " TALLEST_ROW=" +
+    Math.round(tallest) + " TABLES=" + document.querySelectorAll("table.tbl").length + " WIDE=" + wide.join(",");
+  document.body.appendChild(out);
+});
+</script>
+"""
+
+
+def _layout(tmp_path: Path, doc: str, name: str = "layout.html") -> dict[str, str]:
+    probed = tmp_path / name
+    probed.write_text(doc.replace("</body>", LAYOUT_PROBE + "</body>"))
+    res = _chromium(tmp_path, "--window-size=1400,1000", "--dump-dom", probed.as_uri())
+    match = re.search(r"VIEW=(\d+) PAGE=(\d+) TALLEST_ROW=(\d+) TABLES=(\d+) WIDE=([\w,-]*)", res.stdout)
+    assert match, f"the layout probe did not run: rc={res.returncode}\n{res.stderr[-2000:]}"
+    return dict(zip(("view", "page", "tallest_row", "tables", "wide"), match.groups()))
+
+
+def test_every_table_fits_a_1400_px_window(page, tmp_path):
+    got = _layout(tmp_path, page.read_text())
+    assert int(got["view"]) == 1400 and int(got["tables"]) >= 8
+    assert int(got["page"]) <= 1400, f"the page scrolls sideways: {got}"       # wide tables scroll in their box
+    assert got["wide"] == "", f"sections wider than the window: {got}"
+    assert int(got["tallest_row"]) <= 120, f"a table row is too tall (a note column that does not wrap?): {got}"
+
+
+def test_the_layout_probe_detects_a_page_wider_than_the_window(page, tmp_path):
+    wide = '<section id="wide"><table style="width:3000px"><tr><td>x</td></tr></table></section></main>'
+    got = _layout(tmp_path, page.read_text().replace("</main>", wide, 1), "wide.html")
+    assert int(got["page"]) > 1400 and "wide" in got["wide"]

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from pipeline.chain import Chain
 from pipeline.detector.batches import Transform, iter_batches
+from pipeline.logs import progress
 from pipeline.models import bonafide_score
 from pipeline.runtime.devices import inference_precision
 
@@ -100,15 +101,17 @@ def score_clips(model: torch.nn.Module, clips: pd.DataFrame, batch_size: int, sa
     """
     acc = _Accumulator(model, device, embeddings, precision)
     ids, labels, rejects = [], [], []
+    bar = progress(None, desc=f"{stage or 'score'}: scoring", total=len(clips), unit="clip")
     with _eval_mode(model):
         for _, batch in iter_batches(clips, batch_size, sample_rate, seconds, stage=stage, chain=chain,
                                      transform=transform):
             rejects += batch.rejects
-            if not batch.clip_ids:
-                continue
-            acc.add(batch.waves, batch.labels)
-            ids += batch.clip_ids
-            labels.append(batch.labels)
+            if batch.clip_ids:
+                acc.add(batch.waves, batch.labels)
+                ids += batch.clip_ids
+                labels.append(batch.labels)
+            bar.update(len(batch.clip_ids) + len(batch.rejects))
+    bar.close()
     scores, embs = acc.result()
     n = len(ids)
     return Scores(ids, scores, np.concatenate(labels) if labels else np.zeros(0, np.int64),

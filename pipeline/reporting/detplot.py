@@ -1,9 +1,9 @@
 """The one DET plotter: detection error trade-off curves on normal-deviate axes.
 
 Used by `evaluate` (reports/plots/det.png) and by `report` (the Detector section, drawn from
-reports/plots/det.csv), so both show the same axes. Draws given points only: the curve points and the
-EERs come from `evaluate` (pipeline.metrics), nothing is computed here. `det_figure` returns a matplotlib
-Figure (no pyplot, so no global figure state); `write_plots` writes evaluate's plots/ files with it.
+reports/plots/det.csv), so both show the same axes. The report draws given points only; `det_table`, which
+evaluate runs, thins pipeline.metrics' DET curve of each set into the points of det.csv. `det_figure` returns a
+matplotlib Figure (no pyplot, so no global figure state); `write_plots` writes evaluate's plots/ files with it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from scipy.stats import norm
+
+from pipeline.metrics import compute_det_curve
 
 DET_TICKS = np.array([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.95])
 DET_LIMITS = (0.0005, 0.95)        # axis range as error rates; points outside are clipped onto the frame
@@ -48,13 +50,33 @@ def det_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], eers: Mappin
     return fig
 
 
-def write_plots(det: pd.DataFrame, scored: Mapping[str, pd.DataFrame], eer: Mapping[str, float], out_dir: Path) -> None:
-    """evaluate's plots/: det.csv (the DET points, for the report and `dvc plots`), det.png and score histograms."""
+def det_points(bona: np.ndarray, spoof: np.ndarray, max_points: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """(far, frr) of the DET curve, thinned to about `max_points` points (ends kept)."""
+    frr, far, _ = compute_det_curve(bona, spoof)
+    if len(frr) > max_points:
+        idx = np.unique(np.linspace(0, len(frr) - 1, max_points).round().astype(int))
+        frr, far = frr[idx], far[idx]
+    return far, frr
+
+
+def det_table(scored: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The DET points of every set (set, far, frr): reports/plots/det.csv, which the report draws."""
+    frames = []
+    for name, df in scored.items():
+        far, frr = det_points(df.loc[df["label"] == "bonafide", "score"].to_numpy(float),
+                              df.loc[df["label"] == "spoof", "score"].to_numpy(float))
+        frames.append(pd.DataFrame({"set": name, "far": far, "frr": frr}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["set", "far", "frr"])
+
+
+def write_plots(scored: Mapping[str, pd.DataFrame], eer: Mapping[str, float], out_dir: Path) -> None:
+    """evaluate's plots/: det.csv (the DET points of `det_table`, for the report and `dvc plots`), det.png and score
+    histograms."""
     from pipeline.io import atomic_path, csv_safe
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "det.csv") as tmp:
-        csv_safe(det).to_csv(tmp, index=False, float_format="%.6f")
+        csv_safe(det_table(scored)).to_csv(tmp, index=False, float_format="%.6f")
     # drawn from the rounded points of det.csv, so det.png and the report's figure show the same curves
     det = pd.read_csv(out_dir / "det.csv", dtype={"set": str})
     curves = {str(name): (g["far"].to_numpy(), g["frr"].to_numpy()) for name, g in det.groupby("set", sort=False)}
@@ -63,7 +85,7 @@ def write_plots(det: pd.DataFrame, scored: Mapping[str, pd.DataFrame], eer: Mapp
 
 
 def score_histograms(scored: Mapping[str, pd.DataFrame], eer: Mapping[str, float]) -> Figure:
-    """Bona fide and spoof score histograms, one panel per eval set."""
+    """Bona fide and spoof score histograms, one panel per eval set (or any named group of scored clips)."""
     n = len(scored)
     cols = min(3, n)
     rows = -(-n // cols)
@@ -74,7 +96,7 @@ def score_histograms(scored: Mapping[str, pd.DataFrame], eer: Mapping[str, float
         for label, color in (("bonafide", "tab:green"), ("spoof", "tab:red")):
             ax.hist(df.loc[df["label"] == label, "score"], bins=bins, alpha=0.6, color=color, label=label,
                     density=True)
-        ax.set_title(f"{name} (EER {100 * eer[name]:.1f}%)", fontsize=9)
+        ax.set_title(f"{name} (EER {100 * eer[name]:.1f}%)" if name in eer else str(name), fontsize=9)
         ax.set_xlabel("score (higher = bona fide)", fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")

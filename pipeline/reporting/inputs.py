@@ -44,6 +44,7 @@ def load_rejects(path: Path | None) -> pd.DataFrame | None:
 
 
 EER_COLUMNS = ("set", "system", "n_bonafide", "n_spoof", "eer", "threshold")
+OPTIONAL_NUMBERS = ("eer_lo", "eer_hi", "min_dcf", "act_dcf", "cllr")   # columns of a newer evaluate
 
 
 def load_eer_table(path: Path) -> pd.DataFrame | None:
@@ -59,9 +60,11 @@ def load_eer_table(path: Path) -> pd.DataFrame | None:
     if "condition" not in df.columns:          # eer.csv of an evaluate without conditions
         df.insert(1, "condition", "clean")
     df["condition"] = df["condition"].astype(str)
-    for col in ("n_bonafide", "n_spoof", "eer", "threshold"):
+    optional = [c for c in OPTIONAL_NUMBERS if c in df.columns]   # blank where not computed (no bootstrap)
+    for col in ("n_bonafide", "n_spoof", "eer", "threshold", *optional):
         try:
-            df[col] = pd.to_numeric(df[col], errors="raise")
+            values = df[col].replace("", np.nan) if col in optional else df[col]
+            df[col] = pd.to_numeric(values, errors="raise")
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{path}: column {col} is not numeric ({exc})") from exc
     return df

@@ -87,27 +87,27 @@ def eer_bars(values: pd.Series, title: str, xlabel: str = "EER (%)") -> str:
     return to_data_uri(fig)
 
 
-def sweep_curve(runs: pd.DataFrame, eer_columns: list[str]) -> str:
-    """EER against sampling ratio (log x): one line per (method, eval set); repeated points are averaged."""
+def sweep_curve(points: pd.DataFrame, commit: str) -> str:
+    """EER against sampling ratio (log x) of ONE commit's runs (`points`: method, ratio, set, eer): one line per
+    (method, eval set) through the mean of each ratio's runs, every run drawn as its own point."""
     fig = Figure(figsize=(7.2, 4.8))
     ax = fig.add_subplot()
-    colours = {col: f"C{i % 10}" for i, col in enumerate(eer_columns)}
-    for method, per_method in runs.groupby("method", sort=True):
-        for col in eer_columns:
-            pts = per_method[["ratio", col]].dropna().groupby("ratio")[col].mean().sort_index()
-            if pts.empty:
-                continue
-            ax.plot(pts.index.to_numpy(dtype=float), 100 * pts.to_numpy(dtype=float),
-                    marker=METHOD_MARKERS.get(str(method), "o"),
-                    ls=METHOD_STYLES.get(str(method), "-"), color=colours[col],
-                    label=f"{method} / {col.removeprefix('eer.')}")
+    sets = list(dict.fromkeys(points["set"]))
+    colours = {name: f"C{i % 10}" for i, name in enumerate(sets)}
+    for (method, name), g in points.groupby(["method", "set"], sort=True):
+        marker, colour = METHOD_MARKERS.get(str(method), "o"), colours[name]
+        line = g.groupby("ratio")["eer"].mean().sort_index()
+        ax.plot(line.index.to_numpy(dtype=float), 100 * line.to_numpy(dtype=float), marker=marker,
+                ls=METHOD_STYLES.get(str(method), "-"), color=colour, label=f"{method} / {name} (n={len(g)})")
+        ax.scatter(g["ratio"].to_numpy(float), 100 * g["eer"].to_numpy(float), marker=marker, s=14, color=colour,
+                   alpha=0.5)
     ax.set_xscale("log")
-    ratios = np.sort(runs["ratio"].dropna().unique().astype(float))
+    ratios = np.sort(points["ratio"].dropna().unique().astype(float))
     ax.set_xticks(ratios, [f"{r:g}" for r in ratios])
     ax.minorticks_off()
     ax.set_xlabel("sampling ratio (fraction of the pool kept)")
     ax.set_ylabel("EER (%)")
-    ax.set_title("Data efficiency: EER vs sampling ratio")
+    ax.set_title(f"EER vs sampling ratio, commit {commit}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
     return to_data_uri(fig)
@@ -147,6 +147,9 @@ def seeds_curve(groups: pd.DataFrame, sets: list[str]) -> str:
         ax.set_ylabel("EER (%)")
         ax.set_title(col.removeprefix("eer."), fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:   # below the panels: inside one it hides the curves
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(3, len(sets) + 1),
+                   fontsize=7, frameon=False)
     fig.suptitle("EER vs ratio: mean over seeds, 95% CI band (hollow: one seed, bootstrap CI)", fontsize=10)
     return to_data_uri(fig)

@@ -61,6 +61,12 @@ def group_runs(runs: pd.DataFrame | None) -> pd.DataFrame | None:
     """One row per (method, ratio, variant): n_seeds, seeds, per `eer.<set>`: mean, lo, hi (fractions) and
     `<set>.kind` ('seeds' or 'bootstrap' for one seed), and `per_seed` ({eer col: {seed: EER}}, the mean of
     a seed's runs) for the paired comparisons. None when there is no sweep to group."""
+    return group_flat(flat_runs(runs))
+
+
+def flat_runs(runs: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The newest sweep's runs, one row each: commit (the sweep's base), name, method, ratio, variant, seed, every
+    `eer.<set>` and `ci` (the bootstrap CIs); reports/sweep_runs.csv holds this table (without `ci`)."""
     if runs is None or runs.empty:
         return None
     rows = _sweep_rows(runs)
@@ -71,15 +77,28 @@ def group_runs(runs: pd.DataFrame | None) -> pd.DataFrame | None:
     # the most common value of a varying param is the reference (the sweep's main runs: variant ""), so
     # only the ablation's changes name a variant
     mode = {k: pd.Series([repr(p.get(k)) for p in params]).value_counts(sort=True).index[0] for k in varying}
-    variant = ["; ".join(f"{k}={p.get(k)}" for k in varying if repr(p.get(k)) != mode[k]) for p in params]
-    seed = [p.get("train.seed", p.get("seed")) for p in params]
-    rows = rows.assign(_variant=variant, _seed=seed)
     eer_cols = [c for c in runs.columns if c.startswith("eer.")]
+    out = pd.DataFrame({"commit": rows["base"].astype(str).to_numpy(), "name": rows["name"].astype(str).to_numpy(),
+                        "method": rows["method"].to_numpy(), "ratio": rows["ratio"].astype(float).to_numpy(),
+                        "variant": ["; ".join(f"{k}={p.get(k)}" for k in varying if repr(p.get(k)) != mode[k])
+                                    for p in params],
+                        "seed": [str(p.get("train.seed", p.get("seed"))) for p in params]})
+    for col in eer_cols:
+        out[col] = rows[col].to_numpy(float)
+    out["ci"] = list(rows["ci"]) if "ci" in rows.columns else None
+    return out
+
+
+def group_flat(flat: pd.DataFrame | None) -> pd.DataFrame | None:
+    """`group_runs` from the one-row-per-run table of `flat_runs` (or reports/sweep_runs.csv read back)."""
+    if flat is None or flat.empty:
+        return None
+    eer_cols = [c for c in flat.columns if c.startswith("eer.") and c.count(".") == 1]
     out = []
-    for (method, ratio, var), g in rows.groupby(["method", "ratio", "_variant"], sort=True):
+    for (method, ratio, var), g in flat.groupby(["method", "ratio", "variant"], sort=True):
         row: dict[str, Any] = {"method": method, "ratio": float(ratio), "variant": var, "n_seeds": len(g),
-                               "seeds": sorted(map(str, g["_seed"]))}
-        row["per_seed"] = {col: g.dropna(subset=[col]).groupby(g["_seed"].astype(str))[col].mean().to_dict()
+                               "seeds": sorted(map(str, g["seed"]))}
+        row["per_seed"] = {col: g.dropna(subset=[col]).groupby(g["seed"].astype(str))[col].mean().to_dict()
                            for col in eer_cols}
         for col in eer_cols:
             values = g[col].dropna().to_numpy(float)
@@ -151,8 +170,8 @@ def reference(groups: pd.DataFrame, row: pd.Series, ref: str) -> pd.Series | Non
     """The `ref` group a row is compared with: full (any ratio) or random at the row's ratio; same variant,
     else the main runs' ("")."""
     ratio = None if ref == "full" else float(row["ratio"])
-    same = _point(groups, ref, ratio, str(row["variant"]))
-    return same if same is not None else _point(groups, ref, ratio)
+    same = point(groups, ref, ratio, str(row["variant"]))
+    return same if same is not None else point(groups, ref, ratio)
 
 
 def verdict(d: PairedDifference | None) -> str:
@@ -215,7 +234,7 @@ def paired_display(groups: pd.DataFrame) -> pd.DataFrame:
 def efficiency(groups: pd.DataFrame, col: str) -> list[tuple[str, float | None, PairedDifference | None, float]]:
     """Per method of the main runs: (method, the smallest ratio whose paired mean difference to full is at most
     GOAL or None, that difference, else the closest one's ratio)."""
-    full = _point(groups, "full", None)
+    full = point(groups, "full", None)
     out = []
     main = groups[(groups["variant"] == "") & (groups["method"] != "full") & (groups["ratio"] < 1)]
     for method in _ordered(main["method"].unique()):
@@ -262,7 +281,8 @@ def efficiency_sentence(groups: pd.DataFrame, col: str) -> str:
 # ---------------------------------------------------------------- the one-sentence result
 
 
-def _point(groups: pd.DataFrame, method: str, ratio: float | None, variant: str = "") -> pd.Series | None:
+def point(groups: pd.DataFrame, method: str, ratio: float | None, variant: str = "") -> pd.Series | None:
+    """The group of (method, ratio, variant); ratio None: the method's largest ratio (full's 1)."""
     g = groups[(groups["method"] == method) & (groups["variant"] == variant)]
     if ratio is not None:
         g = g[np.isclose(g["ratio"].astype(float), ratio)]
@@ -308,20 +328,20 @@ def headline(groups: pd.DataFrame | None, metrics: dict[str, Any] | None = None)
     set_name = col.removeprefix("eer.").replace("_", "-")
     main = groups[(groups["variant"] == "") & (groups["ratio"] < 1) & (groups["method"] != "full")]
     ratio = 0.1 if np.isclose(main["ratio"], 0.1).any() else (main["ratio"].min() if len(main) else None)
-    nc = _point(groups, "nc", ratio) if ratio is not None else None
-    full = _point(groups, "full", None)
+    nc = point(groups, "nc", ratio) if ratio is not None else None
+    full = point(groups, "full", None)
     if ratio is None:
         return (f"No sampled run below ratio 1 in the sweep: no data-efficiency claim ({len(groups)} groups).", [])
     lead = efficiency_sentence(groups, col) if full is not None else ""
-    anchor = nc if nc is not None else _point(groups, _ordered(main["method"].unique())[0], ratio)
+    anchor = nc if nc is not None else point(groups, _ordered(main["method"].unique())[0], ratio)
     parts = [f"{_name(str(anchor['method']))} at {100 * ratio:g}%: {set_name} EER {fmt_ci(anchor, col)}"]
     if full is not None:
         parts.append(f"vs full {fmt_ci(full, col)}")
     methods = _ordered(m for m in main["method"].unique() if m != anchor["method"])
-    parts += [f"{m} {fmt_ci(o, col)}" for m in methods if (o := _point(groups, m, ratio)) is not None]
+    parts += [f"{m} {fmt_ci(o, col)}" for m in methods if (o := point(groups, m, ratio)) is not None]
     verdicts = []
     for m in _ordered(main["method"].unique()):
-        row = _point(groups, m, ratio)
+        row = point(groups, m, ratio)
         if row is not None and full is not None:
             name = f"{_name(m)} at {100 * ratio:g}%"
             verdicts.append(_goal(row, full, col, name, set_name))
@@ -329,7 +349,7 @@ def headline(groups: pd.DataFrame | None, metrics: dict[str, Any] | None = None)
                 verdicts.append(compare(row, full, col, name, "full"))
     for m in (m for m in _ordered(main["method"].unique()) if m != "random"):
         for r in sorted(x for x in main.loc[main["method"] == m, "ratio"].unique() if x <= ratio):
-            o, n = _point(groups, "random", r), _point(groups, m, r)
+            o, n = point(groups, "random", r), point(groups, m, r)
             if o is not None and n is not None:
                 verdicts.append(compare(n, o, col, f"{_name(m)} at {100 * r:g}%", f"random at {100 * r:g}%"))
     verdicts += _variant_verdicts(groups, col, ratio)
@@ -341,7 +361,7 @@ def _variant_verdicts(groups: pd.DataFrame, col: str, ratio: float) -> list[str]
     out = []
     for var in sorted(v for v in groups["variant"].unique() if v and (HARD_FAKES in v or AUGMENT in v)):
         for method, r in (("nc", ratio), ("full", None)):
-            changed, plain = _point(groups, method, r, var), _point(groups, method, r)
+            changed, plain = point(groups, method, r, var), point(groups, method, r)
             if changed is None or plain is None:
                 continue
             if HARD_FAKES in var:   # the claim: hard fakes (the plain runs) lower the EER

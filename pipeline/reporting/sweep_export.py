@@ -1,13 +1,16 @@
 """`python -m pipeline.reporting.sweep_export`: the seeded sweep as committed text (reports/sweep.csv, sweep.md,
-sweep_paired.csv).
+sweep_paired.csv, sweep_runs.csv).
 
 DVC experiments live in local git refs: a fresh clone has none, so a sweep's evidence would leave with the
 machine that ran it. scripts/sweep.sh calls this when its queue is done; the two files are plain text that a
 reviewer reads in a diff. The grouping, CIs, paired differences and verdicts are the report's own
 (pipeline/reporting/seeds.py): sweep.csv one row per (method, ratio, variant); sweep_paired.csv one row per
 (method, ratio, variant, reference full|random, eval set) with the per-seed paired difference (EER points:
-pairs, mean, 95% t-interval, sign and Wilcoxon p, verdict); sweep.md both as tables, the sentence and the
-verdicts. Reads `dvc exp show` through experiments.load_experiments; writes the files atomically.
+pairs, mean, 95% t-interval, sign and Wilcoxon p, verdict); sweep_runs.csv one row per run (commit, experiment,
+method, ratio, variant, seed, EER fraction per eval set: what the report reads back to group and pair the sweep
+in a clone without the experiments); sweep.md the tables, the sentence and the verdicts. Every file names the
+sweep's baseline commit (`commit` column; sweep.md's title). Reads `dvc exp show` through
+experiments.load_experiments; writes the files atomically.
 """
 
 from __future__ import annotations
@@ -89,22 +92,25 @@ def sweep_markdown(groups: pd.DataFrame, base: str = "") -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.reporting.sweep_export", description=__doc__)
     parser.add_argument("--repo", type=Path, default=Path("."), help="the DVC repository (default: .)")
-    parser.add_argument("--out", type=Path, default=Path("reports"), help="folder for sweep.csv and sweep.md")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="folder for the sweep files")
     args = parser.parse_args(argv)
     exps = load_experiments(args.repo, metrics_file=None)
-    groups = seeds.group_runs(exps.runs)
+    flat = seeds.flat_runs(exps.runs)
+    groups = seeds.group_flat(flat)
     if groups is None:
         print(f"error: no sweep to export ({exps.reason or 'no experiments with a method and ratio'})",
               file=sys.stderr)
         return 1
-    experiments = exps.runs[exps.runs["kind"] == "experiment"]
-    base = str(experiments["base"].iloc[0]) if "base" in experiments.columns and len(experiments) else ""
+    base = str(flat["commit"].iloc[0])
     args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(csv_safe(sweep_frame(groups)).to_csv(index=False), args.out / "sweep.csv")
-    write_text_atomic(csv_safe(paired_frame(groups)).to_csv(index=False), args.out / "sweep_paired.csv")
+    write_text_atomic(csv_safe(sweep_frame(groups).assign(commit=base)).to_csv(index=False), args.out / "sweep.csv")
+    write_text_atomic(csv_safe(paired_frame(groups).assign(commit=base)).to_csv(index=False),
+                      args.out / "sweep_paired.csv")
+    write_text_atomic(csv_safe(flat.drop(columns="ci")).to_csv(index=False, float_format="%.6f"),
+                      args.out / "sweep_runs.csv")
     write_text_atomic(sweep_markdown(groups, base), args.out / "sweep.md")
-    print(f"wrote {args.out / 'sweep.csv'}, {args.out / 'sweep_paired.csv'} and {args.out / 'sweep.md'} "
-          f"({len(groups)} groups)")
+    print(f"wrote {args.out / 'sweep.csv'}, {args.out / 'sweep_paired.csv'}, {args.out / 'sweep_runs.csv'} and "
+          f"{args.out / 'sweep.md'} ({len(groups)} groups, commit {base})")
     return 0
 
 

@@ -169,5 +169,18 @@ def fit_steps(name: str, model: torch.nn.Module, optimizer: torch.optim.Optimize
         logged = terms()
         return EpochResult(float(np.mean(losses)), logged, {"epoch": epoch, "steps": state.step, **logged})
 
-    fit(state, Phase(name, 1, lambda epoch: (batch() for _ in range(steps)), step, evaluate, max_norm=max_norm))
+    fit(state, Phase(name, 1, lambda epoch: _Steps(batch, steps), step, evaluate, max_norm=max_norm))
     return state
+
+
+class _Steps:
+    """`steps` calls of `batch()`, drawn as the loop asks for them; sized, so progress shows done/total and an ETA."""
+
+    def __init__(self, batch: Callable[[], Any], steps: int) -> None:
+        self.batch, self.steps = batch, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        return (self.batch() for _ in range(self.steps))

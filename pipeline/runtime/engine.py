@@ -151,9 +151,11 @@ def iter_shards(fn: BatchFn | None, table: pd.DataFrame, *, batch_size: int, cfg
         Path(partial_dir).mkdir(parents=True, exist_ok=True)
     if cfg.engine == "local":
         worker = ShardWorker(fn, actor_factory, batch_size, part)
-        for k in progress(todo, desc=desc, total=len(todo), unit="shard"):
+        bar = progress(None, desc=desc, total=sum(shards[k][1] - shards[k][0] for k in todo), unit="row")
+        for k in todo:
             a, b = shards[k]
-            yield k, worker.run_shard(table.iloc[a:b], k, keys[k])
+            yield k, worker.run_shard(table.iloc[a:b], k, keys[k], on_batch=bar.update)
+        bar.close()
         return
     from pipeline.runtime import ray_pool
 

@@ -46,11 +46,17 @@ class ShardWorker:
         if self.threads > 0 and "torch" in sys.modules and sys.modules["torch"].get_num_threads() != self.threads:
             sys.modules["torch"].set_num_threads(self.threads)
 
-    def run_shard(self, rows: pd.DataFrame, k: int, key: str) -> list[Any]:
-        """The per-batch results of one shard (written to the resume file first when there is one)."""
+    def run_shard(self, rows: pd.DataFrame, k: int, key: str,
+                  on_batch: Callable[[int], Any] | None = None) -> list[Any]:
+        """The per-batch results of one shard (written to the resume file first when there is one); `on_batch(n)` is
+        called with each batch's row count when it is done (progress)."""
         self.pin_torch_threads()
-        results = [self.fn(rows.iloc[s:s + self.batch_size].reset_index(drop=True))
-                   for s in range(0, len(rows), self.batch_size)]
+        results = []
+        for s in range(0, len(rows), self.batch_size):
+            batch = rows.iloc[s:s + self.batch_size].reset_index(drop=True)
+            results.append(self.fn(batch))
+            if on_batch is not None:
+                on_batch(len(batch))
         if self.partial_dir is not None:
             with atomic_path(shard_file(Path(self.partial_dir), k, key)) as tmp:
                 tmp.write_bytes(pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL))

@@ -1,8 +1,10 @@
-"""The report's Detector section shows evaluate's numbers (eer.csv, det.csv) as they are, each EER once."""
+"""The report's Detector section shows evaluate's numbers (eer.csv, det.csv) as they are, each EER once; small systems
+are greyed and not ranked."""
 
 from __future__ import annotations
 
 import html
+import json
 import re
 from pathlib import Path
 
@@ -47,13 +49,14 @@ def _section(doc: str, anchor: str) -> str:
 
 
 def _html_rows(block: str) -> list[list[str]]:
-    return [re.findall(r"<td>(.*?)</td>", tr, re.S) for tr in re.findall(r"<tr>(.*?)</tr>", block, re.S)]
+    return [re.findall(r"<td>(.*?)</td>", tr, re.S) for tr in re.findall(r"<tr(?: class=\"\w+\")?>(.*?)</tr>",
+                                                                             block, re.S)]
 
 
 def _set_blocks(detector: str) -> dict[str, str]:
     """The HTML of each eval set's part of the Detector section, keyed by set name."""
     heads = list(re.finditer(r'<h3 id="eer-([^"]+)">', detector))
-    ends = [h.start() for h in heads[1:]] + [detector.index("<figure")]
+    ends = [h.start() for h in heads[1:]] + [detector.index("<figure")]   # the per-system bars follow the tables
     return {h.group(1): detector[h.end():end] for h, end in zip(heads, ends)}
 
 
@@ -72,8 +75,10 @@ def test_the_per_system_numbers_of_the_report_equal_evaluates_eer_csv_exactly(ru
         where = first_set[key]                    # a repeated row is shown in the first table that has it
         system = "all systems" if row.system == "all" else row.system
         cells = shown[where][system]
-        assert cells[4] == f"{100 * row.eer:.2f}%", (row.set, row.system)
+        ci = f" [{100 * row.eer_lo:.2f}, {100 * row.eer_hi:.2f}]" if np.isfinite(row.eer_lo) else ""
+        assert cells[4].startswith(f"{100 * row.eer:.2f}%{ci}"), (row.set, row.system)
         assert [int(cells[2]), int(cells[3])] == [row.n_bonafide, row.n_spoof]
+        assert [float(c) for c in cells[5:8]] == pytest.approx([row.min_dcf, row.act_dcf, row.cllr], abs=1e-3)
         if where != row.set:                      # and the repeating set links to it
             assert f'<a href="#eer-{where}">{where}</a>' in blocks[row.set], (row.set, row.system)
     # the section's tables are built from eer.csv rows, with no value of their own
@@ -88,13 +93,13 @@ def test_each_eer_number_appears_once_in_the_html(run):
     csv = inputs.load_eer_table(paths["reports"] / "eer.csv")
     once = csv[~csv.duplicated(ROW_KEY)]          # paradigm / leave_out rows repeat the test set's rows
     assert len(once) < len(csv) and {"paradigm_vocoder", "leave_out_codec"} <= set(csv["set"])
-    audit = _section(doc, "audit")  # the audit's nuisance-only EERs are other numbers (tests/test_audit.py)
-    cells = re.findall(r"<td>(\d+\.\d\d%)</td>", doc.replace(audit, ""))
+    cells = re.findall(r"<td>(\d+\.\d\d%)[ <]", _section(doc, "detector"))
     expected = [f"{100 * v:.2f}%" for v in once["eer"]]
     assert sorted(cells) == sorted(expected)
-    # the summary names the sets and links to them, with no number of its own
+    # the summary's table of this run is the set rows of eer.csv, and it links to every set's table
     summary = _section(doc, "summary")
-    assert not re.search(r"\d+\.\d\d%", summary.split("Shortcut audit")[0])
+    sets = csv[csv["system"] == "all"]
+    assert sorted(re.findall(r"<td>(\d+\.\d\d%)[ <]", summary)) == sorted(f"{100 * v:.2f}%" for v in sets["eer"])
     for name in dict.fromkeys(csv["set"]):
         assert f'href="#eer-{name}"' in summary
 
@@ -106,14 +111,19 @@ def test_the_det_curves_come_from_det_csv_with_the_eers_of_eer_csv(run, monkeypa
     drawn = {}
 
     def fake_figure(curves, eers, title="DET curves"):
-        drawn.update(curves=curves, eers=eers)
+        drawn.setdefault("curves", {}).update({f"{title}: {k}": v for k, v in curves.items()})
+        drawn.setdefault("eers", {}).update(eers)
         from matplotlib.figure import Figure
         return Figure()
 
     monkeypatch.setattr(detector_section, "det_figure", fake_figure)
     detector_section.detector_section(eer, det, None)
-    assert set(drawn["curves"]) == set(det["set"]) == set(eer["set"]) - {"pooled"}
-    far, frr = drawn["curves"]["test"]
+    # one figure by eval set, one by paradigm (paradigm_<P> / leave_out_<P> sets), every det.csv set once
+    by_set = {k.split(": ")[1] for k in drawn["curves"] if k.startswith("DET curves by eval set")}
+    by_paradigm = {k.split(": ")[1] for k in drawn["curves"] if k.startswith("DET curves by paradigm")}
+    assert by_set == {"test", "tts"} and by_paradigm == {"vocoder", "leave_out_codec"}
+    assert len(drawn["curves"]) == len(set(det["set"])) == len(set(eer["set"]) - {"pooled"})
+    far, frr = drawn["curves"]["DET curves by eval set: test"]
     assert np.array_equal(far, det.loc[det["set"] == "test", "far"].to_numpy())
     assert np.array_equal(frr, det.loc[det["set"] == "test", "frr"].to_numpy())
     assert drawn["eers"]["tts"] == eer.loc[(eer["set"] == "tts") & (eer["system"] == "all"), "eer"].item()
@@ -163,3 +173,27 @@ def test_evaluate_and_report_draw_det_curves_with_the_one_plotter():
     assert "from pipeline.reporting.detplot import det_figure" in src["reporting/detector_section.py"]
     assert "norm.ppf" not in src["evaluate.py"] + src["reporting/plots.py"]
     assert "compute_eer" not in src["reporting/detector_section.py"]
+
+
+def test_systems_below_the_minimum_count_are_greyed_shown_with_their_count_and_not_ranked(tmp_path):
+    paths = make_fake_run(tmp_path, min_system_clips=8)     # vocoder systems: 6 test spoofs each; TTS: 10 each
+    assert report.main(report_argv(paths)) == 0
+    detector = _section(paths["out"].read_text(), "detector")
+    blocks = _set_blocks(detector)
+    small = re.findall(r'<tr class="small">\s*<td>(\w+)</td>(.*?)</tr>', blocks["test"], re.S)
+    assert sorted(name for name, _ in small) == ["hifigan_universal", "world"]
+    assert all("(n = 6 &lt; 8: not ranked)" in cells for _, cells in small)
+    ranked = [r[0] for r in _html_rows(blocks["tts"])]
+    eers = pd.read_csv(paths["reports"] / "eer.csv").query("set == 'tts' and system != 'all'")
+    assert ranked[1:] == list(eers.sort_values("eer", ascending=False)["system"])   # hardest first
+    assert '<tr class="small">' not in blocks["tts"]
+    # the bars rank the TTS systems only; the caption names the minimum
+    assert "Systems with at least 8 spoof clips." in detector
+    # with the default minimum (20), every system of this tiny run is greyed and no bar chart is drawn
+    metrics = paths["reports"] / "metrics.json"
+    doc = json.loads(metrics.read_text())
+    doc.pop("min_system_clips")
+    metrics.write_text(json.dumps(doc))
+    assert report.main(report_argv(paths)) == 0
+    detector = _section(paths["out"].read_text(), "detector")
+    assert "EER per attack system" not in detector and detector.count('<tr class="small">') == 4

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline import report
 from pipeline.reporting import experiments, plots
+from pipeline.reporting.efficiency import experiments_section
 from pipeline.reporting.experiments import (
     ExperimentRuns,
     Freshness,
@@ -19,7 +20,7 @@ from pipeline.reporting.experiments import (
     parse_exp_show,
     producing_stage,
 )
-from pipeline.reporting.sections import experiments_section
+from pipeline.reporting.sweep import Head
 from tests.report_fakes import make_fake_run, report_argv
 
 METRICS = "reports/metrics.json"
@@ -118,25 +119,28 @@ def _runs() -> ExperimentRuns:
 
 def test_a_stale_workspace_is_labelled_and_left_out_of_the_curve(monkeypatch):
     drawn = []
-    monkeypatch.setattr(plots, "sweep_curve", lambda runs, cols: drawn.append(runs) or "data:image/png;base64,")
+    monkeypatch.setattr(plots, "sweep_curve",
+                        lambda points, commit: drawn.append((points, commit)) or "data:image/png;base64,")
+    head = Head("bbbbbbb")                     # the workspace is at e1's commit: the two share one curve
     exps = mark_workspace(_runs(), Freshness("stale", "evaluate changed deps pipeline/evaluate.py: modified"))
-    body = "".join(experiments_section(exps).parts)
+    body = "".join(experiments_section(exps, head=head).parts)
     assert "STALE: older than its inputs (evaluate changed deps pipeline/evaluate.py: modified)" in body
     assert '<p class="warn">The workspace\'s metrics are older than their inputs' in html.unescape(body)
-    assert set(drawn[0]["kind"]) == {"experiment", "baseline"}
+    assert drawn == [] and "STALE: left out" in body          # without it, commit b has one ratio: no curve
     fresh = mark_workspace(_runs(), Freshness("current"))
-    experiments_section(fresh)
-    assert "workspace" in set(drawn[1]["kind"]) and "up to date" in fresh.runs.loc[0, "note"]
+    body = "".join(experiments_section(fresh, head=head).parts)
+    points, commit = drawn[0]
+    assert commit == "bbbbbbb" and sorted(points["ratio"].unique()) == [0.01, 0.1]
+    assert "up to date" in fresh.runs.loc[0, "note"] and "1 run of other commits or stale left out" in body
 
 
-def test_the_workspace_row_links_to_the_detector_instead_of_repeating_its_numbers():
+def test_the_workspace_row_shows_its_eers_and_its_commit():
     exps = mark_workspace(_runs(), Freshness("current"))
-    own = {f"eer.{k}": v for k, v in B.items()}
-    body = "".join(experiments_section(exps, own).parts)
-    assert "this report's run: its EERs are in the Detector section" in html.unescape(body)
-    assert "<td>10.1</td>" not in body and "<td>39</td>" not in body      # B's numbers are not in the table
-    other = "".join(experiments_section(mark_workspace(_runs(), Freshness("current")), {"eer.test": 0.5}).parts)
-    assert "<td>10.1</td>" in other and "<td>39</td>" in other           # not this report's run: shown
+    body = "".join(experiments_section(exps, head=Head("1234567")).parts)
+    rows = re.findall(r"<tr>(.*?)</tr>", body, re.S)
+    workspace = re.findall(r"<td>([^<]*)</td>", rows[0])
+    assert workspace[:2] == ["workspace", "1234567"]
+    assert "test 10.1, tts 39.0, pooled 20.0" in workspace
 
 
 def _fake_collect(calls: list, exp_show: list, status: dict):
@@ -171,5 +175,28 @@ def test_report_of_a_stale_clone_says_so_and_lists_one_row(tmp_path, monkeypatch
     assert len(rows) == 1 and "<td>workspace</td>" in rows[0] and "STALE" in rows[0]
     assert "the same numbers in 9 later commit(s)" in rows[0]
     cells = re.findall(r"<td>([^<]*)</td>", rows[0])
-    assert cells[:2] == ["workspace", "workspace"] and "STALE" in cells[5]
-    assert cells[6:] == [""] * len(metrics["eer"])            # the EERs are in the Detector section only
+    assert cells[0] == "workspace" and cells[6] == "STALE: left out"
+    assert cells[5] == ", ".join(f"{k} {100 * v:.1f}" for k, v in metrics["eer"].items())   # its EERs, once
+
+
+def test_the_curve_never_averages_across_commits_or_renamed_sets(monkeypatch):
+    import pandas as pd
+
+    drawn = []
+    monkeypatch.setattr(plots, "sweep_curve",
+                        lambda points, commit: drawn.append((points, commit)) or "data:image/png;base64,")
+    old = pd.DataFrame({"name": ["o1", "o2", "o3"], "rev": ["o1", "o2", "o3"], "kind": "experiment",
+                        "base": "aaaaaaa", "method": "nc", "ratio": [0.25, 0.25, 0.1],
+                        "eer.test": [0.4048, 0.3394, 0.30], "note": ""})        # an older commit, the old set name
+    new = pd.DataFrame({"name": ["n1", "n2"], "rev": ["n1", "n2"], "kind": "experiment", "base": "bbbbbbb",
+                        "method": "nc", "ratio": [0.25, 0.1], "eer.seen_attacks": [0.20, 0.25], "note": ""})
+    runs = pd.concat([old, new], ignore_index=True)
+    body = "".join(experiments_section(ExperimentRuns(runs), head=Head("bbbbbbb")).parts)
+    points, commit = drawn[0]
+    assert commit == "bbbbbbb" and set(points["set"]) == {"seen_attacks"}     # the workspace's commit, its names
+    assert sorted(points["eer"]) == [0.20, 0.25]                              # no older run in any point
+    assert "3 runs of other commits or stale left out" in body and body.count("other commit: left out") == 3
+    # without the workspace's commit, the first commit with two ratios is drawn: the older one, alone
+    experiments_section(ExperimentRuns(old.assign(kind="experiment")), head=None)
+    points, commit = drawn[1]
+    assert commit == "aaaaaaa" and set(points["set"]) == {"test"} and len(points) == 3

@@ -4,14 +4,17 @@ one-sentence result and its verdicts."""
 from __future__ import annotations
 
 import html
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline.reporting import plots, seeds
+from pipeline.reporting.efficiency import experiments_section
 from pipeline.reporting.experiments import parse_exp_show
-from pipeline.reporting.sections import experiments_section, summary_section
+from pipeline.reporting.summary import summary_section
+from pipeline.reporting.sweep import Head, from_experiments
 
 METRICS = "reports/metrics.json"
 
@@ -108,18 +111,27 @@ def test_without_a_sweep_the_headline_uses_the_workspace_run_and_its_bootstrap_c
     assert "no claim about NC vs random or full" in verdicts[0]
 
 
-def test_sections_draw_the_band_curve_and_put_the_sentence_in_the_summary(monkeypatch):
+def test_sections_draw_the_band_curve_and_put_the_answer_in_the_summary(monkeypatch):
     drawn = []
     monkeypatch.setattr(plots, "seeds_curve", lambda groups, sets: drawn.append((groups, sets)) or "data:image/png;")
     exps = parse_exp_show(_sweep(nc_shift=0.2))
-    body = html.unescape("".join(experiments_section(exps).parts))
+    sweep = from_experiments(exps.runs)
+    assert sweep.commit == "bbbbbbb" and sweep.paired       # the newest sweep only: the older commit's run is not in
+    body = html.unescape("".join(experiments_section(exps, sweep).parts))
     assert drawn and drawn[0][1] == ["eer.unseen_attacks", "eer.pooled"]
-    assert "40.0 ± " in body and "(5 seeds)" in body
-    summary = html.unescape("".join(summary_section(["unseen_attacks"], None, exps).parts))
-    assert '<p class="headline">Smallest ratio within 2 EER points of full on unseen-attacks' in summary
-    assert "NC at 10%: unseen-attacks EER 40.0 ± " in summary
-    assert '<span class="warn">NC at 10% is HIGHER than random' in summary
+    assert "Seeded sweep of commit bbbbbbb" in body and "40.0 ± " in body and "(5 seeds)" in body
     assert "Paired by seed" in body and "+21.0 [" in body          # the paired table: NC at 10% vs full
+    summary = html.unescape("".join(summary_section(["unseen_attacks"], None, exps, sweep=sweep,
+                                                    head=Head("ccccccc", 3)).parts))
+    assert summary.startswith('<p class="headline">No ratio comes within 2 EER points of full on unseen attacks: '
+                              "the closest is nc at 5% (+6.0 [+6.0, +6.0] points, 5 seeds vs full, paired by seed)")
+    assert '<p class="warn">Seeded sweep: 4 points' in summary and "run on commit bbbbbbb" in summary
+    assert "The workspace is at commit ccccccc, 3 commits later" in summary
+    rows = re.findall(r"<tr>\s*<td>(\d+%)</td>\s*<td>(\w+)</td>", summary.split("<h3>Pooled")[0])
+    assert rows == [("5%", "nc"), ("10%", "random"), ("100%", "full")]      # the best method at each ratio
+    assert "nc: -10.0 [-10.4, -9.6] points, 5 seeds: lower" in summary       # random vs the runner-up, paired
+    same = html.unescape("".join(summary_section([], None, exps, sweep=sweep, head=Head("bbbbbbb")).parts))
+    assert "The workspace is at the same commit (bbbbbbb)" in same and '<p class="note">Seeded sweep' in same
 
 
 def test_the_band_curve_renders():
@@ -184,3 +196,34 @@ def test_the_nc_order_is_part_of_the_method_label_not_a_variant():
     groups = seeds.group_runs(parse_exp_show(doc).runs)
     assert sorted(zip(groups["method"], groups["variant"])) == [("nc", ""), ("nc:stratified", ""), ("random", "")]
     assert (groups["n_seeds"] == 2).all()
+
+
+def test_the_summary_reads_the_committed_sweep_files_with_their_paired_intervals(tmp_path, monkeypatch):
+    from pipeline.reporting import sweep_export
+    from pipeline.reporting.sweep import load_sweep
+
+    exps = parse_exp_show(_sweep())
+    monkeypatch.setattr(sweep_export, "load_experiments", lambda repo, metrics_file=None: exps)
+    reports = tmp_path / "reports"
+    assert sweep_export.main(["--repo", str(tmp_path), "--out", str(reports)]) == 0
+    with_runs = load_sweep(None, reports)                       # sweep_runs.csv: per-seed values, paired here
+    (reports / "sweep_runs.csv").unlink()
+    committed = load_sweep(None, reports)                       # sweep.csv + sweep_paired.csv: paired as recorded
+    assert with_runs.paired and with_runs.source == "reports/sweep_runs.csv"
+    assert not committed.paired and committed.source == "reports/sweep.csv and reports/sweep_paired.csv"
+    assert committed.commit == with_runs.commit == "bbbbbbb"
+    pages = [html.unescape("".join(summary_section([], None, None, sweep=s, head=Head("ddddddd", 2)).parts))
+             for s in (with_runs, committed)]
+    for page in pages:
+        assert page.startswith('<p class="headline">The smallest ratio within 2 EER points of full on unseen '
+                               "attacks: 10% with nc (+1.0 [+0.6, +1.4] points, 5 seeds vs full, paired by seed; "
+                               "its upper bound is within the goal: shown).</p>")
+        assert "run on commit bbbbbbb" in page and "The workspace is at commit ddddddd, 2 commits later" in page
+        assert "-10.0 [-10.4, -9.6] points, 5 seeds: lower" in page   # nc vs random at 10%, paired
+    body = html.unescape("".join(experiments_section(None, committed).parts))
+    assert "as reports/sweep_paired.csv recorded it" in body and "-10.0 [-10.4, -9.6] (5 seeds): lower" in body
+    # a paired file of another commit than the table is refused, not mixed in
+    paired = pd.read_csv(reports / "sweep_paired.csv", dtype=str, keep_default_na=False)
+    paired.assign(commit="eeeeeee").to_csv(reports / "sweep_paired.csv", index=False)
+    with pytest.raises(ValueError, match="paired intervals of commit eeeeeee, but .*sweep.csv is of commit bbbbbbb"):
+        load_sweep(None, reports)

@@ -105,19 +105,29 @@ def test_a_worker_failure_on_ray_resumes_without_duplicate_or_missing_rows(tmp_p
     assert len(log.read_text().split()) == 40 - 4 * done     # the finished shards were not computed again
 
 
-def test_reconstruct_vocoder_on_ray_writes_the_local_fakes(tmp_path, monkeypatch):
+def test_reconstruct_vocoder_on_ray_writes_the_local_fakes_byte_for_byte(tmp_path, monkeypatch):
+    """Issue 27, case 15: with runtime.threads 2, actors that ran torch on Ray's 1 thread wrote 32 of 48 griffinlim
+    and hifigan FLACs 1 LSB off the local engine's (measured); on the driver's thread count every FLAC is equal."""
+    import torch
+
     monkeypatch.chdir(tmp_path)
     clips = tiny_clip_table(Path("clips"), n_speakers=4, clips_per_speaker=2)
-    p = reconstruct.ReconstructParams(paradigm="vocoder", batch_size=3,
-                                      settings={"systems": ["world", "griffinlim"], "griffinlim_iters": 4})
+    p = reconstruct.ReconstructParams(paradigm="vocoder", batch_size=3, settings={
+        "systems": ["world", "griffinlim", "hifigan_universal"], "griffinlim_iters": 4})
     Path("gen.py").write_text("# stands in for the vocoder module\n")
-    outs = {}
-    for name, cfg in (("local", engine.LOCAL), ("ray", RAY2)):
-        outs[name] = reconstruct.run(clips, p, "gen.py", Path(f"recon_{name}"), 16000, 3, "cpu", engine=cfg)
+    outs, threads = {}, torch.get_num_threads()
+    torch.set_num_threads(2)   # runtime.threads: 2, as reconstruct.main sets it on the driver
+    try:
+        for name, cfg in (("local", engine.LOCAL), ("ray", engine.EngineConfig("ray", concurrency=2, threads=2))):
+            outs[name] = reconstruct.run(clips, p, "gen.py", Path(f"recon_{name}"), 16000, 3, "cpu", engine=cfg)
+    finally:
+        torch.set_num_threads(threads)
     (local, q_local), (got, q_ray) = outs["local"], outs["ray"]
-    assert len(local) == 16
+    assert len(local) == 24
     pd.testing.assert_frame_equal(got.drop(columns="path"), local.drop(columns="path"))
     assert (got["path"].str.replace("recon_ray", "recon_local") == local["path"]).all()
+    for path in local["path"]:
+        assert Path(path.replace("recon_local", "recon_ray")).read_bytes() == Path(path).read_bytes(), path
     for system, stats in q_local["systems"].items():
         for key in ("n", "logmel_distance", "snr_db", "status"):
             assert q_ray["systems"][system][key] == stats[key]
