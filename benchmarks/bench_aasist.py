@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
                                                                  "MKL_CBWR", PIN_VAR)}
         env[PIN_VAR] = "native" if isa == "native" else "avx2"
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
         pin_cpu_isa(env)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "rows.json"

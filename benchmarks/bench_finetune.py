@@ -48,7 +48,7 @@ def seconds_per_step(arch: str, mode: str, batch: int, crop_s: float, steps: int
     return sum(q.numel() for q in params), statistics.median(times[1:])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="aasist", choices=["aasist", "aasist-l"])
     parser.add_argument("--modes", nargs="+", default=["backend", "backend-plain", "all"])
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop-s", type=float, default=2.0)
     parser.add_argument("--steps", type=int, default=5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)

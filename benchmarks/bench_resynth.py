@@ -33,6 +33,7 @@ SYSTEMS = {
 }
 TARGETS = {"hifigan_universal": 1.0, "world": 5.0, "griffinlim": 5.0, "diffusion_s0.3": 1.0, "diffusion_s0.5": 1.0}
 CODEC_TARGET = 20.0
+ROOT = Path(__file__).resolve().parents[1]   # the children import benchmarks/ from any working directory
 
 
 def demo_waves(seconds: float, sr: int) -> tuple[list[np.ndarray], str]:
@@ -64,15 +65,18 @@ def demo_waves(seconds: float, sr: int) -> tuple[list[np.ndarray], str]:
     return waves, "synthetic"
 
 
-def generators(tmp: Path, params: dict) -> dict[str, str]:
-    """Fitted generator directories, or untrained ones of the configured size saved under tmp."""
+def generators(tmp: Path, params: dict, paradigms: list[str]) -> dict[str, str]:
+    """Fitted generator directories, or untrained ones of the configured size saved under tmp (for the paradigms
+    asked for)."""
     import torch
 
     from pipeline.resynth import codec, diffusion
 
     out = {}
     fitted = Path("data/generators/codec")
-    if (fitted / "config.json").exists():
+    if "codec" not in paradigms:
+        pass
+    elif (fitted / "config.json").exists():
         out["codec"] = str(fitted)
     else:
         torch.manual_seed(0)
@@ -84,7 +88,9 @@ def generators(tmp: Path, params: dict) -> dict[str, str]:
         codec.save_codec(model.eval(), cfg, tmp / "codec")
         out["codec"] = str(tmp / "codec")
     fitted = Path("data/generators/diffusion")
-    if (fitted / "config.json").exists():
+    if "diffusion" not in paradigms:
+        pass
+    elif (fitted / "config.json").exists():
         out["diffusion"] = str(fitted)
     else:
         unet = diffusion.make_unet(params.get("fit_diffusion", {}).get("unet"))
@@ -126,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds of audio per system")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--paradigms", nargs="+", default=list(SYSTEMS))
+    parser.add_argument("--systems", nargs="+", default=None, help="only these systems (default: every one)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--ddim-steps", type=int, default=10)
     parser.add_argument("--omp-wait-policy", default=os.environ.get("OMP_WAIT_POLICY", ""),
@@ -150,15 +157,16 @@ def main(argv: list[str] | None = None) -> int:
         waves, source = demo_waves(args.seconds, sr)
         audio = tmp_path / "audio.npz"
         np.savez(audio, sr=sr, **{f"w{i:04d}": w for i, w in enumerate(waves)})
-        gens = generators(tmp_path, params)
+        gens = generators(tmp_path, params, args.paradigms)
         load = os.getloadavg()[0]
         for paradigm in args.paradigms:
-            for system in SYSTEMS[paradigm]:
+            for system in (s for s in SYSTEMS[paradigm] if args.systems is None or s in args.systems):
                 for threads in args.threads:
                     cmd = [sys.executable, "-m", "benchmarks.bench_resynth", "--ddim-steps", str(args.ddim_steps),
                            "--child", paradigm, system, str(threads), str(audio), gens.get(paradigm, "-"),
                            str(args.batch)]
-                    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
+                    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore",
+                           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
                     if args.omp_wait_policy:
                         env["OMP_WAIT_POLICY"] = args.omp_wait_policy
                     try:

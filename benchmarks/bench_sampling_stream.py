@@ -1,33 +1,36 @@
-"""Benchmark streamed NC selection (pipeline/sampling/streaming.py) at 10M x 256 float16: time and peak memory.
+"""Benchmark streamed NC selection (pipeline/sampling/streaming.py) at 10M x 256 float16 against the in-memory
+NC over 1M rows, in the same run: time and peak memory.
 
-Writes `--rows` synthetic embeddings (half bona fide, one blob; half spoof, 8 modes) as emb-*.npy row
-shards of `--shard-rows` under `--dir` (default /tmp/hardset_bench_stream), generated chunk by chunk into
-np.lib.format.open_memmap files: the matrix is never in RAM. Then, in a fresh subprocess (so that the
-peak belongs to the selection alone), reads them with pipeline.embstore.read_embeddings (one memory map
-per shard) and runs `stream_nc_select`. Reported: seconds, peak RSS (ru_maxrss: counts the file pages
-the memory maps touched, which the kernel can drop at will), and the peaks of anonymous memory
-(RssAnon, the real working set) and of mapped file pages (RssFile), sampled from /proc every 0.2 s.
-With `--check` (small --rows only) the selection is compared with nc_select on the matrix in memory.
-Merges the row into reports/bench.json under "sampling_stream" and deletes the shards unless --keep.
+Writes `--rows` synthetic embeddings (half bona fide, one blob; half spoof, 8 modes) as emb-*.npy row shards of
+`--shard-rows` under `--dir` (default /tmp/hardset_bench_stream), generated chunk by chunk into
+np.lib.format.open_memmap files: the matrix is never in RAM. Then, each in a fresh subprocess (so that a peak
+belongs to one measurement): (1) `nc_select` in memory over the first min(rows, 1M) rows, `--repeats` times
+(median: `in_memory_1m_s`, scaled to 1M rows when fewer); (2) `stream_nc_select` over the memory-mapped shards.
+Both import torch and faiss before the clock starts. Reported: seconds, `linear_ratio` = seconds / (rows / 1M x
+in_memory_1m_s) (the goal: at most 2), peak RSS (ru_maxrss: counts the file pages the memory maps touched,
+which the kernel can drop at will), and the peaks of anonymous memory (RssAnon, the real working set) and of
+mapped file pages (RssFile), sampled from /proc every 0.2 s. With `--check` (small --rows only) the
+selection is compared with nc_select on the matrix in memory. Merges the row into reports/bench.json under
+"sampling_stream" and deletes the shards unless --keep.
 
-`--stage` measures the whole sample stage instead (pipeline/sample.py: read the clip table, `run()` on
-a pool above `sample.stream_above_rows`, write the manifests): it also writes a matching clip table
-(one teacher pool; speakers split 90% train / 10% dev) and ids.parquet, and merges the row under
-"sampling_stream_stage", with the resident memory after reading the clip table (what pandas holds).
+`--stage` measures the whole sample stage through `dvc repro` instead (benchmarks/stage_repro.py): a clip table
+for the rows (one teacher pool, speakers split 90% train / 10% dev), a DVC project with the sample stage, the
+dependency hashes recorded first (as embed's outputs would be), then `dvc repro sample` timed against the
+library call (`stream_nc` over the pool's train rows) in the same run; merged under "sampling_stream_stage".
 
     .venv/bin/python -m benchmarks.bench_sampling_stream [--rows 10000000] [--dim 256] [--threads 2]
-    .venv/bin/python -m benchmarks.bench_sampling_stream --stage --rows 2000000
+    .venv/bin/python -m benchmarks.bench_sampling_stream --stage --rows 10000000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -36,10 +39,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import merge_bench, print_table  # noqa: E402  (after the path set-up)
+from benchmarks.common import ProcPeak, merge_bench, print_table  # noqa: E402  (after the path set-up)
 from pipeline.embstore import shard_name  # noqa: E402
 
 CHUNK = 65536
+MILLION = 1_000_000
 
 
 def generate(out: Path, rows: int, dim: int, shard_rows: int, seed: int = 0) -> float:
@@ -66,121 +70,54 @@ def generate(out: Path, rows: int, dim: int, shard_rows: int, seed: int = 0) -> 
     return time.perf_counter() - t0
 
 
-class ProcPeak:
-    """Peaks of RssAnon and RssFile (bytes) of this process, sampled from /proc/self/status."""
-
-    def __init__(self) -> None:
-        self.anon = self.file = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                self.anon = max(self.anon, int(line.split()[1]) * 1024)
-            elif line.startswith("RssFile:"):
-                self.file = max(self.file, int(line.split()[1]) * 1024)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(0.2)
-
-    def __enter__(self) -> ProcPeak:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-
-
-def write_clip_table(out: Path, rows: int) -> float:
-    """A valid clip table and ids.parquet for the generated rows (even rows bona fide, as in `generate`)."""
-    import pandas as pd
-
-    from pipeline.schema import write_clips
-
+def warm_imports(threads: int) -> float:
+    """Import faiss and torch (the kernel's float16 copy) before a clock starts; return the seconds it took."""
     t0 = time.perf_counter()
-    i = np.arange(rows)
-    bona = i % 2 == 0
-    speaker = (i // 2) % 2000
-    ids = pd.Series(i).map("c{:09d}".format).to_numpy()
-    clips = pd.DataFrame({
-        "clip_id": ids, "path": "data/x/" + pd.Series(ids) + ".flac", "corpus": "bench",
-        "speaker": pd.Series(speaker).map("s{:04d}".format).to_numpy(),
-        "label": np.where(bona, "bonafide", "spoof"),
-        "system": np.where(bona, "-", "voc" + pd.Series(i % 8).astype(str)),
-        "paradigm": np.where(bona, "bonafide", "vocoder"), "parent_id": None,
-        "split": np.where(speaker < 1800, "train", "dev"), "duration_s": 1.0, "sample_rate": 16000,
-        "bandwidth_hz": 8000.0, "leading_silence_s": 0.0, "trailing_silence_s": 0.0, "rms_dbfs": -20.0,
-        "noise_floor_dbfs": -60.0, "spectral_tilt_db": -6.0, "sha256": "0" * 64, "source": "raw/x.wav", "matched": None,
-    })
-    write_clips(clips, out / "clips.parquet")
-    pool = out / "embeddings" / "t0"
-    pd.DataFrame({"clip_id": ids}).to_parquet(pool / "ids.parquet")
+    import faiss
+
+    from pipeline.sampling import kernel
+
+    faiss.omp_set_num_threads(threads)
+    kernel.load_torch()
     return time.perf_counter() - t0
 
 
-def _status_mb(key: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def memory_child(directory: str, threads: int, ratio: float, n_clusters: int, chunk_rows: int, repeats: int) -> dict:
+    """nc_select in memory over the first min(N, 1M) rows of the shards, `repeats` times, in this process."""
+    from pipeline.embstore import read_embeddings
+    from pipeline.sampling import nc_select
 
-
-def stage_child(directory: str, threads: int, ratio: float, n_clusters: int) -> dict:
-    """The sample stage's steps (main without the argument parsing) on a streamed pool, in this fresh process."""
-    import faiss
-
-    from pipeline import sample
-    from pipeline.schema import read_clip_tables
-
-    faiss.omp_set_num_threads(threads)
-    root = Path(directory)
-    p = sample.SampleParams.from_params({"method": "nc", "ratio": ratio, "n_clusters": n_clusters,
-                                         "stream_above_rows": 0})
-    with ProcPeak() as peak:
-        t0 = time.perf_counter()
-        clips = read_clip_tables([root / "clips.parquet"], stage="sample")
-        t_read = time.perf_counter()
-        anon_clips = _status_mb("RssAnon")
-        pools = [sample.load_pool("t0", root / "embeddings" / "t0")]
-        manifests, diag = sample.run(pools, clips, p, 0)
-        t_run = time.perf_counter()
-        peak._sample()
-        anon_run, peak_run = _status_mb("RssAnon"), peak.anon / 2**20
-        sample.write_outputs(manifests, diag, p.method, root / "manifests", root / "sampling.json")
-        t_end = time.perf_counter()
-    pool = diag["pools"]["t0"]
-    return {"rows": len(clips), "train_rows": pool["n_train"], "dim": pool["dim"],
-            "shards": len(pools[0].embeddings.shards),
-            "seconds": t_end - t0, "read_clips_s": t_read - t0, "run_s": t_run - t_read, "write_s": t_end - t_run,
-            "nc_rows": len(manifests["nc"]), "full_rows": len(manifests["full"]),
-            "diagnostics_rows": pool["diagnostics_rows"], "skipped": sorted(pool["skipped"]),
-            "anon_after_clip_table_mb": anon_clips, "anon_after_run_mb": anon_run, "peak_anon_to_run_mb": peak_run,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_anon_mb": peak.anon / 2**20, "peak_file_mapped_mb": peak.file / 2**20}
+    imports = warm_imports(threads)
+    store = read_embeddings(directory)
+    n = min(len(store), MILLION)
+    emb = np.ascontiguousarray(store[np.arange(n)])
+    labels = np.load(Path(directory) / "labels.npy")[:n]
+    runs, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        nc_select(emb, labels, ratio, n_clusters=n_clusters, seed=0, chunk_rows=chunk_rows)
+        runs.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return {"in_memory_rows": n, "in_memory_runs_s": runs, "in_memory_s": float(np.median(runs)),
+            "in_memory_1m_s": float(np.median(runs)) * MILLION / n, "in_memory_1m_cpu_s": float(np.median(cpu))
+            * MILLION / n, "import_s": imports}
 
 
 def child(directory: str, threads: int, ratio: float, n_clusters: int, chunk_rows: int, check: bool) -> dict:
-    """One measurement in this (fresh) process."""
-    import faiss
-
+    """One streamed measurement in this (fresh) process."""
     from pipeline.embstore import read_embeddings
     from pipeline.sampling.streaming import stream_nc_select
 
-    faiss.omp_set_num_threads(threads)
+    warm_imports(threads)
     store = read_embeddings(directory)
     labels = np.load(Path(directory) / "labels.npy")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     with ProcPeak() as peak:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         idx = stream_nc_select(store, labels, ratio, n_clusters=n_clusters, seed=0, chunk_rows=chunk_rows)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     out = {"rows": len(labels), "dim": int(store.shape[1]), "shards": len(getattr(store, "shards", [store])),
-           "seconds": seconds, "rows_per_s": len(labels) / seconds, "selected": int(len(idx)),
+           "seconds": seconds, "cpu_s": cpu, "rows_per_s": len(labels) / seconds, "selected": int(len(idx)),
            "rss_before_mb": rss_before / 2**20,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "peak_anon_mb": peak.anon / 2**20, "peak_file_mapped_mb": peak.file / 2**20}
@@ -193,9 +130,29 @@ def child(directory: str, threads: int, ratio: float, n_clusters: int, chunk_row
     return out
 
 
-def _last_json(cmd: list[str]) -> dict:
-    res = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
+def last_json(cmd: list[str], env: dict | None = None) -> dict:
+    """Run a command (a benchmark child) in the repository root; its last stdout line, parsed as JSON."""
+    res = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, env=env)
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Generate the shards, then the in-memory and the streamed measurement, each in a fresh process."""
+    base = [sys.executable, "-m", "benchmarks.bench_sampling_stream", "--dir", str(args.dir)]
+    common = ["--threads", str(args.threads), "--ratio", str(args.ratio), "--n-clusters", str(args.n_clusters),
+              "--chunk-rows", str(args.chunk_rows)]
+    load_before = os.getloadavg()[0]
+    gen = last_json(base + ["--generate-only", "--rows", str(args.rows), "--dim", str(args.dim),
+                            "--shard-rows", str(args.shard_rows)])
+    mem = last_json(base + common + ["--child", "memory", "--repeats", str(args.repeats)])
+    res = last_json(base + common + ["--child", "stream"] + (["--check"] if args.check else []))
+    linear = res["rows"] / MILLION * mem["in_memory_1m_s"]
+    return {**res, "in_memory_1m_s": mem["in_memory_1m_s"], "linear_ratio": res["seconds"] / linear,
+            "in_memory_1m_cpu_s": mem["in_memory_1m_cpu_s"],
+            "linear_ratio_cpu": res["cpu_s"] / (res["rows"] / MILLION * mem["in_memory_1m_cpu_s"]),
+            "in_memory_runs_s": mem["in_memory_runs_s"], "in_memory_rows": mem["in_memory_rows"],
+            "import_s": mem["import_s"], **gen, "matrix_float16_mb": args.rows * args.dim * 2 / 2**20,
+            "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,48 +165,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ratio", type=float, default=0.25)
     ap.add_argument("--n-clusters", type=int, default=8)
     ap.add_argument("--chunk-rows", type=int, default=CHUNK)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of the in-memory baseline (median reported)")
     ap.add_argument("--check", action="store_true", help="compare with nc_select in memory (small --rows only)")
     ap.add_argument("--keep", action="store_true", help="keep the generated shards")
-    ap.add_argument("--stage", action="store_true", help="time the sample stage (clip table + run + write)")
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--stage", action="store_true", help="time the sample stage through dvc repro")
+    ap.add_argument("--out", type=Path, default=None, help="bench.json to merge into (default reports/bench.json)")
+    ap.add_argument("--child", choices=("memory", "stream"), help=argparse.SUPPRESS)
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    emb_dir = args.dir / "embeddings" / "t0" if args.stage else args.dir
+    if args.stage:
+        from benchmarks import stage_repro
+
+        return stage_repro.main(args)
     if args.generate_only:
-        gen = {"generate_s": generate(emb_dir, args.rows, args.dim, args.shard_rows)}
-        if args.stage:
-            gen["clip_table_s"] = write_clip_table(args.dir, args.rows)
-        print(json.dumps(gen))
+        print(json.dumps({"generate_s": generate(args.dir, args.rows, args.dim, args.shard_rows)}))
         return 0
     if args.child:
-        print(json.dumps(stage_child(str(args.dir), args.threads, args.ratio, args.n_clusters) if args.stage else
-                         child(str(args.dir), args.threads, args.ratio, args.n_clusters, args.chunk_rows, args.check)))
+        work = (memory_child if args.child == "memory" else child)
+        extra = (args.repeats,) if args.child == "memory" else (args.check,)
+        print(json.dumps(work(str(args.dir), args.threads, args.ratio, args.n_clusters, args.chunk_rows, *extra)))
         return 0
     if args.dir.exists():
         shutil.rmtree(args.dir)
     try:
-        # Both steps in fresh processes: ru_maxrss survives fork + exec, so the parent must stay small.
-        base = [sys.executable, "-m", "benchmarks.bench_sampling_stream", "--dir", str(args.dir)]
-        stage = ["--stage"] if args.stage else []
-        gen = _last_json(base + stage + ["--generate-only", "--rows", str(args.rows), "--dim", str(args.dim),
-                                         "--shard-rows", str(args.shard_rows)])
-        res = _last_json(base + stage + ["--child", "--threads", str(args.threads), "--ratio", str(args.ratio),
-                                         "--n-clusters", str(args.n_clusters), "--chunk-rows", str(args.chunk_rows)]
-                         + (["--check"] if args.check else []))
-        row = {**res, **gen, "matrix_float16_mb": args.rows * args.dim * 2 / 2**20}
+        row = measure(args)
     finally:
         if not args.keep:
             shutil.rmtree(args.dir, ignore_errors=True)
-    print_table([row], "sample stage, streamed pool" if args.stage else "streamed NC selection")
-    note = "peak_rss counts mapped file pages (reclaimable page cache); peak_anon is the working set"
-    if args.stage:
-        merge_bench("sampling_stream_stage", [row], threads=args.threads, ratio=args.ratio,
-                    n_clusters=args.n_clusters, shard_rows=args.shard_rows,
-                    note=note + "; anon_after_clip_table/_run: after reading the clip table / after run() "
-                         "(the manifests in pandas); peak_anon_to_run: the peak up to the end of run()")
-    else:
-        merge_bench("sampling_stream", [row], threads=args.threads, ratio=args.ratio, n_clusters=args.n_clusters,
-                    chunk_rows=args.chunk_rows, shard_rows=args.shard_rows, note=note)
+    print_table([{k: v for k, v in row.items() if not isinstance(v, list)}], "streamed NC selection")
+    merge_bench("sampling_stream", [row], args.out, threads=args.threads, ratio=args.ratio, n_clusters=args.n_clusters,
+                chunk_rows=args.chunk_rows, shard_rows=args.shard_rows,
+                note="peak_rss counts mapped file pages (reclaimable page cache); peak_anon is the working set; "
+                     "in_memory_1m_s: nc_select in memory over the first 1M rows, same run (median of repeats); "
+                     "linear_ratio = seconds / (rows / 1M x in_memory_1m_s), goal <= 2; the machine is shared: "
+                     "see loadavg_1min_*")
     return 0
 
 

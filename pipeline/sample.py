@@ -27,23 +27,27 @@ ones; `generator_balanced` spreads the fake budget evenly over generator systems
 scores (old embeddings, the resemblyzer embedder) margin is skipped (an error when it is `sample.method`).
 
 Large pools: when a pool has more train rows than `sample.stream_above_rows`, every pool is sampled
-without copying its matrix (pipeline/sampling/stream_pool.py): the same nc, random, farthest and full
-manifests, margin and generator_balanced too (the orders read per-row arrays, never the matrix), no kcenter
+without copying its matrix and without a pandas clip table (pipeline/sampling/stream_stage.py): the clip
+tables are checked batch by batch into a memory-mapped Arrow copy (a temporary `.sample-*` folder beside
+--out), the manifests are written from it 64K rows at a time; the same nc (every order), random, farthest,
+full, margin and generator_balanced manifests (the orders read per-row arrays, never the matrix), no kcenter
 (a ConfigError when it is `sample.method`), NC1 on a bounded row sample.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import shutil
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.io import atomic_path, write_json_atomic
 from pipeline.logs import StageError, progress, stage_timer
@@ -62,14 +66,14 @@ from pipeline.params import (
     start_stage,
     teacher_names,
 )
+from pipeline.sampling.budget import merge_picks, pool_seed
+from pipeline.sampling.diagnostics import stage_header
+from pipeline.sampling.methods import METHODS
 from pipeline.sampling.orders import MarginParams, NCOrderParams
 from pipeline.sampling.pools import Pool, pool_positions
 from pipeline.schema import CLIP_COLUMNS, LABELS, SchemaError, read_clip_tables, write_clips
 
 log = logging.getLogger("pipeline.sample")
-
-METHODS = ("nc", "random", "full", "kcenter", "farthest", "margin", "generator_balanced")
-
 
 @dataclass(frozen=True)
 class SampleParams(Section):
@@ -123,8 +127,10 @@ class SampleParams(Section):
 
 def load_pool(teacher: str, directory: Path) -> Pool:
     """Read data/embeddings/<T>/{emb.npy or emb-*.npy, ids.parquet, info.json} (memory-mapped), checking that
-    they line up; the scores and threshold when embed wrote them."""
+    they line up; the clip ids stay Arrow strings (~20 bytes an id), the scores and threshold when embed wrote
+    them."""
     from pipeline.embstore import read_embeddings
+    from pipeline.sampling.clipstore import release_arrow
 
     emb_path, ids_path = directory / "emb.npy", directory / "ids.parquet"
     try:
@@ -133,14 +139,16 @@ def load_pool(teacher: str, directory: Path) -> Pool:
         raise FileNotFoundError(f"{exc}: run `python -m pipeline embed {teacher}` first") from exc
     if not ids_path.exists():
         raise FileNotFoundError(f"{ids_path} does not exist: run `python -m pipeline embed {teacher}` first")
-    ids_df = pd.read_parquet(ids_path)
-    if "clip_id" not in ids_df.columns:
-        raise SchemaError(f"{ids_path}: no clip_id column (columns: {list(ids_df.columns)})")
-    ids = ids_df["clip_id"].astype(str).to_numpy()
+    columns = pq.read_schema(ids_path).names
+    if "clip_id" not in columns:
+        raise SchemaError(f"{ids_path}: no clip_id column (columns: {columns})")
+    table = pq.read_table(ids_path, columns=["clip_id"] + (["score"] if "score" in columns else []))
+    ids = table.column("clip_id").cast(pa.string())
     if emb.ndim != 2 or len(ids) != emb.shape[0]:
         raise StageError(f"teacher {teacher}: {emb_path} has shape {emb.shape} but {ids_path} has {len(ids)} ids: "
                          f"misaligned embeddings; re-run the embed stage")
-    scores = ids_df["score"].to_numpy(np.float64) if "score" in ids_df.columns else None
+    scores = (table.column("score").to_numpy().astype(np.float64) if "score" in columns else None)
+    release_arrow()                     # the Parquet reader's buffers
     info = json.loads((directory / "info.json").read_text()) if (directory / "info.json").is_file() else {}
     return Pool(teacher=teacher, ids=ids, embeddings=emb,
                 scores=None if scores is None or np.isnan(scores).all() else scores,
@@ -164,31 +172,10 @@ def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
-def _methods(p: SampleParams, skipped: dict[str, str]) -> tuple[str, ...]:
-    """The methods run (METHODS less the skipped ones; `sample.method` skipped is a ConfigError)."""
-    if p.method in skipped:
-        raise ConfigError(f"params sample.method: {p.method} cannot run: {skipped[p.method]}")
-    for m, why in skipped.items():
-        log.warning("sample: no %s manifest: %s", m, why)
-    return tuple(m for m in METHODS if m not in skipped)
-
-
-def _pool_seed(seed: int, i: int) -> int:
-    # one seed per pool: with the params seed alone, random/kcenter would pick the same n-th bona fide
-    # clips in every pool (pools share their bona fide rows), and the merge would shrink to one pool's picks
-    return int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
-
-
-def _header(p: SampleParams, seed: int, inputs) -> dict[str, Any]:
-    return {"seed": seed, "method": p.method, "ratio": p.ratio, "class_ratio": p.class_ratio,
-            "n_clusters": p.n_clusters, "normalize": p.normalize, "index": p.index, "pools": {},
-            "methods": {**inputs.diag, "skipped": dict(inputs.skipped)}}
-
-
 def _finish(manifests: dict[str, pd.DataFrame], fill: dict, diag: dict[str, Any], dev_frames: list[pd.DataFrame],
             budgets: dict[str, int], merged_sizes: dict[str, int], pools: list[Pool], pool_sizes: list, quotas: list,
             p: SampleParams) -> tuple[dict[str, pd.DataFrame], dict]:
-    """Add the dev manifest and the merged/budget diagnostics (both paths)."""
+    """Add the dev manifest and the merged/budget diagnostics."""
     from pipeline.sampling import budget as bd
     from pipeline.sampling import counts
 
@@ -204,16 +191,14 @@ def _finish(manifests: dict[str, pd.DataFrame], fill: dict, diag: dict[str, Any]
 
 def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> tuple[dict[str, pd.DataFrame], dict]:
     """Sample every pool with every method at equal per-class budgets (pipeline/sampling/budget.py);
-    return ({method or 'dev': manifest}, diagnostics). Past `stream_above_rows` train rows in a pool: streamed."""
+    return ({method or 'dev': manifest}, diagnostics). In memory: `main` takes pipeline/sampling/stream_stage.py
+    instead when a pool has more than `stream_above_rows` train rows."""
     from pipeline.sampling import budget as bd
     from pipeline.sampling import counts, mean_distances, nc1, nc_rank
     from pipeline.sampling import methods as mt
 
     positions = [pool_positions(pool, clips) for pool in pools]
     is_train = (clips["split"] == "train").to_numpy()
-    n_train = [int(is_train[pos].sum()) for pos in positions]
-    if p.stream_above_rows is not None and max(n_train, default=0) > p.stream_above_rows:
-        return _run_streamed(pools, clips, p, seed, positions)
     pool_rows = [clips.take(pos).reset_index(drop=True) for pos in positions]
     train_parts = [rows[(rows["split"] == "train").to_numpy()] for rows in pool_rows]
     merged = pd.concat([t[["clip_id", "label"]] for t in train_parts]).drop_duplicates("clip_id")
@@ -221,13 +206,15 @@ def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> t
     pool_sizes = [{c: int((t["label"] == c).sum()) for c in LABELS} for t in train_parts]
     quotas = bd.split_budget(budgets, pool_sizes)
     train_idx = [np.flatnonzero(is_train[pos]) for pos in positions]          # rows of each pool's matrix
-    inputs = mt.prepare_inputs(p, pools, clips, [pos[t] for pos, t in zip(positions, train_idx)], train_idx, budgets)
-    methods = _methods(p, inputs.skipped)
+    cols = mt.ClipColumns.of_frame(clips)
+    train_pos = [pos[t] for pos, t in zip(positions, train_idx)]
+    inputs = mt.prepare_inputs(p, pools, cols, train_pos, train_idx, budgets)
+    methods = mt.runnable(p.method, inputs.skipped, log)
     picks: dict[str, list[pd.DataFrame]] = {m: [] for m in methods}
     candidates: dict[str, list[pd.DataFrame]] = {m: [] for m in methods if m != "full"}
-    dev_frames, diag = [], _header(p, seed, inputs)
+    dev_frames, diag = [], stage_header(p, seed, inputs)
     for i, pool in enumerate(progress(pools, desc="sample pools", total=len(pools), unit="pool")):
-        pool_seed = _pool_seed(seed, i)
+        pseed = pool_seed(seed, i)
         rows = pool_rows[i]
         train_rows = train_parts[i].reset_index(drop=True)
         dev_frames.append(_manifest_rows(rows[(rows["split"] == "dev").to_numpy()], pool.teacher, "dev", None, None))
@@ -236,7 +223,7 @@ def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> t
         emb = pool.embeddings[train_idx[i]]
         labels = train_rows["label"].astype(str).to_numpy()
         try:
-            ranking = nc_rank(emb, labels, n_clusters=p.n_clusters, seed=pool_seed, normalize=p.normalize,
+            ranking = nc_rank(emb, labels, n_clusters=p.n_clusters, seed=pseed, normalize=p.normalize,
                               max_points_per_centroid=p.max_points_per_centroid, kmeans_iters=p.kmeans_iters)
         except ValueError as exc:
             raise StageError(f"teacher {pool.teacher}: {exc}") from exc
@@ -246,11 +233,11 @@ def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> t
             "class_mean_distance": mean_distances(ranking.means),
             "before": counts(train_rows), "after": {},
         }
-        pq = replace(p, class_ratio=bd.quota_ratios(quotas[i], pool_sizes[i]))
-        pool_in = mt.pool_inputs(inputs, i, clips, positions[i][train_idx[i]])
+        pool_p = replace(p, class_ratio=bd.quota_ratios(quotas[i], pool_sizes[i]))
+        pool_in = mt.pool_inputs(inputs, i, cols, train_pos[i])
         everything = _manifest_rows(train_rows, pool.teacher, "", ranking.distance, ranking.cluster)
         for method in methods:
-            idx, key = mt.pick_pool(method, emb, labels, pq, pool_seed, ranking, quotas[i], pool_in)
+            idx, key = mt.pick_pool(method, emb, labels, pool_p, pseed, ranking, quotas[i], pool_in)
             if method != "full":   # a class whose quota in this pool is 0 (a budget below the number of pools)
                 idx = idx[np.array([quotas[i][lab] > 0 for lab in labels[idx]], dtype=bool)]
                 candidates[method].append(everything.assign(sampler=method, **{bd.KEY: key, bd.POOL: i}))
@@ -265,91 +252,13 @@ def run(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int) -> t
         diag["pools"][pool.teacher] = pool_diag
     manifests, fill = {}, {}
     for m in methods:
-        union = bd.merge_picks(picks[m])
+        union = merge_picks(picks[m])
         if m == "full":
             manifests[m] = union.drop(columns=[bd.KEY, bd.POOL])
         else:
             manifests[m], fill[m] = bd.fill_to_budget(union, pd.concat(candidates[m], ignore_index=True), budgets)
     merged_sizes = {c: int((merged["label"] == c).sum()) for c in LABELS}
     return _finish(manifests, fill, diag, dev_frames, budgets, merged_sizes, pools, pool_sizes, quotas, p)
-
-
-def _run_streamed(pools: list[Pool], clips: pd.DataFrame, p: SampleParams, seed: int,
-                  positions: list[np.ndarray]) -> tuple[dict[str, pd.DataFrame], dict]:
-    """`run` without any pool's matrix in memory (pipeline/sampling/stream_pool.py): nc, random, farthest, full,
-    margin and generator_balanced give the manifests of the in-memory path; kcenter is skipped; NC1 comes from a
-    bounded row sample."""
-    from pipeline.sampling import budget as bd
-    from pipeline.sampling import counts
-    from pipeline.sampling import methods as mt
-    from pipeline.sampling import stream_pool as sp
-
-    if p.method in sp.SKIPPED:
-        raise ConfigError(f"params sample.method: {p.method} cannot run on a pool above sample.stream_above_rows "
-                          f"({p.stream_above_rows} train rows): {sp.SKIPPED[p.method]}; use one of "
-                          f"{[m for m in METHODS if m not in sp.SKIPPED]}")
-    if p.index != "flat":
-        log.warning("streamed nc is the exact (flat) scan: sample.index=%s is not used", p.index)
-    split = clips["split"].to_numpy()
-    codes = sp.label_codes(clips)
-    train_idx = [np.flatnonzero(split[pos] == "train") for pos in positions]
-    train_pos = [pos[t] for pos, t in zip(positions, train_idx)]
-    merged = np.unique(np.concatenate(train_pos))
-    budgets = bd.class_budgets(pd.Series(pd.Categorical.from_codes(codes[merged], LABELS)), LABELS, p.ratio,
-                               p.class_ratio)
-    pool_sizes = [{c: int((codes[tp] == k).sum()) for k, c in enumerate(LABELS)} for tp in train_pos]
-    quotas = bd.split_budget(budgets, pool_sizes)
-    inputs = mt.prepare_inputs(p, pools, clips, train_pos, train_idx, budgets)
-    methods = _methods(p, {**sp.SKIPPED, **inputs.skipped})
-    log.info("a pool has more than sample.stream_above_rows=%d train rows: streamed sampling over the memory-mapped "
-             "embeddings", p.stream_above_rows)
-    picks: dict[str, list[pd.DataFrame]] = {m: [] for m in methods}
-    candidates: dict[str, list[pd.DataFrame]] = {m: [] for m in methods if m != "full"}
-    diag, dev_frames = _header(p, seed, inputs), []
-    diag["stream"] = {"above_rows": p.stream_above_rows, "index": "flat", "skipped": dict(sp.SKIPPED),
-                      "diagnostics_rows_limit": p.stream_diagnostics_rows}
-    for i, pool in enumerate(progress(pools, desc="sample pools (streamed)", total=len(pools), unit="pool")):
-        pos, train = positions[i], train_idx[i]
-        dev_frames.append(_manifest_rows(clips.take(pos[split[pos] == "dev"]), pool.teacher, "dev", None, None))
-        if not len(train):
-            raise StageError(f"teacher {pool.teacher}: no train-split rows in its pool")
-        pool_in, pool_codes = mt.pool_inputs(inputs, i, clips, train_pos[i]), codes[train_pos[i]]
-        code_quota = {LABELS.index(c): n for c, n in quotas[i].items()}
-        ordered = {m: functools.partial(_ordered_pick, m, labels=pool_codes, quota=code_quota, pool_in=pool_in, p=p,
-                                        seed=_pool_seed(seed, i)) for m in methods if mt.ordered(m, p)}
-        try:
-            res = sp.sample_pool(pool.embeddings, train, train_pos[i], pool_codes, clips, p, teacher=pool.teacher,
-                                 pool=i, seed=_pool_seed(seed, i), quota=quotas[i], budgets=budgets, ordered=ordered)
-        except ValueError as exc:
-            raise StageError(f"teacher {pool.teacher}: {exc}") from exc
-        for m in methods:
-            picks[m].append(res.picks[m])
-            if m in candidates:
-                candidates[m].append(res.candidates[m])
-        after = {m: counts(clips.take(res.picks[m][sp.POS].to_numpy())) for m in methods}
-        diag["pools"][pool.teacher] = {"n_rows": int(len(pos)), "n_train": int(len(train)), **res.diag, "after": after}
-        log.info("pool %s: %d train rows (streamed) -> nc %d (%s)", pool.teacher, len(train), after["nc"]["n"],
-                 after["nc"]["label"])
-    manifests, fill = {}, {}
-    for m in methods:             # pop: each method's slim frames go once its manifest is built
-        union = bd.merge_picks(picks.pop(m))
-        if m == "full":
-            slim = union.drop(columns=[bd.KEY, bd.POOL])
-        else:
-            slim, fill[m] = bd.fill_to_budget(union, pd.concat(candidates.pop(m), ignore_index=True), budgets)
-        manifests[m] = _manifest_rows(clips.take(slim[sp.POS].to_numpy()).reset_index(drop=True),
-                                      slim["teacher"].to_numpy(), m, slim["distance"].to_numpy(),
-                                      slim["cluster"].to_numpy())
-    merged_sizes = {c: int((codes[merged] == k).sum()) for k, c in enumerate(LABELS)}
-    return _finish(manifests, fill, diag, dev_frames, budgets, merged_sizes, pools, pool_sizes, quotas, p)
-
-
-def _ordered_pick(method: str, distance: np.ndarray, cluster: np.ndarray | None, *, labels: np.ndarray, quota: dict,
-                  pool_in, p: SampleParams, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """methods.pick on a streamed pool's label codes (stream_pool.sample_pool's `ordered` functions)."""
-    from pipeline.sampling import methods as mt
-
-    return mt.pick(method, distance, cluster, labels, quota, LABELS.index("spoof"), pool_in, p, seed)
 
 
 def write_outputs(manifests: dict[str, pd.DataFrame], diag: dict, method: str, out_dir: Path,
@@ -379,15 +288,31 @@ def main(argv: list[str] | None = None) -> int:
 
     faiss.omp_set_num_threads(common.runtime.threads or 2)  # 0 would let faiss take every core
     with stage_timer(log, "sample") as stats:
-        clips = read_clip_tables(args.clips, stage="sample")
         pools = [load_pool(t, args.embeddings / t) for t in teachers]
-        manifests, diag = run(pools, clips, p, seed)
-        write_outputs(manifests, diag, p.method, args.out, args.diagnostics)
+        sizes = sample_to(args, pools, p, seed)
         stats.add("clips", sum(len(pl.ids) for pl in pools))
         stats.add("pools", len(pools))
-        for m in METHODS:
-            if m in manifests:       # kcenter is skipped on streamed pools
-                stats.add(m, len(manifests[m]))
-        stats.add("dev", len(manifests["dev"]))
-    log.info("train.parquet = %s.parquet (%d clips)", p.method, len(manifests[p.method]))
+        for name, n in sizes.items():       # kcenter is skipped on streamed pools
+            stats.add(name, n)
+    log.info("train.parquet = %s.parquet (%d clips)", p.method, sizes[p.method])
     return 0
+
+
+def sample_to(args: Any, pools: list[Pool], p: SampleParams, seed: int) -> dict[str, int]:
+    """Sample the pools into args.out and args.diagnostics, streamed (stream_stage.py, the clip tables in a
+    memory-mapped Arrow copy under a temporary folder beside args.out) when a pool has more than
+    `stream_above_rows` train rows, else in memory; returns the rows of every manifest written."""
+    from pipeline.sampling import stream_stage
+    from pipeline.sampling.clipstore import ClipStore
+
+    with tempfile.TemporaryDirectory(prefix=".sample-", dir=args.out.resolve().parent) as work:
+        store = ClipStore.open(args.clips, Path(work))
+        positions = [stream_stage.pool_positions(store, pl.teacher, pl.ids) for pl in pools]
+        if stream_stage.needed(store, positions, p.stream_above_rows):
+            diag = stream_stage.run(pools, store, positions, p, seed, args.out)
+            write_json_atomic(diag, args.diagnostics)
+            return {**{m: diag["merged"][m]["n"] for m in diag["merged"]}, "dev": diag["dev"]["n"]}
+    clips = read_clip_tables(args.clips, stage="sample")
+    manifests, diag = run(pools, clips, p, seed)
+    write_outputs(manifests, diag, p.method, args.out, args.diagnostics)
+    return {m: len(df) for m, df in manifests.items()}

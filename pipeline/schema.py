@@ -152,6 +152,14 @@ def fix_clips(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return df[~bad].reset_index(drop=True), dropped.reset_index(drop=True)
 
 
+# The value checks of validate_clips and validate_arrow, in order: (column, what a failing row is told).
+VALUE_CHECKS = (("label", f"label not in {LABELS}"), ("paradigm", f"paradigm not in {PARADIGMS}"),
+                ("split", "split not train/dev/test/eval:<set> (set: letters, digits, _ . -)"),
+                ("duration_s", "duration_s not positive"), ("sample_rate", "sample_rate not positive"))
+VALUE_OK = {"label": lambda v: v in LABELS, "paradigm": lambda v: v in PARADIGMS, "split": split_ok,
+            "duration_s": lambda v: math.isfinite(v) and v > 0, "sample_rate": lambda v: v > 0}
+
+
 def validate_clips(df: pd.DataFrame, stage: str = "", groups: Iterable[str] = ()) -> pd.DataFrame:
     """Raise SchemaError unless `df` is a valid clip table; return it with canonical dtypes."""
     where = f" ({stage})" if stage else ""
@@ -168,14 +176,8 @@ def validate_clips(df: pd.DataFrame, stage: str = "", groups: Iterable[str] = ()
     dup = df["clip_id"].duplicated()
     if dup.any():
         raise SchemaError(f"clip table{where}: duplicate clip_id {df['clip_id'][dup].iloc[0]!r}")
-    checks = (
-        ("label", lambda v: v in LABELS, f"label not in {LABELS}"),
-        ("paradigm", lambda v: v in PARADIGMS, f"paradigm not in {PARADIGMS}"),
-        ("split", split_ok, "split not train/dev/test/eval:<set> (set: letters, digits, _ . -)"),
-        ("duration_s", lambda v: math.isfinite(v) and v > 0, "duration_s not positive"),
-        ("sample_rate", lambda v: v > 0, "sample_rate not positive"),
-    )
-    for column, ok, what in checks:
+    for column, what in VALUE_CHECKS:
+        ok = VALUE_OK[column]
         for i, value in enumerate(df[column].tolist()):
             if not ok(value):
                 raise SchemaError(f"clip table{where}: row {i} (clip_id={df['clip_id'].iloc[i]!r}) {what}: {value!r}")
@@ -195,6 +197,54 @@ def _cast(df: pd.DataFrame, schema: pa.Schema) -> pd.DataFrame:
     return table.to_pandas()
 
 
+def validate_arrow(table: pa.Table, stage: str = "", groups: Iterable[str] = (), offset: int = 0,
+                   unique_ids: bool = True) -> pa.Table:
+    """validate_clips for an Arrow table, column by column with pyarrow.compute (no Python loop over rows): the
+    same checks in the same order, the same messages (rows counted from `offset`); returns the table in the
+    schema's column order and types. The sample stage checks large clip tables and manifests so, batch by batch
+    (`unique_ids=False`: the caller checks that clip ids are unique over all batches)."""
+    import pyarrow.compute as pc
+
+    where = f" ({stage})" if stage else ""
+    schema = clip_schema(groups)
+    missing = [n for n in schema.names if n not in table.column_names]
+    if missing:
+        raise SchemaError(f"clip table{where} lacks columns {missing}")
+    table = table.select(schema.names)
+    ids = table.column("clip_id")
+
+    def fail(bad: pa.ChunkedArray | pa.Array, what: str, column: str | None = None) -> None:
+        """SchemaError naming the first row where `bad` is true (and its value of `column`)."""
+        i = pc.index(bad, True).as_py()
+        if i is not None and i >= 0:
+            value = f": {table.column(column)[i].as_py()!r}" if column else ""
+            raise SchemaError(f"clip table{where}: row {offset + i} (clip_id={ids[i].as_py()!r}) {what}{value}")
+
+    for field in schema:
+        if not field.nullable and table.column(field.name).null_count:
+            fail(pc.is_null(table.column(field.name)), f"has null {field.name}")
+    if unique_ids and pc.count_distinct(ids).as_py() != len(ids):
+        dup = pd.Series(ids.to_numpy(zero_copy_only=False)).duplicated()
+        raise SchemaError(f"clip table{where}: duplicate clip_id {ids[int(dup.to_numpy().argmax())].as_py()!r}")
+    col = table.column
+    for column, what in VALUE_CHECKS:
+        if pa.types.is_string(col(column).type) or pa.types.is_large_string(col(column).type):
+            # a few distinct values: each checked as validate_clips checks it, the rows found only on failure
+            bad = [v for v in pc.unique(col(column)).to_pylist() if v is not None and not VALUE_OK[column](v)]
+            if bad:
+                fail(pc.is_in(col(column), value_set=pa.array(bad, col(column).type)), what, column)
+        elif column == "duration_s":
+            fail(pc.invert(pc.and_(pc.is_finite(col(column)), pc.greater(col(column), 0))), what, column)
+        else:
+            fail(pc.invert(pc.greater(col(column), 0)), what, column)
+    fail(pc.and_(pc.equal(col("label"), "bonafide"), pc.not_equal(col("system"), "-")),
+         "is bonafide with a system other than '-'")
+    try:
+        return table.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+        raise SchemaError(f"clip table does not fit the schema: {exc}") from exc
+
+
 def check_split_speakers(df: pd.DataFrame, stage: str = "") -> None:
     """Raise SchemaError when a (corpus, speaker) appears in more than one of train/dev/test."""
     base = df[df["split"].isin(BASE_SPLITS)]
@@ -205,7 +255,8 @@ def check_split_speakers(df: pd.DataFrame, stage: str = "") -> None:
         raise SchemaError(f"clip table ({stage}): speaker {speaker!r} of {corpus!r} crosses train/dev/test splits")
 
 
-def _check_file_schema(path: Path, expected: pa.Schema) -> None:
+def check_file_schema(path: Path, expected: pa.Schema) -> None:
+    """SchemaError unless the Parquet file at `path` has every column of `expected` with its type (no silent cast)."""
     actual = pq.read_schema(path)
     for field in expected:
         idx = actual.get_field_index(field.name)
@@ -224,7 +275,7 @@ def read_clips(path: str | Path, stage: str = "", groups: Iterable[str] = ()) ->
     if not path.exists():
         raise FileNotFoundError(f"clip table {path} does not exist: run the stage that writes it first")
     groups = tuple(groups)
-    _check_file_schema(path, clip_schema(groups))
+    check_file_schema(path, clip_schema(groups))
     return validate_clips(pd.read_parquet(path), stage=stage or str(path), groups=groups)
 
 
@@ -266,7 +317,7 @@ def write_rejects(df: pd.DataFrame, path: str | Path) -> None:
 def read_rejects(path: str | Path) -> pd.DataFrame:
     """Read a rejects table, checking its columns."""
     path = Path(path)
-    _check_file_schema(path, REJECT_SCHEMA)
+    check_file_schema(path, REJECT_SCHEMA)
     return pd.read_parquet(path)[list(REJECT_COLUMNS)]
 
 

@@ -6,6 +6,7 @@ import pytest
 from pipeline.schema import (
     SchemaError,
     check_split_speakers,
+    clip_schema,
     empty_clips,
     fix_clips,
     read_clip_tables,
@@ -107,3 +108,33 @@ def test_rejects_roundtrip_even_when_empty(tmp_path):
     write_rejects(None, tmp_path / "r.parquet")
     assert read_rejects(tmp_path / "r.parquet").empty
     assert empty_clips().empty
+
+
+@pytest.mark.parametrize("column, value", [
+    ("label", "fake"), ("paradigm", "magic"), ("split", "eval:"), ("split", "eval:../x"), ("duration_s", 0.0),
+    ("duration_s", float("nan")), ("sample_rate", 0), ("system", "A07"), ("sha256", None), ("clip_id", "dup"),
+])
+def test_validate_arrow_refuses_what_validate_clips_refuses_with_the_same_message(clips, column, value):
+    """The vectorised check of the large sample stage: same rule, same words, rows counted from the offset."""
+    from pipeline.schema import validate_arrow
+
+    good = validate_clips(clips)
+    table = pa.Table.from_pandas(good, preserve_index=False)
+    checked = validate_arrow(table)                      # pandas 3 hands Arrow large strings: cast to the schema's
+    assert checked.schema.equals(clip_schema(), check_metadata=False)
+    pd.testing.assert_frame_equal(checked.to_pandas(), good)
+    bad, row = good.copy(), 0 if column == "system" else 1          # row 0 is bona fide, row 1 a fake
+    if column == "clip_id":
+        bad.loc[:, "clip_id"] = "dup"
+    else:
+        bad.loc[row, column] = value
+    with pytest.raises(SchemaError) as expected:
+        validate_clips(bad, stage="s")
+    with pytest.raises(SchemaError) as got:
+        validate_arrow(pa.Table.from_pandas(bad, preserve_index=False), stage="s")
+    assert str(got.value) == str(expected.value)
+    if column not in ("clip_id", "sha256"):
+        with pytest.raises(SchemaError, match=f"row {100 + row} "):
+            validate_arrow(pa.Table.from_pandas(bad, preserve_index=False), offset=100)
+    with pytest.raises(SchemaError, match="lacks columns"):
+        validate_arrow(table.drop_columns(["speaker"]))

@@ -1,22 +1,25 @@
 """The data-efficiency view: EERs of the workspace, of every DVC experiment and of every distinct commit.
 
-Runs `dvc exp show --json --all-commits` in the repository root (a subprocess; dvc 3.x JSON: the
-workspace, then baseline commits newest first, each with `data.params[<file>].data`,
-`data.metrics[<file>].data` and `experiments` = [{name, executor: {state} | null, revs: [...]}]), and
-flattens it into rows of kind `workspace`, `experiment` or `baseline`: name, rev, the method (sample.method,
-`nc:<order>` when sample.nc.order is not nearest), sample.ratio, a note and every `eer.*` metric of the
-detector's metrics file. Commits that carry the
-same committed numbers are one row; queued, running and failed experiments are counted, not listed.
-`dvc status <stage> --with-deps` says whether the workspace's numbers are current, stale or unverified.
+Reads the repository through DVC's Python API in this process (dvc.repo.Repo, the object dvc.api.exp_show
+opens; no `dvc` subprocess): `experiments.show` gives what `dvc exp show --json` prints (the workspace, then
+baseline commits newest first, each with `data.params[<file>].data`, `data.metrics[<file>].data` and
+`experiments` = [{name, executor: {state} | null, revs: [...]}]), and `status` what `dvc status --json` prints.
+Not every commit is collected, only those that can carry numbers of their own: the commits whose metrics file
+differs from their first parent's (found by comparing blob ids in git, about 1 ms a commit), the baselines of
+experiments and HEAD; a commit that repeats its parent's numbers would fold into it anyway. That, and one DVC
+start instead of two, is what turned the tens of seconds of `dvc exp show --all-commits` + `dvc status` into
+about a second. The result is flattened into rows of kind `workspace`, `experiment` or `baseline`: name, rev,
+the method (sample.method, `nc:<order>` when sample.nc.order is not nearest), sample.ratio, a note and every
+`eer.*` metric of the detector's metrics file. Commits that carry the same committed numbers are one row;
+queued, running and failed experiments are counted, not listed.
+`status <stage> --with-deps`, once, says whether the workspace's numbers are current, stale or unverified.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
-import subprocess
-import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,24 +237,19 @@ def classify_status(status: Any, metrics_file: str) -> Freshness:
     return Freshness("stale", detail)
 
 
-def workspace_freshness(repo: Path, metrics_file: str, dvc: str, timeout_s: float) -> Freshness:
-    """Run `dvc status <stage> --with-deps --json` for the stage that writes `metrics_file`."""
+def workspace_freshness(dvc_repo: Any, metrics_file: str) -> Freshness:
+    """`status <stage> --with-deps` (DVC's Python API) of the stage that writes `metrics_file`."""
     import yaml
 
     try:
-        stage = producing_stage(yaml.safe_load((repo / "dvc.yaml").read_text()), metrics_file)
+        stage = producing_stage(yaml.safe_load((Path(dvc_repo.root_dir) / "dvc.yaml").read_text()), metrics_file)
     except (OSError, yaml.YAMLError) as exc:
         return Freshness("unknown", f"dvc.yaml unreadable: {exc}")
     if stage is None:
         return Freshness("unknown", f"no stage of dvc.yaml writes {metrics_file}")
     try:
-        res = subprocess.run([dvc, "status", stage, "--with-deps", "--json"], cwd=repo, capture_output=True,
-                             text=True, timeout=timeout_s, check=False)
-        if res.returncode != 0:
-            msg = (res.stderr or res.stdout).strip().splitlines()
-            return Freshness("unknown", f"`dvc status` exited {res.returncode}: {msg[-1] if msg else ''}")
-        return classify_status(json.loads(res.stdout or "{}"), metrics_file)
-    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
+        return classify_status(dvc_repo.status(targets=[stage], with_deps=True), metrics_file)
+    except Exception as exc:  # noqa: BLE001 - DVC raises many types; the report says it could not tell
         return Freshness("unknown", f"`dvc status` failed: {exc}")
 
 
@@ -270,35 +268,71 @@ def mark_workspace(exps: ExperimentRuns, freshness: Freshness) -> ExperimentRuns
     return exps
 
 
-def dvc_executable() -> str | None:
-    """The dvc of this interpreter's environment, else the one on PATH."""
-    local = Path(sys.executable).parent / "dvc"
-    return str(local) if local.exists() else shutil.which("dvc")
+def numbered_revs(scm: Any, metrics_file: str) -> list[str]:
+    """The commits (of every branch and tag, newest first) whose metrics file differs from their first parent's."""
+    blobs: dict[str, str | None] = {}
+
+    def blob(rev: str) -> str | None:
+        if rev not in blobs:
+            try:
+                blobs[rev] = scm.get_fs(rev).info(metrics_file).get("sha")
+            except (FileNotFoundError, NotADirectoryError, KeyError):
+                blobs[rev] = None
+        return blobs[rev]
+
+    out = []
+    for rev in scm.list_all_commits():
+        parents = scm.resolve_commit(rev).parents
+        if blob(rev) is not None and blob(rev) != (blob(parents[0]) if parents else None):
+            out.append(rev)
+    return out
+
+
+def collect(repo: Path, metrics_file: str | None) -> tuple[list[dict[str, Any]], Any]:
+    """(`dvc exp show --json` document, `dvc status` freshness or None) of the repository, in this process."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        scm = dvc_repo.scm
+        baselines = list(dvc_repo.experiments.ls(all_commits=True))
+        revs = [scm.get_rev()] + (numbered_revs(scm, metrics_file) if metrics_file else []) + baselines
+        shown = dvc_repo.experiments.show(revs=list(dict.fromkeys(revs)), num=1)
+        doc = json.loads(json.dumps([e.dumpd() for e in shown], default=str))
+        fresh = workspace_freshness(dvc_repo, metrics_file) if metrics_file else None
+    order = {rev: i for i, rev in enumerate(revs)}          # baselines newest first, as --all-commits lists them
+    doc.sort(key=lambda e: -1 if e.get("rev") == "workspace" else order.get(str(e.get("rev")), len(order)))
+    return doc, fresh
 
 
 def load_experiments(repo: Path, metrics_file: str | None = "reports/metrics.json",
                      timeout_s: float = 120.0) -> ExperimentRuns:
-    """Run `dvc exp show --json` in `repo` and parse it; a reason instead of rows when that cannot be done."""
+    """The experiments table of `repo` (see the module doc); a reason instead of rows when that cannot be done,
+    or when DVC takes longer than `timeout_s` (params report.experiments_timeout_s)."""
     if not (repo / ".dvc").is_dir():
         return ExperimentRuns(None, f"{repo} is not a DVC repository")
     if not (repo / ".git").exists():
         return ExperimentRuns(None, "not a git repository: DVC experiments need git")
-    dvc = dvc_executable()
-    if dvc is None:
+    try:
+        import dvc.repo  # noqa: F401
+    except ImportError:
         return ExperimentRuns(None, "dvc is not installed")
-    cmd = [dvc, "exp", "show", "--json", "--all-commits", "--no-pager"]
-    try:
-        res = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return ExperimentRuns(None, f"`dvc exp show` failed: {exc}")
-    if res.returncode != 0:
-        msg = (res.stderr or res.stdout).strip().splitlines()
-        return ExperimentRuns(None, f"`dvc exp show` exited {res.returncode}: {msg[-1] if msg else ''}")
-    try:
-        doc = json.loads(res.stdout or "[]")
-    except json.JSONDecodeError as exc:
-        return ExperimentRuns(None, f"`dvc exp show --json` printed no JSON: {exc}")
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = collect(repo, metrics_file)
+        except Exception as exc:  # noqa: BLE001 - DVC raises many types; the section says why it is empty
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name="dvc-experiments", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        return ExperimentRuns(None, f"DVC did not list the experiments within {timeout_s:g} s "
+                                    "(params report.experiments_timeout_s)")
+    if "error" in box:
+        return ExperimentRuns(None, f"DVC could not list the experiments: {type(box['error']).__name__}: "
+                                    f"{box['error']}")
+    doc, fresh = box["value"]
     exps = parse_exp_show(doc, metrics_file)
-    if metrics_file is None:
-        return exps
-    return mark_workspace(exps, workspace_freshness(repo, metrics_file, dvc, timeout_s))
+    return exps if fresh is None else mark_workspace(exps, fresh)

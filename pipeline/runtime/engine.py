@@ -1,4 +1,4 @@
-"""Run a per-clip batch function over a clip table: locally (in order, one process) or on Ray Data.
+"""Run a per-clip batch function over a clip table: locally (in order, one process) or on Ray.
 
 Reads nothing but the table it is given; writes only the optional resume shards (`partial_dir`).
 Per-clip stages are functions from a batch of clip-table rows to a result (DESIGN.md, Conventions);
@@ -6,15 +6,14 @@ this module runs such a function over every batch of a table and returns the res
 whatever the engine:
 
 - `local` (the default): batches in order, in this process; ray is never imported.
-- `ray`: the table is cut into shards of `shard_batches` batches; Ray Data maps them over a pool of
-  `concurrency` actors (`num_gpus` each when the stage runs on CUDA), each actor building the batch
-  function once (`actor_factory`: loads the model in the actor, not in the driver). Joins the cluster
-  at `RAY_ADDRESS` when set, else starts a local instance of `ray_num_cpus` CPUs.
+- `ray`: a pool of `concurrency` warm Ray actors (`num_gpus` each when the stage runs on CUDA) that each
+  build the batch function once (`actor_factory`: loads the model in the actor, not in the driver), read
+  their rows themselves and take tasks sized to the workload (pipeline/runtime/ray_pool.py). Joins the
+  cluster at `RAY_ADDRESS` when set, else starts a local instance of `ray_num_cpus` CPUs.
 
-Shards travel to the actors pickled (not as Arrow columns), and results come back pickled: a pandas ->
-Arrow -> pandas round trip would turn None into NaN or change dtypes, and the results must be
-identical to the local engine's. Each batch sees the same rows, in the same order and with a fresh
-0..n-1 index, on both engines.
+Each batch sees the same rows, in the same order, with the same dtypes and a fresh 0..n-1 index, on both
+engines (rows that Arrow would change travel pickled), and results come back pickled: the results are
+identical to the local engine's.
 
 Resumable by shard: with `partial_dir`, each finished shard's results are written there atomically
 as `shard-<k>-<key>.pkl`, key = sha256 of the shard's clip ids; a re-run (after a crash or a killed
@@ -30,7 +29,6 @@ import logging
 import os
 import pickle
 import shutil
-import sys
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +36,12 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.io import atomic_path
 from pipeline.logs import progress
 from pipeline.params import ENGINES, ConfigError, Runtime, number, one_of
+from pipeline.runtime.shards import BatchFn, ShardWorker, shard_file
 
 log = logging.getLogger("pipeline.runtime.engine")
 
-BatchFn = Callable[[pd.DataFrame], Any]
 
 
 @dataclass(frozen=True)
@@ -93,63 +90,10 @@ def plan_shards(n_rows: int, batch_size: int, shard_batches: int) -> list[tuple[
     return [(s, min(s + step, n_rows)) for s in range(0, n_rows, step)]
 
 
-def _shard_file(partial_dir: Path, k: int, key: str) -> Path:
-    return Path(partial_dir) / f"shard-{k:06d}-{key}.pkl"
-
-
 def clear_partial(partial_dir: str | Path | None) -> None:
     """Remove the resume shards once the caller's outputs are written."""
     if partial_dir is not None and Path(partial_dir).exists():
         shutil.rmtree(partial_dir)
-
-
-class ShardWorker:
-    """Runs the batch function over the batches of a shard; an actor's state on Ray (the model lives here)."""
-
-    def __init__(self, fn: BatchFn | None, actor_factory: Callable[[], BatchFn] | None, batch_size: int,
-                 partial_dir: str | None, cwd: str | None = None, threads: int = 0) -> None:
-        if (fn is None) == (actor_factory is None):
-            raise ValueError("engine: give exactly one of a batch function and an actor_factory")
-        if cwd is not None and os.path.isdir(cwd) and os.getcwd() != cwd:
-            os.chdir(cwd)  # clip paths are relative to the repo root: the same mount path on every node
-        self.fn = actor_factory() if actor_factory is not None else fn
-        self.batch_size = int(batch_size)
-        self.partial_dir = partial_dir
-        self.threads = int(threads)
-        self.pin_torch_threads()
-
-    def pin_torch_threads(self) -> None:
-        """Run torch on the driver's thread count (`threads`, runtime.threads) once the batch function has imported
-        it. Ray starts an actor with OMP_NUM_THREADS=1, and a reduction summed over 1 thread and over 2 rounds
-        differently: outputs then differed from the local engine's by a 16-bit step. Torch-free stages never
-        import it here."""
-        if self.threads > 0 and "torch" in sys.modules and sys.modules["torch"].get_num_threads() != self.threads:
-            sys.modules["torch"].set_num_threads(self.threads)
-
-    def run_shard(self, rows: pd.DataFrame, k: int, key: str,
-                  on_batch: Callable[[int], Any] | None = None) -> list[Any]:
-        """The per-batch results of one shard (written to the resume file first when there is one); `on_batch(n)` is
-        called with each batch's row count when it is done (progress)."""
-        self.pin_torch_threads()
-        results = []
-        for s in range(0, len(rows), self.batch_size):
-            batch = rows.iloc[s:s + self.batch_size].reset_index(drop=True)
-            results.append(self.fn(batch))
-            if on_batch is not None:
-                on_batch(len(batch))
-        if self.partial_dir is not None:
-            with atomic_path(_shard_file(Path(self.partial_dir), k, key)) as tmp:
-                tmp.write_bytes(pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL))
-        return results
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        """Ray Data entry: rows of (shard, key, pickled rows) -> rows of (shard, pickled results or b'')."""
-        out = []
-        for k, key, payload in zip(batch["shard"], batch["key"], batch["rows"]):
-            results = self.run_shard(pickle.loads(payload), int(k), str(key))
-            blob = b"" if self.partial_dir is not None else pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)
-            out.append({"shard": int(k), "results": blob})
-        return pd.DataFrame(out, columns=["shard", "results"])
 
 
 # What pipeline/__main__.py sets before torch is imported (pipeline/runtime/cpu_isa.py); named here, not imported, so
@@ -185,11 +129,6 @@ def iter_shards(fn: BatchFn | None, table: pd.DataFrame, *, batch_size: int, cfg
     """Yield (shard number, its per-batch results) for every shard but `skip`; done shards (resume files) first."""
     if (fn is None) == (actor_factory is None):
         raise ValueError("engine: give exactly one of a batch function and an actor_factory")
-    if cfg.engine == "ray" and partial_dir is None and not skip:
-        # Enough shards to keep every actor busy (results do not depend on how batches group into shards);
-        # shard numbers the caller names (resume files, `skip`) keep the layout asked for.
-        n_batches = -(-len(table) // max(int(batch_size), 1))
-        shard_batches = max(1, min(shard_batches, -(-n_batches // (4 * int(cfg.concurrency)))))
     shards = plan_shards(len(table), batch_size, shard_batches)
     skip = set(skip)
     ids = table[id_column].astype(str).tolist() if id_column in table.columns else [str(i) for i in range(len(table))]
@@ -198,7 +137,7 @@ def iter_shards(fn: BatchFn | None, table: pd.DataFrame, *, batch_size: int, cfg
     for k, key in enumerate(keys):
         if k in skip:
             continue
-        f = _shard_file(Path(partial_dir), k, key) if partial_dir is not None else None
+        f = shard_file(Path(partial_dir), k, key) if partial_dir is not None else None
         if f is not None and f.exists():
             yield k, pickle.loads(f.read_bytes())
         else:
@@ -218,39 +157,14 @@ def iter_shards(fn: BatchFn | None, table: pd.DataFrame, *, batch_size: int, cfg
             yield k, worker.run_shard(table.iloc[a:b], k, keys[k], on_batch=bar.update)
         bar.close()
         return
-    yield from _ray_shards(fn, actor_factory, table, shards, keys, todo, batch_size, cfg, part, desc)
-
-
-def _ray_shards(fn, actor_factory, table, shards, keys, todo, batch_size, cfg, part, desc):
-    import ray
-    import ray.data
+    from pipeline.runtime import ray_pool
 
     ray_init(cfg)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    # One block per shard: a row of (shard number, key, the shard's rows pickled).
-    blocks = [pd.DataFrame({"shard": [k], "key": [keys[k]],
-                            "rows": [pickle.dumps(table.iloc[shards[k][0]:shards[k][1]],
-                                                  protocol=pickle.HIGHEST_PROTOCOL)]}) for k in todo]
-    ds = ray.data.from_pandas(blocks).map_batches(
-        ShardWorker, batch_size=None, batch_format="pandas",
-        fn_constructor_args=(fn, actor_factory, batch_size, part, os.getcwd(), cfg.threads),
-        compute=ray.data.ActorPoolStrategy(size=min(int(cfg.concurrency), len(todo))), num_gpus=cfg.num_gpus or None,
-        num_cpus=cfg.num_cpus)
-    seen = set()
-    for out in progress(ds.iter_batches(batch_size=None, batch_format="pandas"), desc=f"{desc} (ray)", unit="block"):
-        for k, blob in zip(out["shard"], out["results"]):
-            k = int(k)
-            if k in seen:
-                raise RuntimeError(f"engine: shard {k} came back twice from Ray")
-            seen.add(k)
-            if part is not None:
-                yield k, pickle.loads(_shard_file(Path(part), k, keys[k]).read_bytes())
-            else:
-                yield k, pickle.loads(blob)
-    missing = sorted(set(todo) - seen)
-    if missing:
-        raise RuntimeError(f"engine: shards {missing[:5]} never came back from Ray")
+    # without resume files or shards to skip, the actors take tasks sized to the workload (results do not
+    # depend on how batches group); otherwise the caller's shards, which name the resume files
+    sized = partial_dir is None and not skip
+    yield from ray_pool.run_tasks(fn, actor_factory, table, batch_size=batch_size, cfg=cfg,
+                                  shards=None if sized else shards, keys=keys, todo=todo, partial=part, desc=desc)
 
 
 def map_batch_results(fn: BatchFn | None, table: pd.DataFrame, *, batch_size: int, cfg: EngineConfig = LOCAL,

@@ -1,10 +1,11 @@
 """Training-set samplers over teacher embeddings: neural-collapse class-mean selection and baselines.
 
-`nc_select` is the method (pipeline/sampling/nc.py); `order_select` (its farthest and stratified orders),
-`margin_select` and `generator_balanced_select` pick the atypical or least-sure rows and spread the fakes
-over generators (methods.py, on the orders of orders.py); `random_select`, `full_select`, `kcenter_select`
-and `farthest_select` are the baselines (baselines.py); `nc1` and friends are diagnostics (diagnostics.py);
-the quota maths (ratios per class, rows kept) is quotas.py's.
+`nc_select` is the method (pipeline/sampling/nc.py; its block arithmetic, shared with the streamed path of
+streaming.py, is kernel.py's); `order_select` (its farthest and stratified orders), `margin_select` and
+`generator_balanced_select` pick the atypical or least-sure rows and spread the fakes over generators
+(methods.py, on the orders of orders.py); `random_select`, `full_select`, `kcenter_select` and
+`farthest_select` are the baselines (baselines.py); `nc1` and friends are diagnostics (diagnostics.py); the
+quota maths (ratios per class, rows kept) is quotas.py's.
 `SAMPLERS` maps each `sample.method` name to its function. Imports faiss only when a function runs.
 """
 

@@ -67,11 +67,19 @@ def quota_ratios(quota: Mapping[str, int], sizes: Mapping[str, int]) -> dict[str
 
 def order_key(method: str, distance: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
     """Per row, its rank within its class as a quantile in [0, 1): the top-up order of `method` (see above)."""
+    n = len(labels)
     if method in ("nc", "farthest"):
-        value = distance if method == "nc" else -distance
-    else:
-        value = np.random.default_rng(seed).permutation(len(labels)).astype(np.float64)
-    return rank_key(value, labels)
+        return rank_key(distance if method == "nc" else -distance, labels)
+    # a seeded permutation: its values are distinct, so each class's order is the permutation's order
+    # restricted to the class, read off the inverse permutation without a sort
+    key = np.zeros(n, dtype=np.float64)
+    by_value = np.empty(n, dtype=np.int64)
+    by_value[np.random.default_rng(seed).permutation(n)] = np.arange(n)     # by_value[v] = the row holding v
+    sorted_labels = labels[by_value]
+    for c in np.unique(labels):
+        order = by_value[sorted_labels == c]
+        key[order] = np.arange(len(order)) / len(order)
+    return key
 
 
 def rank_key(value: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -80,21 +88,9 @@ def rank_key(value: np.ndarray, labels: np.ndarray) -> np.ndarray:
     key = np.zeros(len(labels), dtype=np.float64)
     for c in np.unique(labels):
         rows = np.flatnonzero(labels == c)
-        order = rows[np.lexsort((rows, value[rows]))]      # ties: the lower row
+        order = rows[np.argsort(value[rows], kind="stable")]      # ties: the lower row (rows ascend)
         key[order] = np.arange(len(rows)) / len(rows)
     return key
-
-
-def merge_picks(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate the pools' picks; a clip picked by several pools keeps the row with the smallest distance
-    (ties and missing distances: the earlier pool)."""
-    if not frames:
-        raise ValueError("no pools to merge")
-    df = pd.concat(frames, ignore_index=True)
-    df["_order"] = np.arange(len(df))
-    best = df.sort_values(["distance", "_order"], kind="mergesort", na_position="last")
-    best = best.drop_duplicates("clip_id", keep="first")
-    return best.sort_values("_order", kind="mergesort").drop(columns="_order").reset_index(drop=True)
 
 
 def fill_to_budget(picked: pd.DataFrame, candidates: pd.DataFrame,
@@ -108,8 +104,11 @@ def fill_to_budget(picked: pd.DataFrame, candidates: pd.DataFrame,
         missing = {KEY, POOL, "label", "clip_id"} - set(df.columns)
         if missing:
             raise ValueError(f"fill_to_budget: {name} lacks columns {sorted(missing)}")
-    rest = candidates[~candidates["clip_id"].isin(picked["clip_id"])]
-    rest = rest.sort_values([KEY, POOL, "clip_id"], kind="mergesort").drop_duplicates("clip_id", keep="first")
+    have_n = picked["label"].value_counts()
+    rest = candidates.iloc[:0]
+    if any(have_n.get(c, 0) < budget for c, budget in budgets.items()):   # a top-up: order the candidates
+        rest = candidates[~candidates["clip_id"].isin(picked["clip_id"])]
+        rest = rest.sort_values([KEY, POOL, "clip_id"], kind="mergesort").drop_duplicates("clip_id", keep="first")
     drop, adds, report = [], [], {}
     for c, budget in budgets.items():
         have = picked[picked["label"] == c]
@@ -137,3 +136,33 @@ def budget_diagnostics(budgets: Mapping[str, int], merged_sizes: Mapping[str, in
         "train_clips": dict(merged_sizes),
         "pools": {t: {"train_clips": dict(s), "quota": dict(q)} for t, s, q in zip(teachers, pool_sizes, quotas)},
     }
+
+
+def merge_picks(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate the pools' picks (each holds a clip once); a clip picked by several pools keeps the row with
+    the smallest distance (ties and missing distances: the earlier pool). One pass, no sort: every clip's best
+    row so far is kept in arrays indexed by the clip's code."""
+    if not frames:
+        raise ValueError("no pools to merge")
+    if len(frames) == 1:
+        return frames[0].reset_index(drop=True)
+    df = pd.concat(frames, ignore_index=True)
+    clip = pd.factorize(df["clip_id"])[0]
+    distance = np.nan_to_num(df["distance"].to_numpy(np.float64, na_value=np.nan), nan=np.inf)
+    best = np.full(clip.max(initial=-1) + 1, -1, dtype=np.int64)
+    bounds = np.cumsum([0] + [len(f) for f in frames])
+    for a, b in zip(bounds[:-1], bounds[1:]):        # pool by pool: a later pool wins only by a smaller distance
+        rows = np.arange(a, b)
+        held = best[clip[rows]]
+        better = (held < 0) | (distance[rows] < np.where(held < 0, np.inf, distance[held]))
+        best[clip[rows[better]]] = rows[better]
+    keep = np.zeros(len(df), dtype=bool)
+    keep[best[best >= 0]] = True
+    return df[keep].reset_index(drop=True)
+
+
+def pool_seed(seed: int, i: int) -> int:
+    """The seed of pool i (k-means, random and k-center draws) from the stage seed."""
+    # one seed per pool: with the params seed alone, random/kcenter would pick the same n-th bona fide
+    # clips in every pool (pools share their bona fide rows), and the merge would shrink to one pool's picks
+    return int(np.random.SeedSequence([seed, i]).generate_state(1)[0])

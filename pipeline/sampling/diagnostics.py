@@ -40,8 +40,10 @@ def nc1(embeddings: np.ndarray, labels: Any, *, normalize: bool = True, classes:
     for k, c in enumerate(classes):
         code[labels == c] = k
     acc = np.zeros(len(lam), dtype=np.float64)
+    vec32, mean_proj = vec.astype(np.float32), means @ vec
     for start, x in iter_blocks(embeddings, normalize, chunk_rows):
-        proj = (x.astype(np.float64) - means[code[start:start + len(x)]]) @ vec
+        # u.(x - mu) = u.x - u.mu: the block is projected in float32 (a GEMV), never copied to float64
+        proj = (x @ vec32).astype(np.float64) - mean_proj[code[start:start + len(x)]]
         acc += (proj ** 2).sum(axis=0)
     return float((acc / len(labels) / lam).sum() / len(classes))
 
@@ -60,3 +62,11 @@ def counts(df: pd.DataFrame, columns: Sequence[str] = COUNT_COLUMNS) -> dict[str
         vc = df[col].astype(str).value_counts()
         out[col] = {str(k): int(vc[k]) for k in sorted(vc.index)}
     return out
+
+
+def stage_header(p: Any, seed: int, inputs: Any) -> dict[str, Any]:
+    """The head of reports/sampling.json: the sampling params of the run (`p`: the stage's SampleParams) and
+    what the methods beyond nc read (`inputs`: methods.MethodInputs)."""
+    return {"seed": seed, "method": p.method, "ratio": p.ratio, "class_ratio": p.class_ratio,
+            "n_clusters": p.n_clusters, "normalize": p.normalize, "index": p.index, "pools": {},
+            "methods": {**inputs.diag, "skipped": dict(inputs.skipped)}}

@@ -94,14 +94,32 @@ def generator_balanced_select(embeddings: np.ndarray, labels: Any, ratio: float,
 # ---------------------------------------------------------------------------- the sample stage's dispatcher
 
 
+METHODS = ("nc", "random", "full", "kcenter", "farthest", "margin", "generator_balanced")   # sample.method
+
+
 @dataclass
 class MethodInputs:
     """What the orders read beyond each pool's ranking, for every pool at once (`prepare_inputs`)."""
 
-    margins: pd.Series | None                                  # clip_id -> |mean teacher margin|; None: no scores
+    margins: pd.Series | None                                  # clip row -> |mean teacher margin|; None: no scores
     system_quotas: list[dict[str, int]]                        # per pool: fake rows kept per generator system
     skipped: dict[str, str] = field(default_factory=dict)     # method -> why it is not run
     diag: dict[str, Any] = field(default_factory=dict)         # reports/sampling.json `methods`
+
+
+@dataclass
+class ClipColumns:
+    """What the orders read of every clip-table row: in memory the clip table's columns (`of_frame`), streamed
+    the ClipStore's codes (stream_stage.py), so both paths give the same picks."""
+
+    fake: np.ndarray          # bool: the row is of the fake class
+    system: np.ndarray        # its generator system (str)
+    parent: np.ndarray        # its parent: ids (None/NaN: none) or integer codes (negative: none)
+
+    @classmethod
+    def of_frame(cls, clips: pd.DataFrame, fake: str = "spoof") -> ClipColumns:
+        return cls(fake=(clips["label"] == fake).to_numpy(bool), system=clips["system"].astype(str).to_numpy(),
+                   parent=clips["parent_id"].to_numpy(object))
 
 
 def ordered(method: str, p: Any) -> bool:
@@ -109,11 +127,21 @@ def ordered(method: str, p: Any) -> bool:
     return method in orders.EXTRA_METHODS or (method == "nc" and p.nc.order != "nearest")
 
 
-def prepare_inputs(p: Any, pools: Sequence[Any], clips: pd.DataFrame, train_pos: Sequence[np.ndarray],
+def runnable(method: str, skipped: Mapping[str, str], log: Any) -> tuple[str, ...]:
+    """The methods run (METHODS less the skipped ones, each logged); `method` (sample.method) skipped is a
+    ConfigError."""
+    if method in skipped:
+        raise ConfigError(f"params sample.method: {method} cannot run: {skipped[method]}")
+    for m, why in skipped.items():
+        log.warning("sample: no %s manifest: %s", m, why)
+    return tuple(m for m in METHODS if m not in skipped)
+
+
+def prepare_inputs(p: Any, pools: Sequence[Any], cols: ClipColumns, train_pos: Sequence[np.ndarray],
                    train_rows: Sequence[np.ndarray], budgets: Mapping[str, int], fake: str = "spoof") -> MethodInputs:
-    """Margins and per-system quotas for `pick`. `p`: SampleParams; pools: the stage's Pools (teacher, ids,
-    scores or None, threshold, threshold_source); train_pos / train_rows: per pool, its train rows as
-    positions in `clips` and as rows of its embedding matrix (same order)."""
+    """Margins and per-system quotas for `pick`. `p`: SampleParams; pools: the stage's Pools (teacher, scores or
+    None, threshold, threshold_source); `cols`: the clip rows' columns; train_pos / train_rows: per pool, its
+    train rows as clip rows and as rows of its embedding matrix (same order). Margins are keyed by clip row."""
     teachers = [pl.teacher for pl in pools]
     named = p.margin.teachers
     if named is not None:
@@ -123,13 +151,11 @@ def prepare_inputs(p: Any, pools: Sequence[Any], clips: pd.DataFrame, train_pos:
             raise ConfigError(f"params sample.margin.teachers: {missing} have no scores in their ids.parquet "
                               f"(embedder resemblyzer, or embeddings made before scores were kept): re-run embed")
     use = [i for i, pl in enumerate(pools) if pl.scores is not None and (named is None or pl.teacher in named)]
-    margins = orders.clip_margins([(pools[i].ids[train_rows[i]], pools[i].scores[train_rows[i]], pools[i].threshold)
+    margins = orders.clip_margins([(train_pos[i], pools[i].scores[train_rows[i]], pools[i].threshold)
                                    for i in use]) if use else None
     merged = np.unique(np.concatenate(list(train_pos)))
-    label = clips["label"].to_numpy()
-    system = clips["system"].astype(str).to_numpy()
-    fake_sys = [pd.Series(system[pos][label[pos] == fake]) for pos in train_pos]
-    quotas = orders.system_quotas(pd.Series(system[merged][label[merged] == fake]), int(budgets.get(fake, 0)),
+    fake_sys = [pd.Series(cols.system[pos[cols.fake[pos]]]) for pos in train_pos]
+    quotas = orders.system_quotas(pd.Series(cols.system[merged[cols.fake[merged]]]), int(budgets.get(fake, 0)),
                                   fake_sys)
     out = MethodInputs(margins, quotas)
     if margins is None:
@@ -153,12 +179,10 @@ def _sum_quotas(quotas: Sequence[Mapping[str, int]]) -> dict[str, int]:
     return dict(sorted(total.items()))
 
 
-def pool_inputs(inputs: MethodInputs, i: int, clips: pd.DataFrame, train_pos: np.ndarray) -> orders.PoolOrderInputs:
-    """The order inputs of pool i's train rows (positions `train_pos` in `clips`)."""
-    ids = clips["clip_id"].to_numpy()[train_pos]
-    u = None if inputs.margins is None else inputs.margins.reindex(ids).to_numpy(np.float64)
-    return orders.PoolOrderInputs(uncertainty=u, systems=clips["system"].astype(str).to_numpy()[train_pos],
-                                  parents=clips["parent_id"].to_numpy(object)[train_pos],
+def pool_inputs(inputs: MethodInputs, i: int, cols: ClipColumns, train_pos: np.ndarray) -> orders.PoolOrderInputs:
+    """The order inputs of pool i's train rows (clip rows `train_pos`)."""
+    u = None if inputs.margins is None else inputs.margins.reindex(train_pos).to_numpy(np.float64)
+    return orders.PoolOrderInputs(uncertainty=u, systems=cols.system[train_pos], parents=cols.parent[train_pos],
                                   system_quota=inputs.system_quotas[i])
 
 

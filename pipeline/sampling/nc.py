@@ -7,9 +7,9 @@ most typical ones, and a small set of them trains a detector nearly as well as t
 
 Per class c with rows X_c (L2-normalised by default):
   1. mu_c = mean(X_c), accumulated in float64 over row blocks;
-  2. d_i = ||x_i - mu_c||, computed exactly by FAISS (`faiss.pairwise_distances`, the brute-force kernel
-     of `IndexFlatL2`, between each block of rows and [class means; k-means centroids]: index `flat`,
-     the default), or by an `IndexIVFFlat` over the class rows queried by the mean with k = n_keep
+  2. d_i = ||x_i - mu_c||, computed exactly, brute force, with ||x||^2 + ||mu||^2 - 2 x.mu between each
+     block of rows and [class means; k-means centroids] (index `flat`, the default; kernel.py), or by an
+     `IndexIVFFlat` over the class rows queried by the mean with k = n_keep
      (index `ivf`, approximate; for ONE query it is never faster than the exact scan, it is there for
      users who want to try it);
   3. keep the n_keep = round(ratio_c * n_c) (at least 1) rows with the smallest d_i; ties go to the
@@ -20,19 +20,22 @@ assigned to its nearest centroid), n_keep is split over the clusters in proporti
 (largest remainder, at least one per non-empty cluster), and each cluster keeps its rows nearest to
 the class mean. No fake mode is lost even when it lies far from the class mean.
 
-Memory: the input is never converted to float32 as a whole; contiguous row blocks are converted one at
-a time (`chunk_rows`), so the working set beyond the input is O(N) scalars plus one block.
+Arithmetic: pipeline/sampling/kernel.py, shared with the streamed path (streaming.py), so that both give the
+same picks bit for bit: float16 rows are converted in cache-sized sub-blocks (never as a whole), normalised
+on the fly, and meet the class means and centroids in one small GEMM per sub-block.
+Memory: O(N) scalars plus a few MB of sub-block buffers beyond the input.
 Time: two sequential passes, O(N * D * (C + k)), plus a constant k-means training cost: linear in N.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from pipeline.sampling import kernel
 from pipeline.sampling.quotas import check_ratio, class_ratios, n_keep_for, proportional_quotas
 from pipeline.schema import LABEL_INDEX, LABELS
 
@@ -80,6 +83,14 @@ def check_inputs(embeddings: np.ndarray, labels: Any, classes: Sequence | None =
     Raises ValueError for a matrix that is not 2-D, a length mismatch, NaN/inf rows (naming the first),
     labels outside `classes` and a class without rows.
     """
+    labels, classes, _ = checked_codes(embeddings, labels, classes, chunk_rows, check_finite)
+    return labels, classes
+
+
+def checked_codes(embeddings: np.ndarray, labels: Any, classes: Sequence | None = None,
+                  chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                  check_finite: bool = True) -> tuple[np.ndarray, tuple, np.ndarray]:
+    """check_inputs, plus every row's class as an int8 index into `classes`."""
     if not isinstance(embeddings, np.ndarray) or embeddings.ndim != 2:
         got = getattr(embeddings, "shape", type(embeddings))
         raise ValueError(f"embeddings must be a 2-D array (N x D), got {got}")
@@ -92,38 +103,31 @@ def check_inputs(embeddings: np.ndarray, labels: Any, classes: Sequence | None =
     if embeddings.shape[1] == 0:
         raise ValueError("embeddings have zero columns")
     for start in range(0, len(embeddings) if check_finite else 0, chunk_rows):
-        _check_finite(np.isfinite(embeddings[start:start + chunk_rows]).all(axis=1), start)
+        kernel.check_finite(np.isfinite(embeddings[start:start + chunk_rows]).all(axis=1), start)
     classes = tuple(classes) if classes is not None else default_classes(labels)
-    unknown = sorted({str(v) for v in np.unique(labels)} - {str(c) for c in classes})
-    if unknown:
+    codes = label_codes(labels, classes)
+    if (codes < 0).any():
+        unknown = sorted({str(v) for v in np.unique(labels[codes < 0])})
         raise ValueError(f"labels {unknown} are not among the classes {list(classes)}")
-    for c in classes:
-        if not np.any(labels == c):
+    counts = np.bincount(codes, minlength=len(classes))
+    for k, c in enumerate(classes):
+        if not counts[k]:
             raise ValueError(f"class {c!r} has no rows: NC sampling needs every class {list(classes)} in the pool")
-    return labels, classes
+    return labels, classes, codes
 
 
-def _check_finite(finite_rows: np.ndarray, start: int) -> None:
-    if not finite_rows.all():
-        row = start + int(np.argmin(finite_rows))
-        raise ValueError(f"embeddings contain NaN or inf (first at row {row}); re-run the embed stage")
+def label_codes(labels: np.ndarray, classes: Sequence) -> np.ndarray:
+    """Every label's index into `classes` (int8; -1 for a label that is none of them)."""
+    codes = np.full(len(labels), -1, dtype=np.int8)
+    for k, c in enumerate(classes):
+        codes[labels == c] = k
+    return codes
 
 
 def as_f32(block: np.ndarray, normalize: bool, start: int = 0, out: np.ndarray | None = None) -> np.ndarray:
     """A block of rows as contiguous float32 (a copy, written into `out` when given), checked finite,
     L2-normalised when asked (zero rows stay zero)."""
-    if out is None:
-        x = np.array(block, dtype=np.float32, order="C")   # always a copy: the caller's matrix is never modified
-    else:
-        x = out[:len(block)]
-        np.copyto(x, block, casting="same_kind")
-    sq = np.einsum("ij,ij->i", x, x)     # a NaN/inf element makes its row's squared norm non-finite
-    _check_finite(np.isfinite(sq), start)
-    if normalize:
-        inv = np.zeros_like(sq)
-        np.divide(1.0, np.sqrt(sq), out=inv, where=sq > 0)
-        x *= inv[:, None]                # a plain multiply: a masked divide over the block is several times slower
-    return x
+    return kernel.normalized(block, normalize, start, out)
 
 
 def rows_f32(embeddings: np.ndarray, rows: np.ndarray, normalize: bool) -> np.ndarray:
@@ -146,30 +150,26 @@ def iter_blocks(embeddings: np.ndarray, normalize: bool, chunk_rows: int = DEFAU
         yield start, as_f32(embeddings[start:start + chunk_rows], normalize, start, out=buf)
 
 
-def class_sums(blocks: Iterable[tuple[int, np.ndarray]], codes: np.ndarray, n_classes: int,
-               dim: int) -> np.ndarray:
-    """float64 [n_classes, dim] sums of the float32 row blocks (start, block) per class code (-1: no class)."""
-    sums = np.zeros((n_classes, dim), dtype=np.float64)
-    for start, x in blocks:
-        onehot = np.zeros((len(x), n_classes), dtype=np.float32)
-        code = codes[start:start + len(x)]
-        ok = code >= 0
-        onehot[np.flatnonzero(ok), code[ok]] = 1.0
-        # per-class sums in one BLAS call; written x.T @ onehot because OpenBLAS is ~40x slower on the
-        # transposed form (onehot.T @ x, a 2-row left operand) on this machine
-        sums += (x.T @ onehot).T
-    return sums
+def raw_blocks(embeddings: np.ndarray, chunk_rows: int = DEFAULT_CHUNK_ROWS):
+    """(start, rows start..start+chunk_rows) over the matrix as stored: the blocks the kernel converts."""
+    for start in range(0, len(embeddings), chunk_rows):
+        yield start, embeddings[start:start + chunk_rows]
 
 
 def class_means(embeddings: np.ndarray, labels: np.ndarray, classes: Sequence, normalize: bool = True,
-                chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict[Any, np.ndarray]:
+                chunk_rows: int = DEFAULT_CHUNK_ROWS, threads: int | None = None) -> dict[Any, np.ndarray]:
     """Mean of every class (after L2 normalisation by default), float64, in one pass over the matrix."""
-    codes = np.full(len(labels), -1, dtype=np.int64)
-    for k, c in enumerate(classes):
-        codes[labels == c] = k
-    sums = class_sums(iter_blocks(embeddings, normalize, chunk_rows), codes, len(classes), embeddings.shape[1])
-    n = np.array([(codes == k).sum() for k in range(len(classes))], dtype=np.float64)
+    codes = label_codes(np.asarray(labels), classes)
+    sums = kernel.scan_sums(raw_blocks(embeddings, chunk_rows), codes, len(classes), normalize,
+                            scan_threads(threads)).sums
+    n = np.bincount(codes[codes >= 0], minlength=len(classes)).astype(np.float64)
     return {c: sums[k] / max(n[k], 1.0) for k, c in enumerate(classes)}
+
+
+def scan_threads(threads: int | None) -> int:
+    """Threads of the block scans: as given, else faiss's setting (the sample stage sets it from params
+    runtime.threads; results never depend on it)."""
+    return max(1, int(threads)) if threads is not None else max(1, load_faiss().omp_get_max_threads())
 
 
 def class_mean(embeddings: np.ndarray, rows: np.ndarray, normalize: bool = True,
@@ -248,41 +248,60 @@ def _ivf_nearest(embeddings: np.ndarray, rows: np.ndarray, mean: np.ndarray, n: 
 
 def nc_rank(embeddings: np.ndarray, labels: Any, *, n_clusters: int, seed: int, normalize: bool = True,
             classes: Sequence | None = None, fake_class: Any = "auto", max_points_per_centroid: int = 256,
-            kmeans_iters: int = 20, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> NCRanking:
+            kmeans_iters: int = 20, chunk_rows: int = DEFAULT_CHUNK_ROWS, threads: int | None = None) -> NCRanking:
     """Per-row distance to the class mean and the fake class's k-means clusters (validates the inputs).
 
-    Two sequential passes over the matrix: class means, then one FAISS pairwise-distance call per block
-    against [class means; k-means centroids] gives every row its distance to its class mean and its cluster.
+    Two sequential passes over the matrix (rank_blocks): class means, then every row against [class means;
+    k-means centroids], which gives each row its distance to its class mean and its cluster. `threads`:
+    see scan_threads.
     """
-    faiss = load_faiss()
-    labels, classes = check_inputs(embeddings, labels, classes, chunk_rows, check_finite=False)
+    _, classes, codes = checked_codes(embeddings, labels, classes, chunk_rows, check_finite=False)
     fake = default_fake_class(classes) if fake_class == "auto" else fake_class
-    class_rows = {c: np.flatnonzero(labels == c) for c in classes}
-    means = class_means(embeddings, labels, classes, normalize, chunk_rows)
-    centroids = None
-    if fake in class_rows and n_clusters and n_clusters > 1 and len(class_rows[fake]) > 1:
-        centroids = train_kmeans(embeddings, class_rows[fake], n_clusters, seed, normalize,
-                                 max_points_per_centroid, kmeans_iters)
-    refs = np.stack([means[c] for c in classes]).astype(np.float32)
-    if centroids is not None:
-        refs = np.concatenate([refs, centroids])
-    code = np.zeros(len(labels), dtype=np.int64)
-    for k, c in enumerate(classes):
-        code[class_rows[c]] = k
-    is_fake = labels == fake
-    n_cls = len(classes)
-    distance = np.empty(len(labels), dtype=np.float64)
-    cluster = np.full(len(labels), -1, dtype=np.int32)
-    for start, x in iter_blocks(embeddings, normalize, chunk_rows):
-        stop = start + len(x)
-        d2 = faiss.pairwise_distances(x, refs)                  # squared L2, [block, C + k]
-        distance[start:stop] = d2[np.arange(len(x)), code[start:stop]]
-        if centroids is not None:
-            f = is_fake[start:stop]
-            cluster[start:stop][f] = np.argmin(d2[f, n_cls:], axis=1)
-    distance = np.sqrt(np.maximum(distance, 0.0))
-    return NCRanking(distance=distance, cluster=cluster, means=means, class_rows=class_rows, fake_class=fake,
-                     centroids=centroids)
+    return rank_blocks(lambda: raw_blocks(embeddings, chunk_rows), codes, classes, fake, n_clusters=n_clusters,
+                       seed=seed, normalize=normalize, max_points_per_centroid=max_points_per_centroid,
+                       kmeans_iters=kmeans_iters, threads=threads)
+
+
+def rank_blocks(blocks: Callable[[], Iterable[tuple[int, np.ndarray]]], codes: np.ndarray, classes: Sequence,
+                fake_class: Any, *, n_clusters: int, seed: int, normalize: bool = True,
+                max_points_per_centroid: int = 256, kmeans_iters: int = 20, threads: int | None = None) -> NCRanking:
+    """nc_rank over any row source: `blocks()` yields (start, raw rows) in row order, once per pass (the
+    in-memory matrix, or the streamed shards of streaming.py: the same blocks give the same ranking).
+
+    `codes`: every row's index into `classes` (checked by the caller). The k-means subsample (kmeans_rows) is
+    gathered during the first pass, so k-means needs no extra read.
+    """
+    threads = scan_threads(threads)
+    class_rows = {c: np.flatnonzero(codes == k) for k, c in enumerate(classes)}
+    fake_code = next((k for k, c in enumerate(classes) if c == fake_class), -1)
+    fake_rows = class_rows[classes[fake_code]] if fake_code >= 0 else np.empty(0, dtype=np.int64)
+    k = int(min(n_clusters or 0, len(fake_rows)))
+    clustered = bool(n_clusters and n_clusters > 1 and len(fake_rows) > 1)
+    train = kmeans_rows(fake_rows, k, seed, max_points_per_centroid) if clustered else None
+    scan = kernel.scan_sums(blocks(), codes, len(classes), normalize, threads, gather=train)
+    counts = np.array([len(class_rows[c]) for c in classes], dtype=np.float64)
+    means = scan.sums / np.maximum(counts, 1.0)[:, None]
+    centroids = fit_kmeans(scan.gathered, k, seed, kmeans_iters, max_points_per_centroid) if clustered else None
+    refs = means.astype(np.float32) if centroids is None else np.concatenate([means.astype(np.float32), centroids])
+    own, cluster = kernel.scan_distances(blocks(), codes, refs, len(classes), fake_code, scan, threads)
+    del scan
+    return NCRanking(distance=np.sqrt(np.maximum(own.astype(np.float64), 0.0)),
+                     cluster=cluster if cluster is not None else np.full(len(codes), -1, dtype=np.int32),
+                     means={c: means[j] for j, c in enumerate(classes)}, class_rows=class_rows,
+                     fake_class=classes[fake_code] if fake_code >= 0 else None, centroids=centroids)
+
+
+def nearest_set(rows: np.ndarray, distance: np.ndarray, n: int) -> np.ndarray:
+    """The rows of nearest_rows(rows, distance, n) in the order of `rows` (a partition, no sort of the picks)."""
+    if n >= len(rows):
+        return rows
+    if n <= 0:
+        return rows[:0]
+    cut = np.partition(distance, n - 1)[n - 1]
+    keep = distance < cut
+    ties = np.flatnonzero(distance == cut)                 # the n-th distance may be shared: lower rows first
+    keep[ties[np.argsort(rows[ties], kind="stable")[:n - int(keep.sum())]]] = True
+    return rows[keep]
 
 
 def select_from_ranking(ranking: NCRanking, ratio: float, class_ratio: Mapping | None = None,
@@ -291,7 +310,7 @@ def select_from_ranking(ranking: NCRanking, ratio: float, class_ratio: Mapping |
     fake class when it was clustered. Sorted ascending."""
     ratios = class_ratios(tuple(ranking.class_rows), ratio, class_ratio)
     sign = -1.0 if farthest else 1.0
-    picked = []
+    keep = np.zeros(len(ranking.distance), dtype=bool)
     for c, rows in ranking.class_rows.items():
         n_keep = n_keep_for(len(rows), ratios[c])
         clusters = ranking.cluster[rows]
@@ -301,10 +320,10 @@ def select_from_ranking(ranking: NCRanking, ratio: float, class_ratio: Mapping |
             for j, q in zip(ids, proportional_quotas(sizes, n_keep)):
                 if q:
                     sub = rows[clusters == j]
-                    picked.append(nearest_rows(sub, ranking.distance[sub], int(q)))
+                    keep[nearest_set(sub, ranking.distance[sub], int(q))] = True
         else:
-            picked.append(nearest_rows(rows, sign * ranking.distance[rows], n_keep))
-    return np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
+            keep[nearest_set(rows, sign * ranking.distance[rows], n_keep)] = True
+    return np.flatnonzero(keep)
 
 
 def nc_select(embeddings: np.ndarray, labels: Any, ratio: float, *, n_clusters: int, seed: int,

@@ -222,10 +222,14 @@ def clip_margins(teacher_scores: Sequence[tuple[np.ndarray, np.ndarray, float]])
 
 
 def parent_turn(distance: np.ndarray, parents: np.ndarray | None) -> np.ndarray:
-    """Per row, how many rows of the same parent are nearer the class mean (a row without a parent: 0)."""
+    """Per row, how many rows of the same parent are nearer the class mean (a row without a parent: 0).
+    `parents`: ids (None/NaN: none) or integer codes (negative: none); only which rows share one counts."""
     if parents is None:
         return np.zeros(len(distance), dtype=np.int64)
-    codes = pd.factorize(pd.Series(parents, dtype=object))[0].astype(np.int64)   # null -> -1
+    if parents.dtype.kind in "iu":          # codes already (the streamed stage's): negative = no parent
+        codes = np.where(parents < 0, -1, parents).astype(np.int64)
+    else:
+        codes = pd.factorize(pd.Series(parents, dtype=object))[0].astype(np.int64)   # null -> -1
     own = codes < 0
     codes[own] = codes.max(initial=-1) + 1 + np.arange(int(own.sum()))       # each its own parent
     return group_rank(distance, codes)
@@ -245,7 +249,7 @@ def pick_generator_balanced(distance: np.ndarray, labels: np.ndarray, quota: Map
     keep = [first_per_group(distance, np.where(fake, len(classes), cls), np.r_[counts, 0])]
     rows = np.flatnonzero(fake)
     sys_code, sys_names = pd.factorize(np.asarray(systems, dtype=object)[rows], sort=True)
-    turn = parent_turn(distance[rows], None if parents is None else np.asarray(parents, dtype=object)[rows])
+    turn = parent_turn(distance[rows], None if parents is None else _parent_values(parents)[rows])
     # (parent turn, distance) as one value: the turn dominates (distances span less than `span`)
     span = float(np.ptp(distance[rows])) + 1.0 if len(rows) else 1.0
     lead = turn * span + (distance[rows] - distance[rows].min(initial=0.0))
@@ -258,6 +262,12 @@ def pick_generator_balanced(distance: np.ndarray, labels: np.ndarray, quota: Map
         return out, cls
 
     return np.sort(np.concatenate(keep)), value
+
+
+def _parent_values(parents: Any) -> np.ndarray:
+    """Parents as an array: integer codes as they are, anything else as objects (None and NaN stay null)."""
+    arr = np.asarray(parents)
+    return arr if arr.dtype.kind in "iu" else np.asarray(parents, dtype=object)
 
 
 def system_quotas(systems: pd.Series, budget: int, pool_systems: Sequence[pd.Series]) -> list[dict[str, int]]:

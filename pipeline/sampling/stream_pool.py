@@ -1,13 +1,14 @@
-"""The sample stage past memory: one pool's picks without its embedding matrix in memory.
+"""The sample stage past memory: one pool's picks without its embedding matrix or its clip table in memory.
 
-Reads nothing and writes nothing; pipeline/sample.py calls `sample_pool` for every pool once a pool has
-more train rows than `sample.stream_above_rows`. The matrix stays on disk (memory-mapped emb.npy or
-emb-*.npy shards) and is read one block of rows at a time, or as a bounded row sample:
+Reads nothing and writes nothing; pipeline/sampling/stream_stage.py calls `sample_pool` for every pool once a
+pool has more train rows than `sample.stream_above_rows`. The matrix stays on disk (memory-mapped emb.npy or
+emb-*.npy shards) and is read one block of rows at a time, or as a bounded row sample; the clip table stays in
+the stage's ClipStore (clipstore.py): a clip is its row there (an int), never its id string.
 
 - nc: `stream_nc` (streaming.py) over the pool's train rows (`rows=`: gathered block by block, never
   `embeddings[train_rows]`), the same picks, distances and clusters as the in-memory path (same blocks);
-- farthest: the rows farthest from their class mean, from the per-row squared distances that the same
-  pass keeps (float32, 4 bytes a row); random and full need the labels only. Same picks as in memory;
+- farthest: the rows farthest from their class mean, from the per-row distances that the same pass keeps;
+  random and full need the labels only. Same picks as in memory;
 - the orders of orders.py (nc farthest/stratified, margin, generator_balanced) read the same per-row distances
   and clusters: the caller passes them as `ordered` functions (methods.pick), the in-memory picks again;
 - kcenter is skipped (see SKIPPED): greedy k-center costs O(n_c x n_keep x D), days at 10M rows;
@@ -17,20 +18,20 @@ emb-*.npy shards) and is read one block of rows at a time, or as a bounded row s
   |union|), rows it takes (< need) or rows whose clip it already took from another pool (< need), so
   it never reads past row |union| + 2 need - 1 < 2 budget of any pool's order: the same rows as with
   every candidate. The picked rows never exceed the budget (the quotas sum to it), so nothing is trimmed;
+  and a pool's own picks are left out of its candidates (the top-up skips every picked clip: same rows);
 - diagnostics: NC1 on a seeded sample of at most `sample.stream_diagnostics_rows` train rows (and of
-  the nc picks); class-mean distances from the exact streamed means; counts from the clip table.
+  the nc picks); class-mean distances from the exact streamed means; counts from the store's codes.
 
-Working set per pool: O(N) small scalars (row positions, label codes, clusters, squared distances and,
-one method at a time, float64 distances and order keys: ~50 bytes a train row), one block of rows and
-the bounded diagnostics sample; the slim frames (clip id, label, teacher, distance, cluster, clip-table
-position) hold the picks and candidates (~2 x budget rows per method) and `full`'s every train row.
-What remains is pandas: the clip table and the manifests (benchmarks/bench_sampling_stream.py --stage:
-2M x 256 rows, 45 s, 3.0 GB peak, of which ~1 GB is the clip table and the matrix is never resident).
+Slim frames (`clip_id` = the clip's row in the store, label and teacher as categoricals, distance, cluster, order
+key, pool) hold the picks and candidates (~budget rows each per method) and `full`'s every train row (no order
+key): ~32 bytes a row (24 for `full`). The
+budget's tie rule never reaches the clip id (two rows of one class and pool never share an order key), so
+rows instead of id strings give the in-memory manifests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,14 +40,13 @@ import pandas as pd
 
 from pipeline.sampling import budget as bd
 from pipeline.sampling.baselines import random_rows
-from pipeline.sampling.diagnostics import COUNT_COLUMNS, counts, mean_distances, nc1
+from pipeline.sampling.diagnostics import mean_distances, nc1
 from pipeline.sampling.nc import DEFAULT_CHUNK_ROWS
 from pipeline.sampling.quotas import class_ratios, n_keep_for
 from pipeline.sampling.streaming import StreamedNC, as_shards, stream_nc, take_rows
 from pipeline.schema import LABELS
 
 CHUNK_ROWS = DEFAULT_CHUNK_ROWS          # read at call time (tests shrink it)
-POS = "_clip_pos"                        # a slim frame's row in the clip table
 METHODS = ("nc", "random", "full", "farthest")
 SKIPPED = {"kcenter": "greedy k-center costs O(n_c x n_keep x D) per class: not run past "
                       "sample.stream_above_rows train rows"}
@@ -63,18 +63,15 @@ class PoolPicks:
     diag: dict[str, Any] = field(default_factory=dict)
 
 
-def label_codes(clips: pd.DataFrame) -> np.ndarray:
-    """Every clip-table row's label as an int8 index into LABELS (1 byte a row instead of a string)."""
-    return pd.Categorical(clips["label"], categories=list(LABELS)).codes.astype(np.int8)
-
-
-def sample_pool(embeddings: Any, train_rows: np.ndarray, clip_pos: np.ndarray, codes: np.ndarray,
-                clips: pd.DataFrame, p: Any, *, teacher: str, pool: int, seed: int, quota: dict[str, int],
-                budgets: dict[str, int], ordered: Mapping[str, Callable] | None = None) -> PoolPicks:
+def sample_pool(embeddings: Any, train_rows: np.ndarray, clip_pos: np.ndarray, codes: np.ndarray, store: Any,
+                p: Any, *, teacher: str, pool: int, seed: int, quota: dict[str, int],
+                budgets: dict[str, int], ordered: Mapping[str, Callable] | None = None,
+                teachers: Sequence[str] | None = None) -> PoolPicks:
     """Pick from one pool's train rows (`train_rows`: rows of its matrix, ascending; `clip_pos`: their rows
-    in `clips`; `codes`: their label codes) with every method of METHODS, and of `ordered` ({method:
-    f(distance, cluster) -> (rows, order key)}, which replaces a method of METHODS it names); `p` is the
-    stage's SampleParams."""
+    in the ClipStore `store`; `codes`: their label codes) with every method of METHODS, and of `ordered`
+    ({method: f(distance, cluster) -> (rows, order key)}, which replaces a method of METHODS it names); `p` is
+    the stage's SampleParams; `teachers`: every pool's teacher (the categories of the slim `teacher` column),
+    None: this pool's alone."""
     ordered = ordered or {}
     sizes = {LABELS[k]: int((codes == k).sum()) for k in CODES}
     for c, n in sizes.items():
@@ -86,13 +83,13 @@ def sample_pool(embeddings: Any, train_rows: np.ndarray, clip_pos: np.ndarray, c
                    max_points_per_centroid=p.max_points_per_centroid, kmeans_iters=p.kmeans_iters,
                    chunk_rows=CHUNK_ROWS, rows=train_rows, keep_distances=True)
     out = PoolPicks()
-    frame = _Slim(clips, clip_pos, codes, st, teacher, pool)
-    distance = st.row_distance(np.arange(len(codes)))
+    frame = _Slim(clip_pos, codes, st, tuple(teachers or (teacher,)), teacher, pool)
+    distance = st.all_distance          # every row's, as kept by the pass (not a copy)
     kept = np.array([quota[c] > 0 for c in LABELS], dtype=bool)    # a class whose quota in this pool is 0
     nc_idx = st.indices[kept[codes[st.indices]]]
     for method in (*METHODS, *(m for m in ordered if m not in METHODS)):
         if method == "full":
-            out.picks[method] = frame(np.arange(len(codes)), np.zeros(len(codes)), distance)
+            out.picks[method] = frame(np.arange(len(codes)), None, distance)      # no top-up: no order key
             continue
         if method in ordered:
             idx, key = ordered[method](distance, st.cluster)
@@ -107,26 +104,33 @@ def sample_pool(embeddings: Any, train_rows: np.ndarray, clip_pos: np.ndarray, c
             key = bd.order_key(method, distance, codes, seed)
         idx = idx[kept[codes[idx]]]
         out.picks[method] = frame(idx, key, distance)
-        out.candidates[method] = frame(_first_rows(key, codes, budgets), key, distance)
-    out.diag = _diagnostics(embeddings, train_rows, codes, st, nc_idx, clips, clip_pos, p, seed)
+        picked = np.zeros(len(codes), dtype=bool)
+        picked[idx] = True
+        first = _first_rows(key, codes, budgets)       # less the picks: the top-up passes over picked clips anyway
+        out.candidates[method] = frame(first[~picked[first]], key, distance)
+    out.diag = _diagnostics(embeddings, train_rows, codes, st, nc_idx, store, clip_pos, p, seed)
     return out
 
 
 class _Slim:
-    """Slim frames of a pool's train rows: clip id, label, teacher, distance, cluster, POS, KEY, POOL."""
+    """Slim frames of a pool's train rows: clip_id (the store row), label and teacher (categorical: a byte a row),
+    distance, cluster, KEY (not for `full`: it has no top-up) and POOL (int16): ~32 bytes a row."""
 
-    def __init__(self, clips: pd.DataFrame, clip_pos: np.ndarray, codes: np.ndarray, st: StreamedNC, teacher: str,
+    def __init__(self, clip_pos: np.ndarray, codes: np.ndarray, st: StreamedNC, teachers: tuple, teacher: str,
                  pool: int) -> None:
-        self.ids, self.pos, self.codes = clips["clip_id"].to_numpy(), clip_pos, codes
-        self.cluster, self.teacher, self.pool = st.cluster, teacher, pool
-        self.labels = np.array(LABELS, dtype=object)
+        self.pos, self.codes = clip_pos, codes
+        self.cluster, self.teachers, self.pool = st.cluster, teachers, pool
+        self.teacher_code = teachers.index(teacher)
 
-    def __call__(self, idx: np.ndarray, key: np.ndarray, distance: np.ndarray) -> pd.DataFrame:
-        pos = self.pos[idx]
-        cluster = np.full(len(idx), -1, dtype=np.int32) if self.cluster is None else self.cluster[idx]
-        return pd.DataFrame({"clip_id": self.ids[pos], "label": self.labels[self.codes[idx]], "teacher": self.teacher,
-                             "distance": distance[idx], "cluster": cluster.astype(np.int32), POS: pos,
-                             bd.KEY: key[idx], bd.POOL: self.pool})
+    def __call__(self, idx: np.ndarray, key: np.ndarray | None, distance: np.ndarray) -> pd.DataFrame:
+        n = len(idx)
+        cluster = np.full(n, -1, dtype=np.int32) if self.cluster is None else self.cluster[idx]
+        cols = {"clip_id": self.pos[idx], "label": pd.Categorical.from_codes(self.codes[idx], LABELS),
+                "teacher": pd.Categorical.from_codes(np.full(n, self.teacher_code, dtype=np.int8), self.teachers),
+                "distance": distance[idx], "cluster": cluster.astype(np.int32)}
+        if key is not None:
+            cols[bd.KEY] = key[idx]
+        return pd.DataFrame({**cols, bd.POOL: np.full(n, self.pool, dtype=np.int16)})
 
 
 def _farthest(distance: np.ndarray, codes: np.ndarray, ratios: dict) -> np.ndarray:
@@ -167,7 +171,7 @@ def _nc1_sample(embeddings: Any, rows: np.ndarray, codes: np.ndarray, normalize:
 
 
 def _diagnostics(embeddings: Any, train_rows: np.ndarray, codes: np.ndarray, st: StreamedNC, nc_idx: np.ndarray,
-                 clips: pd.DataFrame, clip_pos: np.ndarray, p: Any, seed: int) -> dict[str, Any]:
+                 store: Any, clip_pos: np.ndarray, p: Any, seed: int) -> dict[str, Any]:
     """The pool's entry of reports/sampling.json, from bounded row samples (see the module doc)."""
     limit = p.stream_diagnostics_rows
     sub = _sample_rows(len(codes), limit, seed, 1)
@@ -178,6 +182,6 @@ def _diagnostics(embeddings: Any, train_rows: np.ndarray, codes: np.ndarray, st:
         "nc1": _nc1_sample(embeddings, train_rows[sub], codes[sub], p.normalize),
         "nc1_selected": _nc1_sample(embeddings, train_rows[sel], codes[sel], p.normalize),
         "class_mean_distance": mean_distances({LABELS[k]: m for k, m in st.means.items()}),
-        "before": counts(clips[list(COUNT_COLUMNS)].take(clip_pos)),
+        "before": store.counts(clip_pos),
         "skipped": dict(SKIPPED),
     }

@@ -1,14 +1,11 @@
-"""The data-efficiency view from fake `dvc exp show` / `dvc status` JSON: workspace, experiments and commits
+"""The data-efficiency view from fake `dvc exp show` / `dvc status` documents: workspace, experiments and commits
 listed distinctly, commits that repeat the committed numbers folded, a stale workspace never shown as current."""
 
 from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -146,16 +143,12 @@ def test_the_workspace_row_shows_its_eers_and_its_commit():
     assert "test 10.1, tts 39.0, pooled 20.0" in workspace
 
 
-def _fake_dvc(tmp_path: Path, exp_show: list, status: dict) -> str:
-    (tmp_path / "exp_show.json").write_text(json.dumps(exp_show))
-    (tmp_path / "status.json").write_text(json.dumps(status))
-    script = tmp_path / "dvc"
-    script.write_text(f"#!{sys.executable}\nimport pathlib, sys\nhere = pathlib.Path(__file__).parent\n"
-                      "name = {'exp': 'exp_show.json', 'status': 'status.json'}[sys.argv[1]]\n"
-                      "(here / 'calls.txt').open('a').write(' '.join(sys.argv[1:]) + '\\n')\n"
-                      "print((here / name).read_text())\n")
-    os.chmod(script, 0o755)
-    return str(script)
+def _fake_collect(calls: list, exp_show: list, status: dict):
+    """experiments.collect without DVC: the given `dvc exp show` document and `dvc status` of evaluate."""
+    def collect(repo, metrics_file):
+        calls.append((str(repo), metrics_file))
+        return exp_show, classify_status(status, metrics_file)
+    return collect
 
 
 def test_report_of_a_stale_clone_says_so_and_lists_one_row(tmp_path, monkeypatch):
@@ -168,12 +161,11 @@ def test_report_of_a_stale_clone_says_so_and_lists_one_row(tmp_path, monkeypatch
     metrics = json.loads((paths["reports"] / "metrics.json").read_text())
     doc = [_workspace(metrics["eer"])] + [_commit(r, metrics["eer"]) for r in "abcdefghij"]
     status = {"evaluate": [{"changed deps": {"pipeline/evaluate.py": "modified"}}]}
-    tools = tmp_path / "tools"
-    tools.mkdir()
-    monkeypatch.setattr(experiments, "dvc_executable", lambda: _fake_dvc(tools, doc, status))
+    calls: list = []
+    monkeypatch.setattr(experiments, "collect", _fake_collect(calls, doc, status))
     assert report.main(report_argv(paths)) == 0
     page = paths["out"].read_text()
-    assert "status evaluate --with-deps --json" in (tools / "calls.txt").read_text()
+    assert calls == [(str(root), METRICS)]                   # DVC is asked once
     summary = page[page.index('<section id="summary">'):page.index('<section id="data">')]
     detector = page[page.index('<section id="detector">'):page.index('<section id="audit">')]
     table = page[page.index('<section id="experiments">'):]

@@ -60,3 +60,41 @@ def test_quota_ratio_gives_exactly_the_quota():
     for n in (7, 176, 1001):
         for q in range(1, n + 1, max(1, n // 13)):
             assert n_keep_for(n, bd.quota_ratios({"c": q}, {"c": n})["c"]) == q
+
+
+def _merge_by_sorting(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The merge rule spelled out with a sort: best (distance, NaN last; then order) row per clip, in order."""
+    df = pd.concat(frames, ignore_index=True)
+    df["_order"] = np.arange(len(df))
+    best = df.sort_values(["distance", "_order"], kind="mergesort", na_position="last")
+    best = best.drop_duplicates("clip_id", keep="first")
+    return best.sort_values("_order", kind="mergesort").drop(columns="_order").reset_index(drop=True)
+
+
+@pytest.mark.parametrize("ids", ["strings", "rows"])
+def test_merge_picks_keeps_each_clips_best_row_as_the_sorting_rule_does(ids):
+    rng = np.random.default_rng(4)
+    frames = []
+    for pool in range(3):          # overlapping pools, tied and missing distances, each pool holds a clip once
+        clips = rng.choice(60, size=40, replace=False)
+        dist = rng.choice([0.1, 0.2, 0.3, np.nan], size=40)
+        frames.append(pd.DataFrame({"clip_id": [f"c{c:02d}" for c in clips] if ids == "strings" else clips,
+                                    "distance": dist, "teacher": f"t{pool}"}))
+    got = bd.merge_picks(frames)
+    pd.testing.assert_frame_equal(got, _merge_by_sorting(frames))
+    assert got["clip_id"].is_unique
+    pd.testing.assert_frame_equal(bd.merge_picks(frames[:1]), frames[0])
+
+
+@pytest.mark.parametrize("method", ["nc", "farthest", "random", "kcenter"])
+def test_order_key_ranks_ties_and_permutations_as_a_two_key_sort_does(method):
+    rng = np.random.default_rng(1)
+    labels = rng.choice(np.array(["bonafide", "spoof"]), size=300)
+    distance = rng.choice([0.5, 1.0, 1.5], size=300)            # many ties: the lower row ranks first
+    got = bd.order_key(method, distance, labels, seed=9)
+    value = (distance if method == "nc" else -distance if method == "farthest"
+             else np.random.default_rng(9).permutation(300).astype(np.float64))
+    for c in ("bonafide", "spoof"):
+        rows = np.flatnonzero(labels == c)
+        order = rows[np.lexsort((rows, value[rows]))]
+        np.testing.assert_array_equal(got[order], np.arange(len(rows)) / len(rows))

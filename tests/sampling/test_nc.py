@@ -223,3 +223,36 @@ def test_unknown_labels_and_bad_index_give_clear_errors():
         nc_select(emb, bad, 0.2, n_clusters=4, seed=0)
     with pytest.raises(ValueError, match="index must be"):
         nc_select(emb, labels, 0.2, n_clusters=4, seed=0, index="hnsw")
+
+
+def test_the_kernels_float16_copy_is_exact_for_every_kind_of_half():
+    """torch's vectorised copy and numpy's cast give the same floats: zeros, subnormals, extremes, inf; a NaN
+    stays NaN (F16C sets the quiet bit numpy keeps: its row is refused either way)."""
+    from pipeline.sampling import kernel
+
+    halves = np.arange(65536, dtype=np.uint16).view(np.float16).reshape(-1, 256)   # every half there is
+    fast = kernel.to_f32(halves, fast=True)
+    slow = kernel.to_f32(halves, fast=False)
+    assert fast.dtype == np.float32 and fast.flags.c_contiguous
+    nan = np.isnan(slow)
+    assert nan.sum() == 2 * 1023 and np.isnan(fast[nan]).all()
+    np.testing.assert_array_equal(fast[~nan].view(np.uint32), slow[~nan].view(np.uint32))   # bit for bit
+
+
+def test_nc_rank_gives_the_same_ranking_through_torch_or_numpy_and_any_thread_count(monkeypatch):
+    from pipeline.sampling import kernel, nc_rank
+
+    rng = np.random.default_rng(5)
+    labels = np.where(rng.random(5000) < 0.4, "bonafide", "spoof")
+    emb = (rng.standard_normal((5000, 24)) + np.where(labels == "spoof", 1.5, 0.0)[:, None]).astype(np.float16)
+    ref = nc_rank(emb, labels, n_clusters=3, seed=2, chunk_rows=700, threads=1)
+    monkeypatch.setattr(kernel, "SUB_ROWS", 256)                  # many sub-blocks per block, and per thread
+    monkeypatch.setattr(kernel, "use_torch", lambda values: True)
+    for threads in (1, 3):
+        got = nc_rank(emb, labels, n_clusters=3, seed=2, chunk_rows=700, threads=threads)
+        monkeypatch.setattr(kernel, "SUB_ROWS", 2048)
+        np.testing.assert_array_equal(got.cluster, ref.cluster)
+        if threads == 3:       # same sub-blocks as ref: bit for bit
+            np.testing.assert_array_equal(got.distance, ref.distance)
+        else:                  # smaller sub-blocks sum the means in another order: float32 rounding apart
+            np.testing.assert_allclose(got.distance, ref.distance, rtol=1e-5, atol=1e-6)

@@ -190,3 +190,12 @@ def test_the_fast_picks_are_the_first_rows_of_the_full_order(seed):
         np.testing.assert_array_equal(quantile_bins(v, groups, 4), group_rank(v, groups) * np.minimum(sizes, 4)
                                       // sizes)
     assert (group_rank(distance, cluster + 1) == group_rank(distance + 0.0, cluster + 1)).all()
+
+
+def test_parent_turn_reads_integer_codes_as_the_streamed_stage_gives_them():
+    """The streamed stage passes parents as codes (negative: none); only which rows share a parent counts."""
+    distance = np.array([0.3, 0.1, 0.2, 0.5, 0.4, 0.0])
+    names = np.array(["p1", "p1", None, "p2", "p2", None], dtype=object)
+    codes = np.array([7, 7, -1, 2, 2, -1])
+    assert orders.parent_turn(distance, codes).tolist() == orders.parent_turn(distance, names).tolist()
+    assert orders.parent_turn(distance, codes).tolist() == [1, 0, 0, 1, 0, 0]

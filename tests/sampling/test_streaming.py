@@ -139,3 +139,13 @@ def test_a_bad_row_subset_is_a_clear_error():
         stream_nc_select([emb], labels, 0.5, n_clusters=0, seed=0, rows=[1, 2, 3])
     with pytest.raises(ValueError, match="keep_distances"):
         stream_nc([emb], labels, 0.5, n_clusters=0, seed=0).row_distance(np.arange(3))
+
+
+def test_streamed_and_in_memory_picks_are_identical_at_the_largest_size_a_test_affords(tmp_path):
+    """40k x 256 float16 (the kernel's torch path, many 64K blocks across shard edges), 25% kept, 8 clusters."""
+    emb, labels = _data(40_000, 256, seed=3)
+    write_embeddings(emb, tmp_path, max_rows_per_file=15_000)
+    kw = dict(n_clusters=8, seed=11, chunk_rows=8192)
+    expected = nc_select(emb, labels, 0.25, **kw)
+    np.testing.assert_array_equal(stream_nc_select(read_embeddings(tmp_path), labels, 0.25, **kw), expected)
+    assert len(expected) == sum(int(np.floor(0.25 * (labels == c).sum() + 0.5)) for c in ("bonafide", "spoof"))
