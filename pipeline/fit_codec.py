@@ -146,5 +146,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = fit_parser(STAGE, "train a small EnCodec on bona fide train clips (or record a pretrained one)",
                         "data/generators/codec")
     args, params, common = start_stage(parser, argv)
-    run_fit(STAGE, run, FitCodecParams.from_params(section(params, STAGE)), args.clips, args.out, common)
+    run_fit(STAGE, run, FitCodecParams.from_params(section(params, STAGE)), args.clips, args.out, common,
+            args.metrics)
     return 0

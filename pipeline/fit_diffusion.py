@@ -144,5 +144,6 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: python -m pipeline fit_diffusion --clips ... --out ..."""
     parser = fit_parser(STAGE, "train a mel diffusion UNet on bona fide train clips", "data/generators/diffusion")
     args, params, common = start_stage(parser, argv)
-    run_fit(STAGE, run, FitDiffusionParams.from_params(section(params, STAGE)), args.clips, args.out, common)
+    run_fit(STAGE, run, FitDiffusionParams.from_params(section(params, STAGE)), args.clips, args.out, common,
+            args.metrics)
     return 0

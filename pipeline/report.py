@@ -50,6 +50,7 @@ class ReportInputs:
     manifests: Path
     teachers: Path
     repo: Path = Path(".")
+    fits: tuple[Path, ...] = ()
 
 
 def parse_params(sec: dict[str, Any] | None, seed: int) -> ReportParams:
@@ -107,7 +108,8 @@ def run(src: ReportInputs, p: ReportParams, seed: int = 0) -> tuple[str, dict[st
 
     body = [
         _guarded("Data", "data", lambda: sections.data_section(clips, missing_tables, rejects)),
-        _guarded("Reconstruction quality", "reconstruction", lambda: sections.reconstruction_section(recon)),
+        _guarded("Reconstruction quality", "reconstruction", lambda: sections.reconstruction_section(
+            recon, inputs.load_fits(list(src.fits)))),
         _guarded("Teachers", "teachers", lambda: sections.teachers_section(inputs.load_teachers(src.teachers))),
         _guarded("Sampling", "sampling", lambda: sampling_section.sampling_section(
             inputs.read_json(src.reports / "sampling.json"), src.embeddings, inputs.load_manifest(src.manifests),
@@ -158,12 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embeddings", type=Path, default=Path("data/embeddings"))
     parser.add_argument("--manifests", type=Path, default=Path("data/manifests"))
     parser.add_argument("--teachers", type=Path, default=Path("data/teachers"))
+    parser.add_argument("--fits", type=Path, nargs="*", default=[],
+                        help="the fit stages' metrics/fit_*.json (what was fitted on this corpus, and how long)")
     parser.add_argument("--repo", type=Path, default=Path("."), help="repository root for `dvc exp show`")
     parser.add_argument("--out", type=Path, default=Path("reports/index.html"))
     args, params, common = start_stage(parser, argv)
     p = parse_params(params.get("report"), common.seed)
     src = ReportInputs(reports=args.reports, clips=tuple(args.clips), rejects=args.rejects,
-                       embeddings=args.embeddings, manifests=args.manifests, teachers=args.teachers, repo=args.repo)
+                       embeddings=args.embeddings, manifests=args.manifests, teachers=args.teachers, repo=args.repo,
+                       fits=tuple(args.fits))
     with stage_timer(log, "report") as stats:
         page, counts = run(src, p, seed=common.seed)
         write_text_atomic(page, args.out)

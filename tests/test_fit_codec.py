@@ -79,3 +79,6 @@ def test_main_reads_params_and_writes_the_directory(tmp_path, monkeypatch):
     assert tree_hash(tmp_path / "gen") == tree_hash(tmp_path / "again")
     assert "seconds" not in json.loads((tmp_path / "gen" / "metrics.json").read_text())
     assert (tmp_path / "gen" / "model.pt").exists()
+    cost = json.loads((tmp_path / "metrics" / "fit_codec.json").read_text())  # the cost goes beside, for the report
+    assert cost["stage"] == "fit_codec" and cost["source"] == "fitted" and cost["trained"] is True
+    assert cost["steps"] == 2 and cost["clips"] == 4 and cost["seconds"] >= 0 and cost["threads"] == 1

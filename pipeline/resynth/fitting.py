@@ -12,7 +12,9 @@ the best state is the last step's, and the saved weights are those of the last s
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ import torch
 
 from pipeline.audio import AudioError, check_audio, read_audio
 from pipeline.detector.loop import EpochResult, Phase, RunState, fit
+from pipeline.io import write_json_atomic
 from pipeline.logs import StageError, log_some, stage_timer
 from pipeline.params import (
     Common,
@@ -93,19 +96,30 @@ def fit_parser(stage: str, description: str, out_help: str):
     parser = stage_parser(stage, description)
     parser.add_argument("--clips", required=True, help="clip table (data/clips.parquet)")
     parser.add_argument("--out", required=True, help=f"output directory ({out_help})")
+    parser.add_argument("--metrics", default=None,
+                        help=f"where the fit's cost goes (default metrics/{stage}.json; kept out of --out, whose "
+                             "hash must not change with the time a run took)")
     return parser
 
 
-def run_fit(stage: str, run: Callable[..., dict], p: FitParams, clips_path: str, out: str, common: Common) -> dict:
+def run_fit(stage: str, run: Callable[..., dict], p: FitParams, clips_path: str, out: str, common: Common,
+            metrics_path: str | None = None) -> dict:
     """What a fit stage's main does after parsing: torch set up from `common`, the clip table read, `run` timed
-    (steps/s) and its metrics logged; returns them."""
+    (steps/s) and its metrics logged; returns them. What the fit cost (source, steps, clips, seconds) goes to
+    `metrics_path` (metrics/<stage>.json), which the report reads to say what was fitted on the corpus and how long."""
     device = setup_torch(common)
     clips = read_clips(clips_path, stage=stage)
     stage_log = logging.getLogger(f"pipeline.{stage}")
+    start = time.perf_counter()
     with stage_timer(stage_log, stage, unit_key="steps") as stats:
         metrics = run(clips, Path(out), p, common.sample_rate, common.seed, device)
         stats.add("steps", p.steps if metrics.get("trained") else 0)
     stage_log.info("%s: %s", stage, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    config = json.loads((Path(out) / "config.json").read_text()) if (Path(out) / "config.json").is_file() else {}
+    cost = {"stage": stage, "source": config.get("source", "fitted"), "trained": bool(metrics.get("trained")),
+            "steps": p.steps if metrics.get("trained") else 0, "clips": metrics.get("clips"),
+            "seconds": round(time.perf_counter() - start, 1), "threads": common.runtime.threads, "device": str(device)}
+    write_json_atomic(cost, metrics_path or f"metrics/{stage}.json")
     return metrics
 
 
