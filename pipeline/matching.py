@@ -55,6 +55,28 @@ def _noise_bed(parent: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
     return np.tile(quiet.astype(np.float64), -(-n // quiet.size))[:n]
 
 
+def match_quiet_frames(fake: np.ndarray, parent: np.ndarray, sample_rate: int,
+                       max_boost_db: float = 12.0) -> np.ndarray:
+    """`fake` with each of its parent's quiet 20 ms frames brought to the parent's level there (same-length fakes).
+
+    The parent gate leaves the generator's output in the `hang_s` margins around speech, where a codec's pre-echo or
+    a vocoder's hiss would move the fake's measured silences and noise floor (the audit caught EnCodec at 3% EER on
+    them). Frames the parent has below the silence threshold get the parent's frame level (a cut, or a boost of at most
+    `max_boost_db`); the gain is interpolated in dB between frame centres, so no step is added.
+    """
+    n = max(1, int(FRAME_S * sample_rate))
+    if len(fake) != len(parent) or len(fake) < 2 * n:
+        return fake
+    p_db = frame_db(parent, sample_rate)
+    quiet = p_db <= max(SILENCE_DBFS, float(p_db.max()) - 40.0)
+    centres = np.arange(len(p_db)) * n + n / 2.0
+    out = np.asarray(fake, dtype=np.float64)
+    for _ in range(2):  # the interpolation leaves part of a step at speech edges: a second pass takes most of it
+        gain_db = np.where(quiet, np.clip(p_db - frame_db(out, sample_rate), -120.0, max_boost_db), 0.0)
+        out = out * 10.0 ** (np.interp(np.arange(len(out)), centres, gain_db) / 20.0)
+    return out.astype(np.float32)
+
+
 def match_band(wave: np.ndarray, bandwidth: float, sample_rate: int, max_steps: int = 16) -> np.ndarray:
     """`wave` low-passed so that its measured bandwidth (bandwidth_hz) is `bandwidth`, as far as its content allows.
 
@@ -110,8 +132,9 @@ def match_to_parent(fake: np.ndarray, parent: np.ndarray, sample_rate: int, *,
     The one matching step of every fake with a parent (reconstruct's copy-syntheses, the demo's TTS, corpus fakes
     that name a parent). `same_length` (a reconstruction): the fake is cut or padded to the parent's length, its
     speech scaled to the parent's speech level, and with `gate="parent"` its non-speech regions (the parent's speech
-    mask: `hang_s` around loud frames, `fade_s` crossfades) are the parent's own audio, so leading and trailing
-    silence and the noise floor are the parent's and no generator noise remains there. Otherwise (TTS: the length
+    mask: `hang_s` around loud frames, `fade_s` crossfades) are the parent's own audio, and the parent's quiet frames
+    within those margins get the parent's level (match_quiet_frames), so leading and trailing silence and the noise
+    floor are the parent's and no generator noise remains there. Otherwise (TTS: the length
     is the generator's): the fake's speech (its loud frames) at the parent's speech level, and with the parent gate
     the parent's own leading and trailing silence around it and the parent's pause noise (its non-speech, tiled)
     under it, so that the TTS's digital silence in pauses cannot give it away. Always: the whole is low-passed so
@@ -133,6 +156,8 @@ def match_to_parent(fake: np.ndarray, parent: np.ndarray, sample_rate: int, *,
         fake = _splice_tts(fake, parent, p_mask, sample_rate, gate, margin=int(fade_s * sample_rate))
     bw = bandwidth_hz(parent.astype(np.float32), sample_rate) if parent_bandwidth_hz is None else parent_bandwidth_hz
     out = match_band(fake.astype(np.float32), bw, sample_rate)
+    if same_length and gate == "parent":
+        out = match_quiet_frames(out, parent.astype(np.float32), sample_rate)
     target, have = rms_dbfs(parent), rms_dbfs(out)
     if have > -120.0:
         out = out * np.float32(10 ** ((target - have) / 20.0))
