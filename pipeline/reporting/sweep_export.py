@@ -1,5 +1,5 @@
 """`python -m pipeline.reporting.sweep_export`: the seeded sweep as committed text (reports/sweep.csv, sweep.md,
-sweep_paired.csv, sweep_runs.csv).
+sweep_paired.csv, sweep_variants.csv, sweep_runs.csv).
 
 DVC experiments live in local git refs: a fresh clone has none, so a sweep's evidence would leave with the
 machine that ran it. scripts/sweep.sh calls this when its queue is done; the two files are plain text that a
@@ -8,8 +8,9 @@ reviewer reads in a diff. The grouping, CIs, paired differences and verdicts are
 (method, ratio, variant, reference full|random, eval set) with the per-seed paired difference (EER points:
 pairs, mean, 95% t-interval, sign and Wilcoxon p, verdict); sweep_runs.csv one row per run (commit, experiment,
 method, ratio, variant, seed, EER fraction per eval set: what the report reads back to group and pair the sweep
-in a clone without the experiments); sweep.md the tables, the sentence and the verdicts. Every file names the
-sweep's baseline commit (`commit` column; sweep.md's title). Reads `dvc exp show` through
+in a clone without the experiments); sweep_variants.csv each variant (ablation, augmentation, fine-tune)
+against its method and ratio's main runs, paired by seed; sweep.md the tables, the sentence and the verdicts.
+Every file names the sweep's baseline commit (`commit` column; sweep.md's title). Reads `dvc exp show` through
 experiments.load_experiments; writes the files atomically.
 """
 
@@ -51,6 +52,24 @@ def paired_frame(groups: pd.DataFrame) -> pd.DataFrame:
     for c in ("sign_p", "wilcoxon_p"):
         out[c] = out[c].astype(float).round(4)
     return out
+
+
+def variant_frame(groups: pd.DataFrame) -> pd.DataFrame:
+    """Every variant (an ablation, augmentation, a fine-tune) against the main runs of its method and ratio, paired
+    by seed, per eval set: what sweep_paired.csv (method vs full / random within a variant) does not compare."""
+    rows = []
+    sets = [c for c in groups.columns if c.startswith("eer.") and c.count(".") == 1]
+    for _, row in groups[groups["variant"] != ""].iterrows():
+        base = seeds.point(groups, str(row["method"]), float(row["ratio"]))
+        for col in sets if base is not None else []:
+            d = seeds.paired(row, base, col)
+            if d is not None:
+                rows.append({"method": row["method"], "ratio": row["ratio"], "variant": row["variant"],
+                             "set": col.removeprefix("eer."), "pairs": d.n, "diff_mean": round(100 * d.mean, 2),
+                             "diff_lo": round(100 * d.lo, 2), "diff_hi": round(100 * d.hi, 2),
+                             "sign_p": round(d.sign_p, 4), "wilcoxon_p": round(d.wilcoxon_p, 4),
+                             "verdict": seeds.verdict(d)})
+    return pd.DataFrame(rows)
 
 
 def paired_markdown(groups: pd.DataFrame, sets: list[str]) -> list[str]:
@@ -106,10 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     write_text_atomic(csv_safe(sweep_frame(groups).assign(commit=base)).to_csv(index=False), args.out / "sweep.csv")
     write_text_atomic(csv_safe(paired_frame(groups).assign(commit=base)).to_csv(index=False),
                       args.out / "sweep_paired.csv")
+    write_text_atomic(csv_safe(variant_frame(groups).assign(commit=base)).to_csv(index=False),
+                      args.out / "sweep_variants.csv")
     write_text_atomic(csv_safe(flat.drop(columns="ci")).to_csv(index=False, float_format="%.6f"),
                       args.out / "sweep_runs.csv")
     write_text_atomic(sweep_markdown(groups, base), args.out / "sweep.md")
-    print(f"wrote {args.out / 'sweep.csv'}, {args.out / 'sweep_paired.csv'}, {args.out / 'sweep_runs.csv'} and "
+    print(f"wrote {args.out / 'sweep.csv'}, {args.out / 'sweep_paired.csv'}, sweep_variants.csv, "
+          f"{args.out / 'sweep_runs.csv'} and "
           f"{args.out / 'sweep.md'} ({len(groups)} groups, commit {base})")
     return 0
 

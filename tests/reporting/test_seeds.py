@@ -160,6 +160,10 @@ def test_sweep_export_writes_the_grouped_table_and_the_verdicts(tmp_path, monkey
     row = paired[(paired["method"] == "nc") & (paired["ratio"] == 0.1) & (paired["reference"] == "random")
                  & (paired["set"] == "unseen_attacks")].iloc[0]
     assert row["n_pairs"] == 5 and row["diff_mean"] == pytest.approx(-10.0) and row["verdict"] == "lower"
+    variants = pd.read_csv(tmp_path / "reports" / "sweep_variants.csv", keep_default_na=False)
+    ablated = variants[(variants["method"] == "full") & (variants["set"] == "unseen_attacks")].iloc[0]
+    assert ablated["variant"].startswith("train.exclude_paradigms=") and ablated["pairs"] == 5   # vs the main full runs
+    assert ablated["diff_mean"] == pytest.approx(21.0) and ablated["verdict"] == "HIGHER"
     # nothing to export: a clear error, no file written
     monkeypatch.setattr(sweep_export, "load_experiments",
                         lambda repo, metrics_file=None: ExperimentRuns(None, "dvc is not installed"))
