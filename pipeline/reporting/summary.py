@@ -1,10 +1,11 @@
 """The Summary section of reports/index.html: which method and ratio, how sure, and how hard each generator is.
 
 From the seeded sweep (pipeline/reporting/sweep.py: one commit's runs, named): the headline (the smallest ratio
-whose best method is within 2 EER points of full, paired by seed, with its interval), then per eval set the best
-method at each ratio with its mean and CI over seeds and its paired differences to full, to the runner-up and to
-random (pipeline.metrics.paired_difference through pipeline/reporting/seeds.py), then the plain verdicts. When
-the workspace is at another commit than the sweep, it says so and keeps the two apart. Then this run's numbers
+whose method is within 2 EER points of full, both chosen on dev, then that method's gap on the first test set,
+paired by seed, with its interval), then per eval set the method chosen on dev at each ratio with its mean and CI
+over seeds and its paired differences to full, to the runner-up and to random (pipeline.metrics.paired_difference
+through pipeline/reporting/seeds.py), then the plain verdicts. When the workspace
+is at another commit than the sweep, it says so and keeps the two apart. Then this run's numbers
 per eval set (EER with its bootstrap CI, minDCF, actDCF, Cllr: the evaluate stage's eer.csv), the generators
 (from the hardness view), the shortcut audit and the runs found. Reads no file; takes loaded inputs.
 """
@@ -23,6 +24,7 @@ from pipeline.reporting.experiments import ExperimentRuns
 from pipeline.reporting.sweep import Head, RecordedDifference, Sweep, recorded, same_commit
 
 MAIN_SETS = ("eer.unseen_attacks", "eer.seen_attacks", "eer.pooled", "eer.dev")
+DEV = "eer.dev"
 
 
 def summary_sets(groups: pd.DataFrame) -> list[str]:
@@ -55,60 +57,84 @@ def diff_cell(a: pd.Series, b: pd.Series | None, col: str) -> str:
     return f"{100 * gap:+.1f} points (means; no per-seed values to pair: {overlap})"
 
 
+def chooser(groups: pd.DataFrame) -> str | None:
+    """The column methods and ratios are chosen on: the dev EER when the sweep's main runs have it (choose on dev,
+    report on test), else None (each set chooses on itself, and the tables say so)."""
+    if DEV not in groups.columns:
+        return None
+    main = groups[groups["variant"] == ""]
+    return DEV if main[DEV].notna().any() else None
+
+
 def best_by_ratio(groups: pd.DataFrame, col: str) -> pd.DataFrame:
-    """Per ratio below 1 of the main runs: the method with the lowest mean EER on `col`, its EER and its differences
-    to full, the runner-up and random (display strings); full last, as the reference."""
+    """Per ratio below 1 of the main runs: the method with the lowest mean dev EER (`chooser`; without dev runs,
+    the lowest on `col`), its EER on `col` and its differences to full, the runner-up (next on dev) and random
+    (display strings); full last, as the reference."""
+    choose = chooser(groups) or col
     main = groups[(groups["variant"] == "") & groups[col].notna()] if col in groups.columns else groups.iloc[:0]
+    main = main[main[choose].notna()]
     full = seeds.point(main, "full", None) if len(main) else None
+    pick = "method chosen on dev" if choose == DEV else f"best method (on {_set_name(col)} itself: no dev runs)"
     rows = []
     for ratio in sorted(main.loc[main["ratio"] < 1, "ratio"].unique()):
-        at = main[np.isclose(main["ratio"], ratio) & (main["method"] != "full")].sort_values(col, kind="mergesort")
+        at = main[np.isclose(main["ratio"], ratio) & (main["method"] != "full")].sort_values(choose, kind="mergesort")
         best = at.iloc[0]
         runner = at.iloc[1] if len(at) > 1 else None
         random = seeds.point(main, "random", float(ratio)) if best["method"] != "random" else None
-        rows.append({"ratio": f"{100 * ratio:g}%", "best method": str(best["method"]),
+        rows.append({"ratio": f"{100 * ratio:g}%", pick: str(best["method"]),
                      "EER, mean ± 95% CI": seeds.fmt_ci(best, col), "vs full (points)": diff_cell(best, full, col),
                      "vs runner-up (points)": "-" if runner is None else
                      f"{runner['method']}: {diff_cell(best, runner, col)}",
                      "vs random (points)": diff_cell(best, random, col) if random is not None else "-"})
     if full is not None:
-        rows.append({"ratio": "100%", "best method": "full", "EER, mean ± 95% CI": seeds.fmt_ci(full, col),
+        rows.append({"ratio": "100%", pick: "full", "EER, mean ± 95% CI": seeds.fmt_ci(full, col),
                      "vs full (points)": "", "vs runner-up (points)": "", "vs random (points)": ""})
     return pd.DataFrame(rows)
 
 
 def headline(sweep: Sweep, col: str) -> str:
-    """The smallest ratio whose best method is within seeds.GOAL of full on `col`, with the interval that says
-    how sure (or the closest ratio when none is)."""
+    """The smallest ratio whose method comes within seeds.GOAL of full, both chosen on dev (`chooser`; without dev
+    runs, on `col` itself, and the sentence says so), then that method's gap to full on `col`, with the interval
+    that says how sure (or the closest ratio when none is)."""
     groups = sweep.groups
+    choose = chooser(groups) or col
     main = groups[(groups["variant"] == "") & groups[col].notna()] if col in groups.columns else groups.iloc[:0]
+    main = main[main[choose].notna()]
     full = seeds.point(main, "full", None) if len(main) else None
     name = _set_name(col)
     if full is None:
         return f"No full-set run in the sweep: no data-efficiency claim on {name}."
     found, closest = None, None
     for _, row in main[(main["ratio"] < 1) & (main["method"] != "full")].sort_values(
-            ["ratio", col], kind="mergesort").iterrows():
-        gap, d = _gap(row, full, col)
+            ["ratio", choose], kind="mergesort").iterrows():
+        gap, _ = _gap(row, full, choose)
         if closest is None or gap < closest[0]:
-            closest = (gap, row, d)
+            closest = (gap, row)
         if gap <= seeds.GOAL and found is None:
-            found = (gap, row, d)
+            found = (gap, row)
     if closest is None:
         return f"No sampled run in the sweep: no data-efficiency claim on {name}."
-    gap, row, d = found or closest
+    _, row = found or closest
+    gap, d = _gap(row, full, col)
     how = (f"{seeds.fmt_paired(d, tests=False)} vs full, paired by seed" if d is not None
            else f"{100 * gap:+.1f} points vs full (means; no per-seed values, so no paired interval)")
-    if found is None:
-        return (f"No ratio comes within {100 * seeds.GOAL:g} EER points of full on {name}: the closest is "
-                f"{row['method']} at {100 * row['ratio']:g}% ({how}).")
     sure = ""
-    if d is not None and np.isfinite(d.hi):
+    if found is not None and d is not None and np.isfinite(d.hi):
         sure = ("; its upper bound is within the goal: shown" if d.hi <= seeds.GOAL else
                 f"; its upper bound {100 * d.hi:+.1f} exceeds +{100 * seeds.GOAL:g}: within the goal on average, "
-                "not shown")
-    return (f"The smallest ratio within {100 * seeds.GOAL:g} EER points of full on {name}: "
-            f"{100 * row['ratio']:g}% with {row['method']} ({how}{sure}).")
+                "not shown" if d.mean <= seeds.GOAL else f"; above the +{100 * seeds.GOAL:g} goal on {name}")
+    goal = f"{100 * seeds.GOAL:g} EER points of full"
+    at = f"{100 * row['ratio']:g}%"
+    if choose == DEV:
+        if found is None:
+            return (f"No ratio comes within {goal} on dev (where methods are chosen): the closest is {row['method']} "
+                    f"at {at}; on {name}: {how}.")
+        return f"The smallest ratio within {goal} on dev (where methods are chosen): {at} with {row['method']}; " \
+               f"on {name}: {how}{sure}."
+    itself = " (chosen on that set itself: the sweep has no dev EER)"
+    if found is None:
+        return f"No ratio comes within {goal} on {name}{itself}: the closest is {row['method']} at {at} ({how})."
+    return f"The smallest ratio within {goal} on {name}{itself}: {at} with {row['method']} ({how}{sure})."
 
 
 def provenance(sweep: Sweep, head: Head | None) -> tuple[str, bool]:
@@ -133,11 +159,12 @@ def _sweep_parts(sweep: Sweep, head: Head | None) -> list[str]:
     for col in sets:
         table = best_by_ratio(sweep.groups, col)
         if len(table):
-            parts += [f"<h3>{html.esc(_set_name(col).capitalize())}: the best method at each ratio</h3>",
+            parts += [f"<h3>{html.esc(_set_name(col).capitalize())}: the method chosen at each ratio</h3>",
                       html.table(table, left=True)]
     parts.append(html.p("Differences are EER(best) - EER(other) in points: the mean of the per-seed differences "
                         "[95% t-interval] (pipeline.metrics.paired_difference); lower = the best method's EER is "
-                        "lower. The runner-up is the method with the next lowest mean at that ratio.", "note"))
+                        "lower. Methods and ratios are chosen on dev (the lowest mean dev EER; the runner-up is the "
+                        "next) and reported on every set: a method picked on a test set would flatter it.", "note"))
     _, verdicts = seeds.headline(sweep.groups) if sweep.paired else (None, [])   # verdicts need per-seed values
     if verdicts:
         items = [html.esc(v) if "does not hold" not in v and "NOT" not in v and "HIGHER" not in v

@@ -123,8 +123,9 @@ def test_sections_draw_the_band_curve_and_put_the_answer_in_the_summary(monkeypa
     assert "Paired by seed" in body and "+21.0 [" in body          # the paired table: NC at 10% vs full
     summary = html.unescape("".join(summary_section(["unseen_attacks"], None, exps, sweep=sweep,
                                                     head=Head("ccccccc", 3)).parts))
-    assert summary.startswith('<p class="headline">No ratio comes within 2 EER points of full on unseen attacks: '
-                              "the closest is nc at 5% (+6.0 [+6.0, +6.0] points, 5 seeds vs full, paired by seed)")
+    assert summary.startswith('<p class="headline">No ratio comes within 2 EER points of full on unseen attacks '
+                              "(chosen on that set itself: the sweep has no dev EER): the closest is nc at 5% "
+                              "(+6.0 [+6.0, +6.0] points, 5 seeds vs full, paired by seed)")
     assert '<p class="warn">Seeded sweep: 4 points' in summary and "run on commit bbbbbbb" in summary
     assert "The workspace is at commit ccccccc, 3 commits later" in summary
     rows = re.findall(r"<tr>\s*<td>(\d+%)</td>\s*<td>(\w+)</td>", summary.split("<h3>Pooled")[0])
@@ -132,6 +133,26 @@ def test_sections_draw_the_band_curve_and_put_the_answer_in_the_summary(monkeypa
     assert "nc: -10.0 [-10.4, -9.6] points, 5 seeds: lower" in summary       # random vs the runner-up, paired
     same = html.unescape("".join(summary_section([], None, exps, sweep=sweep, head=Head("bbbbbbb")).parts))
     assert "The workspace is at the same commit (bbbbbbb)" in same and '<p class="note">Seeded sweep' in same
+
+
+def test_the_summary_chooses_methods_and_ratios_on_dev_and_reports_them_on_test():
+    # on unseen attacks random is the lowest at 10%, but on dev nc is: the summary picks nc and shows its test EER
+    exps = []
+    for s in range(1, 6):
+        noise = 0.004 * (s - 3)
+        exps.append(_exp(f"nc{s}", "nc", 0.1, s, {"unseen_attacks": 0.30 + noise, "dev": 0.10 + noise}))
+        exps.append(_exp(f"rd{s}", "random", 0.1, s, {"unseen_attacks": 0.25 + noise, "dev": 0.20 + noise}))
+        exps.append(_exp(f"fu{s}", "full", 1.0, s, {"unseen_attacks": 0.22 + noise, "dev": 0.09 + noise}))
+    doc = [{"rev": "b" * 40, "name": "main", "error": None, "experiments": exps, "data": {"params": {}, "metrics": {}}}]
+    sweep = from_experiments(parse_exp_show(doc).runs)
+    summary = html.unescape("".join(summary_section([], None, None, sweep=sweep, head=Head("bbbbbbb")).parts))
+    assert summary.startswith('<p class="headline">The smallest ratio within 2 EER points of full on dev (where '
+                              "methods are chosen): 10% with nc; on unseen attacks: +8.0 [+8.0, +8.0] points, 5 seeds "
+                              "vs full, paired by seed; above the +2 goal on unseen attacks.</p>")
+    unseen = summary.split("<h3>Unseen attacks")[1].split("<h3>")[0]
+    assert "method chosen on dev" in unseen
+    assert re.findall(r"<tr>\s*<td>(\d+%)</td>\s*<td>(\w+)</td>", unseen) == [("10%", "nc"), ("100%", "full")]
+    assert "random: +5.0 [+5.0, +5.0] points, 5 seeds: HIGHER" in unseen     # reported on test, against the runner-up
 
 
 def test_the_band_curve_renders():
@@ -220,7 +241,8 @@ def test_the_summary_reads_the_committed_sweep_files_with_their_paired_intervals
              for s in (with_runs, committed)]
     for page in pages:
         assert page.startswith('<p class="headline">The smallest ratio within 2 EER points of full on unseen '
-                               "attacks: 10% with nc (+1.0 [+0.6, +1.4] points, 5 seeds vs full, paired by seed; "
+                               "attacks (chosen on that set itself: the sweep has no dev EER): 10% with nc "
+                               "(+1.0 [+0.6, +1.4] points, 5 seeds vs full, paired by seed; "
                                "its upper bound is within the goal: shown).</p>")
         assert "run on commit bbbbbbb" in page and "The workspace is at commit ddddddd, 2 commits later" in page
         assert "-10.0 [-10.4, -9.6] points, 5 seeds: lower" in page   # nc vs random at 10%, paired
