@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     with stage_timer(log, "sample") as stats:
         pools = [load_pool(t, args.embeddings / t) for t in teachers]
         sizes = sample_to(args, pools, p, seed)
-        stats.add("clips", sum(len(pl.ids) for pl in pools))
+        stats.add("clips", sum(len(pl.embeddings) for pl in pools))
         stats.add("pools", len(pools))
         for name, n in sizes.items():       # kcenter is skipped on streamed pools
             stats.add(name, n)
@@ -303,12 +303,15 @@ def sample_to(args: Any, pools: list[Pool], p: SampleParams, seed: int) -> dict[
     memory-mapped Arrow copy under a temporary folder beside args.out) when a pool has more than
     `stream_above_rows` train rows, else in memory; returns the rows of every manifest written."""
     from pipeline.sampling import stream_stage
-    from pipeline.sampling.clipstore import ClipStore
+    from pipeline.sampling.clipstore import ClipStore, release_arrow
 
     with tempfile.TemporaryDirectory(prefix=".sample-", dir=args.out.resolve().parent) as work:
         store = ClipStore.open(args.clips, Path(work))
         positions = [stream_stage.pool_positions(store, pl.teacher, pl.ids) for pl in pools]
         if stream_stage.needed(store, positions, p.stream_above_rows):
+            for pl in pools:            # their positions stand for the ids from here on (~20 bytes a clip)
+                pl.ids = None
+            release_arrow()
             diag = stream_stage.run(pools, store, positions, p, seed, args.out)
             write_json_atomic(diag, args.diagnostics)
             return {**{m: diag["merged"][m]["n"] for m in diag["merged"]}, "dev": diag["dev"]["n"]}

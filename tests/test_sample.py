@@ -291,6 +291,29 @@ def test_streamed_pools_give_the_in_memory_manifests(tmp_path, ratio):
     assert pool["after"]["nc"] == mem["pools"]["t_vocoder"]["after"]["nc"]
 
 
+@pytest.mark.parametrize("ratio", [0.5, 0.02])
+def test_one_streamed_pool_keeps_no_top_up_candidates_and_gives_the_in_memory_manifests(tmp_path, ratio, monkeypatch):
+    # one pool: its picks are exactly the budget, so the streamed stage keeps no top-up candidates (memory) and
+    # fill_to_budget adds and trims nothing; the manifests are still the in-memory path's
+    from pipeline.sampling import budget as bd
+
+    _, params, argv = setup_stage(tmp_path, ratio=ratio)
+    params["teachers"].pop("t_codec")
+    _shard(tmp_path)
+    assert sample.main(_stream(params, argv, tmp_path, "memory")) == 0
+    seen = []
+    real = bd.fill_to_budget
+    monkeypatch.setattr(bd, "fill_to_budget", lambda picked, cand, budgets: seen.append(len(cand)) or
+                        real(picked, cand, budgets))
+    assert sample.main(_stream(params, argv, tmp_path, "streamed", stream_above_rows=10)) == 0
+    assert seen and set(seen) == {0}
+    for m in STREAMED:
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "streamed" / f"{m}.parquet"),
+                                      pd.read_parquet(tmp_path / "memory" / f"{m}.parquet"))
+    st = json.loads((tmp_path / "streamed.json").read_text())
+    assert all(v["added"] == v["trimmed"] == 0 for fill in st["budget"]["fill"].values() for v in fill.values())
+
+
 def test_streamed_pools_never_read_more_than_a_block_of_rows(tmp_path, monkeypatch):
     from pipeline.embstore import ShardedEmbeddings
     from pipeline.sampling import stream_pool

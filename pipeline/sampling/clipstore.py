@@ -138,8 +138,11 @@ class ClipStore:
     def write_manifest(self, path: Path, pos: np.ndarray, columns: dict[str, Any], stage: str) -> int:
         """Write the rows at `pos` (in that order) with the manifest columns (teacher, distance, cluster, sampler:
         one value or one per row) as a clip table with the manifest group, WRITE_ROWS rows at a time."""
-        if len(np.unique(pos)) != len(pos):
+        seen = np.zeros(len(self), dtype=bool)      # a byte a store row, not a sorted copy of `pos`
+        seen[pos] = True
+        if int(np.count_nonzero(seen)) != len(pos):
             raise SchemaError(f"clip table ({stage}): a manifest repeats a clip")
+        del seen
         schema = manifest_schema()
         with atomic_path(path) as tmp, pq.ParquetWriter(str(tmp), schema, use_dictionary=DICTIONARY_COLUMNS,
                                                         write_statistics=False) as writer:
@@ -182,8 +185,13 @@ class Coder:
 
 
 def _column(value: Any, start: int, n: int, typ: pa.DataType) -> pa.Array:
-    """One manifest column for rows start..start+n: a constant, or a slice of a per-row array (NaN distance and
-    negative cluster: null, as the pandas manifests write them)."""
+    """One manifest column for rows start..start+n: a constant, a slice of a per-row array (NaN distance and
+    negative cluster: null, as the pandas manifests write them) or of a pandas Categorical (its strings, made a
+    chunk at a time: a whole column of string objects would cost 8 bytes a row)."""
+    if hasattr(value, "categories") and hasattr(value, "codes"):
+        codes = np.asarray(value.codes[start:start + n])
+        strings = np.asarray(value.categories, dtype=object)[np.maximum(codes, 0)]
+        return pa.array(strings, type=typ, mask=codes < 0)
     if not isinstance(value, np.ndarray):
         return pa.array([value] * n, type=typ)
     part = value[start:start + n]

@@ -29,8 +29,11 @@ def ranks_in_groups(order: np.ndarray, groups: np.ndarray) -> np.ndarray:
     n = len(order)
     g = groups[order]
     start = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1] if n else np.zeros(0, np.int64)
+    del g
     rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n) - np.repeat(start, np.diff(np.r_[start, n]))
+    step = np.arange(n)
+    step -= np.repeat(start, np.diff(np.r_[start, n]))      # in place: one row-sized temporary fewer
+    rank[order] = step
     return rank
 
 
@@ -58,8 +61,10 @@ def group_rank(value: np.ndarray, groups: np.ndarray) -> np.ndarray:
 
 def group_quantile(value: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """(rank + 0.5) / group size: a row's place in its group's order, comparable across groups of any size."""
-    sizes = np.bincount(groups)[groups]
-    return (group_rank(value, groups) + 0.5) / sizes
+    q = group_rank(value, groups).astype(np.float64)
+    q += 0.5
+    q /= np.bincount(groups)[groups]              # in place: the same values with fewer row-sized temporaries
+    return q
 
 
 def group_slices(groups: np.ndarray):

@@ -22,9 +22,10 @@ the stage's ClipStore (clipstore.py): a clip is its row there (an int), never it
 - diagnostics: NC1 on a seeded sample of at most `sample.stream_diagnostics_rows` train rows (and of
   the nc picks); class-mean distances from the exact streamed means; counts from the store's codes.
 
-Slim frames (`clip_id` = the clip's row in the store, label and teacher as categoricals, distance, cluster, order
-key, pool) hold the picks and candidates (~budget rows each per method) and `full`'s every train row (no order
-key): ~32 bytes a row (24 for `full`). The
+Slim frames (`clip_id` = the clip's row in the store (int32 below 2^31 rows), label and teacher as categoricals,
+distance, cluster, order key, pool) hold the picks and candidates (~budget rows each per method; no candidates
+when there is one pool: its picks are the budget) and `full`'s every train row (no order key): ~28 bytes a row
+(20 for `full`). The
 budget's tie rule never reaches the clip id (two rows of one class and pool never share an order key), so
 rows instead of id strings give the in-memory manifests.
 """
@@ -66,12 +67,13 @@ class PoolPicks:
 def sample_pool(embeddings: Any, train_rows: np.ndarray, clip_pos: np.ndarray, codes: np.ndarray, store: Any,
                 p: Any, *, teacher: str, pool: int, seed: int, quota: dict[str, int],
                 budgets: dict[str, int], ordered: Mapping[str, Callable] | None = None,
-                teachers: Sequence[str] | None = None) -> PoolPicks:
+                teachers: Sequence[str] | None = None, top_up: bool = True) -> PoolPicks:
     """Pick from one pool's train rows (`train_rows`: rows of its matrix, ascending; `clip_pos`: their rows
     in the ClipStore `store`; `codes`: their label codes) with every method of METHODS, and of `ordered`
     ({method: f(distance, cluster) -> (rows, order key)}, which replaces a method of METHODS it names); `p` is
     the stage's SampleParams; `teachers`: every pool's teacher (the categories of the slim `teacher` column),
-    None: this pool's alone."""
+    None: this pool's alone; `top_up`: False when this is the only pool (its picks are exactly the budget, the
+    top-up never runs: no candidates are kept)."""
     ordered = ordered or {}
     sizes = {LABELS[k]: int((codes == k).sum()) for k in CODES}
     for c, n in sizes.items():
@@ -106,7 +108,7 @@ def sample_pool(embeddings: Any, train_rows: np.ndarray, clip_pos: np.ndarray, c
         out.picks[method] = frame(idx, key, distance)
         picked = np.zeros(len(codes), dtype=bool)
         picked[idx] = True
-        first = _first_rows(key, codes, budgets)       # less the picks: the top-up passes over picked clips anyway
+        first = _first_rows(key, codes, budgets) if top_up else idx[:0]   # less the picks (the top-up skips them)
         out.candidates[method] = frame(first[~picked[first]], key, distance)
     out.diag = _diagnostics(embeddings, train_rows, codes, st, nc_idx, store, clip_pos, p, seed)
     return out
@@ -114,18 +116,20 @@ def sample_pool(embeddings: Any, train_rows: np.ndarray, clip_pos: np.ndarray, c
 
 class _Slim:
     """Slim frames of a pool's train rows: clip_id (the store row), label and teacher (categorical: a byte a row),
-    distance, cluster, KEY (not for `full`: it has no top-up) and POOL (int16): ~32 bytes a row."""
+    distance, cluster, KEY (not for `full`: it has no top-up) and POOL (int16): ~28 bytes a row."""
 
     def __init__(self, clip_pos: np.ndarray, codes: np.ndarray, st: StreamedNC, teachers: tuple, teacher: str,
                  pool: int) -> None:
         self.pos, self.codes = clip_pos, codes
+        self.pos_type = np.int32 if len(clip_pos) and int(clip_pos.max()) < 2**31 else np.int64   # 4 bytes a row
         self.cluster, self.teachers, self.pool = st.cluster, teachers, pool
         self.teacher_code = teachers.index(teacher)
 
     def __call__(self, idx: np.ndarray, key: np.ndarray | None, distance: np.ndarray) -> pd.DataFrame:
         n = len(idx)
         cluster = np.full(n, -1, dtype=np.int32) if self.cluster is None else self.cluster[idx]
-        cols = {"clip_id": self.pos[idx], "label": pd.Categorical.from_codes(self.codes[idx], LABELS),
+        cols = {"clip_id": self.pos[idx].astype(self.pos_type),
+                "label": pd.Categorical.from_codes(self.codes[idx], LABELS),
                 "teacher": pd.Categorical.from_codes(np.full(n, self.teacher_code, dtype=np.int8), self.teachers),
                 "distance": distance[idx], "cluster": cluster.astype(np.int32)}
         if key is not None:

@@ -9,7 +9,7 @@ per-row distances and clusters, every sample.nc.order), the same merge and budge
 rows instead of id strings, the same columns and values; kcenter is not run (stream_pool.SKIPPED). What it holds
 per clip: the store's codes (14 bytes), each pool's clip rows (8 bytes), the orders' columns (system and parent:
 12 bytes), the per-row NC arrays of the pool being sampled (~30 bytes) and the slim frames of the picks and
-top-up candidates (~32 bytes a row; `full`: every train row, 24 bytes), never a pandas clip table.
+top-up candidates (~28 bytes a row; `full`: every train row, 20 bytes), never a pandas clip table.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import pandas as pd
 from pipeline.io import atomic_path
 from pipeline.logs import StageError, progress
 from pipeline.params import ConfigError
+from pipeline.runtime.memory import return_freed_memory
 from pipeline.sampling import budget as bd
 from pipeline.sampling import methods as mt
 from pipeline.sampling import stream_pool as sp
@@ -67,55 +68,70 @@ def run(pools: list[Any], store: ClipStore, positions: list[np.ndarray], p: Any,
              "embeddings; skipped: %s", p.stream_above_rows, ", ".join(f"{m} ({why})" for m, why in sp.SKIPPED.items()))
     if p.index != "flat":
         log.warning("streamed nc is the exact (flat) scan: sample.index=%s is not used", p.index)
+    return_freed_memory()
     codes, train_mask = store.label_codes(), store.split_is("train")
     train_pos = [pos[train_mask[pos]] for pos in positions]
     merged = np.unique(np.concatenate(train_pos))
     budgets = bd.class_budgets(pd.Series(pd.Categorical.from_codes(codes[merged], LABELS)), LABELS, p.ratio,
                                p.class_ratio)
+    merged_sizes = {c: int((codes[merged] == k).sum()) for k, c in enumerate(LABELS)}
     pool_sizes = [{c: int((codes[tp] == k).sum()) for k, c in enumerate(LABELS)} for tp in train_pos]
     quotas = bd.split_budget(budgets, pool_sizes)
     train_idx = [np.flatnonzero(train_mask[pos]) for pos in positions]
     cols = mt.ClipColumns(fake=codes == sp.SPOOF, system=store.strings("system"), parent=store.value_codes("parent_id"))
     inputs = mt.prepare_inputs(p, pools, cols, train_pos, train_idx, budgets)
+    del merged, train_idx
     methods = mt.runnable(p.method, {**sp.SKIPPED, **inputs.skipped}, log)
     diag = stage_header(p, seed, inputs)
     diag["stream"] = {"above_rows": p.stream_above_rows, "index": "flat", "skipped": dict(sp.SKIPPED),
                       "diagnostics_rows_limit": p.stream_diagnostics_rows}
     picks, candidates = _sample_pools(pools, store, positions, codes, p, seed, quotas, budgets, diag,
                                       (methods, inputs, cols))
+    del cols, inputs, train_pos
     out_dir.mkdir(parents=True, exist_ok=True)
     fill, merged_counts, sizes = {}, {}, {}
     # the manifests are written on scan_threads threads (Arrow's take and Parquet writer release the GIL) while
-    # this thread merges the next method; pop: each method's slim frames go once its manifest is handed over
-    with ThreadPoolExecutor(max_workers=scan_threads(None), thread_name_prefix="manifest") as writers:
-        jobs = {}
+    # this thread merges the next method; at most that many are in hand at once (each method's slim frames go once
+    # its manifest is written), so the peak holds two methods' rows, not all of them
+    workers = scan_threads(None)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="manifest") as writers:
+        jobs: dict[str, Any] = {}
         for m in methods:
+            _wait_below(jobs, workers, sizes)
             union = bd.merge_picks(picks.pop(m))
             if m == "full":
                 slim = union.drop(columns=[bd.POOL])
             else:
                 slim, fill[m] = bd.fill_to_budget(union, pd.concat(candidates.pop(m), ignore_index=True), budgets)
+            del union
             pos = slim["clip_id"].to_numpy(np.int64)
-            jobs[m] = writers.submit(store.write_manifest, out_dir / f"{m}.parquet", pos, {
-                "teacher": slim["teacher"].to_numpy(object), "distance": slim["distance"].to_numpy(np.float64),
-                "cluster": slim["cluster"].to_numpy(np.int64), "sampler": m}, stage=f"sample {m}")
             merged_counts[m] = store.counts(pos)
+            jobs[m] = writers.submit(store.write_manifest, out_dir / f"{m}.parquet", pos, {
+                "teacher": slim["teacher"].array, "distance": slim["distance"].to_numpy(np.float64),
+                "cluster": slim["cluster"].to_numpy(np.int32), "sampler": m}, stage=f"sample {m}")
+            del slim, pos
+        _wait_below(jobs, 1, sizes)
         dev_pos, dev_teacher = _dev_rows(pools, positions, store.split_is("dev"))
-        jobs["dev"] = writers.submit(store.write_manifest, out_dir / "dev.parquet", dev_pos, {
+        sizes["dev"] = store.write_manifest(out_dir / "dev.parquet", dev_pos, {
             "teacher": dev_teacher, "distance": np.full(len(dev_pos), np.nan),
-            "cluster": np.full(len(dev_pos), -1), "sampler": "dev"}, stage="sample dev")
-        for name, job in jobs.items():
-            sizes[name] = job.result()
-            log.info("%s.parquet: %d clips", name, sizes[name])
+            "cluster": np.full(len(dev_pos), -1, dtype=np.int32), "sampler": "dev"}, stage="sample dev")
+        log.info("dev.parquet: %d clips", sizes["dev"])
     with atomic_path(out_dir / "train.parquet") as tmp:
         shutil.copyfile(out_dir / f"{p.method}.parquet", tmp)
-    merged_sizes = {c: int((codes[merged] == k).sum()) for k, c in enumerate(LABELS)}
     diag["budget"] = {**bd.budget_diagnostics(budgets, merged_sizes, [pl.teacher for pl in pools], pool_sizes,
                                               quotas), "fill": fill}
     diag["merged"] = merged_counts
     diag["dev"] = store.counts(dev_pos)
     diag["train"] = {"method": p.method, "n": sizes[p.method]}
     return diag
+
+
+def _wait_below(jobs: dict[str, Any], limit: int, sizes: dict[str, int]) -> None:
+    """Wait for the oldest manifest writes until fewer than `limit` are running; their row counts into `sizes`."""
+    while len(jobs) >= limit:
+        name = next(iter(jobs))
+        sizes[name] = jobs.pop(name).result()
+        log.info("%s.parquet: %d clips", name, sizes[name])
 
 
 def _sample_pools(pools: list[Any], store: ClipStore, positions: list[np.ndarray], codes: np.ndarray, p: Any,
@@ -139,7 +155,7 @@ def _sample_pools(pools: list[Any], store: ClipStore, positions: list[np.ndarray
         try:
             res = sp.sample_pool(pool.embeddings, train, pos[train], pool_codes, store, p, teacher=pool.teacher,
                                  pool=i, seed=pseed, quota=quotas[i], budgets=budgets, ordered=ordered,
-                                 teachers=[pl.teacher for pl in pools])
+                                 teachers=[pl.teacher for pl in pools], top_up=len(pools) > 1)
         except ValueError as exc:
             raise StageError(f"teacher {pool.teacher}: {exc}") from exc
         for m in methods:
