@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -85,7 +86,8 @@ class ClipStore:
         return self.codes["split"] == values.index(split) if split in values else np.zeros(len(self), dtype=bool)
 
     def positions(self, ids: Any, what: str) -> np.ndarray:
-        """The rows holding the given clip ids (int64); ValueError naming the first id that is not in the tables."""
+        """The rows holding the given clip ids (int32 below 2^31 rows, else int64: 4 bytes a clip kept per pool);
+        ValueError naming the first id that is not in the tables."""
         ids = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(ids, type=pa.string())
         found = pc.index_in(ids, value_set=self.table.column("clip_id"))
         if found.null_count:
@@ -93,13 +95,20 @@ class ClipStore:
             first = first.as_py() if hasattr(first, "as_py") else first
             raise ValueError(f"{what}: {found.null_count} embedded ids are not in the clip tables (first: "
                              f"{first!r}); embeddings and clip tables are out of date")
-        pos = found.to_numpy(zero_copy_only=False).astype(np.int64)
+        pos = found.to_numpy(zero_copy_only=False).astype(np.int32 if len(self) < 2**31 else np.int64)
         release_arrow()        # the hash table of every clip id
         return pos
 
-    def strings(self, name: str) -> np.ndarray:
-        """Every row's value of a CODE_COLUMNS column as a str object array (one string object per value)."""
-        return np.asarray(self.values[name], dtype=object)[self.codes[name]]
+    def categorical(self, name: str) -> pd.Categorical:
+        """Every row's value of a CODE_COLUMNS column as a pandas Categorical whose categories are sorted (a code of
+        one or two bytes a row, where `strings` costs an 8-byte object pointer a row); indexing it with rows and
+        factorizing with sort=True gives the order of the strings themselves."""
+        values = self.values[name]
+        order = sorted(range(len(values)), key=values.__getitem__)
+        rank = np.empty(len(values), dtype=np.int64)
+        rank[order] = np.arange(len(values))
+        codes = rank[self.codes[name]].astype(np.int16 if len(values) < 2**15 else np.int32)
+        return pd.Categorical.from_codes(codes, categories=[values[k] for k in order])
 
     def value_codes(self, name: str) -> np.ndarray:
         """Every row's value of any string column as an int32 code (-1: null): rows share a code exactly when

@@ -113,7 +113,7 @@ class ClipColumns:
     the ClipStore's codes (stream_stage.py), so both paths give the same picks."""
 
     fake: np.ndarray          # bool: the row is of the fake class
-    system: np.ndarray        # its generator system (str)
+    system: Any               # its generator system: str array, or a Categorical (the streamed stage's)
     parent: np.ndarray        # its parent: ids (None/NaN: none) or integer codes (negative: none)
 
     @classmethod
@@ -190,7 +190,8 @@ def pick(method: str, distance: np.ndarray, cluster: np.ndarray | None, labels: 
          fake_class: Any, pool: orders.PoolOrderInputs, p: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows kept, top-up order key) of an `ordered` method on one pool's train rows: `quota` rows per class
     (keys: the values of `labels`), from the pool's NC distance and k-means cluster (None: not clustered)."""
-    cluster = np.full(len(labels), -1, dtype=np.int64) if cluster is None else np.asarray(cluster, dtype=np.int64)
+    if method in ("nc", "margin"):      # generator_balanced reads no cluster: no row-sized int64 copy for it
+        cluster = np.full(len(labels), -1, dtype=np.int64) if cluster is None else np.asarray(cluster, dtype=np.int64)
     if method == "nc":
         idx, value = orders.pick_nc_order(p.nc.order, distance, cluster, labels, quota, fake_class, p.nc.strata, seed)
     elif method == "margin":

@@ -92,7 +92,7 @@ class PoolOrderInputs:
     """What the orders read of one pool's train rows besides distance, cluster and labels (None: not available)."""
 
     uncertainty: np.ndarray | None = None          # |mean teacher margin| per row (margin)
-    systems: np.ndarray | None = None              # generator system per row (generator_balanced)
+    systems: Any = None                            # generator system per row: strings or a Categorical
     parents: np.ndarray | None = None              # parent clip id per row, None/NaN = its own parent
     system_quota: dict[str, int] = field(default_factory=dict)   # fake rows kept per system in this pool
 
@@ -248,7 +248,7 @@ def pick_generator_balanced(distance: np.ndarray, labels: np.ndarray, quota: Map
     counts = np.array([0 if k == fake_code else quota[c] for k, c in enumerate(classes)], dtype=np.int64)
     keep = [first_per_group(distance, np.where(fake, len(classes), cls), np.r_[counts, 0])]
     rows = np.flatnonzero(fake)
-    sys_code, sys_names = pd.factorize(np.asarray(systems, dtype=object)[rows], sort=True)
+    sys_code, sys_names = pd.factorize(_take(systems, rows), sort=True)
     turn = parent_turn(distance[rows], None if parents is None else _parent_values(parents)[rows])
     # (parent turn, distance) as one value: the turn dominates (distances span less than `span`)
     span = float(np.ptp(distance[rows])) + 1.0 if len(rows) else 1.0
@@ -262,6 +262,12 @@ def pick_generator_balanced(distance: np.ndarray, labels: np.ndarray, quota: Map
         return out, cls
 
     return np.sort(np.concatenate(keep)), value
+
+
+def _take(systems: Any, rows: np.ndarray) -> Any:
+    """The systems of `rows`: a Categorical stays one (the streamed stage's: sorted categories, factorized in the
+    strings' order), anything else becomes objects."""
+    return systems[rows] if isinstance(systems, pd.Categorical) else np.asarray(systems, dtype=object)[rows]
 
 
 def _parent_values(parents: Any) -> np.ndarray:

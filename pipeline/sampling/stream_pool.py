@@ -89,7 +89,9 @@ def sample_pool(embeddings: Any, train_rows: np.ndarray, clip_pos: np.ndarray, c
     distance = st.all_distance          # every row's, as kept by the pass (not a copy)
     kept = np.array([quota[c] > 0 for c in LABELS], dtype=bool)    # a class whose quota in this pool is 0
     nc_idx = st.indices[kept[codes[st.indices]]]
-    for method in (*METHODS, *(m for m in ordered if m not in METHODS)):
+    # the orders-only methods first: their row-sized sorts (generator_balanced's the largest) run before the
+    # other methods' slim frames (full's holds every train row) exist, so the two never add up at the peak
+    for method in (*(m for m in ordered if m not in METHODS), *METHODS):
         if method == "full":
             out.picks[method] = frame(np.arange(len(codes)), None, distance)      # no top-up: no order key
             continue

@@ -7,8 +7,8 @@ this path when a pool has more train rows than `sample.stream_above_rows`, and g
 manifests (tested): the same picks (stream_pool.py; the orders of orders.py through methods.pick on the same
 per-row distances and clusters, every sample.nc.order), the same merge and budget top-up (budget.py) over clip
 rows instead of id strings, the same columns and values; kcenter is not run (stream_pool.SKIPPED). What it holds
-per clip: the store's codes (14 bytes), each pool's clip rows (8 bytes), the orders' columns (system and parent:
-12 bytes), the per-row NC arrays of the pool being sampled (~30 bytes) and the slim frames of the picks and
+per clip: the store's codes (14 bytes), each pool's clip rows (4 bytes), the orders' columns (system and parent:
+6 bytes), the per-row NC arrays of the pool being sampled (~30 bytes) and the slim frames of the picks and
 top-up candidates (~28 bytes a row; `full`: every train row, 20 bytes), never a pandas clip table.
 """
 
@@ -78,7 +78,8 @@ def run(pools: list[Any], store: ClipStore, positions: list[np.ndarray], p: Any,
     pool_sizes = [{c: int((codes[tp] == k).sum()) for k, c in enumerate(LABELS)} for tp in train_pos]
     quotas = bd.split_budget(budgets, pool_sizes)
     train_idx = [np.flatnonzero(train_mask[pos]) for pos in positions]
-    cols = mt.ClipColumns(fake=codes == sp.SPOOF, system=store.strings("system"), parent=store.value_codes("parent_id"))
+    cols = mt.ClipColumns(fake=codes == sp.SPOOF, system=store.categorical("system"),
+                          parent=store.value_codes("parent_id"))
     inputs = mt.prepare_inputs(p, pools, cols, train_pos, train_idx, budgets)
     del merged, train_idx
     methods = mt.runnable(p.method, {**sp.SKIPPED, **inputs.skipped}, log)
