@@ -4,10 +4,10 @@ From the seeded sweep (pipeline/reporting/sweep.py: one commit's runs, named): t
 whose method is within 2 EER points of full, both chosen on dev, then that method's gap on the first test set,
 paired by seed, with its interval), then per eval set the method chosen on dev at each ratio with its mean and CI
 over seeds and its paired differences to full, to the runner-up and to random (pipeline.metrics.paired_difference
-through pipeline/reporting/seeds.py), then the plain verdicts. When the workspace
-is at another commit than the sweep, it says so and keeps the two apart. Then this run's numbers
-per eval set (EER with its bootstrap CI, minDCF, actDCF, Cllr: the evaluate stage's eer.csv), the generators
-(from the hardness view), the shortcut audit and the runs found. Reads no file; takes loaded inputs.
+through pipeline/reporting/seeds.py), then the plain verdicts. When the workspace is at another commit than the
+sweep, it says so and keeps the two apart. Then this run's numbers per eval set (EER with its bootstrap CI,
+minDCF, actDCF, Cllr: the evaluate stage's eer.csv), the generators (from the hardness view), the shortcut audit
+and the runs found. Reads no file; takes loaded inputs.
 """
 
 from __future__ import annotations
@@ -66,14 +66,19 @@ def chooser(groups: pd.DataFrame) -> str | None:
     return DEV if main[DEV].notna().any() else None
 
 
+def _main_runs(groups: pd.DataFrame, col: str) -> tuple[str, pd.DataFrame, pd.Series | None]:
+    """(the column to choose on, the main runs with a value on it and on `col`, full's group or None)."""
+    choose = chooser(groups) or col
+    main = groups[(groups["variant"] == "") & groups[col].notna()] if col in groups.columns else groups.iloc[:0]
+    main = main[main[choose].notna()]
+    return choose, main, seeds.point(main, "full", None) if len(main) else None
+
+
 def best_by_ratio(groups: pd.DataFrame, col: str) -> pd.DataFrame:
     """Per ratio below 1 of the main runs: the method with the lowest mean dev EER (`chooser`; without dev runs,
     the lowest on `col`), its EER on `col` and its differences to full, the runner-up (next on dev) and random
     (display strings); full last, as the reference."""
-    choose = chooser(groups) or col
-    main = groups[(groups["variant"] == "") & groups[col].notna()] if col in groups.columns else groups.iloc[:0]
-    main = main[main[choose].notna()]
-    full = seeds.point(main, "full", None) if len(main) else None
+    choose, main, full = _main_runs(groups, col)
     pick = "method chosen on dev" if choose == DEV else f"best method (on {_set_name(col)} itself: no dev runs)"
     rows = []
     for ratio in sorted(main.loc[main["ratio"] < 1, "ratio"].unique()):
@@ -96,11 +101,7 @@ def headline(sweep: Sweep, col: str) -> str:
     """The smallest ratio whose method comes within seeds.GOAL of full, both chosen on dev (`chooser`; without dev
     runs, on `col` itself, and the sentence says so), then that method's gap to full on `col`, with the interval
     that says how sure (or the closest ratio when none is)."""
-    groups = sweep.groups
-    choose = chooser(groups) or col
-    main = groups[(groups["variant"] == "") & groups[col].notna()] if col in groups.columns else groups.iloc[:0]
-    main = main[main[choose].notna()]
-    full = seeds.point(main, "full", None) if len(main) else None
+    choose, main, full = _main_runs(sweep.groups, col)
     name = _set_name(col)
     if full is None:
         return f"No full-set run in the sweep: no data-efficiency claim on {name}."
@@ -120,9 +121,13 @@ def headline(sweep: Sweep, col: str) -> str:
            else f"{100 * gap:+.1f} points vs full (means; no per-seed values, so no paired interval)")
     sure = ""
     if found is not None and d is not None and np.isfinite(d.hi):
-        sure = ("; its upper bound is within the goal: shown" if d.hi <= seeds.GOAL else
-                f"; its upper bound {100 * d.hi:+.1f} exceeds +{100 * seeds.GOAL:g}: within the goal on average, "
-                "not shown" if d.mean <= seeds.GOAL else f"; above the +{100 * seeds.GOAL:g} goal on {name}")
+        if d.hi <= seeds.GOAL:
+            sure = "; its upper bound is within the goal: shown"
+        elif d.mean <= seeds.GOAL:
+            sure = (f"; its upper bound {100 * d.hi:+.1f} exceeds +{100 * seeds.GOAL:g}: within the goal on average, "
+                    "not shown")
+        else:
+            sure = f"; above the +{100 * seeds.GOAL:g} goal on {name}"
     goal = f"{100 * seeds.GOAL:g} EER points of full"
     at = f"{100 * row['ratio']:g}%"
     if choose == DEV:

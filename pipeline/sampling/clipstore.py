@@ -197,7 +197,7 @@ def _column(value: Any, start: int, n: int, typ: pa.DataType) -> pa.Array:
     """One manifest column for rows start..start+n: a constant, a slice of a per-row array (NaN distance and
     negative cluster: null, as the pandas manifests write them) or of a pandas Categorical (its strings, made a
     chunk at a time: a whole column of string objects would cost 8 bytes a row)."""
-    if hasattr(value, "categories") and hasattr(value, "codes"):
+    if isinstance(value, pd.Categorical):
         codes = np.asarray(value.codes[start:start + n])
         strings = np.asarray(value.categories, dtype=object)[np.maximum(codes, 0)]
         return pa.array(strings, type=typ, mask=codes < 0)
