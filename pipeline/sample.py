@@ -301,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
 def sample_to(args: Any, pools: list[Pool], p: SampleParams, seed: int) -> dict[str, int]:
     """Sample the pools into args.out and args.diagnostics, streamed (stream_stage.py, the clip tables in a
     memory-mapped Arrow copy under a temporary folder beside args.out) when a pool has more than
-    `stream_above_rows` train rows, else in memory; returns the rows of every manifest written."""
+    `stream_above_rows` train rows, else in memory; returns the rows of every manifest written. The pools are
+    consumed: on the streamed path their `ids` are set to None once their store rows are known (at 10M clips the
+    Arrow ids are the largest thing held), so a caller must load them again to reuse them."""
     from pipeline.sampling import stream_stage
     from pipeline.sampling.clipstore import ClipStore, release_arrow
 
